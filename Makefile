@@ -1,0 +1,98 @@
+# moesz build. `make` builds libmoesz (static + shared) and the moesz binary;
+# `make check` builds and runs every test; `make SAN=1 check` does the same
+# under AddressSanitizer + UBSan in build-san/. `make fuzz` builds the
+# libFuzzer targets with clang. `make install PREFIX=/usr/local`.
+CC      ?= cc
+PREFIX  ?= /usr/local
+VERSION := 0.1.0
+
+ifeq ($(SAN),1)
+BUILD   ?= build-san
+OPT     ?= -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+LDSAN   := -fsanitize=address,undefined
+else
+BUILD   ?= build
+OPT     ?= -O2 -g
+LDSAN   :=
+endif
+
+WARN    := -Wall -Wextra -Werror -Wno-unused-parameter
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -ffp-contract=off -fPIC -pthread \
+           -Iinclude -Isrc -I/usr/include/x86_64-linux-gnu/openblas-pthread
+LDLIBS  := -lzstd -lopenblas -llapacke -lpcre2-8 -lcjson -lxxhash -lm -lpthread
+
+LIB_SRC := $(sort $(filter-out src/cli/%,$(wildcard src/*/*.c)))
+CLI_SRC := $(sort $(wildcard src/cli/*.c))
+TEST_SRC:= $(sort $(wildcard tests/test_*.c))
+BENCH_SRC:= $(sort $(wildcard bench/*.c))
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
+TESTS   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+BENCHES := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+.PHONY: all lib tests check fuzz fuzz-run install clean deps demo benches
+all: $(BUILD)/moesz $(BUILD)/libmoesz.so $(BUILD)/libmoesz.a
+
+lib: $(BUILD)/libmoesz.a $(BUILD)/libmoesz.so
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libmoesz.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libmoesz.so: $(LIB_OBJ)
+	$(CC) -shared $(LDSAN) -pthread -o $@ $^ $(LDLIBS)
+
+$(BUILD)/moesz: $(CLI_OBJ) $(BUILD)/libmoesz.a
+	$(CC) $(LDSAN) -pthread -o $@ $(CLI_OBJ) $(BUILD)/libmoesz.a $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c tests/harness.h $(BUILD)/libmoesz.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -o $@ $< $(BUILD)/libmoesz.a $(LDSAN) $(LDLIBS)
+
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libmoesz.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libmoesz.a $(LDSAN) $(LDLIBS)
+
+tests: $(TESTS) $(BUILD)/moesz
+benches: $(BENCHES)
+
+check: tests
+	MOESZ_BIN=$(BUILD)/moesz sh tests/run.sh $(TESTS)
+
+# libFuzzer targets (clang); FUZZ_SECONDS per target in fuzz-run.
+FUZZ_SRC := $(sort $(wildcard fuzz/fuzz_*.c))
+FUZZERS  := $(FUZZ_SRC:fuzz/%.c=build-fuzz/%)
+FUZZ_SECONDS ?= 10
+build-fuzz/%: fuzz/%.c $(LIB_SRC)
+	@mkdir -p build-fuzz
+	clang -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer,address,undefined -ffp-contract=off \
+	  -Iinclude -Isrc -I/usr/include/x86_64-linux-gnu/openblas-pthread -o $@ $< $(LIB_SRC) $(LDLIBS)
+fuzz: $(FUZZERS)
+fuzz-run: fuzz
+	sh fuzz/run.sh $(FUZZ_SECONDS) $(FUZZERS)
+
+deps:
+	sh scripts/install-deps.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/moesz
+	install -m 755 $(BUILD)/moesz $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(BUILD)/libmoesz.a $(BUILD)/libmoesz.so $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 include/moesz.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 include/moesz/*.h $(DESTDIR)$(PREFIX)/include/moesz/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' scripts/moesz.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/moesz.pc
+
+clean:
+	rm -rf build build-san build-fuzz
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
+
+# The README's two commands. DEMO_MODEL is the bundled default model.
+DEMO_MODEL ?= tests/fixtures/mixtral
+demo: deps all
+	$(BUILD)/moesz inspect $(DEMO_MODEL)
+check: deps

@@ -1,0 +1,126 @@
+/* moesz/model.h - config.json -> model description for each supported
+ * family, and tensor naming rules: which tensor is "layer L, expert E,
+ * matrix M", attention, norm or router. Owned by src/model. */
+#ifndef MOESZ_MODEL_H
+#define MOESZ_MODEL_H
+#include "moesz/base.h"
+#include "moesz/tensor.h"
+
+typedef enum moesz_arch {
+  MOESZ_ARCH_LLAMA = 0,   /* LlamaForCausalLM (dense: one "expert") */
+  MOESZ_ARCH_MIXTRAL,     /* MixtralForCausalLM */
+  MOESZ_ARCH_QWEN2_MOE,   /* Qwen2MoeForCausalLM */
+  MOESZ_ARCH_QWEN3_MOE,   /* Qwen3MoeForCausalLM */
+  MOESZ_ARCH_OLMOE,       /* OlmoeForCausalLM */
+  MOESZ_ARCH_DEEPSEEK,    /* DeepseekForCausalLM (v1, model_type "deepseek") */
+  MOESZ_ARCH_SWITCH,      /* SwitchTransformersForConditionalGeneration (compression only) */
+  MOESZ_ARCH_COUNT
+} moesz_arch;
+
+#define MOESZ_MAX_LAYERS 256
+
+typedef struct moesz_config {
+  moesz_arch arch;
+  char arch_name[64];      /* "MixtralForCausalLM" */
+  char model_type[64];     /* "mixtral" */
+  int n_layers;            /* decoder layers (Switch: encoder + decoder blocks) */
+  int hidden;              /* d_model */
+  int intermediate;        /* dense MLP width (dense layers / Llama) */
+  int moe_intermediate;    /* routed expert width n */
+  int n_experts;           /* routed experts per MoE layer (0 for Llama) */
+  int top_k;               /* experts per token */
+  int n_shared;            /* shared experts (DeepSeek: n_shared_experts) */
+  int shared_intermediate; /* total width of the shared MLP (Qwen2: shared_expert_intermediate_size;
+                              DeepSeek: moe_intermediate * n_shared) */
+  int has_shared_gate;     /* Qwen2-MoE: sigmoid(shared_expert_gate(x)) */
+  int norm_topk_prob;      /* renormalise top-k weights */
+  int n_heads, n_kv_heads, head_dim;
+  int vocab;
+  int max_pos;
+  float norm_eps;
+  float rope_theta;
+  int tie_embeddings;
+  int qkv_bias;            /* Qwen2: q/k/v projections have bias */
+  int qk_norm;             /* 0 none, 1 per head (Qwen3), 2 whole projection (OLMoE) */
+  float clip_qkv;          /* OLMoE; 0 = none */
+  int first_k_dense;       /* DeepSeek first_k_dense_replace */
+  int moe_layer_freq;      /* DeepSeek moe_layer_freq; Qwen2 decoder_sparse_step */
+  int bos_id, eos_id;      /* -1 if absent */
+  uint8_t is_moe[MOESZ_MAX_LAYERS]; /* [n_layers] 1 if layer L has routed experts */
+} moesz_config;
+
+const char *moesz_arch_name(moesz_arch a);
+/* Parses config.json text. Unknown architecture -> MOESZ_E_UNSUPPORTED naming it;
+ * missing/NaN/negative numbers -> MOESZ_E_FORMAT. */
+int moesz_config_parse(const char *json, size_t len, moesz_config *out, moesz_error *err);
+/* Reads DIR/config.json (or a path to a config file). */
+int moesz_config_load(const char *path, moesz_config *out, moesz_error *err);
+
+typedef enum moesz_role {
+  MOESZ_ROLE_OTHER = 0,
+  MOESZ_ROLE_EMBED,        /* token embedding [vocab, hidden] */
+  MOESZ_ROLE_LM_HEAD,      /* [vocab, hidden] */
+  MOESZ_ROLE_FINAL_NORM,
+  MOESZ_ROLE_ATTN_NORM,    /* input_layernorm */
+  MOESZ_ROLE_FFN_NORM,     /* post_attention_layernorm */
+  MOESZ_ROLE_ATTN_Q, MOESZ_ROLE_ATTN_K, MOESZ_ROLE_ATTN_V, MOESZ_ROLE_ATTN_O,
+  MOESZ_ROLE_ATTN_Q_BIAS, MOESZ_ROLE_ATTN_K_BIAS, MOESZ_ROLE_ATTN_V_BIAS,
+  MOESZ_ROLE_Q_NORM, MOESZ_ROLE_K_NORM,
+  MOESZ_ROLE_ROUTER,       /* [n_experts, hidden] */
+  MOESZ_ROLE_EXPERT,       /* routed expert matrix (mat says which) */
+  MOESZ_ROLE_SHARED_EXPERT,/* shared expert matrix */
+  MOESZ_ROLE_SHARED_GATE,  /* Qwen2 shared_expert_gate [1, hidden] */
+  MOESZ_ROLE_DENSE_MLP,    /* MLP of a dense layer (mat says which) */
+  MOESZ_ROLE_COUNT
+} moesz_role;
+
+typedef enum moesz_mat {
+  MOESZ_MAT_NONE = 0,
+  MOESZ_MAT_GATE,          /* w1 / gate_proj   [n, d]  (Switch wi) */
+  MOESZ_MAT_UP,            /* w3 / up_proj     [n, d] */
+  MOESZ_MAT_DOWN,          /* w2 / down_proj   [d, n]  (Switch wo) */
+  MOESZ_MAT_GATE_UP        /* stacked gate_up_proj [E, 2n, d] or [E, d, 2n] layouts */
+} moesz_mat;
+
+typedef struct moesz_tensor_role {
+  moesz_role role;
+  int layer;               /* -1 if not in a layer */
+  int expert;              /* routed expert index; -1 for all (stacked) or n/a */
+  moesz_mat mat;
+  int stacked;             /* 1 if the tensor holds all experts of the layer (3-D) */
+} moesz_tensor_role;
+
+const char *moesz_role_name(moesz_role r);
+/* Maps a tensor name to its role under cfg's family naming rules. Names the
+ * family does not use map to MOESZ_ROLE_OTHER with layer -1. */
+void moesz_tensor_classify(const moesz_config *cfg, const char *name, moesz_tensor_role *out);
+
+/* A model folder opened: config + tensors. */
+typedef struct moesz_model {
+  moesz_config cfg;
+  moesz_st *st;
+  char path[4096];
+} moesz_model;
+
+int moesz_model_open(const char *dir, moesz_model **out, moesz_error *err);
+void moesz_model_close(moesz_model *m);
+
+/* One expert matrix as a 2-D row-major view [rows, cols] with a row stride in
+ * elements (stacked layouts give views into the 3-D tensor; a transposed
+ * stacked layout is reported with transposed = 1: then element (r, c) is at
+ * data[c * ld + r]). gate/up are [n, d], down is [d, n] in the logical
+ * orientation transformers uses for nn.Linear weights. */
+typedef struct moesz_matview {
+  const void *data;
+  moesz_dtype dtype;
+  int64_t rows, cols;      /* logical shape */
+  int64_t ld;              /* stride between consecutive rows (or cols if transposed) */
+  int transposed;
+} moesz_matview;
+
+/* Routed expert E of layer L (shared = 0) or shared expert E (shared = 1;
+ * Qwen2's single shared_expert is E = 0; DeepSeek's fused shared_experts is
+ * E = 0 with width shared_intermediate). MOESZ_E_NOTFOUND if absent. */
+int moesz_model_expert(const moesz_model *m, int layer, int expert, int shared,
+                       moesz_mat mat, moesz_matview *out, moesz_error *err);
+#endif

@@ -1,0 +1,28 @@
+/* cli/cli.h - what the subcommand files share: their entry points (one file
+ * per subcommand, src/cli/<name>.c defines moesz_cli_<name>) and small
+ * printing helpers. Only argument parsing and printing live in src/cli. */
+#ifndef MOESZ_CLI_H
+#define MOESZ_CLI_H
+#include <stdio.h>
+#include "moesz.h"
+
+/* Each returns the process exit status: 0 ok, 1 runtime failure, 2 usage. */
+int moesz_cli_inspect(int argc, char **argv);
+int moesz_cli_compress(int argc, char **argv);
+int moesz_cli_decompress(int argc, char **argv);
+int moesz_cli_resmoe(int argc, char **argv);
+int moesz_cli_run(int argc, char **argv);
+int moesz_cli_ppl(int argc, char **argv);
+int moesz_cli_eval(int argc, char **argv);
+int moesz_cli_sweep(int argc, char **argv);
+int moesz_cli_codec(int argc, char **argv);
+int moesz_cli_synth(int argc, char **argv);
+int moesz_cli_tokenize(int argc, char **argv);
+
+/* Prints "moesz CMD: MSG" on stderr and returns 1. */
+int moesz_cli_fail(const char *cmd, const moesz_error *e);
+/* True if argv holds -h or --help before any "--". */
+int moesz_cli_wants_help(int argc, char **argv);
+/* Parses a byte size with optional K/M/G/KiB/MiB/GiB suffix; -1 on error. */
+long long moesz_cli_parse_bytes(const char *s);
+#endif
