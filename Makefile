@@ -60,7 +60,9 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libmoesz.a
 tests: $(TESTS) $(BUILD)/moesz
 benches: $(BENCHES)
 
-check: tests
+check:
+	@sh scripts/install-deps.sh
+	$(MAKE) tests
 	MOESZ_BIN=$(BUILD)/moesz sh tests/run.sh $(TESTS)
 
 # libFuzzer targets (clang); FUZZ_SECONDS per target in fuzz-run.
@@ -93,6 +95,7 @@ clean:
 
 # The README's two commands. DEMO_MODEL is the bundled default model.
 DEMO_MODEL ?= tests/fixtures/mixtral
-demo: deps all
+demo:
+	@sh scripts/install-deps.sh
+	$(MAKE) all
 	$(BUILD)/moesz inspect $(DEMO_MODEL)
-check: deps
