@@ -218,6 +218,8 @@ TEST(config_bad) {
      "\"vocab_size\":10,\"num_attention_heads\":2,\"intermediate_size\":4,\"eos_token_id\":-3}",
      MOESZ_E_FORMAT, "eos_token_id"},
     {"{\"architectures\":\"LlamaForCausalLM\"}", MOESZ_E_FORMAT, "architectures"},
+    {"{\"architectures\":[\"LlamaForCausalLM\"],\"num_hidden_layers\":2,\"hidden_size\":8,"
+     "\"vocab_size\":10,\"num_attention_heads\":2,\"intermediate_size\":4} {}", MOESZ_E_FORMAT, "trailing"},
   };
   for (size_t i = 0; i < sizeof B / sizeof B[0]; i++) {
     moesz_config c;
@@ -698,6 +700,28 @@ TEST(inspect_cli) {
   CHECK_EQ_INT(run_cmd(cmd, out, sizeof out), 2);
 }
 
+/* The real trained Llama in shared data; 292800 is transformers' num_parameters(). */
+TEST(shared_data_llama) {
+  char dir[512];
+  snprintf(dir, sizeof dir, "%s/models/stories260K-llama", harness_data_dir());
+  if (!moesz_path_is_dir(dir)) SKIP("%s absent (set MOESZ_DATA)", dir);
+  moesz_model *m = NULL;
+  moesz_error e = {0};
+  CHECK_MSG(moesz_model_open(dir, &m, &e) == MOESZ_OK, "%s", e.msg);
+  if (!m) return;
+  moesz_counts k;
+  moesz_model_count(m, &k);
+  CHECK_EQ_INT(k.total_params, 292800);
+  CHECK_EQ_INT(k.expert_params, 0);
+  CHECK_EQ_INT(k.tensors[MOESZ_ROLE_OTHER], 0);
+  CHECK_EQ_INT(m->cfg.n_layers, 5);
+  CHECK_EQ_INT(m->cfg.head_dim, 8);
+  moesz_matview v;
+  CHECK_EQ_INT(moesz_model_expert(m, 4, 0, 0, MOESZ_MAT_UP, &v, &e), MOESZ_OK);
+  CHECK(v.rows == 172 && v.cols == 64);
+  moesz_model_close(m);
+}
+
 int main(void) {
   RUN(config_families);
   RUN(config_defaults);
@@ -711,6 +735,7 @@ int main(void) {
   RUN(stats_synthetic);
   RUN(bad_checkpoints);
   RUN(inspect_cli);
+  RUN(shared_data_llama);
   rmdir(tmpdir());
   return DONE();
 }

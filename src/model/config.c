@@ -336,8 +336,20 @@ int moesz_config_parse(const char *json, size_t len, moesz_config *out, moesz_er
   if (!json || !out) return moesz_error_set(err, MOESZ_E_ARG, "config: NULL argument");
   memset(out, 0, sizeof *out);
   out->bos_id = out->eos_id = -1;
-  cJSON *root = cJSON_ParseWithLength(json, len);
-  if (!root) return moesz_error_set(err, MOESZ_E_FORMAT, "config: not valid JSON");
+  /* the whole text must be one JSON value (trailing whitespace allowed) */
+  const char *end = NULL;
+  cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+  if (root && end) {
+    while (end < json + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;
+    if (end < json + len && *end) {
+      cJSON_Delete(root);
+      return moesz_error_set(err, MOESZ_E_FORMAT, "config: trailing bytes after the JSON object");
+    }
+  }
+  if (!root) {
+    size_t at = end && end >= json && end <= json + len ? (size_t)(end - json) : 0;
+    return moesz_error_set(err, MOESZ_E_FORMAT, "config: not valid JSON (near byte %zu)", at);
+  }
   int rc = MOESZ_OK;
   if (!cJSON_IsObject(root)) {
     rc = moesz_error_set(err, MOESZ_E_FORMAT, "config: not a JSON object");
