@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "moesz/model.h"
+#include "moesz/tensor.h"
 
 /* Matrix slots: 0 gate, 1 up, 2 down, 3 fused gate_up (stacked only). */
 #define NSLOT 4

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "moesz/model.h"
+#include "moesz/tensor.h"
 
 /* Stored runs of a view: `count` contiguous runs of `len` elements, run i at
  * data + i * ld (rows when not transposed, columns when transposed). */
