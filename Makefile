@@ -35,35 +35,40 @@ all: $(BUILD)/moesz $(BUILD)/libmoesz.so $(BUILD)/libmoesz.a
 
 lib: $(BUILD)/libmoesz.a $(BUILD)/libmoesz.so
 
+# V=1 shows full command lines.
+Q := $(if $(V),,@)
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/libmoesz.a: $(LIB_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	$(Q)ar rcs $@ $^
 
 $(BUILD)/libmoesz.so: $(LIB_OBJ)
-	$(CC) -shared $(LDSAN) -pthread -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) -shared $(LDSAN) -pthread -o $@ $^ $(LDLIBS)
 
 $(BUILD)/moesz: $(CLI_OBJ) $(BUILD)/libmoesz.a
-	$(CC) $(LDSAN) -pthread -o $@ $(CLI_OBJ) $(BUILD)/libmoesz.a $(LDLIBS)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(LDSAN) -pthread -o $@ $(CLI_OBJ) $(BUILD)/libmoesz.a $(LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c tests/harness.h $(BUILD)/libmoesz.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests -o $@ $< $(BUILD)/libmoesz.a $(LDSAN) $(LDLIBS)
+	@$(if $(Q),echo "  TEST    $<")
+	$(Q)$(CC) $(CFLAGS) -Itests -o $@ $< $(BUILD)/libmoesz.a $(LDSAN) $(LDLIBS)
 
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libmoesz.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libmoesz.a $(LDSAN) $(LDLIBS)
+	$(Q)$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libmoesz.a $(LDSAN) $(LDLIBS)
 
 tests: $(TESTS) $(BUILD)/moesz
 benches: $(BENCHES)
 
 check:
 	@sh scripts/install-deps.sh
-	$(MAKE) tests
-	MOESZ_BIN=$(BUILD)/moesz sh tests/run.sh $(TESTS)
+	@$(MAKE) --no-print-directory tests
+	@MOESZ_BIN=$(BUILD)/moesz sh tests/run.sh $(TESTS)
 
 # libFuzzer targets (clang); FUZZ_SECONDS per target in fuzz-run.
 FUZZ_SRC := $(sort $(wildcard fuzz/fuzz_*.c))
