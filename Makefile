@@ -74,10 +74,17 @@ check:
 FUZZ_SRC := $(sort $(wildcard fuzz/fuzz_*.c))
 FUZZERS  := $(FUZZ_SRC:fuzz/%.c=build-fuzz/%)
 FUZZ_SECONDS ?= 10
-build-fuzz/%: fuzz/%.c $(LIB_SRC)
-	@mkdir -p build-fuzz
-	clang -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer,address,undefined -ffp-contract=off \
-	  -Iinclude -Isrc -I/usr/include/x86_64-linux-gnu/openblas-pthread -o $@ $< $(LIB_SRC) $(LDLIBS)
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=address,undefined -ffp-contract=off \
+  -Iinclude -Isrc -I/usr/include/x86_64-linux-gnu/openblas-pthread
+FUZZ_OBJ := $(LIB_SRC:%.c=build-fuzz/obj/%.o)
+build-fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(Q)clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+build-fuzz/libmoesz_fuzz.a: $(FUZZ_OBJ)
+	$(Q)ar rcs $@ $^
+build-fuzz/%: fuzz/%.c build-fuzz/libmoesz_fuzz.a
+	@echo "  FUZZ    $<"
+	$(Q)clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< build-fuzz/libmoesz_fuzz.a $(LDLIBS)
 fuzz: $(FUZZERS)
 fuzz-run: fuzz
 	sh fuzz/run.sh $(FUZZ_SECONDS) $(FUZZERS)
@@ -96,7 +103,7 @@ install: all
 clean:
 	rm -rf build build-san build-fuzz
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(wildcard build-fuzz/obj/src/*/*.d)
 
 # The README's two commands. DEMO_MODEL is the bundled default model.
 DEMO_MODEL ?= tests/fixtures/mixtral
