@@ -683,6 +683,16 @@ TEST(inspect_cli) {
     cJSON_Delete(j);
     cJSON_Delete(x);
   }
+  /* a config-only folder: counts from the config (transformers' numbers) */
+  snprintf(cmd, sizeof cmd, "%s inspect " FIX "configs/mixtral-8x7b --json", bin);
+  CHECK_EQ_INT(run_cmd(cmd, out, sizeof out), 0);
+  cJSON *j = cJSON_Parse(out);
+  CHECK(j && cJSON_IsFalse(cJSON_GetObjectItem(j, "weights")));
+  if (j) CHECK_EQ_INT((int64_t)jnum(cJSON_GetObjectItem(j, "params"), "total"), 46702792704LL);
+  cJSON_Delete(j);
+  snprintf(cmd, sizeof cmd, "%s inspect " FIX "configs/mixtral-8x7b --stats 2>&1", bin);
+  CHECK_EQ_INT(run_cmd(cmd, out, sizeof out), 1);
+  CHECK(strstr(out, "needs weights") != NULL);
   snprintf(cmd, sizeof cmd, "%s inspect " FIX "qwen2_moe", bin);
   CHECK_EQ_INT(run_cmd(cmd, out, sizeof out), 0);
   CHECK(strstr(out, "Qwen2MoeForCausalLM") && strstr(out, "47072"));
@@ -698,6 +708,65 @@ TEST(inspect_cli) {
   CHECK_EQ_INT(run_cmd(cmd, out, sizeof out), 2);
   snprintf(cmd, sizeof cmd, "%s inspect " FIX "mixtral --bogus 2>&1", bin);
   CHECK_EQ_INT(run_cmd(cmd, out, sizeof out), 2);
+}
+
+/* Counts predicted from the config alone == counts of the stored tensors,
+ * role by role, on every fixture. */
+TEST(config_count_matches_checkpoint) {
+  for (size_t f = 0; f < NFAM; f++) {
+    char dir[256];
+    snprintf(dir, sizeof dir, FIX "%s", FAMILIES[f]);
+    moesz_model *m = NULL;
+    if (moesz_model_open(dir, &m, NULL)) { CHECK(0); continue; }
+    moesz_counts a, b;
+    moesz_model_count(m, &a);
+    moesz_config_count(&m->cfg, &b);
+    for (int r = 0; r < MOESZ_ROLE_COUNT; r++)
+      CHECK_MSG(a.params[r] == b.params[r], "%s %s: stored %lld, from config %lld", FAMILIES[f],
+                moesz_role_name((moesz_role)r), (long long)a.params[r], (long long)b.params[r]);
+    CHECK_EQ_INT(a.total_params, b.total_params);
+    CHECK_EQ_INT(a.expert_params, b.expert_params);
+    moesz_model_close(m);
+  }
+}
+
+/* Configs with the shapes of published checkpoints: the counts transformers
+ * reports for them (meta-device instantiation; DeepSeekMoE-16B by module
+ * shapes, 16.4 B published). */
+TEST(real_configs) {
+  static const char *NAMES[] = {"mixtral-8x7b", "olmoe-1b-7b", "qwen3-30b-a3b", "qwen1.5-moe-a2.7b",
+                                "switch-base-8", "deepseek-moe-16b"};
+  char *text = NULL;
+  size_t len;
+  CHECK_EQ_INT(moesz_file_read_all(FIX "configs/expected.json", 1 << 20, &text, &len, NULL), MOESZ_OK);
+  cJSON *x = text ? cJSON_Parse(text) : NULL;
+  free(text);
+  CHECK(x != NULL);
+  if (!x) return;
+  for (size_t i = 0; i < sizeof NAMES / sizeof NAMES[0]; i++) {
+    char dir[256];
+    snprintf(dir, sizeof dir, FIX "configs/%s", NAMES[i]);
+    moesz_config c;
+    moesz_error e = {0};
+    CHECK_MSG(moesz_config_load(dir, &c, &e) == MOESZ_OK, "%s: %s", NAMES[i], e.msg);
+    moesz_counts k;
+    moesz_config_count(&c, &k);
+    const cJSON *w = cJSON_GetObjectItem(x, NAMES[i]);
+    CHECK_MSG(k.total_params == (int64_t)jnum(w, "params_total"), "%s: %lld vs %.0f", NAMES[i],
+              (long long)k.total_params, jnum(w, "params_total"));
+    CHECK_EQ_INT(k.expert_params, (int64_t)jnum(w, "params_experts"));
+  }
+  moesz_config c;
+  CHECK_EQ_INT(moesz_config_load(FIX "configs/qwen3-30b-a3b", &c, NULL), MOESZ_OK);
+  CHECK_EQ_INT(c.n_layers, 48); CHECK_EQ_INT(c.n_experts, 128); CHECK_EQ_INT(c.top_k, 8);
+  CHECK_EQ_INT(c.moe_intermediate, 768); CHECK_EQ_INT(c.head_dim, 128); CHECK_EQ_INT(c.norm_topk_prob, 1);
+  CHECK_EQ_INT(moesz_config_load(FIX "configs/deepseek-moe-16b", &c, NULL), MOESZ_OK);
+  CHECK_EQ_INT(c.n_moe_layers, 27); CHECK_EQ_INT(c.n_experts, 64); CHECK_EQ_INT(c.n_shared, 2);
+  CHECK_EQ_INT(c.top_k, 6); CHECK_EQ_INT(c.moe_intermediate, 1408);
+  CHECK_EQ_INT(moesz_config_load(FIX "configs/switch-base-8", &c, NULL), MOESZ_OK);
+  CHECK_EQ_INT(c.n_layers, 24); CHECK_EQ_INT(c.n_moe_layers, 12); CHECK_EQ_INT(c.is_moe[1], 1);
+  CHECK_EQ_INT(c.is_moe[12], 0); CHECK_EQ_INT(c.is_moe[13], 1);
+  cJSON_Delete(x);
 }
 
 /* The real trained Llama in shared data; 292800 is transformers' num_parameters(). */
@@ -735,6 +804,8 @@ int main(void) {
   RUN(stats_synthetic);
   RUN(bad_checkpoints);
   RUN(inspect_cli);
+  RUN(config_count_matches_checkpoint);
+  RUN(real_configs);
   RUN(shared_data_llama);
   rmdir(tmpdir());
   return DONE();

@@ -49,6 +49,7 @@ typedef struct moesz_config {
   int n_enc_layers;        /* Switch: encoder blocks (layers [0, n_enc_layers) are the
                               encoder, the rest decoder blocks); 0 for decoder-only */
   int n_moe_layers;        /* count of is_moe[] set */
+  int rel_buckets;         /* Switch relative_attention_num_buckets (0 otherwise) */
   uint8_t is_moe[MOESZ_MAX_LAYERS]; /* [n_layers] 1 if layer L has routed experts */
 } moesz_config;
 
@@ -153,6 +154,10 @@ typedef struct moesz_counts {
   int64_t other_params, other_bytes;    /* everything else */
 } moesz_counts;
 void moesz_model_count(const moesz_model *m, moesz_counts *out);
+/* The parameter counts (params[], totals; bytes and tensors left 0) that a
+ * complete checkpoint of this configuration has, from the config alone: for
+ * sizing, synthetic checkpoints and as a cross-check of moesz_model_count. */
+void moesz_config_count(const moesz_config *cfg, moesz_counts *out);
 
 /* Statistics of one matrix (src/model/stats.c). entropy_bits is the
  * order-0 entropy in bits per value of q = round(x / (2 eb)) over the finite

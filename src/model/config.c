@@ -324,6 +324,7 @@ static int parse_switch(const cfgp *p, moesz_config *c) {
   TRY(get_num(p, "layer_norm_epsilon", 0, 1e-6, 0, 1.0, &eps));
   c->norm_eps = (float)eps;
   TRY(get_bool(p, "tie_word_embeddings", 1, &c->tie_embeddings));
+  TRY(get_int(p, "relative_attention_num_buckets", 0, 32, 1, 1 << 16, &c->rel_buckets));
   c->moe_layer_freq = enc_step;
   for (int i = 0; i < n_enc; i++)
     c->is_moe[i] = c->n_experts > 0 && enc_step > 0 && (enc_step == 1 || i % enc_step == 1);
