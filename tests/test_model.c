@@ -573,6 +573,38 @@ TEST(stats_synthetic) {
   CHECK_NEAR(s.entropy_bits, 1.0, 0);
 }
 
+/* The rate fact the codec design rests on: Gaussian weights, sigma 0.02,
+ * eb 1e-3 -> H = log2(sigma / (2 eb)) + 0.5 log2(2 pi e) = 5.369 bits; one
+ * more bit per halving of eb. Stored as bf16 like real checkpoints. */
+TEST(stats_gaussian_rate) {
+  const size_t n = 1 << 18;
+  uint16_t *w = malloc(n * sizeof *w);
+  float *f = malloc(n * sizeof *f);
+  if (!w || !f) { free(w); free(f); CHECK(0); return; }
+  uint64_t st = 0x9e3779b97f4a7c15ull;
+  for (size_t i = 0; i < n; i += 2) {
+    double u[2];
+    for (int k = 0; k < 2; k++) {
+      st ^= st << 13; st ^= st >> 7; st ^= st << 17;
+      u[k] = ((double)(st >> 11) + 0.5) / 9007199254740992.0;
+    }
+    double r = sqrt(-2 * log(u[0])), t = 6.283185307179586 * u[1];
+    f[i] = (float)(0.02 * r * cos(t));
+    f[i + 1] = (float)(0.02 * r * sin(t));
+  }
+  moesz_f32_to_bf16_n(f, w, n);
+  moesz_matview v = {w, MOESZ_DT_BF16, 512, 512, 512, 0};
+  moesz_matstats s1, s2;
+  CHECK_EQ_INT(moesz_matview_stats(&v, 1e-3, &s1, NULL), MOESZ_OK);
+  CHECK_EQ_INT(moesz_matview_stats(&v, 5e-4, &s2, NULL), MOESZ_OK);
+  double want = log2(0.02 / 2e-3) + 0.5 * log2(2 * M_PI * M_E);
+  CHECK_NEAR(s1.entropy_bits, want, 0.02);
+  CHECK_NEAR(s2.entropy_bits - s1.entropy_bits, 1.0, 0.02);
+  CHECK_NEAR(s1.std, 0.02, 2e-4);
+  free(w);
+  free(f);
+}
+
 /* ---- bad checkpoints ---------------------------------------------------------- */
 
 /* mixtral with one tensor left out / replaced by a misshapen one. */
@@ -802,6 +834,7 @@ int main(void) {
   RUN(shared_and_dense_views);
   RUN(stats_vs_numpy);
   RUN(stats_synthetic);
+  RUN(stats_gaussian_rate);
   RUN(bad_checkpoints);
   RUN(inspect_cli);
   RUN(config_count_matches_checkpoint);
