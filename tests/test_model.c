@@ -335,6 +335,48 @@ TEST(classify_names) {
   CHECK(!strcmp(moesz_arch_name(MOESZ_ARCH_DEEPSEEK), "DeepseekForCausalLM"));
 }
 
+TEST(tensor_by_role) {
+  moesz_model *m = NULL;
+  moesz_error e = {0};
+  CHECK_MSG(moesz_model_open(FIX "llama", &m, &e) == MOESZ_OK, "%s", e.msg);
+  if (m) {
+    const moesz_tensor *t = moesz_model_tensor(m, MOESZ_ROLE_LM_HEAD, -1);
+    CHECK(t && !strcmp(t->name, "model.embed_tokens.weight")); /* tied */
+    t = moesz_model_tensor(m, MOESZ_ROLE_ATTN_K, 1);
+    CHECK(t && !strcmp(t->name, "model.layers.1.self_attn.k_proj.weight"));
+    CHECK(moesz_model_tensor(m, MOESZ_ROLE_ROUTER, 0) == NULL);
+    CHECK(moesz_model_tensor(m, MOESZ_ROLE_ATTN_K, 2) == NULL);
+    CHECK(moesz_model_tensor(m, MOESZ_ROLE_ATTN_K, -2) == NULL);
+    CHECK(moesz_model_tensor(m, MOESZ_ROLE_COUNT, 0) == NULL);
+    moesz_model_close(m);
+  }
+  CHECK_MSG(moesz_model_open(FIX "qwen2_moe", &m, &e) == MOESZ_OK, "%s", e.msg);
+  if (m) {
+    const moesz_tensor *t = moesz_model_tensor(m, MOESZ_ROLE_LM_HEAD, -1);
+    CHECK(t && !strcmp(t->name, "lm_head.weight"));
+    t = moesz_model_tensor(m, MOESZ_ROLE_SHARED_GATE, 2);
+    CHECK(t && !strcmp(t->name, "model.layers.2.mlp.shared_expert_gate.weight"));
+    t = moesz_model_tensor(m, MOESZ_ROLE_ATTN_V_BIAS, 0);
+    CHECK(t && !strcmp(t->name, "model.layers.0.self_attn.v_proj.bias"));
+    CHECK(moesz_model_tensor(m, MOESZ_ROLE_ROUTER, 1) == NULL); /* dense layer */
+    t = moesz_model_tensor(m, MOESZ_ROLE_FINAL_NORM, -1);
+    CHECK(t && !strcmp(t->name, "model.norm.weight"));
+    moesz_model_close(m);
+  }
+  CHECK_MSG(moesz_model_open(FIX "olmoe", &m, &e) == MOESZ_OK, "%s", e.msg);
+  if (m) {
+    const moesz_tensor *t = moesz_model_tensor(m, MOESZ_ROLE_Q_NORM, 1);
+    CHECK(t && t->shape[0] == 32);  /* whole projection */
+    moesz_model_close(m);
+  }
+  CHECK_MSG(moesz_model_open(FIX "switch", &m, &e) == MOESZ_OK, "%s", e.msg);
+  if (m) {
+    const moesz_tensor *t = moesz_model_tensor(m, MOESZ_ROLE_ATTN_Q, 2);
+    CHECK(t && !strcmp(t->name, "decoder.block.0.layer.0.SelfAttention.q.weight"));
+    moesz_model_close(m);
+  }
+}
+
 /* ---- expert views ------------------------------------------------------------ */
 
 static int views_equal(const moesz_matview *a, const moesz_matview *b) {
@@ -464,6 +506,55 @@ TEST(expert_views_transposed_stacked) {
     CHECK_EQ_INT(moesz_matview_stats(&v, 0.01, &sb, NULL), MOESZ_OK);
     CHECK_NEAR(sa.entropy_bits, sb.entropy_bits, 1e-12);
     CHECK_NEAR(sa.std, sb.std, 1e-12);
+    moesz_model_close(b);
+  }
+  moesz_model_close(a);
+  rm_tree(dir);
+}
+
+/* qwen3_moe re-written as two shards + model.safetensors.index.json (layer 0
+ * in one file, the rest in the other): same roles, counts and views. */
+TEST(sharded_checkpoint) {
+  moesz_model *a = NULL, *b = NULL;
+  moesz_error e = {0};
+  CHECK_MSG(moesz_model_open(FIX "qwen3_moe", &a, &e) == MOESZ_OK, "%s", e.msg);
+  if (!a) return;
+  char dir[300], path[400];
+  snprintf(dir, sizeof dir, "%s/sharded", tmpdir());
+  mkdir(dir, 0700);
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  CHECK_EQ_INT(copy_file(FIX "qwen3_moe/config.json", path), 0);
+  moesz_stw *w[2];
+  static const char *SH[2] = {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"};
+  for (int k = 0; k < 2; k++) {
+    snprintf(path, sizeof path, "%s/%s", dir, SH[k]);
+    CHECK_EQ_INT(moesz_stw_create(path, &w[k], &e), MOESZ_OK);
+  }
+  cJSON *idx = cJSON_CreateObject(), *map = cJSON_AddObjectToObject(idx, "weight_map");
+  for (size_t i = 0; i < moesz_st_count(a->st); i++) {
+    const moesz_tensor *t = moesz_st_at(a->st, i);
+    int k = a->roles[i].layer == 0 ? 0 : 1;
+    CHECK_EQ_INT(moesz_stw_add(w[k], t->name, t->dtype, t->ndim, t->shape, t->data, &e), MOESZ_OK);
+    cJSON_AddStringToObject(map, t->name, SH[k]);
+  }
+  for (int k = 0; k < 2; k++) CHECK_MSG(moesz_stw_commit(w[k], &e) == MOESZ_OK, "%s", e.msg);
+  char *txt = cJSON_PrintUnformatted(idx);
+  snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+  CHECK_EQ_INT(write_text(path, txt), 0);
+  free(txt);
+  cJSON_Delete(idx);
+  CHECK_MSG(moesz_model_open(dir, &b, &e) == MOESZ_OK, "%s", e.msg);
+  if (b) {
+    moesz_counts ka, kb;
+    moesz_model_count(a, &ka);
+    moesz_model_count(b, &kb);
+    CHECK_EQ_INT(ka.total_params, kb.total_params);
+    CHECK_EQ_INT(ka.expert_params, kb.expert_params);
+    compare_models(a, b);
+    moesz_matview v;
+    CHECK_EQ_INT(moesz_model_expert(b, 1, 5, 0, MOESZ_MAT_DOWN, &v, &e), MOESZ_OK);
+    const moesz_tensor *t = moesz_st_find(b->st, "model.layers.1.mlp.experts.5.down_proj.weight");
+    CHECK(t && t->shard == 1 && v.data == t->data);
     moesz_model_close(b);
   }
   moesz_model_close(a);
@@ -829,8 +920,10 @@ int main(void) {
   RUN(config_bad);
   RUN(classify_every_tensor);
   RUN(classify_names);
+  RUN(tensor_by_role);
   RUN(expert_views_legacy_vs_stacked);
   RUN(expert_views_transposed_stacked);
+  RUN(sharded_checkpoint);
   RUN(shared_and_dense_views);
   RUN(stats_vs_numpy);
   RUN(stats_synthetic);

@@ -141,6 +141,14 @@ typedef struct moesz_matview {
  * E = 0 with width shared_intermediate). MOESZ_E_NOTFOUND if absent. */
 int moesz_model_expert(const moesz_model *m, int layer, int expert, int shared,
                        moesz_mat mat, moesz_matview *out, moesz_error *err);
+/* The tensor of a per-layer role (norms, attention, biases, q/k norms,
+ * router, shared gate) in layer L, or of a model-wide role (embed, lm_head,
+ * final_norm) with L = -1; NULL if the checkpoint has none. lm_head falls back
+ * to the embedding when tie_embeddings is set and no lm_head is stored.
+ * Expert and MLP matrices go through moesz_model_expert. Switch: the
+ * self-attention tensors (cross = 0); of several embeddings or final norms
+ * the first by name. */
+const moesz_tensor *moesz_model_tensor(const moesz_model *m, moesz_role role, int layer);
 /* Dense layers (is_moe[L] == 0; every Llama layer) are the one-expert case:
  * expert 0, shared 0 of such a layer returns its dense MLP matrix. */
 

@@ -19,6 +19,7 @@ struct moesz_model_index {
   uint8_t stk_t[MOESZ_MAX_LAYERS][NSLOT];         /* 1: stored [E, in, out] (transposed) */
   const moesz_tensor *shared[MOESZ_MAX_LAYERS][3];
   const moesz_tensor *dense[MOESZ_MAX_LAYERS][3];
+  const moesz_tensor *by_role[MOESZ_MAX_LAYERS + 1][MOESZ_ROLE_COUNT]; /* [L + 1]; 0: model-wide */
 };
 
 static const char *MAT_NAMES[] = {"none", "gate", "up", "down", "gate_up"};
@@ -76,6 +77,8 @@ static int build_index(moesz_model *m, moesz_error *err) {
     moesz_tensor_classify(c, t->name, r);
     int s = slot_of(r->mat), rc;
     int64_t rows, cols;
+    if (!r->cross && r->role != MOESZ_ROLE_OTHER && !x->by_role[r->layer + 1][r->role])
+      x->by_role[r->layer + 1][r->role] = t;
     switch (r->role) {
       case MOESZ_ROLE_EXPERT:
         if (r->stacked) {
@@ -228,6 +231,15 @@ int moesz_model_expert(const moesz_model *m, int layer, int expert, int shared, 
   }
   return moesz_error_set(err, MOESZ_E_NOTFOUND, "layer %d expert %d: no %s matrix", layer, expert,
                          MAT_NAMES[s + 1]);
+}
+
+const moesz_tensor *moesz_model_tensor(const moesz_model *m, moesz_role role, int layer) {
+  if (!m || !m->idx || (unsigned)role >= MOESZ_ROLE_COUNT || layer < -1 || layer >= m->cfg.n_layers)
+    return NULL;
+  const moesz_tensor *t = m->idx->by_role[layer + 1][role];
+  if (!t && role == MOESZ_ROLE_LM_HEAD && layer == -1 && m->cfg.tie_embeddings)
+    t = m->idx->by_role[0][MOESZ_ROLE_EMBED];
+  return t;
 }
 
 void moesz_model_count(const moesz_model *m, moesz_counts *out) {
