@@ -183,7 +183,7 @@ TEST(config_bad) {
     {"{\"architectures\":[\"LlamaForCausalLM\"],\"num_hidden_layers\":2,\"hidden_size\":1e999,"
      "\"vocab_size\":10,\"num_attention_heads\":2,\"intermediate_size\":4}", MOESZ_E_FORMAT, "hidden_size"},
     {"{\"architectures\":[\"LlamaForCausalLM\"],\"num_hidden_layers\":2,\"hidden_size\":NaN,"
-     "\"vocab_size\":10,\"num_attention_heads\":2,\"intermediate_size\":4}", MOESZ_E_FORMAT, "JSON"},
+     "\"vocab_size\":10,\"num_attention_heads\":2,\"intermediate_size\":4}", MOESZ_E_FORMAT, "\"hidden_size\":NaN"},
     {"{\"architectures\":[\"LlamaForCausalLM\"],\"num_hidden_layers\":1000,\"hidden_size\":8,"
      "\"vocab_size\":10,\"num_attention_heads\":2,\"intermediate_size\":4}", MOESZ_E_FORMAT, "num_hidden_layers"},
     {"{\"architectures\":[\"LlamaForCausalLM\"],\"num_hidden_layers\":2,\"hidden_size\":8,"

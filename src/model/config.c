@@ -348,8 +348,16 @@ int moesz_config_parse(const char *json, size_t len, moesz_config *out, moesz_er
     }
   }
   if (!root) {
+    /* show where: NaN / Infinity literals (Python's json writes them) land here */
     size_t at = end && end >= json && end <= json + len ? (size_t)(end - json) : 0;
-    return moesz_error_set(err, MOESZ_E_FORMAT, "config: not valid JSON (near byte %zu)", at);
+    size_t from = at > 32 ? at - 32 : 0, to = at + 8 < len ? at + 8 : len, k = 0;
+    char ctx[48];
+    for (size_t i = from; i < to && k < sizeof ctx - 1; i++)
+      ctx[k++] = json[i] >= 32 && json[i] < 127 ? json[i] : ' ';
+    ctx[k] = 0;
+    return moesz_error_set(err, MOESZ_E_FORMAT,
+                           "config: not valid JSON at byte %zu (NaN/Infinity are not JSON): ...%s...", at,
+                           ctx);
   }
   int rc = MOESZ_OK;
   if (!cJSON_IsObject(root)) {
