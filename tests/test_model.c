@@ -14,7 +14,7 @@
 
 #define FIX "tests/fixtures/"
 static const char *FAMILIES[] = {"mixtral", "mixtral_stacked", "qwen2_moe", "qwen3_moe",
-                                 "olmoe", "deepseek", "llama", "switch"};
+                                 "qwen3_moe_bf16", "olmoe", "deepseek", "llama", "switch"};
 #define NFAM (sizeof FAMILIES / sizeof FAMILIES[0])
 
 static cJSON *load_expected(const char *fam) {
@@ -290,7 +290,9 @@ TEST(classify_every_tensor) {
     CHECK_EQ_INT(k.total_params, (int64_t)jnum(x, "params_total"));
     CHECK_EQ_INT(k.expert_params, (int64_t)jnum(x, "params_experts"));
     CHECK_EQ_INT(k.other_params, (int64_t)jnum(x, "params_other"));
-    CHECK_EQ_INT(k.total_bytes, 4 * k.total_params); /* F32 fixtures */
+    const cJSON *dt = cJSON_GetObjectItem(x, "dtype");
+    int bf16 = dt && cJSON_IsString(dt) && !strcmp(dt->valuestring, "BF16");
+    CHECK_EQ_INT(k.total_bytes, (bf16 ? 2 : 4) * k.total_params);
     int64_t sum = 0;
     for (int r = 0; r < MOESZ_ROLE_COUNT; r++) sum += k.params[r];
     CHECK_EQ_INT(sum, k.total_params);
@@ -600,7 +602,8 @@ TEST(shared_and_dense_views) {
 /* ---- statistics vs numpy -------------------------------------------------------- */
 
 TEST(stats_vs_numpy) {
-  static const char *FAM[] = {"mixtral", "mixtral_stacked", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek", "llama"};
+  static const char *FAM[] = {"mixtral", "mixtral_stacked", "qwen2_moe", "qwen3_moe", "qwen3_moe_bf16",
+                              "olmoe", "deepseek", "llama"};
   static const char *MAT[] = {"gate", "up", "down"};
   for (size_t f = 0; f < sizeof FAM / sizeof FAM[0]; f++) {
     char dir[256];

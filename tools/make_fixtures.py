@@ -227,14 +227,24 @@ def perturb(model, seed):
                 p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(fan_in))
 
 
-def hf_family(out, name, cfg_cls, model_cls, kw, family, toks, is_moe_fn, quirks):
+def hf_family(out, name, cfg_cls, model_cls, kw, family, toks, is_moe_fn, quirks, bf16=False):
+    """bf16: weights rounded to bfloat16 and stored as BF16; the logits are
+    transformers' float32 forward pass on those (exactly representable) weights."""
     torch.manual_seed(SEED)
     cfg = cfg_cls(**kw)
     model = model_cls(cfg).eval()
     perturb(model, SEED + len(name))
+    if bf16:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(p.to(torch.bfloat16).to(torch.float32))
     d = os.path.join(out, name)
     shutil.rmtree(d, ignore_errors=True)
-    model.save_pretrained(d)
+    if bf16:
+        import copy
+        copy.deepcopy(model).to(torch.bfloat16).save_pretrained(d)
+    else:
+        model.save_pretrained(d)
     for extra in ("generation_config.json",):
         p = os.path.join(d, extra)
         if os.path.exists(p):
@@ -243,7 +253,7 @@ def hf_family(out, name, cfg_cls, model_cls, kw, family, toks, is_moe_fn, quirks
         logits = model(torch.tensor([toks])).logits[0]
     is_moe = [is_moe_fn(i) for i in range(cfg.num_hidden_layers)]
     # the reference forward must reproduce transformers on this family
-    sd = load_file(os.path.join(d, "model.safetensors"))
+    sd = {k: v.float() for k, v in load_file(os.path.join(d, "model.safetensors")).items()}
     ref = ref_forward(sd, ref_cfg_from_hf(cfg, family, is_moe), toks)
     diff = (ref - logits).abs().max().item()
     print(f"{name}: reference forward vs transformers max |diff| = {diff:.3g}")
@@ -251,6 +261,7 @@ def hf_family(out, name, cfg_cls, model_cls, kw, family, toks, is_moe_fn, quirks
     total = model.num_parameters()
     experts = routed_expert_params(model.named_parameters())
     expected = dict(family=family, architecture=type(model).__name__, vocab=cfg.vocab_size,
+                    dtype="BF16" if bf16 else "F32",
                     seq=SEQ, params_total=total, params_experts=experts,
                     params_other=total - experts, n_tensors=len(sd), is_moe=is_moe,
                     oracle="transformers " + __import__("transformers").__version__,
@@ -305,6 +316,9 @@ def main():
                  decoder_sparse_step=1, mlp_only_layers=[], tie_word_embeddings=False)
     hf_family(out, "qwen3_moe", T.Qwen3MoeConfig, T.Qwen3MoeForCausalLM, q3_kw, "qwen3_moe", toks,
               lambda i: True, ["per-head q/k norm", "head_dim 16 (hidden/heads = 8)", "norm_topk_prob true"])
+    # the same family with BF16 weights, as real checkpoints store them
+    hf_family(out, "qwen3_moe_bf16", T.Qwen3MoeConfig, T.Qwen3MoeForCausalLM, q3_kw, "qwen3_moe", toks,
+              lambda i: True, ["BF16 weights; logits from the float32 forward on them"], bf16=True)
 
     # OLMoE: q/k norm over the whole projection, clip_qkv, 8 experts top-2, MHA.
     ol_kw = dict(base, intermediate_size=16, num_hidden_layers=2, num_key_value_heads=4, num_experts=8,
