@@ -49,6 +49,7 @@ typedef struct moesz_config {
   int n_enc_layers;        /* Switch: encoder blocks (layers [0, n_enc_layers) are the
                               encoder, the rest decoder blocks); 0 for decoder-only */
   int n_moe_layers;        /* count of is_moe[] set */
+  int rel_buckets;         /* Switch relative_attention_num_buckets (0 otherwise) */
   uint8_t is_moe[MOESZ_MAX_LAYERS]; /* [n_layers] 1 if layer L has routed experts */
 } moesz_config;
 
@@ -140,6 +141,14 @@ typedef struct moesz_matview {
  * E = 0 with width shared_intermediate). MOESZ_E_NOTFOUND if absent. */
 int moesz_model_expert(const moesz_model *m, int layer, int expert, int shared,
                        moesz_mat mat, moesz_matview *out, moesz_error *err);
+/* The tensor of a per-layer role (norms, attention, biases, q/k norms,
+ * router, shared gate) in layer L, or of a model-wide role (embed, lm_head,
+ * final_norm) with L = -1; NULL if the checkpoint has none. lm_head falls back
+ * to the embedding when tie_embeddings is set and no lm_head is stored.
+ * Expert and MLP matrices go through moesz_model_expert. Switch: the
+ * self-attention tensors (cross = 0); of several embeddings or final norms
+ * the first by name. */
+const moesz_tensor *moesz_model_tensor(const moesz_model *m, moesz_role role, int layer);
 /* Dense layers (is_moe[L] == 0; every Llama layer) are the one-expert case:
  * expert 0, shared 0 of such a layer returns its dense MLP matrix. */
 
@@ -153,6 +162,10 @@ typedef struct moesz_counts {
   int64_t other_params, other_bytes;    /* everything else */
 } moesz_counts;
 void moesz_model_count(const moesz_model *m, moesz_counts *out);
+/* The parameter counts (params[], totals; bytes and tensors left 0) that a
+ * complete checkpoint of this configuration has, from the config alone: for
+ * sizing, synthetic checkpoints and as a cross-check of moesz_model_count. */
+void moesz_config_count(const moesz_config *cfg, moesz_counts *out);
 
 /* Statistics of one matrix (src/model/stats.c). entropy_bits is the
  * order-0 entropy in bits per value of q = round(x / (2 eb)) over the finite
