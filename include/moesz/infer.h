@@ -15,6 +15,9 @@ typedef struct moesz_engine moesz_engine;
 typedef struct moesz_engine_opts {
   int threads;        /* 0 = all cores */
   int max_ctx;        /* KV cache length; 0 = min(config max_pos, 4096) */
+  int expert_group;   /* routed experts held (got, not released) at once; 0 = all the
+                         experts a layer needs for the current batch */
+  int scalar;         /* 1 = scalar kernels only (tests); 0 = AVX2 when the CPU has it */
 } moesz_engine_opts;
 
 /* model_dir: a Hugging Face model folder (config.json + safetensors).
@@ -52,8 +55,9 @@ typedef struct moesz_expert_mats {
  * shared expert), computes with the views, then calls release() with the
  * same (layer, expert, shared); views stay valid in between. shared = 1 asks
  * for shared expert E (Qwen2: E = 0; DeepSeek: the fused shared MLP, E = 0).
- * Dense layers' MLPs (Llama, DeepSeek's first_k_dense layers, Qwen2's
- * mlp_only_layers) are reached the same way with expert = -1, shared = 0.
+ * Dense layers' MLPs (cfg.is_moe[L] == 0: Llama, DeepSeek's first_k_dense
+ * layers, Qwen2's mlp_only_layers) are the one-expert case, as in
+ * moesz_model_expert: expert 0, shared 0 of such a layer.
  * route() (optional, may be NULL) is told which routed experts layer L
  * needs for the current batch before the first get() of that layer, and
  * hidden [n_tokens, d] holds the normalised inputs of the MoE block, so a
