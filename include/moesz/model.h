@@ -45,7 +45,10 @@ typedef struct moesz_config {
   float clip_qkv;          /* OLMoE; 0 = none */
   int first_k_dense;       /* DeepSeek first_k_dense_replace */
   int moe_layer_freq;      /* DeepSeek moe_layer_freq; Qwen2 decoder_sparse_step */
-  int bos_id, eos_id;      /* -1 if absent */
+  int bos_id, eos_id;      /* -1 if absent (eos list: the first) */
+  int n_enc_layers;        /* Switch: encoder blocks (layers [0, n_enc_layers) are the
+                              encoder, the rest decoder blocks); 0 for decoder-only */
+  int n_moe_layers;        /* count of is_moe[] set */
   uint8_t is_moe[MOESZ_MAX_LAYERS]; /* [n_layers] 1 if layer L has routed experts */
 } moesz_config;
 
@@ -71,6 +74,9 @@ typedef enum moesz_role {
   MOESZ_ROLE_SHARED_EXPERT,/* shared expert matrix */
   MOESZ_ROLE_SHARED_GATE,  /* Qwen2 shared_expert_gate [1, hidden] */
   MOESZ_ROLE_DENSE_MLP,    /* MLP of a dense layer (mat says which) */
+  MOESZ_ROLE_ATTN_O_BIAS,  /* Llama attention_bias = true */
+  MOESZ_ROLE_ATTN_REL_BIAS,/* Switch/T5 relative_attention_bias [buckets, heads] */
+  MOESZ_ROLE_CROSS_ATTN_NORM, /* Switch decoder: layer norm before cross-attention */
   MOESZ_ROLE_COUNT
 } moesz_role;
 
@@ -88,7 +94,12 @@ typedef struct moesz_tensor_role {
   int expert;              /* routed expert index; -1 for all (stacked) or n/a */
   moesz_mat mat;
   int stacked;             /* 1 if the tensor holds all experts of the layer (3-D) */
+  int cross;               /* Switch decoder: 1 for the cross-attention q/k/v/o */
 } moesz_tensor_role;
+
+/* 1 for roles whose tensors are routed-expert weights (what the codec and
+ * ResMoE work on): MOESZ_ROLE_EXPERT only. */
+int moesz_role_is_expert(moesz_role r);
 
 const char *moesz_role_name(moesz_role r);
 /* Maps a tensor name to its role under cfg's family naming rules. Names the
@@ -96,12 +107,18 @@ const char *moesz_role_name(moesz_role r);
 void moesz_tensor_classify(const moesz_config *cfg, const char *name, moesz_tensor_role *out);
 
 /* A model folder opened: config + tensors. */
+typedef struct moesz_model_index moesz_model_index; /* private: expert lookup */
 typedef struct moesz_model {
   moesz_config cfg;
   moesz_st *st;
   char path[4096];
+  moesz_tensor_role *roles; /* [moesz_st_count(st)] role of tensor i (same order) */
+  moesz_model_index *idx;
 } moesz_model;
 
+/* Opens DIR (config.json + safetensors). Checks that every routed expert
+ * matrix of every MoE layer is present with the shape the config implies
+ * (either layout) -> MOESZ_E_FORMAT naming the first missing/misshapen one. */
 int moesz_model_open(const char *dir, moesz_model **out, moesz_error *err);
 void moesz_model_close(moesz_model *m);
 
@@ -123,4 +140,32 @@ typedef struct moesz_matview {
  * E = 0 with width shared_intermediate). MOESZ_E_NOTFOUND if absent. */
 int moesz_model_expert(const moesz_model *m, int layer, int expert, int shared,
                        moesz_mat mat, moesz_matview *out, moesz_error *err);
+/* Dense layers (is_moe[L] == 0; every Llama layer) are the one-expert case:
+ * expert 0, shared 0 of such a layer returns its dense MLP matrix. */
+
+/* Parameter and byte counts by role (tensors as stored; tied embeddings
+ * count once, as transformers' num_parameters() does). */
+typedef struct moesz_counts {
+  int64_t params[MOESZ_ROLE_COUNT], bytes[MOESZ_ROLE_COUNT];
+  int64_t tensors[MOESZ_ROLE_COUNT];
+  int64_t total_params, total_bytes;
+  int64_t expert_params, expert_bytes;  /* routed experts (MOESZ_ROLE_EXPERT) */
+  int64_t other_params, other_bytes;    /* everything else */
+} moesz_counts;
+void moesz_model_count(const moesz_model *m, moesz_counts *out);
+
+/* Statistics of one matrix (src/model/stats.c). entropy_bits is the
+ * order-0 entropy in bits per value of q = round(x / (2 eb)) over the finite
+ * values: the rate an ideal error-bounded quantizer + entropy coder reaches. */
+typedef struct moesz_matstats {
+  int64_t n;               /* values */
+  int64_t nonfinite;       /* NaN/Inf (excluded from the rest) */
+  double mean, std, min, max;
+  double eb;
+  double entropy_bits;     /* bits per value; 0 when eb <= 0 */
+  int64_t distinct_q;      /* distinct codes */
+} moesz_matstats;
+int moesz_matview_stats(const moesz_matview *v, double eb, moesz_matstats *out, moesz_error *err);
+/* Copies a view into a dense row-major f32 buffer [rows * cols]. */
+int moesz_matview_to_f32(const moesz_matview *v, float *dst, moesz_error *err);
 #endif

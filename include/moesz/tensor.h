@@ -83,4 +83,10 @@ int moesz_stw_add_copy(moesz_stw *w, const char *name, moesz_dtype dtype, int nd
 int moesz_stw_meta(moesz_stw *w, const char *key, const char *value, moesz_error *err);
 int moesz_stw_commit(moesz_stw *w, moesz_error *err); /* frees w either way */
 void moesz_stw_abort(moesz_stw *w);                     /* frees w, writes nothing */
+/* Streams the file image (length, header, data) to sink instead of a path,
+ * e.g. to embed a safetensors image in another file; w stays valid. */
+typedef int (*moesz_stw_sink)(void *ctx, const void *buf, size_t n, moesz_error *err);
+int moesz_stw_emit(const moesz_stw *w, moesz_stw_sink sink, void *ctx, moesz_error *err);
+/* Bytes moesz_stw_emit will produce (0 on error). */
+uint64_t moesz_stw_size(const moesz_stw *w, moesz_error *err);
 #endif

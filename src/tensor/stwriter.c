@@ -143,57 +143,85 @@ void moesz_stw_abort(moesz_stw *w) {
   free(w);
 }
 
-int moesz_stw_commit(moesz_stw *w, moesz_error *err) {
-  sbuf b = {0};
+/* Builds the header (JSON padded so 8 + len is a multiple of 8). */
+static int build_header(const moesz_stw *w, sbuf *b, moesz_error *err) {
   char num[64];
-  sb_str(&b, "{");
+  sb_str(b, "{");
   int first = 1;
   if (w->nmeta) {
-    sb_str(&b, "\"__metadata__\":{");
+    sb_str(b, "\"__metadata__\":{");
     for (size_t i = 0; i < w->nmeta; i++) {
-      if (i) sb_str(&b, ",");
-      sb_json_str(&b, w->mk[i]);
-      sb_str(&b, ":");
-      sb_json_str(&b, w->mv[i]);
+      if (i) sb_str(b, ",");
+      sb_json_str(b, w->mk[i]);
+      sb_str(b, ":");
+      sb_json_str(b, w->mv[i]);
     }
-    sb_str(&b, "}");
+    sb_str(b, "}");
     first = 0;
   }
   size_t off = 0;
   for (size_t i = 0; i < w->n; i++) {
-    stw_entry *e = &w->e[i];
-    if (!first) sb_str(&b, ",");
+    const stw_entry *e = &w->e[i];
+    if (!first) sb_str(b, ",");
     first = 0;
-    sb_json_str(&b, e->name);
-    sb_str(&b, ":{\"dtype\":\"");
-    sb_str(&b, moesz_dtype_name(e->dtype));
-    sb_str(&b, "\",\"shape\":[");
+    sb_json_str(b, e->name);
+    sb_str(b, ":{\"dtype\":\"");
+    sb_str(b, moesz_dtype_name(e->dtype));
+    sb_str(b, "\",\"shape\":[");
     for (int d = 0; d < e->ndim; d++) {
       snprintf(num, sizeof num, "%s%lld", d ? "," : "", (long long)e->shape[d]);
-      sb_str(&b, num);
+      sb_str(b, num);
     }
     snprintf(num, sizeof num, "],\"data_offsets\":[%zu,%zu]}", off, off + e->nbytes);
-    sb_str(&b, num);
+    sb_str(b, num);
     off += e->nbytes;
   }
-  sb_str(&b, "}");
-  while (!b.oom && (8 + b.n) % 8) sb_put(&b, " ", 1);
-  int rc = MOESZ_OK;
-  if (b.oom) rc = moesz_error_set(err, MOESZ_E_NOMEM, "out of memory building the header");
-  else if (b.n > MOESZ_ST_MAX_HEADER) rc = moesz_error_set(err, MOESZ_E_ARG, "header of %zu bytes exceeds the 100 MB limit", b.n);
-  moesz_afile af;
-  if (!rc) rc = moesz_afile_open(&af, w->path, err);
+  sb_str(b, "}");
+  while (!b->oom && (8 + b->n) % 8) sb_put(b, " ", 1);
+  if (b->oom) return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory building the header");
+  if (b->n > MOESZ_ST_MAX_HEADER)
+    return moesz_error_set(err, MOESZ_E_ARG, "header of %zu bytes exceeds the 100 MB limit", b->n);
+  return MOESZ_OK;
+}
+
+uint64_t moesz_stw_size(const moesz_stw *w, moesz_error *err) {
+  sbuf b = {0};
+  uint64_t total = 0;
+  if (build_header(w, &b, err) == MOESZ_OK) {
+    total = 8 + b.n;
+    for (size_t i = 0; i < w->n; i++) total += w->e[i].nbytes;
+  }
+  free(b.p);
+  return total;
+}
+
+int moesz_stw_emit(const moesz_stw *w, moesz_stw_sink sink, void *ctx, moesz_error *err) {
+  sbuf b = {0};
+  int rc = build_header(w, &b, err);
   if (!rc) {
     uint8_t len8[8];
     uint64_t n = b.n;
     for (int i = 0; i < 8; i++) len8[i] = (uint8_t)(n >> (8 * i));
-    rc = moesz_afile_write(&af, len8, 8, err);
-    if (!rc) rc = moesz_afile_write(&af, b.p, b.n, err);
-    for (size_t i = 0; !rc && i < w->n; i++) rc = moesz_afile_write(&af, w->e[i].data, w->e[i].nbytes, err);
+    rc = sink(ctx, len8, 8, err);
+    if (!rc) rc = sink(ctx, b.p, b.n, err);
+    for (size_t i = 0; !rc && i < w->n; i++) rc = sink(ctx, w->e[i].data, w->e[i].nbytes, err);
+  }
+  free(b.p);
+  return rc;
+}
+
+static int afile_sink(void *ctx, const void *buf, size_t n, moesz_error *err) {
+  return moesz_afile_write(ctx, buf, n, err);
+}
+
+int moesz_stw_commit(moesz_stw *w, moesz_error *err) {
+  moesz_afile af;
+  int rc = moesz_afile_open(&af, w->path, err);
+  if (!rc) {
+    rc = moesz_stw_emit(w, afile_sink, &af, err);
     if (rc) moesz_afile_abort(&af);
     else rc = moesz_afile_commit(&af, err);
   }
-  free(b.p);
   moesz_stw_abort(w);
   return rc;
 }

@@ -1,0 +1,296 @@
+/* cli/inspect.c - `moesz inspect MODEL_DIR [--json] [--stats] [--eb EB]`:
+ * family, layer table, parameter and byte counts by role and, with --stats,
+ * per-expert-matrix statistics and the order-0 code entropy at --eb.
+ * Argument parsing and printing only; the numbers come from src/model. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "base/util.h"
+#include "cli/cli.h"
+#include "moesz/model.h"
+
+static const char *USAGE =
+    "usage: moesz inspect MODEL_DIR [--json] [--stats] [--eb EB]\n\n"
+    "Prints a model folder's architecture (config.json + safetensors): family, layer\n"
+    "table (dense/MoE, experts, top-k, shared experts), parameter and byte counts by\n"
+    "role (routed experts vs the rest).\n\n"
+    "  --json     machine-readable output (one JSON object on stdout)\n"
+    "  --stats    per expert matrix: mean, std, min, max and the order-0 entropy of\n"
+    "             q = round(x / (2 EB)) in bits per value (the rate an error-bounded\n"
+    "             quantizer + ideal entropy coder reaches); dense MLPs of dense layers too\n"
+    "  --eb EB    absolute error bound for --stats (default 1e-3)\n"
+    "  -h, --help this text\n";
+
+static const char *MATS[] = {"none", "gate", "up", "down", "gate_up"};
+
+typedef struct stat_row {
+  int layer, expert, shared, dense;
+  moesz_mat mat;
+  moesz_matview v;
+  moesz_matstats s;
+} stat_row;
+
+/* Every expert matrix (routed, shared, dense MLP) in layer order. */
+static int collect_stats(const moesz_model *m, double eb, int progress, stat_row **out, size_t *nout,
+                         moesz_error *err) {
+  const moesz_config *c = &m->cfg;
+  size_t cap = 64, n = 0;
+  stat_row *rows = malloc(cap * sizeof *rows);
+  if (!rows) return moesz_error_set(err, MOESZ_E_NOMEM, "stats");
+  int mats[3] = {MOESZ_MAT_GATE, MOESZ_MAT_UP, MOESZ_MAT_DOWN};
+  double total = 0;
+  for (int L = 0; L < c->n_layers; L++) total += c->is_moe[L] ? c->n_experts + (c->n_shared > 0) : 1;
+  moesz_progress pr;
+  moesz_progress_begin(&pr, "stats", total, progress);
+  double done = 0;
+  for (int L = 0; L < c->n_layers; L++) {
+    int ne = c->is_moe[L] ? c->n_experts + (c->n_shared > 0) : 1;
+    for (int k = 0; k < ne; k++) {
+      int shared = c->is_moe[L] && k == c->n_experts, e = shared ? 0 : k;
+      for (int mi = 0; mi < 3; mi++) {
+        stat_row r = {L, e, shared, !c->is_moe[L], (moesz_mat)mats[mi], {0}, {0}};
+        int rc = moesz_model_expert(m, L, e, shared, r.mat, &r.v, NULL);
+        if (rc == MOESZ_E_NOTFOUND) continue; /* Switch has no up; dense layers of odd shape */
+        if (rc) { free(rows); return moesz_model_expert(m, L, e, shared, r.mat, &r.v, err); }
+        if ((rc = moesz_matview_stats(&r.v, eb, &r.s, err))) {
+          free(rows);
+          return moesz_error_wrap(err, rc, "layer %d expert %d %s", L, e, MATS[r.mat]);
+        }
+        if (n == cap) {
+          stat_row *g = realloc(rows, 2 * cap * sizeof *rows);
+          if (!g) { free(rows); return moesz_error_set(err, MOESZ_E_NOMEM, "stats"); }
+          rows = g;
+          cap *= 2;
+        }
+        rows[n++] = r;
+      }
+      moesz_progress_step(&pr, ++done);
+    }
+  }
+  moesz_progress_end(&pr);
+  *out = rows;
+  *nout = n;
+  return MOESZ_OK;
+}
+
+/* Value-weighted mean entropy over routed expert matrices (what the codec compresses). */
+static double mean_expert_entropy(const stat_row *r, size_t n, int64_t *values) {
+  double h = 0;
+  int64_t v = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (r[i].dense || r[i].shared) continue;
+    h += r[i].s.entropy_bits * (double)(r[i].s.n - r[i].s.nonfinite);
+    v += r[i].s.n - r[i].s.nonfinite;
+  }
+  *values = v;
+  return v ? h / (double)v : 0;
+}
+
+static const char *layer_kind(const moesz_config *c, int L) {
+  if (c->arch == MOESZ_ARCH_SWITCH) return L < c->n_enc_layers ? (c->is_moe[L] ? "enc-moe" : "enc-dense")
+                                                                : (c->is_moe[L] ? "dec-moe" : "dec-dense");
+  return c->is_moe[L] ? "moe" : "dense";
+}
+
+static int dtype_bits_of_experts(const moesz_model *m) {
+  for (size_t i = 0; i < moesz_st_count(m->st); i++)
+    if (m->roles[i].role == MOESZ_ROLE_EXPERT || m->roles[i].role == MOESZ_ROLE_DENSE_MLP)
+      return (int)moesz_dtype_size(moesz_st_at(m->st, i)->dtype) * 8;
+  return 32;
+}
+
+static void print_text(const moesz_model *m, const moesz_counts *k, const stat_row *rows, size_t nrows,
+                       int stats, double eb) {
+  const moesz_config *c = &m->cfg;
+  printf("model        %s\n", m->path);
+  printf("family       %s (model_type %s)\n", c->arch_name, c->model_type);
+  printf("layers       %d (%d MoE, %d dense)%s\n", c->n_layers, c->n_moe_layers, c->n_layers - c->n_moe_layers,
+         c->n_enc_layers ? " (encoder + decoder blocks)" : "");
+  printf("hidden       %d, heads %d (kv %d) x %d, vocab %d, norm eps %g, rope theta %g\n", c->hidden,
+         c->n_heads, c->n_kv_heads, c->head_dim, c->vocab, (double)c->norm_eps, (double)c->rope_theta);
+  if (c->n_moe_layers)
+    printf("experts      %d routed (width %d), top-%d, norm_topk_prob %d; shared %d (width %d%s)\n",
+           c->n_experts, c->moe_intermediate, c->top_k, c->norm_topk_prob, c->n_shared,
+           c->shared_intermediate, c->has_shared_gate ? ", sigmoid gate" : "");
+  if (c->n_layers > c->n_moe_layers) printf("dense MLP    width %d\n", c->intermediate);
+  printf("quirks       tie_embeddings %d, qkv_bias %d, qk_norm %s, clip_qkv %g\n", c->tie_embeddings,
+         c->qkv_bias, c->qk_norm == 1 ? "per-head" : c->qk_norm == 2 ? "whole" : "none",
+         (double)c->clip_qkv);
+  printf("tensors      %zu\n\n", moesz_st_count(m->st));
+
+  printf("%-6s %-10s %8s %6s %7s\n", "layer", "type", "experts", "top-k", "shared");
+  for (int L = 0; L < c->n_layers; L++) {
+    if (c->is_moe[L]) printf("%-6d %-10s %8d %6d %7d\n", L, layer_kind(c, L), c->n_experts, c->top_k, c->n_shared);
+    else printf("%-6d %-10s %8s %6s %7s\n", L, layer_kind(c, L), "-", "-", "-");
+  }
+  printf("\n%-16s %8s %14s %14s\n", "role", "tensors", "params", "bytes");
+  for (int r = 0; r < MOESZ_ROLE_COUNT; r++) {
+    if (!k->tensors[r]) continue;
+    printf("%-16s %8lld %14lld %14lld\n", moesz_role_name((moesz_role)r), (long long)k->tensors[r],
+           (long long)k->params[r], (long long)k->bytes[r]);
+  }
+  double tp = k->total_params ? (double)k->total_params : 1;
+  printf("\n%-16s %8s %14lld %14lld\n", "total", "", (long long)k->total_params, (long long)k->total_bytes);
+  printf("%-16s %8s %14lld %14lld  (%.1f%% of parameters)\n", "routed experts", "",
+         (long long)k->expert_params, (long long)k->expert_bytes, 100.0 * (double)k->expert_params / tp);
+  printf("%-16s %8s %14lld %14lld\n", "everything else", "", (long long)k->other_params, (long long)k->other_bytes);
+  if (!stats) return;
+  printf("\nper-matrix statistics (entropy H of round(x / (2 eb)), eb = %g):\n", eb);
+  printf("%-6s %-8s %-5s %-13s %12s %12s %12s %12s %8s\n", "layer", "expert", "mat", "shape", "mean", "std",
+         "min", "max", "H bits");
+  for (size_t i = 0; i < nrows; i++) {
+    const stat_row *r = &rows[i];
+    char ex[16], shape[32];
+    if (r->dense) snprintf(ex, sizeof ex, "dense");
+    else if (r->shared) snprintf(ex, sizeof ex, "shared");
+    else snprintf(ex, sizeof ex, "%d", r->expert);
+    snprintf(shape, sizeof shape, "%lldx%lld", (long long)r->v.rows, (long long)r->v.cols);
+    printf("%-6d %-8s %-5s %-13s %12.4g %12.4g %12.4g %12.4g %8.3f\n", r->layer, ex, MATS[r->mat], shape,
+           r->s.mean, r->s.std, r->s.min, r->s.max, r->s.entropy_bits);
+  }
+  int64_t v;
+  double h = mean_expert_entropy(rows, nrows, &v);
+  if (v) {
+    int bits = dtype_bits_of_experts(m);
+    printf("\nrouted experts: mean H = %.3f bits/value over %lld values; rate limit %.2fx smaller than %d-bit\n",
+           h, (long long)v, h > 0 ? bits / h : 0.0, bits);
+  }
+}
+
+static void print_json(const moesz_model *m, const moesz_counts *k, const stat_row *rows, size_t nrows,
+                       int stats, double eb) {
+  const moesz_config *c = &m->cfg;
+  cJSON *j = cJSON_CreateObject(), *cf = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "path", m->path);
+  cJSON_AddStringToObject(j, "architecture", c->arch_name);
+  cJSON_AddStringToObject(j, "model_type", c->model_type);
+  cJSON_AddItemToObject(j, "config", cf);
+  cJSON_AddNumberToObject(cf, "n_layers", c->n_layers);
+  cJSON_AddNumberToObject(cf, "n_moe_layers", c->n_moe_layers);
+  cJSON_AddNumberToObject(cf, "n_enc_layers", c->n_enc_layers);
+  cJSON_AddNumberToObject(cf, "hidden", c->hidden);
+  cJSON_AddNumberToObject(cf, "intermediate", c->intermediate);
+  cJSON_AddNumberToObject(cf, "moe_intermediate", c->moe_intermediate);
+  cJSON_AddNumberToObject(cf, "n_experts", c->n_experts);
+  cJSON_AddNumberToObject(cf, "top_k", c->top_k);
+  cJSON_AddNumberToObject(cf, "n_shared", c->n_shared);
+  cJSON_AddNumberToObject(cf, "shared_intermediate", c->shared_intermediate);
+  cJSON_AddBoolToObject(cf, "shared_gate", c->has_shared_gate);
+  cJSON_AddBoolToObject(cf, "norm_topk_prob", c->norm_topk_prob);
+  cJSON_AddNumberToObject(cf, "n_heads", c->n_heads);
+  cJSON_AddNumberToObject(cf, "n_kv_heads", c->n_kv_heads);
+  cJSON_AddNumberToObject(cf, "head_dim", c->head_dim);
+  cJSON_AddNumberToObject(cf, "vocab", c->vocab);
+  cJSON_AddNumberToObject(cf, "max_pos", c->max_pos);
+  cJSON_AddNumberToObject(cf, "norm_eps", c->norm_eps);
+  cJSON_AddNumberToObject(cf, "rope_theta", c->rope_theta);
+  cJSON_AddBoolToObject(cf, "tie_embeddings", c->tie_embeddings);
+  cJSON_AddBoolToObject(cf, "qkv_bias", c->qkv_bias);
+  cJSON_AddNumberToObject(cf, "qk_norm", c->qk_norm);
+  cJSON_AddNumberToObject(cf, "clip_qkv", c->clip_qkv);
+  cJSON_AddNumberToObject(cf, "first_k_dense", c->first_k_dense);
+  cJSON_AddNumberToObject(cf, "bos_id", c->bos_id);
+  cJSON_AddNumberToObject(cf, "eos_id", c->eos_id);
+  cJSON *layers = cJSON_AddArrayToObject(j, "layers");
+  for (int L = 0; L < c->n_layers; L++) {
+    cJSON *l = cJSON_CreateObject();
+    cJSON_AddNumberToObject(l, "layer", L);
+    cJSON_AddStringToObject(l, "type", layer_kind(c, L));
+    cJSON_AddBoolToObject(l, "moe", c->is_moe[L]);
+    cJSON_AddNumberToObject(l, "experts", c->is_moe[L] ? c->n_experts : 0);
+    cJSON_AddNumberToObject(l, "top_k", c->is_moe[L] ? c->top_k : 0);
+    cJSON_AddNumberToObject(l, "shared", c->is_moe[L] ? c->n_shared : 0);
+    cJSON_AddItemToArray(layers, l);
+  }
+  cJSON *p = cJSON_AddObjectToObject(j, "params"), *b = cJSON_AddObjectToObject(j, "bytes");
+  cJSON_AddNumberToObject(p, "total", (double)k->total_params);
+  cJSON_AddNumberToObject(p, "experts", (double)k->expert_params);
+  cJSON_AddNumberToObject(p, "other", (double)k->other_params);
+  cJSON_AddNumberToObject(b, "total", (double)k->total_bytes);
+  cJSON_AddNumberToObject(b, "experts", (double)k->expert_bytes);
+  cJSON_AddNumberToObject(b, "other", (double)k->other_bytes);
+  cJSON *roles = cJSON_AddArrayToObject(j, "roles");
+  for (int r = 0; r < MOESZ_ROLE_COUNT; r++) {
+    if (!k->tensors[r]) continue;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "role", moesz_role_name((moesz_role)r));
+    cJSON_AddNumberToObject(o, "tensors", (double)k->tensors[r]);
+    cJSON_AddNumberToObject(o, "params", (double)k->params[r]);
+    cJSON_AddNumberToObject(o, "bytes", (double)k->bytes[r]);
+    cJSON_AddItemToArray(roles, o);
+  }
+  if (stats) {
+    cJSON_AddNumberToObject(j, "eb", eb);
+    cJSON *st = cJSON_AddArrayToObject(j, "stats");
+    for (size_t i = 0; i < nrows; i++) {
+      const stat_row *r = &rows[i];
+      cJSON *o = cJSON_CreateObject();
+      cJSON_AddNumberToObject(o, "layer", r->layer);
+      cJSON_AddNumberToObject(o, "expert", r->expert);
+      cJSON_AddBoolToObject(o, "shared", r->shared);
+      cJSON_AddBoolToObject(o, "dense", r->dense);
+      cJSON_AddStringToObject(o, "mat", MATS[r->mat]);
+      cJSON_AddNumberToObject(o, "rows", (double)r->v.rows);
+      cJSON_AddNumberToObject(o, "cols", (double)r->v.cols);
+      cJSON_AddNumberToObject(o, "mean", r->s.mean);
+      cJSON_AddNumberToObject(o, "std", r->s.std);
+      cJSON_AddNumberToObject(o, "min", r->s.min);
+      cJSON_AddNumberToObject(o, "max", r->s.max);
+      cJSON_AddNumberToObject(o, "nonfinite", (double)r->s.nonfinite);
+      cJSON_AddNumberToObject(o, "entropy_bits", r->s.entropy_bits);
+      cJSON_AddNumberToObject(o, "distinct_q", (double)r->s.distinct_q);
+      cJSON_AddItemToArray(st, o);
+    }
+    int64_t v;
+    cJSON_AddNumberToObject(j, "expert_mean_entropy_bits", mean_expert_entropy(rows, nrows, &v));
+  }
+  char *s = cJSON_PrintUnformatted(j);
+  if (s) puts(s);
+  free(s);
+  cJSON_Delete(j);
+}
+
+int moesz_cli_inspect(int argc, char **argv) {
+  if (moesz_cli_wants_help(argc, argv)) { fputs(USAGE, stdout); return 0; }
+  const char *dir = NULL;
+  int json = 0, stats = 0;
+  double eb = 1e-3;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--json")) json = 1;
+    else if (!strcmp(argv[i], "--stats")) stats = 1;
+    else if (!strcmp(argv[i], "--eb")) {
+      char *end;
+      if (i + 1 >= argc) { fprintf(stderr, "moesz inspect: --eb needs a value\n"); return 2; }
+      errno = 0;
+      eb = strtod(argv[++i], &end);
+      if (*end || end == argv[i] || errno || !(eb > 0) || !isfinite(eb)) {
+        fprintf(stderr, "moesz inspect: --eb '%s' is not a positive number\n", argv[i]);
+        return 2;
+      }
+    } else if (argv[i][0] == '-' && argv[i][1]) {
+      fprintf(stderr, "moesz inspect: unknown option '%s'\n\n%s", argv[i], USAGE);
+      return 2;
+    } else if (!dir) dir = argv[i];
+    else { fprintf(stderr, "moesz inspect: more than one MODEL_DIR given\n"); return 2; }
+  }
+  if (!dir) { fprintf(stderr, "moesz inspect: no MODEL_DIR given\n\n%s", USAGE); return 2; }
+  moesz_model *m;
+  moesz_error e = {0};
+  if (moesz_model_open(dir, &m, &e)) return moesz_cli_fail("inspect", &e);
+  moesz_counts k;
+  moesz_model_count(m, &k);
+  stat_row *rows = NULL;
+  size_t nrows = 0;
+  if (stats && collect_stats(m, eb, isatty(2), &rows, &nrows, &e)) {
+    moesz_model_close(m);
+    return moesz_cli_fail("inspect", &e);
+  }
+  if (json) print_json(m, &k, rows, nrows, stats, eb);
+  else print_text(m, &k, rows, nrows, stats, eb);
+  free(rows);
+  moesz_model_close(m);
+  return fflush(stdout) == 0 ? 0 : 1;
+}

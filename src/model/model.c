@@ -1,0 +1,264 @@
+/* model/model.c - owns moesz_model: a model folder opened as config +
+ * safetensors, every tensor classified once, an index from (layer, expert,
+ * matrix) to the tensor that holds it (per-expert 2-D tensors or stacked 3-D
+ * tensors in either orientation), shape checks against the config, 2-D views
+ * of expert matrices and parameter/byte counts by role. */
+#include <stdlib.h>
+#include <string.h>
+#include "moesz/model.h"
+#include "moesz/tensor.h"
+
+/* Matrix slots: 0 gate, 1 up, 2 down, 3 fused gate_up (stacked only). */
+#define NSLOT 4
+static int slot_of(moesz_mat m) { return (int)m - 1; }
+
+struct moesz_model_index {
+  int n_layers, n_experts;
+  const moesz_tensor **legacy;                    /* [n_layers][n_experts][3] */
+  const moesz_tensor *stk[MOESZ_MAX_LAYERS][NSLOT]; /* stacked [E, ., .] */
+  uint8_t stk_t[MOESZ_MAX_LAYERS][NSLOT];         /* 1: stored [E, in, out] (transposed) */
+  const moesz_tensor *shared[MOESZ_MAX_LAYERS][3];
+  const moesz_tensor *dense[MOESZ_MAX_LAYERS][3];
+};
+
+static const char *MAT_NAMES[] = {"none", "gate", "up", "down", "gate_up"};
+
+static const moesz_tensor **legacy_at(moesz_model_index *x, int L, int e, int s) {
+  return &x->legacy[((size_t)L * (size_t)x->n_experts + (size_t)e) * 3 + (size_t)s];
+}
+
+/* Logical [rows, cols] of matrix slot s for width n (gate/up [n, d], down [d, n]). */
+static void logical_shape(int s, int64_t n, int64_t d, int64_t *rows, int64_t *cols) {
+  if (s == 2) { *rows = d; *cols = n; }
+  else if (s == 3) { *rows = 2 * n; *cols = d; }
+  else { *rows = n; *cols = d; }
+}
+
+static int check_2d(const moesz_tensor *t, int64_t rows, int64_t cols, moesz_error *err) {
+  if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols)
+    return moesz_error_set(err, MOESZ_E_FORMAT,
+                           "tensor %s: shape does not match the config (expected [%lld, %lld])",
+                           t->name, (long long)rows, (long long)cols);
+  return MOESZ_OK;
+}
+
+/* Stacked [E, rows, cols] (transformers) or [E, cols, rows] (transposed). */
+static int check_stacked(const moesz_tensor *t, int64_t E, int64_t rows, int64_t cols,
+                         uint8_t *transposed, moesz_error *err) {
+  if (t->ndim == 3 && t->shape[0] == E) {
+    if (t->shape[1] == rows && t->shape[2] == cols) { *transposed = 0; return MOESZ_OK; }
+    if (t->shape[1] == cols && t->shape[2] == rows) { *transposed = 1; return MOESZ_OK; }
+  }
+  return moesz_error_set(err, MOESZ_E_FORMAT,
+                         "tensor %s: stacked expert shape does not match the config (expected "
+                         "[%lld, %lld, %lld] or [%lld, %lld, %lld])",
+                         t->name, (long long)E, (long long)rows, (long long)cols, (long long)E,
+                         (long long)cols, (long long)rows);
+}
+
+static int build_index(moesz_model *m, moesz_error *err) {
+  const moesz_config *c = &m->cfg;
+  moesz_model_index *x = calloc(1, sizeof *x);
+  if (!x) return moesz_error_set(err, MOESZ_E_NOMEM, "model index");
+  m->idx = x;
+  x->n_layers = c->n_layers;
+  x->n_experts = c->n_experts;
+  size_t nl = (size_t)c->n_layers * (size_t)(c->n_experts > 0 ? c->n_experts : 1) * 3;
+  x->legacy = calloc(nl, sizeof *x->legacy);
+  if (!x->legacy) return moesz_error_set(err, MOESZ_E_NOMEM, "model index");
+  size_t n = moesz_st_count(m->st);
+  m->roles = calloc(n ? n : 1, sizeof *m->roles);
+  if (!m->roles) return moesz_error_set(err, MOESZ_E_NOMEM, "model roles");
+  int64_t d = c->hidden;
+  for (size_t i = 0; i < n; i++) {
+    const moesz_tensor *t = moesz_st_at(m->st, i);
+    moesz_tensor_role *r = &m->roles[i];
+    moesz_tensor_classify(c, t->name, r);
+    int s = slot_of(r->mat), rc;
+    int64_t rows, cols;
+    switch (r->role) {
+      case MOESZ_ROLE_EXPERT:
+        if (r->stacked) {
+          logical_shape(s, c->moe_intermediate, d, &rows, &cols);
+          if ((rc = check_stacked(t, c->n_experts, rows, cols, &x->stk_t[r->layer][s], err)))
+            return rc;
+          x->stk[r->layer][s] = t;
+        } else {
+          logical_shape(s, c->moe_intermediate, d, &rows, &cols);
+          if ((rc = check_2d(t, rows, cols, err))) return rc;
+          *legacy_at(x, r->layer, r->expert, s) = t;
+        }
+        break;
+      case MOESZ_ROLE_SHARED_EXPERT:
+        logical_shape(s, c->shared_intermediate, d, &rows, &cols);
+        if ((rc = check_2d(t, rows, cols, err))) return rc;
+        x->shared[r->layer][s] = t;
+        break;
+      case MOESZ_ROLE_DENSE_MLP:
+        logical_shape(s, c->intermediate, d, &rows, &cols);
+        if ((rc = check_2d(t, rows, cols, err))) return rc;
+        x->dense[r->layer][s] = t;
+        break;
+      default: break;
+    }
+  }
+  /* Every routed expert matrix of every MoE layer must be reachable. */
+  int nmat = c->arch == MOESZ_ARCH_SWITCH ? 2 : 3;
+  static const int SWITCH_SLOTS[] = {0, 2}, SWIGLU_SLOTS[] = {0, 1, 2};
+  const int *slots = c->arch == MOESZ_ARCH_SWITCH ? SWITCH_SLOTS : SWIGLU_SLOTS;
+  for (int L = 0; L < c->n_layers; L++) {
+    if (!c->is_moe[L]) continue;
+    for (int k = 0; k < nmat; k++) {
+      int s = slots[k];
+      int have_stk = x->stk[L][s] || (s < 2 && x->stk[L][3]);
+      for (int e = 0; e < c->n_experts; e++) {
+        if (*legacy_at(x, L, e, s) || have_stk) continue;
+        return moesz_error_set(err, MOESZ_E_FORMAT,
+                               "layer %d expert %d: %s matrix missing from the checkpoint", L, e,
+                               MAT_NAMES[s + 1]);
+      }
+    }
+  }
+  return MOESZ_OK;
+}
+
+int moesz_model_open(const char *dir, moesz_model **out, moesz_error *err) {
+  if (!dir || !out) return moesz_error_set(err, MOESZ_E_ARG, "model: NULL argument");
+  *out = NULL;
+  moesz_model *m = calloc(1, sizeof *m);
+  if (!m) return moesz_error_set(err, MOESZ_E_NOMEM, "model");
+  if (strlen(dir) >= sizeof m->path) {
+    free(m);
+    return moesz_error_set(err, MOESZ_E_ARG, "model: path too long");
+  }
+  memcpy(m->path, dir, strlen(dir) + 1);
+  int rc = moesz_config_load(dir, &m->cfg, err);
+  if (!rc) rc = moesz_st_open(dir, &m->st, err);
+  if (!rc) {
+    rc = build_index(m, err);
+    if (rc) moesz_error_wrap(err, rc, "%s", dir);
+  }
+  if (rc) {
+    moesz_model_close(m);
+    return rc;
+  }
+  *out = m;
+  return MOESZ_OK;
+}
+
+void moesz_model_close(moesz_model *m) {
+  if (!m) return;
+  if (m->idx) free(m->idx->legacy);
+  free(m->idx);
+  free(m->roles);
+  moesz_st_close(m->st);
+  free(m);
+}
+
+static void view_2d(const moesz_tensor *t, moesz_matview *v) {
+  v->data = t->data;
+  v->dtype = t->dtype;
+  v->rows = t->shape[0];
+  v->cols = t->shape[1];
+  v->ld = t->shape[1];
+  v->transposed = 0;
+}
+
+/* View of expert e, logical rows [r0, r0 + rows) of a stacked tensor whose
+ * per-expert logical matrix has full_rows rows. */
+static void view_stacked(const moesz_tensor *t, int transposed, int e, int64_t r0, int64_t rows,
+                         int64_t full_rows, int64_t cols, moesz_matview *v) {
+  size_t es = moesz_dtype_size(t->dtype);
+  size_t per = (size_t)full_rows * (size_t)cols;
+  const char *base = (const char *)t->data + (size_t)e * per * es;
+  v->dtype = t->dtype;
+  v->rows = rows;
+  v->cols = cols;
+  v->transposed = transposed;
+  if (!transposed) {
+    v->data = base + (size_t)r0 * (size_t)cols * es;
+    v->ld = cols;
+  } else { /* stored [cols][full_rows]: (r, c) at c * full_rows + r */
+    v->data = base + (size_t)r0 * es;
+    v->ld = full_rows;
+  }
+}
+
+int moesz_model_expert(const moesz_model *m, int layer, int expert, int shared, moesz_mat mat,
+                       moesz_matview *out, moesz_error *err) {
+  if (!m || !out) return moesz_error_set(err, MOESZ_E_ARG, "model_expert: NULL argument");
+  memset(out, 0, sizeof *out);
+  const moesz_config *c = &m->cfg;
+  const moesz_model_index *x = m->idx;
+  if (layer < 0 || layer >= c->n_layers)
+    return moesz_error_set(err, MOESZ_E_RANGE, "layer %d outside [0, %d)", layer, c->n_layers);
+  if (mat < MOESZ_MAT_GATE || mat > MOESZ_MAT_GATE_UP)
+    return moesz_error_set(err, MOESZ_E_ARG, "model_expert: bad matrix %d", (int)mat);
+  int s = slot_of(mat);
+  const moesz_tensor *t = NULL;
+  if (shared || !c->is_moe[layer]) {
+    if (expert != 0)
+      return moesz_error_set(err, MOESZ_E_RANGE, "layer %d: %s expert %d (only 0 exists)", layer,
+                             shared ? "shared" : "dense", expert);
+    if (s < 3) t = shared ? (c->is_moe[layer] ? x->shared[layer][s] : NULL) : x->dense[layer][s];
+    if (!t)
+      return moesz_error_set(err, MOESZ_E_NOTFOUND, "layer %d: no %s %s matrix", layer,
+                             shared ? "shared expert" : "dense MLP", MAT_NAMES[s + 1]);
+    view_2d(t, out);
+    return MOESZ_OK;
+  }
+  if (expert < 0 || expert >= c->n_experts)
+    return moesz_error_set(err, MOESZ_E_RANGE, "layer %d: expert %d outside [0, %d)", layer, expert,
+                           c->n_experts);
+  int64_t n = c->moe_intermediate, d = c->hidden;
+  if (s < 3 && (t = x->legacy[((size_t)layer * (size_t)c->n_experts + (size_t)expert) * 3 +
+                              (size_t)s])) {
+    view_2d(t, out);
+    return MOESZ_OK;
+  }
+  int64_t rows, cols;
+  if ((t = x->stk[layer][s])) {
+    logical_shape(s, n, d, &rows, &cols);
+    view_stacked(t, x->stk_t[layer][s], expert, 0, rows, rows, cols, out);
+    return MOESZ_OK;
+  }
+  if (s < 2 && (t = x->stk[layer][3])) { /* gate = rows [0, n), up = rows [n, 2n) */
+    view_stacked(t, x->stk_t[layer][3], expert, s == 0 ? 0 : n, n, 2 * n, d, out);
+    return MOESZ_OK;
+  }
+  return moesz_error_set(err, MOESZ_E_NOTFOUND, "layer %d expert %d: no %s matrix", layer, expert,
+                         MAT_NAMES[s + 1]);
+}
+
+void moesz_model_count(const moesz_model *m, moesz_counts *out) {
+  memset(out, 0, sizeof *out);
+  if (!m) return;
+  size_t n = moesz_st_count(m->st);
+  int have_embed = 0, have_shared_w = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (m->roles[i].role == MOESZ_ROLE_EMBED) have_embed = 1;
+    if (!strcmp(moesz_st_at(m->st, i)->name, "shared.weight")) have_shared_w = 1;
+  }
+  for (size_t i = 0; i < n; i++) {
+    const moesz_tensor *t = moesz_st_at(m->st, i);
+    moesz_role r = m->roles[i].role;
+    out->tensors[r]++;
+    /* Tied weights are one parameter: lm_head tied to the embedding; Switch's
+     * encoder/decoder embed_tokens are always the shared embedding. */
+    if (r == MOESZ_ROLE_LM_HEAD && m->cfg.tie_embeddings && have_embed) continue;
+    if (r == MOESZ_ROLE_EMBED && m->cfg.arch == MOESZ_ARCH_SWITCH && have_shared_w &&
+        strcmp(t->name, "shared.weight"))
+      continue;
+    out->params[r] += (int64_t)t->numel;
+    out->bytes[r] += (int64_t)t->nbytes;
+    out->total_params += (int64_t)t->numel;
+    out->total_bytes += (int64_t)t->nbytes;
+    if (moesz_role_is_expert(r)) {
+      out->expert_params += (int64_t)t->numel;
+      out->expert_bytes += (int64_t)t->nbytes;
+    } else {
+      out->other_params += (int64_t)t->numel;
+      out->other_bytes += (int64_t)t->nbytes;
+    }
+  }
+}
