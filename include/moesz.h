@@ -17,6 +17,7 @@
 #include "moesz/model.h"
 #include "moesz/codec.h"
 #include "moesz/container.h"
+#include "moesz/runtime.h"
 #include "moesz/resmoe.h"
 #include "moesz/text.h"
 #include "moesz/infer.h"

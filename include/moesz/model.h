@@ -115,6 +115,8 @@ typedef struct moesz_model {
   char path[4096];
   moesz_tensor_role *roles; /* [moesz_st_count(st)] role of tensor i (same order) */
   moesz_model_index *idx;
+  int borrowed_st;          /* 1: st belongs to someone else (moesz_model_wrap) */
+  int experts_elsewhere;    /* 1: routed experts are not in st (served from a container) */
 } moesz_model;
 
 /* Opens DIR (config.json + safetensors). Checks that every routed expert
@@ -122,6 +124,11 @@ typedef struct moesz_model {
  * (either layout) -> MOESZ_E_FORMAT naming the first missing/misshapen one. */
 int moesz_model_open(const char *dir, moesz_model **out, moesz_error *err);
 void moesz_model_close(moesz_model *m);
+/* A model over tensors someone else owns (st outlives the model), whose routed
+ * experts live elsewhere (a .msz container serves them): dense weights, shared
+ * experts and dense MLPs are reached through st as usual. */
+int moesz_model_wrap(const moesz_config *cfg, moesz_st *st, const char *path, moesz_model **out,
+                     moesz_error *err);
 
 /* One expert matrix as a 2-D row-major view [rows, cols] with a row stride in
  * elements (stacked layouts give views into the 3-D tensor; a transposed

@@ -3,6 +3,7 @@
  * matrix) to the tensor that holds it (per-expert 2-D tensors or stacked 3-D
  * tensors in either orientation), shape checks against the config, 2-D views
  * of expert matrices and parameter/byte counts by role. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "moesz/model.h"
@@ -105,7 +106,9 @@ static int build_index(moesz_model *m, moesz_error *err) {
       default: break;
     }
   }
-  /* Every routed expert matrix of every MoE layer must be reachable. */
+  /* Every routed expert matrix of every MoE layer must be reachable (unless
+   * the experts live elsewhere, as in a container). */
+  if (m->experts_elsewhere) return MOESZ_OK;
   int nmat = c->arch == MOESZ_ARCH_SWITCH ? 2 : 3;
   static const int SWITCH_SLOTS[] = {0, 2}, SWIGLU_SLOTS[] = {0, 1, 2};
   const int *slots = c->arch == MOESZ_ARCH_SWITCH ? SWITCH_SLOTS : SWIGLU_SLOTS;
@@ -154,7 +157,7 @@ void moesz_model_close(moesz_model *m) {
   if (m->idx) free(m->idx->legacy);
   free(m->idx);
   free(m->roles);
-  moesz_st_close(m->st);
+  if (!m->borrowed_st) moesz_st_close(m->st);
   free(m);
 }
 
@@ -340,4 +343,24 @@ void moesz_config_count(const moesz_config *c, moesz_counts *k) {
     if (c->n_shared) add(k, MOESZ_ROLE_SHARED_EXPERT, 3 * (int64_t)c->shared_intermediate * d);
     if (c->has_shared_gate) add(k, MOESZ_ROLE_SHARED_GATE, d);
   }
+}
+
+int moesz_model_wrap(const moesz_config *cfg, moesz_st *st, const char *path, moesz_model **out,
+                     moesz_error *err) {
+  if (!cfg || !st || !out) return moesz_error_set(err, MOESZ_E_ARG, "model: NULL argument");
+  *out = NULL;
+  moesz_model *m = calloc(1, sizeof *m);
+  if (!m) return moesz_error_set(err, MOESZ_E_NOMEM, "model");
+  m->cfg = *cfg;
+  m->st = st;
+  m->borrowed_st = 1;
+  m->experts_elsewhere = 1;
+  snprintf(m->path, sizeof m->path, "%s", path ? path : "");
+  int rc = build_index(m, err);
+  if (rc) {
+    moesz_model_close(m);
+    return rc;
+  }
+  *out = m;
+  return MOESZ_OK;
 }
