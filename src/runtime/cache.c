@@ -175,9 +175,10 @@ int moesz_cache_get(moesz_cache *k, int L, int e, moesz_matview mats[3], moesz_e
   if (x->state == E_READY) {
     k->st.hits++;
   } else if (x->state == E_LOADING) {
-    k->st.prefetch_waits++;
     while (x->state == E_LOADING) pthread_cond_wait(&k->ready, &k->mu);
-    if (x->state != E_READY) { k->st.misses++; rc = load(k, L, e, x, 0, err); }
+    /* ready now, unless the load failed or the entry was evicted meanwhile */
+    if (x->state == E_READY) k->st.prefetch_waits++;
+    else { k->st.misses++; rc = load(k, L, e, x, 0, err); }
     k->st.stall_seconds += moesz_time_now() - t0;
   } else {
     k->st.misses++;
