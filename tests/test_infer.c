@@ -5,8 +5,10 @@
  * token and in uneven chunks; AVX2 and scalar kernels, 1 and 2 threads; the
  * expert provider contract; bad input (ids, context overflow, missing
  * tensors, shapes against config); the sampler. */
+#include <cjson/cJSON.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include "harness.h"
 #include "moesz/infer.h"
@@ -441,6 +443,78 @@ TEST(sampler) {
   moesz_sampler_free(&s);
 }
 
+/* ------------------------------------------------------------- the CLI */
+
+/* Runs cmd, captures stdout (and stderr if merge) into out; returns the exit status. */
+static int run_cmd(const char *cmd, char *out, size_t cap) {
+  FILE *p = popen(cmd, "r");
+  if (!p) return -1;
+  size_t n = fread(out, 1, cap - 1, p);
+  out[n] = 0;
+  int st = pclose(p);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+TEST(cli_run_greedy_matches_transformers) {
+  const char *bin = getenv("MOESZ_BIN");
+  if (!bin || !*bin) bin = "build/moesz";
+  struct stat sb;
+  if (stat(bin, &sb) != 0) SKIP("%s not built", bin);
+  FILE *f = fopen(FIX "infer_greedy.json", "rb");
+  CHECK(f != NULL);
+  if (!f) return;
+  static char js[1 << 16];
+  size_t n = fread(js, 1, sizeof js - 1, f);
+  fclose(f);
+  js[n] = 0;
+  cJSON *root = cJSON_Parse(js);
+  CHECK(root != NULL);
+  int fams = 0;
+  for (cJSON *fam = root ? root->child : NULL; fam; fam = fam->next) {
+    char ids[256] = "", want[512] = "", cmd[1024], out[4096];
+    cJSON *it;
+    cJSON_ArrayForEach(it, cJSON_GetObjectItem(fam, "prompt"))
+      snprintf(ids + strlen(ids), sizeof ids - strlen(ids), "%s%d", ids[0] ? "," : "", it->valueint);
+    cJSON_ArrayForEach(it, cJSON_GetObjectItem(fam, "generated"))
+      snprintf(want + strlen(want), sizeof want - strlen(want), "%s%d", want[0] ? " " : "", it->valueint);
+    snprintf(cmd, sizeof cmd, "%s run " FIX "%s --prompt-ids %s --print-ids --temperature 0 "
+             "--max-tokens 12 --threads 2 2>/dev/null", bin, fam->string, ids);
+    int rc = run_cmd(cmd, out, sizeof out);
+    CHECK_EQ_INT(rc, 0);
+    char *nl = strchr(out, '\n');
+    if (nl) *nl = 0;
+    CHECK_MSG(!strcmp(out, want), "%s: got '%s' want '%s'", fam->string, out, want);
+    fams++;
+  }
+  CHECK(fams >= 5);
+  cJSON_Delete(root);
+  /* errors: clear message, non-zero exit */
+  static const struct { const char *args, *msg; int code; } bad[] = {
+    {"--prompt-ids 1,2,256 --print-ids", "outside the vocabulary", 1},
+    {"--prompt-ids 1,-3 --print-ids", "outside the vocabulary", 1},
+    {"--prompt-ids 1,2,3,4,5 --print-ids --ctx 4", "context overflow", 1},
+    {"--prompt-ids 1,x --print-ids", "bad --prompt-ids", 2},
+    {"--prompt-ids 1 --max-tokens -2", "bad --max-tokens", 2},
+    {"--print-ids", "exactly one of", 2},
+    {"--prompt-ids 1 --frobnicate", "unknown option", 2},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    char cmd[1024], out[8192];
+    snprintf(cmd, sizeof cmd, "%s run " FIX "mixtral %s 2>&1", bin, bad[i].args);
+    int rc = run_cmd(cmd, out, sizeof out);
+    CHECK_MSG(rc == bad[i].code, "'%s': exit %d", bad[i].args, rc);
+    CHECK_MSG(strstr(out, bad[i].msg) != NULL, "'%s': output '%s'", bad[i].args, out);
+  }
+  char cmd[1024], out[8192];
+  snprintf(cmd, sizeof cmd, "%s run tests/fixtures/nonexistent --prompt-ids 1 --print-ids 2>&1", bin);
+  CHECK(run_cmd(cmd, out, sizeof out) == 1);
+  /* generation stops at a full context, with ids still printed */
+  snprintf(cmd, sizeof cmd, "%s run " FIX "llama --prompt-ids 1,2 --print-ids --temperature 0 "
+           "--max-tokens 100 --ctx 6 2>&1", bin);
+  CHECK(run_cmd(cmd, out, sizeof out) == 0);
+  CHECK(strstr(out, "context full") != NULL);
+}
+
 int main(void) {
   RUN(families_match_transformers);
   RUN(families_scalar_single_thread_grouped);
@@ -450,5 +524,6 @@ int main(void) {
   RUN(bad_ids_and_context_overflow);
   RUN(missing_tensors_and_shape_mismatch);
   RUN(sampler);
+  RUN(cli_run_greedy_matches_transformers);
   return DONE();
 }

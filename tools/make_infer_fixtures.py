@@ -72,6 +72,30 @@ def low_precision(out, family, dtype, tag):
     print("%s: %s weights, logits max |x| %.3f" % (d, tag, np.abs(logits).max()))
 
 
+def greedy(out, families, prompt_len=5, steps=12):
+    """Greedy continuations (full forward per step, stop before EOS) of each
+    family fixture's first prompt_len tokens: the oracle for `moesz run
+    --temperature 0 --print-ids`."""
+    res = {}
+    for fam in families:
+        d = os.path.join(out, fam)
+        model = T.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+        toks = [int(t) for t in open(os.path.join(d, "tokens.txt")).read().split()][:prompt_len]
+        eos = model.config.eos_token_id
+        ids, gen = list(toks), []
+        with torch.no_grad():
+            for _ in range(steps):
+                nxt = int(model(torch.tensor([ids])).logits[0, -1].argmax())
+                if nxt == eos:
+                    break
+                gen.append(nxt)
+                ids.append(nxt)
+        res[fam] = {"prompt": toks, "generated": gen}
+    with open(os.path.join(out, "infer_greedy.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    print("greedy:", {k: len(v["generated"]) for k, v in res.items()})
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="tests/fixtures")
@@ -81,6 +105,7 @@ def main():
     stories(a.out, data)
     low_precision(a.out, "olmoe", torch.bfloat16, "bf16")
     low_precision(a.out, "olmoe", torch.float16, "f16")
+    greedy(a.out, ["llama", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe"])
 
 
 if __name__ == "__main__":
