@@ -121,6 +121,11 @@ typedef struct moesz_model {
  * matrix of every MoE layer is present with the shape the config implies
  * (either layout) -> MOESZ_E_FORMAT naming the first missing/misshapen one. */
 int moesz_model_open(const char *dir, moesz_model **out, moesz_error *err);
+/* The same from a parsed config and an opened tensor set (e.g. moesz_st_parse
+ * of bytes in memory); takes ownership of st, also on failure. label names
+ * the model in messages and path (may be NULL). */
+int moesz_model_wrap(const moesz_config *cfg, moesz_st *st, const char *label, moesz_model **out,
+                     moesz_error *err);
 void moesz_model_close(moesz_model *m);
 
 /* One expert matrix as a 2-D row-major view [rows, cols] with a row stride in
