@@ -154,6 +154,10 @@ int moesz_model_expert(const moesz_model *m, int layer, int expert, int shared,
  * self-attention tensors (cross = 0); of several embeddings or final norms
  * the first by name. */
 const moesz_tensor *moesz_model_tensor(const moesz_model *m, moesz_role role, int layer);
+/* How the routed experts are stored: "per-expert", "stacked" ([E, 2n, d] /
+ * [E, d, n]), "stacked-transposed" ([E, d, 2n] / [E, n, d]), "mixed" or
+ * "none" (no MoE layer). */
+const char *moesz_model_expert_layout(const moesz_model *m);
 /* Dense layers (is_moe[L] == 0; every Llama layer) are the one-expert case:
  * expert 0, shared 0 of such a layer returns its dense MLP matrix. */
 

@@ -261,6 +261,20 @@ const moesz_tensor *moesz_model_tensor(const moesz_model *m, moesz_role role, in
   return t;
 }
 
+const char *moesz_model_expert_layout(const moesz_model *m) {
+  if (!m || !m->idx) return "none";
+  int legacy = 0, stk = 0, stk_t = 0;
+  for (size_t i = 0; i < moesz_st_count(m->st); i++) {
+    const moesz_tensor_role *r = &m->roles[i];
+    if (r->role != MOESZ_ROLE_EXPERT) continue;
+    if (!r->stacked) legacy = 1;
+    else if (m->idx->stk_t[r->layer][slot_of(r->mat)]) stk_t = 1;
+    else stk = 1;
+  }
+  if (legacy + stk + stk_t > 1) return "mixed";
+  return legacy ? "per-expert" : stk ? "stacked" : stk_t ? "stacked-transposed" : "none";
+}
+
 void moesz_model_count(const moesz_model *m, moesz_counts *out) {
   memset(out, 0, sizeof *out);
   if (!m) return;
