@@ -1,0 +1,650 @@
+/* infer/engine.c - the forward pass: weights bound from the checkpoint by
+ * role and checked against the config, KV cache, batched prompt processing,
+ * attention per family (qkv bias, q/k norm per head or over the whole
+ * projection, clip_qkv, GQA, rotate-half RoPE), dense MLP and MoE blocks
+ * (fp32 router softmax, top-k, per-family renormalisation, shared experts
+ * with or without sigmoid gate) with experts reached through the provider,
+ * final norm and lm_head (tied or not). Semantics: docs/INFERENCE.md. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "base/pool.h"
+#include "base/util.h"
+#include "infer/kernels.h"
+#include "moesz/infer.h"
+#include "moesz/tensor.h"
+
+#define BMAX 128   /* tokens per internal batch */
+
+typedef struct layer_w {
+  float *attn_norm, *ffn_norm;          /* [d] */
+  moesz_matview wq, wk, wv, wo;         /* [nh*hd, d], [nkv*hd, d] x2, [d, nh*hd] */
+  float *bq, *bk, *bv, *bo;             /* biases or NULL */
+  float *q_norm, *k_norm;               /* [hd] (per head) or [nh*hd]/[nkv*hd] (whole) */
+  moesz_matview router;                 /* [E, d] (MoE layers) */
+  moesz_matview shared_gate;            /* [1, d] (Qwen2-MoE) */
+  int has[8];                           /* presence flags, see bind_tensor */
+} layer_w;
+
+enum { H_Q, H_K, H_V, H_O, H_ANORM, H_FNORM, H_ROUTER, H_SGATE };
+
+struct moesz_engine {
+  moesz_model *m;
+  int own_model;
+  moesz_expert_provider prov;
+  int own_prov;
+  moesz_config cfg;
+  int d, nh, nkv, hd, qw, kvw, vocab, max_ctx, pos;
+  int renorm;                           /* renormalise top-k weights */
+  float renorm_eps;                     /* DeepSeek adds 1e-20 to the denominator */
+  int group;                            /* experts held at once */
+  int inter_max;                        /* widest MLP (dense / routed / shared) */
+  moesz_matview embed, lm_head;         /* [vocab, d] */
+  float *final_norm;                    /* [d] */
+  layer_w *L;                           /* [n_layers] */
+  float *kcache, *vcache;               /* [n_layers][max_ctx][kvw] */
+  float *inv_freq;                      /* [hd/2] */
+  float att_scale;
+  moesz_pool *pool;
+  moesz_kctx kc;
+  /* work buffers for one internal batch of n <= BMAX tokens */
+  float *x, *xn;                        /* [BMAX, d] */
+  float *q, *att;                       /* [BMAX, qw] */
+  float *rl;                            /* [BMAX, E] router logits / probs */
+  int32_t *topi;                        /* [BMAX, k] */
+  float *topw;                          /* [BMAX, k] */
+  int32_t *cnt, *off, *fill;            /* [E] */
+  int32_t *row_tok;                     /* [BMAX*k] token of each gathered row */
+  float *row_w;                         /* [BMAX*k] routing weight of each row */
+  int32_t *active;                      /* [E] */
+  moesz_expert_mats *mats;              /* [E] */
+  float *xg, *yd;                       /* [BMAX*k, d] gathered inputs / expert outputs */
+  float *hg, *hu;                       /* [BMAX*k, inter_max] */
+  float *moe;                           /* [BMAX, d] */
+  float *sg;                            /* [BMAX] shared gate logits */
+  moesz_kjob *jobs;                     /* [2E + 4] */
+  moesz_engine_stats st;
+};
+
+/* ------------------------------------------------------------ providers */
+
+static int mmap_get(void *ctx, int layer, int expert, int shared, moesz_expert_mats *o,
+                    moesz_error *err) {
+  const moesz_model *m = ctx;
+  int rc = moesz_model_expert(m, layer, expert, shared, MOESZ_MAT_GATE, &o->gate, err);
+  if (!rc) rc = moesz_model_expert(m, layer, expert, shared, MOESZ_MAT_UP, &o->up, err);
+  if (!rc) rc = moesz_model_expert(m, layer, expert, shared, MOESZ_MAT_DOWN, &o->down, err);
+  return rc;
+}
+static void mmap_release(void *ctx, int layer, int expert, int shared) {
+  (void)ctx; (void)layer; (void)expert; (void)shared;
+}
+
+int moesz_expert_provider_mmap(const moesz_model *m, moesz_expert_provider *out,
+                               moesz_error *err) {
+  if (!m || !out) return moesz_error_set(err, MOESZ_E_ARG, "expert provider: NULL argument");
+  memset(out, 0, sizeof *out);
+  out->ctx = (void *)m;
+  out->get = mmap_get;
+  out->release = mmap_release;
+  return MOESZ_OK;
+}
+
+/* -------------------------------------------------------------- binding */
+
+static int is_matrix_dtype(moesz_dtype t) {
+  return t == MOESZ_DT_F32 || t == MOESZ_DT_BF16 || t == MOESZ_DT_F16;
+}
+
+static int bind_mat(const moesz_tensor *t, int64_t rows, int64_t cols, moesz_matview *v,
+                    moesz_error *err) {
+  if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols)
+    return moesz_error_set(err, MOESZ_E_FORMAT,
+                           "tensor %s: shape contradicts the config (expected [%lld, %lld])",
+                           t->name, (long long)rows, (long long)cols);
+  if (!is_matrix_dtype(t->dtype))
+    return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "tensor %s: dtype %s not supported for compute",
+                           t->name, moesz_dtype_name(t->dtype));
+  v->data = t->data; v->dtype = t->dtype; v->rows = rows; v->cols = cols; v->ld = cols;
+  v->transposed = 0;
+  return MOESZ_OK;
+}
+
+static int bind_vec(const moesz_tensor *t, int64_t n, float **out, moesz_error *err) {
+  if (t->ndim != 1 || t->shape[0] != n)
+    return moesz_error_set(err, MOESZ_E_FORMAT,
+                           "tensor %s: shape contradicts the config (expected [%lld])", t->name,
+                           (long long)n);
+  if (*out) return moesz_error_set(err, MOESZ_E_FORMAT, "tensor %s: duplicate", t->name);
+  float *v = malloc(sizeof(float) * (size_t)n);
+  if (!v) return moesz_error_set(err, MOESZ_E_NOMEM, "tensor %s", t->name);
+  if (moesz_to_f32(t->dtype, t->data, v, (size_t)n)) {
+    free(v);
+    return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "tensor %s: dtype %s not supported",
+                           t->name, moesz_dtype_name(t->dtype));
+  }
+  *out = v;
+  return MOESZ_OK;
+}
+
+static int bind_tensor(moesz_engine *e, const moesz_tensor *t, const moesz_tensor_role *r,
+                       moesz_error *err) {
+  const moesz_config *c = &e->cfg;
+  int64_t d = e->d;
+  if (r->layer >= c->n_layers) return MOESZ_OK;
+  layer_w *l = r->layer >= 0 ? &e->L[r->layer] : NULL;
+  int qkn = c->qk_norm == 1;
+  switch (r->role) {
+  case MOESZ_ROLE_EMBED: return bind_mat(t, e->vocab, d, &e->embed, err);
+  case MOESZ_ROLE_LM_HEAD: return bind_mat(t, e->vocab, d, &e->lm_head, err);
+  case MOESZ_ROLE_FINAL_NORM: return bind_vec(t, d, &e->final_norm, err);
+  default: break;
+  }
+  if (!l) return MOESZ_OK;
+  switch (r->role) {
+  case MOESZ_ROLE_ATTN_NORM: l->has[H_ANORM] = 1; return bind_vec(t, d, &l->attn_norm, err);
+  case MOESZ_ROLE_FFN_NORM: l->has[H_FNORM] = 1; return bind_vec(t, d, &l->ffn_norm, err);
+  case MOESZ_ROLE_ATTN_Q: l->has[H_Q] = 1; return bind_mat(t, e->qw, d, &l->wq, err);
+  case MOESZ_ROLE_ATTN_K: l->has[H_K] = 1; return bind_mat(t, e->kvw, d, &l->wk, err);
+  case MOESZ_ROLE_ATTN_V: l->has[H_V] = 1; return bind_mat(t, e->kvw, d, &l->wv, err);
+  case MOESZ_ROLE_ATTN_O: l->has[H_O] = 1; return bind_mat(t, d, e->qw, &l->wo, err);
+  case MOESZ_ROLE_ATTN_Q_BIAS: return bind_vec(t, e->qw, &l->bq, err);
+  case MOESZ_ROLE_ATTN_K_BIAS: return bind_vec(t, e->kvw, &l->bk, err);
+  case MOESZ_ROLE_ATTN_V_BIAS: return bind_vec(t, e->kvw, &l->bv, err);
+  case MOESZ_ROLE_Q_NORM: return bind_vec(t, qkn ? e->hd : e->qw, &l->q_norm, err);
+  case MOESZ_ROLE_K_NORM: return bind_vec(t, qkn ? e->hd : e->kvw, &l->k_norm, err);
+  case MOESZ_ROLE_ROUTER:
+    if (!c->is_moe[r->layer]) return MOESZ_OK;
+    l->has[H_ROUTER] = 1;
+    return bind_mat(t, c->n_experts, d, &l->router, err);
+  case MOESZ_ROLE_SHARED_GATE:
+    if (!c->is_moe[r->layer]) return MOESZ_OK;
+    l->has[H_SGATE] = 1;
+    return bind_mat(t, 1, d, &l->shared_gate, err);
+  default: return MOESZ_OK;
+  }
+}
+
+static int missing(moesz_error *err, int layer, const char *what) {
+  if (layer < 0) return moesz_error_set(err, MOESZ_E_NOTFOUND, "missing tensor: %s", what);
+  return moesz_error_set(err, MOESZ_E_NOTFOUND, "missing tensor: layer %d %s", layer, what);
+}
+
+static int bind_all(moesz_engine *e, moesz_error *err) {
+  const moesz_config *c = &e->cfg;
+  size_t nt = moesz_st_count(e->m->st);
+  for (size_t i = 0; i < nt; i++) {
+    const moesz_tensor *t = moesz_st_at(e->m->st, i);
+    moesz_tensor_role r;
+    moesz_tensor_classify(c, t->name, &r);
+    int rc = bind_tensor(e, t, &r, err);
+    if (rc) return rc;
+  }
+  /* o_proj bias (Llama attention_bias = true) is looked up by name */
+  for (int L = 0; L < c->n_layers; L++) {
+    char name[160];
+    snprintf(name, sizeof name, "model.layers.%d.self_attn.o_proj.bias", L);
+    const moesz_tensor *t = moesz_st_find(e->m->st, name);
+    if (t) { int rc = bind_vec(t, e->d, &e->L[L].bo, err); if (rc) return rc; }
+  }
+  if (!e->embed.data) return missing(err, -1, "token embedding (model.embed_tokens.weight)");
+  if (!e->lm_head.data) {
+    if (!c->tie_embeddings) return missing(err, -1, "lm_head.weight (tie_word_embeddings is false)");
+    e->lm_head = e->embed;
+  }
+  if (!e->final_norm) return missing(err, -1, "final norm (model.norm.weight)");
+  for (int L = 0; L < c->n_layers; L++) {
+    layer_w *l = &e->L[L];
+    if (!l->has[H_ANORM]) return missing(err, L, "input_layernorm");
+    if (!l->has[H_FNORM]) return missing(err, L, "post_attention_layernorm");
+    if (!l->has[H_Q]) return missing(err, L, "q_proj");
+    if (!l->has[H_K]) return missing(err, L, "k_proj");
+    if (!l->has[H_V]) return missing(err, L, "v_proj");
+    if (!l->has[H_O]) return missing(err, L, "o_proj");
+    if (c->qkv_bias && (!l->bq || !l->bk || !l->bv)) return missing(err, L, "q/k/v_proj bias");
+    if (c->qk_norm && (!l->q_norm || !l->k_norm)) return missing(err, L, "q_norm/k_norm");
+    if (c->is_moe[L] && !l->has[H_ROUTER]) return missing(err, L, "router (mlp.gate)");
+    if (c->is_moe[L] && c->has_shared_gate && !l->has[H_SGATE])
+      return missing(err, L, "shared_expert_gate");
+  }
+  return MOESZ_OK;
+}
+
+/* ---------------------------------------------------------- open / close */
+
+static int alloc_buffers(moesz_engine *e, moesz_error *err) {
+  const moesz_config *c = &e->cfg;
+  size_t E = c->n_experts > 0 ? (size_t)c->n_experts : 1;
+  size_t K = c->top_k > 0 ? (size_t)c->top_k : 1;
+  size_t d = (size_t)e->d, rows = BMAX * K, im = (size_t)e->inter_max;
+  size_t kv = (size_t)c->n_layers * (size_t)e->max_ctx * (size_t)e->kvw, tmp;
+  if (!moesz_mul_ok(kv, sizeof(float), &tmp))
+    return moesz_error_set(err, MOESZ_E_NOMEM, "KV cache size overflows");
+#define A(p, n) do { (p) = calloc((n), sizeof *(p)); \
+    if (!(p)) return moesz_error_set(err, MOESZ_E_NOMEM, "engine buffers (%s)", #p); } while (0)
+  A(e->kcache, kv); A(e->vcache, kv);
+  A(e->x, BMAX * d); A(e->xn, BMAX * d);
+  A(e->q, BMAX * (size_t)e->qw); A(e->att, BMAX * (size_t)e->qw);
+  A(e->rl, BMAX * E); A(e->topi, BMAX * K); A(e->topw, BMAX * K);
+  A(e->cnt, E); A(e->off, E + 1); A(e->fill, E); A(e->active, E);
+  A(e->row_tok, rows); A(e->row_w, rows); A(e->mats, E);
+  A(e->xg, rows * d); A(e->yd, rows * d);
+  A(e->hg, rows * im); A(e->hu, rows * im);
+  A(e->moe, BMAX * d); A(e->sg, BMAX);
+  A(e->jobs, 2 * E + 4);
+#undef A
+  return MOESZ_OK;
+}
+
+int moesz_engine_open_model(moesz_model *m, int own_model, const moesz_expert_provider *prov,
+                            int own_provider, const moesz_engine_opts *o, moesz_engine **out,
+                            moesz_error *err) {
+  if (!m || !out) return moesz_error_set(err, MOESZ_E_ARG, "engine: NULL argument");
+  *out = NULL;
+  moesz_engine *e = calloc(1, sizeof *e);
+  if (!e) return moesz_error_set(err, MOESZ_E_NOMEM, "engine");
+  e->m = m;
+  e->own_model = own_model;
+  e->cfg = m->cfg;
+  if (prov) { e->prov = *prov; e->own_prov = own_provider; }
+  else moesz_expert_provider_mmap(m, &e->prov, NULL);
+  int rc = MOESZ_OK;
+  const moesz_config *c = &e->cfg;
+  moesz_engine_opts opts = {0};
+  if (o) opts = *o;
+  if (c->arch == MOESZ_ARCH_SWITCH || c->arch >= MOESZ_ARCH_COUNT) {
+    rc = moesz_error_set(err, MOESZ_E_UNSUPPORTED, "%s: no forward pass for architecture %s",
+                         m->path, c->arch_name);
+    goto fail;
+  }
+  if (!e->prov.get || !e->prov.release) {
+    rc = moesz_error_set(err, MOESZ_E_ARG, "expert provider without get/release");
+    goto fail;
+  }
+  e->d = c->hidden;
+  e->nh = c->n_heads;
+  e->nkv = c->n_kv_heads > 0 ? c->n_kv_heads : c->n_heads;
+  e->hd = c->head_dim > 0 ? c->head_dim : (c->n_heads > 0 ? c->hidden / c->n_heads : 0);
+  e->vocab = c->vocab;
+  if (e->d <= 0 || e->nh <= 0 || e->hd <= 0 || e->hd % 2 || e->nh % e->nkv || e->vocab <= 0 ||
+      c->n_layers <= 0 || c->n_layers > MOESZ_MAX_LAYERS) {
+    rc = moesz_error_set(err, MOESZ_E_FORMAT,
+                         "%s: config not usable for inference (hidden %d, heads %d/%d, head_dim "
+                         "%d, vocab %d, layers %d)", m->path, e->d, e->nh, e->nkv, e->hd,
+                         e->vocab, c->n_layers);
+    goto fail;
+  }
+  int any_moe = 0;
+  for (int L = 0; L < c->n_layers; L++) any_moe |= c->is_moe[L];
+  if (any_moe && (c->n_experts <= 0 || c->top_k <= 0 || c->top_k > c->n_experts ||
+                  c->moe_intermediate <= 0)) {
+    rc = moesz_error_set(err, MOESZ_E_FORMAT, "%s: MoE config not usable (experts %d, top_k %d, "
+                         "expert width %d)", m->path, c->n_experts, c->top_k, c->moe_intermediate);
+    goto fail;
+  }
+  e->qw = e->nh * e->hd;
+  e->kvw = e->nkv * e->hd;
+  e->renorm = c->arch == MOESZ_ARCH_MIXTRAL ? 1 : c->norm_topk_prob;
+  if (c->arch == MOESZ_ARCH_DEEPSEEK) {
+    e->renorm = c->norm_topk_prob && c->top_k > 1;
+    e->renorm_eps = 1e-20f;
+  }
+  e->inter_max = c->intermediate;
+  if (c->moe_intermediate > e->inter_max) e->inter_max = c->moe_intermediate;
+  if (c->shared_intermediate > e->inter_max) e->inter_max = c->shared_intermediate;
+  if (e->inter_max <= 0) {
+    rc = moesz_error_set(err, MOESZ_E_FORMAT, "%s: config has no MLP width", m->path);
+    goto fail;
+  }
+  e->max_ctx = opts.max_ctx > 0 ? opts.max_ctx : (c->max_pos > 0 && c->max_pos < 4096 ? c->max_pos : 4096);
+  e->group = opts.expert_group > 0 ? opts.expert_group : (c->n_experts > 0 ? c->n_experts : 1);
+  e->L = calloc((size_t)c->n_layers, sizeof *e->L);
+  e->inv_freq = calloc((size_t)e->hd / 2, sizeof(float));
+  if (!e->L || !e->inv_freq) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "engine"); goto fail; }
+  /* as transformers: inv_freq = 1 / theta^(arange(0, hd, 2) / hd) in float32 */
+  for (int i = 0; i < e->hd / 2; i++) {
+    float ex = (float)(2 * i) / (float)e->hd;
+    e->inv_freq[i] = 1.0f / powf(c->rope_theta > 0 ? c->rope_theta : 10000.0f, ex);
+  }
+  e->att_scale = (float)(1.0 / sqrt((double)e->hd));
+  if ((rc = bind_all(e, err))) { moesz_error_wrap(err, rc, "%s", m->path); goto fail; }
+  if ((rc = alloc_buffers(e, err))) goto fail;
+  e->pool = moesz_pool_create(opts.threads);
+  if (!e->pool) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "thread pool"); goto fail; }
+  size_t maxc = (size_t)(e->d > e->inter_max ? e->d : e->inter_max);
+  if ((size_t)e->qw > maxc) maxc = (size_t)e->qw;
+  if (moesz_kctx_init(&e->kc, e->pool, opts.scalar ? 0 : -1,
+                      moesz_k_scratch_need(maxc, (size_t)e->max_ctx))) {
+    rc = moesz_error_set(err, MOESZ_E_NOMEM, "kernel scratch");
+    goto fail;
+  }
+  *out = e;
+  return MOESZ_OK;
+fail:
+  e->own_model = 0;      /* on failure the caller keeps m and prov */
+  e->own_prov = 0;
+  moesz_engine_close(e);
+  return rc;
+}
+
+int moesz_engine_open(const char *model_dir, const moesz_engine_opts *o, moesz_engine **out,
+                      moesz_error *err) {
+  moesz_model *m = NULL;
+  int rc = moesz_model_open(model_dir, &m, err);
+  if (rc) return rc;
+  rc = moesz_engine_open_model(m, 1, NULL, 0, o, out, err);
+  if (rc) moesz_model_close(m);
+  return rc;
+}
+
+void moesz_engine_close(moesz_engine *e) {
+  if (!e) return;
+  if (e->L)
+    for (int L = 0; L < e->cfg.n_layers; L++) {
+      layer_w *l = &e->L[L];
+      free(l->attn_norm); free(l->ffn_norm); free(l->bq); free(l->bk); free(l->bv); free(l->bo);
+      free(l->q_norm); free(l->k_norm);
+    }
+  free(e->L);
+  free(e->final_norm); free(e->inv_freq);
+  free(e->kcache); free(e->vcache);
+  free(e->x); free(e->xn); free(e->q); free(e->att); free(e->rl); free(e->topi); free(e->topw);
+  free(e->cnt); free(e->off); free(e->fill); free(e->active); free(e->row_tok); free(e->row_w);
+  free(e->mats); free(e->xg); free(e->yd); free(e->hg); free(e->hu); free(e->moe); free(e->sg);
+  free(e->jobs);
+  moesz_kctx_free(&e->kc);
+  moesz_pool_destroy(e->pool);
+  if (e->own_prov && e->prov.destroy) e->prov.destroy(e->prov.ctx);
+  if (e->own_model) moesz_model_close(e->m);
+  free(e);
+}
+
+int moesz_engine_vocab(const moesz_engine *e) { return e->vocab; }
+int moesz_engine_max_ctx(const moesz_engine *e) { return e->max_ctx; }
+const moesz_config *moesz_engine_config(const moesz_engine *e) { return &e->cfg; }
+const moesz_model *moesz_engine_model(const moesz_engine *e) { return e->m; }
+void moesz_engine_reset(moesz_engine *e) { e->pos = 0; }
+int moesz_engine_pos(const moesz_engine *e) { return e->pos; }
+int moesz_engine_truncate(moesz_engine *e, int pos, moesz_error *err) {
+  if (pos < 0 || pos > e->pos)
+    return moesz_error_set(err, MOESZ_E_RANGE, "truncate to %d: cache holds %d tokens", pos, e->pos);
+  e->pos = pos;
+  return MOESZ_OK;
+}
+void moesz_engine_stats_get(const moesz_engine *e, moesz_engine_stats *out) { *out = e->st; }
+void moesz_engine_stats_reset(moesz_engine *e) { memset(&e->st, 0, sizeof e->st); }
+
+/* ------------------------------------------------------------- forward */
+
+static moesz_kjob job(const moesz_matview *w, const float *x, size_t ldx, float *y, size_t ldy,
+                      int n, int acc) {
+  moesz_kjob j = {*w, x, ldx, y, ldy, n, acc};
+  return j;
+}
+
+static void add_bias(float *y, size_t ld, const float *b, int n, int w) {
+  for (int t = 0; t < n; t++)
+    for (int i = 0; i < w; i++) y[(size_t)t * ld + i] += b[i];
+}
+
+static void clamp_rows(float *y, size_t ld, int n, int w, float c) {
+  for (int t = 0; t < n; t++)
+    for (int i = 0; i < w; i++) {
+      float *v = &y[(size_t)t * ld + i];
+      if (*v < -c) *v = -c;
+      else if (*v > c) *v = c;
+    }
+}
+
+static int check_expert(const moesz_engine *e, int L, int ex, int shared,
+                        const moesz_expert_mats *mt, moesz_error *err) {
+  const moesz_config *c = &e->cfg;
+  int64_t n = shared ? c->shared_intermediate : (c->is_moe[L] ? c->moe_intermediate : c->intermediate);
+  int64_t d = e->d;
+  const moesz_matview *v[3] = {&mt->gate, &mt->up, &mt->down};
+  static const char *nm[3] = {"gate", "up", "down"};
+  for (int i = 0; i < 3; i++) {
+    int64_t er = i == 2 ? d : n, ec = i == 2 ? n : d;
+    if (!v[i]->data || v[i]->rows != er || v[i]->cols != ec)
+      return moesz_error_set(err, MOESZ_E_FORMAT, "layer %d %s %d: %s matrix is [%lld, %lld], "
+                             "config says [%lld, %lld]", L,
+                             shared ? "shared expert" : (c->is_moe[L] ? "expert" : "dense MLP"),
+                             ex, nm[i], (long long)v[i]->rows, (long long)v[i]->cols,
+                             (long long)er, (long long)ec);
+    if (!is_matrix_dtype(v[i]->dtype))
+      return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "layer %d expert %d: %s dtype %s", L, ex,
+                             nm[i], moesz_dtype_name(v[i]->dtype));
+  }
+  return MOESZ_OK;
+}
+
+/* One SwiGLU MLP on n rows: y (+)= down(silu(gate x) * up x). */
+static int run_mlp(moesz_engine *e, const moesz_expert_mats *mt, const float *x, int n, float *y,
+                   int acc) {
+  size_t im = (size_t)mt->gate.rows, d = (size_t)e->d;
+  moesz_kjob j[2] = {job(&mt->gate, x, d, e->hg, im, n, 0), job(&mt->up, x, d, e->hu, im, n, 0)};
+  int rc = moesz_k_linear(&e->kc, j, 2);
+  if (rc) return rc;
+  moesz_k_silu_mul(e->hg, e->hu, (size_t)n * im);
+  j[0] = job(&mt->down, e->hg, im, y, d, n, acc);
+  return moesz_k_linear(&e->kc, j, 1);
+}
+
+static int get_expert(moesz_engine *e, int L, int ex, int shared, moesz_expert_mats *mt,
+                      moesz_error *err) {
+  memset(mt, 0, sizeof *mt);
+  int rc = e->prov.get(e->prov.ctx, L, ex, shared, mt, err);
+  if (rc) return moesz_error_wrap(err, rc, "layer %d %sexpert %d", L, shared ? "shared " : "", ex);
+  e->st.expert_gets++;
+  rc = check_expert(e, L, ex, shared, mt, err);
+  if (rc) e->prov.release(e->prov.ctx, L, ex, shared);
+  return rc;
+}
+
+/* Top-k of p[E] (largest first, lower index first on ties). */
+static void topk(const float *p, int E, int k, int32_t *idx, float *w) {
+  for (int j = 0; j < k; j++) { idx[j] = -1; w[j] = -1; }
+  for (int i = 0; i < E; i++) {
+    float v = p[i];
+    if (v <= w[k - 1] && idx[k - 1] >= 0) continue;
+    int j = k - 1;
+    while (j > 0 && (idx[j - 1] < 0 || v > w[j - 1])) { w[j] = w[j - 1]; idx[j] = idx[j - 1]; j--; }
+    w[j] = v;
+    idx[j] = i;
+  }
+}
+
+static int moe_block(moesz_engine *e, int L, int n, moesz_error *err) {
+  const moesz_config *c = &e->cfg;
+  layer_w *l = &e->L[L];
+  int E = c->n_experts, K = c->top_k, rc;
+  size_t d = (size_t)e->d, im = (size_t)c->moe_intermediate;
+  /* router: logits [n, E], softmax in fp32, top-k, renormalisation */
+  moesz_kjob j0 = job(&l->router, e->xn, d, e->rl, (size_t)E, n, 0);
+  if ((rc = moesz_k_linear(&e->kc, &j0, 1))) return moesz_error_set(err, rc, "router");
+  memset(e->cnt, 0, sizeof(int32_t) * (size_t)E);
+  for (int t = 0; t < n; t++) {
+    float *p = e->rl + (size_t)t * E;
+    moesz_k_softmax(p, E);
+    int32_t *ti = e->topi + (size_t)t * K;
+    float *tw = e->topw + (size_t)t * K;
+    topk(p, E, K, ti, tw);
+    if (e->renorm) {
+      float s = 0;
+      for (int j = 0; j < K; j++) s += tw[j];
+      s += e->renorm_eps;
+      for (int j = 0; j < K; j++) tw[j] /= s;
+    }
+    for (int j = 0; j < K; j++) e->cnt[ti[j]]++;
+  }
+  /* rows grouped by expert (expert order), tokens in order within each */
+  int nact = 0;
+  e->off[0] = 0;
+  for (int x = 0; x < E; x++) {
+    e->off[x + 1] = e->off[x] + e->cnt[x];
+    e->fill[x] = e->off[x];
+    if (e->cnt[x]) e->active[nact++] = x;
+  }
+  for (int t = 0; t < n; t++)
+    for (int j = 0; j < K; j++) {
+      int x = e->topi[(size_t)t * K + j];
+      int r = e->fill[x]++;
+      e->row_tok[r] = t;
+      e->row_w[r] = e->topw[(size_t)t * K + j];
+      memcpy(e->xg + (size_t)r * d, e->xn + (size_t)t * d, d * sizeof(float));
+    }
+  if (e->prov.route) e->prov.route(e->prov.ctx, L, e->active, nact, e->xn, n);
+  memset(e->moe, 0, sizeof(float) * (size_t)n * d);
+  for (int g0 = 0; g0 < nact; g0 += e->group) {
+    int g1 = g0 + e->group < nact ? g0 + e->group : nact, got = g0;
+    for (; got < g1; got++) {
+      int x = e->active[got];
+      if ((rc = get_expert(e, L, x, 0, &e->mats[x], err))) break;
+      e->st.expert_tokens += (uint64_t)e->cnt[x];
+    }
+    if (!rc) {
+      /* gate and up of every expert of the group in one parallel region */
+      int nj = 0;
+      for (int a = g0; a < g1; a++) {
+        int x = e->active[a];
+        size_t r0 = (size_t)e->off[x];
+        e->jobs[nj++] = job(&e->mats[x].gate, e->xg + r0 * d, d, e->hg + r0 * im, im, e->cnt[x], 0);
+        e->jobs[nj++] = job(&e->mats[x].up, e->xg + r0 * d, d, e->hu + r0 * im, im, e->cnt[x], 0);
+      }
+      rc = moesz_k_linear(&e->kc, e->jobs, nj);
+      if (!rc) {
+        size_t r0 = (size_t)e->off[e->active[g0]], r1 = (size_t)e->off[e->active[g1 - 1] + 1];
+        moesz_k_silu_mul(e->hg + r0 * im, e->hu + r0 * im, (r1 - r0) * im);
+        nj = 0;
+        for (int a = g0; a < g1; a++) {
+          int x = e->active[a];
+          size_t q0 = (size_t)e->off[x];
+          e->jobs[nj++] = job(&e->mats[x].down, e->hg + q0 * im, im, e->yd + q0 * d, d, e->cnt[x], 0);
+        }
+        rc = moesz_k_linear(&e->kc, e->jobs, nj);
+      }
+      if (rc) moesz_error_set(err, rc, "layer %d: expert matmul failed", L);
+    }
+    for (int a = g0; a < got; a++) e->prov.release(e->prov.ctx, L, e->active[a], 0);
+    if (rc) return rc;
+    /* weighted sum into moe, expert by expert (as transformers' index_add_) */
+    for (int a = g0; a < g1; a++) {
+      int x = e->active[a];
+      for (int r = e->off[x]; r < e->off[x + 1]; r++) {
+        float w = e->row_w[r], *o = e->moe + (size_t)e->row_tok[r] * d;
+        const float *y = e->yd + (size_t)r * d;
+        for (size_t i = 0; i < d; i++) o[i] += y[i] * w;
+      }
+    }
+  }
+  /* shared expert(s): Qwen2 sigmoid-gated, DeepSeek plain */
+  if (c->shared_intermediate > 0) {
+    moesz_expert_mats mt;
+    if ((rc = get_expert(e, L, 0, 1, &mt, err))) return rc;
+    rc = run_mlp(e, &mt, e->xn, n, e->yd, 0);
+    if (!rc && c->has_shared_gate) {
+      j0 = job(&l->shared_gate, e->xn, d, e->sg, 1, n, 0);
+      rc = moesz_k_linear(&e->kc, &j0, 1);
+    }
+    e->prov.release(e->prov.ctx, L, 0, 1);
+    if (rc) return moesz_error_set(err, rc, "layer %d: shared expert matmul failed", L);
+    for (int t = 0; t < n; t++) {
+      float gs = c->has_shared_gate ? 1.0f / (1.0f + expf(-e->sg[t])) : 1.0f;
+      float *o = e->moe + (size_t)t * d;
+      const float *y = e->yd + (size_t)t * d;
+      if (c->has_shared_gate) for (size_t i = 0; i < d; i++) o[i] += gs * y[i];
+      else for (size_t i = 0; i < d; i++) o[i] += y[i];
+    }
+  }
+  for (size_t i = 0; i < (size_t)n * d; i++) e->x[i] += e->moe[i];
+  return MOESZ_OK;
+}
+
+static int layer_forward(moesz_engine *e, int L, int pos0, int n, moesz_error *err) {
+  const moesz_config *c = &e->cfg;
+  layer_w *l = &e->L[L];
+  size_t d = (size_t)e->d, qw = (size_t)e->qw, kvw = (size_t)e->kvw;
+  float *kc = e->kcache + ((size_t)L * (size_t)e->max_ctx + (size_t)pos0) * kvw;
+  float *vc = e->vcache + ((size_t)L * (size_t)e->max_ctx + (size_t)pos0) * kvw;
+  int rc;
+  /* attention */
+  moesz_k_rmsnorm(e->xn, d, e->x, d, l->attn_norm, n, e->d, c->norm_eps);
+  moesz_kjob j[3] = {job(&l->wq, e->xn, d, e->q, qw, n, 0), job(&l->wk, e->xn, d, kc, kvw, n, 0),
+                     job(&l->wv, e->xn, d, vc, kvw, n, 0)};
+  if ((rc = moesz_k_linear(&e->kc, j, 3))) return moesz_error_set(err, rc, "layer %d: qkv", L);
+  if (l->bq) add_bias(e->q, qw, l->bq, n, e->qw);
+  if (l->bk) add_bias(kc, kvw, l->bk, n, e->kvw);
+  if (l->bv) add_bias(vc, kvw, l->bv, n, e->kvw);
+  if (c->qk_norm == 2) {   /* OLMoE: over the whole projection */
+    moesz_k_rmsnorm(e->q, qw, e->q, qw, l->q_norm, n, e->qw, c->norm_eps);
+    moesz_k_rmsnorm(kc, kvw, kc, kvw, l->k_norm, n, e->kvw, c->norm_eps);
+  }
+  if (c->clip_qkv > 0) {
+    clamp_rows(e->q, qw, n, e->qw, c->clip_qkv);
+    clamp_rows(kc, kvw, n, e->kvw, c->clip_qkv);
+    clamp_rows(vc, kvw, n, e->kvw, c->clip_qkv);
+  }
+  if (c->qk_norm == 1) {   /* Qwen3: per head */
+    moesz_k_rmsnorm(e->q, (size_t)e->hd, e->q, (size_t)e->hd, l->q_norm, n * e->nh, e->hd, c->norm_eps);
+    moesz_k_rmsnorm(kc, (size_t)e->hd, kc, (size_t)e->hd, l->k_norm, n * e->nkv, e->hd, c->norm_eps);
+  }
+  for (int t = 0; t < n; t++) {
+    moesz_k_rope(e->q + (size_t)t * qw, e->nh, e->hd, pos0 + t, e->inv_freq);
+    moesz_k_rope(kc + (size_t)t * kvw, e->nkv, e->hd, pos0 + t, e->inv_freq);
+  }
+  moesz_k_attention(&e->kc, e->q, qw, e->kcache + (size_t)L * (size_t)e->max_ctx * kvw,
+                    e->vcache + (size_t)L * (size_t)e->max_ctx * kvw, pos0, n, e->nh, e->nkv,
+                    e->hd, e->att_scale, e->att, qw);
+  j[0] = job(&l->wo, e->att, qw, e->x, d, n, 1);
+  if ((rc = moesz_k_linear(&e->kc, j, 1))) return moesz_error_set(err, rc, "layer %d: o_proj", L);
+  if (l->bo) add_bias(e->x, d, l->bo, n, e->d);
+  /* MLP */
+  moesz_k_rmsnorm(e->xn, d, e->x, d, l->ffn_norm, n, e->d, c->norm_eps);
+  if (c->is_moe[L]) return moe_block(e, L, n, err);
+  moesz_expert_mats mt;
+  if ((rc = get_expert(e, L, 0, 0, &mt, err))) return rc;
+  rc = run_mlp(e, &mt, e->xn, n, e->x, 1);
+  e->prov.release(e->prov.ctx, L, 0, 0);
+  if (rc) return moesz_error_set(err, rc, "layer %d: MLP matmul failed", L);
+  return MOESZ_OK;
+}
+
+int moesz_engine_forward(moesz_engine *e, const int32_t *tokens, size_t n, int all_logits,
+                         float *logits, moesz_error *err) {
+  if (!e || (!tokens && n) || !logits) return moesz_error_set(err, MOESZ_E_ARG, "forward: NULL argument");
+  if (n == 0) return moesz_error_set(err, MOESZ_E_ARG, "forward: no tokens");
+  for (size_t i = 0; i < n; i++)
+    if (tokens[i] < 0 || tokens[i] >= e->vocab)
+      return moesz_error_set(err, MOESZ_E_RANGE, "token id %d (position %zu) outside the "
+                             "vocabulary [0, %d)", (int)tokens[i], i, e->vocab);
+  if (n > (size_t)(e->max_ctx - e->pos))
+    return moesz_error_set(err, MOESZ_E_RANGE, "context overflow: %d tokens cached + %zu new > "
+                           "context length %d", e->pos, n, e->max_ctx);
+  double t0 = moesz_time_now();
+  int start = e->pos, rc = MOESZ_OK;
+  size_t d = (size_t)e->d, es = moesz_dtype_size(e->embed.dtype);
+  for (size_t b0 = 0; b0 < n; b0 += BMAX) {
+    int nb = (int)(n - b0 < BMAX ? n - b0 : BMAX);
+    for (int t = 0; t < nb; t++) {
+      const char *row = (const char *)e->embed.data + (size_t)tokens[b0 + t] * d * es;
+      moesz_to_f32(e->embed.dtype, row, e->x + (size_t)t * d, d);
+    }
+    for (int L = 0; L < e->cfg.n_layers && !rc; L++) rc = layer_forward(e, L, e->pos, nb, err);
+    if (rc) break;
+    e->pos += nb;
+    /* logits of every row, or of the very last token only */
+    int last = b0 + (size_t)nb == n;
+    if (!all_logits && !last) continue;
+    int r0 = all_logits ? 0 : nb - 1, nr = nb - r0;
+    moesz_k_rmsnorm(e->xn, d, e->x + (size_t)r0 * d, d, e->final_norm, nr, e->d, e->cfg.norm_eps);
+    float *out = all_logits ? logits + b0 * (size_t)e->vocab : logits;
+    moesz_kjob j = job(&e->lm_head, e->xn, d, out, (size_t)e->vocab, nr, 0);
+    if ((rc = moesz_k_linear(&e->kc, &j, 1))) { moesz_error_set(err, rc, "lm_head"); break; }
+  }
+  if (rc) { e->pos = start; return rc; }
+  e->st.tokens += n;
+  e->st.forward_calls++;
+  e->st.seconds += moesz_time_now() - t0;
+  return MOESZ_OK;
+}

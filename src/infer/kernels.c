@@ -1,0 +1,484 @@
+/* infer/kernels.c - linear (matvec / packed blocked matmul), rmsnorm, rope,
+ * softmax, silu, attention. See kernels.h. The AVX2 functions carry
+ * __attribute__((target(...))) so the file builds for any x86-64 and picks
+ * them at run time; each has a scalar twin computing the same sums (up to
+ * summation order). */
+#include "infer/kernels.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define MOESZ_X86 1
+#else
+#define MOESZ_X86 0
+#endif
+#include "moesz/tensor.h"
+
+#define CH 16     /* rows per packed tile (batched path) */
+#define TB 33     /* tokens per block (batched path), multiple of 3 */
+
+int moesz_k_cpu_simd(void) {
+#if MOESZ_X86
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+         __builtin_cpu_supports("f16c");
+#else
+  return 0;
+#endif
+}
+
+size_t moesz_k_scratch_need(size_t max_cols, size_t max_ctx) {
+  size_t a = (size_t)CH * max_cols + 64, b = max_ctx + 64;
+  return a > b ? a : b;
+}
+
+int moesz_kctx_init(moesz_kctx *c, moesz_pool *pool, int simd, size_t scratch_floats) {
+  memset(c, 0, sizeof *c);
+  c->pool = pool;
+  c->nthreads = moesz_pool_size(pool);
+  int have = moesz_k_cpu_simd();
+  c->simd = simd < 0 ? have : (simd && have);
+  c->scratch_floats = scratch_floats;
+  c->scratch = calloc((size_t)c->nthreads, sizeof *c->scratch);
+  if (!c->scratch) return MOESZ_E_NOMEM;
+  for (int i = 0; i < c->nthreads; i++) {
+    c->scratch[i] = aligned_alloc(64, ((scratch_floats * sizeof(float)) + 63) / 64 * 64);
+    if (!c->scratch[i]) { moesz_kctx_free(c); return MOESZ_E_NOMEM; }
+  }
+  return MOESZ_OK;
+}
+
+void moesz_kctx_free(moesz_kctx *c) {
+  if (!c || !c->scratch) return;
+  for (int i = 0; i < c->nthreads; i++) free(c->scratch[i]);
+  free(c->scratch);
+  c->scratch = NULL;
+}
+
+/* ------------------------------------------------------------ conversion */
+
+static inline float ld1(moesz_dtype dt, const void *p, size_t i) {
+  switch (dt) {
+  case MOESZ_DT_F32: return ((const float *)p)[i];
+  case MOESZ_DT_BF16: return moesz_bf16_to_f32(((const uint16_t *)p)[i]);
+  default: return moesz_f16_to_f32(((const uint16_t *)p)[i]);
+  }
+}
+
+/* Rows [r0, r1) of w as f32, row-major [r1 - r0, cols] into dst. */
+static void pack_rows(const moesz_matview *w, int64_t r0, int64_t r1, float *dst) {
+  size_t cols = (size_t)w->cols, es = moesz_dtype_size(w->dtype);
+  if (!w->transposed) {
+    for (int64_t r = r0; r < r1; r++) {
+      const char *src = (const char *)w->data + (size_t)r * (size_t)w->ld * es;
+      float *d = dst + (size_t)(r - r0) * cols;
+      if (w->dtype == MOESZ_DT_F32) memcpy(d, src, cols * sizeof(float));
+      else if (w->dtype == MOESZ_DT_BF16) moesz_bf16_to_f32_n((const uint16_t *)src, d, cols);
+      else moesz_f16_to_f32_n((const uint16_t *)src, d, cols);
+    }
+  } else {
+    /* element (r, c) at data[c * ld + r] */
+    for (size_t c = 0; c < cols; c++) {
+      size_t base = c * (size_t)w->ld;
+      for (int64_t r = r0; r < r1; r++)
+        dst[(size_t)(r - r0) * cols + c] = ld1(w->dtype, w->data, base + (size_t)r);
+    }
+  }
+}
+
+float moesz_k_row_dot(const moesz_matview *w, int64_t r, const float *x, int simd) {
+  (void)simd;
+  double s = 0;
+  for (int64_t c = 0; c < w->cols; c++) {
+    size_t idx = w->transposed ? (size_t)c * (size_t)w->ld + (size_t)r
+                               : (size_t)r * (size_t)w->ld + (size_t)c;
+    s += (double)ld1(w->dtype, w->data, idx) * (double)x[c];
+  }
+  return (float)s;
+}
+
+/* ------------------------------------------------------- scalar kernels */
+
+/* y[r - r0] for rows r0..r1 of a row-major native-dtype view. */
+static void mv_scalar(const moesz_matview *w, int64_t r0, int64_t r1, const float *x,
+                      float *y, int acc) {
+  size_t cols = (size_t)w->cols, es = moesz_dtype_size(w->dtype);
+  for (int64_t r = r0; r < r1; r++) {
+    const void *row = (const char *)w->data + (size_t)r * (size_t)w->ld * es;
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    size_t c = 0;
+    for (; c + 4 <= cols; c += 4) {
+      s0 += ld1(w->dtype, row, c) * x[c];
+      s1 += ld1(w->dtype, row, c + 1) * x[c + 1];
+      s2 += ld1(w->dtype, row, c + 2) * x[c + 2];
+      s3 += ld1(w->dtype, row, c + 3) * x[c + 3];
+    }
+    for (; c < cols; c++) s0 += ld1(w->dtype, row, c) * x[c];
+    float s = (s0 + s1) + (s2 + s3);
+    y[r - r0] = acc ? y[r - r0] + s : s;
+  }
+}
+
+/* Packed tile p [nr, c] times tokens x [nt, c] (stride ldx) -> y[t*ldy + r]. */
+static void mm_scalar(const float *p, int nr, const float *x, size_t ldx, int nt, size_t c,
+                      float *y, size_t ldy, int acc) {
+  for (int t = 0; t < nt; t++)
+    for (int r = 0; r < nr; r++) {
+      const float *a = p + (size_t)r * c, *b = x + (size_t)t * ldx;
+      float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      size_t k = 0;
+      for (; k + 4 <= c; k += 4) {
+        s0 += a[k] * b[k]; s1 += a[k + 1] * b[k + 1];
+        s2 += a[k + 2] * b[k + 2]; s3 += a[k + 3] * b[k + 3];
+      }
+      for (; k < c; k++) s0 += a[k] * b[k];
+      float s = (s0 + s1) + (s2 + s3);
+      float *o = y + (size_t)t * ldy + r;
+      *o = acc ? *o + s : s;
+    }
+}
+
+/* --------------------------------------------------------- AVX2 kernels */
+#if MOESZ_X86
+#define TGT __attribute__((target("avx2,fma,f16c")))
+
+TGT static inline float hsum8(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+  return _mm_cvtss_f32(lo);
+}
+
+TGT static inline __m256 ld8_f32(const void *p, size_t k) {
+  return _mm256_loadu_ps((const float *)p + k);
+}
+TGT static inline __m256 ld8_bf16(const void *p, size_t k) {
+  __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)p + k));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+TGT static inline __m256 ld8_f16(const void *p, size_t k) {
+  return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + k)));
+}
+
+/* matvec over rows r0..r1: 4 rows at a time, 2 x 8 columns per step. */
+#define MV_AVX(NAME, LD8, ES)                                                            \
+  TGT static void NAME(const moesz_matview *w, int64_t r0, int64_t r1, const float *x,   \
+                       float *y, int acc) {                                              \
+    size_t cols = (size_t)w->cols, ld = (size_t)w->ld;                                   \
+    const char *base = (const char *)w->data;                                            \
+    int64_t r = r0;                                                                      \
+    for (; r + 4 <= r1; r += 4) {                                                        \
+      const void *w0 = base + (size_t)r * ld * ES, *w1 = base + (size_t)(r + 1) * ld * ES; \
+      const void *w2 = base + (size_t)(r + 2) * ld * ES, *w3 = base + (size_t)(r + 3) * ld * ES; \
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                        \
+      __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;                                         \
+      size_t k = 0;                                                                      \
+      for (; k + 16 <= cols; k += 16) {                                                  \
+        __m256 xa = _mm256_loadu_ps(x + k), xb = _mm256_loadu_ps(x + k + 8);             \
+        a0 = _mm256_fmadd_ps(LD8(w0, k), xa, a0); b0 = _mm256_fmadd_ps(LD8(w0, k + 8), xb, b0); \
+        a1 = _mm256_fmadd_ps(LD8(w1, k), xa, a1); b1 = _mm256_fmadd_ps(LD8(w1, k + 8), xb, b1); \
+        a2 = _mm256_fmadd_ps(LD8(w2, k), xa, a2); b2 = _mm256_fmadd_ps(LD8(w2, k + 8), xb, b2); \
+        a3 = _mm256_fmadd_ps(LD8(w3, k), xa, a3); b3 = _mm256_fmadd_ps(LD8(w3, k + 8), xb, b3); \
+      }                                                                                  \
+      for (; k + 8 <= cols; k += 8) {                                                    \
+        __m256 xa = _mm256_loadu_ps(x + k);                                              \
+        a0 = _mm256_fmadd_ps(LD8(w0, k), xa, a0); a1 = _mm256_fmadd_ps(LD8(w1, k), xa, a1); \
+        a2 = _mm256_fmadd_ps(LD8(w2, k), xa, a2); a3 = _mm256_fmadd_ps(LD8(w3, k), xa, a3); \
+      }                                                                                  \
+      float s[4] = {hsum8(_mm256_add_ps(a0, b0)), hsum8(_mm256_add_ps(a1, b1)),          \
+                    hsum8(_mm256_add_ps(a2, b2)), hsum8(_mm256_add_ps(a3, b3))};         \
+      const void *wr[4] = {w0, w1, w2, w3};                                              \
+      for (; k < cols; k++)                                                              \
+        for (int i = 0; i < 4; i++) s[i] += ld1(w->dtype, wr[i], k) * x[k];              \
+      for (int i = 0; i < 4; i++) {                                                      \
+        float *o = y + (r - r0) + i;                                                     \
+        *o = acc ? *o + s[i] : s[i];                                                     \
+      }                                                                                  \
+    }                                                                                    \
+    for (; r < r1; r++) {                                                                \
+      const void *w0 = base + (size_t)r * ld * ES;                                       \
+      __m256 a0 = _mm256_setzero_ps();                                                   \
+      size_t k = 0;                                                                      \
+      for (; k + 8 <= cols; k += 8) a0 = _mm256_fmadd_ps(LD8(w0, k), _mm256_loadu_ps(x + k), a0); \
+      float s = hsum8(a0);                                                               \
+      for (; k < cols; k++) s += ld1(w->dtype, w0, k) * x[k];                            \
+      float *o = y + (r - r0);                                                           \
+      *o = acc ? *o + s : s;                                                             \
+    }                                                                                    \
+  }
+MV_AVX(mv_avx_f32, ld8_f32, 4)
+MV_AVX(mv_avx_bf16, ld8_bf16, 2)
+MV_AVX(mv_avx_f16, ld8_f16, 2)
+
+/* Micro-kernel: R packed rows (stride c) x T tokens (stride ldx). */
+#define MK_AVX(R, T)                                                                     \
+  TGT static void mk_##R##x##T(const float *p, const float *x, size_t ldx, size_t c,     \
+                               float *y, size_t ldy, int acc) {                          \
+    __m256 a[R][T];                                                                      \
+    _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)                                  \
+      _Pragma("GCC unroll 4") for (int j = 0; j < T; j++) a[i][j] = _mm256_setzero_ps(); \
+    size_t k = 0;                                                                        \
+    for (; k + 8 <= c; k += 8) {                                                         \
+      __m256 wv[R];                                                                      \
+      _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) wv[i] = _mm256_loadu_ps(p + (size_t)i * c + k); \
+      _Pragma("GCC unroll 4") for (int j = 0; j < T; j++) {                              \
+        __m256 xv = _mm256_loadu_ps(x + (size_t)j * ldx + k);                            \
+        _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) a[i][j] = _mm256_fmadd_ps(wv[i], xv, a[i][j]); \
+      }                                                                                  \
+    }                                                                                    \
+    for (int i = 0; i < R; i++)                                                          \
+      for (int j = 0; j < T; j++) {                                                      \
+        float s = hsum8(a[i][j]);                                                        \
+        for (size_t kk = k; kk < c; kk++) s += p[(size_t)i * c + kk] * x[(size_t)j * ldx + kk]; \
+        float *o = y + (size_t)j * ldy + i;                                              \
+        *o = acc ? *o + s : s;                                                           \
+      }                                                                                  \
+  }
+MK_AVX(4, 3)
+MK_AVX(4, 1)
+MK_AVX(1, 3)
+MK_AVX(1, 1)
+
+static void mm_avx(const float *p, int nr, const float *x, size_t ldx, int nt, size_t c,
+                   float *y, size_t ldy, int acc) {
+  int r = 0;
+  for (; r + 4 <= nr; r += 4) {
+    int t = 0;
+    for (; t + 3 <= nt; t += 3)
+      mk_4x3(p + (size_t)r * c, x + (size_t)t * ldx, ldx, c, y + (size_t)t * ldy + r, ldy, acc);
+    for (; t < nt; t++)
+      mk_4x1(p + (size_t)r * c, x + (size_t)t * ldx, ldx, c, y + (size_t)t * ldy + r, ldy, acc);
+  }
+  for (; r < nr; r++) {
+    int t = 0;
+    for (; t + 3 <= nt; t += 3)
+      mk_1x3(p + (size_t)r * c, x + (size_t)t * ldx, ldx, c, y + (size_t)t * ldy + r, ldy, acc);
+    for (; t < nt; t++)
+      mk_1x1(p + (size_t)r * c, x + (size_t)t * ldx, ldx, c, y + (size_t)t * ldy + r, ldy, acc);
+  }
+}
+
+TGT static float dot_avx(const float *a, const float *b, int n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+  int k = 0;
+  for (; k + 16 <= n; k += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8), _mm256_loadu_ps(b + k + 8), s1);
+  }
+  for (; k + 8 <= n; k += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), s0);
+  float s = hsum8(_mm256_add_ps(s0, s1));
+  for (; k < n; k++) s += a[k] * b[k];
+  return s;
+}
+
+TGT static void axpy_avx(float *y, float a, const float *x, int n) {
+  __m256 av = _mm256_set1_ps(a);
+  int k = 0;
+  for (; k + 8 <= n; k += 8)
+    _mm256_storeu_ps(y + k, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + k), _mm256_loadu_ps(y + k)));
+  for (; k < n; k++) y[k] += a * x[k];
+}
+#endif
+
+static float dot_scalar(const float *a, const float *b, int n) {
+  float s = 0;
+  for (int k = 0; k < n; k++) s += a[k] * b[k];
+  return s;
+}
+
+/* ---------------------------------------------------------- linear driver */
+
+#define MAXJ 256
+
+typedef struct {
+  moesz_kctx *c;
+  const moesz_kjob *jobs;
+  int njobs;
+  size_t first[MAXJ + 1];   /* task index of each job's first task */
+  int64_t rchunk[MAXJ];      /* rows per task */
+  int64_t nrch[MAXJ];        /* row chunks per job */
+} lin_ctx;
+
+static void lin_task(void *vctx, size_t ti, int tid) {
+  lin_ctx *L = vctx;
+  int j = 0;
+  while (j + 1 < L->njobs && L->first[j + 1] <= ti) j++;
+  const moesz_kjob *jb = &L->jobs[j];
+  size_t local = ti - L->first[j];
+  int64_t rc = L->rchunk[j];
+  int64_t ri = (int64_t)(local % (size_t)L->nrch[j]);
+  int tb = (int)(local / (size_t)L->nrch[j]);
+  int64_t r0 = ri * rc, r1 = r0 + rc;
+  if (r1 > jb->w.rows) r1 = jb->w.rows;
+  const moesz_matview *w = &jb->w;
+  int simd = L->c->simd;
+  if (jb->n == 1 && !w->transposed) {
+    float *y = jb->y + r0;
+#if MOESZ_X86
+    if (simd) {
+      if (w->dtype == MOESZ_DT_F32) mv_avx_f32(w, r0, r1, jb->x, y, jb->accumulate);
+      else if (w->dtype == MOESZ_DT_BF16) mv_avx_bf16(w, r0, r1, jb->x, y, jb->accumulate);
+      else mv_avx_f16(w, r0, r1, jb->x, y, jb->accumulate);
+      return;
+    }
+#endif
+    mv_scalar(w, r0, r1, jb->x, y, jb->accumulate);
+    return;
+  }
+  /* packed path: tile rows r0..r1 as f32, tokens in blocks of TB */
+  float *pk = L->c->scratch[tid];
+  size_t cols = (size_t)w->cols;
+  const float *p;
+  if (w->dtype == MOESZ_DT_F32 && !w->transposed) {
+    p = (const float *)w->data + (size_t)r0 * (size_t)w->ld;
+    if ((size_t)w->ld != cols) { pack_rows(w, r0, r1, pk); p = pk; }
+  } else {
+    pack_rows(w, r0, r1, pk);
+    p = pk;
+  }
+  int t0 = tb * TB, t1 = t0 + TB;
+  if (t1 > jb->n) t1 = jb->n;
+  const float *x = jb->x + (size_t)t0 * jb->ldx;
+  float *y = jb->y + (size_t)t0 * jb->ldy + r0;
+#if MOESZ_X86
+  if (simd) { mm_avx(p, (int)(r1 - r0), x, jb->ldx, t1 - t0, cols, y, jb->ldy, jb->accumulate); return; }
+#endif
+  mm_scalar(p, (int)(r1 - r0), x, jb->ldx, t1 - t0, cols, y, jb->ldy, jb->accumulate);
+}
+
+int moesz_k_linear(moesz_kctx *c, const moesz_kjob *jobs, int njobs) {
+  for (int j = 0; j < njobs; j++) {
+    moesz_dtype dt = jobs[j].w.dtype;
+    if (dt != MOESZ_DT_F32 && dt != MOESZ_DT_BF16 && dt != MOESZ_DT_F16) return MOESZ_E_UNSUPPORTED;
+    if (jobs[j].w.cols * CH > (int64_t)c->scratch_floats) return MOESZ_E_INTERNAL;
+  }
+  while (njobs > 0) {
+    int nj = njobs > MAXJ ? MAXJ : njobs;
+    lin_ctx L;
+    L.c = c;
+    L.jobs = jobs;
+    L.njobs = nj;
+    L.first[0] = 0;
+    for (int j = 0; j < nj; j++) {
+      const moesz_kjob *jb = &jobs[j];
+      int64_t rows = jb->w.rows, rc;
+      size_t ntb = 1;
+      if (jb->n <= 0 || rows <= 0) { L.rchunk[j] = 1; L.nrch[j] = 1; L.first[j + 1] = L.first[j]; continue; }
+      if (jb->n == 1 && !jb->w.transposed) {
+        /* about 4 tasks per thread, chunks of >= 16 rows, multiple of 4 */
+        rc = rows / (4 * (int64_t)c->nthreads);
+        rc = (rc + 3) / 4 * 4;
+        if (rc < 16) rc = 16;
+        if (c->nthreads == 1) rc = rows;
+      } else {
+        rc = CH;
+        ntb = (size_t)((jb->n + TB - 1) / TB);
+      }
+      L.rchunk[j] = rc;
+      L.nrch[j] = (rows + rc - 1) / rc;
+      L.first[j + 1] = L.first[j] + (size_t)L.nrch[j] * ntb;
+    }
+    /* jobs with no work have no tasks; lin_task's job search skips them */
+    moesz_pool_run(c->pool, L.first[nj], lin_task, &L);
+    jobs += nj;
+    njobs -= nj;
+  }
+  return MOESZ_OK;
+}
+
+/* ------------------------------------------------------ elementwise ops */
+
+void moesz_k_rmsnorm(float *out, size_t ldo, const float *x, size_t ldx, const float *w,
+                     int n, int d, float eps) {
+  for (int t = 0; t < n; t++) {
+    const float *xi = x + (size_t)t * ldx;
+    float *o = out + (size_t)t * ldo;
+    double ss = 0;
+    for (int i = 0; i < d; i++) ss += (double)xi[i] * (double)xi[i];
+    float var = (float)(ss / d);
+    float inv = 1.0f / sqrtf(var + eps);
+    for (int i = 0; i < d; i++) {
+      float v = xi[i] * inv;
+      o[i] = w ? w[i] * v : v;
+    }
+  }
+}
+
+void moesz_k_rope(float *x, int nh, int hd, int pos, const float *inv_freq) {
+  int half = hd / 2;
+  for (int i = 0; i < half; i++) {
+    float f = (float)pos * inv_freq[i];
+    float cs = cosf(f), sn = sinf(f);
+    for (int h = 0; h < nh; h++) {
+      float *v = x + (size_t)h * hd;
+      float a = v[i], b = v[i + half];
+      v[i] = a * cs - b * sn;
+      v[i + half] = b * cs + a * sn;
+    }
+  }
+}
+
+void moesz_k_softmax(float *x, int n) {
+  if (n <= 0) return;
+  float m = x[0];
+  for (int i = 1; i < n; i++) if (x[i] > m) m = x[i];
+  double s = 0;
+  for (int i = 0; i < n; i++) { x[i] = expf(x[i] - m); s += x[i]; }
+  float inv = (float)(1.0 / s);
+  for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
+void moesz_k_silu_mul(float *g, const float *u, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    float v = g[i];
+    g[i] = v / (1.0f + expf(-v)) * u[i];
+  }
+}
+
+/* ------------------------------------------------------------ attention */
+
+typedef struct {
+  moesz_kctx *c;
+  const float *q, *kc, *vc;
+  size_t ldq, ldo;
+  float *out;
+  int pos0, n, nh, nkv, hd;
+  float scale;
+} att_ctx;
+
+static void att_task(void *vctx, size_t ti, int tid) {
+  att_ctx *A = vctx;
+  int t = (int)(ti / (size_t)A->nh), h = (int)(ti % (size_t)A->nh);
+  int g = h / (A->nh / A->nkv), hd = A->hd, p = A->pos0 + t;
+  size_t kvw = (size_t)A->nkv * (size_t)hd;
+  const float *q = A->q + (size_t)t * A->ldq + (size_t)h * hd;
+  float *o = A->out + (size_t)t * A->ldo + (size_t)h * hd;
+  float *s = A->c->scratch[tid];
+  int simd = A->c->simd;
+  for (int j = 0; j <= p; j++) {
+    const float *k = A->kc + (size_t)j * kvw + (size_t)g * hd;
+#if MOESZ_X86
+    s[j] = (simd ? dot_avx(q, k, hd) : dot_scalar(q, k, hd)) * A->scale;
+#else
+    s[j] = dot_scalar(q, k, hd) * A->scale;
+#endif
+  }
+  moesz_k_softmax(s, p + 1);
+  memset(o, 0, (size_t)hd * sizeof(float));
+  for (int j = 0; j <= p; j++) {
+    const float *v = A->vc + (size_t)j * kvw + (size_t)g * hd;
+#if MOESZ_X86
+    if (simd) { axpy_avx(o, s[j], v, hd); continue; }
+#endif
+    for (int i = 0; i < hd; i++) o[i] += s[j] * v[i];
+  }
+}
+
+void moesz_k_attention(moesz_kctx *c, const float *q, size_t ldq, const float *kc,
+                       const float *vc, int pos0, int n, int nh, int nkv, int hd, float scale,
+                       float *out, size_t ldo) {
+  att_ctx A = {c, q, kc, vc, ldq, ldo, out, pos0, n, nh, nkv, hd, scale};
+  moesz_pool_run(c->pool, (size_t)n * (size_t)nh, att_task, &A);
+}

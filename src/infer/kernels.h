@@ -1,0 +1,70 @@
+/* infer/kernels.h - the hot loops of the forward pass: linear layers over
+ * F32/BF16/F16 weights (matrix-vector for one token, packed blocked
+ * matrix-matrix for batches), RMSNorm, RoPE (rotate-half), softmax, SiLU,
+ * causal attention with GQA over an f32 KV cache. AVX2+FMA(+F16C) versions
+ * are picked at run time (__builtin_cpu_supports) with scalar fallbacks that
+ * compute the same function. Multithreaded over output rows (linear) and
+ * (token, head) pairs (attention) through base/pool. Owned by src/infer. */
+#ifndef MOESZ_INFER_KERNELS_H
+#define MOESZ_INFER_KERNELS_H
+#include <stddef.h>
+#include "base/pool.h"
+#include "moesz/model.h"
+
+/* Execution context shared by the kernels of one engine. */
+typedef struct moesz_kctx {
+  moesz_pool *pool;        /* NULL = serial */
+  int nthreads;            /* pool size (>= 1) */
+  int simd;                /* 1: use the AVX2 paths (only if the CPU has them) */
+  size_t scratch_floats;   /* per-thread scratch size */
+  float **scratch;         /* [nthreads][scratch_floats] packing / score buffers */
+} moesz_kctx;
+
+/* 1 if this CPU runs the AVX2+FMA+F16C kernels. */
+int moesz_k_cpu_simd(void);
+/* Sets up ctx for nthreads threads (pool may be NULL) with per-thread scratch
+ * of at least scratch_floats. simd = -1: auto, 0: scalar, 1: AVX2 if present. */
+int moesz_kctx_init(moesz_kctx *c, moesz_pool *pool, int simd, size_t scratch_floats);
+void moesz_kctx_free(moesz_kctx *c);
+/* Scratch (floats per thread) the linear kernels need for matrices with at
+ * most max_cols columns, and attention for max_ctx positions. */
+size_t moesz_k_scratch_need(size_t max_cols, size_t max_ctx);
+
+/* One linear map: Y[t, r] (+)= sum_c W[r, c] * X[t, c] for t < n, r < rows.
+ * W is a matview (F32/BF16/F16, row-major or transposed); X [n, W.cols] with
+ * row stride ldx; Y [n, W.rows] with row stride ldy. accumulate = 1 adds to Y. */
+typedef struct moesz_kjob {
+  moesz_matview w;
+  const float *x; size_t ldx;
+  float *y; size_t ldy;
+  int n;
+  int accumulate;
+} moesz_kjob;
+
+/* Runs several independent linear maps in one parallel region (tasks are row
+ * chunks of every job). MOESZ_E_UNSUPPORTED for a dtype other than
+ * F32/BF16/F16. */
+int moesz_k_linear(moesz_kctx *c, const moesz_kjob *jobs, int njobs);
+
+/* dot(W row r, x) for one row of a matview (reference / tests). */
+float moesz_k_row_dot(const moesz_matview *w, int64_t r, const float *x, int simd);
+
+/* out[i] = x[i] / sqrt(mean(x^2) + eps) * w[i] for each of n rows of width
+ * d (strides ldx/ldo; in-place allowed). w may be NULL (no weight). */
+void moesz_k_rmsnorm(float *out, size_t ldo, const float *x, size_t ldx, const float *w,
+                     int n, int d, float eps);
+/* HF rotate-half RoPE on nh heads of width hd (contiguous) at position pos;
+ * inv_freq [hd/2]. */
+void moesz_k_rope(float *x, int nh, int hd, int pos, const float *inv_freq);
+/* In-place softmax of x[n] computed in fp32 (max-subtracted). */
+void moesz_k_softmax(float *x, int n);
+/* g[i] = silu(g[i]) * u[i]. */
+void moesz_k_silu_mul(float *g, const float *u, size_t n);
+/* Causal attention for n new tokens at positions pos0..pos0+n-1.
+ * q [n, nh*hd] (row stride ldq); K/V caches [ctx, nkv*hd] hold positions
+ * 0..pos0+n-1; out [n, nh*hd] (row stride ldo). Head h uses KV head
+ * h / (nh / nkv); scores scaled by scale. Uses ctx scratch (>= pos0+n floats). */
+void moesz_k_attention(moesz_kctx *c, const float *q, size_t ldq, const float *kc,
+                       const float *vc, int pos0, int n, int nh, int nkv, int hd, float scale,
+                       float *out, size_t ldo);
+#endif

@@ -1,0 +1,203 @@
+/* tests/test_kernels.c - infer kernels against naive double-precision
+ * references: linear (F32/BF16/F16, row-major and transposed views, odd
+ * sizes, 1..70 tokens, accumulate, scalar and AVX2, 1 and 3 threads),
+ * rmsnorm, rope, softmax, silu, attention with GQA. */
+#include <math.h>
+#include <stdint.h>
+#include "harness.h"
+#include "infer/kernels.h"
+#include "moesz/tensor.h"
+
+static uint64_t rng_state = 88172645463325252ull;
+static float frand(void) { /* uniform in [-1, 1) */
+  rng_state ^= rng_state << 13; rng_state ^= rng_state >> 7; rng_state ^= rng_state << 17;
+  return (float)((rng_state >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
+
+/* Builds a view of rows x cols in dtype dt (transposed: stored [cols, ld]);
+ * ref gets the f32 values the view holds. */
+static void *make_view(moesz_dtype dt, int rows, int cols, int transposed, int pad,
+                       moesz_matview *v, float *ref) {
+  int64_t ld = (transposed ? rows : cols) + pad;
+  int64_t outer = transposed ? cols : rows;
+  size_t es = moesz_dtype_size(dt);
+  char *buf = calloc((size_t)(outer * ld), es);
+  for (int r = 0; r < rows; r++)
+    for (int c = 0; c < cols; c++) {
+      float f = frand();
+      size_t idx = transposed ? (size_t)c * ld + r : (size_t)r * ld + c;
+      if (dt == MOESZ_DT_F32) ((float *)buf)[idx] = f;
+      else if (dt == MOESZ_DT_BF16) { uint16_t h = moesz_f32_to_bf16(f); ((uint16_t *)buf)[idx] = h; f = moesz_bf16_to_f32(h); }
+      else { uint16_t h = moesz_f32_to_f16(f); ((uint16_t *)buf)[idx] = h; f = moesz_f16_to_f32(h); }
+      ref[(size_t)r * cols + c] = f;
+    }
+  v->data = buf; v->dtype = dt; v->rows = rows; v->cols = cols; v->ld = ld; v->transposed = transposed;
+  return buf;
+}
+
+static int check_linear(moesz_kctx *kc, moesz_dtype dt, int rows, int cols, int n, int tr, int acc) {
+  moesz_matview v;
+  float *ref = malloc(sizeof(float) * (size_t)rows * cols);
+  void *buf = make_view(dt, rows, cols, tr, 3, &v, ref);
+  size_t ldx = (size_t)cols + 1, ldy = (size_t)rows + 2;
+  float *x = malloc(sizeof(float) * ldx * n), *y = malloc(sizeof(float) * ldy * n);
+  for (size_t i = 0; i < ldx * n; i++) x[i] = frand();
+  for (size_t i = 0; i < ldy * n; i++) y[i] = 0.5f;
+  moesz_kjob j = {v, x, ldx, y, ldy, n, acc};
+  int bad = moesz_k_linear(kc, &j, 1) != MOESZ_OK;
+  for (int t = 0; t < n && !bad; t++)
+    for (int r = 0; r < rows; r++) {
+      double s = acc ? 0.5 : 0, mag = 0;
+      for (int c = 0; c < cols; c++) {
+        s += (double)ref[(size_t)r * cols + c] * x[(size_t)t * ldx + c];
+        mag += fabs((double)ref[(size_t)r * cols + c] * x[(size_t)t * ldx + c]);
+      }
+      if (fabs(y[(size_t)t * ldy + r] - s) > 1e-5 * (mag + 1)) {
+        fprintf(stderr, "  linear dt=%d %dx%d n=%d tr=%d acc=%d simd=%d thr=%d: y[%d,%d]=%g ref %g\n",
+                dt, rows, cols, n, tr, acc, kc->simd, kc->nthreads, t, r, y[(size_t)t * ldy + r], s);
+        bad = 1;
+        break;
+      }
+    }
+  /* the padding between rows of y is untouched */
+  for (int t = 0; t < n && !bad; t++)
+    for (size_t r = (size_t)rows; r < ldy; r++)
+      if (y[(size_t)t * ldy + r] != 0.5f) { bad = 1; fprintf(stderr, "  padding written\n"); }
+  free(buf); free(ref); free(x); free(y);
+  return !bad;
+}
+
+TEST(linear_all_paths) {
+  static const int rows[] = {1, 3, 4, 5, 17, 37, 64};
+  static const int cols[] = {1, 7, 8, 9, 16, 33, 70};
+  static const int ns[] = {1, 2, 3, 4, 7, 34, 70};
+  static const moesz_dtype dts[] = {MOESZ_DT_F32, MOESZ_DT_BF16, MOESZ_DT_F16};
+  moesz_pool *pool = moesz_pool_create(3);
+  for (int thr = 0; thr < 2; thr++)
+    for (int simd = 0; simd < 2; simd++) {
+      moesz_kctx kc;
+      CHECK(moesz_kctx_init(&kc, thr ? pool : NULL, simd, moesz_k_scratch_need(128, 128)) == 0);
+      int cases = 0, ok = 0;
+      for (int d = 0; d < 3; d++)
+        for (int a = 0; a < 7; a++)
+          for (int b = 0; b < 7; b++)
+            for (int c = 0; c < 7; c++) {
+              if ((a + b + c + d) % 3) continue; /* a spread of combinations */
+              int tr = (a + c) % 4 == 0, acc = (b + d) % 2;
+              cases++;
+              ok += check_linear(&kc, dts[d], rows[a], cols[b], ns[c], tr, acc);
+            }
+      CHECK_EQ_INT(ok, cases);
+      moesz_kctx_free(&kc);
+    }
+  moesz_pool_destroy(pool);
+}
+
+TEST(linear_multi_job_and_bad_dtype) {
+  moesz_pool *pool = moesz_pool_create(2);
+  moesz_kctx kc;
+  CHECK(moesz_kctx_init(&kc, pool, -1, moesz_k_scratch_need(64, 16)) == 0);
+  moesz_matview v[3];
+  float *ref[3];
+  void *buf[3];
+  float x[2 * 40], y[3][2 * 50];
+  for (int i = 0; i < 80; i++) x[i] = frand();
+  moesz_kjob jobs[3];
+  int rows[3] = {50, 1, 23};
+  for (int j = 0; j < 3; j++) {
+    ref[j] = malloc(sizeof(float) * 50 * 40);
+    buf[j] = make_view(j == 1 ? MOESZ_DT_BF16 : MOESZ_DT_F32, rows[j], 40, 0, 0, &v[j], ref[j]);
+    jobs[j] = (moesz_kjob){v[j], x, 40, y[j], 50, 2, 0};
+  }
+  CHECK(moesz_k_linear(&kc, jobs, 3) == 0);
+  for (int j = 0; j < 3; j++)
+    for (int t = 0; t < 2; t++)
+      for (int r = 0; r < rows[j]; r++) {
+        double s = 0;
+        for (int c = 0; c < 40; c++) s += (double)ref[j][r * 40 + c] * x[t * 40 + c];
+        CHECK_NEAR(y[j][t * 50 + r], s, 1e-4);
+      }
+  moesz_kjob bad = jobs[0];
+  bad.w.dtype = MOESZ_DT_I32;
+  CHECK(moesz_k_linear(&kc, &bad, 1) == MOESZ_E_UNSUPPORTED);
+  for (int j = 0; j < 3; j++) { free(buf[j]); free(ref[j]); }
+  moesz_kctx_free(&kc);
+  moesz_pool_destroy(pool);
+}
+
+TEST(rmsnorm_rope_softmax_silu) {
+  float x[2 * 13], w[13], o[2 * 13];
+  for (int i = 0; i < 26; i++) x[i] = frand() * 3;
+  for (int i = 0; i < 13; i++) w[i] = frand();
+  moesz_k_rmsnorm(o, 13, x, 13, w, 2, 13, 1e-5f);
+  for (int t = 0; t < 2; t++) {
+    double ss = 0;
+    for (int i = 0; i < 13; i++) ss += x[t * 13 + i] * x[t * 13 + i];
+    double inv = 1 / sqrt(ss / 13 + 1e-5);
+    for (int i = 0; i < 13; i++) CHECK_NEAR(o[t * 13 + i], w[i] * x[t * 13 + i] * inv, 1e-5);
+  }
+  /* rope: rotate-half on 2 heads of width 8 at position 5 */
+  float q[16], q0[16], inv_freq[4];
+  for (int i = 0; i < 4; i++) inv_freq[i] = (float)(1.0 / pow(10000.0, 2.0 * i / 8));
+  for (int i = 0; i < 16; i++) q0[i] = q[i] = frand();
+  moesz_k_rope(q, 2, 8, 5, inv_freq);
+  for (int h = 0; h < 2; h++)
+    for (int i = 0; i < 8; i++) {
+      int j = i % 4;
+      double ang = 5.0 * inv_freq[j];
+      double rot = i < 4 ? -q0[h * 8 + i + 4] : q0[h * 8 + i - 4];
+      CHECK_NEAR(q[h * 8 + i], q0[h * 8 + i] * cos(ang) + rot * sin(ang), 1e-5);
+    }
+  float s[5] = {1, 2, 3, 1000, -1000};
+  moesz_k_softmax(s, 5);
+  double e = exp(-997.0) + exp(-998.0) + exp(-999.0) + 1;
+  CHECK_NEAR(s[3], 1 / e, 1e-6);
+  CHECK_NEAR(s[4], 0, 1e-30);
+  CHECK(!isnan(s[0]));
+  float g[3] = {-2, 0, 3}, u[3] = {1, 5, 2};
+  moesz_k_silu_mul(g, u, 3);
+  CHECK_NEAR(g[0], -2 / (1 + exp(2.0)), 1e-6);
+  CHECK_NEAR(g[1], 0, 0);
+  CHECK_NEAR(g[2], 2 * 3 / (1 + exp(-3.0)), 1e-5);
+}
+
+TEST(attention_gqa_causal) {
+  enum { NH = 4, NKV = 2, HD = 12, POS0 = 3, N = 5, P = POS0 + N };
+  float q[N * NH * HD], kc[P * NKV * HD], vc[P * NKV * HD], out[N * NH * HD];
+  for (int i = 0; i < N * NH * HD; i++) q[i] = frand();
+  for (int i = 0; i < P * NKV * HD; i++) { kc[i] = frand(); vc[i] = frand(); }
+  moesz_pool *pool = moesz_pool_create(2);
+  for (int simd = 0; simd < 2; simd++) {
+    moesz_kctx kctx;
+    CHECK(moesz_kctx_init(&kctx, pool, simd, moesz_k_scratch_need(8, 64)) == 0);
+    moesz_k_attention(&kctx, q, NH * HD, kc, vc, POS0, N, NH, NKV, HD, 0.3f, out, NH * HD);
+    for (int t = 0; t < N; t++)
+      for (int h = 0; h < NH; h++) {
+        int g = h / 2, p = POS0 + t;
+        double sc[P], m = -1e30, sum = 0;
+        for (int j = 0; j <= p; j++) {
+          double d = 0;
+          for (int i = 0; i < HD; i++) d += (double)q[(t * NH + h) * HD + i] * kc[(j * NKV + g) * HD + i];
+          sc[j] = d * 0.3;
+          if (sc[j] > m) m = sc[j];
+        }
+        for (int j = 0; j <= p; j++) { sc[j] = exp(sc[j] - m); sum += sc[j]; }
+        for (int i = 0; i < HD; i++) {
+          double o = 0;
+          for (int j = 0; j <= p; j++) o += sc[j] / sum * vc[(j * NKV + g) * HD + i];
+          CHECK_NEAR(out[(t * NH + h) * HD + i], o, 1e-5);
+        }
+      }
+    moesz_kctx_free(&kctx);
+  }
+  moesz_pool_destroy(pool);
+}
+
+int main(void) {
+  printf("# simd available: %d\n", moesz_k_cpu_simd());
+  RUN(linear_all_paths);
+  RUN(linear_multi_job_and_bad_dtype);
+  RUN(rmsnorm_rope_softmax_silu);
+  RUN(attention_gqa_causal);
+  return DONE();
+}
