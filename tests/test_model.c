@@ -344,6 +344,7 @@ TEST(tensor_by_role) {
   if (m) {
     const moesz_tensor *t = moesz_model_tensor(m, MOESZ_ROLE_LM_HEAD, -1);
     CHECK(t && !strcmp(t->name, "model.embed_tokens.weight")); /* tied */
+    CHECK(!strcmp(moesz_model_expert_layout(m), "none"));
     t = moesz_model_tensor(m, MOESZ_ROLE_ATTN_K, 1);
     CHECK(t && !strcmp(t->name, "model.layers.1.self_attn.k_proj.weight"));
     CHECK(moesz_model_tensor(m, MOESZ_ROLE_ROUTER, 0) == NULL);
@@ -433,6 +434,8 @@ TEST(expert_views_legacy_vs_stacked) {
   CHECK(v.rows == 48 && v.cols == 32);
   CHECK_EQ_INT(moesz_model_expert(a, 1, 4, 0, MOESZ_MAT_GATE_UP, &v, NULL), MOESZ_E_NOTFOUND);
   compare_models(a, b);
+  CHECK(!strcmp(moesz_model_expert_layout(a), "per-expert"));
+  CHECK(!strcmp(moesz_model_expert_layout(b), "stacked"));
   /* errors */
   CHECK_EQ_INT(moesz_model_expert(a, 2, 0, 0, MOESZ_MAT_GATE, &v, &e), MOESZ_E_RANGE);
   CHECK_EQ_INT(moesz_model_expert(a, 0, 6, 0, MOESZ_MAT_GATE, &v, &e), MOESZ_E_RANGE);
@@ -499,6 +502,7 @@ TEST(expert_views_transposed_stacked) {
     moesz_matview v;
     CHECK_EQ_INT(moesz_model_expert(b, 0, 3, 0, MOESZ_MAT_UP, &v, NULL), MOESZ_OK);
     CHECK(v.transposed == 1 && v.ld == 2 * n && v.rows == n && v.cols == d);
+    CHECK(!strcmp(moesz_model_expert_layout(b), "stacked-transposed"));
     compare_models(a, b);
     moesz_matstats sa, sb;
     moesz_matview va;

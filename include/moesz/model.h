@@ -123,6 +123,11 @@ typedef struct moesz_model {
  * matrix of every MoE layer is present with the shape the config implies
  * (either layout) -> MOESZ_E_FORMAT naming the first missing/misshapen one. */
 int moesz_model_open(const char *dir, moesz_model **out, moesz_error *err);
+/* The same from a parsed config and an opened tensor set (e.g. moesz_st_parse
+ * of bytes in memory); takes ownership of st, also on failure. label names
+ * the model in messages and path (may be NULL). */
+int moesz_model_wrap(const moesz_config *cfg, moesz_st *st, const char *label, moesz_model **out,
+                     moesz_error *err);
 void moesz_model_close(moesz_model *m);
 /* A model over tensors someone else owns (st outlives the model), whose routed
  * experts live elsewhere (a .msz container serves them): dense weights, shared
@@ -156,6 +161,10 @@ int moesz_model_expert(const moesz_model *m, int layer, int expert, int shared,
  * self-attention tensors (cross = 0); of several embeddings or final norms
  * the first by name. */
 const moesz_tensor *moesz_model_tensor(const moesz_model *m, moesz_role role, int layer);
+/* How the routed experts are stored: "per-expert", "stacked" ([E, 2n, d] /
+ * [E, d, n]), "stacked-transposed" ([E, d, 2n] / [E, n, d]), "mixed" or
+ * "none" (no MoE layer). */
+const char *moesz_model_expert_layout(const moesz_model *m);
 /* Dense layers (is_moe[L] == 0; every Llama layer) are the one-expert case:
  * expert 0, shared 0 of such a layer returns its dense MLP matrix. */
 

@@ -126,7 +126,7 @@ static void print_text(const char *path, const moesz_config *c, const moesz_mode
   printf("quirks       tie_embeddings %d, qkv_bias %d, qk_norm %s, clip_qkv %g\n", c->tie_embeddings,
          c->qkv_bias, c->qk_norm == 1 ? "per-head" : c->qk_norm == 2 ? "whole" : "none",
          (double)c->clip_qkv);
-  if (m) printf("tensors      %zu\n", moesz_st_count(m->st));
+  if (m) printf("tensors      %zu (experts %s)\n", moesz_st_count(m->st), moesz_model_expert_layout(m));
   printf("\n");
 
   printf("%-6s %-10s %8s %6s %7s\n", "layer", "type", "experts", "top-k", "shared");
@@ -188,6 +188,7 @@ static void print_json(const char *path, const moesz_config *c, const moesz_mode
   cJSON_AddStringToObject(j, "path", path);
   cJSON_AddBoolToObject(j, "weights", m != NULL);
   if (m) cJSON_AddNumberToObject(j, "tensors", (double)moesz_st_count(m->st));
+  if (m) cJSON_AddStringToObject(j, "expert_layout", moesz_model_expert_layout(m));
   cJSON_AddStringToObject(j, "architecture", c->arch_name);
   cJSON_AddStringToObject(j, "model_type", c->model_type);
   cJSON_AddItemToObject(j, "config", cf);

@@ -128,28 +128,46 @@ static int build_index(moesz_model *m, moesz_error *err) {
   return MOESZ_OK;
 }
 
-int moesz_model_open(const char *dir, moesz_model **out, moesz_error *err) {
-  if (!dir || !out) return moesz_error_set(err, MOESZ_E_ARG, "model: NULL argument");
+int moesz_model_wrap(const moesz_config *cfg, moesz_st *st, const char *label, moesz_model **out,
+                     moesz_error *err) {
+  if (!out) {
+    moesz_st_close(st);
+    return moesz_error_set(err, MOESZ_E_ARG, "model: NULL argument");
+  }
   *out = NULL;
+  if (!cfg || !st) {
+    moesz_st_close(st);
+    return moesz_error_set(err, MOESZ_E_ARG, "model: NULL argument");
+  }
   moesz_model *m = calloc(1, sizeof *m);
-  if (!m) return moesz_error_set(err, MOESZ_E_NOMEM, "model");
-  if (strlen(dir) >= sizeof m->path) {
-    free(m);
-    return moesz_error_set(err, MOESZ_E_ARG, "model: path too long");
+  if (!m) {
+    moesz_st_close(st);
+    return moesz_error_set(err, MOESZ_E_NOMEM, "model");
   }
-  memcpy(m->path, dir, strlen(dir) + 1);
-  int rc = moesz_config_load(dir, &m->cfg, err);
-  if (!rc) rc = moesz_st_open(dir, &m->st, err);
-  if (!rc) {
-    rc = build_index(m, err);
-    if (rc) moesz_error_wrap(err, rc, "%s", dir);
-  }
+  m->cfg = *cfg;
+  m->st = st;
+  snprintf(m->path, sizeof m->path, "%s", label ? label : "");
+  int rc = build_index(m, err);
   if (rc) {
+    if (label) moesz_error_wrap(err, rc, "%s", label);
     moesz_model_close(m);
     return rc;
   }
   *out = m;
   return MOESZ_OK;
+}
+
+int moesz_model_open(const char *dir, moesz_model **out, moesz_error *err) {
+  if (!dir || !out) return moesz_error_set(err, MOESZ_E_ARG, "model: NULL argument");
+  *out = NULL;
+  if (strlen(dir) >= sizeof ((moesz_model *)0)->path)
+    return moesz_error_set(err, MOESZ_E_ARG, "model: path too long");
+  moesz_config cfg;
+  moesz_st *st = NULL;
+  int rc = moesz_config_load(dir, &cfg, err);
+  if (!rc) rc = moesz_st_open(dir, &st, err);
+  if (rc) return rc;
+  return moesz_model_wrap(&cfg, st, dir, out, err);
 }
 
 void moesz_model_close(moesz_model *m) {
@@ -243,6 +261,20 @@ const moesz_tensor *moesz_model_tensor(const moesz_model *m, moesz_role role, in
   if (!t && role == MOESZ_ROLE_LM_HEAD && layer == -1 && m->cfg.tie_embeddings)
     t = m->idx->by_role[0][MOESZ_ROLE_EMBED];
   return t;
+}
+
+const char *moesz_model_expert_layout(const moesz_model *m) {
+  if (!m || !m->idx) return "none";
+  int legacy = 0, stk = 0, stk_t = 0;
+  for (size_t i = 0; i < moesz_st_count(m->st); i++) {
+    const moesz_tensor_role *r = &m->roles[i];
+    if (r->role != MOESZ_ROLE_EXPERT) continue;
+    if (!r->stacked) legacy = 1;
+    else if (m->idx->stk_t[r->layer][slot_of(r->mat)]) stk_t = 1;
+    else stk = 1;
+  }
+  if (legacy + stk + stk_t > 1) return "mixed";
+  return legacy ? "per-expert" : stk ? "stacked" : stk_t ? "stacked-transposed" : "none";
 }
 
 void moesz_model_count(const moesz_model *m, moesz_counts *out) {
