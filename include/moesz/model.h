@@ -115,7 +115,7 @@ typedef struct moesz_model {
   char path[4096];
   moesz_tensor_role *roles; /* [moesz_st_count(st)] role of tensor i (same order) */
   moesz_model_index *idx;
-  int borrowed_st;          /* 1: st belongs to someone else (moesz_model_wrap) */
+  int borrowed_st;          /* 1: st belongs to someone else (moesz_model_wrap_dense) */
   int experts_elsewhere;    /* 1: routed experts are not in st (served from a container) */
 } moesz_model;
 
@@ -129,11 +129,12 @@ int moesz_model_open(const char *dir, moesz_model **out, moesz_error *err);
 int moesz_model_from_st(const moesz_config *cfg, moesz_st *st, const char *label, moesz_model **out,
                         moesz_error *err);
 void moesz_model_close(moesz_model *m);
-/* A model over tensors someone else owns (st outlives the model), whose routed
- * experts live elsewhere (a .msz container serves them): dense weights, shared
- * experts and dense MLPs are reached through st as usual. */
-int moesz_model_wrap(const moesz_config *cfg, moesz_st *st, const char *path, moesz_model **out,
-                     moesz_error *err);
+/* A model over tensors someone else owns (st outlives the model and is not
+ * closed by it), whose routed experts live elsewhere (a .msz container serves
+ * them): dense weights, shared experts and dense MLPs are reached through st
+ * as usual. */
+int moesz_model_wrap_dense(const moesz_config *cfg, moesz_st *st, const char *path, moesz_model **out,
+                           moesz_error *err);
 
 /* One expert matrix as a 2-D row-major view [rows, cols] with a row stride in
  * elements (stacked layouts give views into the 3-D tensor; a transposed

@@ -18,7 +18,7 @@ static void usage(FILE *f) {
     "  --layer-eb SPEC        per-layer bounds, e.g. '0-1:2e-3,2-5:5e-4,6-:lossless'\n"
     "  --threads N            codec threads (default: all cores)\n"
     "  --json                 print the summary as one JSON object\n"
-    "  --progress / --quiet   force the progress bar on / off (default: on when stderr is a tty)\n");
+    "  --progress / -q, --quiet  force the progress bar on / off (default: on when stderr is a tty)\n");
 }
 
 /* Parses "A-B:X,C-:lossless,..." into eb[L] (> 0 bound, < 0 lossless, 0 default). */
@@ -61,7 +61,7 @@ int moesz_cli_compress(int argc, char **argv) {
   double eb = 1e-3;
   int threads = 0, json = 0, progress = isatty(2);
   optind = 1;
-  for (int ch; (ch = getopt_long(argc, argv, "o:h", opts, NULL)) != -1;) {
+  for (int ch; (ch = getopt_long(argc, argv, "o:qh", opts, NULL)) != -1;) {
     char *end;
     switch (ch) {
       case 'o': out = optarg; break;

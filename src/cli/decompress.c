@@ -17,7 +17,7 @@ int moesz_cli_decompress(int argc, char **argv) {
   const char *out = NULL;
   int progress = isatty(2);
   optind = 1;
-  for (int ch; (ch = getopt_long(argc, argv, "o:h", opts, NULL)) != -1;) {
+  for (int ch; (ch = getopt_long(argc, argv, "o:qh", opts, NULL)) != -1;) {
     switch (ch) {
       case 'o': out = optarg; break;
       case 'p': progress = 1; break;

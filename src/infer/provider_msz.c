@@ -71,7 +71,7 @@ int moesz_engine_open_msz(const char *path, const moesz_cache_opts *co, const mo
   msz_served *s = calloc(1, sizeof *s);
   if (!s) return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory");
   int rc = moesz_msz_open(path, &s->c, err);
-  if (!rc) rc = moesz_model_wrap(moesz_msz_config(s->c), (moesz_st *)moesz_msz_dense(s->c), path, &s->dense, err);
+  if (!rc) rc = moesz_model_wrap_dense(moesz_msz_config(s->c), (moesz_st *)moesz_msz_dense(s->c), path, &s->dense, err);
   if (!rc) rc = moesz_expert_provider_mmap(s->dense, &s->inplace, err);
   if (!rc && s->dense->cfg.n_experts > 0) rc = moesz_cache_create(s->c, co, &s->k, err);
   if (rc) { served_destroy(s); return rc; }

@@ -377,7 +377,7 @@ void moesz_config_count(const moesz_config *c, moesz_counts *k) {
   }
 }
 
-int moesz_model_wrap(const moesz_config *cfg, moesz_st *st, const char *path, moesz_model **out,
+int moesz_model_wrap_dense(const moesz_config *cfg, moesz_st *st, const char *path, moesz_model **out,
                      moesz_error *err) {
   if (!cfg || !st || !out) return moesz_error_set(err, MOESZ_E_ARG, "model: NULL argument");
   *out = NULL;
