@@ -1,7 +1,7 @@
 /* fuzz/fuzz_model.c - libFuzzer target for the model index and expert views:
  * input byte 0 picks one of four tiny configurations (Mixtral, Qwen2-MoE with
  * a dense layer, DeepSeek with shared experts, Switch), the rest is a
- * safetensors file. When moesz_st_parse and moesz_model_from_st accept it, every
+ * safetensors file. When moesz_st_parse and moesz_model_wrap accept it, every
  * expert view is read whole (to f32 and through the statistics), every role
  * looked up and the counts taken: shape checks must keep all of it inside
  * the input. Seeds: tools/make_fuzz_seeds.py. */
@@ -34,7 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   moesz_st *st = NULL;
   if (moesz_st_parse(data + 1, size - 1, &st, NULL) != MOESZ_OK) return 0;
   moesz_model *m = NULL;
-  if (moesz_model_from_st(&cfg, st, "fuzz", &m, NULL) != MOESZ_OK) return 0;
+  if (moesz_model_wrap(&cfg, st, "fuzz", &m, NULL) != MOESZ_OK) return 0;
   float buf[64];
   for (int L = 0; L < cfg.n_layers; L++)
     for (int e = -1; e <= cfg.n_experts; e++)

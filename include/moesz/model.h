@@ -126,8 +126,8 @@ int moesz_model_open(const char *dir, moesz_model **out, moesz_error *err);
 /* The same from a parsed config and an opened tensor set (e.g. moesz_st_parse
  * of bytes in memory); takes ownership of st, also on failure. label names
  * the model in messages and path (may be NULL). */
-int moesz_model_from_st(const moesz_config *cfg, moesz_st *st, const char *label, moesz_model **out,
-                        moesz_error *err);
+int moesz_model_wrap(const moesz_config *cfg, moesz_st *st, const char *label, moesz_model **out,
+                     moesz_error *err);
 void moesz_model_close(moesz_model *m);
 /* A model over tensors someone else owns (st outlives the model and is not
  * closed by it), whose routed experts live elsewhere (a .msz container serves

@@ -128,8 +128,8 @@ static int build_index(moesz_model *m, moesz_error *err) {
   return MOESZ_OK;
 }
 
-int moesz_model_from_st(const moesz_config *cfg, moesz_st *st, const char *label, moesz_model **out,
-                        moesz_error *err) {
+int moesz_model_wrap(const moesz_config *cfg, moesz_st *st, const char *label, moesz_model **out,
+                     moesz_error *err) {
   if (!out) {
     moesz_st_close(st);
     return moesz_error_set(err, MOESZ_E_ARG, "model: NULL argument");
@@ -167,7 +167,7 @@ int moesz_model_open(const char *dir, moesz_model **out, moesz_error *err) {
   int rc = moesz_config_load(dir, &cfg, err);
   if (!rc) rc = moesz_st_open(dir, &st, err);
   if (rc) return rc;
-  return moesz_model_from_st(&cfg, st, dir, out, err);
+  return moesz_model_wrap(&cfg, st, dir, out, err);
 }
 
 void moesz_model_close(moesz_model *m) {
