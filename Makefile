@@ -35,44 +35,56 @@ all: $(BUILD)/moesz $(BUILD)/libmoesz.so $(BUILD)/libmoesz.a
 
 lib: $(BUILD)/libmoesz.a $(BUILD)/libmoesz.so
 
+# V=1 shows full command lines.
+Q := $(if $(V),,@)
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/libmoesz.a: $(LIB_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	$(Q)ar rcs $@ $^
 
 $(BUILD)/libmoesz.so: $(LIB_OBJ)
-	$(CC) -shared $(LDSAN) -pthread -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) -shared $(LDSAN) -pthread -o $@ $^ $(LDLIBS)
 
 $(BUILD)/moesz: $(CLI_OBJ) $(BUILD)/libmoesz.a
-	$(CC) $(LDSAN) -pthread -o $@ $(CLI_OBJ) $(BUILD)/libmoesz.a $(LDLIBS)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(LDSAN) -pthread -o $@ $(CLI_OBJ) $(BUILD)/libmoesz.a $(LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c tests/harness.h $(BUILD)/libmoesz.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests -o $@ $< $(BUILD)/libmoesz.a $(LDSAN) $(LDLIBS)
+	@$(if $(Q),echo "  TEST    $<")
+	$(Q)$(CC) $(CFLAGS) -Itests -o $@ $< $(BUILD)/libmoesz.a $(LDSAN) $(LDLIBS)
 
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libmoesz.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libmoesz.a $(LDSAN) $(LDLIBS)
+	$(Q)$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libmoesz.a $(LDSAN) $(LDLIBS)
 
 tests: $(TESTS) $(BUILD)/moesz
 benches: $(BENCHES)
 
 check:
 	@sh scripts/install-deps.sh
-	$(MAKE) tests
-	MOESZ_BIN=$(BUILD)/moesz sh tests/run.sh $(TESTS)
+	@$(MAKE) --no-print-directory tests
+	@MOESZ_BIN=$(BUILD)/moesz sh tests/run.sh $(TESTS)
 
 # libFuzzer targets (clang); FUZZ_SECONDS per target in fuzz-run.
 FUZZ_SRC := $(sort $(wildcard fuzz/fuzz_*.c))
 FUZZERS  := $(FUZZ_SRC:fuzz/%.c=build-fuzz/%)
 FUZZ_SECONDS ?= 10
-build-fuzz/%: fuzz/%.c $(LIB_SRC)
-	@mkdir -p build-fuzz
-	clang -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer,address,undefined -ffp-contract=off \
-	  -Iinclude -Isrc -I/usr/include/x86_64-linux-gnu/openblas-pthread -o $@ $< $(LIB_SRC) $(LDLIBS)
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=address,undefined -ffp-contract=off \
+  -Iinclude -Isrc -I/usr/include/x86_64-linux-gnu/openblas-pthread
+FUZZ_OBJ := $(LIB_SRC:%.c=build-fuzz/obj/%.o)
+build-fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(Q)clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+build-fuzz/libmoesz_fuzz.a: $(FUZZ_OBJ)
+	$(Q)ar rcs $@ $^
+build-fuzz/%: fuzz/%.c build-fuzz/libmoesz_fuzz.a
+	@echo "  FUZZ    $<"
+	$(Q)clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< build-fuzz/libmoesz_fuzz.a $(LDLIBS)
 fuzz: $(FUZZERS)
 fuzz-run: fuzz
 	sh fuzz/run.sh $(FUZZ_SECONDS) $(FUZZERS)
@@ -91,7 +103,7 @@ install: all
 clean:
 	rm -rf build build-san build-fuzz
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(wildcard build-fuzz/obj/src/*/*.d)
 
 # The README's two commands. DEMO_MODEL is the bundled default model.
 DEMO_MODEL ?= tests/fixtures/mixtral

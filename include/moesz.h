@@ -16,6 +16,8 @@
 #include "moesz/tensor.h"
 #include "moesz/model.h"
 #include "moesz/codec.h"
+#include "moesz/container.h"
+#include "moesz/runtime.h"
 #include "moesz/resmoe.h"
 #include "moesz/text.h"
 #include "moesz/infer.h"

@@ -14,7 +14,7 @@
 
 #define FIX "tests/fixtures/"
 static const char *FAMILIES[] = {"mixtral", "mixtral_stacked", "qwen2_moe", "qwen3_moe",
-                                 "olmoe", "deepseek", "llama", "switch"};
+                                 "qwen3_moe_bf16", "olmoe", "deepseek", "llama", "switch"};
 #define NFAM (sizeof FAMILIES / sizeof FAMILIES[0])
 
 static cJSON *load_expected(const char *fam) {
@@ -183,7 +183,7 @@ TEST(config_bad) {
     {"{\"architectures\":[\"LlamaForCausalLM\"],\"num_hidden_layers\":2,\"hidden_size\":1e999,"
      "\"vocab_size\":10,\"num_attention_heads\":2,\"intermediate_size\":4}", MOESZ_E_FORMAT, "hidden_size"},
     {"{\"architectures\":[\"LlamaForCausalLM\"],\"num_hidden_layers\":2,\"hidden_size\":NaN,"
-     "\"vocab_size\":10,\"num_attention_heads\":2,\"intermediate_size\":4}", MOESZ_E_FORMAT, "JSON"},
+     "\"vocab_size\":10,\"num_attention_heads\":2,\"intermediate_size\":4}", MOESZ_E_FORMAT, "\"hidden_size\":NaN"},
     {"{\"architectures\":[\"LlamaForCausalLM\"],\"num_hidden_layers\":1000,\"hidden_size\":8,"
      "\"vocab_size\":10,\"num_attention_heads\":2,\"intermediate_size\":4}", MOESZ_E_FORMAT, "num_hidden_layers"},
     {"{\"architectures\":[\"LlamaForCausalLM\"],\"num_hidden_layers\":2,\"hidden_size\":8,"
@@ -290,7 +290,9 @@ TEST(classify_every_tensor) {
     CHECK_EQ_INT(k.total_params, (int64_t)jnum(x, "params_total"));
     CHECK_EQ_INT(k.expert_params, (int64_t)jnum(x, "params_experts"));
     CHECK_EQ_INT(k.other_params, (int64_t)jnum(x, "params_other"));
-    CHECK_EQ_INT(k.total_bytes, 4 * k.total_params); /* F32 fixtures */
+    const cJSON *dt = cJSON_GetObjectItem(x, "dtype");
+    int bf16 = dt && cJSON_IsString(dt) && !strcmp(dt->valuestring, "BF16");
+    CHECK_EQ_INT(k.total_bytes, (bf16 ? 2 : 4) * k.total_params);
     int64_t sum = 0;
     for (int r = 0; r < MOESZ_ROLE_COUNT; r++) sum += k.params[r];
     CHECK_EQ_INT(sum, k.total_params);
@@ -333,6 +335,49 @@ TEST(classify_names) {
   CHECK(!strcmp(moesz_role_name(MOESZ_ROLE_SHARED_GATE), "shared_gate"));
   CHECK(!strcmp(moesz_role_name(MOESZ_ROLE_CROSS_ATTN_NORM), "cross_attn_norm"));
   CHECK(!strcmp(moesz_arch_name(MOESZ_ARCH_DEEPSEEK), "DeepseekForCausalLM"));
+}
+
+TEST(tensor_by_role) {
+  moesz_model *m = NULL;
+  moesz_error e = {0};
+  CHECK_MSG(moesz_model_open(FIX "llama", &m, &e) == MOESZ_OK, "%s", e.msg);
+  if (m) {
+    const moesz_tensor *t = moesz_model_tensor(m, MOESZ_ROLE_LM_HEAD, -1);
+    CHECK(t && !strcmp(t->name, "model.embed_tokens.weight")); /* tied */
+    CHECK(!strcmp(moesz_model_expert_layout(m), "none"));
+    t = moesz_model_tensor(m, MOESZ_ROLE_ATTN_K, 1);
+    CHECK(t && !strcmp(t->name, "model.layers.1.self_attn.k_proj.weight"));
+    CHECK(moesz_model_tensor(m, MOESZ_ROLE_ROUTER, 0) == NULL);
+    CHECK(moesz_model_tensor(m, MOESZ_ROLE_ATTN_K, 2) == NULL);
+    CHECK(moesz_model_tensor(m, MOESZ_ROLE_ATTN_K, -2) == NULL);
+    CHECK(moesz_model_tensor(m, MOESZ_ROLE_COUNT, 0) == NULL);
+    moesz_model_close(m);
+  }
+  CHECK_MSG(moesz_model_open(FIX "qwen2_moe", &m, &e) == MOESZ_OK, "%s", e.msg);
+  if (m) {
+    const moesz_tensor *t = moesz_model_tensor(m, MOESZ_ROLE_LM_HEAD, -1);
+    CHECK(t && !strcmp(t->name, "lm_head.weight"));
+    t = moesz_model_tensor(m, MOESZ_ROLE_SHARED_GATE, 2);
+    CHECK(t && !strcmp(t->name, "model.layers.2.mlp.shared_expert_gate.weight"));
+    t = moesz_model_tensor(m, MOESZ_ROLE_ATTN_V_BIAS, 0);
+    CHECK(t && !strcmp(t->name, "model.layers.0.self_attn.v_proj.bias"));
+    CHECK(moesz_model_tensor(m, MOESZ_ROLE_ROUTER, 1) == NULL); /* dense layer */
+    t = moesz_model_tensor(m, MOESZ_ROLE_FINAL_NORM, -1);
+    CHECK(t && !strcmp(t->name, "model.norm.weight"));
+    moesz_model_close(m);
+  }
+  CHECK_MSG(moesz_model_open(FIX "olmoe", &m, &e) == MOESZ_OK, "%s", e.msg);
+  if (m) {
+    const moesz_tensor *t = moesz_model_tensor(m, MOESZ_ROLE_Q_NORM, 1);
+    CHECK(t && t->shape[0] == 32);  /* whole projection */
+    moesz_model_close(m);
+  }
+  CHECK_MSG(moesz_model_open(FIX "switch", &m, &e) == MOESZ_OK, "%s", e.msg);
+  if (m) {
+    const moesz_tensor *t = moesz_model_tensor(m, MOESZ_ROLE_ATTN_Q, 2);
+    CHECK(t && !strcmp(t->name, "decoder.block.0.layer.0.SelfAttention.q.weight"));
+    moesz_model_close(m);
+  }
 }
 
 /* ---- expert views ------------------------------------------------------------ */
@@ -389,6 +434,8 @@ TEST(expert_views_legacy_vs_stacked) {
   CHECK(v.rows == 48 && v.cols == 32);
   CHECK_EQ_INT(moesz_model_expert(a, 1, 4, 0, MOESZ_MAT_GATE_UP, &v, NULL), MOESZ_E_NOTFOUND);
   compare_models(a, b);
+  CHECK(!strcmp(moesz_model_expert_layout(a), "per-expert"));
+  CHECK(!strcmp(moesz_model_expert_layout(b), "stacked"));
   /* errors */
   CHECK_EQ_INT(moesz_model_expert(a, 2, 0, 0, MOESZ_MAT_GATE, &v, &e), MOESZ_E_RANGE);
   CHECK_EQ_INT(moesz_model_expert(a, 0, 6, 0, MOESZ_MAT_GATE, &v, &e), MOESZ_E_RANGE);
@@ -455,6 +502,7 @@ TEST(expert_views_transposed_stacked) {
     moesz_matview v;
     CHECK_EQ_INT(moesz_model_expert(b, 0, 3, 0, MOESZ_MAT_UP, &v, NULL), MOESZ_OK);
     CHECK(v.transposed == 1 && v.ld == 2 * n && v.rows == n && v.cols == d);
+    CHECK(!strcmp(moesz_model_expert_layout(b), "stacked-transposed"));
     compare_models(a, b);
     moesz_matstats sa, sb;
     moesz_matview va;
@@ -464,6 +512,55 @@ TEST(expert_views_transposed_stacked) {
     CHECK_EQ_INT(moesz_matview_stats(&v, 0.01, &sb, NULL), MOESZ_OK);
     CHECK_NEAR(sa.entropy_bits, sb.entropy_bits, 1e-12);
     CHECK_NEAR(sa.std, sb.std, 1e-12);
+    moesz_model_close(b);
+  }
+  moesz_model_close(a);
+  rm_tree(dir);
+}
+
+/* qwen3_moe re-written as two shards + model.safetensors.index.json (layer 0
+ * in one file, the rest in the other): same roles, counts and views. */
+TEST(sharded_checkpoint) {
+  moesz_model *a = NULL, *b = NULL;
+  moesz_error e = {0};
+  CHECK_MSG(moesz_model_open(FIX "qwen3_moe", &a, &e) == MOESZ_OK, "%s", e.msg);
+  if (!a) return;
+  char dir[300], path[400];
+  snprintf(dir, sizeof dir, "%s/sharded", tmpdir());
+  mkdir(dir, 0700);
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  CHECK_EQ_INT(copy_file(FIX "qwen3_moe/config.json", path), 0);
+  moesz_stw *w[2];
+  static const char *SH[2] = {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"};
+  for (int k = 0; k < 2; k++) {
+    snprintf(path, sizeof path, "%s/%s", dir, SH[k]);
+    CHECK_EQ_INT(moesz_stw_create(path, &w[k], &e), MOESZ_OK);
+  }
+  cJSON *idx = cJSON_CreateObject(), *map = cJSON_AddObjectToObject(idx, "weight_map");
+  for (size_t i = 0; i < moesz_st_count(a->st); i++) {
+    const moesz_tensor *t = moesz_st_at(a->st, i);
+    int k = a->roles[i].layer == 0 ? 0 : 1;
+    CHECK_EQ_INT(moesz_stw_add(w[k], t->name, t->dtype, t->ndim, t->shape, t->data, &e), MOESZ_OK);
+    cJSON_AddStringToObject(map, t->name, SH[k]);
+  }
+  for (int k = 0; k < 2; k++) CHECK_MSG(moesz_stw_commit(w[k], &e) == MOESZ_OK, "%s", e.msg);
+  char *txt = cJSON_PrintUnformatted(idx);
+  snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+  CHECK_EQ_INT(write_text(path, txt), 0);
+  free(txt);
+  cJSON_Delete(idx);
+  CHECK_MSG(moesz_model_open(dir, &b, &e) == MOESZ_OK, "%s", e.msg);
+  if (b) {
+    moesz_counts ka, kb;
+    moesz_model_count(a, &ka);
+    moesz_model_count(b, &kb);
+    CHECK_EQ_INT(ka.total_params, kb.total_params);
+    CHECK_EQ_INT(ka.expert_params, kb.expert_params);
+    compare_models(a, b);
+    moesz_matview v;
+    CHECK_EQ_INT(moesz_model_expert(b, 1, 5, 0, MOESZ_MAT_DOWN, &v, &e), MOESZ_OK);
+    const moesz_tensor *t = moesz_st_find(b->st, "model.layers.1.mlp.experts.5.down_proj.weight");
+    CHECK(t && t->shard == 1 && v.data == t->data);
     moesz_model_close(b);
   }
   moesz_model_close(a);
@@ -509,7 +606,8 @@ TEST(shared_and_dense_views) {
 /* ---- statistics vs numpy -------------------------------------------------------- */
 
 TEST(stats_vs_numpy) {
-  static const char *FAM[] = {"mixtral", "mixtral_stacked", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek", "llama"};
+  static const char *FAM[] = {"mixtral", "mixtral_stacked", "qwen2_moe", "qwen3_moe", "qwen3_moe_bf16",
+                              "olmoe", "deepseek", "llama"};
   static const char *MAT[] = {"gate", "up", "down"};
   for (size_t f = 0; f < sizeof FAM / sizeof FAM[0]; f++) {
     char dir[256];
@@ -571,6 +669,38 @@ TEST(stats_synthetic) {
   CHECK_EQ_INT(moesz_matview_stats(&vh, 0.5, &s, NULL), MOESZ_OK);
   CHECK_NEAR(s.std, 1.0, 0);
   CHECK_NEAR(s.entropy_bits, 1.0, 0);
+}
+
+/* The rate fact the codec design rests on: Gaussian weights, sigma 0.02,
+ * eb 1e-3 -> H = log2(sigma / (2 eb)) + 0.5 log2(2 pi e) = 5.369 bits; one
+ * more bit per halving of eb. Stored as bf16 like real checkpoints. */
+TEST(stats_gaussian_rate) {
+  const size_t n = 1 << 18;
+  uint16_t *w = malloc(n * sizeof *w);
+  float *f = malloc(n * sizeof *f);
+  if (!w || !f) { free(w); free(f); CHECK(0); return; }
+  uint64_t st = 0x9e3779b97f4a7c15ull;
+  for (size_t i = 0; i < n; i += 2) {
+    double u[2];
+    for (int k = 0; k < 2; k++) {
+      st ^= st << 13; st ^= st >> 7; st ^= st << 17;
+      u[k] = ((double)(st >> 11) + 0.5) / 9007199254740992.0;
+    }
+    double r = sqrt(-2 * log(u[0])), t = 6.283185307179586 * u[1];
+    f[i] = (float)(0.02 * r * cos(t));
+    f[i + 1] = (float)(0.02 * r * sin(t));
+  }
+  moesz_f32_to_bf16_n(f, w, n);
+  moesz_matview v = {w, MOESZ_DT_BF16, 512, 512, 512, 0};
+  moesz_matstats s1, s2;
+  CHECK_EQ_INT(moesz_matview_stats(&v, 1e-3, &s1, NULL), MOESZ_OK);
+  CHECK_EQ_INT(moesz_matview_stats(&v, 5e-4, &s2, NULL), MOESZ_OK);
+  double want = log2(0.02 / 2e-3) + 0.5 * log2(2 * M_PI * M_E);
+  CHECK_NEAR(s1.entropy_bits, want, 0.02);
+  CHECK_NEAR(s2.entropy_bits - s1.entropy_bits, 1.0, 0.02);
+  CHECK_NEAR(s1.std, 0.02, 2e-4);
+  free(w);
+  free(f);
 }
 
 /* ---- bad checkpoints ---------------------------------------------------------- */
@@ -683,6 +813,16 @@ TEST(inspect_cli) {
     cJSON_Delete(j);
     cJSON_Delete(x);
   }
+  /* a config-only folder: counts from the config (transformers' numbers) */
+  snprintf(cmd, sizeof cmd, "%s inspect " FIX "configs/mixtral-8x7b --json", bin);
+  CHECK_EQ_INT(run_cmd(cmd, out, sizeof out), 0);
+  cJSON *j = cJSON_Parse(out);
+  CHECK(j && cJSON_IsFalse(cJSON_GetObjectItem(j, "weights")));
+  if (j) CHECK_EQ_INT((int64_t)jnum(cJSON_GetObjectItem(j, "params"), "total"), 46702792704LL);
+  cJSON_Delete(j);
+  snprintf(cmd, sizeof cmd, "%s inspect " FIX "configs/mixtral-8x7b --stats 2>&1", bin);
+  CHECK_EQ_INT(run_cmd(cmd, out, sizeof out), 1);
+  CHECK(strstr(out, "needs weights") != NULL);
   snprintf(cmd, sizeof cmd, "%s inspect " FIX "qwen2_moe", bin);
   CHECK_EQ_INT(run_cmd(cmd, out, sizeof out), 0);
   CHECK(strstr(out, "Qwen2MoeForCausalLM") && strstr(out, "47072"));
@@ -698,6 +838,65 @@ TEST(inspect_cli) {
   CHECK_EQ_INT(run_cmd(cmd, out, sizeof out), 2);
   snprintf(cmd, sizeof cmd, "%s inspect " FIX "mixtral --bogus 2>&1", bin);
   CHECK_EQ_INT(run_cmd(cmd, out, sizeof out), 2);
+}
+
+/* Counts predicted from the config alone == counts of the stored tensors,
+ * role by role, on every fixture. */
+TEST(config_count_matches_checkpoint) {
+  for (size_t f = 0; f < NFAM; f++) {
+    char dir[256];
+    snprintf(dir, sizeof dir, FIX "%s", FAMILIES[f]);
+    moesz_model *m = NULL;
+    if (moesz_model_open(dir, &m, NULL)) { CHECK(0); continue; }
+    moesz_counts a, b;
+    moesz_model_count(m, &a);
+    moesz_config_count(&m->cfg, &b);
+    for (int r = 0; r < MOESZ_ROLE_COUNT; r++)
+      CHECK_MSG(a.params[r] == b.params[r], "%s %s: stored %lld, from config %lld", FAMILIES[f],
+                moesz_role_name((moesz_role)r), (long long)a.params[r], (long long)b.params[r]);
+    CHECK_EQ_INT(a.total_params, b.total_params);
+    CHECK_EQ_INT(a.expert_params, b.expert_params);
+    moesz_model_close(m);
+  }
+}
+
+/* Configs with the shapes of published checkpoints: the counts transformers
+ * reports for them (meta-device instantiation; DeepSeekMoE-16B by module
+ * shapes, 16.4 B published). */
+TEST(real_configs) {
+  static const char *NAMES[] = {"mixtral-8x7b", "olmoe-1b-7b", "qwen3-30b-a3b", "qwen1.5-moe-a2.7b",
+                                "switch-base-8", "deepseek-moe-16b"};
+  char *text = NULL;
+  size_t len;
+  CHECK_EQ_INT(moesz_file_read_all(FIX "configs/expected.json", 1 << 20, &text, &len, NULL), MOESZ_OK);
+  cJSON *x = text ? cJSON_Parse(text) : NULL;
+  free(text);
+  CHECK(x != NULL);
+  if (!x) return;
+  for (size_t i = 0; i < sizeof NAMES / sizeof NAMES[0]; i++) {
+    char dir[256];
+    snprintf(dir, sizeof dir, FIX "configs/%s", NAMES[i]);
+    moesz_config c;
+    moesz_error e = {0};
+    CHECK_MSG(moesz_config_load(dir, &c, &e) == MOESZ_OK, "%s: %s", NAMES[i], e.msg);
+    moesz_counts k;
+    moesz_config_count(&c, &k);
+    const cJSON *w = cJSON_GetObjectItem(x, NAMES[i]);
+    CHECK_MSG(k.total_params == (int64_t)jnum(w, "params_total"), "%s: %lld vs %.0f", NAMES[i],
+              (long long)k.total_params, jnum(w, "params_total"));
+    CHECK_EQ_INT(k.expert_params, (int64_t)jnum(w, "params_experts"));
+  }
+  moesz_config c;
+  CHECK_EQ_INT(moesz_config_load(FIX "configs/qwen3-30b-a3b", &c, NULL), MOESZ_OK);
+  CHECK_EQ_INT(c.n_layers, 48); CHECK_EQ_INT(c.n_experts, 128); CHECK_EQ_INT(c.top_k, 8);
+  CHECK_EQ_INT(c.moe_intermediate, 768); CHECK_EQ_INT(c.head_dim, 128); CHECK_EQ_INT(c.norm_topk_prob, 1);
+  CHECK_EQ_INT(moesz_config_load(FIX "configs/deepseek-moe-16b", &c, NULL), MOESZ_OK);
+  CHECK_EQ_INT(c.n_moe_layers, 27); CHECK_EQ_INT(c.n_experts, 64); CHECK_EQ_INT(c.n_shared, 2);
+  CHECK_EQ_INT(c.top_k, 6); CHECK_EQ_INT(c.moe_intermediate, 1408);
+  CHECK_EQ_INT(moesz_config_load(FIX "configs/switch-base-8", &c, NULL), MOESZ_OK);
+  CHECK_EQ_INT(c.n_layers, 24); CHECK_EQ_INT(c.n_moe_layers, 12); CHECK_EQ_INT(c.is_moe[1], 1);
+  CHECK_EQ_INT(c.is_moe[12], 0); CHECK_EQ_INT(c.is_moe[13], 1);
+  cJSON_Delete(x);
 }
 
 /* The real trained Llama in shared data; 292800 is transformers' num_parameters(). */
@@ -728,13 +927,18 @@ int main(void) {
   RUN(config_bad);
   RUN(classify_every_tensor);
   RUN(classify_names);
+  RUN(tensor_by_role);
   RUN(expert_views_legacy_vs_stacked);
   RUN(expert_views_transposed_stacked);
+  RUN(sharded_checkpoint);
   RUN(shared_and_dense_views);
   RUN(stats_vs_numpy);
   RUN(stats_synthetic);
+  RUN(stats_gaussian_rate);
   RUN(bad_checkpoints);
   RUN(inspect_cli);
+  RUN(config_count_matches_checkpoint);
+  RUN(real_configs);
   RUN(shared_data_llama);
   rmdir(tmpdir());
   return DONE();

@@ -227,14 +227,24 @@ def perturb(model, seed):
                 p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(fan_in))
 
 
-def hf_family(out, name, cfg_cls, model_cls, kw, family, toks, is_moe_fn, quirks):
+def hf_family(out, name, cfg_cls, model_cls, kw, family, toks, is_moe_fn, quirks, bf16=False):
+    """bf16: weights rounded to bfloat16 and stored as BF16; the logits are
+    transformers' float32 forward pass on those (exactly representable) weights."""
     torch.manual_seed(SEED)
     cfg = cfg_cls(**kw)
     model = model_cls(cfg).eval()
     perturb(model, SEED + len(name))
+    if bf16:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(p.to(torch.bfloat16).to(torch.float32))
     d = os.path.join(out, name)
     shutil.rmtree(d, ignore_errors=True)
-    model.save_pretrained(d)
+    if bf16:
+        import copy
+        copy.deepcopy(model).to(torch.bfloat16).save_pretrained(d)
+    else:
+        model.save_pretrained(d)
     for extra in ("generation_config.json",):
         p = os.path.join(d, extra)
         if os.path.exists(p):
@@ -243,7 +253,7 @@ def hf_family(out, name, cfg_cls, model_cls, kw, family, toks, is_moe_fn, quirks
         logits = model(torch.tensor([toks])).logits[0]
     is_moe = [is_moe_fn(i) for i in range(cfg.num_hidden_layers)]
     # the reference forward must reproduce transformers on this family
-    sd = load_file(os.path.join(d, "model.safetensors"))
+    sd = {k: v.float() for k, v in load_file(os.path.join(d, "model.safetensors")).items()}
     ref = ref_forward(sd, ref_cfg_from_hf(cfg, family, is_moe), toks)
     diff = (ref - logits).abs().max().item()
     print(f"{name}: reference forward vs transformers max |diff| = {diff:.3g}")
@@ -251,6 +261,7 @@ def hf_family(out, name, cfg_cls, model_cls, kw, family, toks, is_moe_fn, quirks
     total = model.num_parameters()
     experts = routed_expert_params(model.named_parameters())
     expected = dict(family=family, architecture=type(model).__name__, vocab=cfg.vocab_size,
+                    dtype="BF16" if bf16 else "F32",
                     seq=SEQ, params_total=total, params_experts=experts,
                     params_other=total - experts, n_tensors=len(sd), is_moe=is_moe,
                     oracle="transformers " + __import__("transformers").__version__,
@@ -305,6 +316,9 @@ def main():
                  decoder_sparse_step=1, mlp_only_layers=[], tie_word_embeddings=False)
     hf_family(out, "qwen3_moe", T.Qwen3MoeConfig, T.Qwen3MoeForCausalLM, q3_kw, "qwen3_moe", toks,
               lambda i: True, ["per-head q/k norm", "head_dim 16 (hidden/heads = 8)", "norm_topk_prob true"])
+    # the same family with BF16 weights, as real checkpoints store them
+    hf_family(out, "qwen3_moe_bf16", T.Qwen3MoeConfig, T.Qwen3MoeForCausalLM, q3_kw, "qwen3_moe", toks,
+              lambda i: True, ["BF16 weights; logits from the float32 forward on them"], bf16=True)
 
     # OLMoE: q/k norm over the whole projection, clip_qkv, 8 experts top-2, MHA.
     ol_kw = dict(base, intermediate_size=16, num_hidden_layers=2, num_key_value_heads=4, num_experts=8,
@@ -318,6 +332,7 @@ def main():
     hf_family(out, "llama", T.LlamaConfig, T.LlamaForCausalLM, ll_kw, "llama", toks, lambda i: False,
               ["tied embeddings", "gqa 4/2"])
 
+    make_real_configs(out)
     make_mixtral_stacked(out, mix_model, mix_cfg, mix_logits, toks)
     make_deepseek(out, toks)
     make_switch(out)
@@ -327,6 +342,85 @@ def main():
             continue
         total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
     print(f"model fixtures: {total / 1e6:.2f} MB")
+
+
+# Configurations with the shapes of published checkpoints (values as in their
+# config.json files on the Hub). Only the config is written; the parameter
+# counts come from transformers instantiating the model on the meta device.
+REAL = {
+    "mixtral-8x7b": ("MixtralConfig", "MixtralForCausalLM", dict(
+        vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+        num_key_value_heads=8, num_local_experts=8, num_experts_per_tok=2, max_position_embeddings=32768,
+        rms_norm_eps=1e-5, rope_theta=1e6, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)),
+    "olmoe-1b-7b": ("OlmoeConfig", "OlmoeForCausalLM", dict(
+        vocab_size=50304, hidden_size=2048, intermediate_size=1024, num_hidden_layers=16, num_attention_heads=16,
+        num_key_value_heads=16, num_experts=64, num_experts_per_tok=8, max_position_embeddings=4096,
+        rms_norm_eps=1e-5, rope_theta=10000.0, clip_qkv=None, norm_topk_prob=False, tie_word_embeddings=False,
+        pad_token_id=1, eos_token_id=50279)),
+    "qwen3-30b-a3b": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM", dict(
+        vocab_size=151936, hidden_size=2048, intermediate_size=6144, moe_intermediate_size=768, head_dim=128,
+        num_hidden_layers=48, num_attention_heads=32, num_key_value_heads=4, num_experts=128,
+        num_experts_per_tok=8, norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[],
+        max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1e6, tie_word_embeddings=False,
+        bos_token_id=151643, eos_token_id=151645)),
+    "qwen1.5-moe-a2.7b": ("Qwen2MoeConfig", "Qwen2MoeForCausalLM", dict(
+        vocab_size=151936, hidden_size=2048, intermediate_size=5632, moe_intermediate_size=1408,
+        shared_expert_intermediate_size=5632, num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=16,
+        num_experts=60, num_experts_per_tok=4, norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[],
+        max_position_embeddings=8192, rms_norm_eps=1e-6, rope_theta=1e6, tie_word_embeddings=False,
+        bos_token_id=151643, eos_token_id=151643)),
+    "switch-base-8": ("SwitchTransformersConfig", "SwitchTransformersForConditionalGeneration", dict(
+        vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_decoder_layers=12, num_heads=12,
+        num_experts=8, encoder_sparse_step=2, decoder_sparse_step=2, relative_attention_num_buckets=32,
+        decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)),
+}
+
+
+def make_real_configs(out):
+    import transformers as T
+    base = os.path.join(out, "configs")
+    shutil.rmtree(base, ignore_errors=True)
+    os.makedirs(base)
+    expected = {}
+    for name, (cc, mc, kw) in REAL.items():
+        cfg = getattr(T, cc)(**kw)
+        cfg.architectures = [mc]
+        with torch.device("meta"):
+            model = getattr(T, mc)(cfg)
+        total = model.num_parameters()
+        experts = sum(p.numel() for k, p in model.named_parameters() if ".experts." in k and "shared" not in k)
+        d = os.path.join(base, name)
+        os.makedirs(d)
+        cfg.save_pretrained(d)
+        expected[name] = dict(params_total=total, params_experts=experts, params_other=total - experts)
+        print(f"configs/{name}: {total / 1e9:.3f} B parameters, {experts / 1e9:.3f} B in routed experts")
+    # DeepSeekMoE-16B (deepseek-ai/deepseek-moe-16b-base config.json); not in transformers:
+    # counts by hand from modeling_deepseek.py's module shapes.
+    ds = dict(architectures=["DeepseekForCausalLM"], model_type="deepseek", vocab_size=102400, hidden_size=2048,
+              intermediate_size=10944, moe_intermediate_size=1408, num_hidden_layers=28, num_attention_heads=16,
+              num_key_value_heads=16, n_shared_experts=2, n_routed_experts=64, num_experts_per_tok=6,
+              moe_layer_freq=1, first_k_dense_replace=1, norm_topk_prob=False, scoring_func="softmax",
+              aux_loss_alpha=0.001, seq_aux=True, hidden_act="silu", max_position_embeddings=4096,
+              rms_norm_eps=1e-6, rope_theta=10000, tie_word_embeddings=False, bos_token_id=100000,
+              eos_token_id=100001, attention_bias=False, torch_dtype="bfloat16")
+    d_, L, V = ds["hidden_size"], ds["num_hidden_layers"], ds["vocab_size"]
+    attn = 4 * d_ * d_ + 2 * d_
+    dense = 3 * ds["intermediate_size"] * d_
+    experts_layer = ds["n_routed_experts"] * 3 * ds["moe_intermediate_size"] * d_
+    moe_other = ds["n_routed_experts"] * d_ + 3 * ds["moe_intermediate_size"] * ds["n_shared_experts"] * d_
+    nd = ds["first_k_dense_replace"]
+    total = 2 * V * d_ + d_ + L * attn + nd * dense + (L - nd) * (experts_layer + moe_other)
+    experts = (L - nd) * experts_layer
+    dd = os.path.join(base, "deepseek-moe-16b")
+    os.makedirs(dd)
+    with open(os.path.join(dd, "config.json"), "w") as f:
+        json.dump(ds, f, indent=2)
+        f.write("\n")
+    expected["deepseek-moe-16b"] = dict(params_total=total, params_experts=experts, params_other=total - experts)
+    print(f"configs/deepseek-moe-16b: {total / 1e9:.3f} B parameters (published: 16.4 B)")
+    with open(os.path.join(base, "expected.json"), "w") as f:
+        json.dump(expected, f, indent=1, sort_keys=True)
+        f.write("\n")
 
 
 def make_mixtral_stacked(out, model, cfg, logits, toks):

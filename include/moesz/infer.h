@@ -88,6 +88,18 @@ int moesz_engine_open_model(moesz_model *m, int own_model, const moesz_expert_pr
                             moesz_error *err);
 const moesz_model *moesz_engine_model(const moesz_engine *e);
 
+/* Opens an engine over a .msz container (src/container): dense weights used
+ * in place, routed experts decoded on demand into an expert cache with the
+ * given budget and policy (co may be NULL: unlimited LRU). *cache (optional)
+ * receives the cache for its statistics; it is owned by the engine. */
+/* 1 if path is a .msz container (moesz_engine_open then serves it with an
+ * unlimited cache). */
+int moesz_engine_is_msz(const char *path);
+struct moesz_cache_opts;
+struct moesz_cache;
+int moesz_engine_open_msz(const char *path, const struct moesz_cache_opts *co, const moesz_engine_opts *o,
+                          moesz_engine **out, struct moesz_cache **cache, moesz_error *err);
+
 /* Counters since open (or the last reset_stats). */
 typedef struct moesz_engine_stats {
   uint64_t tokens;            /* tokens forwarded */

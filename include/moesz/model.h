@@ -49,6 +49,7 @@ typedef struct moesz_config {
   int n_enc_layers;        /* Switch: encoder blocks (layers [0, n_enc_layers) are the
                               encoder, the rest decoder blocks); 0 for decoder-only */
   int n_moe_layers;        /* count of is_moe[] set */
+  int rel_buckets;         /* Switch relative_attention_num_buckets (0 otherwise) */
   uint8_t is_moe[MOESZ_MAX_LAYERS]; /* [n_layers] 1 if layer L has routed experts */
 } moesz_config;
 
@@ -114,13 +115,26 @@ typedef struct moesz_model {
   char path[4096];
   moesz_tensor_role *roles; /* [moesz_st_count(st)] role of tensor i (same order) */
   moesz_model_index *idx;
+  int borrowed_st;          /* 1: st belongs to someone else (moesz_model_wrap_dense) */
+  int experts_elsewhere;    /* 1: routed experts are not in st (served from a container) */
 } moesz_model;
 
 /* Opens DIR (config.json + safetensors). Checks that every routed expert
  * matrix of every MoE layer is present with the shape the config implies
  * (either layout) -> MOESZ_E_FORMAT naming the first missing/misshapen one. */
 int moesz_model_open(const char *dir, moesz_model **out, moesz_error *err);
+/* The same from a parsed config and an opened tensor set (e.g. moesz_st_parse
+ * of bytes in memory); takes ownership of st, also on failure. label names
+ * the model in messages and path (may be NULL). */
+int moesz_model_wrap(const moesz_config *cfg, moesz_st *st, const char *label, moesz_model **out,
+                     moesz_error *err);
 void moesz_model_close(moesz_model *m);
+/* A model over tensors someone else owns (st outlives the model and is not
+ * closed by it), whose routed experts live elsewhere (a .msz container serves
+ * them): dense weights, shared experts and dense MLPs are reached through st
+ * as usual. */
+int moesz_model_wrap_dense(const moesz_config *cfg, moesz_st *st, const char *path, moesz_model **out,
+                           moesz_error *err);
 
 /* One expert matrix as a 2-D row-major view [rows, cols] with a row stride in
  * elements (stacked layouts give views into the 3-D tensor; a transposed
@@ -140,6 +154,18 @@ typedef struct moesz_matview {
  * E = 0 with width shared_intermediate). MOESZ_E_NOTFOUND if absent. */
 int moesz_model_expert(const moesz_model *m, int layer, int expert, int shared,
                        moesz_mat mat, moesz_matview *out, moesz_error *err);
+/* The tensor of a per-layer role (norms, attention, biases, q/k norms,
+ * router, shared gate) in layer L, or of a model-wide role (embed, lm_head,
+ * final_norm) with L = -1; NULL if the checkpoint has none. lm_head falls back
+ * to the embedding when tie_embeddings is set and no lm_head is stored.
+ * Expert and MLP matrices go through moesz_model_expert. Switch: the
+ * self-attention tensors (cross = 0); of several embeddings or final norms
+ * the first by name. */
+const moesz_tensor *moesz_model_tensor(const moesz_model *m, moesz_role role, int layer);
+/* How the routed experts are stored: "per-expert", "stacked" ([E, 2n, d] /
+ * [E, d, n]), "stacked-transposed" ([E, d, 2n] / [E, n, d]), "mixed" or
+ * "none" (no MoE layer). */
+const char *moesz_model_expert_layout(const moesz_model *m);
 /* Dense layers (is_moe[L] == 0; every Llama layer) are the one-expert case:
  * expert 0, shared 0 of such a layer returns its dense MLP matrix. */
 
@@ -153,6 +179,10 @@ typedef struct moesz_counts {
   int64_t other_params, other_bytes;    /* everything else */
 } moesz_counts;
 void moesz_model_count(const moesz_model *m, moesz_counts *out);
+/* The parameter counts (params[], totals; bytes and tensors left 0) that a
+ * complete checkpoint of this configuration has, from the config alone: for
+ * sizing, synthetic checkpoints and as a cross-check of moesz_model_count. */
+void moesz_config_count(const moesz_config *cfg, moesz_counts *out);
 
 /* Statistics of one matrix (src/model/stats.c). entropy_bits is the
  * order-0 entropy in bits per value of q = round(x / (2 eb)) over the finite

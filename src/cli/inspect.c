@@ -3,6 +3,7 @@
  * per-expert-matrix statistics and the order-0 code entropy at --eb.
  * Argument parsing and printing only; the numbers come from src/model. */
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -16,7 +17,8 @@ static const char *USAGE =
     "usage: moesz inspect MODEL_DIR [--json] [--stats] [--eb EB]\n\n"
     "Prints a model folder's architecture (config.json + safetensors): family, layer\n"
     "table (dense/MoE, experts, top-k, shared experts), parameter and byte counts by\n"
-    "role (routed experts vs the rest).\n\n"
+    "role (routed experts vs the rest). A folder with only config.json is described\n"
+    "from the configuration (counts as a complete checkpoint would have them).\n\n"
     "  --json     machine-readable output (one JSON object on stdout)\n"
     "  --stats    per expert matrix: mean, std, min, max and the order-0 entropy of\n"
     "             q = round(x / (2 EB)) in bits per value (the rate an error-bounded\n"
@@ -102,10 +104,15 @@ static int dtype_bits_of_experts(const moesz_model *m) {
   return 32;
 }
 
-static void print_text(const moesz_model *m, const moesz_counts *k, const stat_row *rows, size_t nrows,
-                       int stats, double eb) {
-  const moesz_config *c = &m->cfg;
-  printf("model        %s\n", m->path);
+/* A count, or "-" when there is no checkpoint to count it in. */
+static void num_or_dash(char *buf, size_t cap, const moesz_model *m, int64_t v) {
+  if (m) snprintf(buf, cap, "%lld", (long long)v);
+  else snprintf(buf, cap, "-");
+}
+
+static void print_text(const char *path, const moesz_config *c, const moesz_model *m, const moesz_counts *k,
+                       const stat_row *rows, size_t nrows, int stats, double eb) {
+  printf("model        %s%s\n", path, m ? "" : "  (config.json only: no weights; counts from the config)");
   printf("family       %s (model_type %s)\n", c->arch_name, c->model_type);
   printf("layers       %d (%d MoE, %d dense)%s\n", c->n_layers, c->n_moe_layers, c->n_layers - c->n_moe_layers,
          c->n_enc_layers ? " (encoder + decoder blocks)" : "");
@@ -119,7 +126,8 @@ static void print_text(const moesz_model *m, const moesz_counts *k, const stat_r
   printf("quirks       tie_embeddings %d, qkv_bias %d, qk_norm %s, clip_qkv %g\n", c->tie_embeddings,
          c->qkv_bias, c->qk_norm == 1 ? "per-head" : c->qk_norm == 2 ? "whole" : "none",
          (double)c->clip_qkv);
-  printf("tensors      %zu\n\n", moesz_st_count(m->st));
+  if (m) printf("tensors      %zu (experts %s)\n", moesz_st_count(m->st), moesz_model_expert_layout(m));
+  printf("\n");
 
   printf("%-6s %-10s %8s %6s %7s\n", "layer", "type", "experts", "top-k", "shared");
   for (int L = 0; L < c->n_layers; L++) {
@@ -128,15 +136,29 @@ static void print_text(const moesz_model *m, const moesz_counts *k, const stat_r
   }
   printf("\n%-16s %8s %14s %14s\n", "role", "tensors", "params", "bytes");
   for (int r = 0; r < MOESZ_ROLE_COUNT; r++) {
-    if (!k->tensors[r]) continue;
-    printf("%-16s %8lld %14lld %14lld\n", moesz_role_name((moesz_role)r), (long long)k->tensors[r],
-           (long long)k->params[r], (long long)k->bytes[r]);
+    if (!k->tensors[r] && !k->params[r]) continue;
+    char nt[24], nb[24];
+    num_or_dash(nt, sizeof nt, m, k->tensors[r]);
+    num_or_dash(nb, sizeof nb, m, k->bytes[r]);
+    printf("%-16s %8s %14lld %14s\n", moesz_role_name((moesz_role)r), nt, (long long)k->params[r], nb);
   }
   double tp = k->total_params ? (double)k->total_params : 1;
-  printf("\n%-16s %8s %14lld %14lld\n", "total", "", (long long)k->total_params, (long long)k->total_bytes);
-  printf("%-16s %8s %14lld %14lld  (%.1f%% of parameters)\n", "routed experts", "",
-         (long long)k->expert_params, (long long)k->expert_bytes, 100.0 * (double)k->expert_params / tp);
-  printf("%-16s %8s %14lld %14lld\n", "everything else", "", (long long)k->other_params, (long long)k->other_bytes);
+  char b1[24], b2[24], b3[24];
+  num_or_dash(b1, sizeof b1, m, k->total_bytes);
+  num_or_dash(b2, sizeof b2, m, k->expert_bytes);
+  num_or_dash(b3, sizeof b3, m, k->other_bytes);
+  printf("\n%-16s %8s %14lld %14s\n", "total", "", (long long)k->total_params, b1);
+  printf("%-16s %8s %14lld %14s  (%.1f%% of parameters)\n", "routed experts", "",
+         (long long)k->expert_params, b2, 100.0 * (double)k->expert_params / tp);
+  printf("%-16s %8s %14lld %14s\n", "everything else", "", (long long)k->other_params, b3);
+  if (m) {
+    moesz_counts want;
+    moesz_config_count(c, &want);
+    if (want.total_params == k->total_params) printf("(the config implies the same %lld parameters)\n",
+                                                     (long long)want.total_params);
+    else printf("note: the config implies %lld parameters; the checkpoint stores %lld\n",
+                (long long)want.total_params, (long long)k->total_params);
+  }
   if (!stats) return;
   printf("\nper-matrix statistics (entropy H of round(x / (2 eb)), eb = %g):\n", eb);
   printf("%-6s %-8s %-5s %-13s %12s %12s %12s %12s %8s\n", "layer", "expert", "mat", "shape", "mean", "std",
@@ -160,11 +182,13 @@ static void print_text(const moesz_model *m, const moesz_counts *k, const stat_r
   }
 }
 
-static void print_json(const moesz_model *m, const moesz_counts *k, const stat_row *rows, size_t nrows,
-                       int stats, double eb) {
-  const moesz_config *c = &m->cfg;
+static void print_json(const char *path, const moesz_config *c, const moesz_model *m, const moesz_counts *k,
+                       const stat_row *rows, size_t nrows, int stats, double eb) {
   cJSON *j = cJSON_CreateObject(), *cf = cJSON_CreateObject();
-  cJSON_AddStringToObject(j, "path", m->path);
+  cJSON_AddStringToObject(j, "path", path);
+  cJSON_AddBoolToObject(j, "weights", m != NULL);
+  if (m) cJSON_AddNumberToObject(j, "tensors", (double)moesz_st_count(m->st));
+  if (m) cJSON_AddStringToObject(j, "expert_layout", moesz_model_expert_layout(m));
   cJSON_AddStringToObject(j, "architecture", c->arch_name);
   cJSON_AddStringToObject(j, "model_type", c->model_type);
   cJSON_AddItemToObject(j, "config", cf);
@@ -214,7 +238,7 @@ static void print_json(const moesz_model *m, const moesz_counts *k, const stat_r
   cJSON_AddNumberToObject(b, "other", (double)k->other_bytes);
   cJSON *roles = cJSON_AddArrayToObject(j, "roles");
   for (int r = 0; r < MOESZ_ROLE_COUNT; r++) {
-    if (!k->tensors[r]) continue;
+    if (!k->tensors[r] && !k->params[r]) continue;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "role", moesz_role_name((moesz_role)r));
     cJSON_AddNumberToObject(o, "tensors", (double)k->tensors[r]);
@@ -253,6 +277,23 @@ static void print_json(const moesz_model *m, const moesz_counts *k, const stat_r
   cJSON_Delete(j);
 }
 
+/* 1 unless DIR is a folder without any .safetensors file or shard index
+ * (a file path, or a missing folder, is left to the library to judge). */
+static int has_weights(const char *dir) {
+  if (!moesz_path_is_dir(dir)) return 1;
+  DIR *d = opendir(dir);
+  if (!d) return 1;
+  struct dirent *ent;
+  int found = 0;
+  while (!found && (ent = readdir(d))) {
+    size_t n = strlen(ent->d_name);
+    found = (n > 12 && !strcmp(ent->d_name + n - 12, ".safetensors")) ||
+            !strcmp(ent->d_name, "model.safetensors.index.json");
+  }
+  closedir(d);
+  return found;
+}
+
 int moesz_cli_inspect(int argc, char **argv) {
   if (moesz_cli_wants_help(argc, argv)) { fputs(USAGE, stdout); return 0; }
   const char *dir = NULL;
@@ -277,10 +318,23 @@ int moesz_cli_inspect(int argc, char **argv) {
     else { fprintf(stderr, "moesz inspect: more than one MODEL_DIR given\n"); return 2; }
   }
   if (!dir) { fprintf(stderr, "moesz inspect: no MODEL_DIR given\n\n%s", USAGE); return 2; }
-  moesz_model *m;
+  moesz_model *m = NULL;
   moesz_error e = {0};
-  if (moesz_model_open(dir, &m, &e)) return moesz_cli_fail("inspect", &e);
   moesz_counts k;
+  moesz_config cfg;
+  if (!has_weights(dir)) {
+    /* a folder with only config.json: describe the configuration */
+    if (moesz_config_load(dir, &cfg, &e)) return moesz_cli_fail("inspect", &e);
+    if (stats) {
+      fprintf(stderr, "moesz inspect: %s has no .safetensors files; --stats needs weights\n", dir);
+      return 1;
+    }
+    moesz_config_count(&cfg, &k);
+    if (json) print_json(dir, &cfg, NULL, &k, NULL, 0, 0, eb);
+    else print_text(dir, &cfg, NULL, &k, NULL, 0, 0, eb);
+    return fflush(stdout) == 0 ? 0 : 1;
+  }
+  if (moesz_model_open(dir, &m, &e)) return moesz_cli_fail("inspect", &e);
   moesz_model_count(m, &k);
   stat_row *rows = NULL;
   size_t nrows = 0;
@@ -288,8 +342,8 @@ int moesz_cli_inspect(int argc, char **argv) {
     moesz_model_close(m);
     return moesz_cli_fail("inspect", &e);
   }
-  if (json) print_json(m, &k, rows, nrows, stats, eb);
-  else print_text(m, &k, rows, nrows, stats, eb);
+  if (json) print_json(m->path, &m->cfg, m, &k, rows, nrows, stats, eb);
+  else print_text(m->path, &m->cfg, m, &k, rows, nrows, stats, eb);
   free(rows);
   moesz_model_close(m);
   return fflush(stdout) == 0 ? 0 : 1;

@@ -56,6 +56,13 @@ static const char *USAGE =
     "  --threads N          worker threads (default: all cores)\n"
     "  --ctx N              KV cache length (default min(config max positions, 4096))\n"
     "  --ignore-eos         keep generating after the end-of-sequence token\n"
+    "\nServing from a .msz container (moesz compress): dense weights stay resident, experts\n"
+    "are decoded on demand into a budgeted cache:\n"
+    "  --mem BYTES          expert cache budget, e.g. 64MiB, 1.5GB (default: unlimited)\n"
+    "  --cache POLICY       lru (default) | lfu | lfru\n"
+    "  --prefetch           predict the next MoE layer's experts and decode them ahead\n"
+    "  --cache-dtype T      decoded expert dtype: stored (default) | f32 | bf16 | f16\n"
+    "  --stats FORMAT       print cache statistics at the end on stderr: text | json\n"
     "  -h, --help           this text\n";
 
 static int usage_err(const char *msg, const char *arg) {
@@ -110,12 +117,44 @@ static int parse_ids(const char *s, int32_t **ids, size_t *n) {
   return 0;
 }
 
+static void print_cache_stats(moesz_cache *k, const char *fmt, size_t tokens, double secs, uint64_t budget) {
+  moesz_cache_stats s;
+  moesz_cache_stats_get(k, &s);
+  double hit = s.gets ? (double)(s.hits + s.prefetch_waits) / (double)s.gets : 0;
+  if (!strcmp(fmt, "json")) {
+    fprintf(stderr, "{\"tokens\":%zu,\"seconds\":%.4f,\"tokens_per_s\":%.3f,\"budget_bytes\":%llu,"
+            "\"expert_gets\":%llu,\"hits\":%llu,\"misses\":%llu,\"prefetch_waits\":%llu,\"hit_rate\":%.4f,"
+            "\"prefetch_issued\":%llu,\"prefetch_used\":%llu,\"prefetch_wasted\":%llu,\"evictions\":%llu,"
+            "\"over_budget\":%llu,\"bytes_read\":%llu,\"bytes_decoded\":%llu,\"peak_bytes\":%llu,"
+            "\"stall_s\":%.4f,\"decode_s\":%.4f}\n",
+            tokens, secs, secs > 0 ? (double)tokens / secs : 0, (unsigned long long)budget,
+            (unsigned long long)s.gets, (unsigned long long)s.hits, (unsigned long long)s.misses,
+            (unsigned long long)s.prefetch_waits, hit, (unsigned long long)s.prefetch_issued,
+            (unsigned long long)s.prefetch_used, (unsigned long long)s.prefetch_wasted,
+            (unsigned long long)s.evictions, (unsigned long long)s.over_budget, (unsigned long long)s.bytes_read,
+            (unsigned long long)s.bytes_decoded, (unsigned long long)s.peak_bytes, s.stall_seconds, s.decode_seconds);
+  } else {
+    fprintf(stderr, "expert cache: %llu requests, hit rate %.1f%% (%llu hits, %llu waited on prefetch, %llu misses), "
+            "%llu evictions%s\n", (unsigned long long)s.gets, 100 * hit, (unsigned long long)s.hits,
+            (unsigned long long)s.prefetch_waits, (unsigned long long)s.misses, (unsigned long long)s.evictions,
+            s.over_budget ? " (budget below one layer's active experts)" : "");
+    fprintf(stderr, "  moved %.2f MB compressed -> %.2f MB decoded, peak resident %.2f MB, stall %.3f s, decode %.3f s\n",
+            (double)s.bytes_read / 1e6, (double)s.bytes_decoded / 1e6, (double)s.peak_bytes / 1e6, s.stall_seconds,
+            s.decode_seconds);
+    if (s.prefetch_issued)
+      fprintf(stderr, "  prefetch: %llu issued, %llu used, %llu evicted unused\n", (unsigned long long)s.prefetch_issued,
+              (unsigned long long)s.prefetch_used, (unsigned long long)s.prefetch_wasted);
+  }
+}
+
 int moesz_cli_run(int argc, char **argv) {
   if (moesz_cli_wants_help(argc, argv)) { fputs(USAGE, stdout); return 0; }
   const char *model = NULL, *prompt = NULL, *prompt_ids = NULL;
   long max_tokens = 128, threads = 0, ctx = 0, seed = 0;
   double temperature = 0.8, top_p = 0.95;
   int print_ids = 0, ignore_eos = 0;
+  moesz_cache_opts co = {.budget_bytes = 0, .policy = MOESZ_CACHE_LRU, .dtype = MOESZ_DT_COUNT};
+  const char *stats = NULL;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     int has_val = i + 1 < argc;
@@ -124,6 +163,28 @@ int moesz_cli_run(int argc, char **argv) {
     else if (!strcmp(a, "--prompt-ids")) { NEED_VAL(); prompt_ids = argv[++i]; }
     else if (!strcmp(a, "--print-ids")) print_ids = 1;
     else if (!strcmp(a, "--ignore-eos")) ignore_eos = 1;
+    else if (!strcmp(a, "--prefetch")) co.prefetch = 1;
+    else if (!strcmp(a, "--mem")) {
+      NEED_VAL();
+      long long b = moesz_cli_parse_bytes(argv[++i]);
+      if (b < 0) return usage_err("bad --mem (bytes, e.g. 64MiB)", argv[i]);
+      co.budget_bytes = (uint64_t)b;
+    } else if (!strcmp(a, "--cache")) {
+      NEED_VAL();
+      if (moesz_cache_policy_parse(argv[++i], &co.policy)) return usage_err("bad --cache (lru, lfu, lfru)", argv[i]);
+    } else if (!strcmp(a, "--cache-dtype")) {
+      NEED_VAL();
+      const char *t = argv[++i];
+      if (!strcmp(t, "stored")) co.dtype = MOESZ_DT_COUNT;
+      else if (!strcmp(t, "f32")) co.dtype = MOESZ_DT_F32;
+      else if (!strcmp(t, "bf16")) co.dtype = MOESZ_DT_BF16;
+      else if (!strcmp(t, "f16")) co.dtype = MOESZ_DT_F16;
+      else return usage_err("bad --cache-dtype (stored, f32, bf16, f16)", t);
+    } else if (!strcmp(a, "--stats")) {
+      NEED_VAL();
+      stats = argv[++i];
+      if (strcmp(stats, "text") && strcmp(stats, "json")) return usage_err("bad --stats (text, json)", stats);
+    }
     else if (!strcmp(a, "--max-tokens")) {
       NEED_VAL();
       if (parse_int(argv[++i], 0, 1 << 24, &max_tokens)) return usage_err("bad --max-tokens", argv[i]);
@@ -181,7 +242,11 @@ int moesz_cli_run(int argc, char **argv) {
 
   moesz_engine_opts o = {.threads = (int)threads, .max_ctx = (int)ctx};
   moesz_engine *e = NULL;
-  if (moesz_engine_open(model, &o, &e, &err)) {
+  moesz_cache *cache = NULL;
+  int is_msz = moesz_engine_is_msz(model);
+  if (!is_msz && (co.budget_bytes || co.prefetch || stats))
+    fprintf(stderr, "moesz run: note: --mem/--prefetch/--stats apply to .msz containers; %s is served from its files\n", model);
+  if (is_msz ? moesz_engine_open_msz(model, &co, &o, &e, &cache, &err) : moesz_engine_open(model, &o, &e, &err)) {
     if (tok) moesz_tok_free(tok);
     free(ids);
     return moesz_cli_fail("run", &err);
@@ -234,6 +299,7 @@ int moesz_cli_run(int argc, char **argv) {
           n_ids, tp, tp > 0 ? (double)n_ids / tp : 0.0, n_gen, tg,
           tg > 0 && n_fwd > 0 ? (double)n_fwd / tg : 0.0, stop ? "; stopped: " : "",
           stop ? stop : "");
+  if (cache && stats) print_cache_stats(cache, stats, n_ids + (size_t)n_fwd, tp + tg, co.budget_bytes);
 done:
   moesz_sampler_free(&sm);
   if (ts) moesz_tok_stream_free(ts);

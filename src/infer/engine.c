@@ -330,6 +330,7 @@ fail:
 
 int moesz_engine_open(const char *model_dir, const moesz_engine_opts *o, moesz_engine **out,
                       moesz_error *err) {
+  if (moesz_engine_is_msz(model_dir)) return moesz_engine_open_msz(model_dir, NULL, o, out, NULL, err);
   moesz_model *m = NULL;
   int rc = moesz_model_open(model_dir, &m, err);
   if (rc) return rc;

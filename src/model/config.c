@@ -324,6 +324,7 @@ static int parse_switch(const cfgp *p, moesz_config *c) {
   TRY(get_num(p, "layer_norm_epsilon", 0, 1e-6, 0, 1.0, &eps));
   c->norm_eps = (float)eps;
   TRY(get_bool(p, "tie_word_embeddings", 1, &c->tie_embeddings));
+  TRY(get_int(p, "relative_attention_num_buckets", 0, 32, 1, 1 << 16, &c->rel_buckets));
   c->moe_layer_freq = enc_step;
   for (int i = 0; i < n_enc; i++)
     c->is_moe[i] = c->n_experts > 0 && enc_step > 0 && (enc_step == 1 || i % enc_step == 1);
@@ -347,8 +348,16 @@ int moesz_config_parse(const char *json, size_t len, moesz_config *out, moesz_er
     }
   }
   if (!root) {
+    /* show where: NaN / Infinity literals (Python's json writes them) land here */
     size_t at = end && end >= json && end <= json + len ? (size_t)(end - json) : 0;
-    return moesz_error_set(err, MOESZ_E_FORMAT, "config: not valid JSON (near byte %zu)", at);
+    size_t from = at > 32 ? at - 32 : 0, to = at + 8 < len ? at + 8 : len, k = 0;
+    char ctx[48];
+    for (size_t i = from; i < to && k < sizeof ctx - 1; i++)
+      ctx[k++] = json[i] >= 32 && json[i] < 127 ? json[i] : ' ';
+    ctx[k] = 0;
+    return moesz_error_set(err, MOESZ_E_FORMAT,
+                           "config: not valid JSON at byte %zu (NaN/Infinity are not JSON): ...%s...", at,
+                           ctx);
   }
   int rc = MOESZ_OK;
   if (!cJSON_IsObject(root)) {

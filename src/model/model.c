@@ -3,6 +3,7 @@
  * matrix) to the tensor that holds it (per-expert 2-D tensors or stacked 3-D
  * tensors in either orientation), shape checks against the config, 2-D views
  * of expert matrices and parameter/byte counts by role. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "moesz/model.h"
@@ -19,6 +20,7 @@ struct moesz_model_index {
   uint8_t stk_t[MOESZ_MAX_LAYERS][NSLOT];         /* 1: stored [E, in, out] (transposed) */
   const moesz_tensor *shared[MOESZ_MAX_LAYERS][3];
   const moesz_tensor *dense[MOESZ_MAX_LAYERS][3];
+  const moesz_tensor *by_role[MOESZ_MAX_LAYERS + 1][MOESZ_ROLE_COUNT]; /* [L + 1]; 0: model-wide */
 };
 
 static const char *MAT_NAMES[] = {"none", "gate", "up", "down", "gate_up"};
@@ -76,6 +78,8 @@ static int build_index(moesz_model *m, moesz_error *err) {
     moesz_tensor_classify(c, t->name, r);
     int s = slot_of(r->mat), rc;
     int64_t rows, cols;
+    if (!r->cross && r->role != MOESZ_ROLE_OTHER && !x->by_role[r->layer + 1][r->role])
+      x->by_role[r->layer + 1][r->role] = t;
     switch (r->role) {
       case MOESZ_ROLE_EXPERT:
         if (r->stacked) {
@@ -102,7 +106,9 @@ static int build_index(moesz_model *m, moesz_error *err) {
       default: break;
     }
   }
-  /* Every routed expert matrix of every MoE layer must be reachable. */
+  /* Every routed expert matrix of every MoE layer must be reachable (unless
+   * the experts live elsewhere, as in a container). */
+  if (m->experts_elsewhere) return MOESZ_OK;
   int nmat = c->arch == MOESZ_ARCH_SWITCH ? 2 : 3;
   static const int SWITCH_SLOTS[] = {0, 2}, SWIGLU_SLOTS[] = {0, 1, 2};
   const int *slots = c->arch == MOESZ_ARCH_SWITCH ? SWITCH_SLOTS : SWIGLU_SLOTS;
@@ -122,23 +128,28 @@ static int build_index(moesz_model *m, moesz_error *err) {
   return MOESZ_OK;
 }
 
-int moesz_model_open(const char *dir, moesz_model **out, moesz_error *err) {
-  if (!dir || !out) return moesz_error_set(err, MOESZ_E_ARG, "model: NULL argument");
+int moesz_model_wrap(const moesz_config *cfg, moesz_st *st, const char *label, moesz_model **out,
+                     moesz_error *err) {
+  if (!out) {
+    moesz_st_close(st);
+    return moesz_error_set(err, MOESZ_E_ARG, "model: NULL argument");
+  }
   *out = NULL;
+  if (!cfg || !st) {
+    moesz_st_close(st);
+    return moesz_error_set(err, MOESZ_E_ARG, "model: NULL argument");
+  }
   moesz_model *m = calloc(1, sizeof *m);
-  if (!m) return moesz_error_set(err, MOESZ_E_NOMEM, "model");
-  if (strlen(dir) >= sizeof m->path) {
-    free(m);
-    return moesz_error_set(err, MOESZ_E_ARG, "model: path too long");
+  if (!m) {
+    moesz_st_close(st);
+    return moesz_error_set(err, MOESZ_E_NOMEM, "model");
   }
-  memcpy(m->path, dir, strlen(dir) + 1);
-  int rc = moesz_config_load(dir, &m->cfg, err);
-  if (!rc) rc = moesz_st_open(dir, &m->st, err);
-  if (!rc) {
-    rc = build_index(m, err);
-    if (rc) moesz_error_wrap(err, rc, "%s", dir);
-  }
+  m->cfg = *cfg;
+  m->st = st;
+  snprintf(m->path, sizeof m->path, "%s", label ? label : "");
+  int rc = build_index(m, err);
   if (rc) {
+    if (label) moesz_error_wrap(err, rc, "%s", label);
     moesz_model_close(m);
     return rc;
   }
@@ -146,12 +157,25 @@ int moesz_model_open(const char *dir, moesz_model **out, moesz_error *err) {
   return MOESZ_OK;
 }
 
+int moesz_model_open(const char *dir, moesz_model **out, moesz_error *err) {
+  if (!dir || !out) return moesz_error_set(err, MOESZ_E_ARG, "model: NULL argument");
+  *out = NULL;
+  if (strlen(dir) >= sizeof ((moesz_model *)0)->path)
+    return moesz_error_set(err, MOESZ_E_ARG, "model: path too long");
+  moesz_config cfg;
+  moesz_st *st = NULL;
+  int rc = moesz_config_load(dir, &cfg, err);
+  if (!rc) rc = moesz_st_open(dir, &st, err);
+  if (rc) return rc;
+  return moesz_model_wrap(&cfg, st, dir, out, err);
+}
+
 void moesz_model_close(moesz_model *m) {
   if (!m) return;
   if (m->idx) free(m->idx->legacy);
   free(m->idx);
   free(m->roles);
-  moesz_st_close(m->st);
+  if (!m->borrowed_st) moesz_st_close(m->st);
   free(m);
 }
 
@@ -230,6 +254,29 @@ int moesz_model_expert(const moesz_model *m, int layer, int expert, int shared, 
                          MAT_NAMES[s + 1]);
 }
 
+const moesz_tensor *moesz_model_tensor(const moesz_model *m, moesz_role role, int layer) {
+  if (!m || !m->idx || (unsigned)role >= MOESZ_ROLE_COUNT || layer < -1 || layer >= m->cfg.n_layers)
+    return NULL;
+  const moesz_tensor *t = m->idx->by_role[layer + 1][role];
+  if (!t && role == MOESZ_ROLE_LM_HEAD && layer == -1 && m->cfg.tie_embeddings)
+    t = m->idx->by_role[0][MOESZ_ROLE_EMBED];
+  return t;
+}
+
+const char *moesz_model_expert_layout(const moesz_model *m) {
+  if (!m || !m->idx) return "none";
+  int legacy = 0, stk = 0, stk_t = 0;
+  for (size_t i = 0; i < moesz_st_count(m->st); i++) {
+    const moesz_tensor_role *r = &m->roles[i];
+    if (r->role != MOESZ_ROLE_EXPERT) continue;
+    if (!r->stacked) legacy = 1;
+    else if (m->idx->stk_t[r->layer][slot_of(r->mat)]) stk_t = 1;
+    else stk = 1;
+  }
+  if (legacy + stk + stk_t > 1) return "mixed";
+  return legacy ? "per-expert" : stk ? "stacked" : stk_t ? "stacked-transposed" : "none";
+}
+
 void moesz_model_count(const moesz_model *m, moesz_counts *out) {
   memset(out, 0, sizeof *out);
   if (!m) return;
@@ -261,4 +308,91 @@ void moesz_model_count(const moesz_model *m, moesz_counts *out) {
       out->other_bytes += (int64_t)t->nbytes;
     }
   }
+}
+
+static void add(moesz_counts *k, moesz_role r, int64_t n) {
+  k->params[r] += n;
+  k->total_params += n;
+  if (moesz_role_is_expert(r)) k->expert_params += n;
+  else k->other_params += n;
+}
+
+void moesz_config_count(const moesz_config *c, moesz_counts *k) {
+  memset(k, 0, sizeof *k);
+  if (!c) return;
+  int64_t d = c->hidden, V = c->vocab, E = c->n_experts, n = c->moe_intermediate;
+  int64_t qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
+  add(k, MOESZ_ROLE_EMBED, V * d);
+  if (!c->tie_embeddings) add(k, MOESZ_ROLE_LM_HEAD, V * d);
+  if (c->arch == MOESZ_ARCH_SWITCH) {
+    add(k, MOESZ_ROLE_FINAL_NORM, 2 * d);
+    for (int L = 0; L < c->n_layers; L++) {
+      int dec = L >= c->n_enc_layers, first = L == 0 || L == c->n_enc_layers;
+      add(k, MOESZ_ROLE_ATTN_NORM, d);
+      add(k, MOESZ_ROLE_FFN_NORM, d);
+      add(k, MOESZ_ROLE_ATTN_Q, (1 + dec) * qd * d);
+      add(k, MOESZ_ROLE_ATTN_K, (1 + dec) * qd * d);
+      add(k, MOESZ_ROLE_ATTN_V, (1 + dec) * qd * d);
+      add(k, MOESZ_ROLE_ATTN_O, (1 + dec) * qd * d);
+      if (first) add(k, MOESZ_ROLE_ATTN_REL_BIAS, (int64_t)c->rel_buckets * c->n_heads);
+      if (dec) add(k, MOESZ_ROLE_CROSS_ATTN_NORM, d);
+      if (c->is_moe[L]) {
+        add(k, MOESZ_ROLE_ROUTER, E * d);
+        add(k, MOESZ_ROLE_EXPERT, E * 2 * n * d);
+      } else {
+        add(k, MOESZ_ROLE_DENSE_MLP, 2 * (int64_t)c->intermediate * d);
+      }
+    }
+    return;
+  }
+  add(k, MOESZ_ROLE_FINAL_NORM, d);
+  for (int L = 0; L < c->n_layers; L++) {
+    add(k, MOESZ_ROLE_ATTN_NORM, d);
+    add(k, MOESZ_ROLE_FFN_NORM, d);
+    add(k, MOESZ_ROLE_ATTN_Q, qd * d);
+    add(k, MOESZ_ROLE_ATTN_K, kvd * d);
+    add(k, MOESZ_ROLE_ATTN_V, kvd * d);
+    add(k, MOESZ_ROLE_ATTN_O, d * qd);
+    if (c->qkv_bias) {
+      add(k, MOESZ_ROLE_ATTN_Q_BIAS, qd);
+      add(k, MOESZ_ROLE_ATTN_K_BIAS, kvd);
+      add(k, MOESZ_ROLE_ATTN_V_BIAS, kvd);
+      if (c->arch != MOESZ_ARCH_QWEN2_MOE) add(k, MOESZ_ROLE_ATTN_O_BIAS, d);
+    }
+    if (c->qk_norm == 1) {
+      add(k, MOESZ_ROLE_Q_NORM, c->head_dim);
+      add(k, MOESZ_ROLE_K_NORM, c->head_dim);
+    } else if (c->qk_norm == 2) {
+      add(k, MOESZ_ROLE_Q_NORM, qd);
+      add(k, MOESZ_ROLE_K_NORM, kvd);
+    }
+    if (!c->is_moe[L]) {
+      add(k, MOESZ_ROLE_DENSE_MLP, 3 * (int64_t)c->intermediate * d);
+      continue;
+    }
+    add(k, MOESZ_ROLE_ROUTER, E * d);
+    add(k, MOESZ_ROLE_EXPERT, E * 3 * n * d);
+    if (c->n_shared) add(k, MOESZ_ROLE_SHARED_EXPERT, 3 * (int64_t)c->shared_intermediate * d);
+    if (c->has_shared_gate) add(k, MOESZ_ROLE_SHARED_GATE, d);
+  }
+}
+
+int moesz_model_wrap_dense(const moesz_config *cfg, moesz_st *st, const char *path, moesz_model **out,
+                     moesz_error *err) {
+  if (!cfg || !st || !out) return moesz_error_set(err, MOESZ_E_ARG, "model: NULL argument");
+  *out = NULL;
+  moesz_model *m = calloc(1, sizeof *m);
+  if (!m) return moesz_error_set(err, MOESZ_E_NOMEM, "model");
+  m->cfg = *cfg;
+  m->st = st;
+  m->borrowed_st = 1;
+  m->experts_elsewhere = 1;
+  snprintf(m->path, sizeof m->path, "%s", path ? path : "");
+  int rc = build_index(m, err);
+  if (rc) {
+    moesz_model_close(m);
+    return rc;
+  }
+  *out = m;
+  return MOESZ_OK;
 }

@@ -60,6 +60,133 @@ static int cmp_i64(const void *a, const void *b) {
 
 /* Codes are clamped to +-2^52 (beyond that doubles lose integers anyway). */
 #define Q_LIMIT 4503599627370496.0
+/* Histogram when the code range is below this many codes; else sort codes. */
+#define HIST_MAX ((uint64_t)1 << 24)
+
+/* round-half-even(x / (2 eb)) clamped to +-Q_LIMIT. Adding and subtracting
+ * 1.5 * 2^52 rounds to the nearest integer, ties to even, in the default
+ * rounding mode for |t| < 2^51 (this file is built with -ffp-contract=off
+ * and without -ffast-math, so the compiler keeps both operations). */
+static inline int64_t code_of(double x, double eb) {
+  double t = x / (2.0 * eb);
+  if (fabs(t) < 2251799813685248.0) {
+    const double m = 6755399441055744.0; /* 1.5 * 2^52 */
+    return (int64_t)((t + m) - m);
+  }
+  double c = nearbyint(t);
+  if (c > Q_LIMIT) c = Q_LIMIT;
+  if (c < -Q_LIMIT) c = -Q_LIMIT;
+  return (int64_t)c;
+}
+
+/* Visits the view's runs converted to f32: fn(ctx, values, len) per run. */
+typedef void (*run_fn)(void *ctx, const float *x, int64_t len);
+static int for_runs(const moesz_matview *v, float *run, run_fn fn, void *ctx, moesz_error *err) {
+  int64_t count, len;
+  runs_of(v, &count, &len);
+  size_t es = moesz_dtype_size(v->dtype);
+  for (int64_t i = 0; i < count; i++) {
+    const char *src = (const char *)v->data + (size_t)i * (size_t)v->ld * es;
+    int rc = moesz_to_f32(v->dtype, src, run, (size_t)len);
+    if (rc) return moesz_error_set(err, rc, "matview_stats: cannot convert %s", moesz_dtype_name(v->dtype));
+    fn(ctx, run, len);
+  }
+  return MOESZ_OK;
+}
+
+typedef struct pass1 { double sum, mn, mx; int64_t nonfinite; } pass1;
+static void p1(void *ctx, const float *x, int64_t len) {
+  pass1 *a = ctx;
+  double s[4] = {0, 0, 0, 0};
+  float mn[4] = {INFINITY, INFINITY, INFINITY, INFINITY}, mx[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+  int64_t j = 0;
+  for (; j + 4 <= len; j += 4) { /* four independent lanes */
+    if (!isfinite(x[j]) || !isfinite(x[j + 1]) || !isfinite(x[j + 2]) || !isfinite(x[j + 3])) break;
+    for (int k = 0; k < 4; k++) {
+      float y = x[j + k];
+      s[k] += y;
+      mn[k] = y < mn[k] ? y : mn[k];
+      mx[k] = y > mx[k] ? y : mx[k];
+    }
+  }
+  for (; j < len; j++) {
+    float y = x[j];
+    if (!isfinite(y)) { a->nonfinite++; continue; }
+    s[0] += y;
+    mn[0] = y < mn[0] ? y : mn[0];
+    mx[0] = y > mx[0] ? y : mx[0];
+  }
+  a->sum += (s[0] + s[1]) + (s[2] + s[3]);
+  for (int k = 0; k < 4; k++) {
+    if (mn[k] < a->mn) a->mn = mn[k];
+    if (mx[k] > a->mx) a->mx = mx[k];
+  }
+}
+
+typedef struct pass2 {
+  double mean, ss, eb, inv;  /* inv = 1 / (2 eb) */
+  int64_t qmin;
+  uint64_t *hist;   /* [nhist][range + 1] or NULL */
+  size_t hstride;   /* range + 1 */
+  int nhist;        /* 1 or 4 interleaved histograms (breaks store chains) */
+  int64_t *codes;   /* [n finite] when hist is NULL and eb > 0 */
+  size_t ncodes;
+} pass2;
+
+/* The code of x, equal to code_of(x, eb): multiply by the reciprocal and
+ * redo with the division only when the product lies within 1e-6 of a
+ * rounding boundary (the two differ by at most an ulp). */
+static inline int64_t code_fast(double x, double eb, double inv) {
+  double t = x * inv;
+  if (fabs(t) < 1099511627776.0) { /* 2^40: ulp(t) <= 2^-12 */
+    const double m = 6755399441055744.0;
+    double q = (t + m) - m;
+    if (fabs(t - q) < 0.5 - 1e-6) return (int64_t)q;
+  }
+  return code_of(x, eb);
+}
+
+static void p2(void *ctx, const float *x, int64_t len) {
+  pass2 *a = ctx;
+  double mean = a->mean, eb = a->eb, inv = a->inv, s0 = 0, s1 = 0;
+  uint64_t *h = a->hist;
+  int64_t qmin = a->qmin;
+  if (h && a->nhist == 4) {
+    size_t st = a->hstride;
+    int64_t j = 0;
+    for (; j + 4 <= len; j += 4) {
+      double y0 = x[j], y1 = x[j + 1], y2 = x[j + 2], y3 = x[j + 3];
+      if (!isfinite(y0) || !isfinite(y1) || !isfinite(y2) || !isfinite(y3)) break;
+      s0 += (y0 - mean) * (y0 - mean) + (y1 - mean) * (y1 - mean);
+      s1 += (y2 - mean) * (y2 - mean) + (y3 - mean) * (y3 - mean);
+      h[code_fast(y0, eb, inv) - qmin]++;
+      h[st + (size_t)(code_fast(y1, eb, inv) - qmin)]++;
+      h[2 * st + (size_t)(code_fast(y2, eb, inv) - qmin)]++;
+      h[3 * st + (size_t)(code_fast(y3, eb, inv) - qmin)]++;
+    }
+    for (; j < len; j++) {
+      double y = x[j];
+      if (!isfinite(y)) continue;
+      s0 += (y - mean) * (y - mean);
+      h[code_fast(y, eb, inv) - qmin]++;
+    }
+  } else {
+    for (int64_t j = 0; j < len; j++) {
+      double y = x[j];
+      if (!isfinite(y)) continue;
+      s0 += (y - mean) * (y - mean);
+      if (h) h[code_fast(y, eb, inv) - qmin]++;
+      else if (a->codes) a->codes[a->ncodes++] = code_fast(y, eb, inv);
+    }
+  }
+  a->ss += s0 + s1;
+}
+
+static void add_entropy(moesz_matstats *out, uint64_t cnt, uint64_t n) {
+  double p = (double)cnt / (double)n;
+  out->entropy_bits -= p * log2(p);
+  out->distinct_q++;
+}
 
 int moesz_matview_stats(const moesz_matview *v, double eb, moesz_matstats *out, moesz_error *err) {
   if (!out) return moesz_error_set(err, MOESZ_E_ARG, "matview_stats: NULL argument");
@@ -71,92 +198,59 @@ int moesz_matview_stats(const moesz_matview *v, double eb, moesz_matstats *out, 
   out->eb = eb;
   int64_t count, len;
   runs_of(v, &count, &len);
-  size_t total = (size_t)count * (size_t)len;
-  out->n = (int64_t)total;
-  if (total == 0) return MOESZ_OK;
+  out->n = count * len;
+  if (out->n == 0) return MOESZ_OK;
   float *run = malloc((size_t)len * sizeof *run);
-  int64_t *q = eb > 0 ? malloc(total * sizeof *q) : NULL;
-  if (!run || (eb > 0 && !q)) {
-    free(run);
-    free(q);
-    return moesz_error_set(err, MOESZ_E_NOMEM, "matview_stats: %zu values", total);
-  }
-  size_t es = moesz_dtype_size(v->dtype), nq = 0;
-  double sum = 0, mn = INFINITY, mx = -INFINITY;
-  for (int64_t i = 0; i < count; i++) {
-    const char *src = (const char *)v->data + (size_t)i * (size_t)v->ld * es;
-    if ((rc = moesz_to_f32(v->dtype, src, run, (size_t)len))) {
-      free(run);
-      free(q);
-      return moesz_error_set(err, rc, "matview_stats: cannot convert %s",
-                             moesz_dtype_name(v->dtype));
+  if (!run) return moesz_error_set(err, MOESZ_E_NOMEM, "matview_stats: row of %lld", (long long)len);
+  /* pass 1: sum, min, max; the code range follows from min and max because
+   * round(x / (2 eb)) is monotonic */
+  pass1 a = {0, INFINITY, -INFINITY, 0};
+  if ((rc = for_runs(v, run, p1, &a, err))) goto done;
+  out->nonfinite = a.nonfinite;
+  int64_t nf = out->n - a.nonfinite;
+  if (nf == 0) goto done;
+  out->mean = a.sum / (double)nf;
+  out->min = a.mn;
+  out->max = a.mx;
+  /* pass 2: squared deviations and the code histogram */
+  pass2 b = {out->mean, 0, eb, eb > 0 ? 1.0 / (2.0 * eb) : 0, 0, NULL, 0, 1, NULL, 0};
+  if (eb > 0) {
+    b.qmin = code_of(a.mn, eb);
+    uint64_t range = (uint64_t)code_of(a.mx, eb) - (uint64_t)b.qmin;
+    b.hstride = (size_t)range + 1;
+    b.nhist = range < 65536 ? 4 : 1;
+    if (range < HIST_MAX) b.hist = calloc(b.hstride * (size_t)b.nhist, sizeof *b.hist);
+    else b.codes = malloc((size_t)nf * sizeof *b.codes);
+    if (!b.hist && !b.codes) {
+      rc = moesz_error_set(err, MOESZ_E_NOMEM, "matview_stats: code histogram");
+      goto done;
     }
-    for (int64_t j = 0; j < len; j++) {
-      double x = run[j];
-      if (!isfinite(x)) { out->nonfinite++; continue; }
-      sum += x;
-      if (x < mn) mn = x;
-      if (x > mx) mx = x;
-      if (q) {
-        double c = nearbyint(x / (2.0 * eb));
-        if (c > Q_LIMIT) c = Q_LIMIT;
-        if (c < -Q_LIMIT) c = -Q_LIMIT;
-        q[nq++] = (int64_t)c;
+    if ((rc = for_runs(v, run, p2, &b, err))) goto done2;
+    if (b.hist) {
+      for (int r = 1; r < b.nhist; r++)
+        for (size_t k = 0; k < b.hstride; k++) b.hist[k] += b.hist[(size_t)r * b.hstride + k];
+      for (uint64_t k = 0; k <= range; k++)
+        if (b.hist[k]) add_entropy(out, b.hist[k], (uint64_t)nf);
+    } else {
+      qsort(b.codes, b.ncodes, sizeof *b.codes, cmp_i64);
+      for (size_t i = 0, j; i < b.ncodes; i = j) {
+        for (j = i + 1; j < b.ncodes && b.codes[j] == b.codes[i];) j++;
+        add_entropy(out, j - i, b.ncodes);
       }
     }
+  } else if ((rc = for_runs(v, run, p2, &b, err))) {
+    goto done;
   }
-  int64_t nf = out->n - out->nonfinite;
-  if (nf > 0) {
-    double mean = sum / (double)nf, ss = 0;
-    /* second pass for a numerically sound variance */
-    for (int64_t i = 0; i < count; i++) {
-      const char *src = (const char *)v->data + (size_t)i * (size_t)v->ld * es;
-      moesz_to_f32(v->dtype, src, run, (size_t)len);
-      for (int64_t j = 0; j < len; j++)
-        if (isfinite(run[j])) ss += ((double)run[j] - mean) * ((double)run[j] - mean);
-    }
-    out->mean = mean;
-    out->std = sqrt(ss / (double)nf);
-    out->min = mn;
-    out->max = mx;
-  }
+  out->std = sqrt(b.ss / (double)nf);
+done2:
+  free(b.hist);
+  free(b.codes);
+done:
   free(run);
-  if (q && nq > 0) {
-    int64_t qmin = q[0], qmax = q[0];
-    for (size_t i = 1; i < nq; i++) {
-      if (q[i] < qmin) qmin = q[i];
-      if (q[i] > qmax) qmax = q[i];
-    }
-    /* A histogram when the code range is small (the usual case), else sort. */
-    uint64_t range = (uint64_t)qmax - (uint64_t)qmin;
-    uint32_t *hist = range < (1u << 24) && nq < 0xffffffffu ? calloc((size_t)range + 1, sizeof *hist) : NULL;
-    if (hist) {
-      for (size_t i = 0; i < nq; i++) hist[q[i] - qmin]++;
-      double h = 0;
-      for (uint64_t k = 0; k <= range; k++) {
-        if (!hist[k]) continue;
-        double p = (double)hist[k] / (double)nq;
-        h -= p * log2(p);
-        out->distinct_q++;
-      }
-      out->entropy_bits = h;
-      free(hist);
-      free(q);
-      return MOESZ_OK;
-    }
-    qsort(q, nq, sizeof *q, cmp_i64);
-    double h = 0;
-    size_t i = 0;
-    while (i < nq) {
-      size_t j = i + 1;
-      while (j < nq && q[j] == q[i]) j++;
-      double p = (double)(j - i) / (double)nq;
-      h -= p * log2(p);
-      out->distinct_q++;
-      i = j;
-    }
-    out->entropy_bits = h;
+  if (rc) {
+    int64_t n = out->n;
+    memset(out, 0, sizeof *out);
+    out->n = n;
   }
-  free(q);
-  return MOESZ_OK;
+  return rc;
 }

@@ -1,0 +1,104 @@
+/* moesz/container.h - the .msz container: one file holding a model's config
+ * and tokenizer files, its dense tensors (a safetensors image, mmap-able in
+ * place) and one blob per expert matrix, each stored raw, zstd-compressed or
+ * with the error-bounded codec, with an xxHash64 checksum per blob and per
+ * manifest. Owned by src/container. Format: docs/CONTAINER.md. */
+#ifndef MOESZ_CONTAINER_H
+#define MOESZ_CONTAINER_H
+#include "moesz/base.h"
+#include "moesz/tensor.h"
+#include "moesz/model.h"
+
+#define MOESZ_MSZ_MAGIC "MOESZMSZ"   /* 8 bytes at offset 0 and in the trailer */
+#define MOESZ_MSZ_VERSION 1
+#define MOESZ_MSZ_ALIGN 64           /* every blob starts at a multiple of this */
+
+typedef enum moesz_msz_method {
+  MOESZ_MSZ_RAW = 0,    /* the original bytes */
+  MOESZ_MSZ_ZSTD,       /* zstd (lossless) of the original bytes */
+  MOESZ_MSZ_CODEC       /* moesz error-bounded codec stream (src/codec) */
+} moesz_msz_method;
+
+/* One stored blob: an expert matrix, the dense-tensor image, or a file. */
+typedef struct moesz_msz_rec {
+  const char *name;        /* tensor name, or "@dense" / "@file:<name>" */
+  moesz_dtype dtype;       /* original dtype of the tensor */
+  int ndim;
+  int64_t shape[MOESZ_MAX_DIMS];
+  size_t raw_bytes;        /* numel * dtype size */
+  moesz_msz_method method;
+  uint64_t off, len;       /* byte range in the file, off % MOESZ_MSZ_ALIGN == 0 */
+  uint64_t xxh64;          /* of the stored bytes [off, off + len) */
+  double eb;               /* absolute error bound used (codec), 0 if lossless */
+  int layer, expert;       /* expert matrices: layer, expert index (-1 otherwise) */
+  int shared;              /* 1 for a shared expert matrix */
+  moesz_mat mat;           /* gate / up / down for expert matrices */
+} moesz_msz_rec;
+
+typedef struct moesz_msz moesz_msz;
+
+/* Opens and validates a container (header, trailer, manifest checksum,
+ * every record's range). Blob checksums are checked when a blob is read. */
+int moesz_msz_open(const char *path, moesz_msz **out, moesz_error *err);
+/* Same over a caller-owned buffer that must outlive the handle. */
+int moesz_msz_open_mem(const void *data, size_t len, moesz_msz **out, moesz_error *err);
+void moesz_msz_close(moesz_msz *c);
+size_t moesz_msz_count(const moesz_msz *c);
+const moesz_msz_rec *moesz_msz_at(const moesz_msz *c, size_t i);
+const moesz_msz_rec *moesz_msz_find(const moesz_msz *c, const char *name);
+/* Expert matrix record (shared = 0 routed, 1 shared), NULL if absent. */
+const moesz_msz_rec *moesz_msz_expert(const moesz_msz *c, int layer, int expert, int shared,
+                                      moesz_mat mat);
+/* The model's config (parsed) and its original config.json text. */
+const moesz_config *moesz_msz_config(const moesz_msz *c);
+/* An embedded file (config.json, tokenizer.json, ...) checked against its
+ * checksum; NULL + MOESZ_E_NOTFOUND if absent. */
+int moesz_msz_file(const moesz_msz *c, const char *name, const void **data, size_t *len,
+                   moesz_error *err);
+size_t moesz_msz_file_count(const moesz_msz *c);
+const char *moesz_msz_file_name(const moesz_msz *c, size_t i);
+/* The dense tensors (everything that is not a routed/shared expert matrix),
+ * as a safetensors set whose data lies in the container's mapping. */
+const moesz_st *moesz_msz_dense(const moesz_msz *c);
+/* Decodes one blob into dst (rec->raw_bytes / dtype size elements of
+ * out_dtype: F32, F16, BF16, or the original dtype). Verifies the checksum. */
+int moesz_msz_read(const moesz_msz *c, const moesz_msz_rec *r, moesz_dtype out_dtype, void *dst,
+                   moesz_error *err);
+/* The stored bytes of a blob (checksum-verified) without decoding. */
+int moesz_msz_blob(const moesz_msz *c, const moesz_msz_rec *r, const void **data,
+                   moesz_error *err);
+uint64_t moesz_msz_file_size(const moesz_msz *c);
+/* Writes a Hugging Face model folder (config, tokenizer files,
+ * model.safetensors with the original names, shapes and dtypes) to dir. */
+int moesz_msz_export(const moesz_msz *c, const char *dir, int progress, moesz_error *err);
+
+/* ------------------------------------------------------------- writing */
+
+typedef struct moesz_msz_opts {
+  moesz_msz_method method;  /* for expert matrices; dense tensors are stored raw */
+  int eb_mode;              /* MOESZ_EB_ABS / REL / STD (codec.h) */
+  double eb;                /* default bound */
+  int pipeline;             /* codec pipeline (codec.h) */
+  int threads;
+  /* per-layer bound override: layer_eb[L] > 0 replaces eb for layer L; < 0 keeps layer L lossless */
+  const double *layer_eb;   /* [n_layers] or NULL */
+  int progress;             /* progress bar on stderr */
+} moesz_msz_opts;
+
+/* Per-run results of moesz_msz_write. */
+typedef struct moesz_msz_summary {
+  uint64_t expert_raw_bytes, expert_stored_bytes;
+  uint64_t dense_bytes, file_bytes, total_bytes;
+  uint64_t verbatim_values;    /* codec values stored verbatim */
+  double max_err_over_bound;   /* worst |x' - x| / eb over codec blobs (0 if none) */
+  double seconds;
+} moesz_msz_summary;
+
+/* Sets o->pipeline and o->eb_mode from their names ("entropy"/"fast",
+ * "abs"/"rel"/"std"); -1 if a name is unknown. */
+int moesz_msz_codec_options(const char *pipeline, const char *eb_mode, moesz_msz_opts *o);
+
+/* Writes m as a container at path (temporary file + rename). */
+int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts *o,
+                    moesz_msz_summary *sum, moesz_error *err);
+#endif

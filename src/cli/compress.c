@@ -1,0 +1,132 @@
+/* cli/compress.c - `moesz compress`: model folder -> .msz container. */
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "cli/cli.h"
+
+static void usage(FILE *f) {
+  fprintf(f,
+    "usage: moesz compress MODEL_DIR -o OUT.msz [options]\n\n"
+    "Writes the compressed container: dense tensors and embedded files as they are,\n"
+    "each routed expert matrix as one blob (see docs/CONTAINER.md).\n\n"
+    "  -o, --output FILE      output container (written to a temporary file, then renamed)\n"
+    "  --method M             sz (error-bounded codec, default) | zstd (lossless) | raw\n"
+    "  --codec P              entropy (default) | fast      codec pipeline for --method sz\n"
+    "  --eb X                 error bound (default 1e-3)\n"
+    "  --eb-mode M            abs (default) | rel (x value range) | std (x tensor std)\n"
+    "  --layer-eb SPEC        per-layer bounds, e.g. '0-1:2e-3,2-5:5e-4,6-:lossless'\n"
+    "  --threads N            codec threads (default: all cores)\n"
+    "  --json                 print the summary as one JSON object\n"
+    "  --progress / -q, --quiet  force the progress bar on / off (default: on when stderr is a tty)\n");
+}
+
+/* Parses "A-B:X,C-:lossless,..." into eb[L] (> 0 bound, < 0 lossless, 0 default). */
+static int parse_layer_eb(const char *spec, double *eb, int n_layers, char *why, size_t whylen) {
+  char *dup = strdup(spec), *save = NULL;
+  if (!dup) return -1;
+  for (char *tok = strtok_r(dup, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    char *colon = strchr(tok, ':');
+    if (!colon) { snprintf(why, whylen, "'%s' has no ':'", tok); free(dup); return -1; }
+    *colon = 0;
+    char *dash = strchr(tok, '-'), *end;
+    long a = strtol(tok, &end, 10), b;
+    if (end == tok || (dash ? end != dash : *end)) { snprintf(why, whylen, "bad layer range '%s'", tok); free(dup); return -1; }
+    if (dash) {
+      b = dash[1] ? strtol(dash + 1, &end, 10) : n_layers - 1;
+      if (dash[1] && (*end || end == dash + 1)) { snprintf(why, whylen, "bad layer range '%s'", tok); free(dup); return -1; }
+    } else b = a;
+    if (a < 0 || b >= n_layers || a > b) { snprintf(why, whylen, "layers %ld-%ld outside 0-%d", a, b, n_layers - 1); free(dup); return -1; }
+    double v;
+    if (!strcmp(colon + 1, "lossless")) v = -1;
+    else {
+      v = strtod(colon + 1, &end);
+      if (end == colon + 1 || *end || !(v > 0)) { snprintf(why, whylen, "bad bound '%s'", colon + 1); free(dup); return -1; }
+    }
+    for (long L = a; L <= b; L++) eb[L] = v;
+  }
+  free(dup);
+  return 0;
+}
+
+int moesz_cli_compress(int argc, char **argv) {
+  static const struct option opts[] = {
+    {"output", required_argument, 0, 'o'}, {"method", required_argument, 0, 'm'},
+    {"codec", required_argument, 0, 'c'}, {"eb", required_argument, 0, 'e'},
+    {"eb-mode", required_argument, 0, 'M'}, {"layer-eb", required_argument, 0, 'L'},
+    {"threads", required_argument, 0, 't'}, {"json", no_argument, 0, 'j'},
+    {"progress", no_argument, 0, 'p'}, {"quiet", no_argument, 0, 'q'},
+    {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+  const char *out = NULL, *method = "sz", *codec = "entropy", *mode = "abs", *layer_spec = NULL;
+  double eb = 1e-3;
+  int threads = 0, json = 0, progress = isatty(2);
+  optind = 1;
+  for (int ch; (ch = getopt_long(argc, argv, "o:qh", opts, NULL)) != -1;) {
+    char *end;
+    switch (ch) {
+      case 'o': out = optarg; break;
+      case 'm': method = optarg; break;
+      case 'c': codec = optarg; break;
+      case 'e': eb = strtod(optarg, &end); if (*end || !(eb >= 0)) { fprintf(stderr, "moesz compress: bad --eb '%s'\n", optarg); return 2; } break;
+      case 'M': mode = optarg; break;
+      case 'L': layer_spec = optarg; break;
+      case 't': threads = atoi(optarg); break;
+      case 'j': json = 1; break;
+      case 'p': progress = 1; break;
+      case 'q': progress = 0; break;
+      case 'h': usage(stdout); return 0;
+      default: usage(stderr); return 2;
+    }
+  }
+  if (optind != argc - 1 || !out) { usage(stderr); return 2; }
+  moesz_msz_opts o;
+  memset(&o, 0, sizeof o);
+  if (!strcmp(method, "sz")) o.method = MOESZ_MSZ_CODEC;
+  else if (!strcmp(method, "zstd")) o.method = MOESZ_MSZ_ZSTD;
+  else if (!strcmp(method, "raw")) o.method = MOESZ_MSZ_RAW;
+  else { fprintf(stderr, "moesz compress: unknown --method '%s' (sz, zstd, raw)\n", method); return 2; }
+  if (moesz_msz_codec_options(codec, mode, &o) != 0) {
+    fprintf(stderr, "moesz compress: unknown --codec '%s' (entropy, fast) or --eb-mode '%s' (abs, rel, std)\n", codec, mode);
+    return 2;
+  }
+  o.eb = eb;
+  o.threads = threads;
+  o.progress = progress;
+  moesz_error e = {0};
+  moesz_model *m;
+  if (moesz_model_open(argv[optind], &m, &e)) return moesz_cli_fail("compress", &e);
+  double *leb = NULL;
+  if (layer_spec) {
+    char why[200] = "";
+    leb = calloc((size_t)m->cfg.n_layers, sizeof *leb);
+    if (!leb || parse_layer_eb(layer_spec, leb, m->cfg.n_layers, why, sizeof why)) {
+      fprintf(stderr, "moesz compress: bad --layer-eb: %s\n", why);
+      free(leb);
+      moesz_model_close(m);
+      return 2;
+    }
+    o.layer_eb = leb;
+  }
+  moesz_msz_summary s;
+  int rc = moesz_msz_write(m, out, &o, &s, &e);
+  moesz_model_close(m);
+  free(leb);
+  if (rc) return moesz_cli_fail("compress", &e);
+  double ratio = s.expert_stored_bytes ? (double)s.expert_raw_bytes / (double)s.expert_stored_bytes : 0;
+  if (json) {
+    printf("{\"output\":\"%s\",\"method\":\"%s\",\"eb\":%g,\"eb_mode\":\"%s\",\"expert_raw_bytes\":%llu,"
+           "\"expert_stored_bytes\":%llu,\"expert_ratio\":%.4f,\"dense_bytes\":%llu,\"file_bytes\":%llu,"
+           "\"total_bytes\":%llu,\"verbatim_values\":%llu,\"max_err_over_bound\":%.6f,\"seconds\":%.3f}\n",
+           out, method, eb, mode, (unsigned long long)s.expert_raw_bytes, (unsigned long long)s.expert_stored_bytes,
+           ratio, (unsigned long long)s.dense_bytes, (unsigned long long)s.file_bytes,
+           (unsigned long long)s.total_bytes, (unsigned long long)s.verbatim_values, s.max_err_over_bound, s.seconds);
+  } else {
+    printf("wrote %s: %.2f MB (experts %.2f MB -> %.2f MB, %.3fx; dense %.2f MB) in %.2f s\n", out,
+           (double)s.total_bytes / 1e6, (double)s.expert_raw_bytes / 1e6, (double)s.expert_stored_bytes / 1e6,
+           ratio, (double)s.dense_bytes / 1e6, s.seconds);
+    if (o.method == MOESZ_MSZ_CODEC)
+      printf("error bound %g (%s): max |error| / bound = %.4f, %llu values stored verbatim\n", eb, mode,
+             s.max_err_over_bound, (unsigned long long)s.verbatim_values);
+  }
+  return 0;
+}

@@ -1,0 +1,79 @@
+/* container/msz_export.c - owns turning a container back into a Hugging Face
+ * model folder: embedded files copied out, dense tensors copied, expert
+ * source tensors reassembled from their decoded blobs in the original dtype,
+ * written as model.safetensors (atomically). */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include "base/util.h"
+#include "container/msz_internal.h"
+
+/* Scatters a decoded contiguous [rows, cols] matrix into its source view. */
+static void scatter(const msz_expert *x, const uint8_t *src, uint8_t *dst, size_t es) {
+  int64_t rows = x->rec.shape[0], cols = x->rec.shape[1];
+  for (int64_t r = 0; r < rows; r++) {
+    if (!x->view_t) {
+      memcpy(dst + (x->view_off + (uint64_t)r * x->view_ld) * es, src + (size_t)r * (size_t)cols * es, (size_t)cols * es);
+    } else {
+      for (int64_t c = 0; c < cols; c++)
+        memcpy(dst + (x->view_off + (uint64_t)c * x->view_ld + (uint64_t)r) * es, src + ((size_t)r * (size_t)cols + (size_t)c) * es, es);
+    }
+  }
+}
+
+int moesz_msz_export(const moesz_msz *c, const char *dir, int progress, moesz_error *err) {
+  if (mkdir(dir, 0755) != 0 && !moesz_path_is_dir(dir))
+    return moesz_error_set(err, MOESZ_E_IO, "%s: cannot create the output folder", dir);
+  char p[4096];
+  int rc = MOESZ_OK;
+  for (size_t i = 0; i < c->nfiles; i++) {
+    const void *data;
+    size_t len;
+    if ((rc = moesz_msz_file(c, c->files[i].name, &data, &len, err))) return rc;
+    if (moesz_path_join(p, sizeof p, dir, c->files[i].name)) return moesz_error_set(err, MOESZ_E_ARG, "path too long");
+    moesz_afile af;
+    if ((rc = moesz_afile_open(&af, p, err))) return rc;
+    if ((rc = moesz_afile_write(&af, data, len, err))) { moesz_afile_abort(&af); return rc; }
+    if ((rc = moesz_afile_commit(&af, err))) return rc;
+  }
+  if (moesz_path_join(p, sizeof p, dir, "model.safetensors")) return moesz_error_set(err, MOESZ_E_ARG, "path too long");
+  moesz_stw *w;
+  if ((rc = moesz_stw_create(p, &w, err))) return rc;
+  uint8_t **bufs = calloc(c->nsrc + 1, sizeof *bufs);
+  uint8_t *tmp = NULL;
+  size_t tmpcap = 0;
+  if (!bufs) { moesz_stw_abort(w); return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory"); }
+  for (size_t i = 0; i < moesz_st_count(c->dense) && !rc; i++) {
+    const moesz_tensor *t = moesz_st_at(c->dense, i);
+    rc = moesz_stw_add(w, t->name, t->dtype, t->ndim, t->shape, t->data, err);
+  }
+  for (size_t i = 0; i < c->nsrc && !rc; i++) {
+    const msz_src *s = &c->src[i];
+    bufs[i] = calloc(s->numel ? s->numel : 1, moesz_dtype_size(s->dtype));
+    if (!bufs[i]) rc = moesz_error_set(err, MOESZ_E_NOMEM, "out of memory for %s", s->name);
+  }
+  moesz_progress pr;
+  moesz_progress_begin(&pr, "decompress", (double)c->nex, progress);
+  for (size_t i = 0; i < c->nex && !rc; i++) {
+    const msz_expert *x = &c->ex[i];
+    if (x->rec.raw_bytes > tmpcap) {
+      uint8_t *nt = realloc(tmp, x->rec.raw_bytes);
+      if (!nt) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "out of memory"); break; }
+      tmp = nt;
+      tmpcap = x->rec.raw_bytes;
+    }
+    if ((rc = moesz_msz_read(c, &x->rec, x->rec.dtype, tmp, err))) break;
+    scatter(x, tmp, bufs[x->tensor], moesz_dtype_size(x->rec.dtype));
+    moesz_progress_step(&pr, (double)i + 1);
+  }
+  moesz_progress_end(&pr);
+  for (size_t i = 0; i < c->nsrc && !rc; i++)
+    rc = moesz_stw_add(w, c->src[i].name, c->src[i].dtype, c->src[i].ndim, c->src[i].shape, bufs[i], err);
+  if (!rc) rc = moesz_stw_meta(w, "format", "pt", err);
+  if (!rc) rc = moesz_stw_commit(w, err);
+  else moesz_stw_abort(w);
+  for (size_t i = 0; i < c->nsrc; i++) free(bufs[i]);
+  free(bufs);
+  free(tmp);
+  return rc;
+}

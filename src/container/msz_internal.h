@@ -1,0 +1,63 @@
+/* container/msz_internal.h - private state of an open container, shared by
+ * msz_read.c, msz_write.c and msz_codec.c. Owned by src/container. */
+#ifndef MOESZ_MSZ_INTERNAL_H
+#define MOESZ_MSZ_INTERNAL_H
+#include "moesz/container.h"
+
+/* File header (64 bytes, little-endian):
+ *  0 magic "MOESZMSZ" | 8 u32 version | 12 u32 flags | 16 u64 manifest_off |
+ * 24 u64 manifest_len | 32 u64 XXH3-64 of the manifest | 40 u64 file size |
+ * 48..63 zero */
+#define MOESZ_MSZ_HEADER 64
+
+typedef struct msz_src {      /* an original tensor that expert blobs slice */
+  char *name;
+  moesz_dtype dtype;
+  int ndim;
+  int64_t shape[MOESZ_MAX_DIMS];
+  uint64_t numel;
+} msz_src;
+
+typedef struct msz_expert {
+  moesz_msz_rec rec;          /* shape = logical [rows, cols] of the matrix */
+  int tensor;                 /* index into src */
+  uint64_t view_off;          /* element offset of (0, 0) in the source tensor */
+  uint64_t view_ld;           /* stride between rows (cols if view_t) in elements */
+  int view_t;                 /* 1: element (r, c) at view_off + c * ld + r */
+} msz_expert;
+
+struct moesz_msz {
+  void *map;                  /* whole file, read-only */
+  int owns_map;               /* 1: munmap on close (moesz_msz_open) */
+  uint64_t size;
+  uint64_t manifest_off;
+  moesz_config cfg;
+  moesz_msz_rec *files;       /* [nfiles] embedded files, config.json among them */
+  size_t nfiles;
+  moesz_msz_rec dense_rec;    /* the safetensors image of the dense tensors */
+  moesz_st *dense;            /* parsed from the mapping */
+  msz_src *src;               /* [nsrc] */
+  size_t nsrc;
+  msz_expert *ex;             /* [nex] */
+  size_t nex;
+  int32_t *lookup;            /* [n_layers][lookup_e][2 shared][3 mats] -> ex index or -1 */
+  int lookup_e;
+};
+
+static inline size_t msz_slot(const moesz_msz *c, int layer, int expert, int shared, moesz_mat mat) {
+  return (((size_t)layer * (size_t)c->lookup_e + (size_t)expert) * 2 + (size_t)shared) * 3 + (size_t)(mat - 1);
+}
+
+int moesz_msz_parse(moesz_msz *c, moesz_error *err);
+int msz_build_lookup(moesz_msz *c, moesz_error *err);
+int msz_convert(moesz_dtype from, const void *src, moesz_dtype to, void *dst, size_t n, moesz_error *err);
+/* Codec blobs (msz_codec.c). */
+int msz_codec_decode(const moesz_msz_rec *r, const void *blob, moesz_dtype out, void *dst, size_t n,
+                     moesz_error *err);
+/* Encodes n values of dtype into a malloc'd stream; reports bound and stats. */
+int msz_codec_encode(const void *src, moesz_dtype dtype, size_t n, const moesz_msz_opts *o, double eb,
+                     void **blob, size_t *len, double *eb_abs, uint64_t *verbatim, double *max_err_ratio,
+                     moesz_error *err);
+/* Accessors for the expert blob behind a record (for the runtime and decompress). */
+const msz_expert *msz_expert_of(const moesz_msz *c, const moesz_msz_rec *r);
+#endif

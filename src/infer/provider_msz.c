@@ -1,0 +1,89 @@
+/* infer/provider_msz.c - owns serving a model from a .msz container: the
+ * dense weights stay mapped in the container, shared experts and dense MLPs
+ * are read in place, routed experts come through the expert cache
+ * (src/runtime) under its byte budget, with the router's choices passed on
+ * for next-layer prefetch. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "moesz/infer.h"
+#include "moesz/runtime.h"
+
+typedef struct msz_served {
+  moesz_msz *c;
+  moesz_cache *k;
+  moesz_model *dense;            /* config + dense tensors of the container */
+  moesz_expert_provider inplace; /* shared experts / dense MLPs, zero-copy */
+} msz_served;
+
+static int routed(const msz_served *s, int layer, int expert, int shared) {
+  return !shared && expert >= 0 && layer >= 0 && layer < s->dense->cfg.n_layers && s->dense->cfg.is_moe[layer];
+}
+
+static int served_get(void *ctx, int layer, int expert, int shared, moesz_expert_mats *out, moesz_error *err) {
+  msz_served *s = ctx;
+  if (!routed(s, layer, expert, shared)) return s->inplace.get(s->inplace.ctx, layer, expert, shared, out, err);
+  moesz_matview v[3];
+  int rc = moesz_cache_get(s->k, layer, expert, v, err);
+  if (rc) return rc;
+  out->gate = v[0];
+  out->up = v[1];
+  out->down = v[2];
+  return MOESZ_OK;
+}
+
+static void served_release(void *ctx, int layer, int expert, int shared) {
+  msz_served *s = ctx;
+  if (!routed(s, layer, expert, shared)) {
+    if (s->inplace.release) s->inplace.release(s->inplace.ctx, layer, expert, shared);
+    return;
+  }
+  moesz_cache_release(s->k, layer, expert);
+}
+
+static void served_route(void *ctx, int layer, const int32_t *experts, int n, const float *hidden, int n_tokens) {
+  msz_served *s = ctx;
+  moesz_cache_observe(s->k, layer, experts, n, hidden, n_tokens);
+}
+
+static void served_destroy(void *ctx) {
+  msz_served *s = ctx;
+  if (!s) return;
+  if (s->inplace.destroy) s->inplace.destroy(s->inplace.ctx);
+  moesz_cache_destroy(s->k);
+  moesz_model_close(s->dense);
+  moesz_msz_close(s->c);
+  free(s);
+}
+
+int moesz_engine_is_msz(const char *path) {
+  FILE *f = fopen(path, "rb");
+  char magic[8] = {0};
+  int yes = f && fread(magic, 1, 8, f) == 8 && !memcmp(magic, MOESZ_MSZ_MAGIC, 8);
+  if (f) fclose(f);
+  return yes;
+}
+
+int moesz_engine_open_msz(const char *path, const moesz_cache_opts *co, const moesz_engine_opts *o,
+                          moesz_engine **out, moesz_cache **cache, moesz_error *err) {
+  *out = NULL;
+  if (cache) *cache = NULL;
+  msz_served *s = calloc(1, sizeof *s);
+  if (!s) return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory");
+  int rc = moesz_msz_open(path, &s->c, err);
+  if (!rc) rc = moesz_model_wrap_dense(moesz_msz_config(s->c), (moesz_st *)moesz_msz_dense(s->c), path, &s->dense, err);
+  if (!rc) rc = moesz_expert_provider_mmap(s->dense, &s->inplace, err);
+  if (!rc && s->dense->cfg.n_experts > 0) rc = moesz_cache_create(s->c, co, &s->k, err);
+  if (rc) { served_destroy(s); return rc; }
+  moesz_expert_provider p;
+  memset(&p, 0, sizeof p);
+  p.ctx = s;
+  p.get = served_get;
+  p.release = served_release;
+  p.route = s->k ? served_route : NULL;
+  p.destroy = served_destroy;
+  rc = moesz_engine_open_model(s->dense, 0, &p, 1, o, out, err);
+  if (rc) { served_destroy(s); return rc; }
+  if (cache) *cache = s->k;
+  return MOESZ_OK;
+}
