@@ -149,10 +149,6 @@ TGT static inline float hsum8(__m256 v) {
 TGT static inline __m256 ld8_f32(const void *p, size_t k) {
   return _mm256_loadu_ps((const float *)p + k);
 }
-TGT static inline __m256 ld8_bf16(const void *p, size_t k) {
-  __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)p + k));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
 TGT static inline __m256 ld8_f16(const void *p, size_t k) {
   return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + k)));
 }
@@ -204,7 +200,60 @@ TGT static inline __m256 ld8_f16(const void *p, size_t k) {
     }                                                                                    \
   }
 MV_AVX(mv_avx_f32, ld8_f32, 4)
-MV_AVX(mv_avx_bf16, ld8_bf16, 2)
+
+/* BF16 matvec with one 256-bit load per 16 weights: the even elements are the
+ * low halves of the 32-bit lanes (shift left 16), the odd ones the high halves
+ * (mask), so x is split once into xs = [x0 x2 .. x14 | x1 x3 .. x15] per block
+ * of 16 columns. cols % 16 tail handled per row in scalar. */
+TGT static void mv_avx_bf16_eo(const moesz_matview *w, int64_t r0, int64_t r1, const float *x,
+                               float *xs, float *y, int acc) {
+  size_t cols = (size_t)w->cols, ld = (size_t)w->ld, nb = cols / 16;
+  for (size_t b = 0; b < nb; b++)
+    for (int i = 0; i < 8; i++) {
+      xs[b * 16 + (size_t)i] = x[b * 16 + 2 * (size_t)i];
+      xs[b * 16 + 8 + (size_t)i] = x[b * 16 + 2 * (size_t)i + 1];
+    }
+  const uint16_t *base = w->data;
+  const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const uint16_t *w0 = base + (size_t)r * ld, *w1 = w0 + ld, *w2 = w1 + ld, *w3 = w2 + ld;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    for (size_t k = 0; k < nb * 16; k += 16) {
+      __m256 xe = _mm256_loadu_ps(xs + k), xo = _mm256_loadu_ps(xs + k + 8);
+#define EO(W, A, B)                                                                  \
+      {                                                                              \
+        __m256i v = _mm256_loadu_si256((const __m256i *)((W) + k));                  \
+        A = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), xe, A);  \
+        B = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v, hi)), xo, B);    \
+      }
+      EO(w0, a0, b0) EO(w1, a1, b1) EO(w2, a2, b2) EO(w3, a3, b3)
+    }
+    float s[4] = {hsum8(_mm256_add_ps(a0, b0)), hsum8(_mm256_add_ps(a1, b1)),
+                  hsum8(_mm256_add_ps(a2, b2)), hsum8(_mm256_add_ps(a3, b3))};
+    const uint16_t *wr[4] = {w0, w1, w2, w3};
+    for (size_t k = nb * 16; k < cols; k++)
+      for (int i = 0; i < 4; i++) s[i] += moesz_bf16_to_f32(wr[i][k]) * x[k];
+    for (int i = 0; i < 4; i++) {
+      float *o = y + (r - r0) + i;
+      *o = acc ? *o + s[i] : s[i];
+    }
+  }
+  for (; r < r1; r++) {
+    const uint16_t *w0 = base + (size_t)r * ld;
+    __m256 a0 = _mm256_setzero_ps(), b0 = a0;
+    for (size_t k = 0; k < nb * 16; k += 16) {
+      __m256 xe = _mm256_loadu_ps(xs + k), xo = _mm256_loadu_ps(xs + k + 8);
+      EO(w0, a0, b0)
+    }
+#undef EO
+    float s = hsum8(_mm256_add_ps(a0, b0));
+    for (size_t k = nb * 16; k < cols; k++) s += moesz_bf16_to_f32(w0[k]) * x[k];
+    float *o = y + (r - r0);
+    *o = acc ? *o + s : s;
+  }
+}
 MV_AVX(mv_avx_f16, ld8_f16, 2)
 
 /* Micro-kernel: R packed rows (stride c) x T tokens (stride ldx). */
@@ -314,7 +363,8 @@ static void lin_task(void *vctx, size_t ti, int tid) {
 #if MOESZ_X86
     if (simd) {
       if (w->dtype == MOESZ_DT_F32) mv_avx_f32(w, r0, r1, jb->x, y, jb->accumulate);
-      else if (w->dtype == MOESZ_DT_BF16) mv_avx_bf16(w, r0, r1, jb->x, y, jb->accumulate);
+      else if (w->dtype == MOESZ_DT_BF16)
+        mv_avx_bf16_eo(w, r0, r1, jb->x, L->c->scratch[tid], y, jb->accumulate);
       else mv_avx_f16(w, r0, r1, jb->x, y, jb->accumulate);
       return;
     }

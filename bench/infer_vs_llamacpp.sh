@@ -1,0 +1,57 @@
+#!/bin/sh
+# bench/infer_vs_llamacpp.sh - prompt and decode tokens/s of `moesz run`
+# against llama.cpp's llama-bench on the same model (same weights converted to
+# GGUF with llama.cpp's convert_hf_to_gguf.py), same dtype, threads, prompt
+# length and generation length. Prints one Markdown table row per dtype with
+# medians over REPS runs (after one warm-up run each) and the ratio.
+#
+#   LLAMA_BENCH=/tmp/llamacpp/.../build/bin/llama-bench \
+#   sh bench/infer_vs_llamacpp.sh HF_DIR_F32 GGUF_F32 [HF_DIR_BF16 GGUF_BF16]
+#
+# Env: MOESZ_BIN (build/moesz), THREADS (2), PROMPT (64 tokens), GEN (32), REPS (5).
+# Making the model (not in the repo): python3 tools/make_bench_model.py DIR --dtype f32,
+# then python3 convert_hf_to_gguf.py DIR --outtype f32 --outfile DIR.gguf.
+# llama-bench's prompt is PROMPT random ids; moesz gets PROMPT fixed ids: the work per
+# token is the same (every decode token runs top-k experts per layer either way).
+set -eu
+MOESZ_BIN=${MOESZ_BIN:-build/moesz}
+LLAMA_BENCH=${LLAMA_BENCH:?set LLAMA_BENCH to llama.cpp's llama-bench}
+THREADS=${THREADS:-2}
+PROMPT=${PROMPT:-64}
+GEN=${GEN:-32}
+REPS=${REPS:-5}
+
+ids=$(awk -v n="$PROMPT" 'BEGIN { s = ""; for (i = 0; i < n; i++) s = s (i ? "," : "") (i * 7919) % 50000 + 10; print s }')
+
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+moesz_once() { # prints "prompt_tps gen_tps"
+  "$MOESZ_BIN" run "$1" --prompt-ids "$ids" --print-ids --temperature 0 --ignore-eos \
+    --max-tokens "$GEN" --threads "$THREADS" 2>&1 >/dev/null |
+    sed -n 's/^prompt: .*, \([0-9.]*\) tok\/s; generated: .*, \([0-9.]*\) tok\/s.*/\1 \2/p'
+}
+
+bench_pair() { # HF_DIR GGUF LABEL
+  moesz_once "$1" >/dev/null
+  : > /tmp/moesz_bench_$$.txt
+  i=0
+  while [ $i -lt "$REPS" ]; do moesz_once "$1" >> /tmp/moesz_bench_$$.txt; i=$((i + 1)); done
+  mp=$(cut -d' ' -f1 /tmp/moesz_bench_$$.txt | median)
+  mg=$(cut -d' ' -f2 /tmp/moesz_bench_$$.txt | median)
+  # llama-bench: -r repetitions (it warms up itself), csv: avg_ts per test
+  "$LLAMA_BENCH" -m "$2" -p "$PROMPT" -n "$GEN" -t "$THREADS" -r "$REPS" -o csv 2>/dev/null \
+    > /tmp/llama_bench_$$.csv
+  lp=$(awk -F, -v p="$PROMPT" 'NR == 1 { for (i = 1; i <= NF; i++) { gsub(/"/, "", $i); h[$i] = i } next }
+       { gsub(/"/, "") } $h["n_prompt"] == p && $h["n_gen"] == 0 { print $h["avg_ts"] }' /tmp/llama_bench_$$.csv)
+  lg=$(awk -F, -v g="$GEN" 'NR == 1 { for (i = 1; i <= NF; i++) { gsub(/"/, "", $i); h[$i] = i } next }
+       { gsub(/"/, "") } $h["n_gen"] == g && $h["n_prompt"] == 0 { print $h["avg_ts"] }' /tmp/llama_bench_$$.csv)
+  printf '| %s | %s | %.2f | %.2f | %.2fx | %.2f | %.2f | %.2fx |\n' "$3" "$THREADS" \
+    "$mg" "$lg" "$(echo "$mg $lg" | awk '{ print $1 / $2 }')" \
+    "$mp" "$lp" "$(echo "$mp $lp" | awk '{ print $1 / $2 }')"
+  rm -f /tmp/moesz_bench_$$.txt /tmp/llama_bench_$$.csv
+}
+
+echo "| dtype | threads | moesz decode tok/s | llama.cpp decode tok/s | ratio | moesz prompt tok/s | llama.cpp prompt tok/s | ratio |"
+echo "|---|---|---|---|---|---|---|---|"
+bench_pair "$1" "$2" F32
+if [ $# -ge 4 ]; then bench_pair "$3" "$4" BF16; fi
