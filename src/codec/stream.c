@@ -53,6 +53,8 @@ typedef struct enc_job {
   double step, eb;
   moesz_pipeline pipe;
   uint64_t (*hist)[HUF_NSYM];   /* [nch] per-chunk histograms (entropy, pass 1) */
+  uint32_t **codes;             /* [nch] pass-1 codes reused by pass 2, or NULL */
+  size_t *nverb;                /* [nch] verbatim counts of pass 1 */
   huf_enc *he;
   uint8_t **cbuf;               /* [nch] encoded chunks */
   size_t *clen;
@@ -66,14 +68,14 @@ static void pass_hist(void *ctx, size_t c, int tid) {
   size_t off = c * j->chunk, m = j->n - off < j->chunk ? j->n - off : j->chunk;
   uint32_t *codes = malloc(m * 4 + 4);
   if (!codes) { j->fail = 1; return; }
-  codec_quantize((const char *)j->src + off * moesz_dtype_size(j->in), j->in, j->out, m, j->step, j->eb, codes);
+  j->nverb[c] = codec_quantize((const char *)j->src + off * moesz_dtype_size(j->in), j->in, j->out, m, j->step, j->eb, codes);
   uint64_t *h = j->hist[c];
   memset(h, 0, sizeof(uint64_t) * HUF_NSYM);
   for (size_t i = 0; i < m; i++) {
     uint32_t z = codes[i];
     h[z < HUF_VERB ? z : z == CODE_VERB ? HUF_VERB : HUF_ESC]++;
   }
-  free(codes);
+  j->codes[c] = codes;
 }
 
 static void pass_encode(void *ctx, size_t c, int tid) {
@@ -84,10 +86,11 @@ static void pass_encode(void *ctx, size_t c, int tid) {
   const uint8_t *src = (const uint8_t *)j->src + off * es;
   size_t cap = chunk_bound(m, j->in, j->pipe);
   uint8_t *out = malloc(cap);
-  uint32_t *codes = malloc(m * 4 + 4);
+  uint32_t *codes = j->codes && j->codes[c] ? j->codes[c] : malloc(m * 4 + 4);
+  if (j->codes) j->codes[c] = NULL;
   if (!out || !codes) { j->fail = 1; free(out); free(codes); return; }
   size_t nv = 0, len;
-  if (j->eb > 0) nv = codec_quantize(src, j->in, j->out, m, j->step, j->eb, codes);
+  if (j->eb > 0) nv = j->hist ? j->nverb[c] : codec_quantize(src, j->in, j->out, m, j->step, j->eb, codes);
   if (j->eb > 0 && nv < m) {
     /* verbatim values: (fast: u32 positions, then) their original bits in order */
     size_t pos = CHUNK_HDR;
@@ -178,7 +181,9 @@ int moesz_codec_compress(const void *src, moesz_dtype dtype, size_t n, const moe
   if (j.pipe == MOESZ_PIPE_ENTROPY && j.eb > 0) {
     j.hist = calloc(j.nch + 1, sizeof *j.hist);
     j.he = malloc(sizeof *j.he);
-    if (!j.hist || !j.he) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory"); goto done; }
+    j.codes = calloc(j.nch + 1, sizeof *j.codes);
+    j.nverb = calloc(j.nch + 1, sizeof *j.nverb);
+    if (!j.hist || !j.he || !j.codes || !j.nverb) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory"); goto done; }
     moesz_pool_run(pool, j.nch, pass_hist, &j);
     uint64_t *h = j.hist[0], tot[HUF_NSYM];
     memset(tot, 0, sizeof tot);
@@ -227,7 +232,8 @@ int moesz_codec_compress(const void *src, moesz_dtype dtype, size_t n, const moe
   }
 done:
   for (size_t c = 0; j.cbuf && c < j.nch; c++) free(j.cbuf[c]);
-  free(j.cbuf); free(j.clen); free(j.cverb); free(j.hist); free(j.he);
+  for (size_t c = 0; j.codes && c < j.nch; c++) free(j.codes[c]);
+  free(j.cbuf); free(j.clen); free(j.cverb); free(j.hist); free(j.he); free(j.codes); free(j.nverb);
   moesz_pool_destroy(pool);
   return rc;
 }
@@ -323,9 +329,6 @@ static int decode_chunk(const parsed *ps, const huf_dec *hd, size_t c, moesz_dty
   uint32_t *codes = malloc(m * 4 + 4), *vpos = fast ? NULL : malloc((size_t)nv * 4 + 4);
   if (!codes || (!fast && !vpos)) { free(codes); free(vpos); return MOESZ_E_NOMEM; }
   int bad = !fast ? (hd ? huf_decode(hd, code, clen, m, codes, vpos, nv) : -1) : pack_decode(code, clen, m, codes);
-  if (!bad) {
-    for (size_t i = 0; i < m && !bad; i++) bad = (codes[i] >> 1) > (uint32_t)CODEC_QMAX;
-  }
   uint32_t prev = 0;
   for (uint32_t k = 0; fast && !bad && k < nv; k++) {
     uint32_t i = rd32(vidx + 4 * (size_t)k);
