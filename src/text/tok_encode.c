@@ -265,11 +265,45 @@ static int encode_segment(const moesz_tok *t, const char *s, size_t n, bpe_buf *
   return rc;
 }
 
+/* Length of the valid UTF-8 sequence at p (1-4), or 0 if invalid. */
+static size_t valid_seq(const uint8_t *p, size_t n) {
+  utf8proc_int32_t cp;
+  utf8proc_ssize_t l = utf8proc_iterate(p, (utf8proc_ssize_t)(n < 4 ? n : 4), &cp);
+  return l > 0 ? (size_t)l : 0;
+}
+
+/* A copy of text with every invalid UTF-8 byte replaced by U+FFFD (as
+ * `tokenizers` sees text: Python strings are always valid), or NULL if the
+ * text is valid already. */
+static char *sanitize(const char *text, size_t len, size_t *out_len, int *oom) {
+  size_t i = 0;
+  while (i < len) {
+    size_t l = valid_seq((const uint8_t *)text + i, len - i);
+    if (!l) break;
+    i += l;
+  }
+  if (i == len) return NULL;
+  char *o = malloc(3 * len + 1);
+  if (!o) { *oom = 1; return NULL; }
+  size_t k = 0;
+  for (i = 0; i < len;) {
+    size_t l = valid_seq((const uint8_t *)text + i, len - i);
+    if (l) { memcpy(o + k, text + i, l); k += l; i += l; }
+    else { memcpy(o + k, "\xef\xbf\xbd", 3); k += 3; i++; }
+  }
+  *out_len = k;
+  return o;
+}
+
 int moesz_tok_encode(const moesz_tok *t, const char *text, size_t len, int add_special, int32_t **ids, size_t *n,
                      moesz_error *err) {
   *ids = NULL;
   *n = 0;
   if (!t || (!text && len)) return moesz_error_set(err, MOESZ_E_ARG, "tokenizer: NULL argument");
+  int oom = 0;
+  char *clean = sanitize(text, len, &len, &oom);
+  if (oom) return moesz_error_set(err, MOESZ_E_NOMEM, "tokenizer: out of memory");
+  if (clean) text = clean;
   ivec out = {0};
   bpe_buf b;
   memset(&b, 0, sizeof b);
@@ -295,6 +329,7 @@ int moesz_tok_encode(const moesz_tok *t, const char *text, size_t len, int add_s
   if (add_special)
     for (int i = 0; i < t->tmpl.npost; i++) push(&out, t->tmpl.post[i]);
   pcre2_match_data_free(md);
+  free(clean);
   free(b.id); free(b.prev); free(b.next); free(b.q.h);
   if (rc || out.oom) { free(out.v); return moesz_error_set(err, MOESZ_E_NOMEM, "tokenizer: out of memory"); }
   *ids = out.v;
