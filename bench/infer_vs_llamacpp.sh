@@ -15,7 +15,7 @@
 # token is the same (every decode token runs top-k experts per layer either way).
 set -eu
 MOESZ_BIN=${MOESZ_BIN:-build/moesz}
-LLAMA_BENCH=${LLAMA_BENCH:?set LLAMA_BENCH to llama.cpp's llama-bench}
+LLAMA_BENCH=${LLAMA_BENCH:?set LLAMA_BENCH to the llama-bench binary of llama.cpp}
 THREADS=${THREADS:-2}
 PROMPT=${PROMPT:-64}
 GEN=${GEN:-32}

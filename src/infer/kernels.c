@@ -417,11 +417,11 @@ int moesz_k_linear(moesz_kctx *c, const moesz_kjob *jobs, int njobs) {
       size_t ntb = 1;
       if (jb->n <= 0 || rows <= 0) { L.rchunk[j] = 1; L.nrch[j] = 1; L.first[j + 1] = L.first[j]; continue; }
       if (jb->n == 1 && !jb->w.transposed) {
-        /* chunks of about 128 KiB of weights (so the last chunks of a region
+        /* chunks of about 256 KiB of weights (so the last chunks of a region
          * are short and threads finish together), at least 4 tasks per thread,
          * at least 16 rows, a multiple of 4 */
         int64_t rb = jb->w.cols * (int64_t)moesz_dtype_size(jb->w.dtype);
-        rc = (128 << 10) / (rb > 0 ? rb : 1);
+        rc = (256 << 10) / (rb > 0 ? rb : 1);
         if (rc > rows / (4 * (int64_t)c->nthreads)) rc = rows / (4 * (int64_t)c->nthreads);
         rc = (rc + 3) / 4 * 4;
         if (rc < 16) rc = 16;
