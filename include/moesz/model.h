@@ -198,4 +198,19 @@ typedef struct moesz_matstats {
 int moesz_matview_stats(const moesz_matview *v, double eb, moesz_matstats *out, moesz_error *err);
 /* Copies a view into a dense row-major f32 buffer [rows * cols]. */
 int moesz_matview_to_f32(const moesz_matview *v, float *dst, moesz_error *err);
+
+/* Random-weight checkpoints of real shapes (src/model/synth.c). like names
+ * the family whose real config values are used (mixtral: Mixtral-8x7B,
+ * olmoe: OLMoE-1B-7B, qwen3_moe: Qwen3-30B-A3B, qwen2_moe: Qwen1.5-MoE-A2.7B,
+ * deepseek: DeepSeekMoE-16B, llama: Llama-2-7B); fields > 0 override them. */
+typedef struct moesz_synth_opts {
+  const char *like;
+  int layers, experts, top_k, hidden, expert_width, vocab, heads, kv_heads;
+  moesz_dtype dtype;        /* F32, BF16 or F16 */
+  double std;               /* weight standard deviation (default 0.02) */
+  uint64_t seed;
+} moesz_synth_opts;
+/* Writes DIR/config.json and DIR/model.safetensors (atomically). */
+int moesz_synth_write(const moesz_synth_opts *o, const char *dir, moesz_error *err);
+const char *moesz_synth_families(void);
 #endif

@@ -19,6 +19,9 @@ int moesz_cli_codec(int argc, char **argv);
 int moesz_cli_synth(int argc, char **argv);
 int moesz_cli_tokenize(int argc, char **argv);
 
+/* `moesz inspect X.msz`: the container's summary (inspect_msz.c). */
+int moesz_cli_inspect_msz(const char *path, int json);
+
 /* Prints "moesz CMD: MSG" on stderr and returns 1. */
 int moesz_cli_fail(const char *cmd, const moesz_error *e);
 /* True if argv holds -h or --help before any "--". */

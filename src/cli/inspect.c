@@ -318,6 +318,7 @@ int moesz_cli_inspect(int argc, char **argv) {
     else { fprintf(stderr, "moesz inspect: more than one MODEL_DIR given\n"); return 2; }
   }
   if (!dir) { fprintf(stderr, "moesz inspect: no MODEL_DIR given\n\n%s", USAGE); return 2; }
+  if (moesz_engine_is_msz(dir)) return moesz_cli_inspect_msz(dir, json);
   moesz_model *m = NULL;
   moesz_error e = {0};
   moesz_counts k;

@@ -14,18 +14,13 @@
 #define MOESZ_X86 0
 #endif
 #include "moesz/tensor.h"
+#include "base/cpu.h"
 
 #define CH 16     /* rows per packed tile (batched path) */
 #define TB 33     /* tokens per block (batched path), multiple of 3 */
 
 int moesz_k_cpu_simd(void) {
-#if MOESZ_X86
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-         __builtin_cpu_supports("f16c");
-#else
-  return 0;
-#endif
+  return moesz_cpu_avx2();
 }
 
 size_t moesz_k_scratch_need(size_t max_cols, size_t max_ctx) {

@@ -149,6 +149,12 @@ static int load(moesz_cache *k, int L, int e, entry *x, int prefetch, moesz_erro
   } else {
     x->state = E_READY;
     x->prefetched = prefetch;
+    if (prefetch) {
+      /* a prefetched expert is about to be used: stamp it as recent so the
+       * policy does not evict it first (it has never been requested) */
+      x->last_use = k->clock;
+      if (x->freq < 1) { x->freq = 1; x->freq_t = k->clock; }
+    }
     k->st.bytes_read += read;
     k->st.bytes_decoded += x->bytes;
     k->st.resident_bytes += x->bytes;

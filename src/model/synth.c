@@ -1,0 +1,222 @@
+/* model/synth.c - owns random-weight checkpoints of real model shapes
+ * (`moesz synth --like olmoe ...`): the family's real config values with
+ * optional overrides, written as config.json + model.safetensors in the
+ * family's Hugging Face naming, weights ~ N(0, std^2), norms = 1. For scale
+ * and speed tests; deterministic for a seed. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include "base/util.h"
+#include "moesz/model.h"
+
+typedef struct family {
+  const char *like, *arch, *model_type;
+  int layers, hidden, inter, moe_inter, experts, top_k, shared, heads, kv_heads, head_dim, vocab;
+  double theta;
+} family;
+
+/* Real values: Mixtral-8x7B, OLMoE-1B-7B, Qwen3-30B-A3B, Qwen1.5-MoE-A2.7B, DeepSeekMoE-16B, Llama-2-7B. */
+static const family FAMILIES[] = {
+  {"mixtral", "MixtralForCausalLM", "mixtral", 32, 4096, 14336, 14336, 8, 2, 0, 32, 8, 128, 32000, 1e6},
+  {"olmoe", "OlmoeForCausalLM", "olmoe", 16, 2048, 1024, 1024, 64, 8, 0, 16, 16, 128, 50304, 1e4},
+  {"qwen3_moe", "Qwen3MoeForCausalLM", "qwen3_moe", 48, 2048, 6144, 768, 128, 8, 0, 32, 4, 128, 151936, 1e6},
+  {"qwen2_moe", "Qwen2MoeForCausalLM", "qwen2_moe", 24, 2048, 5632, 1408, 60, 4, 1, 16, 16, 128, 151936, 1e6},
+  {"deepseek", "DeepseekForCausalLM", "deepseek", 28, 2048, 10944, 1408, 64, 6, 2, 16, 16, 128, 102400, 1e4},
+  {"llama", "LlamaForCausalLM", "llama", 32, 4096, 11008, 0, 0, 0, 0, 32, 32, 128, 32000, 1e4},
+};
+
+const char *moesz_synth_families(void) { return "mixtral, olmoe, qwen3_moe, qwen2_moe, deepseek, llama"; }
+
+typedef struct rng { uint64_t s[4]; } rng;
+static uint64_t splitmix(uint64_t *x) {
+  uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static uint64_t next(rng *r) {
+  uint64_t res = rotl(r->s[1] * 5, 7) * 9, t = r->s[1] << 17;
+  r->s[2] ^= r->s[0]; r->s[3] ^= r->s[1]; r->s[1] ^= r->s[2]; r->s[0] ^= r->s[3];
+  r->s[2] ^= t; r->s[3] = rotl(r->s[3], 45);
+  return res;
+}
+static double unif(rng *r) { return ((double)(next(r) >> 11) + 0.5) * 0x1p-53; }
+
+typedef struct gen {
+  moesz_stw *w;
+  moesz_dtype dtype;
+  double std;
+  uint64_t seed, count;
+  uint64_t bytes;
+} gen;
+
+/* Adds tensor name [rows, cols] (cols = 0: 1-D [rows]) filled with N(0, std^2), or ones. */
+static int add(gen *g, const char *name, int64_t rows, int64_t cols, int ones, moesz_error *err) {
+  size_t n = (size_t)rows * (size_t)(cols ? cols : 1);
+  float *f = malloc(n * sizeof *f);
+  void *out = malloc(n * moesz_dtype_size(g->dtype));
+  if (!f || !out) { free(f); free(out); return moesz_error_set(err, MOESZ_E_NOMEM, "synth: %s: out of memory", name); }
+  uint64_t sm = g->seed ^ (0x632be59bd9b4e019ull * ++g->count);
+  rng r = {{splitmix(&sm), splitmix(&sm), splitmix(&sm), splitmix(&sm)}};
+  if (ones) {
+    for (size_t i = 0; i < n; i++) f[i] = 1.0f;
+  } else {
+    for (size_t i = 0; i + 1 < n + 1; i += 2) {    /* Box-Muller, two values per draw */
+      double u = unif(&r), v = unif(&r), rad = sqrt(-2.0 * log(u)) * g->std;
+      f[i] = (float)(rad * cos(2 * M_PI * v));
+      if (i + 1 < n) f[i + 1] = (float)(rad * sin(2 * M_PI * v));
+    }
+  }
+  moesz_from_f32(g->dtype, f, out, n);
+  free(f);
+  int64_t shape[2] = {rows, cols};
+  int rc = moesz_stw_add_copy(g->w, name, g->dtype, cols ? 2 : 1, shape, out, err);
+  free(out);
+  g->bytes += n * moesz_dtype_size(g->dtype);
+  return rc;
+}
+
+int moesz_synth_write(const moesz_synth_opts *o, const char *dir, moesz_error *err) {
+  const family *fam = NULL;
+  for (size_t i = 0; i < sizeof FAMILIES / sizeof *FAMILIES; i++)
+    if (!strcmp(o->like, FAMILIES[i].like)) fam = &FAMILIES[i];
+  if (!fam) return moesz_error_set(err, MOESZ_E_ARG, "synth: unknown family '%s' (%s)", o->like, moesz_synth_families());
+  family f = *fam;
+  if (o->layers > 0) f.layers = o->layers;
+  if (o->experts > 0 && f.experts) f.experts = o->experts;
+  if (o->top_k > 0 && f.top_k) f.top_k = o->top_k;
+  if (o->hidden > 0) f.hidden = o->hidden;
+  if (o->expert_width > 0) { if (f.experts) f.moe_inter = o->expert_width; else f.inter = o->expert_width; }
+  if (o->vocab > 0) f.vocab = o->vocab;
+  if (o->heads > 0) f.heads = o->heads;
+  if (o->kv_heads > 0) f.kv_heads = o->kv_heads;
+  if (o->hidden > 0 || o->heads > 0) f.head_dim = f.hidden / f.heads;
+  if (f.top_k > f.experts) f.top_k = f.experts;
+  if (f.heads % f.kv_heads || f.layers > MOESZ_MAX_LAYERS || f.layers < 1 || f.hidden < 2)
+    return moesz_error_set(err, MOESZ_E_ARG, "synth: inconsistent shape (heads %d, kv heads %d, layers %d)", f.heads, f.kv_heads, f.layers);
+  if (mkdir(dir, 0755) != 0 && !moesz_path_is_dir(dir)) return moesz_error_set(err, MOESZ_E_IO, "%s: cannot create", dir);
+  int is_mixtral = !strcmp(f.like, "mixtral"), is_ds = !strcmp(f.like, "deepseek"), is_q2 = !strcmp(f.like, "qwen2_moe");
+  int is_q3 = !strcmp(f.like, "qwen3_moe"), is_ol = !strcmp(f.like, "olmoe");
+  /* config.json */
+  cJSON *c = cJSON_CreateObject();
+  cJSON *ar = cJSON_AddArrayToObject(c, "architectures");
+  cJSON_AddItemToArray(ar, cJSON_CreateString(f.arch));
+  cJSON_AddStringToObject(c, "model_type", f.model_type);
+  cJSON_AddNumberToObject(c, "vocab_size", f.vocab);
+  cJSON_AddNumberToObject(c, "hidden_size", f.hidden);
+  cJSON_AddNumberToObject(c, "intermediate_size", f.experts && (is_mixtral || is_ol) ? f.moe_inter : f.inter);
+  cJSON_AddNumberToObject(c, "num_hidden_layers", f.layers);
+  cJSON_AddNumberToObject(c, "num_attention_heads", f.heads);
+  cJSON_AddNumberToObject(c, "num_key_value_heads", f.kv_heads);
+  cJSON_AddNumberToObject(c, "head_dim", f.head_dim);
+  cJSON_AddNumberToObject(c, "max_position_embeddings", 4096);
+  cJSON_AddNumberToObject(c, "rms_norm_eps", 1e-5);
+  cJSON_AddNumberToObject(c, "rope_theta", f.theta);
+  cJSON_AddBoolToObject(c, "tie_word_embeddings", 0);
+  cJSON_AddNumberToObject(c, "bos_token_id", 1);
+  cJSON_AddNumberToObject(c, "eos_token_id", 2);
+  cJSON_AddStringToObject(c, "hidden_act", "silu");
+  cJSON_AddStringToObject(c, "torch_dtype", o->dtype == MOESZ_DT_F32 ? "float32" : o->dtype == MOESZ_DT_F16 ? "float16" : "bfloat16");
+  if (f.experts) {
+    cJSON_AddNumberToObject(c, is_mixtral ? "num_local_experts" : is_ds ? "n_routed_experts" : "num_experts", f.experts);
+    cJSON_AddNumberToObject(c, "num_experts_per_tok", f.top_k);
+    if (!is_mixtral && !is_ol) cJSON_AddNumberToObject(c, "moe_intermediate_size", f.moe_inter);
+    cJSON_AddBoolToObject(c, "norm_topk_prob", is_q3);
+  }
+  if (is_q2) {
+    cJSON_AddNumberToObject(c, "shared_expert_intermediate_size", 4 * f.moe_inter);
+    cJSON_AddNumberToObject(c, "decoder_sparse_step", 1);
+    cJSON_AddItemToObject(c, "mlp_only_layers", cJSON_CreateArray());
+  }
+  if (is_q3) cJSON_AddNumberToObject(c, "decoder_sparse_step", 1), cJSON_AddItemToObject(c, "mlp_only_layers", cJSON_CreateArray());
+  if (is_ds) {
+    cJSON_AddNumberToObject(c, "n_shared_experts", f.shared);
+    cJSON_AddNumberToObject(c, "first_k_dense_replace", f.layers > 1 ? 1 : 0);
+    cJSON_AddNumberToObject(c, "moe_layer_freq", 1);
+    cJSON_AddStringToObject(c, "scoring_func", "softmax");
+  }
+  char *txt = cJSON_Print(c);
+  cJSON_Delete(c);
+  if (!txt) return moesz_error_set(err, MOESZ_E_NOMEM, "synth: out of memory");
+  moesz_config cfg;
+  int rc = moesz_config_parse(txt, strlen(txt), &cfg, err);
+  char path[4096];
+  if (!rc && moesz_path_join(path, sizeof path, dir, "config.json")) rc = moesz_error_set(err, MOESZ_E_ARG, "path too long");
+  if (!rc) {
+    moesz_afile af;
+    rc = moesz_afile_open(&af, path, err);
+    if (!rc) rc = moesz_afile_write(&af, txt, strlen(txt), err);
+    if (!rc) rc = moesz_afile_commit(&af, err);
+    else moesz_afile_abort(&af);
+  }
+  free(txt);
+  if (rc) return rc;
+  /* tensors */
+  gen g = {.dtype = o->dtype, .std = o->std > 0 ? o->std : 0.02, .seed = o->seed};
+  if (moesz_path_join(path, sizeof path, dir, "model.safetensors")) return moesz_error_set(err, MOESZ_E_ARG, "path too long");
+  if ((rc = moesz_stw_create(path, &g.w, err))) return rc;
+  int64_t d = cfg.hidden, hd = cfg.head_dim, V = cfg.vocab;
+  char nm[256];
+#define ADD(rows, cols, ones, ...) do { snprintf(nm, sizeof nm, __VA_ARGS__); \
+    if ((rc = add(&g, nm, rows, cols, ones, err))) goto fail; } while (0)
+  ADD(V, d, 0, "model.embed_tokens.weight");
+  for (int L = 0; L < cfg.n_layers; L++) {
+    const char *p = "model.layers";
+    ADD(d, 0, 1, "%s.%d.input_layernorm.weight", p, L);
+    ADD(d, 0, 1, "%s.%d.post_attention_layernorm.weight", p, L);
+    ADD(cfg.n_heads * hd, d, 0, "%s.%d.self_attn.q_proj.weight", p, L);
+    ADD(cfg.n_kv_heads * hd, d, 0, "%s.%d.self_attn.k_proj.weight", p, L);
+    ADD(cfg.n_kv_heads * hd, d, 0, "%s.%d.self_attn.v_proj.weight", p, L);
+    ADD(d, cfg.n_heads * hd, 0, "%s.%d.self_attn.o_proj.weight", p, L);
+    if (is_q2) {
+      ADD(cfg.n_heads * hd, 0, 0, "%s.%d.self_attn.q_proj.bias", p, L);
+      ADD(cfg.n_kv_heads * hd, 0, 0, "%s.%d.self_attn.k_proj.bias", p, L);
+      ADD(cfg.n_kv_heads * hd, 0, 0, "%s.%d.self_attn.v_proj.bias", p, L);
+    }
+    if (is_q3) { ADD(hd, 0, 1, "%s.%d.self_attn.q_norm.weight", p, L); ADD(hd, 0, 1, "%s.%d.self_attn.k_norm.weight", p, L); }
+    if (is_ol) {
+      ADD(cfg.n_heads * hd, 0, 1, "%s.%d.self_attn.q_norm.weight", p, L);
+      ADD(cfg.n_kv_heads * hd, 0, 1, "%s.%d.self_attn.k_norm.weight", p, L);
+    }
+    if (!cfg.is_moe[L]) {
+      ADD(cfg.intermediate, d, 0, "%s.%d.mlp.gate_proj.weight", p, L);
+      ADD(cfg.intermediate, d, 0, "%s.%d.mlp.up_proj.weight", p, L);
+      ADD(d, cfg.intermediate, 0, "%s.%d.mlp.down_proj.weight", p, L);
+      continue;
+    }
+    const char *blk = is_mixtral ? "block_sparse_moe" : "mlp";
+    ADD(cfg.n_experts, d, 0, "%s.%d.%s.gate.weight", p, L, blk);
+    int64_t n = cfg.moe_intermediate;
+    for (int e = 0; e < cfg.n_experts; e++) {
+      if (is_mixtral) {
+        ADD(n, d, 0, "%s.%d.block_sparse_moe.experts.%d.w1.weight", p, L, e);
+        ADD(d, n, 0, "%s.%d.block_sparse_moe.experts.%d.w2.weight", p, L, e);
+        ADD(n, d, 0, "%s.%d.block_sparse_moe.experts.%d.w3.weight", p, L, e);
+      } else {
+        ADD(n, d, 0, "%s.%d.mlp.experts.%d.gate_proj.weight", p, L, e);
+        ADD(n, d, 0, "%s.%d.mlp.experts.%d.up_proj.weight", p, L, e);
+        ADD(d, n, 0, "%s.%d.mlp.experts.%d.down_proj.weight", p, L, e);
+      }
+    }
+    if (is_q2 || is_ds) {
+      const char *sh = is_q2 ? "shared_expert" : "shared_experts";
+      int64_t sn = cfg.shared_intermediate;
+      ADD(sn, d, 0, "%s.%d.mlp.%s.gate_proj.weight", p, L, sh);
+      ADD(sn, d, 0, "%s.%d.mlp.%s.up_proj.weight", p, L, sh);
+      ADD(d, sn, 0, "%s.%d.mlp.%s.down_proj.weight", p, L, sh);
+      if (is_q2) ADD(1, d, 0, "%s.%d.mlp.shared_expert_gate.weight", p, L);
+    }
+  }
+  ADD(d, 0, 1, "model.norm.weight");
+  ADD(V, d, 0, "lm_head.weight");
+#undef ADD
+  rc = moesz_stw_meta(g.w, "format", "pt", err);
+  if (!rc) return moesz_stw_commit(g.w, err);
+fail:
+  moesz_stw_abort(g.w);
+  return rc;
+}
