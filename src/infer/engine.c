@@ -493,8 +493,11 @@ static int moe_block(moesz_engine *e, int L, int n, moesz_error *err) {
       int r = e->fill[x]++;
       e->row_tok[r] = t;
       e->row_w[r] = e->topw[(size_t)t * K + j];
-      memcpy(e->xg + (size_t)r * d, e->xn + (size_t)t * d, d * sizeof(float));
+      if (n > 1) memcpy(e->xg + (size_t)r * d, e->xn + (size_t)t * d, d * sizeof(float));
     }
+  /* one token: every expert reads xn itself (no gathered copies) */
+  const float *xin = n > 1 ? e->xg : e->xn;
+  size_t xstep = n > 1 ? d : 0;
   if (e->prov.route) e->prov.route(e->prov.ctx, L, e->active, nact, e->xn, n);
   memset(e->moe, 0, sizeof(float) * (size_t)n * d);
   for (int g0 = 0; g0 < nact; g0 += e->group) {
@@ -510,8 +513,8 @@ static int moe_block(moesz_engine *e, int L, int n, moesz_error *err) {
       for (int a = g0; a < g1; a++) {
         int x = e->active[a];
         size_t r0 = (size_t)e->off[x];
-        e->jobs[nj++] = job(&e->mats[x].gate, e->xg + r0 * d, d, e->hg + r0 * im, im, e->cnt[x], 0);
-        e->jobs[nj++] = job(&e->mats[x].up, e->xg + r0 * d, d, e->hu + r0 * im, im, e->cnt[x], 0);
+        e->jobs[nj++] = job(&e->mats[x].gate, xin + r0 * xstep, d, e->hg + r0 * im, im, e->cnt[x], 0);
+        e->jobs[nj++] = job(&e->mats[x].up, xin + r0 * xstep, d, e->hu + r0 * im, im, e->cnt[x], 0);
       }
       rc = moesz_k_linear(&e->kc, e->jobs, nj);
       if (!rc) {

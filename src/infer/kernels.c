@@ -36,7 +36,9 @@ int moesz_kctx_init(moesz_kctx *c, moesz_pool *pool, int simd, size_t scratch_fl
   c->simd = simd < 0 ? have : (simd && have);
   c->scratch_floats = scratch_floats;
   c->scratch = calloc((size_t)c->nthreads, sizeof *c->scratch);
-  if (!c->scratch) return MOESZ_E_NOMEM;
+  c->memo_gen = calloc((size_t)c->nthreads, sizeof *c->memo_gen);
+  c->memo_x = calloc((size_t)c->nthreads, sizeof *c->memo_x);
+  if (!c->scratch || !c->memo_gen || !c->memo_x) { moesz_kctx_free(c); return MOESZ_E_NOMEM; }
   for (int i = 0; i < c->nthreads; i++) {
     c->scratch[i] = aligned_alloc(64, ((scratch_floats * sizeof(float)) + 63) / 64 * 64);
     if (!c->scratch[i]) { moesz_kctx_free(c); return MOESZ_E_NOMEM; }
@@ -45,10 +47,15 @@ int moesz_kctx_init(moesz_kctx *c, moesz_pool *pool, int simd, size_t scratch_fl
 }
 
 void moesz_kctx_free(moesz_kctx *c) {
-  if (!c || !c->scratch) return;
-  for (int i = 0; i < c->nthreads; i++) free(c->scratch[i]);
+  if (!c) return;
+  if (c->scratch)
+    for (int i = 0; i < c->nthreads; i++) free(c->scratch[i]);
   free(c->scratch);
+  free(c->memo_gen);
+  free(c->memo_x);
   c->scratch = NULL;
+  c->memo_gen = NULL;
+  c->memo_x = NULL;
 }
 
 /* ------------------------------------------------------------ conversion */
@@ -201,18 +208,21 @@ TGT static inline __m256 ld8_f16(const void *p, size_t k) {
   }
 MV_AVX(mv_avx_f32, ld8_f32, 4)
 
-/* BF16 matvec with one 256-bit load per 16 weights: the even elements are the
- * low halves of the 32-bit lanes (shift left 16), the odd ones the high halves
- * (mask), so x is split once into xs = [x0 x2 .. x14 | x1 x3 .. x15] per block
- * of 16 columns. cols % 16 tail handled per row in scalar. */
-TGT static void mv_avx_bf16_eo(const moesz_matview *w, int64_t r0, int64_t r1, const float *x,
-                               float *xs, float *y, int acc) {
-  size_t cols = (size_t)w->cols, ld = (size_t)w->ld, nb = cols / 16;
-  for (size_t b = 0; b < nb; b++)
+/* x split for mv_avx_bf16_eo: xs = [x0 x2 .. x14 | x1 x3 .. x15] per block of 16. */
+static void split_even_odd(const float *x, size_t cols, float *xs) {
+  for (size_t b = 0; b < cols / 16; b++)
     for (int i = 0; i < 8; i++) {
       xs[b * 16 + (size_t)i] = x[b * 16 + 2 * (size_t)i];
       xs[b * 16 + 8 + (size_t)i] = x[b * 16 + 2 * (size_t)i + 1];
     }
+}
+
+/* BF16 matvec with one 256-bit load per 16 weights: the even elements are the
+ * low halves of the 32-bit lanes (shift left 16), the odd ones the high halves
+ * (mask), against x split by split_even_odd. cols % 16 tail in scalar. */
+TGT static void mv_avx_bf16_eo(const moesz_matview *w, int64_t r0, int64_t r1, const float *x,
+                               const float *xs, float *y, int acc) {
+  size_t cols = (size_t)w->cols, ld = (size_t)w->ld, nb = cols / 16;
   const uint16_t *base = w->data;
   const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);
   int64_t r = r0;
@@ -363,8 +373,16 @@ static void lin_task(void *vctx, size_t ti, int tid) {
 #if MOESZ_X86
     if (simd) {
       if (w->dtype == MOESZ_DT_F32) mv_avx_f32(w, r0, r1, jb->x, y, jb->accumulate);
-      else if (w->dtype == MOESZ_DT_BF16)
-        mv_avx_bf16_eo(w, r0, r1, jb->x, L->c->scratch[tid], y, jb->accumulate);
+      else if (w->dtype == MOESZ_DT_BF16) {
+        /* the split x is reused by this thread for every task of the call on the same x */
+        moesz_kctx *c = L->c;
+        if (c->memo_gen[tid] != c->gen || c->memo_x[tid] != jb->x) {
+          split_even_odd(jb->x, (size_t)w->cols, c->scratch[tid]);
+          c->memo_gen[tid] = c->gen;
+          c->memo_x[tid] = jb->x;
+        }
+        mv_avx_bf16_eo(w, r0, r1, jb->x, c->scratch[tid], y, jb->accumulate);
+      }
       else mv_avx_f16(w, r0, r1, jb->x, y, jb->accumulate);
       return;
     }
@@ -374,6 +392,7 @@ static void lin_task(void *vctx, size_t ti, int tid) {
   }
   /* packed path: tile rows r0..r1 as f32, tokens in blocks of TB */
   float *pk = L->c->scratch[tid];
+  L->c->memo_x[tid] = NULL;   /* scratch no longer holds a split x */
   size_t cols = (size_t)w->cols;
   const float *p;
   if (w->dtype == MOESZ_DT_F32 && !w->transposed) {
@@ -401,6 +420,7 @@ int moesz_k_linear(moesz_kctx *c, const moesz_kjob *jobs, int njobs) {
   }
   while (njobs > 0) {
     int nj = njobs > MAXJ ? MAXJ : njobs;
+    c->gen++;
     lin_ctx L;
     L.c = c;
     L.jobs = jobs;
