@@ -219,47 +219,34 @@ static void split_even_odd(const float *x, size_t cols, float *xs) {
 
 /* BF16 matvec with one 256-bit load per 16 weights: the even elements are the
  * low halves of the 32-bit lanes (shift left 16), the odd ones the high halves
- * (mask), against x split by split_even_odd. cols % 16 tail in scalar. */
+ * (mask), against x split by split_even_odd. One row at a time, 32 columns per
+ * step: with 4 KiB rows (2048 BF16) a single sequential stream per thread
+ * measured 14% faster in the model than 4 interleaved row streams (F32, 8 KiB
+ * rows, prefers the 4-row kernel above). cols % 16 tail in scalar. */
 TGT static void mv_avx_bf16_eo(const moesz_matview *w, int64_t r0, int64_t r1, const float *x,
                                const float *xs, float *y, int acc) {
-  size_t cols = (size_t)w->cols, ld = (size_t)w->ld, nb = cols / 16;
+  size_t cols = (size_t)w->cols, ld = (size_t)w->ld, n16 = cols / 16 * 16, n32 = cols / 32 * 32;
   const uint16_t *base = w->data;
   const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);
-  int64_t r = r0;
-  for (; r + 4 <= r1; r += 4) {
-    const uint16_t *w0 = base + (size_t)r * ld, *w1 = w0 + ld, *w2 = w1 + ld, *w3 = w2 + ld;
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-    for (size_t k = 0; k < nb * 16; k += 16) {
-      __m256 xe = _mm256_loadu_ps(xs + k), xo = _mm256_loadu_ps(xs + k + 8);
-#define EO(W, A, B)                                                                  \
-      {                                                                              \
-        __m256i v = _mm256_loadu_si256((const __m256i *)((W) + k));                  \
-        A = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), xe, A);  \
-        B = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v, hi)), xo, B);    \
-      }
-      EO(w0, a0, b0) EO(w1, a1, b1) EO(w2, a2, b2) EO(w3, a3, b3)
-    }
-    float s[4] = {hsum8(_mm256_add_ps(a0, b0)), hsum8(_mm256_add_ps(a1, b1)),
-                  hsum8(_mm256_add_ps(a2, b2)), hsum8(_mm256_add_ps(a3, b3))};
-    const uint16_t *wr[4] = {w0, w1, w2, w3};
-    for (size_t k = nb * 16; k < cols; k++)
-      for (int i = 0; i < 4; i++) s[i] += moesz_bf16_to_f32(wr[i][k]) * x[k];
-    for (int i = 0; i < 4; i++) {
-      float *o = y + (r - r0) + i;
-      *o = acc ? *o + s[i] : s[i];
-    }
-  }
-  for (; r < r1; r++) {
+  for (int64_t r = r0; r < r1; r++) {
     const uint16_t *w0 = base + (size_t)r * ld;
-    __m256 a0 = _mm256_setzero_ps(), b0 = a0;
-    for (size_t k = 0; k < nb * 16; k += 16) {
-      __m256 xe = _mm256_loadu_ps(xs + k), xo = _mm256_loadu_ps(xs + k + 8);
-      EO(w0, a0, b0)
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
+    size_t k = 0;
+    for (; k < n32; k += 32) {
+      __m256i v = _mm256_loadu_si256((const __m256i *)(w0 + k));
+      __m256i u = _mm256_loadu_si256((const __m256i *)(w0 + k + 16));
+      a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), _mm256_loadu_ps(xs + k), a0);
+      b0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v, hi)), _mm256_loadu_ps(xs + k + 8), b0);
+      a1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(u, 16)), _mm256_loadu_ps(xs + k + 16), a1);
+      b1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(u, hi)), _mm256_loadu_ps(xs + k + 24), b1);
     }
-#undef EO
-    float s = hsum8(_mm256_add_ps(a0, b0));
-    for (size_t k = nb * 16; k < cols; k++) s += moesz_bf16_to_f32(w0[k]) * x[k];
+    if (k < n16) {
+      __m256i v = _mm256_loadu_si256((const __m256i *)(w0 + k));
+      a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), _mm256_loadu_ps(xs + k), a0);
+      b0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v, hi)), _mm256_loadu_ps(xs + k + 8), b0);
+    }
+    float s = hsum8(_mm256_add_ps(_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1)));
+    for (k = n16; k < cols; k++) s += moesz_bf16_to_f32(w0[k]) * x[k];
     float *o = y + (r - r0);
     *o = acc ? *o + s : s;
   }
