@@ -21,5 +21,6 @@
 #include "moesz/resmoe.h"
 #include "moesz/text.h"
 #include "moesz/infer.h"
+#include "moesz/eval.h"
 
 #endif

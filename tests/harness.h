@@ -14,28 +14,28 @@
 #include <string.h>
 
 typedef struct { int pass, fail, skip, cur_fail, cur_skip; } harness_state;
-static harness_state H;
+static harness_state H_;
 
 #define TEST(name) static void name(void)
-#define CHECK(c) do { if (!(c)) { H.cur_fail++; \
+#define CHECK(c) do { if (!(c)) { H_.cur_fail++; \
     fprintf(stderr, "  %s:%d: check failed: %s\n", __FILE__, __LINE__, #c); } } while (0)
-#define CHECK_MSG(c, ...) do { if (!(c)) { H.cur_fail++; \
+#define CHECK_MSG(c, ...) do { if (!(c)) { H_.cur_fail++; \
     fprintf(stderr, "  %s:%d: check failed: %s: ", __FILE__, __LINE__, #c); \
     fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); } } while (0)
 #define CHECK_EQ_INT(a, b) do { long long a_ = (long long)(a), b_ = (long long)(b); \
-    if (a_ != b_) { H.cur_fail++; fprintf(stderr, "  %s:%d: %s == %s failed: %lld vs %lld\n", \
+    if (a_ != b_) { H_.cur_fail++; fprintf(stderr, "  %s:%d: %s == %s failed: %lld vs %lld\n", \
     __FILE__, __LINE__, #a, #b, a_, b_); } } while (0)
 #define CHECK_NEAR(a, b, tol) do { double a_ = (double)(a), b_ = (double)(b); \
-    if (!(fabs(a_ - b_) <= (tol))) { H.cur_fail++; fprintf(stderr, \
+    if (!(fabs(a_ - b_) <= (tol))) { H_.cur_fail++; fprintf(stderr, \
     "  %s:%d: |%s - %s| <= %g failed: %.9g vs %.9g\n", __FILE__, __LINE__, #a, #b, \
     (double)(tol), a_, b_); } } while (0)
-#define SKIP(...) do { H.cur_skip = 1; printf("skip %s: ", h_name_); printf(__VA_ARGS__); \
+#define SKIP(...) do { H_.cur_skip = 1; printf("skip %s: ", h_name_); printf(__VA_ARGS__); \
     printf("\n"); return; } while (0)
-#define RUN(fn) do { H.cur_fail = 0; H.cur_skip = 0; h_set_name_(#fn); fn(); \
-    if (H.cur_fail) { H.fail++; printf("FAIL %s (%d checks)\n", #fn, H.cur_fail); } \
-    else if (H.cur_skip) H.skip++; else { H.pass++; printf("ok %s\n", #fn); } \
+#define RUN(fn) do { H_.cur_fail = 0; H_.cur_skip = 0; h_set_name_(#fn); fn(); \
+    if (H_.cur_fail) { H_.fail++; printf("FAIL %s (%d checks)\n", #fn, H_.cur_fail); } \
+    else if (H_.cur_skip) H_.skip++; else { H_.pass++; printf("ok %s\n", #fn); } \
     fflush(stdout); } while (0)
-#define DONE() (printf("#result %d %d %d\n", H.pass, H.fail, H.skip), 0)
+#define DONE() (printf("#result %d %d %d\n", H_.pass, H_.fail, H_.skip), 0)
 
 static const char *h_name_ = "";
 static void h_set_name_(const char *n) { h_name_ = n; }

@@ -22,6 +22,10 @@ int moesz_cli_tokenize(int argc, char **argv);
 /* `moesz inspect X.msz`: the container's summary (inspect_msz.c). */
 int moesz_cli_inspect_msz(const char *path, int json);
 
+/* The tokenizer of a model: MODEL/tokenizer.json, the tokenizer.json
+ * embedded in a .msz container, or a tokenizer.json path. */
+int moesz_cli_tok_load(const char *model, moesz_tok **out, moesz_error *err);
+
 /* Prints "moesz CMD: MSG" on stderr and returns 1. */
 int moesz_cli_fail(const char *cmd, const moesz_error *e);
 /* True if argv holds -h or --help before any "--". */

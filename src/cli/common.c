@@ -38,3 +38,17 @@ long long moesz_cli_parse_bytes(const char *s) {
   if (r > 9.2e18) return -1;
   return (long long)r;
 }
+
+int moesz_cli_tok_load(const char *model, moesz_tok **out, moesz_error *err) {
+  *out = NULL;
+  if (!moesz_engine_is_msz(model)) return moesz_tok_load(model, out, err);
+  moesz_msz *c;
+  int rc = moesz_msz_open(model, &c, err);
+  if (rc) return rc;
+  const void *data;
+  size_t len;
+  rc = moesz_msz_file(c, "tokenizer.json", &data, &len, err);
+  if (!rc) rc = moesz_tok_load_json(data, len, out, err);
+  moesz_msz_close(c);
+  return rc;
+}

@@ -11,31 +11,8 @@
 #include "moesz/infer.h"
 #include "moesz/text.h"
 
-/* The tokenizer API agreed with src/text (notes: include/moesz/text.h). Until
- * that module is in the tree the references are weak: --prompt then reports
- * that no tokenizer is built, --prompt-ids/--print-ids work regardless. */
-typedef struct moesz_tok moesz_tok;
-typedef struct moesz_tok_stream moesz_tok_stream;
-int moesz_tok_load(const char *path, moesz_tok **out, moesz_error *err);
-void moesz_tok_free(moesz_tok *t);
-int moesz_tok_encode(const moesz_tok *t, const char *text, size_t len, int add_special,
-                     int32_t **ids, size_t *n, moesz_error *err);
-int moesz_tok_eos(const moesz_tok *t);
-moesz_tok_stream *moesz_tok_stream_new(const moesz_tok *t);
-int moesz_tok_stream_put(moesz_tok_stream *s, int32_t id, char *buf, size_t cap, size_t *len);
-void moesz_tok_stream_free(moesz_tok_stream *s);
-#pragma weak moesz_tok_load
-#pragma weak moesz_tok_free
-#pragma weak moesz_tok_encode
-#pragma weak moesz_tok_eos
-#pragma weak moesz_tok_stream_new
-#pragma weak moesz_tok_stream_put
-#pragma weak moesz_tok_stream_free
-
 static int tok_load(const char *path, moesz_tok **out, moesz_error *err) {
-  if (!moesz_tok_load)
-    return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "this build has no tokenizer (src/text)");
-  return moesz_tok_load(path, out, err);
+  return moesz_cli_tok_load(path, out, err);
 }
 
 static const char *USAGE =

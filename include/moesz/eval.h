@@ -1,0 +1,53 @@
+/* moesz/eval.h - judging a model (src/eval): perplexity with sliding windows
+ * exactly as the Hugging Face perplexity guide computes it, KL(ref || model)
+ * and top-1 agreement against a reference model on the same windows, and
+ * log-likelihood scoring of multiple-choice / cloze tasks as
+ * lm-evaluation-harness does it. */
+#ifndef MOESZ_EVAL_H
+#define MOESZ_EVAL_H
+#include "moesz/base.h"
+#include "moesz/infer.h"
+#include "moesz/text.h"
+
+/* One window of the sliding-window scheme: tokens [begin, end) are fed, the
+ * predictions of tokens [score_from, end) are scored (score_from >= begin + 1). */
+typedef struct moesz_window { size_t begin, end, score_from; } moesz_window;
+/* Windows for n tokens with context ctx and stride (HF guide: begin steps by
+ * stride; each window scores what the previous did not). Returns the count
+ * written (at most cap; call with cap 0 to size). ctx >= 2, 1 <= stride <= ctx. */
+size_t moesz_ppl_windows(size_t n, size_t ctx, size_t stride, moesz_window *out, size_t cap);
+
+typedef struct moesz_ppl_result {
+  double nll;              /* total negative log-likelihood (nats) */
+  size_t tokens;           /* scored tokens */
+  double ppl;              /* exp(nll / tokens) */
+  double kl;               /* mean KL(ref || model) per scored token (nats), with a reference */
+  double top1;             /* fraction of scored tokens where both argmaxes agree */
+  double ref_ppl;          /* the reference's perplexity on the same tokens */
+  double seconds;
+} moesz_ppl_result;
+
+/* Perplexity of ids[0..n) under e; with ref != NULL also KL and top-1
+ * against ref (both must share the vocabulary). progress: 1 = a line on stderr. */
+int moesz_eval_ppl(moesz_engine *e, moesz_engine *ref, const int32_t *ids, size_t n, size_t ctx, size_t stride,
+                   int progress, moesz_ppl_result *out, moesz_error *err);
+
+/* Sum of log P(cont | ctx) over the continuation tokens, and whether every
+ * continuation token is the greedy argmax. n_ctx >= 1. */
+int moesz_eval_loglik(moesz_engine *e, const int32_t *ctx, size_t n_ctx, const int32_t *cont, size_t n_cont,
+                      double *ll, int *greedy, moesz_error *err);
+
+typedef struct moesz_task_result {
+  size_t n;                /* items scored */
+  double acc, acc_stderr;
+  double acc_norm, acc_norm_stderr;   /* multiple choice: loglik / characters of the choice */
+  double ppl;              /* cloze (LAMBADA): exp(-mean loglik) */
+  int cloze;               /* 1 for context/continuation tasks */
+  double seconds;
+} moesz_task_result;
+
+/* Runs a task file (JSON lines; formats: {query, choices, gold},
+ * {context_options, continuation, gold}, {context, continuation}); limit 0 = all. */
+int moesz_eval_task(moesz_engine *e, const moesz_tok *t, const char *path, size_t limit, int progress,
+                    moesz_task_result *out, moesz_error *err);
+#endif

@@ -1,0 +1,49 @@
+/* codec/codec_internal.h - what the codec's files share: the quantizer
+ * (quant.c), the Huffman stage (huff.c), the fixed-length block stage
+ * (pack.c) and the stream driver (stream.c). Owned by src/codec. */
+#ifndef MOESZ_CODEC_INTERNAL_H
+#define MOESZ_CODEC_INTERNAL_H
+#include <stddef.h>
+#include <stdint.h>
+#include "moesz/codec.h"
+
+#define CODEC_QMAX 1073741823.0      /* |q| beyond this is stored verbatim */
+#define HUF_MAXLEN 12                /* longest Huffman code: one table lookup */
+#define HUF_ESC 4095                 /* symbol for zigzag codes >= HUF_VERB (raw u32 follows) */
+#define HUF_VERB 4094                /* symbol for a value stored verbatim (entropy pipeline) */
+#define CODE_VERB 0xffffffffu        /* the code array's marker for a verbatim value */
+#define HUF_NSYM 4096
+
+static inline uint32_t zz_enc(int32_t q) { return ((uint32_t)q << 1) ^ (uint32_t)(q >> 31); }
+static inline int32_t zz_dec(uint32_t z) { return (int32_t)(z >> 1) ^ -(int32_t)(z & 1); }
+
+/* Quantizes n values: codes[i] (zigzag) for values that meet the bound in
+ * F32 and in out_dtype, CODE_VERB for the rest (NaN, Inf, -0, |q| out of
+ * range, bound missed). Returns the number of verbatim values. */
+size_t codec_quantize(const void *src, moesz_dtype in, moesz_dtype out, size_t n, double step, double eb,
+                      uint32_t *codes);
+/* Dequantizes zigzag codes into dst (dtype) - the exact inverse the encoder checked. */
+void codec_dequantize(const uint32_t *codes, size_t n, double step, moesz_dtype dt, void *dst);
+/* Writes value i of src (dtype in) into dst[j] as dtype out. */
+void codec_put_value(const void *src, moesz_dtype in, size_t i, void *dst, moesz_dtype out, size_t j);
+
+/* Huffman (huff.c). lengths[HUF_NSYM] from a histogram, max HUF_MAXLEN bits. */
+void huf_lengths(const uint64_t *hist, uint8_t *len);
+typedef struct huf_enc { uint16_t code[HUF_NSYM]; uint8_t len[HUF_NSYM]; } huf_enc;
+void huf_enc_init(huf_enc *h, const uint8_t *len);
+/* Encodes symbols of codes into 4 interleaved streams; escapes go to esc[].
+ * out must hold huf_enc_bound(n) bytes. Returns bytes written. */
+size_t huf_enc_bound(size_t n);
+size_t huf_encode(const huf_enc *h, const uint32_t *codes, size_t n, uint8_t *out);
+typedef struct huf_dec { uint16_t e[1 << HUF_MAXLEN]; } huf_dec; /* sym << 4 | len; len 0 = invalid */
+int huf_dec_init(huf_dec *d, const uint8_t *len);
+/* Decodes n zigzag codes from buf[0..len); the positions of VERB symbols go
+ * to vpos (exactly nv of them, else malformed). 0 ok, -1 malformed. */
+int huf_decode(const huf_dec *d, const uint8_t *buf, size_t len, size_t n, uint32_t *codes, uint32_t *vpos,
+               size_t nv);
+
+/* Fixed-length blocks of 32 codes (pack.c). */
+size_t pack_bound(size_t n);
+size_t pack_encode(const uint32_t *codes, size_t n, uint8_t *out);
+int pack_decode(const uint8_t *buf, size_t len, size_t n, uint32_t *codes);
+#endif

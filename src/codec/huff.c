@@ -1,0 +1,229 @@
+/* codec/huff.c - owns the entropy stage: length-limited canonical Huffman
+ * codes (at most HUF_MAXLEN bits, so one table lookup decodes a symbol),
+ * four interleaved LSB-first bit streams (symbol i in stream i % 4) so the
+ * decoder runs four independent chains, and an escape array for zigzag codes
+ * beyond the alphabet. Layout of an encoded block:
+ *   u32 bytes[4] | u32 n_esc | stream 0..3 (each followed by 8 zero bytes) | u32 esc[n_esc]
+ * Symbols: zigzag codes below HUF_VERB as themselves, HUF_VERB for a value
+ * stored verbatim (its bits are in the chunk's verbatim array, in order),
+ * HUF_ESC for larger codes (the code follows in esc[]). */
+#include <stdlib.h>
+#include <string.h>
+#include "codec/codec_internal.h"
+
+typedef struct { uint64_t w; int sym; } leaf;
+static int cmp_leaf(const void *a, const void *b) {
+  const leaf *x = a, *y = b;
+  if (x->w != y->w) return x->w < y->w ? -1 : 1;
+  return x->sym - y->sym;
+}
+
+/* Huffman code lengths of the nonzero entries of w (two-queue method). */
+static int build(const uint64_t *w, uint8_t *len) {
+  leaf *lv = malloc(sizeof *lv * HUF_NSYM);
+  uint64_t *wt = malloc(sizeof *wt * 2 * HUF_NSYM);
+  int *par = malloc(sizeof *par * 2 * HUF_NSYM);
+  uint8_t *dep = malloc(2 * HUF_NSYM);
+  int k = 0, maxlen = 0;
+  memset(len, 0, HUF_NSYM);
+  if (!lv || !wt || !par || !dep) goto out;
+  for (int s = 0; s < HUF_NSYM; s++)
+    if (w[s]) { lv[k].w = w[s]; lv[k].sym = s; k++; }
+  if (k == 1) { len[lv[0].sym] = 1; maxlen = 1; goto out; }
+  if (k == 0) goto out;
+  qsort(lv, (size_t)k, sizeof *lv, cmp_leaf);
+  for (int i = 0; i < k; i++) wt[i] = lv[i].w;
+  int li = 0, ni = k;
+  for (int t = k; t < 2 * k - 1; t++) {
+    int a, b;
+    a = (li < k && (ni >= t || wt[li] <= wt[ni])) ? li++ : ni++;
+    b = (li < k && (ni >= t || wt[li] <= wt[ni])) ? li++ : ni++;
+    wt[t] = wt[a] + wt[b];
+    par[a] = par[b] = t;
+  }
+  dep[2 * k - 2] = 0;
+  for (int t = 2 * k - 3; t >= 0; t--) dep[t] = (uint8_t)(dep[par[t]] + 1 > 255 ? 255 : dep[par[t]] + 1);
+  for (int i = 0; i < k; i++) {
+    len[lv[i].sym] = dep[i];
+    if (dep[i] > maxlen) maxlen = dep[i];
+  }
+out:
+  free(lv); free(wt); free(par); free(dep);
+  return maxlen;
+}
+
+void huf_lengths(const uint64_t *hist, uint8_t *len) {
+  uint64_t *w = malloc(sizeof *w * HUF_NSYM);
+  if (!w) { memset(len, 0, HUF_NSYM); return; }
+  memcpy(w, hist, sizeof *w * HUF_NSYM);
+  /* flatten the distribution until the longest code fits HUF_MAXLEN bits */
+  for (int shift = 1; build(w, len) > HUF_MAXLEN; shift++)
+    for (int s = 0; s < HUF_NSYM; s++)
+      if (hist[s]) w[s] = (hist[s] >> shift) + 1;
+  free(w);
+}
+
+/* Canonical codes (shorter first, then by symbol), bit-reversed for LSB-first. */
+static void canonical(const uint8_t *len, uint16_t *code) {
+  int count[HUF_MAXLEN + 1] = {0}, next[HUF_MAXLEN + 2] = {0};
+  for (int s = 0; s < HUF_NSYM; s++) count[len[s]]++;
+  count[0] = 0;
+  for (int l = 1, c = 0; l <= HUF_MAXLEN; l++) { c = (c + count[l - 1]) << 1; next[l] = c; }
+  for (int s = 0; s < HUF_NSYM; s++) {
+    int l = len[s];
+    if (!l) { code[s] = 0; continue; }
+    unsigned c = (unsigned)next[l]++, r = 0;
+    for (int b = 0; b < l; b++) r |= ((c >> b) & 1u) << (l - 1 - b);
+    code[s] = (uint16_t)r;
+  }
+}
+
+void huf_enc_init(huf_enc *h, const uint8_t *len) {
+  memcpy(h->len, len, HUF_NSYM);
+  canonical(len, h->code);
+}
+
+size_t huf_enc_bound(size_t n) { return 20 + 4 * ((n / 4 + 1) * HUF_MAXLEN / 8 + 24) + 4 * n; }
+
+typedef struct { uint8_t *p; size_t pos; uint64_t acc; int bits; } bitw;
+static inline void bw_put(bitw *w, uint32_t v, int n) {
+  w->acc |= (uint64_t)v << w->bits;
+  w->bits += n;
+  if (w->bits >= 32) {
+    uint32_t lo = (uint32_t)w->acc;
+    memcpy(w->p + w->pos, &lo, 4);
+    w->pos += 4;
+    w->acc >>= 32;
+    w->bits -= 32;
+  }
+}
+static inline void bw_flush(bitw *w) {
+  while (w->bits > 0) { w->p[w->pos++] = (uint8_t)w->acc; w->acc >>= 8; w->bits -= 8; }
+  memset(w->p + w->pos, 0, 8);
+  w->pos += 8;
+}
+
+size_t huf_encode(const huf_enc *h, const uint32_t *codes, size_t n, uint8_t *out) {
+  size_t cap = (n / 4 + 1) * HUF_MAXLEN / 8 + 24;
+  uint8_t *tmp = out + 20 + 4 * cap;               /* escapes staged after the stream area */
+  bitw w[4];
+  for (int s = 0; s < 4; s++) { w[s].p = out + 20 + (size_t)s * cap; w[s].pos = 0; w[s].acc = 0; w[s].bits = 0; }
+  uint32_t nesc = 0;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t z = codes[i];
+    uint32_t sym = z < HUF_VERB ? z : z == CODE_VERB ? HUF_VERB : HUF_ESC;
+    if (sym == HUF_ESC) { memcpy(tmp + 4 * (size_t)nesc, &z, 4); nesc++; }
+    bw_put(&w[i & 3], h->code[sym], h->len[sym]);
+  }
+  size_t pos = 20;
+  for (int s = 0; s < 4; s++) {
+    bw_flush(&w[s]);
+    uint32_t b = (uint32_t)w[s].pos;
+    memcpy(out + 4 * s, &b, 4);
+    memmove(out + pos, w[s].p, w[s].pos);
+    pos += w[s].pos;
+  }
+  memcpy(out + 16, &nesc, 4);
+  memmove(out + pos, tmp, 4 * (size_t)nesc);
+  return pos + 4 * (size_t)nesc;
+}
+
+int huf_dec_init(huf_dec *d, const uint8_t *len) {
+  uint16_t code[HUF_NSYM];
+  uint64_t kraft = 0;
+  for (int s = 0; s < HUF_NSYM; s++) {
+    if (len[s] > HUF_MAXLEN) return -1;
+    if (len[s]) kraft += 1ull << (HUF_MAXLEN - len[s]);
+  }
+  if (kraft > (1ull << HUF_MAXLEN)) return -1;       /* not a prefix code */
+  canonical(len, code);
+  memset(d->e, 0, sizeof d->e);
+  for (int s = 0; s < HUF_NSYM; s++) {
+    int l = len[s];
+    if (!l) continue;
+    for (unsigned r = code[s]; r < (1u << HUF_MAXLEN); r += 1u << l) d->e[r] = (uint16_t)(s << 4 | l);
+  }
+  return 0;
+}
+
+typedef struct { const uint8_t *p, *end; uint64_t buf; int bits; } bitr;
+static inline void br_refill(bitr *r) {
+  if (r->end - r->p >= 8) {
+    uint64_t v;
+    memcpy(&v, r->p, 8);
+    r->buf |= v << r->bits;
+    r->p += (63 - r->bits) >> 3;
+    r->bits |= 56;
+  } else {
+    while (r->bits <= 56 && r->p < r->end) { r->buf |= (uint64_t)*r->p++ << r->bits; r->bits += 8; }
+    if (r->bits < HUF_MAXLEN) r->bits = HUF_MAXLEN;  /* past the end: zeros */
+  }
+}
+
+int huf_decode(const huf_dec *d, const uint8_t *buf, size_t len, size_t n, uint32_t *codes, uint32_t *vpos,
+               size_t nv) {
+  if (len < 20) return -1;
+  uint32_t sz[4], nesc;
+  memcpy(sz, buf, 16);
+  memcpy(&nesc, buf + 16, 4);
+  size_t pos = 20;
+  bitr r[4];
+  for (int s = 0; s < 4; s++) {
+    if (sz[s] > len - pos) return -1;
+    r[s].p = buf + pos;
+    r[s].end = buf + pos + sz[s];
+    r[s].buf = 0;
+    r[s].bits = 0;
+    pos += sz[s];
+  }
+  if ((size_t)nesc > (len - pos) / 4 || (size_t)nesc > n) return -1;
+  const uint8_t *esc = buf + pos;
+  uint32_t k = 0;
+  size_t kv = 0;
+  const uint16_t *t = d->e;
+  const uint64_t mask = (1u << HUF_MAXLEN) - 1;
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (int s = 0; s < 4; s++) {
+      if (r[s].bits < HUF_MAXLEN) br_refill(&r[s]);
+      uint16_t e = t[r[s].buf & mask];
+      int l = e & 15;
+      if (!l) return -1;
+      r[s].buf >>= l;
+      r[s].bits -= l;
+      uint32_t sym = e >> 4;
+      if (sym >= HUF_VERB) {
+        if (sym == HUF_VERB) {
+          if (kv >= nv) return -1;
+          vpos[kv++] = (uint32_t)(i + (size_t)s);
+          sym = 0;
+        } else {
+          if (k >= nesc) return -1;
+          memcpy(&sym, esc + 4 * (size_t)k++, 4);
+        }
+      }
+      codes[i + (size_t)s] = sym;
+    }
+  }
+  for (int s = 0; i < n; i++, s++) {
+    if (r[s].bits < HUF_MAXLEN) br_refill(&r[s]);
+    uint16_t e = t[r[s].buf & mask];
+    int l = e & 15;
+    if (!l) return -1;
+    r[s].buf >>= l;
+    r[s].bits -= l;
+    uint32_t sym = e >> 4;
+    if (sym >= HUF_VERB) {
+      if (sym == HUF_VERB) {
+        if (kv >= nv) return -1;
+        vpos[kv++] = (uint32_t)i;
+        sym = 0;
+      } else {
+        if (k >= nesc) return -1;
+        memcpy(&sym, esc + 4 * (size_t)k++, 4);
+      }
+    }
+    codes[i] = sym;
+  }
+  return k == nesc && kv == nv ? 0 : -1;
+}

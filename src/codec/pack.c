@@ -1,0 +1,112 @@
+/* codec/pack.c - owns the fast stage: zigzag codes in blocks of 256 at a
+ * per-block bit width w (0..32), lane-interleaved so one AVX2 register
+ * unpacks 8 consecutive codes with shifts only: value 8m + l of a block is
+ * the m-th w-bit field of lane l, and lane l's fields are packed LSB-first
+ * into its w 32-bit words; word t of all 8 lanes is stored as 8 consecutive
+ * u32. A block takes 32 w bytes. Layout: u8 width[nblocks] | zero pad to 8 |
+ * blocks | 32 zero bytes. */
+#include <string.h>
+#include "base/cpu.h"
+#include "codec/codec_internal.h"
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#define BLK 256
+
+size_t pack_bound(size_t n) {
+  size_t nb = (n + BLK - 1) / BLK;
+  return nb + 8 + nb * 32 * 32 + 32;
+}
+
+static int width_of(uint32_t m) { return m ? 32 - __builtin_clz(m) : 0; }
+
+size_t pack_encode(const uint32_t *codes, size_t n, uint8_t *out) {
+  size_t nb = (n + BLK - 1) / BLK;
+  size_t pos = (nb + 7) & ~(size_t)7;
+  memset(out, 0, pos);
+  for (size_t b = 0; b < nb; b++) {
+    uint32_t v[BLK] = {0}, m = 0;
+    size_t cnt = n - b * BLK < BLK ? n - b * BLK : BLK;
+    memcpy(v, codes + b * BLK, cnt * 4);
+    for (size_t i = 0; i < cnt; i++) m |= v[i];
+    int w = width_of(m);
+    out[b] = (uint8_t)w;
+    uint32_t words[32 * 8];
+    memset(words, 0, sizeof words);
+    for (int l = 0; l < 8; l++)
+      for (int k = 0; k < 32; k++) {
+        uint64_t val = v[8 * k + l];
+        int o = k * w, t = o >> 5, sh = o & 31;
+        words[t * 8 + l] |= (uint32_t)(val << sh);
+        if (sh + w > 32) words[(t + 1) * 8 + l] |= (uint32_t)(val >> (32 - sh));
+      }
+    memcpy(out + pos, words, (size_t)w * 32);
+    pos += (size_t)w * 32;
+  }
+  memset(out + pos, 0, 32);
+  return pos + 32;
+}
+
+static void unpack_scalar(const uint32_t *W, int w, uint32_t *v) {
+  uint32_t mask = w == 32 ? 0xffffffffu : (1u << w) - 1;
+  for (int k = 0; k < 32; k++) {
+    int o = k * w, t = o >> 5, sh = o & 31;
+    for (int l = 0; l < 8; l++) {
+      uint64_t x = W[t * 8 + l] >> sh;
+      if (sh + w > 32) x |= (uint64_t)W[(t + 1) * 8 + l] << (32 - sh);
+      v[8 * k + l] = (uint32_t)x & mask;
+    }
+  }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) static void unpack_avx2(const uint32_t *W, int w, uint32_t *v) {
+  const __m256i mask = _mm256_set1_epi32(w == 32 ? -1 : (int)((1u << w) - 1));
+  for (int k = 0; k < 32; k++) {
+    int o = k * w, t = o >> 5, sh = o & 31;
+    __m256i a = _mm256_loadu_si256((const __m256i *)(W + t * 8));
+    __m256i x = _mm256_srl_epi32(a, _mm_cvtsi32_si128(sh));
+    if (sh + w > 32) {
+      __m256i b = _mm256_loadu_si256((const __m256i *)(W + (t + 1) * 8));
+      x = _mm256_or_si256(x, _mm256_sll_epi32(b, _mm_cvtsi32_si128(32 - sh)));
+    }
+    _mm256_storeu_si256((__m256i *)(v + 8 * k), _mm256_and_si256(x, mask));
+  }
+}
+#endif
+
+int pack_decode(const uint8_t *buf, size_t len, size_t n, uint32_t *codes) {
+  size_t nb = (n + BLK - 1) / BLK;
+  size_t pos = (nb + 7) & ~(size_t)7;
+  if (pos > len) return -1;
+  size_t need = pos + 32;
+  for (size_t b = 0; b < nb; b++) {
+    if (buf[b] > 32) return -1;
+    need += (size_t)buf[b] * 32;
+  }
+  if (need > len) return -1;
+#if defined(__x86_64__)
+  int simd = moesz_cpu_avx2();
+#endif
+  uint32_t tmp[BLK];
+  for (size_t b = 0; b < nb; b++) {
+    int w = buf[b];
+    size_t cnt = n - b * BLK < BLK ? n - b * BLK : BLK;
+    uint32_t *dst = cnt == BLK ? codes + b * BLK : tmp;
+    const uint32_t *W = (const uint32_t *)(const void *)(buf + pos);
+    if (w == 0) memset(dst, 0, BLK * 4);
+#if defined(__x86_64__)
+    else if (simd) unpack_avx2(W, w, dst);
+#endif
+    else {
+      uint32_t words[32 * 8 + 8];
+      memcpy(words, buf + pos, (size_t)w * 32);
+      memset(words + w * 8, 0, 32);
+      unpack_scalar(words, w, dst);
+    }
+    if (dst == tmp) memcpy(codes + b * BLK, tmp, cnt * 4);
+    pos += (size_t)w * 32;
+  }
+  return 0;
+}

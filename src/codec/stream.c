@@ -1,0 +1,409 @@
+/* codec/stream.c - owns the stream format and the API: header (64 bytes),
+ * the Huffman code lengths shared by all chunks (entropy pipeline), the chunk
+ * index with an XXH3 checksum per chunk, independent chunks compressed and
+ * decompressed in parallel; bound modes; validation of hostile streams.
+ * Byte-by-byte format: docs/CODEC.md. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+#include "base/pool.h"
+#include "codec/codec_internal.h"
+
+#define HDR 64
+#define MAGIC "MSZC"
+#define VERSION 1
+#define IDX_ENTRY 24                 /* u64 offset, u64 length, u64 xxh3 */
+#define CHUNK_HDR 16                 /* u8 mode, u8[3] 0, u32 n, u32 n_verbatim, u32 payload bytes */
+#define DEFAULT_CHUNK 65536
+enum { MODE_CODED = 0, MODE_RAW = 1 };
+
+static void wr32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static void wr64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint64_t rd64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+const char *moesz_pipeline_name(moesz_pipeline p) { return p == MOESZ_PIPE_FAST ? "fast" : "entropy"; }
+const char *moesz_eb_mode_name(moesz_eb_mode m) { return m == MOESZ_EB_REL ? "rel" : m == MOESZ_EB_STD ? "std" : "abs"; }
+
+static int dtype_ok(moesz_dtype t) { return t == MOESZ_DT_F32 || t == MOESZ_DT_F16 || t == MOESZ_DT_BF16; }
+
+static size_t table_bytes(moesz_pipeline p) { return p == MOESZ_PIPE_ENTROPY ? (HUF_NSYM / 2 + 7) / 8 * 8 : 0; }
+
+static size_t chunk_bound(size_t m, moesz_dtype dt, moesz_pipeline p) {
+  size_t es = moesz_dtype_size(dt);
+  size_t coded = p == MOESZ_PIPE_ENTROPY ? huf_enc_bound(m) : pack_bound(m);
+  size_t verb = m * (4 + es);
+  size_t raw = m * es;
+  return CHUNK_HDR + (coded + verb > raw ? coded + verb : raw) + 8;
+}
+
+size_t moesz_codec_bound(size_t n, moesz_dtype dtype) {
+  /* every chunk falls back to raw when coding does not pay: at most the input plus framing */
+  size_t nch = (n + 255) / 256;   /* the smallest chunk size gives the most chunks */
+  return HDR + table_bytes(MOESZ_PIPE_ENTROPY) + nch * (IDX_ENTRY + CHUNK_HDR) + n * moesz_dtype_size(dtype);
+}
+
+/* -------------------------------------------------------------- encoder */
+
+typedef struct enc_job {
+  const void *src;
+  moesz_dtype in, out;
+  size_t n, chunk, nch;
+  double step, eb;
+  moesz_pipeline pipe;
+  uint64_t (*hist)[HUF_NSYM];   /* [nch] per-chunk histograms (entropy, pass 1) */
+  uint32_t **codes;             /* [nch] pass-1 codes reused by pass 2, or NULL */
+  size_t *nverb;                /* [nch] verbatim counts of pass 1 */
+  huf_enc *he;
+  uint8_t **cbuf;               /* [nch] encoded chunks */
+  size_t *clen;
+  uint64_t *cverb;
+  int fail;
+} enc_job;
+
+static void pass_hist(void *ctx, size_t c, int tid) {
+  (void)tid;
+  enc_job *j = ctx;
+  size_t off = c * j->chunk, m = j->n - off < j->chunk ? j->n - off : j->chunk;
+  uint32_t *codes = malloc(m * 4 + 4);
+  if (!codes) { j->fail = 1; return; }
+  j->nverb[c] = codec_quantize((const char *)j->src + off * moesz_dtype_size(j->in), j->in, j->out, m, j->step, j->eb, codes);
+  uint64_t *h = j->hist[c];
+  memset(h, 0, sizeof(uint64_t) * HUF_NSYM);
+  for (size_t i = 0; i < m; i++) {
+    uint32_t z = codes[i];
+    h[z < HUF_VERB ? z : z == CODE_VERB ? HUF_VERB : HUF_ESC]++;
+  }
+  j->codes[c] = codes;
+}
+
+static void pass_encode(void *ctx, size_t c, int tid) {
+  (void)tid;
+  enc_job *j = ctx;
+  size_t es = moesz_dtype_size(j->in);
+  size_t off = c * j->chunk, m = j->n - off < j->chunk ? j->n - off : j->chunk;
+  const uint8_t *src = (const uint8_t *)j->src + off * es;
+  size_t cap = chunk_bound(m, j->in, j->pipe);
+  uint8_t *out = malloc(cap);
+  uint32_t *codes = j->codes && j->codes[c] ? j->codes[c] : malloc(m * 4 + 4);
+  if (j->codes) j->codes[c] = NULL;
+  if (!out || !codes) { j->fail = 1; free(out); free(codes); return; }
+  size_t nv = 0, len;
+  if (j->eb > 0) nv = j->hist ? j->nverb[c] : codec_quantize(src, j->in, j->out, m, j->step, j->eb, codes);
+  if (j->eb > 0 && nv < m) {
+    /* verbatim values: (fast: u32 positions, then) their original bits in order */
+    size_t pos = CHUNK_HDR;
+    if (j->pipe == MOESZ_PIPE_FAST)
+      for (size_t i = 0; i < m; i++)
+        if (codes[i] == CODE_VERB) { wr32(out + pos, (uint32_t)i); pos += 4; }
+    for (size_t i = 0; i < m; i++)
+      if (codes[i] == CODE_VERB) {
+        memcpy(out + pos, src + i * es, es);
+        pos += es;
+        if (j->pipe == MOESZ_PIPE_FAST) codes[i] = 0;
+      }
+    size_t body = j->pipe == MOESZ_PIPE_ENTROPY ? huf_encode(j->he, codes, m, out + pos) : pack_encode(codes, m, out + pos);
+    len = pos + body;
+    out[0] = MODE_CODED;
+  } else {
+    len = CHUNK_HDR + m * es + 1;   /* forces the raw path below */
+  }
+  if (len >= CHUNK_HDR + m * es) {  /* lossless fallback: smaller (or eb == 0) */
+    memcpy(out + CHUNK_HDR, src, m * es);
+    len = CHUNK_HDR + m * es;
+    out[0] = MODE_RAW;
+    nv = 0;
+  }
+  out[1] = out[2] = out[3] = 0;
+  wr32(out + 4, (uint32_t)m);
+  wr32(out + 8, (uint32_t)nv);
+  wr32(out + 12, (uint32_t)(len - CHUNK_HDR));
+  j->cbuf[c] = out;
+  j->clen[c] = len;
+  j->cverb[c] = nv;
+  free(codes);
+}
+
+static double eb_absolute(const void *src, moesz_dtype dt, size_t n, moesz_eb_mode mode, double eb) {
+  if (mode == MOESZ_EB_ABS || eb == 0) return eb;
+  double mn = INFINITY, mx = -INFINITY, s = 0, s2 = 0;
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    float f;
+    moesz_to_f32(dt, (const char *)src + i * moesz_dtype_size(dt), &f, 1);
+    if (!isfinite(f)) continue;
+    if (f < mn) mn = f;
+    if (f > mx) mx = f;
+    s += f;
+    k++;
+  }
+  if (!k) return eb;
+  if (mode == MOESZ_EB_REL) return eb * (mx - mn);
+  double mean = s / (double)k;
+  for (size_t i = 0; i < n; i++) {
+    float f;
+    moesz_to_f32(dt, (const char *)src + i * moesz_dtype_size(dt), &f, 1);
+    if (isfinite(f)) s2 += ((double)f - mean) * ((double)f - mean);
+  }
+  return eb * sqrt(s2 / (double)k);
+}
+
+int moesz_codec_compress(const void *src, moesz_dtype dtype, size_t n, const moesz_codec_params *p, void **out,
+                         size_t *out_len, moesz_codec_info *info, moesz_error *err) {
+  *out = NULL;
+  *out_len = 0;
+  if (!p || (!src && n)) return moesz_error_set(err, MOESZ_E_ARG, "codec: NULL argument");
+  if (!dtype_ok(dtype)) return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "codec: input dtype %s (F32, F16, BF16 only)", moesz_dtype_name(dtype));
+  moesz_dtype outdt = p->out_dtype == MOESZ_DT_COUNT ? dtype : p->out_dtype;
+  if (!dtype_ok(outdt)) return moesz_error_set(err, MOESZ_E_ARG, "codec: delivered dtype must be F32, F16 or BF16");
+  if (!(p->eb >= 0) || !isfinite(p->eb)) return moesz_error_set(err, MOESZ_E_ARG, "codec: error bound must be a finite number >= 0");
+  if (p->pipeline != MOESZ_PIPE_ENTROPY && p->pipeline != MOESZ_PIPE_FAST) return moesz_error_set(err, MOESZ_E_ARG, "codec: unknown pipeline");
+  if (p->mode < MOESZ_EB_ABS || p->mode > MOESZ_EB_STD) return moesz_error_set(err, MOESZ_E_ARG, "codec: unknown error-bound mode");
+  size_t chunk = p->chunk ? p->chunk : DEFAULT_CHUNK;
+  if (chunk < 256 || chunk > (1u << 24) || chunk % 256) return moesz_error_set(err, MOESZ_E_ARG, "codec: chunk must be a multiple of 256 in [256, 2^24]");
+  enc_job j;
+  memset(&j, 0, sizeof j);
+  j.src = src; j.in = dtype; j.out = outdt; j.n = n; j.chunk = chunk; j.pipe = p->pipeline;
+  j.nch = (n + chunk - 1) / chunk;
+  j.eb = eb_absolute(src, dtype, n, p->mode, p->eb);
+  if (!(j.eb >= 0) || !isfinite(j.eb)) j.eb = 0;
+  j.step = 2 * j.eb;
+  if (j.eb > 0 && !(j.step > 0 && isfinite(j.step))) j.eb = 0, j.step = 0;  /* underflow/overflow: lossless */
+  moesz_pool *pool = p->threads > 1 && j.nch > 1 ? moesz_pool_create(p->threads) : NULL;
+  j.cbuf = calloc(j.nch + 1, sizeof *j.cbuf);
+  j.clen = calloc(j.nch + 1, sizeof *j.clen);
+  j.cverb = calloc(j.nch + 1, sizeof *j.cverb);
+  uint8_t lens[HUF_NSYM];
+  memset(lens, 0, sizeof lens);
+  int rc = MOESZ_OK;
+  if (!j.cbuf || !j.clen || !j.cverb) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory"); goto done; }
+  if (j.pipe == MOESZ_PIPE_ENTROPY && j.eb > 0) {
+    j.hist = calloc(j.nch + 1, sizeof *j.hist);
+    j.he = malloc(sizeof *j.he);
+    j.codes = calloc(j.nch + 1, sizeof *j.codes);
+    j.nverb = calloc(j.nch + 1, sizeof *j.nverb);
+    if (!j.hist || !j.he || !j.codes || !j.nverb) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory"); goto done; }
+    moesz_pool_run(pool, j.nch, pass_hist, &j);
+    uint64_t *h = j.hist[0], tot[HUF_NSYM];
+    memset(tot, 0, sizeof tot);
+    for (size_t c = 0; c < j.nch; c++)
+      for (int s = 0; s < HUF_NSYM; s++) tot[s] += j.hist[c][s];
+    (void)h;
+    huf_lengths(tot, lens);
+    huf_enc_init(j.he, lens);
+  }
+  moesz_pool_run(pool, j.nch, pass_encode, &j);
+  if (j.fail) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory"); goto done; }
+  size_t tb = table_bytes(j.pipe), total = HDR + tb + j.nch * IDX_ENTRY;
+  uint64_t verb = 0;
+  for (size_t c = 0; c < j.nch; c++) { total += j.clen[c]; verb += j.cverb[c]; }
+  uint8_t *s = malloc(total);
+  if (!s) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory (%zu bytes)", total); goto done; }
+  memset(s, 0, HDR + tb);
+  memcpy(s, MAGIC, 4);
+  s[4] = VERSION;
+  s[5] = (uint8_t)j.pipe;
+  s[6] = (uint8_t)dtype;
+  s[7] = (uint8_t)outdt;
+  s[8] = (uint8_t)p->mode;
+  wr32(s + 12, (uint32_t)tb);
+  wr64(s + 16, n);
+  memcpy(s + 24, &j.eb, 8);
+  memcpy(s + 32, &p->eb, 8);
+  wr32(s + 40, (uint32_t)chunk);
+  wr64(s + 48, j.nch);
+  for (size_t i = 0; i < tb && 2 * i < HUF_NSYM; i++) s[HDR + i] = (uint8_t)(lens[2 * i] | lens[2 * i + 1] << 4);
+  size_t pos = HDR + tb + j.nch * IDX_ENTRY;
+  for (size_t c = 0; c < j.nch; c++) {
+    uint8_t *e = s + HDR + tb + c * IDX_ENTRY;
+    wr64(e, pos);
+    wr64(e + 8, j.clen[c]);
+    wr64(e + 16, XXH3_64bits(j.cbuf[c], j.clen[c]));
+    memcpy(s + pos, j.cbuf[c], j.clen[c]);
+    pos += j.clen[c];
+  }
+  wr64(s + 56, XXH3_64bits(s, 56) ^ XXH3_64bits(s + HDR, tb + j.nch * IDX_ENTRY));
+  *out = s;
+  *out_len = total;
+  if (info) {
+    info->in_dtype = dtype; info->out_dtype = outdt; info->pipeline = j.pipe; info->count = n; info->eb = j.eb;
+    info->chunk = chunk; info->nchunks = j.nch; info->verbatim = verb; info->stream_bytes = total;
+  }
+done:
+  for (size_t c = 0; j.cbuf && c < j.nch; c++) free(j.cbuf[c]);
+  for (size_t c = 0; j.codes && c < j.nch; c++) free(j.codes[c]);
+  free(j.cbuf); free(j.clen); free(j.cverb); free(j.hist); free(j.he); free(j.codes); free(j.nverb);
+  moesz_pool_destroy(pool);
+  return rc;
+}
+
+/* -------------------------------------------------------------- decoder */
+
+typedef struct parsed {
+  moesz_codec_info info;
+  const uint8_t *s;
+  size_t len, tb;
+  uint8_t lens[HUF_NSYM];
+} parsed;
+
+static int parse(const void *stream, size_t len, parsed *ps, moesz_error *err) {
+  const uint8_t *s = stream;
+  memset(ps, 0, sizeof *ps);
+  if (!s || len < HDR) return moesz_error_set(err, MOESZ_E_FORMAT, "codec: stream of %zu bytes is shorter than its header", len);
+  if (memcmp(s, MAGIC, 4)) return moesz_error_set(err, MOESZ_E_FORMAT, "codec: bad magic");
+  if (s[4] != VERSION) return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "codec: stream version %u", s[4]);
+  if (s[5] > 1 || !dtype_ok((moesz_dtype)s[6]) || !dtype_ok((moesz_dtype)s[7]) || s[8] > 2)
+    return moesz_error_set(err, MOESZ_E_FORMAT, "codec: bad pipeline, dtype or mode in header");
+  moesz_codec_info *in = &ps->info;
+  in->pipeline = (moesz_pipeline)s[5];
+  in->in_dtype = (moesz_dtype)s[6];
+  in->out_dtype = (moesz_dtype)s[7];
+  size_t tb = rd32(s + 12);
+  in->count = rd64(s + 16);
+  memcpy(&in->eb, s + 24, 8);
+  in->chunk = rd32(s + 40);
+  in->nchunks = rd64(s + 48);
+  if (tb != table_bytes(in->pipeline)) return moesz_error_set(err, MOESZ_E_FORMAT, "codec: bad table size");
+  if (in->chunk < 256 || in->chunk > (1u << 24) || in->chunk % 256) return moesz_error_set(err, MOESZ_E_FORMAT, "codec: bad chunk size");
+  if (!(in->eb >= 0) || !isfinite(in->eb) || in->count > (1ull << 48)) return moesz_error_set(err, MOESZ_E_FORMAT, "codec: bad bound or count");
+  if (in->nchunks != (in->count + in->chunk - 1) / in->chunk) return moesz_error_set(err, MOESZ_E_FORMAT, "codec: chunk count does not match the value count");
+  if (HDR + tb > len || in->nchunks > (len - HDR - tb) / IDX_ENTRY) return moesz_error_set(err, MOESZ_E_FORMAT, "codec: index runs past the stream");
+  size_t idx_end = HDR + tb + in->nchunks * IDX_ENTRY;
+  if ((XXH3_64bits(s, 56) ^ XXH3_64bits(s + HDR, idx_end - HDR)) != rd64(s + 56))
+    return moesz_error_set(err, MOESZ_E_CHECKSUM, "codec: header checksum mismatch");
+  for (size_t c = 0; c < in->nchunks; c++) {
+    const uint8_t *e = s + HDR + tb + c * IDX_ENTRY;
+    uint64_t off = rd64(e), l = rd64(e + 8);
+    if (off < idx_end || off > len || l > len - off || l < CHUNK_HDR)
+      return moesz_error_set(err, MOESZ_E_FORMAT, "codec: chunk %zu lies outside the stream", c);
+  }
+  for (size_t i = 0; i < tb && 2 * i < HUF_NSYM; i++) { ps->lens[2 * i] = s[HDR + i] & 15; ps->lens[2 * i + 1] = s[HDR + i] >> 4; }
+  in->stream_bytes = len;
+  ps->s = s;
+  ps->len = len;
+  ps->tb = tb;
+  return MOESZ_OK;
+}
+
+int moesz_codec_info_read(const void *stream, size_t len, moesz_codec_info *info, moesz_error *err) {
+  parsed ps;
+  int rc = parse(stream, len, &ps, err);
+  if (!rc && info) *info = ps.info;
+  return rc;
+}
+
+typedef struct dec_job {
+  const parsed *ps;
+  const huf_dec *hd;
+  moesz_dtype dt;
+  void *dst;
+  int rc;
+  size_t bad_chunk;
+  int bad_code;
+} dec_job;
+
+/* Decodes chunk c into dst (values c * chunk ..). Returns a moesz_status. */
+static int decode_chunk(const parsed *ps, const huf_dec *hd, size_t c, moesz_dtype dt, void *dst) {
+  const moesz_codec_info *in = &ps->info;
+  const uint8_t *e = ps->s + HDR + ps->tb + c * IDX_ENTRY;
+  uint64_t off = rd64(e), l = rd64(e + 8);
+  const uint8_t *ch = ps->s + off;
+  if (XXH3_64bits(ch, l) != rd64(e + 16)) return MOESZ_E_CHECKSUM;
+  size_t m = in->count - c * in->chunk < in->chunk ? in->count - c * in->chunk : in->chunk;
+  size_t es = moesz_dtype_size(in->in_dtype), eo = moesz_dtype_size(dt);
+  uint32_t n = rd32(ch + 4), nv = rd32(ch + 8), body = rd32(ch + 12);
+  if (n != m || body != l - CHUNK_HDR || (ch[0] != MODE_CODED && ch[0] != MODE_RAW)) return MOESZ_E_FORMAT;
+  const uint8_t *p = ch + CHUNK_HDR;
+  if (ch[0] == MODE_RAW) {
+    if (body != m * es || nv) return MOESZ_E_FORMAT;
+    if (dt == in->in_dtype) memcpy(dst, p, m * es);
+    else for (size_t i = 0; i < m; i++) codec_put_value(p, in->in_dtype, i, dst, dt, i);
+    return MOESZ_OK;
+  }
+  int fast = in->pipeline == MOESZ_PIPE_FAST;
+  size_t vbytes = (size_t)nv * (es + (fast ? 4 : 0));
+  if (in->eb <= 0 || nv > m || vbytes > body) return MOESZ_E_FORMAT;
+  const uint8_t *vidx = p, *vval = p + (fast ? 4 * (size_t)nv : 0), *code = p + vbytes;
+  size_t clen = body - vbytes;
+  uint32_t *codes = malloc(m * 4 + 4), *vpos = fast ? NULL : malloc((size_t)nv * 4 + 4);
+  if (!codes || (!fast && !vpos)) { free(codes); free(vpos); return MOESZ_E_NOMEM; }
+  int bad = !fast ? (hd ? huf_decode(hd, code, clen, m, codes, vpos, nv) : -1) : pack_decode(code, clen, m, codes);
+  uint32_t prev = 0;
+  for (uint32_t k = 0; fast && !bad && k < nv; k++) {
+    uint32_t i = rd32(vidx + 4 * (size_t)k);
+    if (i >= m || (k && i <= prev)) bad = 1;
+    prev = i;
+  }
+  if (bad) { free(codes); free(vpos); return MOESZ_E_FORMAT; }
+  codec_dequantize(codes, m, 2 * in->eb, dt, dst);
+  free(codes);
+  for (uint32_t k = 0; k < nv; k++)
+    codec_put_value(vval, in->in_dtype, k, dst, dt, fast ? rd32(vidx + 4 * (size_t)k) : vpos[k]);
+  free(vpos);
+  (void)eo;
+  return MOESZ_OK;
+}
+
+static void dec_task(void *ctx, size_t c, int tid) {
+  (void)tid;
+  dec_job *j = ctx;
+  if (j->rc) return;
+  size_t eo = moesz_dtype_size(j->dt);
+  int rc = decode_chunk(j->ps, j->hd, c, j->dt, (char *)j->dst + c * j->ps->info.chunk * eo);
+  if (rc) { j->rc = rc; j->bad_chunk = c; }
+}
+
+static int chunk_error(int rc, size_t c, moesz_error *err) {
+  if (rc == MOESZ_E_CHECKSUM) return moesz_error_set(err, rc, "codec: chunk %zu checksum mismatch (corrupted stream)", c);
+  if (rc == MOESZ_E_NOMEM) return moesz_error_set(err, rc, "codec: out of memory");
+  return moesz_error_set(err, rc, "codec: chunk %zu is malformed", c);
+}
+
+static int make_dec(const parsed *ps, huf_dec **hd, moesz_error *err) {
+  *hd = NULL;
+  if (ps->info.pipeline != MOESZ_PIPE_ENTROPY) return MOESZ_OK;
+  *hd = malloc(sizeof **hd);
+  if (!*hd) return moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory");
+  if (huf_dec_init(*hd, ps->lens)) {
+    free(*hd);
+    *hd = NULL;
+    return moesz_error_set(err, MOESZ_E_FORMAT, "codec: the Huffman code lengths are not a prefix code");
+  }
+  return MOESZ_OK;
+}
+
+int moesz_codec_decompress(const void *stream, size_t len, moesz_dtype dtype, void *dst, size_t n, int threads,
+                           moesz_error *err) {
+  parsed ps;
+  int rc = parse(stream, len, &ps, err);
+  if (rc) return rc;
+  if (!dtype_ok(dtype)) return moesz_error_set(err, MOESZ_E_ARG, "codec: cannot decode to %s", moesz_dtype_name(dtype));
+  if (n != ps.info.count) return moesz_error_set(err, MOESZ_E_ARG, "codec: stream holds %zu values, caller expects %zu", ps.info.count, n);
+  huf_dec *hd;
+  if ((rc = make_dec(&ps, &hd, err))) return rc;
+  dec_job j = {.ps = &ps, .hd = hd, .dt = dtype, .dst = dst};
+  moesz_pool *pool = threads > 1 && ps.info.nchunks > 1 ? moesz_pool_create(threads) : NULL;
+  moesz_pool_run(pool, ps.info.nchunks, dec_task, &j);
+  moesz_pool_destroy(pool);
+  free(hd);
+  return j.rc ? chunk_error(j.rc, j.bad_chunk, err) : MOESZ_OK;
+}
+
+int moesz_codec_decompress_chunk(const void *stream, size_t len, size_t i, moesz_dtype dtype, void *dst, size_t cap,
+                                 size_t *n_out, moesz_error *err) {
+  parsed ps;
+  int rc = parse(stream, len, &ps, err);
+  if (rc) return rc;
+  if (i >= ps.info.nchunks) return moesz_error_set(err, MOESZ_E_RANGE, "codec: chunk %zu of %zu", i, ps.info.nchunks);
+  if (!dtype_ok(dtype)) return moesz_error_set(err, MOESZ_E_ARG, "codec: cannot decode to %s", moesz_dtype_name(dtype));
+  size_t m = ps.info.count - i * ps.info.chunk < ps.info.chunk ? ps.info.count - i * ps.info.chunk : ps.info.chunk;
+  if (cap < m) return moesz_error_set(err, MOESZ_E_ARG, "codec: chunk holds %zu values, room for %zu", m, cap);
+  huf_dec *hd;
+  if ((rc = make_dec(&ps, &hd, err))) return rc;
+  rc = decode_chunk(&ps, hd, i, dtype, dst);
+  free(hd);
+  if (rc) return chunk_error(rc, i, err);
+  if (n_out) *n_out = m;
+  return MOESZ_OK;
+}
