@@ -3,7 +3,8 @@
 # against llama.cpp's llama-bench on the same model (same weights converted to
 # GGUF with llama.cpp's convert_hf_to_gguf.py), same dtype, threads, prompt
 # length and generation length. Prints one Markdown table row per dtype with
-# medians over REPS runs (after one warm-up run each) and the ratio.
+# medians over REPS alternating runs (moesz, llama.cpp, moesz, ...; one warm-up
+# run of moesz first, llama-bench warms up itself) and the ratio.
 #
 #   LLAMA_BENCH=/tmp/llamacpp/.../build/bin/llama-bench \
 #   sh bench/infer_vs_llamacpp.sh HF_DIR_F32 GGUF_F32 [HF_DIR_BF16 GGUF_BF16]
@@ -15,7 +16,7 @@
 # token is the same (every decode token runs top-k experts per layer either way).
 set -eu
 MOESZ_BIN=${MOESZ_BIN:-build/moesz}
-LLAMA_BENCH=${LLAMA_BENCH:?set LLAMA_BENCH to llama.cpp's llama-bench}
+LLAMA_BENCH=${LLAMA_BENCH:?set LLAMA_BENCH to the llama-bench binary of llama.cpp}
 THREADS=${THREADS:-2}
 PROMPT=${PROMPT:-64}
 GEN=${GEN:-32}
@@ -31,24 +32,38 @@ moesz_once() { # prints "prompt_tps gen_tps"
     sed -n 's/^prompt: .*, \([0-9.]*\) tok\/s; generated: .*, \([0-9.]*\) tok\/s.*/\1 \2/p'
 }
 
-bench_pair() { # HF_DIR GGUF LABEL
+llama_once() { # prints "prompt_tps gen_tps" (llama-bench warms up itself)
+  "$LLAMA_BENCH" -m "$1" -p "$PROMPT" -n "$GEN" -t "$THREADS" -r 1 -o csv 2>/dev/null |
+    awk -F, -v p="$PROMPT" -v g="$GEN" '
+      NR == 1 { for (i = 1; i <= NF; i++) { gsub(/"/, "", $i); h[$i] = i } next }
+      { gsub(/"/, "") }
+      $h["n_prompt"] == p && $h["n_gen"] == 0 { pp = $h["avg_ts"] }
+      $h["n_gen"] == g && $h["n_prompt"] == 0 { tg = $h["avg_ts"] }
+      END { print pp, tg }'
+}
+
+bench_pair() { # HF_DIR GGUF LABEL: runs alternate (moesz, llama.cpp) REPS times
   moesz_once "$1" >/dev/null
   : > /tmp/moesz_bench_$$.txt
+  : > /tmp/llama_bench_$$.txt
   i=0
-  while [ $i -lt "$REPS" ]; do moesz_once "$1" >> /tmp/moesz_bench_$$.txt; i=$((i + 1)); done
+  while [ $i -lt "$REPS" ]; do
+    moesz_once "$1" >> /tmp/moesz_bench_$$.txt
+    llama_once "$2" >> /tmp/llama_bench_$$.txt
+    i=$((i + 1))
+  done
   mp=$(cut -d' ' -f1 /tmp/moesz_bench_$$.txt | median)
   mg=$(cut -d' ' -f2 /tmp/moesz_bench_$$.txt | median)
-  # llama-bench: -r repetitions (it warms up itself), csv: avg_ts per test
-  "$LLAMA_BENCH" -m "$2" -p "$PROMPT" -n "$GEN" -t "$THREADS" -r "$REPS" -o csv 2>/dev/null \
-    > /tmp/llama_bench_$$.csv
-  lp=$(awk -F, -v p="$PROMPT" 'NR == 1 { for (i = 1; i <= NF; i++) { gsub(/"/, "", $i); h[$i] = i } next }
-       { gsub(/"/, "") } $h["n_prompt"] == p && $h["n_gen"] == 0 { print $h["avg_ts"] }' /tmp/llama_bench_$$.csv)
-  lg=$(awk -F, -v g="$GEN" 'NR == 1 { for (i = 1; i <= NF; i++) { gsub(/"/, "", $i); h[$i] = i } next }
-       { gsub(/"/, "") } $h["n_gen"] == g && $h["n_prompt"] == 0 { print $h["avg_ts"] }' /tmp/llama_bench_$$.csv)
-  printf '| %s | %s | %.2f | %.2f | %.2fx | %.2f | %.2f | %.2fx |\n' "$3" "$THREADS" \
+  lp=$(cut -d' ' -f1 /tmp/llama_bench_$$.txt | median)
+  lg=$(cut -d' ' -f2 /tmp/llama_bench_$$.txt | median)
+  printf '| %s | %s | %.2f | %.2f | %.2fx | %.1f | %.1f | %.2fx |\n' "$3" "$THREADS" \
     "$mg" "$lg" "$(echo "$mg $lg" | awk '{ print $1 / $2 }')" \
     "$mp" "$lp" "$(echo "$mp $lp" | awk '{ print $1 / $2 }')"
-  rm -f /tmp/moesz_bench_$$.txt /tmp/llama_bench_$$.csv
+  if [ -n "${VERBOSE:-}" ]; then
+    echo "moesz runs (prompt gen):"; cat /tmp/moesz_bench_$$.txt
+    echo "llama.cpp runs (prompt gen):"; cat /tmp/llama_bench_$$.txt
+  fi
+  rm -f /tmp/moesz_bench_$$.txt /tmp/llama_bench_$$.txt
 }
 
 echo "| dtype | threads | moesz decode tok/s | llama.cpp decode tok/s | ratio | moesz prompt tok/s | llama.cpp prompt tok/s | ratio |"

@@ -356,6 +356,8 @@ TEST(missing_tensors_and_shape_mismatch) {
     {"llama", NULL, NULL, "model.layers.1.mlp.down_proj.weight", "down", 0},
     {"mixtral", "\"num_attention_heads\": 4", "\"num_attention_heads\": 2", NULL, "shape", MOESZ_E_FORMAT},
     {"llama", "\"vocab_size\": 256", "\"vocab_size\": 300", NULL, "shape", MOESZ_E_FORMAT},
+    {"mixtral", "\"hidden_act\": \"silu\"", "\"hidden_act\": \"gelu\"", NULL, "gelu", MOESZ_E_UNSUPPORTED},
+    {"mixtral", "\"rope_type\": \"default\"", "\"rope_type\": \"yarn\"", NULL, "yarn", MOESZ_E_UNSUPPORTED},
   };
   float lg[256];
   int32_t id = 3;
@@ -381,6 +383,16 @@ TEST(missing_tensors_and_shape_mismatch) {
     if (e) { moesz_engine_close(e); e = NULL; }
     rm_variant(dir);
   }
+  /* a sliding window shorter than the context caps the context (exact within it) */
+  snprintf(dir, sizeof dir, "%s/sw", base);
+  CHECK(make_variant(FIX "mixtral", dir, "\"sliding_window\": null", "\"sliding_window\": 5", NULL) == 0);
+  CHECK(moesz_engine_open(dir, NULL, &e, &err) == 0);
+  if (e) {
+    CHECK_EQ_INT(moesz_engine_max_ctx(e), 5);
+    moesz_engine_close(e);
+    e = NULL;
+  }
+  rm_variant(dir);
   rmdir(base);
 }
 

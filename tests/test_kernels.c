@@ -193,10 +193,52 @@ TEST(attention_gqa_causal) {
   moesz_pool_destroy(pool);
 }
 
+/* BF16 one-token jobs reuse a per-thread split of x: jobs with different x in
+ * one call, and the same x buffer with new contents in the next call. */
+TEST(linear_bf16_split_x_reuse) {
+  moesz_pool *pool = moesz_pool_create(2);
+  moesz_kctx kc;
+  CHECK(moesz_kctx_init(&kc, pool, -1, moesz_k_scratch_need(96, 16)) == 0);
+  enum { R = 40, C = 96 };
+  float ref[2][R * C], xa[C], xb[C], y[4][R];
+  moesz_matview v[2];
+  void *buf[2];
+  for (int k = 0; k < 2; k++) buf[k] = make_view(MOESZ_DT_BF16, R, C, 0, 0, &v[k], ref[k]);
+  for (int round = 0; round < 3; round++) {
+    for (int i = 0; i < C; i++) { xa[i] = frand(); xb[i] = frand(); }
+    moesz_kjob j[4] = {{v[0], xa, C, y[0], R, 1, 0}, {v[1], xb, C, y[1], R, 1, 0},
+                       {v[1], xa, C, y[2], R, 1, 0}, {v[0], xb, C, y[3], R, 1, 0}};
+    CHECK(moesz_k_linear(&kc, j, 4) == 0);
+    for (int q = 0; q < 4; q++) {
+      const float *w = ref[q == 0 || q == 3 ? 0 : 1], *x = q == 0 || q == 2 ? xa : xb;
+      for (int r = 0; r < R; r++) {
+        double s = 0;
+        for (int c = 0; c < C; c++) s += (double)w[r * C + c] * x[c];
+        CHECK_NEAR(y[q][r], s, 1e-4);
+      }
+    }
+  }
+  /* the same x buffer, new contents, one job per call */
+  for (int round = 0; round < 3; round++) {
+    for (int i = 0; i < C; i++) xa[i] = frand();
+    moesz_kjob j = {v[0], xa, C, y[0], R, 1, 0};
+    CHECK(moesz_k_linear(&kc, &j, 1) == 0);
+    for (int r = 0; r < R; r++) {
+      double s = 0;
+      for (int c = 0; c < C; c++) s += (double)ref[0][r * C + c] * xa[c];
+      CHECK_NEAR(y[0][r], s, 1e-4);
+    }
+  }
+  for (int k = 0; k < 2; k++) free(buf[k]);
+  moesz_kctx_free(&kc);
+  moesz_pool_destroy(pool);
+}
+
 int main(void) {
   printf("# simd available: %d\n", moesz_k_cpu_simd());
   RUN(linear_all_paths);
   RUN(linear_multi_job_and_bad_dtype);
+  RUN(linear_bf16_split_x_reuse);
   RUN(rmsnorm_rope_softmax_silu);
   RUN(attention_gqa_causal);
   return DONE();

@@ -11,7 +11,11 @@
       weights (upcast), so the engine's BF16/F16 kernels, which compute in
       f32, must match them as tightly as the F32 fixtures.
 
-Usage: python3 tools/make_infer_fixtures.py [--out tests/fixtures]
+  fuzz/corpus/fuzz_infer/   (--fuzz-seeds) seeds for fuzz/fuzz_infer.c: one tiny
+      random model per configuration in FUZZ_CONFIGS (kept in sync with the C
+      target), as [config index, selector byte, safetensors bytes].
+
+Usage: python3 tools/make_infer_fixtures.py [--out tests/fixtures] [--fuzz-seeds]
 """
 import argparse
 import json
@@ -96,10 +100,61 @@ def greedy(out, families, prompt_len=5, steps=12):
     print("greedy:", {k: len(v["generated"]) for k, v in res.items()})
 
 
+FUZZ_CONFIGS = [
+    dict(architectures=["MixtralForCausalLM"], model_type="mixtral", hidden_size=8,
+         intermediate_size=8, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+         num_local_experts=3, num_experts_per_tok=2, vocab_size=16, max_position_embeddings=32,
+         rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False),
+    dict(architectures=["Qwen2MoeForCausalLM"], model_type="qwen2_moe", hidden_size=8,
+         intermediate_size=12, moe_intermediate_size=8, shared_expert_intermediate_size=6,
+         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, num_experts=3,
+         num_experts_per_tok=2, norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[1],
+         qkv_bias=True, vocab_size=16, max_position_embeddings=32, rms_norm_eps=1e-6,
+         rope_theta=10000.0, tie_word_embeddings=False, use_sliding_window=False),
+    dict(architectures=["OlmoeForCausalLM"], model_type="olmoe", hidden_size=8, intermediate_size=8,
+         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, num_experts=3,
+         num_experts_per_tok=2, norm_topk_prob=False, clip_qkv=1.5, vocab_size=16,
+         max_position_embeddings=32, rms_norm_eps=1e-5, rope_theta=10000.0,
+         tie_word_embeddings=False),
+    dict(architectures=["Qwen3MoeForCausalLM"], model_type="qwen3_moe", hidden_size=8,
+         intermediate_size=12, moe_intermediate_size=8, num_hidden_layers=2, num_attention_heads=2,
+         num_key_value_heads=1, head_dim=6, num_experts=3, num_experts_per_tok=2,
+         norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[], vocab_size=16,
+         max_position_embeddings=32, rms_norm_eps=1e-6, rope_theta=10000.0,
+         tie_word_embeddings=False),
+    dict(architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=8, intermediate_size=12,
+         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, vocab_size=16,
+         max_position_embeddings=32, rms_norm_eps=1e-5, rope_theta=10000.0,
+         tie_word_embeddings=True),
+]
+
+
+def fuzz_seeds(out_dir):
+    import tempfile
+    os.makedirs(out_dir, exist_ok=True)
+    for i, c in enumerate(FUZZ_CONFIGS):
+        kw = {k: v for k, v in c.items() if k not in ("architectures", "model_type")}
+        cfg = T.AutoConfig.for_model(c["model_type"], **kw)
+        cfg.architectures = c["architectures"]
+        model = T.AutoModelForCausalLM.from_config(cfg)
+        with tempfile.TemporaryDirectory() as d:
+            model.save_pretrained(d)
+            blob = open(os.path.join(d, "model.safetensors"), "rb").read()
+        for sel in (0, 0x83):
+            with open(os.path.join(out_dir, "%s_%02x.bin" % (c["model_type"], sel)), "wb") as f:
+                f.write(bytes([i, sel]) + blob)
+    print("fuzz seeds:", len(FUZZ_CONFIGS) * 2, "in", out_dir)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="tests/fixtures")
+    ap.add_argument("--fuzz-seeds", action="store_true")
     a = ap.parse_args()
+    if a.fuzz_seeds:
+        torch.manual_seed(1)
+        fuzz_seeds("fuzz/corpus/fuzz_infer")
+        return
     torch.manual_seed(0)
     data = os.environ.get("MOESZ_DATA") or "../shared/data"
     stories(a.out, data)

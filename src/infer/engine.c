@@ -5,6 +5,7 @@
  * (fp32 router softmax, top-k, per-family renormalisation, shared experts
  * with or without sigmoid gate) with experts reached through the provider,
  * final norm and lm_head (tied or not). Semantics: docs/INFERENCE.md. */
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -213,6 +214,48 @@ static int bind_all(moesz_engine *e, moesz_error *err) {
 
 /* ---------------------------------------------------------- open / close */
 
+static const char *rope_kind(const cJSON *o) {
+  if (!cJSON_IsObject(o)) return NULL;
+  const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "rope_type");
+  if (!cJSON_IsString(t)) t = cJSON_GetObjectItemCaseSensitive(o, "type");
+  return cJSON_IsString(t) ? t->valuestring : NULL;
+}
+
+/* Features of config.json the forward pass does not implement are refused
+ * rather than computed wrongly: activations other than SiLU, RoPE scaling
+ * variants, MLP biases, sliding-window attention inside the context. A
+ * sliding window that is at least the KV cache length changes nothing, so the
+ * context is capped at the window instead. */
+static int check_config_features(const char *dir, int *max_ctx, moesz_error *err) {
+  char path[4200];
+  if (!moesz_path_is_dir(dir) || moesz_path_join(path, sizeof path, dir, "config.json")) return MOESZ_OK;
+  char *txt = NULL;
+  size_t len = 0;
+  if (moesz_file_read_all(path, 16u << 20, &txt, &len, NULL)) return MOESZ_OK; /* model module read it */
+  cJSON *root = cJSON_ParseWithLength(txt, len);
+  free(txt);
+  if (!root) return MOESZ_OK;
+  int rc = MOESZ_OK;
+  const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
+  const char *rs = rope_kind(cJSON_GetObjectItemCaseSensitive(root, "rope_scaling"));
+  const char *rp = rope_kind(cJSON_GetObjectItemCaseSensitive(root, "rope_parameters"));
+  const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
+  const cJSON *usw = cJSON_GetObjectItemCaseSensitive(root, "use_sliding_window");
+  if (cJSON_IsString(act) && strcmp(act->valuestring, "silu") && strcmp(act->valuestring, "swish"))
+    rc = moesz_error_set(err, MOESZ_E_UNSUPPORTED, "%s: hidden_act \"%s\" (only silu)", dir,
+                         act->valuestring);
+  else if ((rs && strcmp(rs, "default")) || (rp && strcmp(rp, "default")))
+    rc = moesz_error_set(err, MOESZ_E_UNSUPPORTED, "%s: RoPE scaling \"%s\" not implemented", dir,
+                         rs && strcmp(rs, "default") ? rs : rp);
+  else if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "mlp_bias")))
+    rc = moesz_error_set(err, MOESZ_E_UNSUPPORTED, "%s: mlp_bias not implemented", dir);
+  else if (cJSON_IsNumber(sw) && sw->valuedouble >= 1 && !cJSON_IsFalse(usw) && !cJSON_IsNull(usw) &&
+           sw->valuedouble < *max_ctx)
+    *max_ctx = (int)sw->valuedouble;  /* exact up to the window */
+  cJSON_Delete(root);
+  return rc;
+}
+
 static int alloc_buffers(moesz_engine *e, moesz_error *err) {
   const moesz_config *c = &e->cfg;
   size_t E = c->n_experts > 0 ? (size_t)c->n_experts : 1;
@@ -298,6 +341,7 @@ int moesz_engine_open_model(moesz_model *m, int own_model, const moesz_expert_pr
     goto fail;
   }
   e->max_ctx = opts.max_ctx > 0 ? opts.max_ctx : (c->max_pos > 0 && c->max_pos < 4096 ? c->max_pos : 4096);
+  if ((rc = check_config_features(m->path, &e->max_ctx, err))) goto fail;
   e->group = opts.expert_group > 0 ? opts.expert_group : (c->n_experts > 0 ? c->n_experts : 1);
   e->L = calloc((size_t)c->n_layers, sizeof *e->L);
   e->inv_freq = calloc((size_t)e->hd / 2, sizeof(float));
@@ -493,8 +537,11 @@ static int moe_block(moesz_engine *e, int L, int n, moesz_error *err) {
       int r = e->fill[x]++;
       e->row_tok[r] = t;
       e->row_w[r] = e->topw[(size_t)t * K + j];
-      memcpy(e->xg + (size_t)r * d, e->xn + (size_t)t * d, d * sizeof(float));
+      if (n > 1) memcpy(e->xg + (size_t)r * d, e->xn + (size_t)t * d, d * sizeof(float));
     }
+  /* one token: every expert reads xn itself (no gathered copies) */
+  const float *xin = n > 1 ? e->xg : e->xn;
+  size_t xstep = n > 1 ? d : 0;
   if (e->prov.route) e->prov.route(e->prov.ctx, L, e->active, nact, e->xn, n);
   memset(e->moe, 0, sizeof(float) * (size_t)n * d);
   for (int g0 = 0; g0 < nact; g0 += e->group) {
@@ -510,8 +557,8 @@ static int moe_block(moesz_engine *e, int L, int n, moesz_error *err) {
       for (int a = g0; a < g1; a++) {
         int x = e->active[a];
         size_t r0 = (size_t)e->off[x];
-        e->jobs[nj++] = job(&e->mats[x].gate, e->xg + r0 * d, d, e->hg + r0 * im, im, e->cnt[x], 0);
-        e->jobs[nj++] = job(&e->mats[x].up, e->xg + r0 * d, d, e->hu + r0 * im, im, e->cnt[x], 0);
+        e->jobs[nj++] = job(&e->mats[x].gate, xin + r0 * xstep, d, e->hg + r0 * im, im, e->cnt[x], 0);
+        e->jobs[nj++] = job(&e->mats[x].up, xin + r0 * xstep, d, e->hu + r0 * im, im, e->cnt[x], 0);
       }
       rc = moesz_k_linear(&e->kc, e->jobs, nj);
       if (!rc) {

@@ -36,7 +36,9 @@ int moesz_kctx_init(moesz_kctx *c, moesz_pool *pool, int simd, size_t scratch_fl
   c->simd = simd < 0 ? have : (simd && have);
   c->scratch_floats = scratch_floats;
   c->scratch = calloc((size_t)c->nthreads, sizeof *c->scratch);
-  if (!c->scratch) return MOESZ_E_NOMEM;
+  c->memo_gen = calloc((size_t)c->nthreads, sizeof *c->memo_gen);
+  c->memo_x = calloc((size_t)c->nthreads, sizeof *c->memo_x);
+  if (!c->scratch || !c->memo_gen || !c->memo_x) { moesz_kctx_free(c); return MOESZ_E_NOMEM; }
   for (int i = 0; i < c->nthreads; i++) {
     c->scratch[i] = aligned_alloc(64, ((scratch_floats * sizeof(float)) + 63) / 64 * 64);
     if (!c->scratch[i]) { moesz_kctx_free(c); return MOESZ_E_NOMEM; }
@@ -45,10 +47,15 @@ int moesz_kctx_init(moesz_kctx *c, moesz_pool *pool, int simd, size_t scratch_fl
 }
 
 void moesz_kctx_free(moesz_kctx *c) {
-  if (!c || !c->scratch) return;
-  for (int i = 0; i < c->nthreads; i++) free(c->scratch[i]);
+  if (!c) return;
+  if (c->scratch)
+    for (int i = 0; i < c->nthreads; i++) free(c->scratch[i]);
   free(c->scratch);
+  free(c->memo_gen);
+  free(c->memo_x);
   c->scratch = NULL;
+  c->memo_gen = NULL;
+  c->memo_x = NULL;
 }
 
 /* ------------------------------------------------------------ conversion */
@@ -201,55 +208,45 @@ TGT static inline __m256 ld8_f16(const void *p, size_t k) {
   }
 MV_AVX(mv_avx_f32, ld8_f32, 4)
 
-/* BF16 matvec with one 256-bit load per 16 weights: the even elements are the
- * low halves of the 32-bit lanes (shift left 16), the odd ones the high halves
- * (mask), so x is split once into xs = [x0 x2 .. x14 | x1 x3 .. x15] per block
- * of 16 columns. cols % 16 tail handled per row in scalar. */
-TGT static void mv_avx_bf16_eo(const moesz_matview *w, int64_t r0, int64_t r1, const float *x,
-                               float *xs, float *y, int acc) {
-  size_t cols = (size_t)w->cols, ld = (size_t)w->ld, nb = cols / 16;
-  for (size_t b = 0; b < nb; b++)
+/* x split for mv_avx_bf16_eo: xs = [x0 x2 .. x14 | x1 x3 .. x15] per block of 16. */
+static void split_even_odd(const float *x, size_t cols, float *xs) {
+  for (size_t b = 0; b < cols / 16; b++)
     for (int i = 0; i < 8; i++) {
       xs[b * 16 + (size_t)i] = x[b * 16 + 2 * (size_t)i];
       xs[b * 16 + 8 + (size_t)i] = x[b * 16 + 2 * (size_t)i + 1];
     }
+}
+
+/* BF16 matvec with one 256-bit load per 16 weights: the even elements are the
+ * low halves of the 32-bit lanes (shift left 16), the odd ones the high halves
+ * (mask), against x split by split_even_odd. One row at a time, 32 columns per
+ * step: with 4 KiB rows (2048 BF16) a single sequential stream per thread
+ * measured 14% faster in the model than 4 interleaved row streams (F32, 8 KiB
+ * rows, prefers the 4-row kernel above). cols % 16 tail in scalar. */
+TGT static void mv_avx_bf16_eo(const moesz_matview *w, int64_t r0, int64_t r1, const float *x,
+                               const float *xs, float *y, int acc) {
+  size_t cols = (size_t)w->cols, ld = (size_t)w->ld, n16 = cols / 16 * 16, n32 = cols / 32 * 32;
   const uint16_t *base = w->data;
   const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);
-  int64_t r = r0;
-  for (; r + 4 <= r1; r += 4) {
-    const uint16_t *w0 = base + (size_t)r * ld, *w1 = w0 + ld, *w2 = w1 + ld, *w3 = w2 + ld;
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-    for (size_t k = 0; k < nb * 16; k += 16) {
-      __m256 xe = _mm256_loadu_ps(xs + k), xo = _mm256_loadu_ps(xs + k + 8);
-#define EO(W, A, B)                                                                  \
-      {                                                                              \
-        __m256i v = _mm256_loadu_si256((const __m256i *)((W) + k));                  \
-        A = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), xe, A);  \
-        B = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v, hi)), xo, B);    \
-      }
-      EO(w0, a0, b0) EO(w1, a1, b1) EO(w2, a2, b2) EO(w3, a3, b3)
-    }
-    float s[4] = {hsum8(_mm256_add_ps(a0, b0)), hsum8(_mm256_add_ps(a1, b1)),
-                  hsum8(_mm256_add_ps(a2, b2)), hsum8(_mm256_add_ps(a3, b3))};
-    const uint16_t *wr[4] = {w0, w1, w2, w3};
-    for (size_t k = nb * 16; k < cols; k++)
-      for (int i = 0; i < 4; i++) s[i] += moesz_bf16_to_f32(wr[i][k]) * x[k];
-    for (int i = 0; i < 4; i++) {
-      float *o = y + (r - r0) + i;
-      *o = acc ? *o + s[i] : s[i];
-    }
-  }
-  for (; r < r1; r++) {
+  for (int64_t r = r0; r < r1; r++) {
     const uint16_t *w0 = base + (size_t)r * ld;
-    __m256 a0 = _mm256_setzero_ps(), b0 = a0;
-    for (size_t k = 0; k < nb * 16; k += 16) {
-      __m256 xe = _mm256_loadu_ps(xs + k), xo = _mm256_loadu_ps(xs + k + 8);
-      EO(w0, a0, b0)
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
+    size_t k = 0;
+    for (; k < n32; k += 32) {
+      __m256i v = _mm256_loadu_si256((const __m256i *)(w0 + k));
+      __m256i u = _mm256_loadu_si256((const __m256i *)(w0 + k + 16));
+      a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), _mm256_loadu_ps(xs + k), a0);
+      b0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v, hi)), _mm256_loadu_ps(xs + k + 8), b0);
+      a1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(u, 16)), _mm256_loadu_ps(xs + k + 16), a1);
+      b1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(u, hi)), _mm256_loadu_ps(xs + k + 24), b1);
     }
-#undef EO
-    float s = hsum8(_mm256_add_ps(a0, b0));
-    for (size_t k = nb * 16; k < cols; k++) s += moesz_bf16_to_f32(w0[k]) * x[k];
+    if (k < n16) {
+      __m256i v = _mm256_loadu_si256((const __m256i *)(w0 + k));
+      a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), _mm256_loadu_ps(xs + k), a0);
+      b0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v, hi)), _mm256_loadu_ps(xs + k + 8), b0);
+    }
+    float s = hsum8(_mm256_add_ps(_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1)));
+    for (k = n16; k < cols; k++) s += moesz_bf16_to_f32(w0[k]) * x[k];
     float *o = y + (r - r0);
     *o = acc ? *o + s : s;
   }
@@ -363,8 +360,16 @@ static void lin_task(void *vctx, size_t ti, int tid) {
 #if MOESZ_X86
     if (simd) {
       if (w->dtype == MOESZ_DT_F32) mv_avx_f32(w, r0, r1, jb->x, y, jb->accumulate);
-      else if (w->dtype == MOESZ_DT_BF16)
-        mv_avx_bf16_eo(w, r0, r1, jb->x, L->c->scratch[tid], y, jb->accumulate);
+      else if (w->dtype == MOESZ_DT_BF16) {
+        /* the split x is reused by this thread for every task of the call on the same x */
+        moesz_kctx *c = L->c;
+        if (c->memo_gen[tid] != c->gen || c->memo_x[tid] != jb->x) {
+          split_even_odd(jb->x, (size_t)w->cols, c->scratch[tid]);
+          c->memo_gen[tid] = c->gen;
+          c->memo_x[tid] = jb->x;
+        }
+        mv_avx_bf16_eo(w, r0, r1, jb->x, c->scratch[tid], y, jb->accumulate);
+      }
       else mv_avx_f16(w, r0, r1, jb->x, y, jb->accumulate);
       return;
     }
@@ -374,6 +379,7 @@ static void lin_task(void *vctx, size_t ti, int tid) {
   }
   /* packed path: tile rows r0..r1 as f32, tokens in blocks of TB */
   float *pk = L->c->scratch[tid];
+  L->c->memo_x[tid] = NULL;   /* scratch no longer holds a split x */
   size_t cols = (size_t)w->cols;
   const float *p;
   if (w->dtype == MOESZ_DT_F32 && !w->transposed) {
@@ -401,6 +407,7 @@ int moesz_k_linear(moesz_kctx *c, const moesz_kjob *jobs, int njobs) {
   }
   while (njobs > 0) {
     int nj = njobs > MAXJ ? MAXJ : njobs;
+    c->gen++;
     lin_ctx L;
     L.c = c;
     L.jobs = jobs;
@@ -412,8 +419,12 @@ int moesz_k_linear(moesz_kctx *c, const moesz_kjob *jobs, int njobs) {
       size_t ntb = 1;
       if (jb->n <= 0 || rows <= 0) { L.rchunk[j] = 1; L.nrch[j] = 1; L.first[j + 1] = L.first[j]; continue; }
       if (jb->n == 1 && !jb->w.transposed) {
-        /* about 4 tasks per thread, chunks of >= 16 rows, multiple of 4 */
-        rc = rows / (4 * (int64_t)c->nthreads);
+        /* chunks of about 256 KiB of weights (so the last chunks of a region
+         * are short and threads finish together), at least 4 tasks per thread,
+         * at least 16 rows, a multiple of 4 */
+        int64_t rb = jb->w.cols * (int64_t)moesz_dtype_size(jb->w.dtype);
+        rc = (256 << 10) / (rb > 0 ? rb : 1);
+        if (rc > rows / (4 * (int64_t)c->nthreads)) rc = rows / (4 * (int64_t)c->nthreads);
         rc = (rc + 3) / 4 * 4;
         if (rc < 16) rc = 16;
         if (c->nthreads == 1) rc = rows;

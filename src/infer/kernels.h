@@ -8,6 +8,7 @@
 #ifndef MOESZ_INFER_KERNELS_H
 #define MOESZ_INFER_KERNELS_H
 #include <stddef.h>
+#include <stdint.h>
 #include "base/pool.h"
 #include "moesz/model.h"
 
@@ -18,6 +19,9 @@ typedef struct moesz_kctx {
   int simd;                /* 1: use the AVX2 paths (only if the CPU has them) */
   size_t scratch_floats;   /* per-thread scratch size */
   float **scratch;         /* [nthreads][scratch_floats] packing / score buffers */
+  uint64_t gen;            /* bumped per moesz_k_linear call */
+  uint64_t *memo_gen;      /* [nthreads] call in which scratch holds split x (BF16) */
+  const float **memo_x;    /* [nthreads] which x it holds */
 } moesz_kctx;
 
 /* 1 if this CPU runs the AVX2+FMA+F16C kernels. */
