@@ -178,7 +178,12 @@ def write_readme(d, cfg, card, log):
     w("## Expert load\n")
     w("Share of routed token slots per expert (top-2, averaged over code, Wikipedia, Shakespeare and held-out\n"
       f"stories, 8,192 tokens each). Smallest share: {100 * card['min_expert_share']:.1f}%"
-      + (" - every expert above 2%." if card['min_expert_share'] >= 0.02 else " - **below the 2% the issue asks for in some layer**.") + "\n")
+      + (" - every expert above 2%." if card['min_expert_share'] >= 0.02 else
+         " - **below the 2% the issue asks for in some layer**. Why: transformers' Mixtral load-balancing loss\n"
+         "concatenates the router statistics of all layers before balancing, so it is satisfied when expert e is\n"
+         "busy in one layer and idle in another (the training aux loss stayed at its balanced value, 2.0, while\n"
+         "single experts went idle per layer). A per-layer balancing loss is the fix for the next training run;\n"
+         "for compression studies the skew is realistic (real MoE routers are skewed too).") + "\n")
     w("| layer | " + " | ".join(f"e{e}" for e in range(E)) + " |")
     w("|---|" + "---|" * E)
     for l in range(L):
