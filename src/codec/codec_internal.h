@@ -9,10 +9,14 @@
 
 #define CODEC_QMAX 1073741823.0      /* |q| beyond this is stored verbatim */
 #define HUF_MAXLEN 12                /* longest Huffman code: one table lookup */
-#define HUF_ESC 4095                 /* symbol for zigzag codes >= HUF_VERB (raw u32 follows) */
-#define HUF_VERB 4094                /* symbol for a value stored verbatim (entropy pipeline) */
-#define CODE_VERB 0xffffffffu        /* the code array's marker for a verbatim value */
 #define HUF_NSYM 4096
+#define HUF_VERB 0                   /* symbol for a value stored verbatim (entropy pipeline) */
+#define HUF_ESC 1                    /* symbol for zigzag codes >= HUF_NSYM - 2 (raw u32 follows) */
+/* Symbol of a code: VERB, ESC, or zigzag code + 2 (small codes, small symbols, short tables). */
+static inline uint32_t huf_sym(uint32_t z) {
+  return z == 0xffffffffu ? HUF_VERB : z < HUF_NSYM - 2 ? z + 2 : HUF_ESC;
+}
+#define CODE_VERB 0xffffffffu        /* the code array's marker for a verbatim value */
 
 static inline uint32_t zz_enc(int32_t q) { return ((uint32_t)q << 1) ^ (uint32_t)(q >> 31); }
 static inline int32_t zz_dec(uint32_t z) { return (int32_t)(z >> 1) ^ -(int32_t)(z & 1); }

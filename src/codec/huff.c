@@ -4,9 +4,9 @@
  * decoder runs four independent chains, and an escape array for zigzag codes
  * beyond the alphabet. Layout of an encoded block:
  *   u32 bytes[4] | u32 n_esc | stream 0..3 (each followed by 8 zero bytes) | u32 esc[n_esc]
- * Symbols: zigzag codes below HUF_VERB as themselves, HUF_VERB for a value
- * stored verbatim (its bits are in the chunk's verbatim array, in order),
- * HUF_ESC for larger codes (the code follows in esc[]). */
+ * Symbols: 0 (HUF_VERB) for a value stored verbatim (its bits are in the
+ * chunk's verbatim array, in order), 1 (HUF_ESC) for codes >= 4094 (the code
+ * follows in esc[]), zigzag code + 2 otherwise. */
 #include <stdlib.h>
 #include <string.h>
 #include "codec/codec_internal.h"
@@ -111,7 +111,7 @@ size_t huf_encode(const huf_enc *h, const uint32_t *codes, size_t n, uint8_t *ou
   uint32_t nesc = 0;
   for (size_t i = 0; i < n; i++) {
     uint32_t z = codes[i];
-    uint32_t sym = z < HUF_VERB ? z : z == CODE_VERB ? HUF_VERB : HUF_ESC;
+    uint32_t sym = huf_sym(z);
     if (sym == HUF_ESC) { memcpy(tmp + 4 * (size_t)nesc, &z, 4); nesc++; }
     bw_put(&w[i & 3], h->code[sym], h->len[sym]);
   }
@@ -171,15 +171,14 @@ static inline int dec_one(bitr *r, const uint16_t *t, uint64_t mask, size_t i, u
   r->buf >>= l;
   r->bits -= l;
   uint32_t sym = e >> 4;
-  if (sym >= HUF_VERB) {
-    if (sym == HUF_VERB) {
-      if (*kv >= nv) return -1;
-      vpos[(*kv)++] = (uint32_t)i;
-      sym = 0;
-    } else {
-      if (*k >= nesc) return -1;
-      memcpy(&sym, esc + 4 * (size_t)(*k)++, 4);
-    }
+  if (sym >= 2) sym -= 2;
+  else if (sym == HUF_VERB) {
+    if (*kv >= nv) return -1;
+    vpos[(*kv)++] = (uint32_t)i;
+    sym = 0;
+  } else {
+    if (*k >= nesc) return -1;
+    memcpy(&sym, esc + 4 * (size_t)(*k)++, 4);
   }
   codes[i] = sym;
   return 0;

@@ -28,7 +28,9 @@ const char *moesz_eb_mode_name(moesz_eb_mode m) { return m == MOESZ_EB_REL ? "re
 
 static int dtype_ok(moesz_dtype t) { return t == MOESZ_DT_F32 || t == MOESZ_DT_F16 || t == MOESZ_DT_BF16; }
 
-static size_t table_bytes(moesz_pipeline p) { return p == MOESZ_PIPE_ENTROPY ? (HUF_NSYM / 2 + 7) / 8 * 8 : 0; }
+/* Entropy table: u32 A (symbols listed) + A code lengths, 4 bits each, padded to 8 bytes. */
+static size_t table_bytes_for(moesz_pipeline p, size_t A) { return p == MOESZ_PIPE_ENTROPY ? (4 + (A + 1) / 2 + 7) / 8 * 8 : 0; }
+static size_t table_bytes(moesz_pipeline p) { return table_bytes_for(p, HUF_NSYM); }
 
 static size_t chunk_bound(size_t m, moesz_dtype dt, moesz_pipeline p) {
   size_t es = moesz_dtype_size(dt);
@@ -71,10 +73,7 @@ static void pass_hist(void *ctx, size_t c, int tid) {
   j->nverb[c] = codec_quantize((const char *)j->src + off * moesz_dtype_size(j->in), j->in, j->out, m, j->step, j->eb, codes);
   uint64_t *h = j->hist[c];
   memset(h, 0, sizeof(uint64_t) * HUF_NSYM);
-  for (size_t i = 0; i < m; i++) {
-    uint32_t z = codes[i];
-    h[z < HUF_VERB ? z : z == CODE_VERB ? HUF_VERB : HUF_ESC]++;
-  }
+  for (size_t i = 0; i < m; i++) h[huf_sym(codes[i])]++;
   j->codes[c] = codes;
 }
 
@@ -195,7 +194,9 @@ int moesz_codec_compress(const void *src, moesz_dtype dtype, size_t n, const moe
   }
   moesz_pool_run(pool, j.nch, pass_encode, &j);
   if (j.fail) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory"); goto done; }
-  size_t tb = table_bytes(j.pipe), total = HDR + tb + j.nch * IDX_ENTRY;
+  size_t A = 0;
+  for (size_t i = 0; i < HUF_NSYM; i++) if (lens[i]) A = i + 1;
+  size_t tb = table_bytes_for(j.pipe, A), total = HDR + tb + j.nch * IDX_ENTRY;
   uint64_t verb = 0;
   for (size_t c = 0; c < j.nch; c++) { total += j.clen[c]; verb += j.cverb[c]; }
   uint8_t *s = malloc(total);
@@ -213,7 +214,10 @@ int moesz_codec_compress(const void *src, moesz_dtype dtype, size_t n, const moe
   memcpy(s + 32, &p->eb, 8);
   wr32(s + 40, (uint32_t)chunk);
   wr64(s + 48, j.nch);
-  for (size_t i = 0; i < tb && 2 * i < HUF_NSYM; i++) s[HDR + i] = (uint8_t)(lens[2 * i] | lens[2 * i + 1] << 4);
+  if (tb) {
+    wr32(s + HDR, (uint32_t)A);
+    for (size_t i = 0; 2 * i < A; i++) s[HDR + 4 + i] = (uint8_t)(lens[2 * i] | (2 * i + 1 < A ? lens[2 * i + 1] : 0) << 4);
+  }
   size_t pos = HDR + tb + j.nch * IDX_ENTRY;
   for (size_t c = 0; c < j.nch; c++) {
     uint8_t *e = s + HDR + tb + c * IDX_ENTRY;
@@ -264,7 +268,11 @@ static int parse(const void *stream, size_t len, parsed *ps, moesz_error *err) {
   memcpy(&in->eb, s + 24, 8);
   in->chunk = rd32(s + 40);
   in->nchunks = rd64(s + 48);
-  if (tb != table_bytes(in->pipeline)) return moesz_error_set(err, MOESZ_E_FORMAT, "codec: bad table size");
+  if (in->pipeline == MOESZ_PIPE_ENTROPY) {
+    if (tb < 8 || HDR + tb > len) return moesz_error_set(err, MOESZ_E_FORMAT, "codec: bad table size");
+    uint32_t A = rd32(s + HDR);
+    if (A > HUF_NSYM || tb != table_bytes_for(in->pipeline, A)) return moesz_error_set(err, MOESZ_E_FORMAT, "codec: bad table size");
+  } else if (tb) return moesz_error_set(err, MOESZ_E_FORMAT, "codec: bad table size");
   if (in->chunk < 256 || in->chunk > (1u << 24) || in->chunk % 256) return moesz_error_set(err, MOESZ_E_FORMAT, "codec: bad chunk size");
   if (!(in->eb >= 0) || !isfinite(in->eb) || in->count > (1ull << 48)) return moesz_error_set(err, MOESZ_E_FORMAT, "codec: bad bound or count");
   if (in->nchunks != (in->count + in->chunk - 1) / in->chunk) return moesz_error_set(err, MOESZ_E_FORMAT, "codec: chunk count does not match the value count");
@@ -278,7 +286,10 @@ static int parse(const void *stream, size_t len, parsed *ps, moesz_error *err) {
     if (off < idx_end || off > len || l > len - off || l < CHUNK_HDR)
       return moesz_error_set(err, MOESZ_E_FORMAT, "codec: chunk %zu lies outside the stream", c);
   }
-  for (size_t i = 0; i < tb && 2 * i < HUF_NSYM; i++) { ps->lens[2 * i] = s[HDR + i] & 15; ps->lens[2 * i + 1] = s[HDR + i] >> 4; }
+  if (tb) {
+    uint32_t A = rd32(s + HDR);
+    for (size_t i = 0; i < A; i++) ps->lens[i] = (uint8_t)(i % 2 ? s[HDR + 4 + i / 2] >> 4 : s[HDR + 4 + i / 2] & 15);
+  }
   in->stream_bytes = len;
   ps->s = s;
   ps->len = len;
