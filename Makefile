@@ -105,9 +105,16 @@ clean:
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(wildcard build-fuzz/obj/src/*/*.d)
 
-# The README's two commands. DEMO_MODEL is the bundled default model.
-DEMO_MODEL ?= tests/fixtures/mixtral
+# The README's two commands. DEMO_MODEL is the bundled default model: the
+# demo inspects it, compresses its experts with the error-bounded codec and
+# generates text from the container with half of the experts' bytes as the
+# cache budget, printing the cache statistics.
+DEMO_MODEL ?= models/moesz-mix-tiny
+DEMO_PROMPT ?= Once upon a time
 demo:
 	@sh scripts/install-deps.sh
-	$(MAKE) all
+	@$(MAKE) --no-print-directory all
 	$(BUILD)/moesz inspect $(DEMO_MODEL)
+	$(BUILD)/moesz compress $(DEMO_MODEL) -o $(BUILD)/demo.msz --method sz --eb 1e-3 --quiet
+	$(BUILD)/moesz run $(BUILD)/demo.msz --prompt "$(DEMO_PROMPT)" --max-tokens 60 --temperature 0 \
+	  --mem 4MiB --cache lfru --prefetch --stats text

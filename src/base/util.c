@@ -126,3 +126,18 @@ void moesz_progress_end(moesz_progress *p) {
   if (!p->enabled) return;
   fprintf(stderr, "\r%s 100.0%%  %.1f s            \n", p->label, moesz_time_now() - p->t0);
 }
+
+void moesz_buf_put(moesz_buf *b, const void *s, size_t n) {
+  if (b->oom) return;
+  if (b->n + n + 1 > b->cap) {
+    size_t nc = b->cap ? b->cap : 256;
+    while (nc < b->n + n + 1) nc *= 2;
+    char *q = realloc(b->p, nc);
+    if (!q) { b->oom = 1; return; }
+    b->p = q;
+    b->cap = nc;
+  }
+  if (n) memcpy(b->p + b->n, s, n);
+  b->n += n;
+  b->p[b->n] = 0;
+}

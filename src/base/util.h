@@ -43,6 +43,11 @@ void moesz_progress_begin(moesz_progress *p, const char *label, double total, in
 void moesz_progress_step(moesz_progress *p, double done);
 void moesz_progress_end(moesz_progress *p);
 
+/* A growable byte buffer, always NUL-terminated; oom is set (and further
+ * appends ignored) when an allocation fails. */
+typedef struct moesz_buf { char *p; size_t n, cap; int oom; } moesz_buf;
+void moesz_buf_put(moesz_buf *b, const void *s, size_t n);
+
 /* Checked arithmetic: return 0 on overflow. */
 static inline int moesz_mul_ok(size_t a, size_t b, size_t *out) {
   return !__builtin_mul_overflow(a, b, out);

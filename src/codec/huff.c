@@ -160,6 +160,31 @@ static inline void br_refill(bitr *r) {
   }
 }
 
+/* Decodes symbol i from bit reader r: a code, an escape (from esc) or a
+ * verbatim marker (its position recorded). 0 ok, -1 malformed. */
+static inline int dec_one(bitr *r, const uint16_t *t, uint64_t mask, size_t i, uint32_t *codes, const uint8_t *esc,
+                          uint32_t nesc, uint32_t *k, uint32_t *vpos, size_t nv, size_t *kv) {
+  if (r->bits < HUF_MAXLEN) br_refill(r);
+  uint16_t e = t[r->buf & mask];
+  int l = e & 15;
+  if (!l) return -1;
+  r->buf >>= l;
+  r->bits -= l;
+  uint32_t sym = e >> 4;
+  if (sym >= HUF_VERB) {
+    if (sym == HUF_VERB) {
+      if (*kv >= nv) return -1;
+      vpos[(*kv)++] = (uint32_t)i;
+      sym = 0;
+    } else {
+      if (*k >= nesc) return -1;
+      memcpy(&sym, esc + 4 * (size_t)(*k)++, 4);
+    }
+  }
+  codes[i] = sym;
+  return 0;
+}
+
 int huf_decode(const huf_dec *d, const uint8_t *buf, size_t len, size_t n, uint32_t *codes, uint32_t *vpos,
                size_t nv) {
   if (len < 20) return -1;
@@ -183,47 +208,10 @@ int huf_decode(const huf_dec *d, const uint8_t *buf, size_t len, size_t n, uint3
   const uint16_t *t = d->e;
   const uint64_t mask = (1u << HUF_MAXLEN) - 1;
   size_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    for (int s = 0; s < 4; s++) {
-      if (r[s].bits < HUF_MAXLEN) br_refill(&r[s]);
-      uint16_t e = t[r[s].buf & mask];
-      int l = e & 15;
-      if (!l) return -1;
-      r[s].buf >>= l;
-      r[s].bits -= l;
-      uint32_t sym = e >> 4;
-      if (sym >= HUF_VERB) {
-        if (sym == HUF_VERB) {
-          if (kv >= nv) return -1;
-          vpos[kv++] = (uint32_t)(i + (size_t)s);
-          sym = 0;
-        } else {
-          if (k >= nesc) return -1;
-          memcpy(&sym, esc + 4 * (size_t)k++, 4);
-        }
-      }
-      codes[i + (size_t)s] = sym;
-    }
-  }
-  for (int s = 0; i < n; i++, s++) {
-    if (r[s].bits < HUF_MAXLEN) br_refill(&r[s]);
-    uint16_t e = t[r[s].buf & mask];
-    int l = e & 15;
-    if (!l) return -1;
-    r[s].buf >>= l;
-    r[s].bits -= l;
-    uint32_t sym = e >> 4;
-    if (sym >= HUF_VERB) {
-      if (sym == HUF_VERB) {
-        if (kv >= nv) return -1;
-        vpos[kv++] = (uint32_t)i;
-        sym = 0;
-      } else {
-        if (k >= nesc) return -1;
-        memcpy(&sym, esc + 4 * (size_t)k++, 4);
-      }
-    }
-    codes[i] = sym;
-  }
+  for (; i + 4 <= n; i += 4)
+    for (int s = 0; s < 4; s++)
+      if (dec_one(&r[s], t, mask, i + (size_t)s, codes, esc, nesc, &k, vpos, nv, &kv)) return -1;
+  for (int s = 0; i < n; i++, s++)
+    if (dec_one(&r[s], t, mask, i, codes, esc, nesc, &k, vpos, nv, &kv)) return -1;
   return k == nesc && kv == nv ? 0 : -1;
 }

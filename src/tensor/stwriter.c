@@ -25,22 +25,8 @@ struct moesz_stw {
   size_t nmeta;
 };
 
-typedef struct { char *p; size_t n, cap; int oom; } sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-  if (b->oom) return;
-  if (b->n + n + 1 > b->cap) {
-    size_t nc = b->cap ? b->cap : 1024;
-    while (nc < b->n + n + 1) nc *= 2;
-    char *q = realloc(b->p, nc);
-    if (!q) { b->oom = 1; return; }
-    b->p = q;
-    b->cap = nc;
-  }
-  memcpy(b->p + b->n, s, n);
-  b->n += n;
-  b->p[b->n] = 0;
-}
+typedef moesz_buf sbuf;
+static void sb_put(sbuf *b, const char *s, size_t n) { moesz_buf_put(b, s, n); }
 static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
 static void sb_json_str(sbuf *b, const char *s) {
   sb_put(b, "\"", 1);

@@ -4,23 +4,11 @@
  * complete UTF-8 and holds back a partial character. */
 #include <stdlib.h>
 #include <string.h>
+#include "base/util.h"
 #include "text/tok_internal.h"
 
-typedef struct bvec { char *p; size_t n, cap; int oom; } bvec;
-static void bput(bvec *b, const char *s, size_t n) {
-  if (b->oom) return;
-  if (b->n + n + 1 > b->cap) {
-    size_t nc = b->cap ? b->cap : 256;
-    while (nc < b->n + n + 1) nc *= 2;
-    char *q = realloc(b->p, nc);
-    if (!q) { b->oom = 1; return; }
-    b->p = q;
-    b->cap = nc;
-  }
-  memcpy(b->p + b->n, s, n);
-  b->n += n;
-  b->p[b->n] = 0;
-}
+typedef moesz_buf bvec;
+static void bput(bvec *b, const char *s, size_t n) { moesz_buf_put(b, s, n); }
 
 static int hexv(char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1; }
 
