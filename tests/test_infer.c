@@ -177,6 +177,7 @@ typedef struct {
   moesz_expert_provider inner;
   int gets, releases, held, max_held, routes, fail_at;
   int bad_layer;      /* layer whose experts are reported with a wrong shape (-1 none) */
+  int per[64][64];    /* routed gets per (layer, expert) since the last reset */
 } counting;
 
 static int c_get(void *ctx, int layer, int expert, int shared, moesz_expert_mats *out,
@@ -188,6 +189,7 @@ static int c_get(void *ctx, int layer, int expert, int shared, moesz_expert_mats
   if (rc) return rc;
   if (layer == c->bad_layer) out->down.rows--;
   c->gets++;
+  if (!shared && layer < 64 && expert >= 0 && expert < 64) c->per[layer][expert]++;
   if (++c->held > c->max_held) c->max_held = c->held;
   return 0;
 }
@@ -227,6 +229,15 @@ TEST(provider_contract) {
   CHECK_EQ_INT(c.gets, c.releases);
   CHECK_EQ_INT(c.held, 0);
   CHECK(c.max_held <= 3);
+  /* each routed expert computed once for the whole 64-token batch */
+  int most = 0, distinct = 0;
+  for (int L = 0; L < 64; L++)
+    for (int x = 0; x < 64; x++) {
+      if (c.per[L][x] > most) most = c.per[L][x];
+      distinct += c.per[L][x] > 0;
+    }
+  CHECK_EQ_INT(most, 1);
+  CHECK_EQ_INT(distinct, c.gets);
   CHECK_EQ_INT(c.routes, m->cfg.n_layers);   /* once per MoE layer per batch, sorted ids */
   moesz_engine_stats st;
   moesz_engine_stats_get(e, &st);
