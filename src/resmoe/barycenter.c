@@ -13,7 +13,23 @@
 
 static double frob2(const float *a, size_t n) { double s = 0; for (size_t i = 0; i < n; i++) s += (double)a[i] * a[i]; return s; }
 
-static int cmp_f(const void *a, const void *b) { float x = *(const float *)a, y = *(const float *)b; return x < y ? -1 : x > y; }
+/* The k-th smallest of a[0..m) (0-based), reordering a: iterative quickselect. */
+static float kth_smallest(float *a, size_t m, size_t k) {
+  size_t lo = 0, hi = m - 1;
+  while (lo < hi) {
+    float pivot = a[lo + (hi - lo) / 2];
+    size_t i = lo, j = hi;
+    while (i <= j) {
+      while (a[i] < pivot) i++;
+      while (a[j] > pivot) j--;
+      if (i <= j) { float t = a[i]; a[i] = a[j]; a[j] = t; i++; if (j == 0) break; j--; }
+    }
+    if (k <= j) hi = j;
+    else if (k >= i) lo = i;
+    else return a[k];
+  }
+  return a[k];
+}
 
 /* Keeps the `keep` largest |values| of r[0..m) (one threshold), zeroes the rest. */
 static int prune(float *r, size_t m, double keep) {
@@ -22,13 +38,15 @@ static int prune(float *r, size_t m, double keep) {
   float *a = malloc(m * sizeof *a);
   if (!a) return -1;
   for (size_t i = 0; i < m; i++) a[i] = fabsf(r[i]);
-  qsort(a, m, sizeof *a, cmp_f);
-  float thr = k ? a[m - k] : INFINITY;
+  float thr = k ? kth_smallest(a, m, m - k) : INFINITY;
   size_t kept = 0;
   for (size_t i = 0; i < m; i++) {
-    if (fabsf(r[i]) >= thr && kept < k) kept++;
-    else r[i] = 0;
+    if (fabsf(r[i]) > thr && kept < k) kept++;
+    else if (fabsf(r[i]) != thr) r[i] = 0;
   }
+  /* ties at the threshold fill the remaining slots in order */
+  for (size_t i = 0; i < m; i++)
+    if (fabsf(r[i]) == thr && thr != 0) { if (kept < k) kept++; else r[i] = 0; }
   free(a);
   return 0;
 }
