@@ -26,8 +26,10 @@ static inline int32_t zz_dec(uint32_t z) { return (int32_t)(z >> 1) ^ -(int32_t)
  * range, bound missed). Returns the number of verbatim values. */
 size_t codec_quantize(const void *src, moesz_dtype in, moesz_dtype out, size_t n, double step, double eb,
                       uint32_t *codes);
-/* Dequantizes zigzag codes into dst (dtype) - the exact inverse the encoder checked. */
-void codec_dequantize(const uint32_t *codes, size_t n, double step, moesz_dtype dt, void *dst);
+/* Dequantizes zigzag codes into dst (dtype) - the exact inverse the encoder
+ * checked. simd: moesz_cpu_avx2(), asked once by the caller (cpuid is slow
+ * in virtual machines). */
+void codec_dequantize(const uint32_t *codes, size_t n, double step, moesz_dtype dt, void *dst, int simd);
 /* Writes value i of src (dtype in) into dst[j] as dtype out. */
 void codec_put_value(const void *src, moesz_dtype in, size_t i, void *dst, moesz_dtype out, size_t j);
 
@@ -39,15 +41,27 @@ void huf_enc_init(huf_enc *h, const uint8_t *len);
  * out must hold huf_enc_bound(n) bytes. Returns bytes written. */
 size_t huf_enc_bound(size_t n);
 size_t huf_encode(const huf_enc *h, const uint32_t *codes, size_t n, uint8_t *out);
-typedef struct huf_dec { uint16_t e[1 << HUF_MAXLEN]; } huf_dec; /* sym << 4 | len; len 0 = invalid */
+/* Decoder: e[] maps the next HUF_MAXLEN bits to sym << 4 | len (len 0 =
+ * invalid); v[] maps a symbol to its delivered value in dt (vs bytes). */
+typedef struct huf_dec {
+  uint16_t e[1 << HUF_MAXLEN];
+  uint8_t v[HUF_NSYM * 4];
+  size_t vs;
+  int simd;
+  double step;
+  moesz_dtype dt;
+} huf_dec;
 int huf_dec_init(huf_dec *d, const uint8_t *len);
-/* Decodes n zigzag codes from buf[0..len); the positions of VERB symbols go
- * to vpos (exactly nv of them, else malformed). 0 ok, -1 malformed. */
-int huf_decode(const huf_dec *d, const uint8_t *buf, size_t len, size_t n, uint32_t *codes, uint32_t *vpos,
-               size_t nv);
+/* Fills d's value table for codes delivered as dt at quantizer step. */
+void huf_dec_values(huf_dec *d, double step, moesz_dtype dt);
+/* Decodes n values from buf[0..len) straight into dst (d's dtype); the
+ * positions of VERB symbols go to vpos (exactly nv of them, else malformed)
+ * and are left for the caller to fill. 0 ok, -1 malformed. */
+int huf_decode(const huf_dec *d, const uint8_t *buf, size_t len, size_t n, void *dst, uint32_t *vpos, size_t nv);
 
 /* Fixed-length blocks of 32 codes (pack.c). */
 size_t pack_bound(size_t n);
 size_t pack_encode(const uint32_t *codes, size_t n, uint8_t *out);
-int pack_decode(const uint8_t *buf, size_t len, size_t n, uint32_t *codes);
+/* Decodes n values into dst as dt, a block at a time (unpack, dequantize). */
+int pack_decode(const uint8_t *buf, size_t len, size_t n, double step, moesz_dtype dt, void *dst);
 #endif

@@ -9,6 +9,7 @@
  * follows in esc[]), zigzag code + 2 otherwise. */
 #include <stdlib.h>
 #include <string.h>
+#include "base/cpu.h"
 #include "codec/codec_internal.h"
 
 typedef struct { uint64_t w; int sym; } leaf;
@@ -146,7 +147,19 @@ int huf_dec_init(huf_dec *d, const uint8_t *len) {
   return 0;
 }
 
+void huf_dec_values(huf_dec *d, double step, moesz_dtype dt) {
+  d->vs = moesz_dtype_size(dt);
+  d->step = step;
+  d->dt = dt;
+  d->simd = moesz_cpu_avx2();
+  uint32_t z[HUF_NSYM - 2];
+  for (uint32_t i = 0; i < HUF_NSYM - 2; i++) z[i] = i;
+  memset(d->v, 0, 2 * d->vs);
+  codec_dequantize(z, HUF_NSYM - 2, step, dt, d->v + 2 * d->vs, d->simd);
+}
+
 typedef struct { const uint8_t *p, *end; uint64_t buf; int bits; } bitr;
+/* Refill near the end of a stream: bytes one at a time, zeros past the end. */
 static inline void br_refill(bitr *r) {
   if (r->end - r->p >= 8) {
     uint64_t v;
@@ -160,32 +173,65 @@ static inline void br_refill(bitr *r) {
   }
 }
 
-/* Decodes symbol i from bit reader r: a code, an escape (from esc) or a
- * verbatim marker (its position recorded). 0 ok, -1 malformed. */
-static inline int dec_one(bitr *r, const uint16_t *t, uint64_t mask, size_t i, uint32_t *codes, const uint8_t *esc,
-                          uint32_t nesc, uint32_t *k, uint32_t *vpos, size_t nv, size_t *kv) {
-  if (r->bits < HUF_MAXLEN) br_refill(r);
-  uint16_t e = t[r->buf & mask];
-  int l = e & 15;
-  if (!l) return -1;
-  r->buf >>= l;
-  r->bits -= l;
-  uint32_t sym = e >> 4;
-  if (sym >= 2) sym -= 2;
-  else if (sym == HUF_VERB) {
-    if (*kv >= nv) return -1;
-    vpos[(*kv)++] = (uint32_t)i;
-    sym = 0;
-  } else {
-    if (*k >= nesc) return -1;
-    memcpy(&sym, esc + 4 * (size_t)(*k)++, 4);
+typedef struct {
+  const uint8_t *esc;
+  uint32_t nesc, k;       /* escapes in the block, escapes used */
+  uint32_t *vpos;
+  size_t nv, kv;          /* verbatim markers expected, seen */
+} rare_ctx;
+
+/* The rare symbols: a verbatim marker (position noted; the chunk's verbatim
+ * pass writes the value) or an escape (its code follows in esc[]). */
+static int dec_rare(const huf_dec *d, rare_ctx *c, uint32_t sym, size_t i, uint8_t *dst) {
+  if (sym == HUF_VERB) {
+    if (c->kv >= c->nv) return -1;
+    c->vpos[c->kv++] = (uint32_t)i;
+    return 0;
   }
-  codes[i] = sym;
+  if (c->k >= c->nesc) return -1;
+  uint32_t z;
+  memcpy(&z, c->esc + 4 * (size_t)c->k++, 4);
+  codec_dequantize(&z, 1, d->step, d->dt, dst + i * d->vs, 0);
   return 0;
 }
 
-int huf_decode(const huf_dec *d, const uint8_t *buf, size_t len, size_t n, uint32_t *codes, uint32_t *vpos,
-               size_t nv) {
+/* One symbol from r into value i of dst: a table lookup gives the symbol and
+ * its length, a second gives the delivered value. vs is a constant in each
+ * caller, so the copy is one load and one store. 0 ok, -1 malformed. */
+static inline __attribute__((always_inline)) int dec_sym(const huf_dec *d, rare_ctx *c, bitr *r, size_t i,
+                                                         uint8_t *dst, size_t vs) {
+  uint16_t e = d->e[r->buf & ((1u << HUF_MAXLEN) - 1)];
+  unsigned l = e & 15, sym = e >> 4;
+  r->buf >>= l;
+  r->bits -= (int)l;
+  if (__builtin_expect(sym < 2, 0)) return l ? dec_rare(d, c, sym, i, dst) : -1;
+  memcpy(dst + i * vs, d->v + sym * vs, vs);
+  return 0;
+}
+
+static inline __attribute__((always_inline)) int dec_all(const huf_dec *d, rare_ctx *c, bitr *r, size_t n,
+                                                         uint8_t *dst, size_t vs) {
+  size_t i = 0;
+  int bad = 0;
+  /* Main loop: 16 values per round, one refill per stream (>= 56 bits), then
+   * four symbols (<= 48 bits) from each of the four independent streams. */
+  while (i + 16 <= n && r[0].end - r[0].p >= 8 && r[1].end - r[1].p >= 8 && r[2].end - r[2].p >= 8 &&
+         r[3].end - r[3].p >= 8) {
+    for (int s = 0; s < 4; s++) br_refill(&r[s]);
+    for (int j = 0; j < 4; j++)
+      for (int s = 0; s < 4; s++) bad |= dec_sym(d, c, &r[s], i + 4 * (size_t)j + (size_t)s, dst, vs);
+    if (bad) return -1;
+    i += 16;
+  }
+  for (; i < n; i++) {
+    bitr *ri = &r[i & 3];
+    if (ri->bits < HUF_MAXLEN) br_refill(ri);
+    if (dec_sym(d, c, ri, i, dst, vs)) return -1;
+  }
+  return 0;
+}
+
+int huf_decode(const huf_dec *d, const uint8_t *buf, size_t len, size_t n, void *dst, uint32_t *vpos, size_t nv) {
   if (len < 20) return -1;
   uint32_t sz[4], nesc;
   memcpy(sz, buf, 16);
@@ -201,16 +247,7 @@ int huf_decode(const huf_dec *d, const uint8_t *buf, size_t len, size_t n, uint3
     pos += sz[s];
   }
   if ((size_t)nesc > (len - pos) / 4 || (size_t)nesc > n) return -1;
-  const uint8_t *esc = buf + pos;
-  uint32_t k = 0;
-  size_t kv = 0;
-  const uint16_t *t = d->e;
-  const uint64_t mask = (1u << HUF_MAXLEN) - 1;
-  size_t i = 0;
-  for (; i + 4 <= n; i += 4)
-    for (int s = 0; s < 4; s++)
-      if (dec_one(&r[s], t, mask, i + (size_t)s, codes, esc, nesc, &k, vpos, nv, &kv)) return -1;
-  for (int s = 0; i < n; i++, s++)
-    if (dec_one(&r[s], t, mask, i, codes, esc, nesc, &k, vpos, nv, &kv)) return -1;
-  return k == nesc && kv == nv ? 0 : -1;
+  rare_ctx c = {.esc = buf + pos, .nesc = nesc, .vpos = vpos, .nv = nv};
+  int rc = d->vs == 2 ? dec_all(d, &c, r, n, dst, 2) : dec_all(d, &c, r, n, dst, 4);
+  return !rc && c.k == nesc && c.kv == nv ? 0 : -1;
 }

@@ -76,7 +76,7 @@ __attribute__((target("avx2"))) static void unpack_avx2(const uint32_t *W, int w
 }
 #endif
 
-int pack_decode(const uint8_t *buf, size_t len, size_t n, uint32_t *codes) {
+int pack_decode(const uint8_t *buf, size_t len, size_t n, double step, moesz_dtype dt, void *dst) {
   size_t nb = (n + BLK - 1) / BLK;
   size_t pos = (nb + 7) & ~(size_t)7;
   if (pos > len) return -1;
@@ -89,24 +89,31 @@ int pack_decode(const uint8_t *buf, size_t len, size_t n, uint32_t *codes) {
 #if defined(__x86_64__)
   int simd = moesz_cpu_avx2();
 #endif
+  /* one block of codes at a time, so they stay in L1 between the passes */
   uint32_t tmp[BLK];
+  size_t eo = moesz_dtype_size(dt);
   for (size_t b = 0; b < nb; b++) {
     int w = buf[b];
     size_t cnt = n - b * BLK < BLK ? n - b * BLK : BLK;
-    uint32_t *dst = cnt == BLK ? codes + b * BLK : tmp;
+    uint8_t *out = (uint8_t *)dst + b * BLK * eo;
     const uint32_t *W = (const uint32_t *)(const void *)(buf + pos);
-    if (w == 0) memset(dst, 0, BLK * 4);
-#if defined(__x86_64__)
-    else if (simd) unpack_avx2(W, w, dst);
-#endif
-    else {
-      uint32_t words[32 * 8 + 8];
-      memcpy(words, buf + pos, (size_t)w * 32);
-      memset(words + w * 8, 0, 32);
-      unpack_scalar(words, w, dst);
-    }
-    if (dst == tmp) memcpy(codes + b * BLK, tmp, cnt * 4);
     pos += (size_t)w * 32;
+    if (w == 0) { memset(out, 0, cnt * eo); continue; }  /* code 0 delivers +0 in every dtype */
+#if defined(__x86_64__)
+    if (simd) unpack_avx2(W, w, tmp);
+    else
+#endif
+    {
+      uint32_t words[32 * 8 + 8];
+      memcpy(words, W, (size_t)w * 32);
+      memset(words + w * 8, 0, 32);
+      unpack_scalar(words, w, tmp);
+    }
+#if defined(__x86_64__)
+    codec_dequantize(tmp, cnt, step, dt, out, simd);
+#else
+    codec_dequantize(tmp, cnt, step, dt, out, 0);
+#endif
   }
   return 0;
 }

@@ -109,10 +109,12 @@ __attribute__((target("avx2,f16c"))) static size_t deq_avx2(const uint32_t *code
 }
 #endif
 
-void codec_dequantize(const uint32_t *codes, size_t n, double step, moesz_dtype dt, void *dst) {
+void codec_dequantize(const uint32_t *codes, size_t n, double step, moesz_dtype dt, void *dst, int simd) {
   size_t i = 0;
 #if defined(__x86_64__)
-  if (moesz_cpu_avx2()) i = deq_avx2(codes, n, step, dt, dst);
+  if (simd) i = deq_avx2(codes, n, step, dt, dst);
+#else
+  (void)simd;
 #endif
   if (dt == MOESZ_DT_F32) {
     float *d = dst;

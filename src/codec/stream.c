@@ -8,6 +8,7 @@
 #include <string.h>
 #include <xxhash.h>
 #include "base/pool.h"
+#include "base/util.h"
 #include "codec/codec_internal.h"
 
 #define HDR 64
@@ -278,7 +279,7 @@ static int parse(const void *stream, size_t len, parsed *ps, moesz_error *err) {
   if (in->nchunks != (in->count + in->chunk - 1) / in->chunk) return moesz_error_set(err, MOESZ_E_FORMAT, "codec: chunk count does not match the value count");
   if (HDR + tb > len || in->nchunks > (len - HDR - tb) / IDX_ENTRY) return moesz_error_set(err, MOESZ_E_FORMAT, "codec: index runs past the stream");
   size_t idx_end = HDR + tb + in->nchunks * IDX_ENTRY;
-  if ((XXH3_64bits(s, 56) ^ XXH3_64bits(s + HDR, idx_end - HDR)) != rd64(s + 56))
+  if (!MOESZ_CHECKSUM_OK(XXH3_64bits(s, 56) ^ XXH3_64bits(s + HDR, idx_end - HDR), rd64(s + 56)))
     return moesz_error_set(err, MOESZ_E_CHECKSUM, "codec: header checksum mismatch");
   for (size_t c = 0; c < in->nchunks; c++) {
     const uint8_t *e = s + HDR + tb + c * IDX_ENTRY;
@@ -320,9 +321,9 @@ static int decode_chunk(const parsed *ps, const huf_dec *hd, size_t c, moesz_dty
   const uint8_t *e = ps->s + HDR + ps->tb + c * IDX_ENTRY;
   uint64_t off = rd64(e), l = rd64(e + 8);
   const uint8_t *ch = ps->s + off;
-  if (XXH3_64bits(ch, l) != rd64(e + 16)) return MOESZ_E_CHECKSUM;
+  if (!MOESZ_CHECKSUM_OK(XXH3_64bits(ch, l), rd64(e + 16))) return MOESZ_E_CHECKSUM;
   size_t m = in->count - c * in->chunk < in->chunk ? in->count - c * in->chunk : in->chunk;
-  size_t es = moesz_dtype_size(in->in_dtype), eo = moesz_dtype_size(dt);
+  size_t es = moesz_dtype_size(in->in_dtype);
   uint32_t n = rd32(ch + 4), nv = rd32(ch + 8), body = rd32(ch + 12);
   if (n != m || body != l - CHUNK_HDR || (ch[0] != MODE_CODED && ch[0] != MODE_RAW)) return MOESZ_E_FORMAT;
   const uint8_t *p = ch + CHUNK_HDR;
@@ -337,22 +338,20 @@ static int decode_chunk(const parsed *ps, const huf_dec *hd, size_t c, moesz_dty
   if (in->eb <= 0 || nv > m || vbytes > body) return MOESZ_E_FORMAT;
   const uint8_t *vidx = p, *vval = p + (fast ? 4 * (size_t)nv : 0), *code = p + vbytes;
   size_t clen = body - vbytes;
-  uint32_t *codes = malloc(m * 4 + 4), *vpos = fast ? NULL : malloc((size_t)nv * 4 + 4);
-  if (!codes || (!fast && !vpos)) { free(codes); free(vpos); return MOESZ_E_NOMEM; }
-  int bad = !fast ? (hd ? huf_decode(hd, code, clen, m, codes, vpos, nv) : -1) : pack_decode(code, clen, m, codes);
+  uint32_t *vpos = fast ? NULL : malloc((size_t)nv * 4 + 4);
+  if (!fast && !vpos) return MOESZ_E_NOMEM;
+  int bad = !fast ? (hd ? huf_decode(hd, code, clen, m, dst, vpos, nv) : -1)
+                  : pack_decode(code, clen, m, 2 * in->eb, dt, dst);
   uint32_t prev = 0;
   for (uint32_t k = 0; fast && !bad && k < nv; k++) {
     uint32_t i = rd32(vidx + 4 * (size_t)k);
     if (i >= m || (k && i <= prev)) bad = 1;
     prev = i;
   }
-  if (bad) { free(codes); free(vpos); return MOESZ_E_FORMAT; }
-  codec_dequantize(codes, m, 2 * in->eb, dt, dst);
-  free(codes);
+  if (bad) { free(vpos); return MOESZ_E_FORMAT; }
   for (uint32_t k = 0; k < nv; k++)
     codec_put_value(vval, in->in_dtype, k, dst, dt, fast ? rd32(vidx + 4 * (size_t)k) : vpos[k]);
   free(vpos);
-  (void)eo;
   return MOESZ_OK;
 }
 
@@ -371,7 +370,7 @@ static int chunk_error(int rc, size_t c, moesz_error *err) {
   return moesz_error_set(err, rc, "codec: chunk %zu is malformed", c);
 }
 
-static int make_dec(const parsed *ps, huf_dec **hd, moesz_error *err) {
+static int make_dec(const parsed *ps, moesz_dtype dt, huf_dec **hd, moesz_error *err) {
   *hd = NULL;
   if (ps->info.pipeline != MOESZ_PIPE_ENTROPY) return MOESZ_OK;
   *hd = malloc(sizeof **hd);
@@ -381,6 +380,7 @@ static int make_dec(const parsed *ps, huf_dec **hd, moesz_error *err) {
     *hd = NULL;
     return moesz_error_set(err, MOESZ_E_FORMAT, "codec: the Huffman code lengths are not a prefix code");
   }
+  huf_dec_values(*hd, 2 * ps->info.eb, dt);
   return MOESZ_OK;
 }
 
@@ -392,7 +392,7 @@ int moesz_codec_decompress(const void *stream, size_t len, moesz_dtype dtype, vo
   if (!dtype_ok(dtype)) return moesz_error_set(err, MOESZ_E_ARG, "codec: cannot decode to %s", moesz_dtype_name(dtype));
   if (n != ps.info.count) return moesz_error_set(err, MOESZ_E_ARG, "codec: stream holds %zu values, caller expects %zu", ps.info.count, n);
   huf_dec *hd;
-  if ((rc = make_dec(&ps, &hd, err))) return rc;
+  if ((rc = make_dec(&ps, dtype, &hd, err))) return rc;
   dec_job j = {.ps = &ps, .hd = hd, .dt = dtype, .dst = dst};
   moesz_pool *pool = threads > 1 && ps.info.nchunks > 1 ? moesz_pool_create(threads) : NULL;
   moesz_pool_run(pool, ps.info.nchunks, dec_task, &j);
@@ -411,7 +411,7 @@ int moesz_codec_decompress_chunk(const void *stream, size_t len, size_t i, moesz
   size_t m = ps.info.count - i * ps.info.chunk < ps.info.chunk ? ps.info.count - i * ps.info.chunk : ps.info.chunk;
   if (cap < m) return moesz_error_set(err, MOESZ_E_ARG, "codec: chunk holds %zu values, room for %zu", m, cap);
   huf_dec *hd;
-  if ((rc = make_dec(&ps, &hd, err))) return rc;
+  if ((rc = make_dec(&ps, dtype, &hd, err))) return rc;
   rc = decode_chunk(&ps, hd, i, dtype, dst);
   free(hd);
   if (rc) return chunk_error(rc, i, err);

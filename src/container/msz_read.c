@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 #include <zstd.h>
+#include "base/util.h"
 #include "container/msz_internal.h"
 
 static uint64_t rd64(const uint8_t *p) {
@@ -275,7 +276,7 @@ int moesz_msz_parse(moesz_msz *c, moesz_error *err) {
                                               (unsigned long long)flen, (unsigned long long)c->size);
   if (c->manifest_off < MOESZ_MSZ_HEADER || c->manifest_off > c->size || mlen != c->size - c->manifest_off || mlen > (256u << 20))
     return moesz_error_set(err, MOESZ_E_FORMAT, "manifest range is outside the file");
-  if (XXH3_64bits(h + c->manifest_off, mlen) != mh) return moesz_error_set(err, MOESZ_E_CHECKSUM, "manifest checksum mismatch");
+  if (!MOESZ_CHECKSUM_OK(XXH3_64bits(h + c->manifest_off, mlen), mh)) return moesz_error_set(err, MOESZ_E_CHECKSUM, "manifest checksum mismatch");
   return parse_manifest(c, (const char *)h + c->manifest_off, mlen, err);
 }
 
@@ -320,7 +321,7 @@ int moesz_msz_file(const moesz_msz *c, const char *name, const void **data, size
 
 int moesz_msz_blob(const moesz_msz *c, const moesz_msz_rec *r, const void **data, moesz_error *err) {
   const uint8_t *p = (const uint8_t *)c->map + r->off;
-  if (XXH3_64bits(p, r->len) != r->xxh64) {
+  if (!MOESZ_CHECKSUM_OK(XXH3_64bits(p, r->len), r->xxh64)) {
     *data = NULL;
     return moesz_error_set(err, MOESZ_E_CHECKSUM, "blob %s: checksum mismatch (corrupted container)", r->name);
   }
