@@ -2,8 +2,9 @@
 #include "base/cpu.h"
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
+#include <stdatomic.h>
 
-int moesz_cpu_avx2(void) {
+static int detect_avx2(void) {
   unsigned a, b, c, d;
   if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
   int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, f16c = (c >> 29) & 1;
@@ -14,6 +15,19 @@ int moesz_cpu_avx2(void) {
   if (__get_cpuid_max(0, 0) < 7) return 0;
   __cpuid_count(7, 0, a, b, c, d);
   return (b >> 5) & 1;                      /* AVX2 */
+}
+
+/* cpuid traps to the hypervisor in a virtual machine (microseconds), so the
+ * answer is kept: a write-once cache of a fact about the hardware, which
+ * every thread computes identically (0 = not asked yet, else answer + 1). */
+int moesz_cpu_avx2(void) {
+  static _Atomic int cached;
+  int v = atomic_load_explicit(&cached, memory_order_relaxed);
+  if (!v) {
+    v = detect_avx2() + 1;
+    atomic_store_explicit(&cached, v, memory_order_relaxed);
+  }
+  return v - 1;
 }
 #else
 int moesz_cpu_avx2(void) { return 0; }

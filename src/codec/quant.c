@@ -36,38 +36,83 @@ static inline int meets(double q, double x, double step, double eb, moesz_dtype 
   return fabs((double)f - x) <= eb && fabs((double)deliver(f, out) - x) <= eb;
 }
 
+/* The code of one value: its nearest code if that meets the bound, else a
+ * neighbour that does, else CODE_VERB. */
+static uint32_t quant_one(double x, double inv, double step, double eb, moesz_dtype out) {
+  /* nearest code by multiplication; the check below decides, so an ulp of
+   * difference from x / step near a tie is harmless */
+  double r = x * inv;
+  /* round half to even without a libm call (|r| < 2^51; larger or NaN fail the range test) */
+  double q = fabs(r) < 0x1p51 ? (r + 0x1.8p52) - 0x1.8p52 : r;
+  if (!isfinite(x) || (x == 0 && signbit(x)) || !(fabs(q) <= CODEC_QMAX)) return CODE_VERB;
+  if (meets(q, x, step, eb, out)) return zz_enc((int32_t)q);
+  /* Rounding to the delivered dtype moved x' out of the bound: when that
+   * dtype's spacing exceeds 2 eb a neighbouring code lands in x's own
+   * rounding cell, so try a few neighbours before storing verbatim. */
+  static const double TRY[] = {-1, 1, -2, 2};
+  for (int t = 0; t < 4; t++)
+    if (meets(q + TRY[t], x, step, eb, out)) return zz_enc((int32_t)(q + TRY[t]));
+  return CODE_VERB;
+}
+
+#if defined(__x86_64__)
+/* Four values at a time: the same arithmetic as quant_one (round half to
+ * even, x' = (float)(q * step), rounded to out) with the checks as masks;
+ * a group where any value fails goes through quant_one. Returns values done. */
+__attribute__((target("avx2,f16c"))) static size_t quant_avx2(const float *x, size_t m, double inv, double step,
+                                                         double eb, moesz_dtype out, uint32_t *codes) {
+  const __m256d vinv = _mm256_set1_pd(inv), vstep = _mm256_set1_pd(step), veb = _mm256_set1_pd(eb);
+  const __m256d qmax = _mm256_set1_pd(CODEC_QMAX), absm = _mm256_castsi256_pd(_mm256_set1_epi64x(INT64_MAX));
+  const __m128i r7 = _mm_set1_epi32(0x7fff), one = _mm_set1_epi32(1), hi = _mm_set1_epi32((int)0xffff0000u);
+  size_t i = 0;
+  for (; i + 4 <= m; i += 4) {
+    __m128 xf = _mm_loadu_ps(x + i);
+    __m256d xd = _mm256_cvtps_pd(xf);
+    __m256d q = _mm256_round_pd(_mm256_mul_pd(xd, vinv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256d ok = _mm256_cmp_pd(_mm256_and_pd(q, absm), qmax, _CMP_LE_OQ);       /* also false for NaN */
+    __m256d qc = _mm256_and_pd(q, ok);                                           /* keep cvt in range */
+    __m128 f = _mm256_cvtpd_ps(_mm256_mul_pd(qc, vstep));
+    ok = _mm256_and_pd(ok, _mm256_cmp_pd(_mm256_and_pd(_mm256_sub_pd(_mm256_cvtps_pd(f), xd), absm), veb, _CMP_LE_OQ));
+    __m128 d = f;
+    if (out == MOESZ_DT_BF16) {
+      __m128i b = _mm_castps_si128(f);
+      b = _mm_and_si128(_mm_add_epi32(b, _mm_add_epi32(r7, _mm_and_si128(_mm_srli_epi32(b, 16), one))), hi);
+      d = _mm_castsi128_ps(b);
+    } else if (out == MOESZ_DT_F16) {
+      d = _mm_cvtph_ps(_mm_cvtps_ph(f, 0));
+    }
+    ok = _mm256_and_pd(ok, _mm256_cmp_pd(_mm256_and_pd(_mm256_sub_pd(_mm256_cvtps_pd(d), xd), absm), veb, _CMP_LE_OQ));
+    /* -0 is stored verbatim so it comes back bit-exact */
+    __m128i negz = _mm_cmpeq_epi32(_mm_castps_si128(xf), _mm_set1_epi32((int)0x80000000u));
+    int bad = _mm_movemask_ps(_mm_castsi128_ps(negz)) | (~_mm256_movemask_pd(ok) & 15);
+    if (__builtin_expect(bad != 0, 0)) {
+      for (int k = 0; k < 4; k++) codes[i + (size_t)k] = quant_one(x[i + (size_t)k], inv, step, eb, out);
+      continue;
+    }
+    __m128i qi = _mm256_cvtpd_epi32(q);
+    __m128i zz = _mm_xor_si128(_mm_slli_epi32(qi, 1), _mm_srai_epi32(qi, 31));
+    _mm_storeu_si128((__m128i *)(void *)(codes + i), zz);
+  }
+  return i;
+}
+#endif
+
 size_t codec_quantize(const void *src, moesz_dtype in, moesz_dtype out, size_t n, double step, double eb,
                       uint32_t *codes) {
   size_t nv = 0;
   const double inv = 1.0 / step;
   float buf[1024];
+#if defined(__x86_64__)
+  int simd = moesz_cpu_avx2();
+#endif
   for (size_t b = 0; b < n; b += 1024) {
-    size_t m = n - b < 1024 ? n - b : 1024;
+    size_t m = n - b < 1024 ? n - b : 1024, k = 0;
     moesz_to_f32(in, (const char *)src + b * moesz_dtype_size(in), buf, m);
-    for (size_t k = 0; k < m; k++) {
-      double x = buf[k];
-      /* nearest code by multiplication; the check below decides, so an ulp
-       * of difference from x / step near a tie is harmless */
-      double r = x * inv;
-      /* round half to even without a libm call (|r| < 2^51; larger or NaN fail the range test) */
-      double q = fabs(r) < 0x1p51 ? (r + 0x1.8p52) - 0x1.8p52 : r;
-      uint32_t z;
-      if (fabs(q) <= CODEC_QMAX && meets(q, x, step, eb, out) && !(x == 0 && signbit(x))) {
-        z = zz_enc((int32_t)q);
-      } else if (!isfinite(x) || (x == 0 && signbit(x)) || fabs(q) > CODEC_QMAX) {
-        z = CODE_VERB;
-      } else {
-        /* Rounding to the delivered dtype moved x' out of the bound: when that
-         * dtype's spacing exceeds 2 eb a neighbouring code lands in x's own
-         * rounding cell, so try a few neighbours before storing verbatim. */
-        static const double TRY[] = {-1, 1, -2, 2};
-        z = CODE_VERB;
-        for (int t = 0; t < 4; t++)
-          if (meets(q + TRY[t], x, step, eb, out)) { z = zz_enc((int32_t)(q + TRY[t])); break; }
-      }
-      nv += z == CODE_VERB;
-      codes[b + k] = z;
-    }
+#if defined(__x86_64__)
+    if (simd) k = quant_avx2(buf, m, inv, step, eb, out, codes + b);
+#endif
+    for (; k < m; k++) codes[b + k] = quant_one(buf[k], inv, step, eb, out);
+    for (k = 0; k < m; k++) nv += codes[b + k] == CODE_VERB;
   }
   return nv;
 }
