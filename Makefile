@@ -30,7 +30,7 @@ CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTS   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCHES := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all lib tests check fuzz fuzz-run install clean deps demo benches
+.PHONY: all lib tests check fuzz fuzz-run fuzz-seeds install clean deps demo benches
 all: $(BUILD)/moesz $(BUILD)/libmoesz.so $(BUILD)/libmoesz.a
 
 lib: $(BUILD)/libmoesz.a $(BUILD)/libmoesz.so
@@ -88,6 +88,10 @@ build-fuzz/%: fuzz/%.c build-fuzz/libmoesz_fuzz.a
 fuzz: $(FUZZERS)
 fuzz-run: fuzz
 	sh fuzz/run.sh $(FUZZ_SECONDS) $(FUZZERS)
+# Rewrites the codec's seed streams (after a stream format change).
+fuzz-seeds: $(BUILD)/libmoesz.a
+	$(CC) $(CFLAGS) -o $(BUILD)/seeds_codec fuzz/seeds_codec.c $(BUILD)/libmoesz.a $(LDLIBS)
+	$(BUILD)/seeds_codec fuzz/corpus/fuzz_codec
 
 deps:
 	sh scripts/install-deps.sh

@@ -111,6 +111,43 @@ TEST(f32_input_bf16_delivery_keeps_bound) {
   free(f);
 }
 
+static double entropy_bits(const uint16_t *h, size_t n, double eb) {
+  /* order-0 entropy of round(x / 2eb) */
+  int *cnt = calloc(1 << 16, sizeof *cnt);
+  for (size_t i = 0; i < n; i++) {
+    long q = lround(moesz_bf16_to_f32(h[i]) / (2 * eb));
+    cnt[(q + 32768) & 0xffff]++;
+  }
+  double H = 0;
+  for (int i = 0; i < 1 << 16; i++)
+    if (cnt[i]) { double p = (double)cnt[i] / (double)n; H -= p * log2(p); }
+  free(cnt);
+  return H;
+}
+
+/* Where bf16's spacing approaches 2 eb (|x| ~ 0.03-0.1 at eb = 2e-4), nearest
+ * rounding of x' misses the bound for many values: the entropy pipeline
+ * nudges them to the other rounding instead of storing them verbatim. */
+TEST(nudged_codes_replace_verbatims_in_bf16) {
+  size_t n = 200000;
+  float *f = malloc(n * 4);
+  uint16_t *h = malloc(n * 2);
+  for (size_t i = 0; i < n; i++) f[i] = (float)(0.02 * gauss());
+  moesz_f32_to_bf16_n(f, h, n);
+  double err;
+  moesz_codec_info ie, ifa;
+  CHECK_EQ_INT(round_trip(h, MOESZ_DT_BF16, n, 2e-4, MOESZ_PIPE_ENTROPY, MOESZ_DT_COUNT, MOESZ_EB_ABS, 1, &err, &ie), 0);
+  CHECK_MSG(err <= 2e-4, "entropy err %g", err);
+  CHECK_EQ_INT(round_trip(h, MOESZ_DT_BF16, n, 2e-4, MOESZ_PIPE_FAST, MOESZ_DT_COUNT, MOESZ_EB_ABS, 1, &err, &ifa), 0);
+  CHECK_MSG(err <= 2e-4, "fast err %g", err);
+  /* the fast pipeline has no nudges: the same values go verbatim there */
+  CHECK_MSG(ie.verbatim == 0 && ifa.verbatim > n / 50, "verbatim: entropy %llu, fast %llu",
+            (unsigned long long)ie.verbatim, (unsigned long long)ifa.verbatim);
+  double H = entropy_bits(h, n, 2e-4), bits = 8.0 * (double)ie.stream_bytes / (double)n;
+  CHECK_MSG(bits <= H + 0.4, "entropy pipeline %.4f bits vs H %.4f at eb 2e-4", bits, H);
+  free(f); free(h);
+}
+
 TEST(nonfinite_and_negative_zero_bit_exact) {
   float f[12] = {NAN, INFINITY, -INFINITY, -0.0f, 0.0f, 1.0f, -1.0f, 3e38f, -NAN, 1e-40f, -1e-42f, 0.5f};
   uint16_t h[12];
@@ -186,19 +223,6 @@ TEST(lossless_tiny_constant_and_huge_bound) {
   CHECK_EQ_INT(round_trip(f, MOESZ_DT_F32, 0, 1e-3, MOESZ_PIPE_FAST, MOESZ_DT_COUNT, MOESZ_EB_ABS, 1, &err, NULL) < 0, 0);
 }
 
-static double entropy_bits(const uint16_t *h, size_t n, double eb) {
-  /* order-0 entropy of round(x / 2eb) */
-  int *cnt = calloc(1 << 16, sizeof *cnt);
-  for (size_t i = 0; i < n; i++) {
-    long q = lround(moesz_bf16_to_f32(h[i]) / (2 * eb));
-    cnt[(q + 32768) & 0xffff]++;
-  }
-  double H = 0;
-  for (int i = 0; i < 1 << 16; i++)
-    if (cnt[i]) { double p = (double)cnt[i] / (double)n; H -= p * log2(p); }
-  free(cnt);
-  return H;
-}
 
 TEST(rate_near_entropy_and_threads_and_chunks) {
   size_t n = 1 << 20;
@@ -213,8 +237,8 @@ TEST(rate_near_entropy_and_threads_and_chunks) {
     void *s1, *s2; size_t l1, l2;
     CHECK_EQ_INT(moesz_codec_compress(h, MOESZ_DT_BF16, n, &p, &s1, &l1, NULL, NULL), MOESZ_OK);
     double bits = 8.0 * (double)l1 / (double)n;
-    /* bf16 input: values whose delivered bf16 misses the bound go verbatim (see docs/CODEC.md) */
-    CHECK_MSG(bits <= H + 0.25, "entropy pipeline %.4f bits vs H %.4f at eb %g", bits, H, ebs[k]);
+    /* bf16 input: values whose nearest bf16 misses the bound are nudged (see docs/CODEC.md) */
+    CHECK_MSG(bits <= H + 0.15, "entropy pipeline %.4f bits vs H %.4f at eb %g", bits, H, ebs[k]);
     {
       void *sf; size_t lf;
       CHECK_EQ_INT(moesz_codec_compress(f, MOESZ_DT_F32, n, &p, &sf, &lf, NULL, NULL), MOESZ_OK);
@@ -350,6 +374,7 @@ TEST(big_stream_over_2_31_values) {
 int main(void) {
   RUN(bound_holds_every_dtype_pipeline_mode);
   RUN(f32_input_bf16_delivery_keeps_bound);
+  RUN(nudged_codes_replace_verbatims_in_bf16);
   RUN(nonfinite_and_negative_zero_bit_exact);
   RUN(adversarial_values);
   RUN(lossless_tiny_constant_and_huge_bound);

@@ -11,25 +11,42 @@
 #define HUF_MAXLEN 12                /* longest Huffman code: one table lookup */
 #define HUF_NSYM 4096
 #define HUF_VERB 0                   /* symbol for a value stored verbatim (entropy pipeline) */
-#define HUF_ESC 1                    /* symbol for zigzag codes >= HUF_NSYM - 2 (raw u32 follows) */
-/* Symbol of a code: VERB, ESC, or zigzag code + 2 (small codes, small symbols, short tables). */
-static inline uint32_t huf_sym(uint32_t z) {
-  return z == 0xffffffffu ? HUF_VERB : z < HUF_NSYM - 2 ? z + 2 : HUF_ESC;
-}
+#define HUF_ESC 1                    /* symbol for codes beyond the alphabet (raw u32 follows) */
+#define HUF_NPLAIN 3070              /* zigzag codes 0..3069: symbols 2..3071 */
+#define HUF_NUDGE0 3072              /* nudged codes 0..1023: symbols 3072..4095 */
+#define HUF_NNUDGE 1024
 #define CODE_VERB 0xffffffffu        /* the code array's marker for a verbatim value */
+/* Flag on a code (entropy pipeline): deliver x' rounded to the stream's out
+ * dtype in the other direction than nearest - one grid step from the nearest
+ * value, towards x'. When nearest rounding misses the bound but x' itself
+ * meets it, this always lands within the bound (docs/CODEC.md), for the cost
+ * of a rarer symbol instead of a verbatim value. */
+#define CODE_NUDGE 0x80000000u
+/* Symbol of a code: VERB, a plain or nudged code (small codes, small
+ * symbols, short tables), or ESC. */
+static inline uint32_t huf_sym(uint32_t z) {
+  if (z == CODE_VERB) return HUF_VERB;
+  if (z & CODE_NUDGE) return (z & ~CODE_NUDGE) < HUF_NNUDGE ? HUF_NUDGE0 + (z & ~CODE_NUDGE) : HUF_ESC;
+  return z < HUF_NPLAIN ? z + 2 : HUF_ESC;
+}
 
 static inline uint32_t zz_enc(int32_t q) { return ((uint32_t)q << 1) ^ (uint32_t)(q >> 31); }
 static inline int32_t zz_dec(uint32_t z) { return (int32_t)(z >> 1) ^ -(int32_t)(z & 1); }
 
-/* Quantizes n values: codes[i] (zigzag) for values that meet the bound in
+/* Quantizes n values: codes[i] (zigzag, with CODE_NUDGE where nudge allows
+ * it and nearest rounding to out misses) for values that meet the bound in
  * F32 and in out_dtype, CODE_VERB for the rest (NaN, Inf, -0, |q| out of
  * range, bound missed). Returns the number of verbatim values. */
 size_t codec_quantize(const void *src, moesz_dtype in, moesz_dtype out, size_t n, double step, double eb,
-                      uint32_t *codes);
+                      int nudge, uint32_t *codes);
 /* Dequantizes zigzag codes into dst (dtype) - the exact inverse the encoder
  * checked. simd: moesz_cpu_avx2(), asked once by the caller (cpuid is slow
  * in virtual machines). */
 void codec_dequantize(const uint32_t *codes, size_t n, double step, moesz_dtype dt, void *dst, int simd);
+/* The same for codes that may carry CODE_NUDGE: a nudged code is delivered
+ * nudged when dt is the stream's out dtype (16-bit), plainly otherwise. */
+void codec_dequantize_nudged(const uint32_t *codes, size_t n, double step, moesz_dtype dt, moesz_dtype out,
+                             void *dst);
 /* Writes value i of src (dtype in) into dst[j] as dtype out. */
 void codec_put_value(const void *src, moesz_dtype in, size_t i, void *dst, moesz_dtype out, size_t j);
 
@@ -47,13 +64,13 @@ typedef struct huf_dec {
   uint16_t e[1 << HUF_MAXLEN];
   uint8_t v[HUF_NSYM * 4];
   size_t vs;
-  int simd;
   double step;
-  moesz_dtype dt;
+  moesz_dtype dt, out;          /* decoded dtype; the stream's out dtype (nudges) */
 } huf_dec;
 int huf_dec_init(huf_dec *d, const uint8_t *len);
-/* Fills d's value table for codes delivered as dt at quantizer step. */
-void huf_dec_values(huf_dec *d, double step, moesz_dtype dt);
+/* Fills d's value table for codes delivered as dt at quantizer step, from a
+ * stream whose bound holds in out. */
+void huf_dec_values(huf_dec *d, double step, moesz_dtype dt, moesz_dtype out);
 /* Decodes n values from buf[0..len) straight into dst (d's dtype); the
  * positions of VERB symbols go to vpos (exactly nv of them, else malformed)
  * and are left for the caller to fill. 0 ok, -1 malformed. */

@@ -5,11 +5,11 @@
  * beyond the alphabet. Layout of an encoded block:
  *   u32 bytes[4] | u32 n_esc | stream 0..3 (each followed by 8 zero bytes) | u32 esc[n_esc]
  * Symbols: 0 (HUF_VERB) for a value stored verbatim (its bits are in the
- * chunk's verbatim array, in order), 1 (HUF_ESC) for codes >= 4094 (the code
- * follows in esc[]), zigzag code + 2 otherwise. */
+ * chunk's verbatim array, in order), 1 (HUF_ESC) for codes beyond the
+ * alphabet (the code, with its nudge flag, follows in esc[]), 2 + z for
+ * zigzag codes z < 3070, 3072 + z for nudged codes z < 1024. */
 #include <stdlib.h>
 #include <string.h>
-#include "base/cpu.h"
 #include "codec/codec_internal.h"
 
 typedef struct { uint64_t w; int sym; } leaf;
@@ -147,15 +147,15 @@ int huf_dec_init(huf_dec *d, const uint8_t *len) {
   return 0;
 }
 
-void huf_dec_values(huf_dec *d, double step, moesz_dtype dt) {
+void huf_dec_values(huf_dec *d, double step, moesz_dtype dt, moesz_dtype out) {
   d->vs = moesz_dtype_size(dt);
   d->step = step;
   d->dt = dt;
-  d->simd = moesz_cpu_avx2();
-  uint32_t z[HUF_NSYM - 2];
-  for (uint32_t i = 0; i < HUF_NSYM - 2; i++) z[i] = i;
-  memset(d->v, 0, 2 * d->vs);
-  codec_dequantize(z, HUF_NSYM - 2, step, dt, d->v + 2 * d->vs, d->simd);
+  d->out = out;
+  uint32_t z[HUF_NSYM];
+  for (uint32_t i = 0; i < HUF_NSYM; i++)
+    z[i] = i < 2 ? 0 : i < HUF_NUDGE0 ? i - 2 : (i - HUF_NUDGE0) | CODE_NUDGE;
+  codec_dequantize_nudged(z, HUF_NSYM, step, dt, out, d->v);
 }
 
 typedef struct { const uint8_t *p, *end; uint64_t buf; int bits; } bitr;
@@ -191,7 +191,7 @@ static int dec_rare(const huf_dec *d, rare_ctx *c, uint32_t sym, size_t i, uint8
   if (c->k >= c->nesc) return -1;
   uint32_t z;
   memcpy(&z, c->esc + 4 * (size_t)c->k++, 4);
-  codec_dequantize(&z, 1, d->step, d->dt, dst + i * d->vs, 0);
+  codec_dequantize_nudged(&z, 1, d->step, d->dt, d->out, dst + i * d->vs);
   return 0;
 }
 

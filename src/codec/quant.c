@@ -29,6 +29,25 @@ static inline float deliver(float f, moesz_dtype out) {
   return f;
 }
 
+/* f rounded to out (BF16/F16) in the other direction than nearest: one step
+ * of out's grid from the nearest value, towards f (sign-magnitude, so a step
+ * in magnitude is +-1 on the bits; the sign of the nearest value is f's). */
+static inline float deliver_nudged(float f, moesz_dtype out) {
+  if (out == MOESZ_DT_F32) return f;
+  float g = deliver(f, out);
+  if (g == f) return g;
+  uint16_t h = out == MOESZ_DT_BF16 ? moesz_f32_to_bf16(f) : moesz_f32_to_f16(f);
+  h = (uint16_t)(fabsf(g) > fabsf(f) ? h - 1 : h + 1);
+  return out == MOESZ_DT_BF16 ? moesz_bf16_to_f32(h) : moesz_f16_to_f32(h);
+}
+
+/* 1 if code q, nudged, delivers x within eb in F32 and in out. */
+static inline int meets_nudged(double q, double x, double step, double eb, moesz_dtype out) {
+  if (!(fabs(q) <= CODEC_QMAX)) return 0;
+  float f = codec_value((int32_t)q, step);
+  return fabs((double)f - x) <= eb && fabs((double)deliver_nudged(f, out) - x) <= eb;
+}
+
 /* 1 if code q delivers x within eb in F32 and in out. */
 static inline int meets(double q, double x, double step, double eb, moesz_dtype out) {
   if (!(fabs(q) <= CODEC_QMAX)) return 0;
@@ -38,7 +57,7 @@ static inline int meets(double q, double x, double step, double eb, moesz_dtype 
 
 /* The code of one value: its nearest code if that meets the bound, else a
  * neighbour that does, else CODE_VERB. */
-static uint32_t quant_one(double x, double inv, double step, double eb, moesz_dtype out) {
+static uint32_t quant_one(double x, double inv, double step, double eb, moesz_dtype out, int nudge) {
   /* nearest code by multiplication; the check below decides, so an ulp of
    * difference from x / step near a tie is harmless */
   double r = x * inv;
@@ -52,6 +71,8 @@ static uint32_t quant_one(double x, double inv, double step, double eb, moesz_dt
   static const double TRY[] = {-1, 1, -2, 2};
   for (int t = 0; t < 4; t++)
     if (meets(q + TRY[t], x, step, eb, out)) return zz_enc((int32_t)(q + TRY[t]));
+  /* else the other rounding of x' (entropy pipeline; see CODE_NUDGE) */
+  if (nudge && out != MOESZ_DT_F32 && meets_nudged(q, x, step, eb, out)) return zz_enc((int32_t)q) | CODE_NUDGE;
   return CODE_VERB;
 }
 
@@ -60,7 +81,7 @@ static uint32_t quant_one(double x, double inv, double step, double eb, moesz_dt
  * even, x' = (float)(q * step), rounded to out) with the checks as masks;
  * a group where any value fails goes through quant_one. Returns values done. */
 __attribute__((target("avx2,f16c"))) static size_t quant_avx2(const float *x, size_t m, double inv, double step,
-                                                         double eb, moesz_dtype out, uint32_t *codes) {
+                                                         double eb, moesz_dtype out, int nudge, uint32_t *codes) {
   const __m256d vinv = _mm256_set1_pd(inv), vstep = _mm256_set1_pd(step), veb = _mm256_set1_pd(eb);
   const __m256d qmax = _mm256_set1_pd(CODEC_QMAX), absm = _mm256_castsi256_pd(_mm256_set1_epi64x(INT64_MAX));
   const __m128i r7 = _mm_set1_epi32(0x7fff), one = _mm_set1_epi32(1), hi = _mm_set1_epi32((int)0xffff0000u);
@@ -86,7 +107,7 @@ __attribute__((target("avx2,f16c"))) static size_t quant_avx2(const float *x, si
     __m128i negz = _mm_cmpeq_epi32(_mm_castps_si128(xf), _mm_set1_epi32((int)0x80000000u));
     int bad = _mm_movemask_ps(_mm_castsi128_ps(negz)) | (~_mm256_movemask_pd(ok) & 15);
     if (__builtin_expect(bad != 0, 0)) {
-      for (int k = 0; k < 4; k++) codes[i + (size_t)k] = quant_one(x[i + (size_t)k], inv, step, eb, out);
+      for (int k = 0; k < 4; k++) codes[i + (size_t)k] = quant_one(x[i + (size_t)k], inv, step, eb, out, nudge);
       continue;
     }
     __m128i qi = _mm256_cvtpd_epi32(q);
@@ -98,7 +119,7 @@ __attribute__((target("avx2,f16c"))) static size_t quant_avx2(const float *x, si
 #endif
 
 size_t codec_quantize(const void *src, moesz_dtype in, moesz_dtype out, size_t n, double step, double eb,
-                      uint32_t *codes) {
+                      int nudge, uint32_t *codes) {
   size_t nv = 0;
   const double inv = 1.0 / step;
   float buf[1024];
@@ -109,9 +130,9 @@ size_t codec_quantize(const void *src, moesz_dtype in, moesz_dtype out, size_t n
     size_t m = n - b < 1024 ? n - b : 1024, k = 0;
     moesz_to_f32(in, (const char *)src + b * moesz_dtype_size(in), buf, m);
 #if defined(__x86_64__)
-    if (simd) k = quant_avx2(buf, m, inv, step, eb, out, codes + b);
+    if (simd) k = quant_avx2(buf, m, inv, step, eb, out, nudge, codes + b);
 #endif
-    for (; k < m; k++) codes[b + k] = quant_one(buf[k], inv, step, eb, out);
+    for (; k < m; k++) codes[b + k] = quant_one(buf[k], inv, step, eb, out, nudge);
     for (k = 0; k < m; k++) nv += codes[b + k] == CODE_VERB;
   }
   return nv;
@@ -170,6 +191,17 @@ void codec_dequantize(const uint32_t *codes, size_t n, double step, moesz_dtype 
   } else {
     uint16_t *d = dst;
     for (; i < n; i++) d[i] = moesz_f32_to_f16(codec_value(zz_dec(codes[i]), step));
+  }
+}
+
+void codec_dequantize_nudged(const uint32_t *codes, size_t n, double step, moesz_dtype dt, moesz_dtype out,
+                             void *dst) {
+  for (size_t i = 0; i < n; i++) {
+    uint32_t z = codes[i];
+    float f = codec_value(zz_dec(z & ~CODE_NUDGE), step);
+    if (z != CODE_VERB && (z & CODE_NUDGE) && dt == out) f = deliver_nudged(f, out);
+    if (dt == MOESZ_DT_F32) memcpy((float *)dst + i, &f, 4);
+    else ((uint16_t *)dst)[i] = dt == MOESZ_DT_BF16 ? moesz_f32_to_bf16(f) : moesz_f32_to_f16(f);
   }
 }
 

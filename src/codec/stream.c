@@ -13,7 +13,7 @@
 
 #define HDR 64
 #define MAGIC "MSZC"
-#define VERSION 1
+#define VERSION 2                    /* 2: nudged codes (symbols 3072..4095) */
 #define IDX_ENTRY 24                 /* u64 offset, u64 length, u64 xxh3 */
 #define CHUNK_HDR 16                 /* u8 mode, u8[3] 0, u32 n, u32 n_verbatim, u32 payload bytes */
 #define DEFAULT_CHUNK 65536
@@ -71,7 +71,8 @@ static void pass_hist(void *ctx, size_t c, int tid) {
   size_t off = c * j->chunk, m = j->n - off < j->chunk ? j->n - off : j->chunk;
   uint32_t *codes = malloc(m * 4 + 4);
   if (!codes) { j->fail = 1; return; }
-  j->nverb[c] = codec_quantize((const char *)j->src + off * moesz_dtype_size(j->in), j->in, j->out, m, j->step, j->eb, codes);
+  j->nverb[c] = codec_quantize((const char *)j->src + off * moesz_dtype_size(j->in), j->in, j->out, m, j->step, j->eb, 1,
+                               codes);
   uint64_t *h = j->hist[c];
   memset(h, 0, sizeof(uint64_t) * HUF_NSYM);
   for (size_t i = 0; i < m; i++) h[huf_sym(codes[i])]++;
@@ -90,7 +91,7 @@ static void pass_encode(void *ctx, size_t c, int tid) {
   if (j->codes) j->codes[c] = NULL;
   if (!out || !codes) { j->fail = 1; free(out); free(codes); return; }
   size_t nv = 0, len;
-  if (j->eb > 0) nv = j->hist ? j->nverb[c] : codec_quantize(src, j->in, j->out, m, j->step, j->eb, codes);
+  if (j->eb > 0) nv = j->hist ? j->nverb[c] : codec_quantize(src, j->in, j->out, m, j->step, j->eb, 0, codes);
   if (j->eb > 0 && nv < m) {
     /* verbatim values: (fast: u32 positions, then) their original bits in order */
     size_t pos = CHUNK_HDR;
@@ -380,7 +381,7 @@ static int make_dec(const parsed *ps, moesz_dtype dt, huf_dec **hd, moesz_error 
     *hd = NULL;
     return moesz_error_set(err, MOESZ_E_FORMAT, "codec: the Huffman code lengths are not a prefix code");
   }
-  huf_dec_values(*hd, 2 * ps->info.eb, dt);
+  huf_dec_values(*hd, 2 * ps->info.eb, dt, ps->info.out_dtype);
   return MOESZ_OK;
 }
 
