@@ -63,6 +63,7 @@ def main():
     ap.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
     ap.add_argument("--moesz", default=os.path.join(os.path.dirname(__file__), "..", "build", "moesz"))
     ap.add_argument("--wikitext-tokens", type=int, default=100000)
+    ap.add_argument("--reproduced", help="train_log.json of a second run with the same seed (stopped early) to compare")
     args = ap.parse_args()
     torch.set_num_threads(2)
     d = args.model
@@ -114,6 +115,11 @@ def main():
         card["examples"].append({"prompt": prompt, "continuation": tok.decode(out), "ids": out, "moesz_ids": moesz,
                                  "moesz_matches": moesz == out[:len(moesz)] if moesz is not None else None})
         print(repr(prompt), "->", repr(tok.decode(out)), "moesz match:", card["examples"][-1]["moesz_matches"], flush=True)
+    if args.reproduced:
+        # the loss log of a second run with the same seed, compared step by step with the shipped one
+        other = {s["step"]: s["ce"] for s in json.load(open(args.reproduced))["steps"]}
+        diffs = [abs(s["ce"] - other[s["step"]]) for s in log["steps"] if s["step"] in other]
+        card["reproduced"] = {"steps": len(diffs), "max_abs_diff": max(diffs), "mean_abs_diff": sum(diffs) / len(diffs)}
     json.dump(card, open(os.path.join(d, "card.json"), "w"), indent=1)
     # loss curve
     import matplotlib
@@ -161,10 +167,19 @@ def write_readme(d, cfg, card, log):
       "Muennighoff et al. 2024; tiny Shakespeare: Karpathy's char-rnn.)\n")
     w("## Training\n")
     w(f"AdamW (betas 0.9/0.95, weight decay 0.1), peak learning rate {a['lr']}, {a['warmup']} warm-up steps, cosine to 10%,\n"
-      f"batch {a['batch']} x {a['seq']} tokens, {len(log['steps'])} steps, router load-balancing loss coefficient {a['aux']},\n"
+      f"batch {a['batch']} x {a['seq']} tokens, {len(log['steps'])} steps, router load-balancing loss coefficient {a['aux']}\n"
+      f"({a.get('balance', 'pooled')}: " + ("the Switch loss taken in each layer and averaged, so each layer balances its own experts" if a.get('balance') == 'per-layer' else "transformers' loss over all layers' router statistics pooled") + "),\n"
       f"seed {a['seed']}. Trained in {log['seconds'] / 60:.0f} minutes on 2 shared CPU cores ({a['threads']} torch threads).\n"
-      "Reproduce: `python3 tools/train_moe.py --steps 800 --threads 2 --out models/moesz-mix-tiny` (same seed, same loss\n"
+      "Reproduce: `python3 tools/train_moe.py --out models/moesz-mix-tiny` (all defaults; same seed, same loss\n"
       "curve up to floating-point nondeterminism of multithreaded kernels), then `python3 tools/model_card.py models/moesz-mix-tiny`.\n")
+    if card.get("reproduced"):
+        r = card["reproduced"]
+        if r["max_abs_diff"] == 0:
+            w(f"Checked: a second run with the same seed, stopped after {r['steps']} steps, logged the same cross-entropy as "
+              "the shipped run at every one of those steps (to the 5 decimals logged).\n")
+        else:
+            w(f"Checked: a second run with the same seed (stopped after {r['steps']} steps) gave cross-entropies within "
+              f"{r['max_abs_diff']:.4f} nats of the shipped run's at every one of those steps (mean |diff| {r['mean_abs_diff']:.5f}).\n")
     w("![loss curve](loss.png)\n")
     w("## Held-out perplexity\n")
     w("Sliding windows of 512 tokens with stride 256 (Hugging Face perplexity guide), against a unigram model\n"
@@ -178,7 +193,7 @@ def write_readme(d, cfg, card, log):
     w("## Expert load\n")
     w("Share of routed token slots per expert (top-2, averaged over code, Wikipedia, Shakespeare and held-out\n"
       f"stories, 8,192 tokens each). Smallest share: {100 * card['min_expert_share']:.1f}%"
-      + (" - every expert above 2%." if card['min_expert_share'] >= 0.02 else
+      + (" - every expert above 2% in every layer." if card['min_expert_share'] >= 0.02 else
          " - **below the 2% the issue asks for in some layer**. Why: transformers' Mixtral load-balancing loss\n"
          "concatenates the router statistics of all layers before balancing, so it is satisfied when expert e is\n"
          "busy in one layer and idle in another (the training aux loss stayed at its balanced value, 2.0, while\n"

@@ -2,7 +2,7 @@
 """Trains moesz's bundled model, a small MixtralForCausalLM, from scratch on CPU.
 
   python3 tools/train_moe.py --out models/moesz-mix-tiny            # defaults below
-  nice python3 tools/train_moe.py --steps 2000 --threads 2 --out DIR  # the shipped run
+  nice python3 tools/train_moe.py --out DIR                       # the shipped run (all defaults)
 
 Data (../shared/data/text, or --data / $MOESZ_DATA/text):
   train   : tinystories-valid.txt (first 90% of its bytes), tinyshakespeare.txt,
@@ -11,7 +11,7 @@ Data (../shared/data/text, or --data / $MOESZ_DATA/text):
             tinystories-valid.txt (cut at a line boundary) -- used only by tools/model_card.py
 Tokenizer: byte-level BPE trained with `tokenizers` on the training text.
 Model: 8 layers, hidden 128, 8 experts of width 256, top-2, 4 heads / 2 KV heads,
-router load-balancing loss. Deterministic for a seed (torch.manual_seed, fixed data
+router load-balancing loss taken per layer (see balance_loss). Deterministic for a seed (torch.manual_seed, fixed data
 order, cosine schedule over --steps); --minutes is only a safety stop.
 Writes the checkpoint in the Hub's per-expert Mixtral layout, BF16, plus
 train_log.json (hyper-parameters, loss per step).
@@ -59,6 +59,29 @@ def train_tokenizer(texts, vocab):
     return tok
 
 
+def balance_loss(router_logits, top_k, per_layer):
+    """Switch-style load-balancing loss: E * sum_e f_e * P_e, f_e the fraction of routed
+    assignments that go to expert e, P_e its mean router probability.
+
+    transformers' Mixtral loss concatenates all layers' router logits before taking f and P,
+    so it balances the experts' load summed over layers: one layer may starve an expert while
+    another over-feeds it. With per_layer the loss is taken per layer and averaged, so every
+    layer is pushed towards balance on its own. Returns (loss, per-layer loads [L][E])."""
+    losses, loads = [], []
+    layers = router_logits if per_layer else [torch.cat(list(router_logits), dim=0)]
+    for logits in layers:
+        probs = torch.softmax(logits.float(), dim=-1)                  # [T, E]
+        n_exp = probs.shape[-1]
+        sel = torch.topk(probs, top_k, dim=-1).indices                 # [T, k]
+        mask = torch.nn.functional.one_hot(sel, n_exp).float().sum(1)  # [T, E]
+        frac = mask.mean(0) / top_k                                    # [E], sums to 1
+        losses.append(n_exp * (frac * probs.mean(0)).sum())
+    for logits in router_logits:
+        sel = torch.topk(logits.detach(), top_k, dim=-1).indices
+        loads.append((torch.bincount(sel.reshape(-1), minlength=logits.shape[-1]).float() / sel.numel()).tolist())
+    return torch.stack(losses).mean(), loads
+
+
 def build_model(vocab, args):
     from transformers import MixtralConfig, MixtralForCausalLM
     cfg = MixtralConfig(vocab_size=vocab, hidden_size=args.hidden, intermediate_size=args.expert_width,
@@ -87,9 +110,11 @@ def main():
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--aux", type=float, default=0.02)
-    ap.add_argument("--steps", type=int, default=2000)
-    ap.add_argument("--minutes", type=float, default=90.0, help="safety stop for the training loop")
+    ap.add_argument("--aux", type=float, default=0.04, help="weight of the load-balancing loss")
+    ap.add_argument("--balance", choices=["per-layer", "pooled"], default="per-layer",
+                    help="balancing loss per layer (default) or transformers' loss pooled over layers")
+    ap.add_argument("--steps", type=int, default=800)
+    ap.add_argument("--minutes", type=float, default=60.0, help="safety stop for the training loop")
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1234)
@@ -133,7 +158,7 @@ def main():
         out = model(input_ids=x, output_router_logits=True)
         logits = out.logits
         ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
-        aux = out.aux_loss if out.aux_loss is not None else torch.tensor(0.0)
+        aux, loads = balance_loss(out.router_logits, args.top_k, args.balance == "per-layer")
         loss = ce + args.aux * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -143,7 +168,9 @@ def main():
         log["steps"].append({"step": step, "ce": round(ce.item(), 5), "aux": round(float(aux.detach()), 5),
                              "lr": lr, "time": round(el, 2)})
         if step % 20 == 0:
-            print(f"step {step} ce {ce.item():.4f} aux {float(aux.detach()):.4f} lr {lr:.2e} {el / 60:.1f} min", flush=True)
+            low = min(min(layer) for layer in loads)
+            print(f"step {step} ce {ce.item():.4f} aux {float(aux.detach()):.4f} min-load {low:.3f} lr {lr:.2e} "
+                  f"{el / 60:.1f} min", flush=True)
         done = el > args.minutes * 60 or step == args.steps
         if step % args.save_every == 0 or done:
             save(model, tok, args, log, el)
