@@ -12,9 +12,7 @@
 #define HUF_NSYM 4096
 #define HUF_VERB 0                   /* symbol for a value stored verbatim (entropy pipeline) */
 #define HUF_ESC 1                    /* symbol for codes beyond the alphabet (raw u32 follows) */
-#define HUF_NPLAIN 3070              /* zigzag codes 0..3069: symbols 2..3071 */
-#define HUF_NUDGE0 3072              /* nudged codes 0..1023: symbols 3072..4095 */
-#define HUF_NNUDGE 1024
+#define HUF_NCODE 2047               /* codes 0..2046 (plain or nudged) have symbols of their own */
 #define CODE_VERB 0xffffffffu        /* the code array's marker for a verbatim value */
 /* Flag on a code (entropy pipeline): deliver x' rounded to the stream's out
  * dtype in the other direction than nearest - one grid step from the nearest
@@ -22,13 +20,15 @@
  * meets it, this always lands within the bound (docs/CODEC.md), for the cost
  * of a rarer symbol instead of a verbatim value. */
 #define CODE_NUDGE 0x80000000u
-/* Symbol of a code: VERB, a plain or nudged code (small codes, small
- * symbols, short tables), or ESC. */
+/* Symbol of a code: VERB, 2 + (zigzag code << 1 | nudged) - so small codes,
+ * nudged or not, have small symbols and the table stays short - or ESC. */
 static inline uint32_t huf_sym(uint32_t z) {
   if (z == CODE_VERB) return HUF_VERB;
-  if (z & CODE_NUDGE) return (z & ~CODE_NUDGE) < HUF_NNUDGE ? HUF_NUDGE0 + (z & ~CODE_NUDGE) : HUF_ESC;
-  return z < HUF_NPLAIN ? z + 2 : HUF_ESC;
+  uint32_t c = z & ~CODE_NUDGE;
+  return c < HUF_NCODE ? 2 + (c << 1 | z >> 31) : HUF_ESC;
 }
+/* The code (with its nudge flag) of a symbol >= 2. */
+static inline uint32_t huf_code(uint32_t sym) { return (sym - 2) >> 1 | ((sym - 2) & 1) << 31; }
 
 static inline uint32_t zz_enc(int32_t q) { return ((uint32_t)q << 1) ^ (uint32_t)(q >> 31); }
 static inline int32_t zz_dec(uint32_t z) { return (int32_t)(z >> 1) ^ -(int32_t)(z & 1); }

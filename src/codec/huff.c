@@ -6,8 +6,8 @@
  *   u32 bytes[4] | u32 n_esc | stream 0..3 (each followed by 8 zero bytes) | u32 esc[n_esc]
  * Symbols: 0 (HUF_VERB) for a value stored verbatim (its bits are in the
  * chunk's verbatim array, in order), 1 (HUF_ESC) for codes beyond the
- * alphabet (the code, with its nudge flag, follows in esc[]), 2 + z for
- * zigzag codes z < 3070, 3072 + z for nudged codes z < 1024. */
+ * alphabet (the code, with its nudge flag, follows in esc[]), 2 + 2 z for
+ * zigzag codes z < 2047, 3 + 2 z for the same codes nudged. */
 #include <stdlib.h>
 #include <string.h>
 #include "codec/codec_internal.h"
@@ -154,7 +154,7 @@ void huf_dec_values(huf_dec *d, double step, moesz_dtype dt, moesz_dtype out) {
   d->out = out;
   uint32_t z[HUF_NSYM];
   for (uint32_t i = 0; i < HUF_NSYM; i++)
-    z[i] = i < 2 ? 0 : i < HUF_NUDGE0 ? i - 2 : (i - HUF_NUDGE0) | CODE_NUDGE;
+    z[i] = i < 2 ? 0 : huf_code(i);
   codec_dequantize_nudged(z, HUF_NSYM, step, dt, out, d->v);
 }
 

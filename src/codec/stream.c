@@ -13,7 +13,7 @@
 
 #define HDR 64
 #define MAGIC "MSZC"
-#define VERSION 2                    /* 2: nudged codes (symbols 3072..4095) */
+#define VERSION 2                    /* 2: nudged codes (odd symbols) */
 #define IDX_ENTRY 24                 /* u64 offset, u64 length, u64 xxh3 */
 #define CHUNK_HDR 16                 /* u8 mode, u8[3] 0, u32 n, u32 n_verbatim, u32 payload bytes */
 #define DEFAULT_CHUNK 65536
