@@ -50,8 +50,9 @@ void codec_dequantize_nudged(const uint32_t *codes, size_t n, double step, moesz
 /* Writes value i of src (dtype in) into dst[j] as dtype out. */
 void codec_put_value(const void *src, moesz_dtype in, size_t i, void *dst, moesz_dtype out, size_t j);
 
-/* Huffman (huff.c). lengths[HUF_NSYM] from a histogram, max HUF_MAXLEN bits. */
-void huf_lengths(const uint64_t *hist, uint8_t *len);
+/* Huffman (huff.c). lengths[HUF_NSYM] from a histogram, max HUF_MAXLEN bits,
+ * optimal for the limit. 0 ok, -1 out of memory. */
+int huf_lengths(const uint64_t *hist, uint8_t *len);
 typedef struct huf_enc { uint16_t code[HUF_NSYM]; uint8_t len[HUF_NSYM]; } huf_enc;
 void huf_enc_init(huf_enc *h, const uint8_t *len);
 /* Encodes symbols of codes into 4 interleaved streams; escapes go to esc[].

@@ -1,5 +1,6 @@
 /* codec/huff.c - owns the entropy stage: length-limited canonical Huffman
- * codes (at most HUF_MAXLEN bits, so one table lookup decodes a symbol),
+ * codes (at most HUF_MAXLEN bits, so one table lookup decodes a symbol;
+ * optimal for that limit by package-merge),
  * four interleaved LSB-first bit streams (symbol i in stream i % 4) so the
  * decoder runs four independent chains, and an escape array for zigzag codes
  * beyond the alphabet. Layout of an encoded block:
@@ -19,49 +20,58 @@ static int cmp_leaf(const void *a, const void *b) {
   return x->sym - y->sym;
 }
 
-/* Huffman code lengths of the nonzero entries of w (two-queue method). */
-static int build(const uint64_t *w, uint8_t *len) {
-  leaf *lv = malloc(sizeof *lv * HUF_NSYM);
-  uint64_t *wt = malloc(sizeof *wt * 2 * HUF_NSYM);
-  int *par = malloc(sizeof *par * 2 * HUF_NSYM);
-  uint8_t *dep = malloc(2 * HUF_NSYM);
-  int k = 0, maxlen = 0;
+/* Optimal code lengths of at most HUF_MAXLEN bits for the nonzero counts of
+ * hist, by package-merge (Larmore & Hirschberg 1990): level HUF_MAXLEN's list
+ * is the leaves by weight; each shallower level merges the leaves with the
+ * pairs ("packages") of the level below. The cheapest 2k - 2 items of level 1
+ * are chosen; the packages among the first n items of a level expand to the
+ * first 2 x (their number) items of the next; a leaf's code length is the
+ * number of chosen items it appears in. Needs k <= 2^HUF_MAXLEN (HUF_NSYM). */
+typedef struct { uint64_t w; int leaf; } pm_item;   /* leaf index, or -1 for a package */
+
+int huf_lengths(const uint64_t *hist, uint8_t *len) {
+  int rc = -1;
   memset(len, 0, HUF_NSYM);
-  if (!lv || !wt || !par || !dep) goto out;
+  leaf *lv = malloc(sizeof *lv * HUF_NSYM);
+  pm_item *lists = malloc(sizeof *lists * (size_t)HUF_MAXLEN * 2 * HUF_NSYM);
+  int size[HUF_MAXLEN];
+  if (!lv || !lists) goto out;
+  int k = 0;
   for (int s = 0; s < HUF_NSYM; s++)
-    if (w[s]) { lv[k].w = w[s]; lv[k].sym = s; k++; }
-  if (k == 1) { len[lv[0].sym] = 1; maxlen = 1; goto out; }
-  if (k == 0) goto out;
+    if (hist[s]) { lv[k].w = hist[s]; lv[k].sym = s; k++; }
+  rc = 0;
+  if (k == 1) len[lv[0].sym] = 1;
+  if (k <= 1) goto out;
   qsort(lv, (size_t)k, sizeof *lv, cmp_leaf);
-  for (int i = 0; i < k; i++) wt[i] = lv[i].w;
-  int li = 0, ni = k;
-  for (int t = k; t < 2 * k - 1; t++) {
-    int a, b;
-    a = (li < k && (ni >= t || wt[li] <= wt[ni])) ? li++ : ni++;
-    b = (li < k && (ni >= t || wt[li] <= wt[ni])) ? li++ : ni++;
-    wt[t] = wt[a] + wt[b];
-    par[a] = par[b] = t;
+  /* lists[j] holds level j + 1; the deepest level first */
+  pm_item *deep = lists + (size_t)(HUF_MAXLEN - 1) * 2 * HUF_NSYM;
+  for (int i = 0; i < k; i++) deep[i] = (pm_item){lv[i].w, i};
+  size[HUF_MAXLEN - 1] = k;
+  for (int j = HUF_MAXLEN - 2; j >= 0; j--) {
+    const pm_item *below = lists + (size_t)(j + 1) * 2 * HUF_NSYM;
+    pm_item *cur = lists + (size_t)j * 2 * HUF_NSYM;
+    int np = size[j + 1] / 2, li = 0, pi = 0, n = 0;
+    while (li < k || pi < np) {
+      uint64_t pw = pi < np ? below[2 * pi].w + below[2 * pi + 1].w : UINT64_MAX;
+      if (li < k && lv[li].w <= pw) { cur[n++] = (pm_item){lv[li].w, li}; li++; }
+      else { cur[n++] = (pm_item){pw, -1}; pi++; }
+    }
+    size[j] = n;
   }
-  dep[2 * k - 2] = 0;
-  for (int t = 2 * k - 3; t >= 0; t--) dep[t] = (uint8_t)(dep[par[t]] + 1 > 255 ? 255 : dep[par[t]] + 1);
-  for (int i = 0; i < k; i++) {
-    len[lv[i].sym] = dep[i];
-    if (dep[i] > maxlen) maxlen = dep[i];
+  int chosen = 2 * k - 2;
+  for (int j = 0; j < HUF_MAXLEN && chosen > 0; j++) {
+    const pm_item *cur = lists + (size_t)j * 2 * HUF_NSYM;
+    int packages = 0;
+    for (int i = 0; i < chosen && i < size[j]; i++) {
+      if (cur[i].leaf >= 0) len[lv[cur[i].leaf].sym]++;
+      else packages++;
+    }
+    chosen = 2 * packages;
   }
 out:
-  free(lv); free(wt); free(par); free(dep);
-  return maxlen;
-}
-
-void huf_lengths(const uint64_t *hist, uint8_t *len) {
-  uint64_t *w = malloc(sizeof *w * HUF_NSYM);
-  if (!w) { memset(len, 0, HUF_NSYM); return; }
-  memcpy(w, hist, sizeof *w * HUF_NSYM);
-  /* flatten the distribution until the longest code fits HUF_MAXLEN bits */
-  for (int shift = 1; build(w, len) > HUF_MAXLEN; shift++)
-    for (int s = 0; s < HUF_NSYM; s++)
-      if (hist[s]) w[s] = (hist[s] >> shift) + 1;
-  free(w);
+  free(lv);
+  free(lists);
+  return rc;
 }
 
 /* Canonical codes (shorter first, then by symbol), bit-reversed for LSB-first. */

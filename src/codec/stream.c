@@ -186,12 +186,12 @@ int moesz_codec_compress(const void *src, moesz_dtype dtype, size_t n, const moe
     j.nverb = calloc(j.nch + 1, sizeof *j.nverb);
     if (!j.hist || !j.he || !j.codes || !j.nverb) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory"); goto done; }
     moesz_pool_run(pool, j.nch, pass_hist, &j);
-    uint64_t *h = j.hist[0], tot[HUF_NSYM];
+    if (j.fail) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory"); goto done; }
+    uint64_t tot[HUF_NSYM];
     memset(tot, 0, sizeof tot);
     for (size_t c = 0; c < j.nch; c++)
       for (int s = 0; s < HUF_NSYM; s++) tot[s] += j.hist[c][s];
-    (void)h;
-    huf_lengths(tot, lens);
+    if (huf_lengths(tot, lens)) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory"); goto done; }
     huf_enc_init(j.he, lens);
   }
   moesz_pool_run(pool, j.nch, pass_encode, &j);
