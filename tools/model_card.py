@@ -74,7 +74,8 @@ def main():
     card = {"params": sum(p.numel() for p in model.parameters()), "train_log": {k: v for k, v in log.items() if k != "steps"}}
     text_dir = os.path.join(args.data, "text")
     _, ts_held = split_tinystories(os.path.join(text_dir, "tinystories-valid.txt"))
-    wiki = open(os.path.join(text_dir, "wikitext-2-raw-test.txt"), encoding="utf-8").read()
+    # the file's bytes as they are (it has CRLF line ends), as `moesz ppl` reads it
+    wiki = open(os.path.join(text_dir, "wikitext-2-raw-test.txt"), encoding="utf-8", newline="").read()
     train_ids = []
     for name, txt in sorted(training_texts(text_dir).items()):
         train_ids += tok(txt, add_special_tokens=False)["input_ids"] + [2]
@@ -188,7 +189,8 @@ def write_readme(d, cfg, card, log):
     w("|---|---|---|---|")
     for k, v in pp.items():
         w(f"| {k} | {v['tokens']:,} | {v['model']:.2f} | {v['unigram']:.1f} |")
-    w("\n(WikiText: the first 100,000 tokens of the test split.) `moesz ppl` reproduces these figures from C:\n"
+    w("\n(WikiText: the first 100,000 tokens of the test split, read byte for byte: the file has CRLF line ends, and the\n"
+      "model, trained on LF text, pays for the unseen `\\r` tokens.) `moesz ppl` reproduces these figures from C:\n"
       "`build/moesz ppl models/moesz-mix-tiny ../shared/data/text/wikitext-2-raw-test.txt --limit-tokens 100000`.\n")
     w("## Expert load\n")
     w("Share of routed token slots per expert (top-2, averaged over code, Wikipedia, Shakespeare and held-out\n"

@@ -36,9 +36,10 @@ static inline int32_t zz_dec(uint32_t z) { return (int32_t)(z >> 1) ^ -(int32_t)
 /* Quantizes n values: codes[i] (zigzag, with CODE_NUDGE where nudge allows
  * it and nearest rounding to out misses) for values that meet the bound in
  * F32 and in out_dtype, CODE_VERB for the rest (NaN, Inf, -0, |q| out of
- * range, bound missed). Returns the number of verbatim values. */
+ * range, bound missed). With hist (HUF_NSYM counts, zeroed by the caller),
+ * also counts the Huffman symbols. Returns the number of verbatim values. */
 size_t codec_quantize(const void *src, moesz_dtype in, moesz_dtype out, size_t n, double step, double eb,
-                      int nudge, uint32_t *codes);
+                      int nudge, uint32_t *codes, uint64_t *hist);
 /* Dequantizes zigzag codes into dst (dtype) - the exact inverse the encoder
  * checked. simd: moesz_cpu_avx2(), asked once by the caller (cpuid is slow
  * in virtual machines). */

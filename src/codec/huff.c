@@ -97,21 +97,30 @@ void huf_enc_init(huf_enc *h, const uint8_t *len) {
 size_t huf_enc_bound(size_t n) { return 20 + 4 * ((n / 4 + 1) * HUF_MAXLEN / 8 + 24) + 4 * n; }
 
 typedef struct { uint8_t *p; size_t pos; uint64_t acc; int bits; } bitw;
-static inline void bw_put(bitw *w, uint32_t v, int n) {
+static inline void bw_add(bitw *w, uint32_t v, int n) {
   w->acc |= (uint64_t)v << w->bits;
   w->bits += n;
-  if (w->bits >= 32) {
-    uint32_t lo = (uint32_t)w->acc;
-    memcpy(w->p + w->pos, &lo, 4);
-    w->pos += 4;
-    w->acc >>= 32;
-    w->bits -= 32;
-  }
+}
+/* Writes the whole bytes of the accumulator (8 bytes stored, 0..6 kept):
+ * the stream area has slack past its end for the overhang. */
+static inline void bw_commit(bitw *w) {
+  memcpy(w->p + w->pos, &w->acc, 8);
+  int nb = w->bits >> 3;
+  w->pos += (size_t)nb;
+  w->acc >>= nb * 8;              /* nb <= 6: at most 7 + 4 x 12 bits are pending */
+  w->bits &= 7;
 }
 static inline void bw_flush(bitw *w) {
   while (w->bits > 0) { w->p[w->pos++] = (uint8_t)w->acc; w->acc >>= 8; w->bits -= 8; }
   memset(w->p + w->pos, 0, 8);
   w->pos += 8;
+}
+
+/* Symbol of code z into w; an escape's code goes to the escape list. */
+static inline void enc_one(const huf_enc *h, bitw *w, uint32_t z, uint8_t *esc, uint32_t *nesc) {
+  uint32_t sym = huf_sym(z);
+  if (__builtin_expect(sym == HUF_ESC, 0)) { memcpy(esc + 4 * (size_t)*nesc, &z, 4); (*nesc)++; }
+  bw_add(w, h->code[sym], h->len[sym]);
 }
 
 size_t huf_encode(const huf_enc *h, const uint32_t *codes, size_t n, uint8_t *out) {
@@ -120,11 +129,16 @@ size_t huf_encode(const huf_enc *h, const uint32_t *codes, size_t n, uint8_t *ou
   bitw w[4];
   for (int s = 0; s < 4; s++) { w[s].p = out + 20 + (size_t)s * cap; w[s].pos = 0; w[s].acc = 0; w[s].bits = 0; }
   uint32_t nesc = 0;
-  for (size_t i = 0; i < n; i++) {
-    uint32_t z = codes[i];
-    uint32_t sym = huf_sym(z);
-    if (sym == HUF_ESC) { memcpy(tmp + 4 * (size_t)nesc, &z, 4); nesc++; }
-    bw_put(&w[i & 3], h->code[sym], h->len[sym]);
+  size_t i = 0;
+  /* 16 values a round: four symbols (<= 48 bits) into each stream, then one commit per stream */
+  for (; i + 16 <= n; i += 16) {
+    for (int j = 0; j < 4; j++)
+      for (int s = 0; s < 4; s++) enc_one(h, &w[s], codes[i + 4 * (size_t)j + (size_t)s], tmp, &nesc);
+    for (int s = 0; s < 4; s++) bw_commit(&w[s]);
+  }
+  for (; i < n; i++) {
+    enc_one(h, &w[i & 3], codes[i], tmp, &nesc);
+    bw_commit(&w[i & 3]);
   }
   size_t pos = 20;
   for (int s = 0; s < 4; s++) {

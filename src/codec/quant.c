@@ -119,7 +119,7 @@ __attribute__((target("avx2,f16c"))) static size_t quant_avx2(const float *x, si
 #endif
 
 size_t codec_quantize(const void *src, moesz_dtype in, moesz_dtype out, size_t n, double step, double eb,
-                      int nudge, uint32_t *codes) {
+                      int nudge, uint32_t *codes, uint64_t *hist) {
   size_t nv = 0;
   const double inv = 1.0 / step;
   float buf[1024];
@@ -133,9 +133,12 @@ size_t codec_quantize(const void *src, moesz_dtype in, moesz_dtype out, size_t n
     if (simd) k = quant_avx2(buf, m, inv, step, eb, out, nudge, codes + b);
 #endif
     for (; k < m; k++) codes[b + k] = quant_one(buf[k], inv, step, eb, out, nudge);
-    for (k = 0; k < m; k++) nv += codes[b + k] == CODE_VERB;
+    if (hist)
+      for (k = 0; k < m; k++) hist[huf_sym(codes[b + k])]++;
+    else
+      for (k = 0; k < m; k++) nv += codes[b + k] == CODE_VERB;
   }
-  return nv;
+  return hist ? hist[HUF_VERB] : nv;
 }
 
 #if defined(__x86_64__)

@@ -71,11 +71,9 @@ static void pass_hist(void *ctx, size_t c, int tid) {
   size_t off = c * j->chunk, m = j->n - off < j->chunk ? j->n - off : j->chunk;
   uint32_t *codes = malloc(m * 4 + 4);
   if (!codes) { j->fail = 1; return; }
+  memset(j->hist[c], 0, sizeof(uint64_t) * HUF_NSYM);
   j->nverb[c] = codec_quantize((const char *)j->src + off * moesz_dtype_size(j->in), j->in, j->out, m, j->step, j->eb, 1,
-                               codes);
-  uint64_t *h = j->hist[c];
-  memset(h, 0, sizeof(uint64_t) * HUF_NSYM);
-  for (size_t i = 0; i < m; i++) h[huf_sym(codes[i])]++;
+                               codes, j->hist[c]);
   j->codes[c] = codes;
 }
 
@@ -91,14 +89,14 @@ static void pass_encode(void *ctx, size_t c, int tid) {
   if (j->codes) j->codes[c] = NULL;
   if (!out || !codes) { j->fail = 1; free(out); free(codes); return; }
   size_t nv = 0, len;
-  if (j->eb > 0) nv = j->hist ? j->nverb[c] : codec_quantize(src, j->in, j->out, m, j->step, j->eb, 0, codes);
+  if (j->eb > 0) nv = j->hist ? j->nverb[c] : codec_quantize(src, j->in, j->out, m, j->step, j->eb, 0, codes, NULL);
   if (j->eb > 0 && nv < m) {
     /* verbatim values: (fast: u32 positions, then) their original bits in order */
     size_t pos = CHUNK_HDR;
-    if (j->pipe == MOESZ_PIPE_FAST)
+    if (j->pipe == MOESZ_PIPE_FAST && nv)
       for (size_t i = 0; i < m; i++)
         if (codes[i] == CODE_VERB) { wr32(out + pos, (uint32_t)i); pos += 4; }
-    for (size_t i = 0; i < m; i++)
+    for (size_t i = 0; nv && i < m; i++)
       if (codes[i] == CODE_VERB) {
         memcpy(out + pos, src + i * es, es);
         pos += es;
