@@ -70,9 +70,9 @@ typedef struct huf_dec {
   moesz_dtype dt, out;          /* decoded dtype; the stream's out dtype (nudges) */
 } huf_dec;
 int huf_dec_init(huf_dec *d, const uint8_t *len);
-/* Fills d's value table for codes delivered as dt at quantizer step, from a
- * stream whose bound holds in out. */
-void huf_dec_values(huf_dec *d, double step, moesz_dtype dt, moesz_dtype out);
+/* Fills d's value table (the symbols with a code in len) for codes delivered
+ * as dt at quantizer step, from a stream whose bound holds in out. */
+void huf_dec_values(huf_dec *d, const uint8_t *len, double step, moesz_dtype dt, moesz_dtype out);
 /* Decodes n values from buf[0..len) straight into dst (d's dtype); the
  * positions of VERB symbols go to vpos (exactly nv of them, else malformed)
  * and are left for the caller to fill. 0 ok, -1 malformed. */

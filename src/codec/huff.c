@@ -171,15 +171,17 @@ int huf_dec_init(huf_dec *d, const uint8_t *len) {
   return 0;
 }
 
-void huf_dec_values(huf_dec *d, double step, moesz_dtype dt, moesz_dtype out) {
+void huf_dec_values(huf_dec *d, const uint8_t *len, double step, moesz_dtype dt, moesz_dtype out) {
   d->vs = moesz_dtype_size(dt);
   d->step = step;
   d->dt = dt;
   d->out = out;
-  uint32_t z[HUF_NSYM];
-  for (uint32_t i = 0; i < HUF_NSYM; i++)
-    z[i] = i < 2 ? 0 : huf_code(i);
-  codec_dequantize_nudged(z, HUF_NSYM, step, dt, out, d->v);
+  /* only symbols with a code can be decoded: a few hundred at typical bounds */
+  for (uint32_t s = 2; s < HUF_NSYM; s++)
+    if (len[s]) {
+      uint32_t z = huf_code(s);
+      codec_dequantize_nudged(&z, 1, step, dt, out, d->v + s * d->vs);
+    }
 }
 
 typedef struct { const uint8_t *p, *end; uint64_t buf; int bits; } bitr;

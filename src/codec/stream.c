@@ -379,7 +379,7 @@ static int make_dec(const parsed *ps, moesz_dtype dt, huf_dec **hd, moesz_error 
     *hd = NULL;
     return moesz_error_set(err, MOESZ_E_FORMAT, "codec: the Huffman code lengths are not a prefix code");
   }
-  huf_dec_values(*hd, 2 * ps->info.eb, dt, ps->info.out_dtype);
+  huf_dec_values(*hd, ps->lens, 2 * ps->info.eb, dt, ps->info.out_dtype);
   return MOESZ_OK;
 }
 
