@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 typedef struct { int pass, fail, skip, cur_fail, cur_skip; } harness_state;
 static harness_state H_;
@@ -44,5 +45,16 @@ static void h_set_name_(const char *n) { h_name_ = n; }
 static inline const char *harness_data_dir(void) {
   const char *d = getenv("MOESZ_DATA");
   return d && *d ? d : "../shared/data";
+}
+
+/* Runs a shell command, captures its stdout into out (NUL-terminated);
+ * returns its exit status, or -1 if it could not run or was killed. */
+static inline int harness_run_cmd(const char *cmd, char *out, size_t cap) {
+  FILE *p = popen(cmd, "r");
+  if (!p) return -1;
+  size_t n = fread(out, 1, cap - 1, p);
+  out[n] = 0;
+  int st = pclose(p);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 #endif

@@ -468,16 +468,6 @@ TEST(sampler) {
 
 /* ------------------------------------------------------------- the CLI */
 
-/* Runs cmd, captures stdout (and stderr if merge) into out; returns the exit status. */
-static int run_cmd(const char *cmd, char *out, size_t cap) {
-  FILE *p = popen(cmd, "r");
-  if (!p) return -1;
-  size_t n = fread(out, 1, cap - 1, p);
-  out[n] = 0;
-  int st = pclose(p);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 TEST(cli_run_greedy_matches_transformers) {
   const char *bin = getenv("MOESZ_BIN");
   if (!bin || !*bin) bin = "build/moesz";
@@ -502,7 +492,7 @@ TEST(cli_run_greedy_matches_transformers) {
       snprintf(want + strlen(want), sizeof want - strlen(want), "%s%d", want[0] ? " " : "", it->valueint);
     snprintf(cmd, sizeof cmd, "%s run " FIX "%s --prompt-ids %s --print-ids --temperature 0 "
              "--max-tokens 12 --threads 2 2>/dev/null", bin, fam->string, ids);
-    int rc = run_cmd(cmd, out, sizeof out);
+    int rc = harness_run_cmd(cmd, out, sizeof out);
     CHECK_EQ_INT(rc, 0);
     char *nl = strchr(out, '\n');
     if (nl) *nl = 0;
@@ -524,17 +514,17 @@ TEST(cli_run_greedy_matches_transformers) {
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
     char cmd[1024], out[8192];
     snprintf(cmd, sizeof cmd, "%s run " FIX "mixtral %s 2>&1", bin, bad[i].args);
-    int rc = run_cmd(cmd, out, sizeof out);
+    int rc = harness_run_cmd(cmd, out, sizeof out);
     CHECK_MSG(rc == bad[i].code, "'%s': exit %d", bad[i].args, rc);
     CHECK_MSG(strstr(out, bad[i].msg) != NULL, "'%s': output '%s'", bad[i].args, out);
   }
   char cmd[1024], out[8192];
   snprintf(cmd, sizeof cmd, "%s run tests/fixtures/nonexistent --prompt-ids 1 --print-ids 2>&1", bin);
-  CHECK(run_cmd(cmd, out, sizeof out) == 1);
+  CHECK(harness_run_cmd(cmd, out, sizeof out) == 1);
   /* generation stops at a full context, with ids still printed */
   snprintf(cmd, sizeof cmd, "%s run " FIX "llama --prompt-ids 1,2 --print-ids --temperature 0 "
            "--max-tokens 100 --ctx 6 2>&1", bin);
-  CHECK(run_cmd(cmd, out, sizeof out) == 0);
+  CHECK(harness_run_cmd(cmd, out, sizeof out) == 0);
   CHECK(strstr(out, "context full") != NULL);
 }
 

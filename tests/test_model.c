@@ -761,15 +761,6 @@ TEST(bad_checkpoints) {
 
 /* ---- moesz inspect end to end ------------------------------------------------------ */
 
-static int run_cmd(const char *cmd, char *out, size_t cap) {
-  FILE *p = popen(cmd, "r");
-  if (!p) return -1;
-  size_t n = fread(out, 1, cap - 1, p);
-  out[n] = 0;
-  int st = pclose(p);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 TEST(inspect_cli) {
   const char *bin = getenv("MOESZ_BIN");
   if (!bin || access(bin, X_OK)) SKIP("MOESZ_BIN not set (make check sets it)");
@@ -777,7 +768,7 @@ TEST(inspect_cli) {
   char cmd[1024];
   for (size_t f = 0; f < NFAM; f++) {
     snprintf(cmd, sizeof cmd, "%s inspect " FIX "%s --json --stats --eb 0.01", bin, FAMILIES[f]);
-    CHECK_EQ_INT(run_cmd(cmd, out, sizeof out), 0);
+    CHECK_EQ_INT(harness_run_cmd(cmd, out, sizeof out), 0);
     cJSON *j = cJSON_Parse(out), *x = load_expected(FAMILIES[f]);
     CHECK_MSG(j != NULL, "%s: output is not JSON", FAMILIES[f]);
     if (j && x) {
@@ -815,29 +806,29 @@ TEST(inspect_cli) {
   }
   /* a config-only folder: counts from the config (transformers' numbers) */
   snprintf(cmd, sizeof cmd, "%s inspect " FIX "configs/mixtral-8x7b --json", bin);
-  CHECK_EQ_INT(run_cmd(cmd, out, sizeof out), 0);
+  CHECK_EQ_INT(harness_run_cmd(cmd, out, sizeof out), 0);
   cJSON *j = cJSON_Parse(out);
   CHECK(j && cJSON_IsFalse(cJSON_GetObjectItem(j, "weights")));
   if (j) CHECK_EQ_INT((int64_t)jnum(cJSON_GetObjectItem(j, "params"), "total"), 46702792704LL);
   cJSON_Delete(j);
   snprintf(cmd, sizeof cmd, "%s inspect " FIX "configs/mixtral-8x7b --stats 2>&1", bin);
-  CHECK_EQ_INT(run_cmd(cmd, out, sizeof out), 1);
+  CHECK_EQ_INT(harness_run_cmd(cmd, out, sizeof out), 1);
   CHECK(strstr(out, "needs weights") != NULL);
   snprintf(cmd, sizeof cmd, "%s inspect " FIX "qwen2_moe", bin);
-  CHECK_EQ_INT(run_cmd(cmd, out, sizeof out), 0);
+  CHECK_EQ_INT(harness_run_cmd(cmd, out, sizeof out), 0);
   CHECK(strstr(out, "Qwen2MoeForCausalLM") && strstr(out, "47072"));
   snprintf(cmd, sizeof cmd, "%s inspect --help", bin);
-  CHECK_EQ_INT(run_cmd(cmd, out, sizeof out), 0);
+  CHECK_EQ_INT(harness_run_cmd(cmd, out, sizeof out), 0);
   CHECK(strstr(out, "--stats") != NULL);
   snprintf(cmd, sizeof cmd, "%s inspect /nonexistent/model 2>&1", bin);
-  int rc = run_cmd(cmd, out, sizeof out);
+  int rc = harness_run_cmd(cmd, out, sizeof out);
   CHECK(rc != 0 && strstr(out, "/nonexistent/model"));
   snprintf(cmd, sizeof cmd, "%s inspect 2>&1", bin);
-  CHECK_EQ_INT(run_cmd(cmd, out, sizeof out), 2);
+  CHECK_EQ_INT(harness_run_cmd(cmd, out, sizeof out), 2);
   snprintf(cmd, sizeof cmd, "%s inspect " FIX "mixtral --eb -1 2>&1", bin);
-  CHECK_EQ_INT(run_cmd(cmd, out, sizeof out), 2);
+  CHECK_EQ_INT(harness_run_cmd(cmd, out, sizeof out), 2);
   snprintf(cmd, sizeof cmd, "%s inspect " FIX "mixtral --bogus 2>&1", bin);
-  CHECK_EQ_INT(run_cmd(cmd, out, sizeof out), 2);
+  CHECK_EQ_INT(harness_run_cmd(cmd, out, sizeof out), 2);
 }
 
 /* Counts predicted from the config alone == counts of the stored tensors,
