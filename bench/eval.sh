@@ -22,9 +22,9 @@ TEXT=$DATA/text/wikitext-2-raw-test.txt
 TS=$OUT/tinystories-heldout.txt
 python3 -c "
 import sys
-t = open(sys.argv[1], encoding="utf-8", newline="").read()
+t = open(sys.argv[1], encoding='utf-8', newline='').read()
 c = t.index('\n', int(len(t) * 0.9)) + 1
-open(sys.argv[2], "w", encoding="utf-8", newline="").write(t[c:])" "$DATA/text/tinystories-valid.txt" "$TS"
+open(sys.argv[2], 'w', encoding='utf-8', newline='').write(t[c:])" "$DATA/text/tinystories-valid.txt" "$TS"
 
 echo "Model: \`$MODEL\`. Date: $(date -u +%Y-%m-%d). Machine: $(nproc) cores, $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)."
 echo "Command: \`sh bench/eval.sh $MODEL \"$EBS\" $LIMIT $TOKENS\`."
