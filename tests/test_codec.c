@@ -148,6 +148,24 @@ TEST(nudged_codes_replace_verbatims_in_bf16) {
   free(f); free(h);
 }
 
+/* x = 0.125 at eb = 1e-3 sits exactly between two codes (62.5 steps), and
+ * both F32 values x' miss x by a float ulp more than eb, while their BF16
+ * roundings are within the bound. A BF16-checked stream delivers F32 as the
+ * BF16 value widened, so no such value needs to be stored verbatim. */
+TEST(bf16_stream_ties_need_no_verbatim) {
+  float f[64];
+  for (int i = 0; i < 64; i++) f[i] = (i % 2 ? -1.0f : 1.0f) * ldexpf(1.0f, -(i % 8) - 1) * (1 + (i / 8) / 128.0f);
+  uint16_t h[64];
+  moesz_f32_to_bf16_n(f, h, 64);
+  for (int pipe = 0; pipe < 2; pipe++) {
+    double err;
+    moesz_codec_info info;
+    CHECK_EQ_INT(round_trip(h, MOESZ_DT_BF16, 64, 1e-3, (moesz_pipeline)pipe, MOESZ_DT_COUNT, MOESZ_EB_ABS, 1, &err, &info), 0);
+    CHECK_MSG(err <= 1e-3, "pipeline %d err %g", pipe, err);
+    CHECK_MSG(info.verbatim == 0, "pipeline %d: %llu verbatim", pipe, (unsigned long long)info.verbatim);
+  }
+}
+
 TEST(nonfinite_and_negative_zero_bit_exact) {
   float f[12] = {NAN, INFINITY, -INFINITY, -0.0f, 0.0f, 1.0f, -1.0f, 3e38f, -NAN, 1e-40f, -1e-42f, 0.5f};
   uint16_t h[12];
@@ -375,6 +393,7 @@ int main(void) {
   RUN(bound_holds_every_dtype_pipeline_mode);
   RUN(f32_input_bf16_delivery_keeps_bound);
   RUN(nudged_codes_replace_verbatims_in_bf16);
+  RUN(bf16_stream_ties_need_no_verbatim);
   RUN(nonfinite_and_negative_zero_bit_exact);
   RUN(adversarial_values);
   RUN(lossless_tiny_constant_and_huge_bound);

@@ -40,12 +40,14 @@ static inline int32_t zz_dec(uint32_t z) { return (int32_t)(z >> 1) ^ -(int32_t)
  * also counts the Huffman symbols. Returns the number of verbatim values. */
 size_t codec_quantize(const void *src, moesz_dtype in, moesz_dtype out, size_t n, double step, double eb,
                       int nudge, uint32_t *codes, uint64_t *hist);
-/* Dequantizes zigzag codes into dst (dtype) - the exact inverse the encoder
- * checked. simd: moesz_cpu_avx2(), asked once by the caller (cpuid is slow
- * in virtual machines). */
-void codec_dequantize(const uint32_t *codes, size_t n, double step, moesz_dtype dt, void *dst, int simd);
+/* Dequantizes zigzag codes into dst as dt from a stream checked in out -
+ * the exact inverse the encoder checked: x' rounded to dt, and for dt F32
+ * with a 16-bit out, x' rounded to out and widened. simd: moesz_cpu_avx2(),
+ * asked once by the caller (cpuid is slow in virtual machines). */
+void codec_dequantize(const uint32_t *codes, size_t n, double step, moesz_dtype dt, moesz_dtype out, void *dst,
+                      int simd);
 /* The same for codes that may carry CODE_NUDGE: a nudged code is delivered
- * nudged when dt is the stream's out dtype (16-bit), plainly otherwise. */
+ * nudged when dt is the stream's 16-bit out dtype or F32, plainly otherwise. */
 void codec_dequantize_nudged(const uint32_t *codes, size_t n, double step, moesz_dtype dt, moesz_dtype out,
                              void *dst);
 /* Writes value i of src (dtype in) into dst[j] as dtype out. */
@@ -81,6 +83,7 @@ int huf_decode(const huf_dec *d, const uint8_t *buf, size_t len, size_t n, void 
 /* Fixed-length blocks of 32 codes (pack.c). */
 size_t pack_bound(size_t n);
 size_t pack_encode(const uint32_t *codes, size_t n, uint8_t *out);
-/* Decodes n values into dst as dt, a block at a time (unpack, dequantize). */
-int pack_decode(const uint8_t *buf, size_t len, size_t n, double step, moesz_dtype dt, void *dst);
+/* Decodes n values into dst as dt (stream checked in out), a block at a
+ * time (unpack, dequantize). */
+int pack_decode(const uint8_t *buf, size_t len, size_t n, double step, moesz_dtype dt, moesz_dtype out, void *dst);
 #endif

@@ -76,7 +76,7 @@ __attribute__((target("avx2"))) static void unpack_avx2(const uint32_t *W, int w
 }
 #endif
 
-int pack_decode(const uint8_t *buf, size_t len, size_t n, double step, moesz_dtype dt, void *dst) {
+int pack_decode(const uint8_t *buf, size_t len, size_t n, double step, moesz_dtype dt, moesz_dtype out, void *dst) {
   size_t nb = (n + BLK - 1) / BLK;
   size_t pos = (nb + 7) & ~(size_t)7;
   if (pos > len) return -1;
@@ -95,10 +95,10 @@ int pack_decode(const uint8_t *buf, size_t len, size_t n, double step, moesz_dty
   for (size_t b = 0; b < nb; b++) {
     int w = buf[b];
     size_t cnt = n - b * BLK < BLK ? n - b * BLK : BLK;
-    uint8_t *out = (uint8_t *)dst + b * BLK * eo;
+    uint8_t *o = (uint8_t *)dst + b * BLK * eo;
     const uint32_t *W = (const uint32_t *)(const void *)(buf + pos);
     pos += (size_t)w * 32;
-    if (w == 0) { memset(out, 0, cnt * eo); continue; }  /* code 0 delivers +0 in every dtype */
+    if (w == 0) { memset(o, 0, cnt * eo); continue; }  /* code 0 delivers +0 in every dtype */
 #if defined(__x86_64__)
     if (simd) unpack_avx2(W, w, tmp);
     else
@@ -110,9 +110,9 @@ int pack_decode(const uint8_t *buf, size_t len, size_t n, double step, moesz_dty
       unpack_scalar(words, w, tmp);
     }
 #if defined(__x86_64__)
-    codec_dequantize(tmp, cnt, step, dt, out, simd);
+    codec_dequantize(tmp, cnt, step, dt, out, o, simd);
 #else
-    codec_dequantize(tmp, cnt, step, dt, out, 0);
+    codec_dequantize(tmp, cnt, step, dt, out, o, 0);
 #endif
   }
   return 0;

@@ -41,18 +41,18 @@ static inline float deliver_nudged(float f, moesz_dtype out) {
   return out == MOESZ_DT_BF16 ? moesz_bf16_to_f32(h) : moesz_f16_to_f32(h);
 }
 
-/* 1 if code q, nudged, delivers x within eb in F32 and in out. */
+/* 1 if code q, nudged, delivers x within eb in out (a 16-bit dtype). */
 static inline int meets_nudged(double q, double x, double step, double eb, moesz_dtype out) {
   if (!(fabs(q) <= CODEC_QMAX)) return 0;
-  float f = codec_value((int32_t)q, step);
-  return fabs((double)f - x) <= eb && fabs((double)deliver_nudged(f, out) - x) <= eb;
+  return fabs((double)deliver_nudged(codec_value((int32_t)q, step), out) - x) <= eb;
 }
 
-/* 1 if code q delivers x within eb in F32 and in out. */
+/* 1 if code q delivers x within eb in out. F32 delivery of a stream whose out
+ * dtype is 16-bit is the out-dtype value widened (codec_dequantize), so the
+ * out-dtype check covers it. */
 static inline int meets(double q, double x, double step, double eb, moesz_dtype out) {
   if (!(fabs(q) <= CODEC_QMAX)) return 0;
-  float f = codec_value((int32_t)q, step);
-  return fabs((double)f - x) <= eb && fabs((double)deliver(f, out) - x) <= eb;
+  return fabs((double)deliver(codec_value((int32_t)q, step), out) - x) <= eb;
 }
 
 /* The code of one value: its nearest code if that meets the bound, else a
@@ -93,7 +93,6 @@ __attribute__((target("avx2,f16c"))) static size_t quant_avx2(const float *x, si
     __m256d ok = _mm256_cmp_pd(_mm256_and_pd(q, absm), qmax, _CMP_LE_OQ);       /* also false for NaN */
     __m256d qc = _mm256_and_pd(q, ok);                                           /* keep cvt in range */
     __m128 f = _mm256_cvtpd_ps(_mm256_mul_pd(qc, vstep));
-    ok = _mm256_and_pd(ok, _mm256_cmp_pd(_mm256_and_pd(_mm256_sub_pd(_mm256_cvtps_pd(f), xd), absm), veb, _CMP_LE_OQ));
     __m128 d = f;
     if (out == MOESZ_DT_BF16) {
       __m128i b = _mm_castps_si128(f);
@@ -178,7 +177,7 @@ __attribute__((target("avx2,f16c"))) static size_t deq_avx2(const uint32_t *code
 }
 #endif
 
-void codec_dequantize(const uint32_t *codes, size_t n, double step, moesz_dtype dt, void *dst, int simd) {
+static void deq_plain(const uint32_t *codes, size_t n, double step, moesz_dtype dt, void *dst, int simd) {
   size_t i = 0;
 #if defined(__x86_64__)
   if (simd) i = deq_avx2(codes, n, step, dt, dst);
@@ -197,12 +196,26 @@ void codec_dequantize(const uint32_t *codes, size_t n, double step, moesz_dtype 
   }
 }
 
+void codec_dequantize(const uint32_t *codes, size_t n, double step, moesz_dtype dt, moesz_dtype out, void *dst,
+                      int simd) {
+  if (dt != MOESZ_DT_F32 || out == MOESZ_DT_F32) { deq_plain(codes, n, step, dt, dst, simd); return; }
+  /* F32 from a stream checked in a 16-bit dtype: that dtype's values, widened */
+  uint16_t h[256];
+  for (size_t b = 0; b < n; b += 256) {
+    size_t m = n - b < 256 ? n - b : 256;
+    deq_plain(codes + b, m, step, out, h, simd);
+    moesz_to_f32(out, h, (float *)dst + b, m);
+  }
+}
+
 void codec_dequantize_nudged(const uint32_t *codes, size_t n, double step, moesz_dtype dt, moesz_dtype out,
                              void *dst) {
   for (size_t i = 0; i < n; i++) {
     uint32_t z = codes[i];
     float f = codec_value(zz_dec(z & ~CODE_NUDGE), step);
-    if (z != CODE_VERB && (z & CODE_NUDGE) && dt == out) f = deliver_nudged(f, out);
+    /* in the out dtype, or F32 as the out dtype's value widened */
+    if (out != MOESZ_DT_F32 && (dt == out || dt == MOESZ_DT_F32))
+      f = z != CODE_VERB && (z & CODE_NUDGE) ? deliver_nudged(f, out) : deliver(f, out);
     if (dt == MOESZ_DT_F32) memcpy((float *)dst + i, &f, 4);
     else ((uint16_t *)dst)[i] = dt == MOESZ_DT_BF16 ? moesz_f32_to_bf16(f) : moesz_f32_to_f16(f);
   }

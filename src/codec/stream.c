@@ -340,7 +340,7 @@ static int decode_chunk(const parsed *ps, const huf_dec *hd, size_t c, moesz_dty
   uint32_t *vpos = fast ? NULL : malloc((size_t)nv * 4 + 4);
   if (!fast && !vpos) return MOESZ_E_NOMEM;
   int bad = !fast ? (hd ? huf_decode(hd, code, clen, m, dst, vpos, nv) : -1)
-                  : pack_decode(code, clen, m, 2 * in->eb, dt, dst);
+                  : pack_decode(code, clen, m, 2 * in->eb, dt, in->out_dtype, dst);
   uint32_t prev = 0;
   for (uint32_t k = 0; fast && !bad && k < nv; k++) {
     uint32_t i = rd32(vidx + 4 * (size_t)k);
