@@ -1,8 +1,10 @@
 /* codec/quant.c - owns the quantizer: q = round(x / step), x' = q * step in
- * double, then rounded to the delivered dtype; a value is coded only if the
- * delivered value is within eb in F32 and in the stream's out dtype, else it
- * is stored verbatim. Decoder and encoder share codec_value() so they agree
- * bit for bit (build with -ffp-contract=off). */
+ * double, then rounded to the stream's out dtype (F32 delivery of a 16-bit
+ * out dtype is that value widened); a value is coded only if the delivered
+ * value is within eb - with q, a neighbour of q, or q nudged (the other
+ * rounding, entropy pipeline) - else it is stored verbatim. Decoder and
+ * encoder share codec_value() and deliver*() so they agree bit for bit
+ * (build with -ffp-contract=off). */
 #include <math.h>
 #include <string.h>
 #include "base/cpu.h"
