@@ -166,6 +166,25 @@ TEST(bf16_stream_ties_need_no_verbatim) {
   }
 }
 
+/* 512 wide-range values: the code table would outweigh what coding saves,
+ * so the stream falls back to raw chunks and no table (64-byte header, one
+ * 24-byte index entry, one 16-byte chunk header), and decodes bit-exactly. */
+TEST(tiny_array_stream_falls_back_to_raw) {
+  uint16_t h[512];
+  float f[512];
+  for (int i = 0; i < 512; i++) f[i] = (float)(0.3 * gauss());
+  moesz_f32_to_bf16_n(f, h, 512);
+  moesz_codec_params p = {.eb = 1e-4, .pipeline = MOESZ_PIPE_ENTROPY, .out_dtype = MOESZ_DT_COUNT, .threads = 1};
+  void *s; size_t len;
+  moesz_codec_info info;
+  CHECK_EQ_INT(moesz_codec_compress(h, MOESZ_DT_BF16, 512, &p, &s, &len, &info, NULL), MOESZ_OK);
+  CHECK_MSG(len == 64 + 24 + 16 + 1024, "stream of %zu bytes", len);
+  uint16_t d[512];
+  CHECK_EQ_INT(moesz_codec_decompress(s, len, MOESZ_DT_BF16, d, 512, 1, NULL), MOESZ_OK);
+  CHECK(!memcmp(d, h, sizeof h));
+  free(s);
+}
+
 TEST(nonfinite_and_negative_zero_bit_exact) {
   float f[12] = {NAN, INFINITY, -INFINITY, -0.0f, 0.0f, 1.0f, -1.0f, 3e38f, -NAN, 1e-40f, -1e-42f, 0.5f};
   uint16_t h[12];
@@ -394,6 +413,7 @@ int main(void) {
   RUN(f32_input_bf16_delivery_keeps_bound);
   RUN(nudged_codes_replace_verbatims_in_bf16);
   RUN(bf16_stream_ties_need_no_verbatim);
+  RUN(tiny_array_stream_falls_back_to_raw);
   RUN(nonfinite_and_negative_zero_bit_exact);
   RUN(adversarial_values);
   RUN(lossless_tiny_constant_and_huge_bound);

@@ -124,6 +124,21 @@ static void pass_encode(void *ctx, size_t c, int tid) {
   free(codes);
 }
 
+/* Rewrites chunk c as a raw chunk (its buffer has room: chunk_bound). */
+static void chunk_to_raw(enc_job *j, size_t c) {
+  size_t es = moesz_dtype_size(j->in);
+  size_t off = c * j->chunk, m = j->n - off < j->chunk ? j->n - off : j->chunk;
+  uint8_t *o = j->cbuf[c];
+  memcpy(o + CHUNK_HDR, (const uint8_t *)j->src + off * es, m * es);
+  o[0] = MODE_RAW;
+  o[1] = o[2] = o[3] = 0;
+  wr32(o + 4, (uint32_t)m);
+  wr32(o + 8, 0);
+  wr32(o + 12, (uint32_t)(m * es));
+  j->clen[c] = CHUNK_HDR + m * es;
+  j->cverb[c] = 0;
+}
+
 static double eb_absolute(const void *src, moesz_dtype dt, size_t n, moesz_eb_mode mode, double eb) {
   if (mode == MOESZ_EB_ABS || eb == 0) return eb;
   double mn = INFINITY, mx = -INFINITY, s = 0, s2 = 0;
@@ -197,6 +212,22 @@ int moesz_codec_compress(const void *src, moesz_dtype dtype, size_t n, const moe
   size_t A = 0;
   for (size_t i = 0; i < HUF_NSYM; i++) if (lens[i]) A = i + 1;
   size_t tb = table_bytes_for(j.pipe, A), total = HDR + tb + j.nch * IDX_ENTRY;
+  if (tb) {
+    /* lossless fallback for the whole stream: when the code table and the
+     * coded chunks together outweigh raw chunks (tiny arrays), store every
+     * chunk raw and no table */
+    size_t coded = 0, raw = 0;
+    for (size_t c = 0; c < j.nch; c++) {
+      coded += j.clen[c];
+      raw += CHUNK_HDR + (n - c * chunk < chunk ? n - c * chunk : chunk) * moesz_dtype_size(dtype);
+    }
+    if (raw <= tb + coded) {
+      for (size_t c = 0; c < j.nch; c++) chunk_to_raw(&j, c);
+      total -= tb;
+      tb = 0;
+      A = 0;
+    }
+  }
   uint64_t verb = 0;
   for (size_t c = 0; c < j.nch; c++) { total += j.clen[c]; verb += j.cverb[c]; }
   uint8_t *s = malloc(total);
@@ -268,7 +299,7 @@ static int parse(const void *stream, size_t len, parsed *ps, moesz_error *err) {
   memcpy(&in->eb, s + 24, 8);
   in->chunk = rd32(s + 40);
   in->nchunks = rd64(s + 48);
-  if (in->pipeline == MOESZ_PIPE_ENTROPY) {
+  if (in->pipeline == MOESZ_PIPE_ENTROPY && tb) {        /* tb 0: no table, every chunk raw */
     if (tb < 8 || HDR + tb > len) return moesz_error_set(err, MOESZ_E_FORMAT, "codec: bad table size");
     uint32_t A = rd32(s + HDR);
     if (A > HUF_NSYM || tb != table_bytes_for(in->pipeline, A)) return moesz_error_set(err, MOESZ_E_FORMAT, "codec: bad table size");
