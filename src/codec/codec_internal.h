@@ -14,7 +14,7 @@
 #define HUF_ESC 1                    /* symbol for codes beyond the alphabet (raw u32 follows) */
 #define HUF_NCODE 2047               /* codes 0..2046 (plain or nudged) have symbols of their own */
 #define CODE_VERB 0xffffffffu        /* the code array's marker for a verbatim value */
-/* Flag on a code (entropy pipeline): deliver x' rounded to the stream's out
+/* Flag on a code: deliver x' rounded to the stream's out
  * dtype in the other direction than nearest - one grid step from the nearest
  * value, towards x'. When nearest rounding misses the bound but x' itself
  * meets it, this always lands within the bound (docs/CODEC.md), for the cost
@@ -84,6 +84,8 @@ int huf_decode(const huf_dec *d, const uint8_t *buf, size_t len, size_t n, void 
 size_t pack_bound(size_t n);
 size_t pack_encode(const uint32_t *codes, size_t n, uint8_t *out);
 /* Decodes n values into dst as dt (stream checked in out), a block at a
- * time (unpack, dequantize). */
-int pack_decode(const uint8_t *buf, size_t len, size_t n, double step, moesz_dtype dt, moesz_dtype out, void *dst);
+ * time (unpack, dequantize), delivering the nn codes at the ascending
+ * positions npos (pw = 2 or 4 bytes each, validated by the caller) nudged. */
+int pack_decode(const uint8_t *buf, size_t len, size_t n, double step, moesz_dtype dt, moesz_dtype out,
+                const uint8_t *npos, uint32_t nn, size_t pw, void *dst);
 #endif

@@ -33,12 +33,15 @@ static int dtype_ok(moesz_dtype t) { return t == MOESZ_DT_F32 || t == MOESZ_DT_F
 static size_t table_bytes_for(moesz_pipeline p, size_t A) { return p == MOESZ_PIPE_ENTROPY ? (4 + (A + 1) / 2 + 7) / 8 * 8 : 0; }
 static size_t table_bytes(moesz_pipeline p) { return table_bytes_for(p, HUF_NSYM); }
 
+/* Bytes per nudged-code position in a fast chunk. */
+static size_t nudge_pos_bytes(size_t chunk) { return chunk <= 65536 ? 2 : 4; }
+
 static size_t chunk_bound(size_t m, moesz_dtype dt, moesz_pipeline p) {
   size_t es = moesz_dtype_size(dt);
   size_t coded = p == MOESZ_PIPE_ENTROPY ? huf_enc_bound(m) : pack_bound(m);
   size_t verb = m * (4 + es);
   size_t raw = m * es;
-  return CHUNK_HDR + (coded + verb > raw ? coded + verb : raw) + 8;
+  return CHUNK_HDR + 4 + (coded + verb > raw ? coded + verb : raw) + 8;   /* 4: fast's nudge count */
 }
 
 size_t moesz_codec_bound(size_t n, moesz_dtype dtype) {
@@ -89,10 +92,24 @@ static void pass_encode(void *ctx, size_t c, int tid) {
   if (j->codes) j->codes[c] = NULL;
   if (!out || !codes) { j->fail = 1; free(out); free(codes); return; }
   size_t nv = 0, len;
-  if (j->eb > 0) nv = j->hist ? j->nverb[c] : codec_quantize(src, j->in, j->out, m, j->step, j->eb, 0, codes, NULL);
+  if (j->eb > 0) nv = j->hist ? j->nverb[c] : codec_quantize(src, j->in, j->out, m, j->step, j->eb, 1, codes, NULL);
   if (j->eb > 0 && nv < m) {
-    /* verbatim values: (fast: u32 positions, then) their original bits in order */
     size_t pos = CHUNK_HDR;
+    if (j->pipe == MOESZ_PIPE_FAST) {
+      /* nudged codes: u32 count, then their positions (u16 when the chunk size
+       * allows); the flag leaves the code so the block widths stay small */
+      size_t pw = nudge_pos_bytes(j->chunk), at = pos, nn = 0;
+      pos += 4;
+      for (size_t i = 0; i < m; i++)
+        if (codes[i] != CODE_VERB && (codes[i] & CODE_NUDGE)) {
+          if (pw == 2) { uint16_t v = (uint16_t)i; memcpy(out + pos, &v, 2); } else wr32(out + pos, (uint32_t)i);
+          pos += pw;
+          codes[i] &= ~CODE_NUDGE;
+          nn++;
+        }
+      wr32(out + at, (uint32_t)nn);
+    }
+    /* verbatim values: (fast: u32 positions, then) their original bits in order */
     if (j->pipe == MOESZ_PIPE_FAST && nv)
       for (size_t i = 0; i < m; i++)
         if (codes[i] == CODE_VERB) { wr32(out + pos, (uint32_t)i); pos += 4; }
@@ -364,6 +381,23 @@ static int decode_chunk(const parsed *ps, const huf_dec *hd, size_t c, moesz_dty
     return MOESZ_OK;
   }
   int fast = in->pipeline == MOESZ_PIPE_FAST;
+  uint32_t nn = 0;
+  size_t pw = nudge_pos_bytes(in->chunk);
+  const uint8_t *npos = NULL;
+  if (fast) {
+    /* nudged codes: count and ascending positions in the chunk */
+    if (body < 4) return MOESZ_E_FORMAT;
+    nn = rd32(p);
+    if (nn > m || (size_t)nn * pw > body - 4) return MOESZ_E_FORMAT;
+    npos = p + 4;
+    for (uint32_t k = 0, prev = 0; k < nn; k++) {
+      uint32_t i = pw == 2 ? (uint32_t)(npos[2 * k] | npos[2 * k + 1] << 8) : rd32(npos + 4 * (size_t)k);
+      if (i >= m || (k && i <= prev)) return MOESZ_E_FORMAT;
+      prev = i;
+    }
+    p += 4 + (size_t)nn * pw;
+    body -= (uint32_t)(4 + (size_t)nn * pw);
+  }
   size_t vbytes = (size_t)nv * (es + (fast ? 4 : 0));
   if (in->eb <= 0 || nv > m || vbytes > body) return MOESZ_E_FORMAT;
   const uint8_t *vidx = p, *vval = p + (fast ? 4 * (size_t)nv : 0), *code = p + vbytes;
@@ -371,7 +405,7 @@ static int decode_chunk(const parsed *ps, const huf_dec *hd, size_t c, moesz_dty
   uint32_t *vpos = fast ? NULL : malloc((size_t)nv * 4 + 4);
   if (!fast && !vpos) return MOESZ_E_NOMEM;
   int bad = !fast ? (hd ? huf_decode(hd, code, clen, m, dst, vpos, nv) : -1)
-                  : pack_decode(code, clen, m, 2 * in->eb, dt, in->out_dtype, dst);
+                  : pack_decode(code, clen, m, 2 * in->eb, dt, in->out_dtype, npos, nn, pw, dst);
   uint32_t prev = 0;
   for (uint32_t k = 0; fast && !bad && k < nv; k++) {
     uint32_t i = rd32(vidx + 4 * (size_t)k);
