@@ -33,13 +33,28 @@ static inline uint32_t huf_code(uint32_t sym) { return (sym - 2) >> 1 | ((sym - 
 static inline uint32_t zz_enc(int32_t q) { return ((uint32_t)q << 1) ^ (uint32_t)(q >> 31); }
 static inline int32_t zz_dec(uint32_t z) { return (int32_t)(z >> 1) ^ -(int32_t)(z & 1); }
 
-/* Quantizes n values: codes[i] (zigzag, with CODE_NUDGE where nudge allows
- * it and nearest rounding to out misses) for values that meet the bound in
- * F32 and in out_dtype, CODE_VERB for the rest (NaN, Inf, -0, |q| out of
- * range, bound missed). With hist (HUF_NSYM counts, zeroed by the caller),
- * also counts the Huffman symbols. Returns the number of verbatim values. */
+/* The F32 value x' of code q: the one formula encoder and decoder share. */
+static inline float codec_value(int32_t q, double step) { return (float)((double)q * step); }
+/* A nudge on 16-bit (BF16/F16) bits h whose value g is the nearest rounding
+ * of f: one grid step towards f (sign-magnitude, so +-1 on the bits). */
+static inline uint16_t codec_nudge16(uint16_t h, float g, float f) {
+  return g == f ? h : (uint16_t)(__builtin_fabsf(g) > __builtin_fabsf(f) ? h - 1 : h + 1);
+}
+/* Position k of a fast chunk's nudge list (pw = 2 or 4 bytes, little-endian). */
+static inline uint32_t codec_pos_at(const uint8_t *p, uint32_t k, size_t pw) {
+  if (pw == 2) return (uint32_t)p[2 * (size_t)k] | (uint32_t)p[2 * (size_t)k + 1] << 8;
+  return (uint32_t)p[4 * (size_t)k] | (uint32_t)p[4 * (size_t)k + 1] << 8 | (uint32_t)p[4 * (size_t)k + 2] << 16 |
+         (uint32_t)p[4 * (size_t)k + 3] << 24;
+}
+
+/* Quantizes n values: codes[i] (zigzag, with CODE_NUDGE where nearest
+ * rounding to out misses and the other rounding meets) for values whose
+ * delivery in out_dtype meets the bound, CODE_VERB for the rest (NaN, Inf,
+ * -0, |q| out of range, bound missed). With hist (HUF_NSYM counts, zeroed by
+ * the caller), also counts the Huffman symbols. Returns the number of
+ * verbatim values. */
 size_t codec_quantize(const void *src, moesz_dtype in, moesz_dtype out, size_t n, double step, double eb,
-                      int nudge, uint32_t *codes, uint64_t *hist);
+                      uint32_t *codes, uint64_t *hist);
 /* Dequantizes zigzag codes into dst as dt from a stream checked in out -
  * the exact inverse the encoder checked: x' rounded to dt, and for dt F32
  * with a 16-bit out, x' rounded to out and widened. simd: moesz_cpu_avx2(),
@@ -80,7 +95,7 @@ void huf_dec_values(huf_dec *d, const uint8_t *len, double step, moesz_dtype dt,
  * and are left for the caller to fill. 0 ok, -1 malformed. */
 int huf_decode(const huf_dec *d, const uint8_t *buf, size_t len, size_t n, void *dst, uint32_t *vpos, size_t nv);
 
-/* Fixed-length blocks of 32 codes (pack.c). */
+/* Fixed-length blocks of 256 codes (pack.c). */
 size_t pack_bound(size_t n);
 size_t pack_encode(const uint32_t *codes, size_t n, uint8_t *out);
 /* Decodes n values into dst as dt (stream checked in out), a block at a

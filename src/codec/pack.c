@@ -5,7 +5,6 @@
  * into its w 32-bit words; word t of all 8 lanes is stored as 8 consecutive
  * u32. A block takes 32 w bytes. Layout: u8 width[nblocks] | zero pad to 8 |
  * blocks | 32 zero bytes. */
-#include <math.h>
 #include <string.h>
 #include "base/cpu.h"
 #include "codec/codec_internal.h"
@@ -77,13 +76,6 @@ __attribute__((target("avx2"))) static void unpack_avx2(const uint32_t *W, int w
 }
 #endif
 
-static inline size_t pos_at(const uint8_t *p, uint32_t k, size_t pw) {
-  if (pw == 2) return (size_t)p[2 * (size_t)k] | (size_t)p[2 * (size_t)k + 1] << 8;
-  uint32_t v;
-  memcpy(&v, p + 4 * (size_t)k, 4);
-  return v;
-}
-
 int pack_decode(const uint8_t *buf, size_t len, size_t n, double step, moesz_dtype dt, moesz_dtype out,
                 const uint8_t *npos, uint32_t nn, size_t pw, void *dst) {
   size_t nb = (n + BLK - 1) / BLK;
@@ -95,8 +87,9 @@ int pack_decode(const uint8_t *buf, size_t len, size_t n, double step, moesz_dty
     need += (size_t)buf[b] * 32;
   }
   if (need > len) return -1;
+  int simd = 0;
 #if defined(__x86_64__)
-  int simd = moesz_cpu_avx2();
+  simd = moesz_cpu_avx2();
 #endif
   /* one block of codes at a time, so they stay in L1 between the passes */
   uint32_t tmp[BLK];
@@ -110,7 +103,7 @@ int pack_decode(const uint8_t *buf, size_t len, size_t n, double step, moesz_dty
     pos += (size_t)w * 32;
     if (w == 0) {                       /* code 0 delivers +0 in every dtype, nudged or not */
       memset(o, 0, cnt * eo);
-      while (k < nn && pos_at(npos, k, pw) < b * BLK + cnt) k++;
+      while (k < nn && codec_pos_at(npos, k, pw) < b * BLK + cnt) k++;
       continue;
     }
 #if defined(__x86_64__)
@@ -123,23 +116,17 @@ int pack_decode(const uint8_t *buf, size_t len, size_t n, double step, moesz_dty
       memset(words + w * 8, 0, 32);
       unpack_scalar(words, w, tmp);
     }
-#if defined(__x86_64__)
     codec_dequantize(tmp, cnt, step, dt, out, o, simd);
-#else
-    codec_dequantize(tmp, cnt, step, dt, out, o, 0);
-#endif
-    for (; k < nn && pos_at(npos, k, pw) < b * BLK + cnt; k++) {
-      size_t i = pos_at(npos, k, pw) - b * BLK;
+    for (; k < nn && codec_pos_at(npos, k, pw) < b * BLK + cnt; k++) {
+      size_t i = codec_pos_at(npos, k, pw) - b * BLK;
       if (dt == MOESZ_DT_BF16 && out == MOESZ_DT_BF16) {
-        /* the common case inline: one BF16 step from the delivered value,
-         * towards x' (as deliver_nudged in quant.c) */
+        /* the common case inline: one BF16 step from the delivered value, towards x' */
         uint16_t h;
         memcpy(&h, o + 2 * i, 2);
-        int32_t q = (int32_t)(tmp[i] >> 1) ^ -(int32_t)(tmp[i] & 1);
         uint32_t gb = (uint32_t)h << 16;
-        float f = (float)((double)q * step), g;
+        float g;
         memcpy(&g, &gb, 4);
-        if (g != f) h = (uint16_t)(fabsf(g) > fabsf(f) ? h - 1 : h + 1);
+        h = codec_nudge16(h, g, codec_value(zz_dec(tmp[i]), step));
         memcpy(o + 2 * i, &h, 2);
       } else {
         uint32_t z = tmp[i] | CODE_NUDGE;

@@ -2,7 +2,7 @@
  * double, then rounded to the stream's out dtype (F32 delivery of a 16-bit
  * out dtype is that value widened); a value is coded only if the delivered
  * value is within eb - with q, a neighbour of q, or q nudged (the other
- * rounding, entropy pipeline) - else it is stored verbatim. Decoder and
+ * rounding) - else it is stored verbatim. Decoder and
  * encoder share codec_value() and deliver*() so they agree bit for bit
  * (build with -ffp-contract=off). */
 #include <math.h>
@@ -22,8 +22,6 @@ static inline double load(const void *src, moesz_dtype in, size_t i) {
   }
 }
 
-/* The delivered F32 value of code q. */
-static inline float codec_value(int32_t q, double step) { return (float)((double)q * step); }
 
 static inline float deliver(float f, moesz_dtype out) {
   if (out == MOESZ_DT_BF16) return moesz_bf16_to_f32(moesz_f32_to_bf16(f));
@@ -38,8 +36,7 @@ static inline float deliver_nudged(float f, moesz_dtype out) {
   if (out == MOESZ_DT_F32) return f;
   float g = deliver(f, out);
   if (g == f) return g;
-  uint16_t h = out == MOESZ_DT_BF16 ? moesz_f32_to_bf16(f) : moesz_f32_to_f16(f);
-  h = (uint16_t)(fabsf(g) > fabsf(f) ? h - 1 : h + 1);
+  uint16_t h = codec_nudge16(out == MOESZ_DT_BF16 ? moesz_f32_to_bf16(f) : moesz_f32_to_f16(f), g, f);
   return out == MOESZ_DT_BF16 ? moesz_bf16_to_f32(h) : moesz_f16_to_f32(h);
 }
 
@@ -58,8 +55,8 @@ static inline int meets(double q, double x, double step, double eb, moesz_dtype 
 }
 
 /* The code of one value: its nearest code if that meets the bound, else a
- * neighbour that does, else CODE_VERB. */
-static uint32_t quant_one(double x, double inv, double step, double eb, moesz_dtype out, int nudge) {
+ * neighbour that does, else the nearest code nudged, else CODE_VERB. */
+static uint32_t quant_one(double x, double inv, double step, double eb, moesz_dtype out) {
   /* nearest code by multiplication; the check below decides, so an ulp of
    * difference from x / step near a tie is harmless */
   double r = x * inv;
@@ -73,8 +70,8 @@ static uint32_t quant_one(double x, double inv, double step, double eb, moesz_dt
   static const double TRY[] = {-1, 1, -2, 2};
   for (int t = 0; t < 4; t++)
     if (meets(q + TRY[t], x, step, eb, out)) return zz_enc((int32_t)(q + TRY[t]));
-  /* else the other rounding of x' (entropy pipeline; see CODE_NUDGE) */
-  if (nudge && out != MOESZ_DT_F32 && meets_nudged(q, x, step, eb, out)) return zz_enc((int32_t)q) | CODE_NUDGE;
+  /* else the other rounding of x' (see CODE_NUDGE) */
+  if (out != MOESZ_DT_F32 && meets_nudged(q, x, step, eb, out)) return zz_enc((int32_t)q) | CODE_NUDGE;
   return CODE_VERB;
 }
 
@@ -83,7 +80,7 @@ static uint32_t quant_one(double x, double inv, double step, double eb, moesz_dt
  * even, x' = (float)(q * step), rounded to out) with the checks as masks;
  * a group where any value fails goes through quant_one. Returns values done. */
 __attribute__((target("avx2,f16c"))) static size_t quant_avx2(const float *x, size_t m, double inv, double step,
-                                                         double eb, moesz_dtype out, int nudge, uint32_t *codes) {
+                                                         double eb, moesz_dtype out, uint32_t *codes) {
   const __m256d vinv = _mm256_set1_pd(inv), vstep = _mm256_set1_pd(step), veb = _mm256_set1_pd(eb);
   const __m256d qmax = _mm256_set1_pd(CODEC_QMAX), absm = _mm256_castsi256_pd(_mm256_set1_epi64x(INT64_MAX));
   const __m128i r7 = _mm_set1_epi32(0x7fff), one = _mm_set1_epi32(1), hi = _mm_set1_epi32((int)0xffff0000u);
@@ -108,7 +105,7 @@ __attribute__((target("avx2,f16c"))) static size_t quant_avx2(const float *x, si
     __m128i negz = _mm_cmpeq_epi32(_mm_castps_si128(xf), _mm_set1_epi32((int)0x80000000u));
     int bad = _mm_movemask_ps(_mm_castsi128_ps(negz)) | (~_mm256_movemask_pd(ok) & 15);
     if (__builtin_expect(bad != 0, 0)) {
-      for (int k = 0; k < 4; k++) codes[i + (size_t)k] = quant_one(x[i + (size_t)k], inv, step, eb, out, nudge);
+      for (int k = 0; k < 4; k++) codes[i + (size_t)k] = quant_one(x[i + (size_t)k], inv, step, eb, out);
       continue;
     }
     __m128i qi = _mm256_cvtpd_epi32(q);
@@ -120,7 +117,7 @@ __attribute__((target("avx2,f16c"))) static size_t quant_avx2(const float *x, si
 #endif
 
 size_t codec_quantize(const void *src, moesz_dtype in, moesz_dtype out, size_t n, double step, double eb,
-                      int nudge, uint32_t *codes, uint64_t *hist) {
+                      uint32_t *codes, uint64_t *hist) {
   size_t nv = 0;
   const double inv = 1.0 / step;
   float buf[1024];
@@ -131,9 +128,9 @@ size_t codec_quantize(const void *src, moesz_dtype in, moesz_dtype out, size_t n
     size_t m = n - b < 1024 ? n - b : 1024, k = 0;
     moesz_to_f32(in, (const char *)src + b * moesz_dtype_size(in), buf, m);
 #if defined(__x86_64__)
-    if (simd) k = quant_avx2(buf, m, inv, step, eb, out, nudge, codes + b);
+    if (simd) k = quant_avx2(buf, m, inv, step, eb, out, codes + b);
 #endif
-    for (; k < m; k++) codes[b + k] = quant_one(buf[k], inv, step, eb, out, nudge);
+    for (; k < m; k++) codes[b + k] = quant_one(buf[k], inv, step, eb, out);
     if (hist)
       for (k = 0; k < m; k++) hist[huf_sym(codes[b + k])]++;
     else

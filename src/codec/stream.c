@@ -75,8 +75,8 @@ static void pass_hist(void *ctx, size_t c, int tid) {
   uint32_t *codes = malloc(m * 4 + 4);
   if (!codes) { j->fail = 1; return; }
   memset(j->hist[c], 0, sizeof(uint64_t) * HUF_NSYM);
-  j->nverb[c] = codec_quantize((const char *)j->src + off * moesz_dtype_size(j->in), j->in, j->out, m, j->step, j->eb, 1,
-                               codes, j->hist[c]);
+  j->nverb[c] = codec_quantize((const char *)j->src + off * moesz_dtype_size(j->in), j->in, j->out, m, j->step, j->eb, codes,
+                               j->hist[c]);
   j->codes[c] = codes;
 }
 
@@ -92,7 +92,7 @@ static void pass_encode(void *ctx, size_t c, int tid) {
   if (j->codes) j->codes[c] = NULL;
   if (!out || !codes) { j->fail = 1; free(out); free(codes); return; }
   size_t nv = 0, len;
-  if (j->eb > 0) nv = j->hist ? j->nverb[c] : codec_quantize(src, j->in, j->out, m, j->step, j->eb, 1, codes, NULL);
+  if (j->eb > 0) nv = j->hist ? j->nverb[c] : codec_quantize(src, j->in, j->out, m, j->step, j->eb, codes, NULL);
   if (j->eb > 0 && nv < m) {
     size_t pos = CHUNK_HDR;
     if (j->pipe == MOESZ_PIPE_FAST) {
@@ -102,8 +102,7 @@ static void pass_encode(void *ctx, size_t c, int tid) {
       pos += 4;
       for (size_t i = 0; i < m; i++)
         if (codes[i] != CODE_VERB && (codes[i] & CODE_NUDGE)) {
-          if (pw == 2) { uint16_t v = (uint16_t)i; memcpy(out + pos, &v, 2); } else wr32(out + pos, (uint32_t)i);
-          pos += pw;
+          for (size_t b = 0; b < pw; b++) out[pos++] = (uint8_t)(i >> (8 * b));   /* little-endian */
           codes[i] &= ~CODE_NUDGE;
           nn++;
         }
@@ -391,7 +390,7 @@ static int decode_chunk(const parsed *ps, const huf_dec *hd, size_t c, moesz_dty
     if (nn > m || (size_t)nn * pw > body - 4) return MOESZ_E_FORMAT;
     npos = p + 4;
     for (uint32_t k = 0, prev = 0; k < nn; k++) {
-      uint32_t i = pw == 2 ? (uint32_t)(npos[2 * k] | npos[2 * k + 1] << 8) : rd32(npos + 4 * (size_t)k);
+      uint32_t i = codec_pos_at(npos, k, pw);
       if (i >= m || (k && i <= prev)) return MOESZ_E_FORMAT;
       prev = i;
     }
