@@ -39,7 +39,16 @@ static const char *USAGE =
     "  --cache POLICY       lru (default) | lfu | lfru\n"
     "  --prefetch           predict the next MoE layer's experts and decode them ahead\n"
     "  --cache-dtype T      decoded expert dtype: stored (default) | f32 | bf16 | f16\n"
+    "  --store MODE         where expert blobs are read from: direct (default: pread with\n"
+    "                       O_DIRECT where the file system allows it, else buffered, with a\n"
+    "                       note) | buffered (pread through the page cache) | mmap (the\n"
+    "                       container's mapping: the in-memory path)\n"
+    "  --link-gbps X        pace every expert read like a link of X GB/s (1e9 bytes/s;\n"
+    "                       0.001-10000; default: unthrottled), prefetch included\n"
+    "  --link-latency-us Y  add Y microseconds to every read request (0-1e7; default 0)\n"
     "  --stats FORMAT       print cache statistics at the end on stderr: text | json\n"
+    "                       (stall time split into link wait + read, decode and waiting on\n"
+    "                       prefetch; compute = forward time - stall; peak RSS)\n"
     "  -h, --help           this text\n";
 
 static int usage_err(const char *msg, const char *arg) {
@@ -94,22 +103,47 @@ static int parse_ids(const char *s, int32_t **ids, size_t *n) {
   return 0;
 }
 
-static void print_cache_stats(moesz_cache *k, const char *fmt, size_t tokens, double secs, uint64_t budget) {
+/* VmHWM of this process in bytes (0 if /proc is unreadable). */
+static unsigned long long peak_rss(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  if (!f) return 0;
+  char line[256];
+  unsigned long long kb = 0;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "VmHWM: %llu kB", &kb) == 1) break;
+  fclose(f);
+  return kb * 1024;
+}
+
+static void print_cache_stats(moesz_cache *k, const char *fmt, size_t tokens, double secs, double fwd_secs,
+                              uint64_t budget, uint64_t dense_bytes) {
   moesz_cache_stats s;
   moesz_cache_stats_get(k, &s);
   double hit = s.gets ? (double)(s.hits + s.prefetch_waits) / (double)s.gets : 0;
+  double compute = fwd_secs - s.stall_seconds;
+  if (compute < 0) compute = 0;
+  const moesz_store_stats *io = &s.store;
   if (!strcmp(fmt, "json")) {
     fprintf(stderr, "{\"tokens\":%zu,\"seconds\":%.4f,\"tokens_per_s\":%.3f,\"budget_bytes\":%llu,"
             "\"expert_gets\":%llu,\"hits\":%llu,\"misses\":%llu,\"prefetch_waits\":%llu,\"hit_rate\":%.4f,"
-            "\"prefetch_issued\":%llu,\"prefetch_used\":%llu,\"prefetch_wasted\":%llu,\"evictions\":%llu,"
+            "\"prefetch_issued\":%llu,\"prefetch_used\":%llu,\"prefetch_wasted\":%llu,\"prefetch_refused\":%llu,"
+            "\"prefetch_failed\":%llu,\"evictions\":%llu,"
             "\"over_budget\":%llu,\"bytes_read\":%llu,\"bytes_decoded\":%llu,\"peak_bytes\":%llu,"
-            "\"stall_s\":%.4f,\"decode_s\":%.4f}\n",
+            "\"expert_bytes\":%llu,\"stall_s\":%.4f,\"stall_link_s\":%.4f,\"stall_decode_s\":%.4f,"
+            "\"stall_prefetch_s\":%.4f,\"compute_s\":%.4f,\"decode_s\":%.4f,\"link_wait_s\":%.4f,\"read_s\":%.4f,"
+            "\"reads\":%llu,\"bytes_io\":%llu,\"direct\":%d,\"block\":%zu,\"io_buffer_bytes\":%llu,"
+            "\"dense_bytes\":%llu,\"peak_rss_bytes\":%llu}\n",
             tokens, secs, secs > 0 ? (double)tokens / secs : 0, (unsigned long long)budget,
             (unsigned long long)s.gets, (unsigned long long)s.hits, (unsigned long long)s.misses,
             (unsigned long long)s.prefetch_waits, hit, (unsigned long long)s.prefetch_issued,
             (unsigned long long)s.prefetch_used, (unsigned long long)s.prefetch_wasted,
+            (unsigned long long)s.prefetch_refused, (unsigned long long)s.prefetch_failed,
             (unsigned long long)s.evictions, (unsigned long long)s.over_budget, (unsigned long long)s.bytes_read,
-            (unsigned long long)s.bytes_decoded, (unsigned long long)s.peak_bytes, s.stall_seconds, s.decode_seconds);
+            (unsigned long long)s.bytes_decoded, (unsigned long long)s.peak_bytes, (unsigned long long)s.expert_bytes,
+            s.stall_seconds, s.stall_link_seconds, s.stall_decode_seconds, s.stall_prefetch_seconds, compute,
+            s.decode_seconds, s.link_wait_seconds, s.read_seconds, (unsigned long long)io->reads,
+            (unsigned long long)io->bytes_io, io->direct, io->block, (unsigned long long)io->buffer_bytes,
+            (unsigned long long)dense_bytes, peak_rss());
   } else {
     fprintf(stderr, "expert cache: %llu requests, hit rate %.1f%% (%llu hits, %llu waited on prefetch, %llu misses), "
             "%llu evictions%s\n", (unsigned long long)s.gets, 100 * hit, (unsigned long long)s.hits,
@@ -118,9 +152,19 @@ static void print_cache_stats(moesz_cache *k, const char *fmt, size_t tokens, do
     fprintf(stderr, "  moved %.2f MB compressed -> %.2f MB decoded, peak resident %.2f MB, stall %.3f s, decode %.3f s\n",
             (double)s.bytes_read / 1e6, (double)s.bytes_decoded / 1e6, (double)s.peak_bytes / 1e6, s.stall_seconds,
             s.decode_seconds);
+    fprintf(stderr, "  stall %.3f s = link %.3f + decode %.3f + waiting on prefetch %.3f (+ %.3f other); compute %.3f s\n",
+            s.stall_seconds, s.stall_link_seconds, s.stall_decode_seconds, s.stall_prefetch_seconds,
+            s.stall_seconds - s.stall_link_seconds - s.stall_decode_seconds - s.stall_prefetch_seconds, compute);
+    fprintf(stderr, "  store: %llu reads, %.2f MB from the file (%s), link wait %.3f s, read %.3f s, I/O buffers %.2f MB; "
+            "peak RSS %.2f MB (dense %.2f MB + budget %.2f MB)\n",
+            (unsigned long long)io->reads, (double)io->bytes_io / 1e6, io->direct ? "O_DIRECT" : "buffered or mapped",
+            s.link_wait_seconds, s.read_seconds, (double)io->buffer_bytes / 1e6, (double)peak_rss() / 1e6,
+            (double)dense_bytes / 1e6, (double)budget / 1e6);
     if (s.prefetch_issued)
-      fprintf(stderr, "  prefetch: %llu issued, %llu used, %llu evicted unused\n", (unsigned long long)s.prefetch_issued,
-              (unsigned long long)s.prefetch_used, (unsigned long long)s.prefetch_wasted);
+      fprintf(stderr, "  prefetch: %llu issued, %llu used, %llu evicted unused, %llu refused (no room), %llu failed\n",
+              (unsigned long long)s.prefetch_issued, (unsigned long long)s.prefetch_used,
+              (unsigned long long)s.prefetch_wasted, (unsigned long long)s.prefetch_refused,
+              (unsigned long long)s.prefetch_failed);
   }
 }
 
@@ -157,6 +201,19 @@ int moesz_cli_run(int argc, char **argv) {
       else if (!strcmp(t, "bf16")) co.dtype = MOESZ_DT_BF16;
       else if (!strcmp(t, "f16")) co.dtype = MOESZ_DT_F16;
       else return usage_err("bad --cache-dtype (stored, f32, bf16, f16)", t);
+    } else if (!strcmp(a, "--store")) {
+      NEED_VAL();
+      if (moesz_store_mode_parse(argv[++i], &co.store.mode)) return usage_err("bad --store (direct, buffered, mmap)", argv[i]);
+    } else if (!strcmp(a, "--link-gbps") || !strcmp(a, "--link-latency-us")) {
+      NEED_VAL();
+      int gbps = !strcmp(a, "--link-gbps");
+      double v;
+      moesz_error le = {0};
+      if (parse_float(argv[++i], -1e300, 1e300, &v)) return usage_err(gbps ? "bad --link-gbps (GB/s)" : "bad --link-latency-us (microseconds)", argv[i]);
+      if (gbps && v <= 0) return usage_err("bad --link-gbps: must be > 0 (leave it out for an unthrottled link)", argv[i]);
+      if (moesz_store_check_link(gbps ? v : 0, gbps ? 0 : v, &le)) return usage_err(le.msg, argv[i]);
+      if (gbps) co.store.link_gbps = v;
+      else co.store.link_latency_us = v;
     } else if (!strcmp(a, "--stats")) {
       NEED_VAL();
       stats = argv[++i];
@@ -221,8 +278,8 @@ int moesz_cli_run(int argc, char **argv) {
   moesz_engine *e = NULL;
   moesz_cache *cache = NULL;
   int is_msz = moesz_engine_is_msz(model);
-  if (!is_msz && (co.budget_bytes || co.prefetch || stats))
-    fprintf(stderr, "moesz run: note: --mem/--prefetch/--stats apply to .msz containers; %s is served from its files\n", model);
+  if (!is_msz && (co.budget_bytes || co.prefetch || stats || co.store.link_gbps > 0 || co.store.link_latency_us > 0))
+    fprintf(stderr, "moesz run: note: --mem/--prefetch/--stats/--link-* apply to .msz containers; %s is served from its files\n", model);
   if (is_msz ? moesz_engine_open_msz(model, &co, &o, &e, &cache, &err) : moesz_engine_open(model, &o, &e, &err)) {
     if (tok) moesz_tok_free(tok);
     free(ids);
@@ -276,7 +333,16 @@ int moesz_cli_run(int argc, char **argv) {
           n_ids, tp, tp > 0 ? (double)n_ids / tp : 0.0, n_gen, tg,
           tg > 0 && n_fwd > 0 ? (double)n_fwd / tg : 0.0, stop ? "; stopped: " : "",
           stop ? stop : "");
-  if (cache && stats) print_cache_stats(cache, stats, n_ids + (size_t)n_fwd, tp + tg, co.budget_bytes);
+  if (cache && stats) {
+    moesz_engine_stats es;
+    moesz_engine_stats_get(e, &es);
+    const moesz_st *dst = moesz_engine_model(e)->st;
+    uint64_t dense = 0;
+    for (size_t i = 0; dst && i < moesz_st_count(dst); i++) dense += moesz_st_at(dst, i)->nbytes;
+    print_cache_stats(cache, stats, n_ids + (size_t)n_fwd, tp + tg, es.seconds, co.budget_bytes, dense);
+  }
+  if (cache && *moesz_store_note(moesz_cache_store(cache)))
+    fprintf(stderr, "moesz run: note: %s\n", moesz_store_note(moesz_cache_store(cache)));
 done:
   moesz_sampler_free(&sm);
   if (ts) moesz_tok_stream_free(ts);

@@ -1,15 +1,31 @@
 /* runtime/cache.c - owns the expert cache: decoded routed experts held under
  * a byte budget, pinned while the forward pass uses them, evicted by LRU, LFU
- * or LFRU; misses decode from the container on the caller's thread, prefetch
- * requests on background threads; next-layer prediction through the next
- * MoE layer's router; counters for hits, bytes and stall time.
+ * or LFRU; misses load on the caller's thread, prefetch requests on
+ * background threads; next-layer prediction through the next MoE layer's
+ * router; counters for hits, bytes and stall time (split into link, decode
+ * and waiting on prefetch).
  *
- * Locking: one mutex guards every entry's state and the counters; decoding
- * runs unlocked with the entry marked LOADING, and waiters sleep on `ready`. */
+ * A load is two steps kept apart: fetch_blobs() gets an expert's stored bytes
+ * from the store (src/runtime/store.c: pread / O_DIRECT behind the link
+ * model, or the container's mapping), and decode_entry() turns those bytes
+ * into the entry's matrices. A new blob kind or cache dtype changes only
+ * decode_entry() (and entry_bytes()).
+ *
+ * Budget: an entry's decoded bytes count from the moment its load is
+ * admitted (before reading), so loads in flight and prefetched experts are
+ * inside resident_bytes, which never exceeds the budget unless pinned
+ * experts alone fill it (counted in over_budget). A prefetch that does not
+ * fit after evicting unpinned experts is dropped (prefetch_refused); a
+ * request that does not fit waits for loads in flight to land, then evicts.
+ *
+ * Locking: one mutex guards every entry's state and the counters; reading
+ * and decoding run unlocked with the entry marked LOADING, and waiters sleep
+ * on `ready`. */
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include "base/util.h"
 #include "moesz/runtime.h"
 
@@ -29,16 +45,19 @@ typedef struct entry {
 
 #define LFRU_HALF_LIFE 256.0 /* requests */
 #define PF_QUEUE 1024
+#define SLAB_MMAP (256u << 10) /* entry buffers this large come straight from mmap */
 
 struct moesz_cache {
   const moesz_msz *c;
   moesz_cache_opts o;
+  moesz_store *store;        /* the slow tier (owned) */
   int n_layers, n_experts, top_k, d;
   entry *ent;                /* [n_layers * n_experts] */
   pthread_mutex_t mu;
   pthread_cond_t ready;      /* an entry left LOADING */
   pthread_cond_t work;       /* prefetch queue not empty / quit */
   uint64_t clock;
+  int loading;               /* entries LOADING */
   moesz_cache_stats st;
   int32_t queue[PF_QUEUE];   /* entry indices to prefetch (ring) */
   int qhead, qlen, quit;
@@ -48,6 +67,19 @@ struct moesz_cache {
 };
 
 static entry *at(moesz_cache *k, int L, int e) { return &k->ent[(size_t)L * (size_t)k->n_experts + (size_t)e]; }
+
+/* Entry buffers: large ones are mapped and unmapped, so resident memory
+ * follows the budget exactly (no allocator arenas holding freed experts). */
+static void *slab_alloc(size_t n) {
+  if (n < SLAB_MMAP) return malloc(n ? n : 1);
+  void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
+}
+static void slab_free(void *p, size_t n) {
+  if (!p) return;
+  if (n < SLAB_MMAP) free(p);
+  else munmap(p, n);
+}
 
 static moesz_dtype out_dtype(const moesz_cache *k, const moesz_msz_rec *r) {
   if (k->o.dtype == MOESZ_DT_F32 || k->o.dtype == MOESZ_DT_BF16 || k->o.dtype == MOESZ_DT_F16) return k->o.dtype;
@@ -63,8 +95,11 @@ static double score(const moesz_cache *k, const entry *x) {
   }
 }
 
-static void drop(moesz_cache *k, entry *x) {
-  free(x->data);
+/* Evicts x (mutex held); hands its buffer to *reuse when it has exactly
+ * reuse_bytes and *reuse is empty, else frees it. */
+static void drop(moesz_cache *k, entry *x, void **reuse, uint64_t reuse_bytes) {
+  if (reuse && !*reuse && x->bytes == reuse_bytes) *reuse = x->data;
+  else slab_free(x->data, x->bytes);
   x->data = NULL;
   x->state = E_EMPTY;
   k->st.resident_bytes -= x->bytes;
@@ -73,9 +108,13 @@ static void drop(moesz_cache *k, entry *x) {
   x->prefetched = 0;
 }
 
-/* Evicts unpinned ready entries until need more bytes fit (mutex held). */
-static void make_room(moesz_cache *k, uint64_t need) {
-  if (!k->o.budget_bytes) return;
+/* Makes room for need bytes (mutex held; may wait on `ready`). Evicts
+ * unpinned ready entries by policy; a request that still does not fit
+ * waits for loads in flight (other than its own) and tries again, and goes
+ * over the budget (counted) only when nothing else can give way; a
+ * prefetch gives up instead. Returns 0 when the load may go ahead. */
+static int make_room(moesz_cache *k, uint64_t need, int prefetch, void **reuse) {
+  if (!k->o.budget_bytes) return 0;
   size_t n = (size_t)k->n_layers * (size_t)k->n_experts;
   while (k->st.resident_bytes + need > k->o.budget_bytes) {
     entry *victim = NULL;
@@ -86,68 +125,109 @@ static void make_room(moesz_cache *k, uint64_t need) {
       double s = score(k, x);
       if (!victim || s < best) { victim = x; best = s; }
     }
-    if (!victim) { k->st.over_budget++; return; }
-    drop(k, victim);
+    if (victim) { drop(k, victim, reuse, need); continue; }
+    if (prefetch) { k->st.prefetch_refused++; return -1; }
+    if (k->loading > 1) { pthread_cond_wait(&k->ready, &k->mu); continue; }
+    k->st.over_budget++;
+    return 0;
   }
+  return 0;
 }
 
-/* Decodes entry (L, e) into a new buffer; called without the mutex. */
-static int decode(moesz_cache *k, int L, int e, entry *x, uint64_t *read, moesz_error *err) {
-  const moesz_msz_rec *r[3];
-  size_t sz[3], total = 0;
+/* Decoded bytes of expert (L, e) in the cache's dtype; 0 if absent. */
+static uint64_t entry_bytes(moesz_cache *k, int L, int e) {
+  uint64_t total = 0;
+  for (int m = 0; m < 3; m++) {
+    const moesz_msz_rec *r = moesz_msz_expert(k->c, L, e, 0, (moesz_mat)(MOESZ_MAT_GATE + m));
+    if (!r) return 0;
+    total += r->raw_bytes / moesz_dtype_size(r->dtype) * moesz_dtype_size(out_dtype(k, r));
+  }
+  return total;
+}
+
+/* I/O: the stored bytes of expert (L, e)'s three blobs, from the store. */
+static int fetch_blobs(moesz_cache *k, int L, int e, const moesz_msz_rec *r[3], const void *data[3],
+                       moesz_store_buf **buf, moesz_store_io *io, moesz_error *err) {
   for (int m = 0; m < 3; m++) {
     r[m] = moesz_msz_expert(k->c, L, e, 0, (moesz_mat)(MOESZ_MAT_GATE + m));
     if (!r[m]) return moesz_error_set(err, MOESZ_E_NOTFOUND, "container has no layer %d expert %d matrix %d", L, e, m);
-    sz[m] = r[m]->raw_bytes / moesz_dtype_size(r[m]->dtype) * moesz_dtype_size(out_dtype(k, r[m]));
-    total += sz[m];
   }
-  uint8_t *buf = malloc(total ? total : 1);
-  if (!buf) return moesz_error_set(err, MOESZ_E_NOMEM, "expert cache: out of memory (%zu bytes)", total);
+  return moesz_store_fetch(k->store, r, 3, data, buf, io, err);
+}
+
+/* Bytes to entry: decodes the three blobs (verified stored bytes) into buf
+ * (entry_bytes() long) and sets x's views. The one place that knows blob
+ * kinds and cache dtypes. */
+static int decode_entry(moesz_cache *k, const moesz_msz_rec *const r[3], const void *const data[3], uint8_t *buf,
+                        entry *x, moesz_error *err) {
   size_t off = 0;
-  *read = 0;
   for (int m = 0; m < 3; m++) {
     moesz_dtype dt = out_dtype(k, r[m]);
-    int rc = moesz_msz_read(k->c, r[m], dt, buf + off, err);
-    if (rc) { free(buf); return rc; }
+    int rc = moesz_msz_decode(k->c, r[m], data[m], dt, buf + off, err);
+    if (rc) return rc;
     x->v[m].data = buf + off;
     x->v[m].dtype = dt;
     x->v[m].rows = r[m]->shape[0];
     x->v[m].cols = r[m]->shape[1];
     x->v[m].ld = r[m]->shape[1];
     x->v[m].transposed = 0;
-    off += sz[m];
-    *read += r[m]->len;
+    off += r[m]->raw_bytes / moesz_dtype_size(r[m]->dtype) * moesz_dtype_size(dt);
   }
-  x->data = buf;
-  x->bytes = total;
   return MOESZ_OK;
 }
 
-/* Size an entry will take once decoded (for make_room before decoding). */
-static uint64_t entry_bytes(moesz_cache *k, int L, int e) {
-  uint64_t total = 0;
-  for (int m = 0; m < 3; m++) {
-    const moesz_msz_rec *r = moesz_msz_expert(k->c, L, e, 0, (moesz_mat)(MOESZ_MAT_GATE + m));
-    if (r) total += r->raw_bytes / moesz_dtype_size(r->dtype) * moesz_dtype_size(out_dtype(k, r));
-  }
-  return total;
-}
-
-/* Loads an EMPTY entry (mutex held on entry and exit, released while decoding). */
+/* Loads entry (L, e), which the caller found EMPTY (mutex held on entry and
+ * exit, released while reading and decoding). fg = 1 on the forward pass's
+ * thread (its time is stall time). Returns MOESZ_OK, an error, or 1 when a
+ * prefetch was refused for lack of room. */
 static int load(moesz_cache *k, int L, int e, entry *x, int prefetch, moesz_error *err) {
-  make_room(k, entry_bytes(k, L, e));
+  uint64_t need = entry_bytes(k, L, e);
+  if (!need) return moesz_error_set(err, MOESZ_E_NOTFOUND, "container has no layer %d expert %d", L, e);
   x->state = E_LOADING;
+  k->loading++;
+  void *buf = NULL;
+  if (make_room(k, need, prefetch, &buf)) {
+    slab_free(buf, need);
+    x->state = E_EMPTY;
+    k->loading--;
+    pthread_cond_broadcast(&k->ready);
+    return 1;
+  }
+  k->st.resident_bytes += need;    /* admitted: counts from now on */
+  if (k->st.resident_bytes > k->st.peak_bytes) k->st.peak_bytes = k->st.resident_bytes;
   pthread_mutex_unlock(&k->mu);
+
+  int rc = MOESZ_OK;
+  if (!buf && !(buf = slab_alloc(need)))
+    rc = moesz_error_set(err, MOESZ_E_NOMEM, "expert cache: out of memory (%llu bytes)", (unsigned long long)need);
+  const moesz_msz_rec *r[3] = {0};
+  const void *data[3] = {0};
+  moesz_store_buf *sb = NULL;
+  moesz_store_io io = {0};
+  if (!rc) rc = fetch_blobs(k, L, e, r, data, &sb, &io, err);
   double t0 = moesz_time_now();
-  uint64_t read = 0;
-  int rc = decode(k, L, e, x, &read, err);
+  if (!rc) rc = decode_entry(k, r, data, buf, x, err);
   double dt = moesz_time_now() - t0;
+  moesz_store_release(k->store, sb);
+  if (rc) { slab_free(buf, need); buf = NULL; }
+
   pthread_mutex_lock(&k->mu);
+  k->loading--;
   k->st.decode_seconds += dt;
+  k->st.link_wait_seconds += io.link_wait_seconds;
+  k->st.read_seconds += io.read_seconds;
+  if (!prefetch) {
+    k->st.stall_link_seconds += io.link_wait_seconds + io.read_seconds;
+    k->st.stall_decode_seconds += dt;
+  }
   if (rc) {
     x->state = E_EMPTY;
+    k->st.resident_bytes -= need;
+    if (prefetch) k->st.prefetch_failed++;
   } else {
     x->state = E_READY;
+    x->data = buf;
+    x->bytes = need;
     x->prefetched = prefetch;
     if (prefetch) {
       /* a prefetched expert is about to be used: stamp it as recent so the
@@ -155,10 +235,8 @@ static int load(moesz_cache *k, int L, int e, entry *x, int prefetch, moesz_erro
       x->last_use = k->clock;
       if (x->freq < 1) { x->freq = 1; x->freq_t = k->clock; }
     }
-    k->st.bytes_read += read;
-    k->st.bytes_decoded += x->bytes;
-    k->st.resident_bytes += x->bytes;
-    if (k->st.resident_bytes > k->st.peak_bytes) k->st.peak_bytes = k->st.resident_bytes;
+    k->st.bytes_read += io.bytes;
+    k->st.bytes_decoded += need;
   }
   pthread_cond_broadcast(&k->ready);
   return rc;
@@ -180,15 +258,27 @@ int moesz_cache_get(moesz_cache *k, int L, int e, moesz_matview mats[3], moesz_e
   double t0 = moesz_time_now();
   if (x->state == E_READY) {
     k->st.hits++;
-  } else if (x->state == E_LOADING) {
-    while (x->state == E_LOADING) pthread_cond_wait(&k->ready, &k->mu);
-    /* ready now, unless the load failed or the entry was evicted meanwhile */
-    if (x->state == E_READY) k->st.prefetch_waits++;
-    else { k->st.misses++; rc = load(k, L, e, x, 0, err); }
-    k->st.stall_seconds += moesz_time_now() - t0;
   } else {
-    k->st.misses++;
-    rc = load(k, L, e, x, 0, err);
+    int waited = 0;
+    /* wait out a prefetch in flight; load if it failed or was evicted */
+    while (x->state != E_READY) {
+      if (x->state == E_LOADING) {
+        double w0 = moesz_time_now();
+        pthread_cond_wait(&k->ready, &k->mu);
+        k->st.stall_prefetch_seconds += moesz_time_now() - w0;
+        waited = 1;
+        continue;
+      }
+      rc = load(k, L, e, x, 0, err);
+      if (rc) break;
+      waited = 0;
+    }
+    if (!rc) {
+      if (waited) k->st.prefetch_waits++;
+      else k->st.misses++;
+    } else {
+      k->st.misses++;
+    }
     k->st.stall_seconds += moesz_time_now() - t0;
   }
   if (!rc) {
@@ -219,7 +309,7 @@ static void *prefetch_main(void *arg) {
     k->qlen--;
     entry *x = &k->ent[i];
     if (x->state != E_EMPTY) continue;
-    moesz_error err;
+    moesz_error err = {0};
     load(k, i / k->n_experts, i % k->n_experts, x, 1, &err);
   }
   pthread_mutex_unlock(&k->mu);
@@ -306,6 +396,14 @@ int moesz_cache_create(const moesz_msz *c, const moesz_cache_opts *o, moesz_cach
   k->ent = calloc((size_t)k->n_layers * (size_t)k->n_experts, sizeof *k->ent);
   k->router = calloc((size_t)k->n_layers, sizeof *k->router);
   if (!k->ent || !k->router) { moesz_cache_destroy(k); return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory"); }
+  int rc = moesz_store_open(c, &k->o.store, &k->store, err);
+  if (rc) { moesz_cache_destroy(k); return moesz_error_wrap(err, rc, "expert store"); }
+  k->o.store.path = NULL;         /* the caller's string is not kept */
+  for (int L = 0; L < k->n_layers; L++)
+    for (int e = 0; e < k->n_experts; e++) {
+      uint64_t b = entry_bytes(k, L, e);
+      if (b > k->st.expert_bytes) k->st.expert_bytes = b;
+    }
   if (k->o.prefetch) {
     const moesz_st *st = moesz_msz_dense(c);
     for (size_t i = 0; i < moesz_st_count(st); i++) {
@@ -339,7 +437,8 @@ void moesz_cache_destroy(moesz_cache *k) {
   for (int i = 0; i < k->nth; i++) pthread_join(k->th[i], NULL);
   free(k->th);
   if (k->ent)
-    for (size_t i = 0; i < (size_t)k->n_layers * (size_t)k->n_experts; i++) free(k->ent[i].data);
+    for (size_t i = 0; i < (size_t)k->n_layers * (size_t)k->n_experts; i++) slab_free(k->ent[i].data, k->ent[i].bytes);
+  moesz_store_close(k->store);
   if (k->router)
     for (int L = 0; L < k->n_layers; L++) free(k->router[L]);
   free(k->router);
@@ -354,7 +453,10 @@ void moesz_cache_stats_get(moesz_cache *k, moesz_cache_stats *out) {
   pthread_mutex_lock(&k->mu);
   *out = k->st;
   pthread_mutex_unlock(&k->mu);
+  moesz_store_stats_get(k->store, &out->store);
 }
+
+moesz_store *moesz_cache_store(moesz_cache *k) { return k->store; }
 
 static const char *POLICY[] = {"lru", "lfu", "lfru"};
 const char *moesz_cache_policy_name(moesz_cache_policy p) { return (unsigned)p < 3 ? POLICY[p] : "?"; }
