@@ -35,7 +35,7 @@ typedef struct moesz_store_opts {
 
 typedef struct moesz_store_io {     /* what one fetch cost */
   double link_wait_seconds;         /* slept in the link model */
-  double read_seconds;              /* inside pread (or the in-place access) */
+  double read_seconds;              /* inside pread (or the in-place access) + checksums */
   uint64_t bytes;                   /* stored bytes delivered */
 } moesz_store_io;
 
@@ -46,7 +46,7 @@ typedef struct moesz_store_stats {
   uint64_t bytes_io;                /* bytes read from the file, block padding included */
   uint64_t buffer_bytes;            /* I/O buffers allocated (pooled, kept until close) */
   double link_wait_seconds;         /* all threads: time slept in the link model */
-  double read_seconds;              /* all threads: time inside pread */
+  double read_seconds;              /* all threads: time inside pread + checksums */
   int direct;                       /* 1: O_DIRECT reads in use */
   size_t block;                     /* O_DIRECT offset/size alignment in bytes (1 = none) */
 } moesz_store_stats;
@@ -118,7 +118,7 @@ typedef struct moesz_cache_stats {
   double stall_prefetch_seconds; /* waiting for prefetches in flight */
   double decode_seconds;      /* total decode time (any thread) */
   double link_wait_seconds;   /* total time slept in the link model (any thread) */
-  double read_seconds;        /* total time inside pread (any thread) */
+  double read_seconds;        /* total time inside pread + checksums (any thread) */
   moesz_store_stats store;    /* the slow tier's counters */
 } moesz_cache_stats;
 
