@@ -113,7 +113,7 @@ static void drop(moesz_cache *k, entry *x, void **reuse, uint64_t reuse_bytes) {
  * waits for loads in flight (other than its own) and tries again, and goes
  * over the budget (counted) only when nothing else can give way; a
  * prefetch gives up instead. Returns 0 when the load may go ahead. */
-static int make_room(moesz_cache *k, uint64_t need, int prefetch, void **reuse) {
+static int make_room(moesz_cache *k, uint64_t need, int prefetch, void **reuse, double *waited) {
   if (!k->o.budget_bytes) return 0;
   size_t n = (size_t)k->n_layers * (size_t)k->n_experts;
   while (k->st.resident_bytes + need > k->o.budget_bytes) {
@@ -127,7 +127,12 @@ static int make_room(moesz_cache *k, uint64_t need, int prefetch, void **reuse) 
     }
     if (victim) { drop(k, victim, reuse, need); continue; }
     if (prefetch) { k->st.prefetch_refused++; return -1; }
-    if (k->loading > 1) { pthread_cond_wait(&k->ready, &k->mu); continue; }
+    if (k->loading > 1) {
+      double w0 = moesz_time_now();
+      pthread_cond_wait(&k->ready, &k->mu);
+      *waited += moesz_time_now() - w0;
+      continue;
+    }
     k->st.over_budget++;
     return 0;
   }
@@ -186,7 +191,10 @@ static int load(moesz_cache *k, int L, int e, entry *x, int prefetch, moesz_erro
   x->state = E_LOADING;
   k->loading++;
   void *buf = NULL;
-  if (make_room(k, need, prefetch, &buf)) {
+  double waited = 0;
+  int refused = make_room(k, need, prefetch, &buf, &waited);
+  if (!prefetch) k->st.stall_prefetch_seconds += waited;   /* waiting for loads in flight to land */
+  if (refused) {
     slab_free(buf, need);
     x->state = E_EMPTY;
     k->loading--;
