@@ -462,6 +462,71 @@ TEST(store_modes_and_link_options) {
   unlink(msz);
 }
 
+/* --mem auto: the documented rule, its clamps, MemAvailable parsing, and
+ * the CLI printing what it chose. */
+TEST(mem_auto_rule) {
+  char msz[192], mi[192];
+  snprintf(msz, sizeof msz, "%s_auto.msz", TMP);
+  snprintf(mi, sizeof mi, "%s_meminfo", TMP);
+  CHECK_EQ_INT(write_msz("tests/fixtures/mixtral", MOESZ_MSZ_ZSTD, msz), MOESZ_OK);
+  moesz_msz *c;
+  CHECK_EQ_INT(moesz_msz_open(msz, &c, NULL), MOESZ_OK);
+  if (!c) return;
+  const moesz_config *cfg = moesz_msz_config(c);
+  moesz_cache_opts o = {.dtype = MOESZ_DT_F32, .prefetch = 1};
+  moesz_budget_auto a;
+  uint64_t G = 1ull << 30;
+  CHECK_EQ_INT(moesz_cache_budget_auto(c, &o, 64 * G, &a, NULL), MOESZ_OK);
+  uint64_t one = (uint64_t)cfg->moe_intermediate * (uint64_t)cfg->hidden * 3 * 4;   /* f32 */
+  CHECK_EQ_INT(a.expert_bytes, one);
+  CHECK_EQ_INT(a.experts_total, one * (uint64_t)cfg->n_experts * (uint64_t)cfg->n_layers);
+  CHECK(a.clamped == 1 && a.budget == a.experts_total);              /* plenty: every expert */
+  CHECK_EQ_INT(a.reserve_bytes, 8 * G);
+  CHECK(a.dense_bytes > 0 && a.io_bytes > 0 && a.router_bytes == (uint64_t)cfg->n_layers * cfg->n_experts * cfg->hidden * 4);
+  CHECK_EQ_INT(moesz_cache_budget_auto(c, &o, 100u << 20, &a, NULL), MOESZ_OK);
+  CHECK(a.clamped == -1 && a.budget == one && a.reserve_bytes == 512u << 20);   /* too little: one expert */
+  /* in between, the formula exactly: make the experts look big by asking for
+   * a budget between one expert and all of them */
+  uint64_t avail = (512u << 20) + 0;
+  CHECK_EQ_INT(moesz_cache_budget_auto(c, &o, avail, &a, NULL), MOESZ_OK);
+  uint64_t use = a.dense_bytes + a.io_bytes + a.router_bytes + a.reserve_bytes;
+  uint64_t want = avail > use ? avail - use : 0;
+  if (want > a.experts_total) want = a.experts_total;
+  if (want < a.expert_bytes) want = a.expert_bytes;
+  CHECK_EQ_INT(a.budget, want);
+  avail = (512u << 20) + use - a.reserve_bytes + one * 5;
+  CHECK_EQ_INT(moesz_cache_budget_auto(c, &o, avail, &a, NULL), MOESZ_OK);
+  CHECK_EQ_INT(a.clamped, 0);
+  CHECK_EQ_INT(a.budget, one * 5);
+  moesz_msz_close(c);
+  /* MemAvailable */
+  FILE *f = fopen(mi, "w");
+  CHECK(f != NULL);
+  if (f) { fputs("MemTotal:  4096 kB\nMemFree: 10 kB\nMemAvailable:    2048 kB\n", f); fclose(f); }
+  uint64_t m = 0;
+  CHECK_EQ_INT(moesz_mem_available(mi, &m, NULL), MOESZ_OK);
+  CHECK_EQ_INT(m, 2048 * 1024);
+  f = fopen(mi, "w");
+  if (f) { fputs("MemTotal:  4096 kB\nMemAvailable: lots\n", f); fclose(f); }
+  moesz_error e = {0};
+  CHECK_EQ_INT(moesz_mem_available(mi, &m, &e), MOESZ_E_FORMAT);
+  CHECK(strstr(e.msg, "MemAvailable") != NULL);
+  unlink(mi);
+  CHECK_EQ_INT(moesz_mem_available(mi, &m, NULL), MOESZ_E_IO);
+  CHECK_EQ_INT(moesz_mem_available(NULL, &m, NULL), MOESZ_OK);
+  CHECK(m > (16u << 20));
+  struct stat sb;
+  if (!stat(bin(), &sb)) {
+    char cmd[1024];
+    static char out[1 << 14];
+    snprintf(cmd, sizeof cmd, "%s run %s --prompt-ids 1,2,3 --print-ids --max-tokens 4 --mem auto --stats json 2>&1", bin(), msz);
+    CHECK_EQ_INT(harness_run_cmd(cmd, out, sizeof out), 0);
+    CHECK_MSG(strstr(out, "--mem auto: budget") != NULL, "%s", out);
+    CHECK(json_num(out, "budget_bytes") > 0);
+  }
+  unlink(msz);
+}
+
 int main(void) {
   snprintf(TMP, sizeof TMP, "/tmp/moesz_store_%ld", (long)getpid());
   RUN(store_logits_match_mixtral);
@@ -473,5 +538,6 @@ int main(void) {
   RUN(link_pacing_accuracy);
   RUN(store_faults_clear_errors);
   RUN(store_modes_and_link_options);
+  RUN(mem_auto_rule);
   return DONE();
 }

@@ -92,6 +92,8 @@ typedef struct moesz_cache_opts {
   moesz_dtype dtype;          /* decoded dtype: F32, BF16, F16, or MOESZ_DT_COUNT = as stored */
   int prefetch;               /* 1: predict the next MoE layer's experts and decode them ahead */
   int prefetch_threads;       /* background decoders (default 1) */
+  int budget_auto;            /* 1: budget_bytes is chosen by moesz_cache_budget_auto from
+                                 /proc/meminfo at create (the rule: see there) */
   moesz_store_opts store;     /* where blobs are read from (zero = the container's mapping, no link model) */
 } moesz_cache_opts;
 
@@ -112,6 +114,7 @@ typedef struct moesz_cache_stats {
   uint64_t resident_bytes;    /* decoded experts held + loads in flight (reserved before reading) */
   uint64_t peak_bytes;        /* the most resident_bytes at once */
   uint64_t expert_bytes;      /* decoded bytes of the largest routed expert */
+  uint64_t budget_bytes;      /* the budget in force (0 = unlimited; chosen at create with budget_auto) */
   double stall_seconds;       /* time the forward pass waited for experts, split into: */
   double stall_link_seconds;  /*   its own misses' reads: link model wait + pread */
   double stall_decode_seconds;/*   its own misses' decoding */
@@ -139,6 +142,26 @@ void moesz_cache_observe(moesz_cache *k, int layer, const int32_t *experts, int 
 /* Queues experts of layer for background decoding (no-op without prefetch threads). */
 void moesz_cache_prefetch(moesz_cache *k, int layer, const int32_t *experts, int n);
 void moesz_cache_stats_get(moesz_cache *k, moesz_cache_stats *out);
+/* --mem auto. The budget from available memory:
+ *   budget = available - dense - I/O buffers - routers - reserve,
+ *   reserve = max(512 MiB, available / 8) (KV cache, activations, program, other processes),
+ *   I/O buffers = 2 x the largest expert's stored bytes (the forward pass and one prefetcher),
+ *   routers = their f32 copies when prefetch is on,
+ * clamped to [one expert, every routed expert] (decoded sizes in the cache's dtype). */
+typedef struct moesz_budget_auto {
+  uint64_t available;         /* input: bytes of memory available (MemAvailable) */
+  uint64_t dense_bytes, io_bytes, router_bytes, reserve_bytes;
+  uint64_t expert_bytes;      /* largest expert, decoded */
+  uint64_t experts_total;     /* every routed expert, decoded */
+  uint64_t budget;            /* the result */
+  int clamped;                /* -1: raised to one expert; 1: capped at every expert; 0: neither */
+} moesz_budget_auto;
+int moesz_cache_budget_auto(const moesz_msz *c, const moesz_cache_opts *o, uint64_t available,
+                            moesz_budget_auto *out, moesz_error *err);
+/* MemAvailable of a /proc/meminfo-format file (NULL: /proc/meminfo), in bytes. */
+int moesz_mem_available(const char *meminfo, uint64_t *out, moesz_error *err);
+/* How create chose the budget ("" without budget_auto). */
+const char *moesz_cache_budget_note(moesz_cache *k);
 /* The store the cache reads from (owned by the cache), for its note. */
 moesz_store *moesz_cache_store(moesz_cache *k);
 const char *moesz_cache_policy_name(moesz_cache_policy p);

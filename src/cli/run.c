@@ -37,7 +37,9 @@ static const char *USAGE =
     "are read from the file on demand and decoded into a budgeted cache (docs/RUNTIME.md):\n"
     "  --mem BYTES          expert cache budget, e.g. 64MiB, 1.5GB (default: unlimited); counts\n"
     "                       experts in flight and prefetched; a prompt streams its experts\n"
-    "                       through it\n"
+    "                       through it. auto: MemAvailable - dense weights - I/O buffers -\n"
+    "                       routers - max(512 MiB, MemAvailable / 8), within [one expert,\n"
+    "                       every expert]; printed on stderr\n"
     "  --cache POLICY       lru (default) | lfu | lfru\n"
     "  --prefetch           predict the next MoE layer's experts and decode them ahead\n"
     "  --cache-dtype T      decoded expert dtype: stored (default) | f32 | bf16 | f16\n"
@@ -189,9 +191,13 @@ int moesz_cli_run(int argc, char **argv) {
     else if (!strcmp(a, "--prefetch")) co.prefetch = 1;
     else if (!strcmp(a, "--mem")) {
       NEED_VAL();
-      long long b = moesz_cli_parse_bytes(argv[++i]);
-      if (b < 0) return usage_err("bad --mem (bytes, e.g. 64MiB)", argv[i]);
-      co.budget_bytes = (uint64_t)b;
+      if (!strcmp(argv[++i], "auto")) co.budget_auto = 1;
+      else {
+        long long b = moesz_cli_parse_bytes(argv[i]);
+        if (b < 0) return usage_err("bad --mem (bytes, e.g. 64MiB, or auto)", argv[i]);
+        co.budget_bytes = (uint64_t)b;
+        co.budget_auto = 0;
+      }
     } else if (!strcmp(a, "--cache")) {
       NEED_VAL();
       if (moesz_cache_policy_parse(argv[++i], &co.policy)) return usage_err("bad --cache (lru, lfu, lfru)", argv[i]);
@@ -280,12 +286,18 @@ int moesz_cli_run(int argc, char **argv) {
   moesz_engine *e = NULL;
   moesz_cache *cache = NULL;
   int is_msz = moesz_engine_is_msz(model);
-  if (!is_msz && (co.budget_bytes || co.prefetch || stats || co.store.link_gbps > 0 || co.store.link_latency_us > 0))
+  if (!is_msz && (co.budget_bytes || co.budget_auto || co.prefetch || stats || co.store.link_gbps > 0 || co.store.link_latency_us > 0))
     fprintf(stderr, "moesz run: note: --mem/--prefetch/--stats/--link-* apply to .msz containers; %s is served from its files\n", model);
   if (is_msz ? moesz_engine_open_msz(model, &co, &o, &e, &cache, &err) : moesz_engine_open(model, &o, &e, &err)) {
     if (tok) moesz_tok_free(tok);
     free(ids);
     return moesz_cli_fail("run", &err);
+  }
+  if (cache && co.budget_auto) {
+    moesz_cache_stats cs;
+    moesz_cache_stats_get(cache, &cs);
+    co.budget_bytes = cs.budget_bytes;
+    fprintf(stderr, "moesz run: --mem auto: %s\n", moesz_cache_budget_note(cache));
   }
   int V = moesz_engine_vocab(e), eos = moesz_engine_config(e)->eos_id, status = 0;
   if (tok && moesz_tok_eos(tok) >= 0) eos = moesz_tok_eos(tok);

@@ -93,10 +93,10 @@ int moesz_engine_open_msz(const char *path, const moesz_cache_opts *co, const mo
    * them through the budget instead of pinning them all */
   moesz_engine_opts eo = {0};
   if (o) eo = *o;
-  if (s->k && cop.budget_bytes && eo.expert_group <= 0) {
-    moesz_cache_stats cs;
-    moesz_cache_stats_get(s->k, &cs);
-    uint64_t g = cs.expert_bytes ? cop.budget_bytes / cs.expert_bytes : 1;
+  moesz_cache_stats cs = {0};
+  if (s->k) moesz_cache_stats_get(s->k, &cs);
+  if (s->k && cs.budget_bytes && eo.expert_group <= 0) {
+    uint64_t g = cs.expert_bytes ? cs.budget_bytes / cs.expert_bytes : 1;
     eo.expert_group = g < 1 ? 1 : g > (uint64_t)s->dense->cfg.n_experts ? s->dense->cfg.n_experts : (int)g;
   }
   rc = moesz_engine_open_model(s->dense, 0, &p, 1, &eo, out, err);

@@ -21,8 +21,10 @@
  * Locking: one mutex guards every entry's state and the counters; reading
  * and decoding run unlocked with the entry marked LOADING, and waiters sleep
  * on `ready`. */
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -64,6 +66,7 @@ struct moesz_cache {
   pthread_t *th;             /* [nth] prefetch decoders */
   int nth;
   float **router;            /* [n_layers] router weights [n_experts, d] in f32, NULL for dense layers */
+  char budget_note[256];     /* how --mem auto chose the budget */
 };
 
 static entry *at(moesz_cache *k, int L, int e) { return &k->ent[(size_t)L * (size_t)k->n_experts + (size_t)e]; }
@@ -81,9 +84,23 @@ static void slab_free(void *p, size_t n) {
   else munmap(p, n);
 }
 
-static moesz_dtype out_dtype(const moesz_cache *k, const moesz_msz_rec *r) {
-  if (k->o.dtype == MOESZ_DT_F32 || k->o.dtype == MOESZ_DT_BF16 || k->o.dtype == MOESZ_DT_F16) return k->o.dtype;
+static moesz_dtype dtype_for(moesz_dtype want, const moesz_msz_rec *r) {
+  if (want == MOESZ_DT_F32 || want == MOESZ_DT_BF16 || want == MOESZ_DT_F16) return want;
   return (r->dtype == MOESZ_DT_BF16 || r->dtype == MOESZ_DT_F16) ? r->dtype : MOESZ_DT_F32;
+}
+static moesz_dtype out_dtype(const moesz_cache *k, const moesz_msz_rec *r) { return dtype_for(k->o.dtype, r); }
+
+/* Decoded bytes of expert (L, e) of c in dtype want (0 if absent); its stored bytes in *stored. */
+static uint64_t expert_size(const moesz_msz *c, moesz_dtype want, int L, int e, uint64_t *stored) {
+  uint64_t total = 0;
+  if (stored) *stored = 0;
+  for (int m = 0; m < 3; m++) {
+    const moesz_msz_rec *r = moesz_msz_expert(c, L, e, 0, (moesz_mat)(MOESZ_MAT_GATE + m));
+    if (!r) return 0;
+    total += r->raw_bytes / moesz_dtype_size(r->dtype) * moesz_dtype_size(dtype_for(want, r));
+    if (stored) *stored += r->len;
+  }
+  return total;
 }
 
 /* Score: lower = evicted first. */
@@ -140,15 +157,7 @@ static int make_room(moesz_cache *k, uint64_t need, int prefetch, void **reuse, 
 }
 
 /* Decoded bytes of expert (L, e) in the cache's dtype; 0 if absent. */
-static uint64_t entry_bytes(moesz_cache *k, int L, int e) {
-  uint64_t total = 0;
-  for (int m = 0; m < 3; m++) {
-    const moesz_msz_rec *r = moesz_msz_expert(k->c, L, e, 0, (moesz_mat)(MOESZ_MAT_GATE + m));
-    if (!r) return 0;
-    total += r->raw_bytes / moesz_dtype_size(r->dtype) * moesz_dtype_size(out_dtype(k, r));
-  }
-  return total;
-}
+static uint64_t entry_bytes(moesz_cache *k, int L, int e) { return expert_size(k->c, k->o.dtype, L, e, NULL); }
 
 /* I/O: the stored bytes of expert (L, e)'s three blobs, from the store. */
 static int fetch_blobs(moesz_cache *k, int L, int e, const moesz_msz_rec *r[3], const void *data[3],
@@ -404,6 +413,20 @@ int moesz_cache_create(const moesz_msz *c, const moesz_cache_opts *o, moesz_cach
   k->ent = calloc((size_t)k->n_layers * (size_t)k->n_experts, sizeof *k->ent);
   k->router = calloc((size_t)k->n_layers, sizeof *k->router);
   if (!k->ent || !k->router) { moesz_cache_destroy(k); return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory"); }
+  if (k->o.budget_auto) {
+    uint64_t avail;
+    moesz_budget_auto ba;
+    int rc = moesz_mem_available(NULL, &avail, err);
+    if (!rc) rc = moesz_cache_budget_auto(c, &k->o, avail, &ba, err);
+    if (rc) { moesz_cache_destroy(k); return moesz_error_wrap(err, rc, "--mem auto"); }
+    k->o.budget_bytes = ba.budget;
+    snprintf(k->budget_note, sizeof k->budget_note,
+             "budget %.1f MB = available %.1f MB - dense %.1f MB - I/O buffers %.1f MB - routers %.1f MB - "
+             "reserve %.1f MB%s", (double)ba.budget / 1e6, (double)ba.available / 1e6, (double)ba.dense_bytes / 1e6,
+             (double)ba.io_bytes / 1e6, (double)ba.router_bytes / 1e6, (double)ba.reserve_bytes / 1e6,
+             ba.clamped > 0 ? ", capped at every expert" : ba.clamped < 0 ? ", raised to one expert" : "");
+  }
+  k->st.budget_bytes = k->o.budget_bytes;
   int rc = moesz_store_open(c, &k->o.store, &k->store, err);
   if (rc) { moesz_cache_destroy(k); return moesz_error_wrap(err, rc, "expert store"); }
   k->o.store.path = NULL;         /* the caller's string is not kept */
@@ -465,6 +488,58 @@ void moesz_cache_stats_get(moesz_cache *k, moesz_cache_stats *out) {
 }
 
 moesz_store *moesz_cache_store(moesz_cache *k) { return k->store; }
+const char *moesz_cache_budget_note(moesz_cache *k) { return k->budget_note; }
+
+int moesz_cache_budget_auto(const moesz_msz *c, const moesz_cache_opts *o, uint64_t available,
+                            moesz_budget_auto *out, moesz_error *err) {
+  memset(out, 0, sizeof *out);
+  out->available = available;
+  const moesz_config *cfg = moesz_msz_config(c);
+  moesz_dtype want = o ? o->dtype : MOESZ_DT_COUNT;
+  uint64_t stored_max = 0;
+  for (int L = 0; L < cfg->n_layers; L++)
+    for (int e = 0; e < cfg->n_experts; e++) {
+      uint64_t st, b = expert_size(c, want, L, e, &st);
+      out->experts_total += b;
+      if (b > out->expert_bytes) out->expert_bytes = b;
+      if (st > stored_max) stored_max = st;
+    }
+  if (!out->expert_bytes) return moesz_error_set(err, MOESZ_E_ARG, "the model has no routed experts");
+  const moesz_st *dst = moesz_msz_dense(c);
+  for (size_t i = 0; i < moesz_st_count(dst); i++) {
+    const moesz_tensor *t = moesz_st_at(dst, i);
+    out->dense_bytes += t->nbytes;
+    moesz_tensor_role r;
+    moesz_tensor_classify(cfg, t->name, &r);
+    if (o && o->prefetch && r.role == MOESZ_ROLE_ROUTER) out->router_bytes += t->numel * sizeof(float);
+  }
+  out->io_bytes = 2 * stored_max;
+  out->reserve_bytes = available / 8 > (512ull << 20) ? available / 8 : (512ull << 20);
+  uint64_t use = out->dense_bytes + out->io_bytes + out->router_bytes + out->reserve_bytes;
+  out->budget = available > use ? available - use : 0;
+  if (out->budget > out->experts_total) { out->budget = out->experts_total; out->clamped = 1; }
+  if (out->budget < out->expert_bytes) { out->budget = out->expert_bytes; out->clamped = -1; }
+  return MOESZ_OK;
+}
+
+int moesz_mem_available(const char *meminfo, uint64_t *out, moesz_error *err) {
+  const char *path = meminfo ? meminfo : "/proc/meminfo";
+  FILE *f = fopen(path, "r");
+  if (!f) return moesz_error_set(err, MOESZ_E_IO, "%s: cannot read (%s)", path, strerror(errno));
+  char line[256];
+  unsigned long long kb = 0;
+  int found = 0;
+  while (!found && fgets(line, sizeof line, f)) {
+    char unit[8] = "";
+    if (!strncmp(line, "MemAvailable:", 13) && sscanf(line + 13, "%llu %7s", &kb, unit) == 2 && !strcmp(unit, "kB") &&
+        kb < (1ull << 44))
+      found = 1;
+  }
+  fclose(f);
+  if (!found) return moesz_error_set(err, MOESZ_E_FORMAT, "%s: no MemAvailable line in kB", path);
+  *out = (uint64_t)kb * 1024;
+  return MOESZ_OK;
+}
 
 static const char *POLICY[] = {"lru", "lfu", "lfru"};
 const char *moesz_cache_policy_name(moesz_cache_policy p) { return (unsigned)p < 3 ? POLICY[p] : "?"; }
