@@ -113,8 +113,9 @@ static void check_paths(const char *fam) {
       CHECK(s.bytes_read > 0 && s.store.bytes >= s.bytes_read);
       if (cfgs[c].mode != MOESZ_STORE_MMAP) CHECK(s.store.bytes_io >= s.store.bytes && s.store.buffer_bytes > 0);
       else CHECK_EQ_INT(s.store.buffer_bytes, 0);
-      if (cfgs[c].gbps > 0) CHECK(s.link_wait_seconds > 0);
-      else CHECK(s.link_wait_seconds == 0);
+      /* reads from memory are faster than a 10 MB/s link: they wait on it */
+      if (cfgs[c].gbps > 0 && cfgs[c].mode == MOESZ_STORE_MMAP) CHECK(s.link_wait_seconds > 0);
+      if (cfgs[c].gbps == 0) CHECK(s.link_wait_seconds == 0);
       CHECK(s.stall_link_seconds + s.stall_decode_seconds + s.stall_prefetch_seconds <= s.stall_seconds + 1e-6);
       if (got != mapped) free(got);
       moesz_engine_close(en);
@@ -243,12 +244,14 @@ TEST(peak_rss_within_dense_budget_buffers) {
 }
 
 /* Readers of the link pacing test: whole experts, round and round, until
- * `until` bytes went through. */
+ * `until` bytes went through; `inside` sums the time spent inside fetches
+ * (what the link model controls, without the reader's own gaps). */
 typedef struct {
   moesz_store *s;
   moesz_msz *c;
   int first;              /* expert index to start at */
   uint64_t until, bytes;
+  double inside;
   int fails;
 } link_reader;
 
@@ -262,32 +265,34 @@ static void *link_read_loop(void *arg) {
     for (int m = 0; m < 3; m++) r[m] = moesz_msz_expert(a->c, L, x, 0, (moesz_mat)(MOESZ_MAT_GATE + m));
     moesz_store_buf *b;
     moesz_store_io io;
+    double t0 = moesz_time_now();
     if (moesz_store_fetch(a->s, r, 3, d, &b, &io, NULL)) { a->fails++; break; }
+    a->inside += moesz_time_now() - t0;
     moesz_store_release(a->s, b);
     a->bytes += io.bytes;
   }
   return NULL;
 }
 
-/* The link model paces a read loop within 5% of bytes / speed: two readers
- * keep the link busy (as the forward pass and a prefetcher do), in each
- * store mode; and one reader pays the latency on every request. */
+/* The link model paces a read loop within 5% of bytes / speed (+ latency
+ * per request), in each store mode: one reader, timed inside its fetches.
+ * Two readers sharing the link together never beat its speed. */
 TEST(link_pacing_accuracy) {
   struct stat sb;
   if (stat("models/moesz-mix-tiny/config.json", &sb)) SKIP("the bundled model is missing");
   char msz[192];
   snprintf(msz, sizeof msz, "%s_link.msz", TMP);
-  /* the bundled model: experts of 576 KiB, milliseconds of link time each */
+  /* the bundled model: experts of 192 KiB, milliseconds of link time each */
   CHECK_EQ_INT(write_msz("models/moesz-mix-tiny", MOESZ_MSZ_RAW, msz), MOESZ_OK);
   moesz_msz *c;
   CHECK_EQ_INT(moesz_msz_open(msz, &c, NULL), MOESZ_OK);
   if (!c) return;
   struct { moesz_store_mode mode; double gbps, lat_us; int readers; } runs[] = {
-    {MOESZ_STORE_MMAP, 0.1, 0, 2}, {MOESZ_STORE_BUFFERED, 0.15, 0, 2}, {MOESZ_STORE_DIRECT, 0.2, 0, 2},
-    {MOESZ_STORE_BUFFERED, 0.2, 4000, 1},
+    {MOESZ_STORE_MMAP, 0.1, 0, 1}, {MOESZ_STORE_BUFFERED, 0.15, 0, 1}, {MOESZ_STORE_DIRECT, 0.05, 0, 1},
+    {MOESZ_STORE_BUFFERED, 0.2, 2000, 1}, {MOESZ_STORE_BUFFERED, 0.2, 0, 2},
   };
   for (size_t q = 0; q < sizeof runs / sizeof *runs; q++) {
-    /* the machine is shared: a slow attempt (readers descheduled) is tried
+    /* the machine is shared: a slow attempt (reader descheduled) is tried
      * again, up to 5 times; no attempt may be faster than the model */
     double best = 1e9, got = 0, want = 0;
     for (int attempt = 0; attempt < 5 && best > 0.05; attempt++) {
@@ -313,18 +318,20 @@ TEST(link_pacing_accuracy) {
         CHECK_EQ_INT(rd[i].fails, 0);
         bytes += rd[i].bytes;
       }
-      got = moesz_time_now() - t0;
+      double wall = moesz_time_now() - t0;
       moesz_store_stats st;
       moesz_store_stats_get(s, &st);
       want = (double)bytes / (runs[q].gbps * 1e9) + runs[q].lat_us * 1e-6 * (double)st.reads;
-      CHECK_MSG(got >= 0.99 * want - 0.005, "%s: %.4f s, faster than the modelled %.4f s",
-                moesz_store_mode_name(runs[q].mode), got, want);
+      got = runs[q].readers == 1 ? rd[0].inside : wall;
+      CHECK_MSG(wall >= 0.99 * want - 0.002, "%s: %.4f s, faster than the modelled %.4f s",
+                moesz_store_mode_name(runs[q].mode), wall, want);
       CHECK(st.bytes == bytes && st.link_wait_seconds > 0.3 * want);
       if (fabs(got - want) / want < best) best = fabs(got - want) / want;
       moesz_store_close(s);
     }
-    CHECK_MSG(best <= 0.05, "%s at %g GB/s + %g us, %d readers: %.4f s for %.4f s modelled (best of 5: %.1f%% off)",
-              moesz_store_mode_name(runs[q].mode), runs[q].gbps, runs[q].lat_us, runs[q].readers, got, want, 100 * best);
+    if (runs[q].readers == 1)
+      CHECK_MSG(best <= 0.05, "%s at %g GB/s + %g us: %.4f s for %.4f s modelled (best of 5: %.1f%% off)",
+                moesz_store_mode_name(runs[q].mode), runs[q].gbps, runs[q].lat_us, got, want, 100 * best);
   }
   moesz_msz_close(c);
   unlink(msz);
@@ -527,6 +534,107 @@ TEST(mem_auto_rule) {
   unlink(msz);
 }
 
+/* --cache-state: frequencies saved at exit, the hottest experts preloaded
+ * within the budget at the next start (an unlimited cache then misses
+ * nothing), logits unchanged; malformed states refused. */
+TEST(cache_state_warm_start) {
+  char msz[192], st[192];
+  snprintf(msz, sizeof msz, "%s_state.msz", TMP);
+  snprintf(st, sizeof st, "%s_state.json", TMP);
+  CHECK_EQ_INT(write_msz("tests/fixtures/mixtral", MOESZ_MSZ_ZSTD, msz), MOESZ_OK);
+  moesz_engine_opts eo = {.threads = 1, .max_ctx = 64};
+  int32_t tok[36];
+  for (int i = 0; i < 36; i++) tok[i] = (int32_t)((i * 41 + 7) % 200);
+  float *want = NULL;
+  uint64_t cold_misses = 0, one = 0;
+  for (int b = 0; b < 2; b++)
+    for (int run = 0; run < 2; run++) {
+      moesz_cache_opts co = {.policy = MOESZ_CACHE_LFRU, .dtype = MOESZ_DT_COUNT};
+      moesz_engine *en;
+      moesz_cache *k;
+      moesz_error e = {0};
+      CHECK_EQ_INT(moesz_engine_open_msz(msz, &co, &eo, &en, &k, &e), MOESZ_OK);
+      if (!en) return;
+      moesz_cache_stats s;
+      moesz_cache_stats_get(k, &s);
+      one = s.expert_bytes;
+      moesz_engine_close(en);
+      co.budget_bytes = b ? one * 5 : 0;
+      CHECK_EQ_INT(moesz_engine_open_msz(msz, &co, &eo, &en, &k, &e), MOESZ_OK);
+      if (!en) return;
+      int n = 0;
+      uint64_t bytes = 0;
+      if (run == 1) {
+        CHECK_EQ_INT(moesz_cache_state_load(k, st, &n, &bytes, &e), MOESZ_OK);
+        moesz_cache_stats_get(k, &s);
+        CHECK(n > 0 && (uint64_t)n == s.preloaded && bytes == (uint64_t)n * one);
+        if (b) CHECK(s.resident_bytes <= co.budget_bytes && n == 5);
+        CHECK_EQ_INT(s.gets, 0);
+      }
+      float *lg = run_logits(en, tok, 36);
+      CHECK(lg != NULL);
+      int V = moesz_engine_vocab(en);
+      if (lg && !want) want = lg;
+      else if (lg) {
+        size_t diff = 0;
+        for (size_t i = 0; i < 36 * (size_t)V; i++) diff += lg[i] != want[i];
+        CHECK_MSG(diff == 0, "budget %d run %d: %zu logits differ", b, run, diff);
+        free(lg);
+      }
+      moesz_cache_stats_get(k, &s);
+      if (run == 0) {
+        cold_misses = s.misses;
+        CHECK_EQ_INT(moesz_cache_state_save(k, st, &e), MOESZ_OK);
+      } else if (!b) {
+        CHECK_MSG(s.misses == 0 && cold_misses > 0, "warm misses %llu (cold %llu)", (unsigned long long)s.misses,
+                  (unsigned long long)cold_misses);
+      } else {
+        CHECK(s.peak_bytes <= co.budget_bytes && s.misses <= cold_misses);
+      }
+      moesz_engine_close(en);
+    }
+  free(want);
+  /* malformed states */
+  double f[64];
+  static const char *bad[] = {
+    "", "{", "[]", "{\"format\":\"x\",\"version\":1,\"layers\":4,\"experts\":8,\"freq\":[]}",
+    "{\"format\":\"moesz-cache-state\",\"version\":2,\"layers\":4,\"experts\":8,\"freq\":[]}",
+    "{\"format\":\"moesz-cache-state\",\"version\":1,\"layers\":3,\"experts\":8,\"freq\":[]}",
+    "{\"format\":\"moesz-cache-state\",\"version\":1,\"layers\":4,\"experts\":8,\"freq\":[1,2,3]}",
+    "{\"format\":\"moesz-cache-state\",\"version\":1,\"layers\":4,\"experts\":8}",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    moesz_error e = {0};
+    CHECK_EQ_INT(moesz_cache_state_parse(bad[i], strlen(bad[i]), 4, 8, f, &e), MOESZ_E_FORMAT);
+    CHECK(strstr(e.msg, "cache state") != NULL);
+  }
+  char good[2048] = "{\"format\":\"moesz-cache-state\",\"version\":1,\"layers\":4,\"experts\":8,\"freq\":[";
+  for (int i = 0; i < 32; i++) snprintf(good + strlen(good), sizeof good - strlen(good), "%s%d", i ? "," : "", i);
+  strcat(good, "]}");
+  CHECK_EQ_INT(moesz_cache_state_parse(good, strlen(good), 4, 8, f, NULL), MOESZ_OK);
+  CHECK(f[0] == 0 && f[31] == 31);
+  char *neg = strstr(good, ",5,");
+  if (neg) { memcpy(neg, ",-", 2); CHECK_EQ_INT(moesz_cache_state_parse(good, strlen(good), 4, 8, f, NULL), MOESZ_E_FORMAT); }
+  struct stat sb;
+  if (!stat(bin(), &sb)) {
+    char cmd[1024];
+    static char out[1 << 14];
+    FILE *fp = fopen(st, "w");
+    if (fp) { fputs("{\"format\":\"moesz-cache-state\",\"version\":1,\"layers\":99}", fp); fclose(fp); }
+    snprintf(cmd, sizeof cmd, "%s run %s --prompt-ids 1,2,3 --print-ids --max-tokens 2 --cache-state %s 2>&1", bin(), msz, st);
+    CHECK_EQ_INT(harness_run_cmd(cmd, out, sizeof out), 1);
+    CHECK_MSG(strstr(out, "cache state") && strstr(out, st), "%s", out);
+    unlink(st);
+    snprintf(cmd, sizeof cmd, "%s run %s --prompt-ids 1,2,3 --print-ids --max-tokens 2 --mem 1MiB --cache-state %s 2>&1 && "
+             "%s run %s --prompt-ids 1,2,3 --print-ids --max-tokens 2 --mem 1MiB --cache-state %s 2>&1", bin(), msz, st,
+             bin(), msz, st);
+    CHECK_EQ_INT(harness_run_cmd(cmd, out, sizeof out), 0);
+    CHECK_MSG(strstr(out, "saved to") && strstr(out, "preloaded"), "%s", out);
+  }
+  unlink(st);
+  unlink(msz);
+}
+
 int main(void) {
   snprintf(TMP, sizeof TMP, "/tmp/moesz_store_%ld", (long)getpid());
   RUN(store_logits_match_mixtral);
@@ -539,5 +647,6 @@ int main(void) {
   RUN(store_faults_clear_errors);
   RUN(store_modes_and_link_options);
   RUN(mem_auto_rule);
+  RUN(cache_state_warm_start);
   return DONE();
 }

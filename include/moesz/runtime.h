@@ -107,6 +107,7 @@ typedef struct moesz_cache_stats {
   uint64_t prefetch_waits;    /* requests that waited for an in-flight prefetch */
   uint64_t evictions;
   uint64_t over_budget;       /* loads that went over the budget (pinned experts alone filled it) */
+  uint64_t preloaded;         /* experts loaded from a cache state at start (not in gets/misses) */
   uint64_t prefetch_refused;  /* prefetches dropped: no room without going over the budget */
   uint64_t prefetch_failed;   /* prefetches that failed (read or decode error; a request retries) */
   uint64_t bytes_read;        /* stored (compressed) bytes read from the container */
@@ -162,6 +163,21 @@ int moesz_cache_budget_auto(const moesz_msz *c, const moesz_cache_opts *o, uint6
 int moesz_mem_available(const char *meminfo, uint64_t *out, moesz_error *err);
 /* How create chose the budget ("" without budget_auto). */
 const char *moesz_cache_budget_note(moesz_cache *k);
+/* Warm starts (--cache-state FILE). The state is the cache's request
+ * frequency per expert (LFRU: decayed to the time of saving), as JSON:
+ * {"format":"moesz-cache-state","version":1,"layers":L,"experts":E,
+ *  "freq":[L*E numbers >= 0, layer-major]}.
+ * parse checks format, version, the model's shape and every value, and
+ * fills freq [layers * experts]; MOESZ_E_FORMAT on anything else. */
+int moesz_cache_state_parse(const char *text, size_t len, int layers, int experts, double *freq,
+                            moesz_error *err);
+/* Writes the state to path (temporary file + rename). */
+int moesz_cache_state_save(moesz_cache *k, const char *path, moesz_error *err);
+/* Reads a state (at most 64 MiB), takes its frequencies, and loads the
+ * hottest experts on the calling thread, hottest first, while they fit in
+ * the budget (never evicting; unlimited budget: every expert with a
+ * frequency > 0). *loaded / *bytes (optional) receive what was loaded. */
+int moesz_cache_state_load(moesz_cache *k, const char *path, int *loaded, uint64_t *bytes, moesz_error *err);
 /* The store the cache reads from (owned by the cache), for its note. */
 moesz_store *moesz_cache_store(moesz_cache *k);
 const char *moesz_cache_policy_name(moesz_cache_policy p);

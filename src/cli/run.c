@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "base/util.h"
 #include "cli/cli.h"
 #include "moesz/infer.h"
@@ -50,6 +51,9 @@ static const char *USAGE =
     "  --link-gbps X        pace every expert read like a link of X GB/s (1e9 bytes/s;\n"
     "                       0.001-10000; default: unthrottled), prefetch included\n"
     "  --link-latency-us Y  add Y microseconds to every read request (0-1e7; default 0)\n"
+    "  --cache-state FILE   warm start: if FILE exists, take its request frequencies and load\n"
+    "                       the hottest experts that fit in the budget before the prompt; at\n"
+    "                       exit, save the cache's frequencies to FILE\n"
     "  --stats FORMAT       print cache statistics at the end on stderr: text | json\n"
     "                       (stall time split into link wait + read, decode and waiting on\n"
     "                       prefetch; compute = forward time - stall; peak RSS)\n"
@@ -179,7 +183,7 @@ int moesz_cli_run(int argc, char **argv) {
   double temperature = 0.8, top_p = 0.95;
   int print_ids = 0, ignore_eos = 0;
   moesz_cache_opts co = {.budget_bytes = 0, .policy = MOESZ_CACHE_LRU, .dtype = MOESZ_DT_COUNT};
-  const char *stats = NULL;
+  const char *stats = NULL, *state = NULL;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     int has_val = i + 1 < argc;
@@ -222,6 +226,9 @@ int moesz_cli_run(int argc, char **argv) {
       if (moesz_store_check_link(gbps ? v : 0, gbps ? 0 : v, &le)) return usage_err(le.msg, argv[i]);
       if (gbps) co.store.link_gbps = v;
       else co.store.link_latency_us = v;
+    } else if (!strcmp(a, "--cache-state")) {
+      NEED_VAL();
+      state = argv[++i];
     } else if (!strcmp(a, "--stats")) {
       NEED_VAL();
       stats = argv[++i];
@@ -299,6 +306,20 @@ int moesz_cli_run(int argc, char **argv) {
     co.budget_bytes = cs.budget_bytes;
     fprintf(stderr, "moesz run: --mem auto: %s\n", moesz_cache_budget_note(cache));
   }
+  if (state && !cache) fprintf(stderr, "moesz run: note: --cache-state applies to .msz containers with routed experts\n");
+  if (state && cache && access(state, F_OK) == 0) {
+    int n = 0;
+    uint64_t bytes = 0;
+    double ts0 = moesz_time_now();
+    if (moesz_cache_state_load(cache, state, &n, &bytes, &err)) {
+      moesz_engine_close(e);
+      if (tok) moesz_tok_free(tok);
+      free(ids);
+      return moesz_cli_fail("run", &err);
+    }
+    fprintf(stderr, "moesz run: cache state %s: preloaded %d experts (%.2f MB) in %.3f s\n", state, n,
+            (double)bytes / 1e6, moesz_time_now() - ts0);
+  }
   int V = moesz_engine_vocab(e), eos = moesz_engine_config(e)->eos_id, status = 0;
   if (tok && moesz_tok_eos(tok) >= 0) eos = moesz_tok_eos(tok);
   float *logits = malloc(sizeof(float) * (size_t)V);
@@ -354,6 +375,10 @@ int moesz_cli_run(int argc, char **argv) {
     uint64_t dense = 0;
     for (size_t i = 0; dst && i < moesz_st_count(dst); i++) dense += moesz_st_at(dst, i)->nbytes;
     print_cache_stats(cache, stats, n_ids + (size_t)n_fwd, tp + tg, es.seconds, co.budget_bytes, dense);
+  }
+  if (cache && state && !status) {
+    if (moesz_cache_state_save(cache, state, &err)) status = moesz_cli_fail("run", &err);
+    else fprintf(stderr, "moesz run: cache state saved to %s\n", state);
   }
   if (cache && *moesz_store_note(moesz_cache_store(cache)))
     fprintf(stderr, "moesz run: note: %s\n", moesz_store_note(moesz_cache_store(cache)));

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <cjson/cJSON.h>
 #include "base/util.h"
 #include "moesz/runtime.h"
 
@@ -190,11 +191,16 @@ static int decode_entry(moesz_cache *k, const moesz_msz_rec *const r[3], const v
   return MOESZ_OK;
 }
 
+enum { LOAD_DEMAND = 0, LOAD_PREFETCH, LOAD_PRELOAD };
+
 /* Loads entry (L, e), which the caller found EMPTY (mutex held on entry and
- * exit, released while reading and decoding). fg = 1 on the forward pass's
- * thread (its time is stall time). Returns MOESZ_OK, an error, or 1 when a
- * prefetch was refused for lack of room. */
-static int load(moesz_cache *k, int L, int e, entry *x, int prefetch, moesz_error *err) {
+ * exit, released while reading and decoding). kind: LOAD_DEMAND on the
+ * forward pass's thread (its time is stall time), LOAD_PREFETCH on a
+ * prefetch thread, LOAD_PRELOAD for a warm start (the caller checked that it
+ * fits). Returns MOESZ_OK, an error, or 1 when a prefetch was refused for
+ * lack of room. */
+static int load(moesz_cache *k, int L, int e, entry *x, int kind, moesz_error *err) {
+  int prefetch = kind == LOAD_PREFETCH;
   uint64_t need = entry_bytes(k, L, e);
   if (!need) return moesz_error_set(err, MOESZ_E_NOTFOUND, "container has no layer %d expert %d", L, e);
   x->state = E_LOADING;
@@ -202,7 +208,7 @@ static int load(moesz_cache *k, int L, int e, entry *x, int prefetch, moesz_erro
   void *buf = NULL;
   double waited = 0;
   int refused = make_room(k, need, prefetch, &buf, &waited);
-  if (!prefetch) k->st.stall_prefetch_seconds += waited;   /* waiting for loads in flight to land */
+  if (kind == LOAD_DEMAND) k->st.stall_prefetch_seconds += waited;   /* waiting for loads in flight to land */
   if (refused) {
     slab_free(buf, need);
     x->state = E_EMPTY;
@@ -233,7 +239,7 @@ static int load(moesz_cache *k, int L, int e, entry *x, int prefetch, moesz_erro
   k->st.decode_seconds += dt;
   k->st.link_wait_seconds += io.link_wait_seconds;
   k->st.read_seconds += io.read_seconds;
-  if (!prefetch) {
+  if (kind == LOAD_DEMAND) {
     k->st.stall_link_seconds += io.link_wait_seconds + io.read_seconds;
     k->st.stall_decode_seconds += dt;
   }
@@ -254,6 +260,7 @@ static int load(moesz_cache *k, int L, int e, entry *x, int prefetch, moesz_erro
     }
     k->st.bytes_read += io.bytes;
     k->st.bytes_decoded += need;
+    if (kind == LOAD_PRELOAD) k->st.preloaded++;
   }
   pthread_cond_broadcast(&k->ready);
   return rc;
@@ -286,7 +293,7 @@ int moesz_cache_get(moesz_cache *k, int L, int e, moesz_matview mats[3], moesz_e
         waited = 1;
         continue;
       }
-      rc = load(k, L, e, x, 0, err);
+      rc = load(k, L, e, x, LOAD_DEMAND, err);
       if (rc) break;
       waited = 0;
     }
@@ -327,7 +334,7 @@ static void *prefetch_main(void *arg) {
     entry *x = &k->ent[i];
     if (x->state != E_EMPTY) continue;
     moesz_error err = {0};
-    load(k, i / k->n_experts, i % k->n_experts, x, 1, &err);
+    load(k, i / k->n_experts, i % k->n_experts, x, LOAD_PREFETCH, &err);
   }
   pthread_mutex_unlock(&k->mu);
   return NULL;
@@ -547,4 +554,109 @@ int moesz_cache_policy_parse(const char *s, moesz_cache_policy *out) {
   for (int i = 0; i < 3; i++)
     if (!strcmp(s, POLICY[i])) { *out = (moesz_cache_policy)i; return MOESZ_OK; }
   return MOESZ_E_ARG;
+}
+
+/* ------------------------------------------------------------ warm starts */
+
+#define STATE_MAX (64u << 20)
+
+int moesz_cache_state_parse(const char *text, size_t len, int layers, int experts, double *freq,
+                            moesz_error *err) {
+  if (len > STATE_MAX) return moesz_error_set(err, MOESZ_E_FORMAT, "cache state: %zu bytes is too large", len);
+  cJSON *root = cJSON_ParseWithLength(text, len);
+  if (!root) return moesz_error_set(err, MOESZ_E_FORMAT, "cache state: not valid JSON");
+  int rc = MOESZ_OK;
+  const cJSON *jf = cJSON_GetObjectItemCaseSensitive(root, "format");
+  const cJSON *jv = cJSON_GetObjectItemCaseSensitive(root, "version");
+  const cJSON *jl = cJSON_GetObjectItemCaseSensitive(root, "layers");
+  const cJSON *je = cJSON_GetObjectItemCaseSensitive(root, "experts");
+  const cJSON *ja = cJSON_GetObjectItemCaseSensitive(root, "freq");
+  if (!cJSON_IsString(jf) || strcmp(jf->valuestring, "moesz-cache-state"))
+    rc = moesz_error_set(err, MOESZ_E_FORMAT, "cache state: not a moesz cache state");
+  else if (!cJSON_IsNumber(jv) || jv->valuedouble != 1)
+    rc = moesz_error_set(err, MOESZ_E_FORMAT, "cache state: unsupported version");
+  else if (!cJSON_IsNumber(jl) || !cJSON_IsNumber(je) || jl->valuedouble != layers || je->valuedouble != experts)
+    rc = moesz_error_set(err, MOESZ_E_FORMAT, "cache state: for a model of %g layers x %g experts, this one has %d x %d",
+                         cJSON_IsNumber(jl) ? jl->valuedouble : -1, cJSON_IsNumber(je) ? je->valuedouble : -1, layers, experts);
+  else if (!cJSON_IsArray(ja) || (size_t)cJSON_GetArraySize(ja) != (size_t)layers * (size_t)experts)
+    rc = moesz_error_set(err, MOESZ_E_FORMAT, "cache state: freq must hold %d values", layers * experts);
+  else {
+    size_t i = 0;
+    for (const cJSON *v = ja->child; v; v = v->next, i++) {
+      if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0) || !isfinite(v->valuedouble)) {
+        rc = moesz_error_set(err, MOESZ_E_FORMAT, "cache state: freq[%zu] is not a finite number >= 0", i);
+        break;
+      }
+      freq[i] = v->valuedouble;
+    }
+  }
+  cJSON_Delete(root);
+  return rc;
+}
+
+int moesz_cache_state_save(moesz_cache *k, const char *path, moesz_error *err) {
+  size_t n = (size_t)k->n_layers * (size_t)k->n_experts;
+  moesz_buf b = {0};
+  char tmp[64], head[160];
+  snprintf(head, sizeof head, "{\"format\":\"moesz-cache-state\",\"version\":1,\"layers\":%d,\"experts\":%d,\"freq\":[",
+           k->n_layers, k->n_experts);
+  moesz_buf_put(&b, head, strlen(head));
+  pthread_mutex_lock(&k->mu);
+  for (size_t i = 0; i < n; i++) {
+    const entry *x = &k->ent[i];
+    double f = x->freq;
+    if (k->o.policy == MOESZ_CACHE_LFRU) f *= exp2(-(double)(k->clock - x->freq_t) / LFRU_HALF_LIFE);
+    int m = snprintf(tmp, sizeof tmp, "%s%.6g", i ? "," : "", f);
+    moesz_buf_put(&b, tmp, (size_t)m);
+  }
+  pthread_mutex_unlock(&k->mu);
+  moesz_buf_put(&b, "]}\n", 3);
+  if (b.oom) { free(b.p); return moesz_error_set(err, MOESZ_E_NOMEM, "cache state: out of memory"); }
+  moesz_afile a;
+  int rc = moesz_afile_open(&a, path, err);
+  if (!rc) rc = moesz_afile_write(&a, b.p, b.n, err);
+  if (!rc) rc = moesz_afile_commit(&a, err);
+  else moesz_afile_abort(&a);
+  free(b.p);
+  return rc;
+}
+
+int moesz_cache_state_load(moesz_cache *k, const char *path, int *loaded, uint64_t *bytes, moesz_error *err) {
+  if (loaded) *loaded = 0;
+  if (bytes) *bytes = 0;
+  char *text;
+  size_t len;
+  int rc = moesz_file_read_all(path, STATE_MAX, &text, &len, err);
+  if (rc) return rc;
+  size_t n = (size_t)k->n_layers * (size_t)k->n_experts;
+  double *freq = malloc(n * sizeof *freq);
+  int32_t *ord = malloc(n * sizeof *ord);
+  if (!freq || !ord) rc = moesz_error_set(err, MOESZ_E_NOMEM, "out of memory");
+  if (!rc) rc = moesz_cache_state_parse(text, len, k->n_layers, k->n_experts, freq, err);
+  free(text);
+  if (rc) { free(freq); free(ord); return moesz_error_wrap(err, rc, "%s", path); }
+  /* hottest first (insertion order on ties) */
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++)
+    if (freq[i] > 0) ord[m++] = (int32_t)i;
+  for (size_t i = 1; i < m; i++)
+    for (size_t j = i; j > 0 && freq[ord[j]] > freq[ord[j - 1]]; j--) { int32_t t = ord[j]; ord[j] = ord[j - 1]; ord[j - 1] = t; }
+  pthread_mutex_lock(&k->mu);
+  for (size_t i = 0; i < n; i++) { k->ent[i].freq = freq[i]; k->ent[i].freq_t = k->clock; }
+  for (size_t j = 0; j < m && !rc; j++) {
+    int L = ord[j] / k->n_experts, e = ord[j] % k->n_experts;
+    entry *x = &k->ent[ord[j]];
+    uint64_t need = entry_bytes(k, L, e);
+    if (!need || x->state != E_EMPTY) continue;
+    if (k->o.budget_bytes && k->st.resident_bytes + need > k->o.budget_bytes) break;
+    rc = load(k, L, e, x, LOAD_PRELOAD, err);
+    if (!rc) {
+      if (loaded) (*loaded)++;
+      if (bytes) *bytes += need;
+    }
+  }
+  pthread_mutex_unlock(&k->mu);
+  free(freq);
+  free(ord);
+  return rc;
 }

@@ -3,7 +3,7 @@
  * (O_DIRECT where the file system allows it, ranges widened to its direct-I/O
  * block; buffered reads, with a note, where it refuses), or in place from the
  * container's mapping; the link model that paces every read (bandwidth as a
- * token bucket 5 ms deep, plus a per-request latency);
+ * token bucket without burst, plus a per-request latency);
  * checksum verification of every blob read; I/O counters.
  *
  * Locking: one mutex guards the buffer pool, the link's clock, the note and
@@ -22,7 +22,7 @@
 #include "base/util.h"
 #include "moesz/runtime.h"
 
-#define LINK_BURST_S 5e-3        /* token bucket depth, in seconds of link time */
+#define LINK_LATE_MAX 20e-3      /* most oversleep credited back to the link, in seconds */
 #define RUN_GAP (64u << 10)      /* blobs closer than this in the file share one read */
 #define MEM_ALIGN 4096           /* I/O buffer alignment (>= any direct-I/O memory alignment seen) */
 
@@ -43,7 +43,7 @@ struct moesz_store {
   double latency;                /* link seconds per request */
   pthread_mutex_t mu;
   double link_free;              /* when the link has sent every byte granted so far */
-  double busy_until;             /* when the last granted request completes (latency included); 0 = none yet */
+  double late;                   /* oversleep of link waits not yet credited back (<= LINK_LATE_MAX) */
   moesz_store_buf *pool;         /* free buffers */
   moesz_store_buf inplace;       /* handle returned for in-place reads */
   char note[256];
@@ -102,6 +102,7 @@ int moesz_store_open(const moesz_msz *c, const moesz_store_opts *o, moesz_store 
   s->block = 1;
   s->rate = oo.link_gbps * 1e9;
   s->latency = oo.link_latency_us * 1e-6;
+  s->link_free = moesz_time_now();
   pthread_mutex_init(&s->mu, NULL);
   if (oo.mode != MOESZ_STORE_MMAP) {
     s->fd = open(oo.path, O_RDONLY | O_CLOEXEC);
@@ -163,42 +164,53 @@ void moesz_store_stats_get(moesz_store *s, moesz_store_stats *out) {
  * monotonic seconds), 0 when the link is not modelled. The link sends one
  * byte stream at `rate`: a request starts when the link has sent what was
  * granted before it, or now if it is idle, and completes `latency` after
- * its last byte. A token bucket LINK_BURST_S deep: time the link spent idle
- * after the last request completed (latency included) is credited, up to
- * LINK_BURST_S, so a reader's own gaps between requests (wake-up delays,
- * bookkeeping) do not slow the link below its speed; idle time while a
- * request's latency runs earns nothing. */
+ * its last byte (a token bucket without burst). Idle time earns no credit,
+ * except the time readers finished past their deadlines (timer slack,
+ * scheduling delays, a read slower than the link), up to LINK_LATE_MAX, so
+ * the pacing does not drift slower than the modelled speed while storage
+ * keeps up on average. */
 static double link_grant(moesz_store *s, uint64_t bytes) {
   if (s->rate <= 0 && s->latency <= 0) return 0;
   pthread_mutex_lock(&s->mu);
   double now = moesz_time_now(), end = now;
   if (s->rate > 0) {
-    double start;
-    if (s->busy_until <= 0) start = now;                   /* first request */
-    else if (now > s->busy_until) {
-      double gap = now - s->busy_until;
-      start = now - (gap < LINK_BURST_S ? gap : LINK_BURST_S);
-    } else start = s->link_free > now ? s->link_free : now;
+    double start = now;
+    if (s->link_free >= now) start = s->link_free;
+    else {
+      double credit = now - s->link_free < s->late ? now - s->link_free : s->late;
+      start = now - credit;
+      s->late -= credit;
+    }
     s->link_free = start + (double)bytes / s->rate;
     end = s->link_free;
   }
-  end += s->latency;
-  if (end > s->busy_until) s->busy_until = end;
   pthread_mutex_unlock(&s->mu);
-  return end;
+  return end + s->latency;
 }
 
 /* Sleeps until deadline; returns the seconds slept. */
-static double link_wait(double deadline) {
+static double link_wait(moesz_store *s, double deadline) {
   if (deadline <= 0) return 0;
   double t0 = moesz_time_now();
-  if (t0 >= deadline) return 0;
+  if (t0 >= deadline) {
+    /* the read itself ran late (slow storage, the reader descheduled) */
+    pthread_mutex_lock(&s->mu);
+    s->late += t0 - deadline;
+    if (s->late > LINK_LATE_MAX) s->late = LINK_LATE_MAX;
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+  }
   struct timespec ts;
   ts.tv_sec = (time_t)deadline;
   ts.tv_nsec = (long)((deadline - (double)ts.tv_sec) * 1e9);
   if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
   while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {}
-  return moesz_time_now() - t0;
+  double t1 = moesz_time_now();
+  pthread_mutex_lock(&s->mu);
+  s->late += t1 - deadline;
+  if (s->late > LINK_LATE_MAX) s->late = LINK_LATE_MAX;
+  pthread_mutex_unlock(&s->mu);
+  return t1 - t0;
 }
 
 /* A pooled buffer of at least cap bytes (mutex not held). */
@@ -303,7 +315,7 @@ int moesz_store_fetch(moesz_store *s, const moesz_msz_rec *const *r, int n, cons
       double t0 = moesz_time_now();
       rc = moesz_msz_blob(s->c, r[i], &data[i], err);
       my.read_seconds += moesz_time_now() - t0;
-      my.link_wait_seconds += link_wait(dl);
+      my.link_wait_seconds += link_wait(s, dl);
       nreads++;
     }
     b = &s->inplace;
@@ -345,7 +357,7 @@ int moesz_store_fetch(moesz_store *s, const moesz_msz_rec *const *r, int n, cons
         if (run_of[ord[j]] == q) { snprintf(what, sizeof what, "blob %s", r[ord[j]]->name); break; }
       rc = read_range(s, run_a[q], run_b[q] - run_a[q], (uint8_t *)b->mem + at[q], &skip[q], &io_bytes, what, err);
       my.read_seconds += moesz_time_now() - t0;
-      my.link_wait_seconds += link_wait(dl);
+      my.link_wait_seconds += link_wait(s, dl);
       nreads++;
     }
     double t0 = moesz_time_now();
