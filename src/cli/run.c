@@ -140,7 +140,7 @@ static void print_cache_stats(moesz_cache *k, const char *fmt, size_t tokens, do
             "\"expert_bytes\":%llu,\"stall_s\":%.4f,\"stall_link_s\":%.4f,\"stall_decode_s\":%.4f,"
             "\"stall_prefetch_s\":%.4f,\"compute_s\":%.4f,\"decode_s\":%.4f,\"link_wait_s\":%.4f,\"read_s\":%.4f,"
             "\"reads\":%llu,\"bytes_io\":%llu,\"direct\":%d,\"block\":%zu,\"io_buffer_bytes\":%llu,"
-            "\"dense_bytes\":%llu,\"peak_rss_bytes\":%llu}\n",
+            "\"dense_bytes\":%llu,\"peak_rss_bytes\":%llu,\"preloaded\":%llu}\n",
             tokens, secs, secs > 0 ? (double)tokens / secs : 0, (unsigned long long)budget,
             (unsigned long long)s.gets, (unsigned long long)s.hits, (unsigned long long)s.misses,
             (unsigned long long)s.prefetch_waits, hit, (unsigned long long)s.prefetch_issued,
@@ -151,7 +151,7 @@ static void print_cache_stats(moesz_cache *k, const char *fmt, size_t tokens, do
             s.stall_seconds, s.stall_link_seconds, s.stall_decode_seconds, s.stall_prefetch_seconds, compute,
             s.decode_seconds, s.link_wait_seconds, s.read_seconds, (unsigned long long)io->reads,
             (unsigned long long)io->bytes_io, io->direct, io->block, (unsigned long long)io->buffer_bytes,
-            (unsigned long long)dense_bytes, peak_rss());
+            (unsigned long long)dense_bytes, peak_rss(), (unsigned long long)s.preloaded);
   } else {
     fprintf(stderr, "expert cache: %llu requests, hit rate %.1f%% (%llu hits, %llu waited on prefetch, %llu misses), "
             "%llu evictions%s\n", (unsigned long long)s.gets, 100 * hit, (unsigned long long)s.hits,
