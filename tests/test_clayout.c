@@ -7,6 +7,7 @@
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
+#include <xxhash.h>
 #include "harness.h"
 #include "infer/kernels.h"
 #include "moesz/codec.h"
@@ -89,6 +90,7 @@ TEST(bound_holds_every_dtype_mode_shape) {
             /* weights are exactly q * step: w / step is an integer for non-escaped values */
             CHECK(fabs(w[0] / m.step - nearbyint(w[0] / m.step)) == 0 || w[0] == f[0]);
           }
+          if (!rc) moesz_cl_free(&m);
           free(buf); free(src); free(f); free(w);
         }
 }
@@ -110,6 +112,7 @@ TEST(outliers_nan_inf_kept_exactly) {
   CHECK(worst_ratio(f, w, n, m.eb) >= 0 && worst_ratio(f, w, n, m.eb) <= 1);
   CHECK(isnan(w[3]) && w[70] == INFINITY && w[71] == -INFINITY && w[200] == 1e4f && w[n - 1] == 5.0f);
   CHECK(info.escapes >= 6 && info.escapes < 40);
+  moesz_cl_free(&m);
   free(buf); free(f); free(w);
 }
 
@@ -178,6 +181,7 @@ static int check_fused(moesz_kctx *kc, int rows, int cols, int nt, int acc, doub
     }
   for (int t = 0; t < nt && !bad; t++)
     if (y[(size_t)t * ldy + (size_t)rows] != 0.25f) bad = 1;
+  moesz_cl_free(&m);
   free(buf); free(f); free(w); free(src); free(x); free(y);
   return !bad;
 }
@@ -205,6 +209,13 @@ TEST(fused_kernels_match_decoded_weights) {
   moesz_pool_destroy(pool);
 }
 
+/* Rewrites a layout's checksum (header bytes 56..63) after an edit, so the
+ * structural checks behind it are reached. */
+static void reseal(uint8_t *b, size_t len) {
+  uint64_t h = XXH3_64bits_withSeed(b + 64, len - 64, XXH3_64bits(b, 56));
+  memcpy(b + 56, &h, 8);
+}
+
 TEST(hostile_layouts_rejected) {
   int rows = 6, cols = 130;
   size_t n = (size_t)rows * (size_t)cols;
@@ -219,6 +230,7 @@ TEST(hostile_layouts_rejected) {
   CHECK(moesz_cl_encode(f, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, 1e-3, &buf, &len, NULL, &err) == 0);
   CHECK(moesz_cl_parse(buf, len, &m, &err) == 0);
   CHECK(m.n_esc >= 2);
+  moesz_cl_free(&m);
   uint8_t *cp = aligned_alloc(64, (len + 64) / 64 * 64 + 64);
   /* every truncation */
   int trunc_ok = 1;
@@ -227,12 +239,22 @@ TEST(hostile_layouts_rejected) {
     if (moesz_cl_parse(cp, k, &m, &err) == 0) trunc_ok = 0;
   }
   CHECK(trunc_ok);
-  /* each header field changed: rejected (cols by a whole group: within the
-   * last group's padding the column count cannot be told from the data) */
-  static const size_t fields[] = {0, 8, 12, 16, 24, 32, 36, 40, 48, 56};
+  /* any changed byte fails the checksum */
+  int sum_ok = 1;
+  for (size_t k = 0; k < len; k++) {
+    memcpy(cp, buf, len);
+    cp[k] ^= 0x10;
+    if (moesz_cl_parse(cp, len, &m, &err) == 0) { sum_ok = 0; moesz_cl_free(&m); }
+  }
+  CHECK(sum_ok);
+  /* each header field changed and resealed: rejected by the structure (a
+   * changed size within the padding of the widths or of the last group is
+   * indistinguishable, so those flips reach beyond it) */
+  static const size_t fields[] = {0, 8, 12, 16, 24, 32, 36, 40, 48, 52};
   for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
     memcpy(cp, buf, len);
-    cp[fields[i]] ^= fields[i] == 24 ? 0x80 : 0x01;
+    cp[fields[i]] ^= fields[i] == 24 || fields[i] == 16 ? 0x80 : 0x01;
+    reseal(cp, len);
     CHECK_MSG(moesz_cl_parse(cp, len, &m, &err) != 0, "header byte %zu", fields[i]);
   }
   /* random byte flips anywhere: parse fails, or the result decodes and multiplies safely */
@@ -243,6 +265,7 @@ TEST(hostile_layouts_rejected) {
     memcpy(cp, buf, len);
     size_t pos = (size_t)(urand() * (double)len);
     cp[pos] ^= (uint8_t)(1u << (int)(urand() * 8));
+    if (pos < 56 || pos >= 64) reseal(cp, len);
     if (moesz_cl_parse(cp, len, &m, &err) == 0) {
       accepted++;
       CHECK(m.rows == rows);  /* rows are bound by the offsets' count */
@@ -250,6 +273,7 @@ TEST(hostile_layouts_rejected) {
       moesz_cl_decode(&m, w);
       moesz_k_cl_rows(&m, 0, rows, x, 130, 1, y, 1, 0, 0);
       moesz_k_cl_rows(&m, 0, rows, x, 130, 1, y, 1, 0, moesz_k_cpu_simd());
+      moesz_cl_free(&m);
       free(w);
     }
   }
@@ -257,7 +281,10 @@ TEST(hostile_layouts_rejected) {
   /* an escape over a non-zero code is rejected */
   memcpy(cp, buf, len);
   CHECK(moesz_cl_parse(cp, len, &m, &err) == 0);
-  ((uint16_t *)m.esc_col)[0] = (uint16_t)(m.esc_col[0] == 0 ? 1 : 0);
+  uint32_t *ei = (uint32_t *)m.esc_idx;
+  moesz_cl_free(&m);
+  ei[0] = ei[0] == 0 ? 1 : 0;
+  reseal(cp, len);
   CHECK(moesz_cl_parse(cp, len, &m, &err) != 0);
   free(cp); free(buf); free(f); free(x);
 }

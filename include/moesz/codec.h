@@ -82,12 +82,12 @@ typedef struct moesz_cl {
   double eb;                 /* eb': the bound every weight keeps (<= the requested bound) */
   uint64_t n_esc;            /* escapes */
   size_t data_bytes;         /* packed codes (without the 16 bytes of padding) */
-  const uint32_t *row_off;   /* [rows + 1] byte offset of row r's codes in data */
-  const uint32_t *esc_start; /* [rows + 1] index of row r's first escape */
   const uint8_t *widths;     /* [rows, wstride] group widths, low nibble = even group */
-  const uint16_t *esc_col;   /* [n_esc] column of each escape, ascending within a row */
+  const uint32_t *esc_idx;   /* [n_esc] r * cols + c of each escape, ascending */
   const float *esc_val;      /* [n_esc] the escaped weight (the original value) */
   const uint8_t *data;       /* [data_bytes + 16] groups of 8 * width bytes, row after row */
+  uint32_t *row_off;         /* [rows + 1] byte offset of row r's codes in data (derived, owned) */
+  uint32_t *esc_start;       /* [rows + 1] index of row r's first escape (derived, in row_off's block) */
 } moesz_cl;
 
 typedef struct moesz_cl_info {
@@ -107,9 +107,13 @@ static inline int moesz_cl_width(const moesz_cl *m, int64_t r, int64_t g) {
  * aligned sections. info may be NULL. */
 int moesz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t cols, moesz_eb_mode mode, double eb,
                     void **out, size_t *out_len, moesz_cl_info *info, moesz_error *err);
-/* Validates a serialized layout (every offset, width, count and escape) and
- * fills m with pointers into buf, which must be 4-byte aligned and outlive m. */
+/* Validates a serialized layout (every width, count and escape) and fills m
+ * with pointers into buf, which must be 4-byte aligned and outlive m, plus
+ * the row offsets it derives (8 bytes a row, freed by moesz_cl_free). */
 int moesz_cl_parse(const void *buf, size_t len, moesz_cl *m, moesz_error *err);
+void moesz_cl_free(moesz_cl *m);
+/* Bytes moesz_cl_parse allocates for a layout of this many rows. */
+size_t moesz_cl_parse_bytes(int64_t rows);
 /* Every weight of a parsed layout as f32 into dst [rows * cols]. */
 void moesz_cl_decode(const moesz_cl *m, float *dst);
 /* 1 if buf starts like a serialized compute layout. */

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 #include "base/util.h"
 #include "codec/codec_internal.h"
 
@@ -19,7 +20,7 @@
 #define CL_VERSION 1
 #define CL_HDR 64
 #define CL_PAD 16                 /* readable bytes after the last group (16-byte loads) */
-#define CL_ESC_BITS 48            /* cost of an escape: u16 column + f32 value */
+#define CL_ESC_BITS 64            /* cost of an escape: u32 position + f32 value */
 #define CL_QMAX 16383             /* |q| < 2^14: q * step exact in f32 */
 #define CL_ESC_MARK INT16_MIN     /* code array: this value is an escape */
 #define G MOESZ_CL_GROUP
@@ -31,18 +32,14 @@ static uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v
 static size_t al64(size_t x) { return (x + 63) / 64 * 64; }
 
 /* Section offsets of a layout with these counts; 0 on overflow. */
-typedef struct cl_geom { size_t row, esc, wid, ecol, eval, data, total; } cl_geom;
+typedef struct cl_geom { size_t wid, eidx, eval, data, total; } cl_geom;
 static int geom(uint64_t rows, uint64_t wstride, uint64_t n_esc, uint64_t data_bytes, cl_geom *g) {
   size_t a, b;
-  g->row = CL_HDR;
-  if (!moesz_mul_ok(rows + 1, 4, &a)) return 0;
-  g->esc = al64(g->row + a);
-  g->wid = al64(g->esc + a);
+  g->wid = CL_HDR;
   if (!moesz_mul_ok(rows, wstride, &b)) return 0;
-  g->ecol = al64(g->wid + b);
-  if (!moesz_mul_ok(n_esc, 2, &a)) return 0;
-  g->eval = al64(g->ecol + a);
+  g->eidx = al64(g->wid + b);
   if (!moesz_mul_ok(n_esc, 4, &a)) return 0;
+  g->eval = al64(g->eidx + a);
   g->data = al64(g->eval + a);
   if (data_bytes > SIZE_MAX - g->data - CL_PAD) return 0;
   g->total = g->data + data_bytes + CL_PAD;
@@ -62,6 +59,11 @@ static double round_bound(double eb) {
   int e;
   double m = frexp(eb, &e);
   return ldexp(floor(m * 1024.0) / 1024.0, e);
+}
+
+/* XXH3-64 of the layout but its checksum field (header bytes 56..63). */
+static uint64_t cl_checksum(const uint8_t *buf, size_t len) {
+  return XXH3_64bits_withSeed(buf + CL_HDR, len - CL_HDR, XXH3_64bits(buf, 56));
 }
 
 int moesz_cl_is(const void *buf, size_t len) { return buf && len >= CL_HDR && !memcmp(buf, CL_MAGIC, 8); }
@@ -139,7 +141,7 @@ int moesz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t co
     data_bytes += dbytes_row[r];
   }
   cl_geom gm;
-  if (data_bytes >= UINT32_MAX || !geom((uint64_t)rows, (uint64_t)wstride, n_esc, data_bytes, &gm)) {
+  if (data_bytes >= UINT32_MAX || n >= UINT32_MAX || !geom((uint64_t)rows, (uint64_t)wstride, n_esc, data_bytes, &gm)) {
     free(q); free(wid); free(nesc_row); free(dbytes_row);
     return moesz_error_set(err, MOESZ_E_RANGE, "compute layout: matrix too large for 32-bit offsets");
   }
@@ -157,18 +159,15 @@ int moesz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t co
   memcpy(buf + 32, &step, 4);
   put32(buf + 36, 0);
   memcpy(buf + 40, &ebr, 8);
-  put64(buf + 48, n_esc);
-  put64(buf + 56, data_bytes);
-  uint32_t *row_off = (uint32_t *)(buf + gm.row), *esc_start = (uint32_t *)(buf + gm.esc);
-  uint16_t *ecol = (uint16_t *)(buf + gm.ecol);
+  put32(buf + 48, (uint32_t)n_esc);
+  put32(buf + 52, (uint32_t)data_bytes);
+  uint32_t *eidx = (uint32_t *)(buf + gm.eidx);
   float *eval = (float *)(buf + gm.eval);
   uint8_t *data = buf + gm.data;
   memcpy(buf + gm.wid, wid, (size_t)rows * (size_t)wstride);
   /* pass 2: pack */
   uint64_t doff = 0, eo = 0;
   for (int64_t r = 0; r < rows; r++) {
-    row_off[r] = (uint32_t)doff;
-    esc_start[r] = (uint32_t)eo;
     const int16_t *qr = q + (size_t)r * (size_t)cols;
     for (int64_t g = 0; g < ng; g++) {
       int b = (wid[(size_t)r * (size_t)wstride + (size_t)(g >> 1)] >> ((g & 1) * 4)) & 15;
@@ -184,7 +183,7 @@ int moesz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t co
           if (v == CL_ESC_MARK || v < lo || v > hi) {
             float x;
             moesz_to_f32(dtype, (const char *)src + ((size_t)r * (size_t)cols + (size_t)c) * es, &x, 1);
-            ecol[eo] = (uint16_t)c;
+            eidx[eo] = (uint32_t)((size_t)r * (size_t)cols + (size_t)c);
             eval[eo] = x;
             eo++;
           } else {
@@ -199,9 +198,8 @@ int moesz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t co
       doff += 8u * (uint64_t)b;
     }
   }
-  row_off[rows] = (uint32_t)doff;
-  esc_start[rows] = (uint32_t)eo;
   free(q); free(wid); free(nesc_row); free(dbytes_row);
+  put64(buf + 56, cl_checksum(buf, gm.total));
   in.values = n;
   in.escapes = n_esc;
   in.eb = ebr;
@@ -222,6 +220,14 @@ static inline int code_at(const uint8_t *p, int b, int i) {
   return (int)(u ^ (1u << (b - 1))) - (1 << (b - 1));
 }
 
+size_t moesz_cl_parse_bytes(int64_t rows) { return 2 * ((size_t)rows + 1) * sizeof(uint32_t); }
+
+void moesz_cl_free(moesz_cl *m) {
+  if (!m) return;
+  free(m->row_off);
+  m->row_off = m->esc_start = NULL;
+}
+
 int moesz_cl_parse(const void *vbuf, size_t len, moesz_cl *m, moesz_error *err) {
   const uint8_t *buf = vbuf;
   memset(m, 0, sizeof *m);
@@ -231,14 +237,14 @@ int moesz_cl_parse(const void *vbuf, size_t len, moesz_cl *m, moesz_error *err) 
   if (get32(buf + 8) != CL_VERSION) return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: version %u unknown", get32(buf + 8));
   if (get32(buf + 12) != G) return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: group %u (only 64)", get32(buf + 12));
   if (get32(buf + 36) != 0) return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: unknown flags");
-  uint64_t rows = get64(buf + 16), cols = get64(buf + 24), n_esc = get64(buf + 48), dbytes = get64(buf + 56);
+  uint64_t rows = get64(buf + 16), cols = get64(buf + 24), n_esc = get32(buf + 48), dbytes = get32(buf + 52);
   float step;
   double eb;
   memcpy(&step, buf + 32, 4);
   memcpy(&eb, buf + 40, 8);
   uint32_t sbits;
   memcpy(&sbits, &step, 4);
-  if (rows < 1 || rows > INT32_MAX || cols < 1 || cols > 65536)
+  if (rows < 1 || rows > INT32_MAX || cols < 1 || cols > 65536 || rows * cols >= UINT32_MAX)
     return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: shape [%llu, %llu] out of range", (unsigned long long)rows,
                            (unsigned long long)cols);
   if (!(step >= FLT_MIN) || !isfinite(step) || (sbits & 0x3fff) || (eb != (double)step / 2 && eb != 0))
@@ -249,6 +255,8 @@ int moesz_cl_parse(const void *vbuf, size_t len, moesz_cl *m, moesz_error *err) 
   cl_geom gm;
   if (!geom(rows, wstride, n_esc, dbytes, &gm) || gm.total != len)
     return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: %zu bytes, the header implies %zu", len, gm.total);
+  if (!MOESZ_CHECKSUM_OK(cl_checksum(buf, len), get64(buf + 56)))
+    return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: checksum mismatch");
   m->rows = (int64_t)rows;
   m->cols = (int64_t)cols;
   m->ngroups = (int64_t)ng;
@@ -257,37 +265,47 @@ int moesz_cl_parse(const void *vbuf, size_t len, moesz_cl *m, moesz_error *err) 
   m->eb = eb;
   m->n_esc = n_esc;
   m->data_bytes = (size_t)dbytes;
-  m->row_off = (const uint32_t *)(buf + gm.row);
-  m->esc_start = (const uint32_t *)(buf + gm.esc);
   m->widths = buf + gm.wid;
-  m->esc_col = (const uint16_t *)(buf + gm.ecol);
+  m->esc_idx = (const uint32_t *)(buf + gm.eidx);
   m->esc_val = (const float *)(buf + gm.eval);
   m->data = buf + gm.data;
-  if (m->row_off[0] != 0 || m->esc_start[0] != 0)
-    return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: first row offset not 0");
+  if (!(m->row_off = malloc(moesz_cl_parse_bytes((int64_t)rows))))
+    return moesz_error_set(err, MOESZ_E_NOMEM, "compute layout: out of memory");
+  m->esc_start = m->row_off + rows + 1;
+  /* row offsets from the widths */
+  uint64_t off = 0;
   for (uint64_t r = 0; r < rows; r++) {
-    uint64_t sz = 0;
-    for (uint64_t g = 0; g < ng; g++) sz += 8u * (uint64_t)moesz_cl_width(m, (int64_t)r, (int64_t)g);
-    if (ng & 1 && m->widths[r * wstride + wstride - 1] >> 4)
+    m->row_off[r] = (uint32_t)off;
+    for (uint64_t g = 0; g < ng; g++) off += 8u * (uint64_t)moesz_cl_width(m, (int64_t)r, (int64_t)g);
+    if (off > dbytes) { moesz_cl_free(m); return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: widths exceed the data"); }
+    if (ng & 1 && m->widths[r * wstride + wstride - 1] >> 4) {
+      moesz_cl_free(m);
       return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: row %llu: padding width not 0", (unsigned long long)r);
-    if (m->row_off[r + 1] < m->row_off[r] || m->row_off[r + 1] - m->row_off[r] != sz || m->row_off[r + 1] > dbytes)
-      return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: row %llu: offsets disagree with widths", (unsigned long long)r);
-    uint32_t e0 = m->esc_start[r], e1 = m->esc_start[r + 1];
-    if (e1 < e0 || e1 > n_esc) return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: row %llu: escape range", (unsigned long long)r);
-    uint64_t goff = m->row_off[r];
-    int gcur = 0;
-    for (uint32_t e = e0; e < e1; e++) {
-      uint16_t c = m->esc_col[e];
-      if (c >= cols || (e > e0 && c <= m->esc_col[e - 1]))
-        return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: row %llu: escape column %u", (unsigned long long)r, c);
-      /* the in-plane code under an escape is 0, so the kernels and decode agree */
-      for (; gcur < c / G; gcur++) goff += 8u * (uint64_t)moesz_cl_width(m, (int64_t)r, gcur);
-      if (code_at(m->data + goff, moesz_cl_width(m, (int64_t)r, c / G), c % G) != 0)
-        return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: row %llu: escape over a non-zero code", (unsigned long long)r);
     }
   }
-  if (m->row_off[rows] != dbytes || m->esc_start[rows] != n_esc)
-    return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: totals disagree with the header");
+  m->row_off[rows] = (uint32_t)off;
+  if (off != dbytes) { moesz_cl_free(m); return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: widths disagree with the data size"); }
+  /* escapes: ascending positions over a zero code, so the kernels and decode agree */
+  uint64_t e = 0;
+  for (uint64_t r = 0; r < rows; r++) {
+    m->esc_start[r] = (uint32_t)e;
+    uint64_t goff = m->row_off[r];
+    int64_t gcur = 0;
+    for (; e < n_esc && m->esc_idx[e] < (r + 1) * cols; e++) {
+      if (m->esc_idx[e] < r * cols || (e && m->esc_idx[e] <= m->esc_idx[e - 1])) {
+        moesz_cl_free(m);
+        return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: escapes not ascending");
+      }
+      int64_t c = (int64_t)(m->esc_idx[e] - r * cols);
+      for (; gcur < c / G; gcur++) goff += 8u * (uint64_t)moesz_cl_width(m, (int64_t)r, gcur);
+      if (code_at(m->data + goff, moesz_cl_width(m, (int64_t)r, c / G), (int)(c % G)) != 0) {
+        moesz_cl_free(m);
+        return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: row %llu: escape over a non-zero code", (unsigned long long)r);
+      }
+    }
+  }
+  m->esc_start[rows] = (uint32_t)e;
+  if (e != n_esc) { moesz_cl_free(m); return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: escape beyond the matrix"); }
   return MOESZ_OK;
 }
 
@@ -300,6 +318,6 @@ void moesz_cl_decode(const moesz_cl *m, float *dst) {
       for (int64_t i = 0; i < G && g * G + i < m->cols; i++) d[g * G + i] = (float)code_at(p, b, (int)i) * m->step;
       p += 8 * b;
     }
-    for (uint32_t e = m->esc_start[r]; e < m->esc_start[r + 1]; e++) d[m->esc_col[e]] = m->esc_val[e];
+    for (uint32_t e = m->esc_start[r]; e < m->esc_start[r + 1]; e++) d[m->esc_idx[e] - (size_t)r * (size_t)m->cols] = m->esc_val[e];
   }
 }

@@ -21,7 +21,8 @@
 /* The row's escapes: sum of w_e * x[c_e]. */
 static inline float esc_dot(const moesz_cl *m, int64_t r, const float *x) {
   float s = 0;
-  for (uint32_t e = m->esc_start[r]; e < m->esc_start[r + 1]; e++) s += m->esc_val[e] * x[m->esc_col[e]];
+  size_t base = (size_t)r * (size_t)m->cols;   /* esc_idx counts from row 0 */
+  for (uint32_t e = m->esc_start[r]; e < m->esc_start[r + 1]; e++) s += m->esc_val[e] * x[m->esc_idx[e] - base];
   return s;
 }
 
