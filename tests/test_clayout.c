@@ -2,16 +2,18 @@
  * bound (F32, BF16, F16 inputs, abs/rel/std modes, odd shapes, outliers, NaN
  * and Inf kept exactly), the bound's rounding, rates on Gaussian weights, the
  * fused kernels (scalar and AVX2, 1..70 tokens, 1 and 3 threads) against a
- * double-precision product with the decoded weights, and hostile layouts
- * (truncation, every header field, lying offsets and escapes). */
+ * double-precision product with the decoded weights, hostile layouts
+ * (truncation, every header field, lying offsets and escapes), and whole
+ * models: logits of the fused path against the same codes decoded to F32, on
+ * every MoE family fixture, prompt batch and token by token. */
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <xxhash.h>
 #include "harness.h"
 #include "infer/kernels.h"
-#include "moesz/codec.h"
-#include "moesz/tensor.h"
+#include <unistd.h>
+#include "moesz.h"
 
 static uint64_t rs = 0x9e3779b97f4a7c15ull;
 static double urand(void) {
@@ -289,6 +291,106 @@ TEST(hostile_layouts_rejected) {
   free(cp); free(buf); free(f); free(x);
 }
 
+static float *logits_of(moesz_engine *e, const int32_t *tok, int n) {
+  int V = moesz_engine_vocab(e);
+  float *lg = malloc((size_t)n * (size_t)V * sizeof *lg);
+  /* prompt batch of 24, then token by token (decode path) */
+  if (moesz_engine_forward(e, tok, 24, 1, lg, NULL)) { free(lg); return NULL; }
+  for (int i = 24; i < n; i++)
+    if (moesz_engine_forward(e, tok + i, 1, 1, lg + (size_t)i * (size_t)V, NULL)) { free(lg); return NULL; }
+  return lg;
+}
+
+static void fused_family(const char *fam) {
+  char dir[128], msz[128];
+  snprintf(dir, sizeof dir, "tests/fixtures/%s", fam);
+  snprintf(msz, sizeof msz, "/tmp/moesz_test_cl_%d.msz", (int)getpid());
+  moesz_model *m;
+  moesz_error e = {0};
+  CHECK_EQ_INT(moesz_model_open(dir, &m, &e), MOESZ_OK);
+  if (!m) return;
+  moesz_msz_opts o;
+  memset(&o, 0, sizeof o);
+  o.method = MOESZ_MSZ_COMPUTE;
+  o.eb_mode = MOESZ_EB_STD;
+  o.eb = 0.05;
+  moesz_msz_summary sum;
+  CHECK_EQ_INT(moesz_msz_write(m, msz, &o, &sum, &e), MOESZ_OK);
+  CHECK(sum.max_err_over_bound <= 1.0);
+  moesz_model_close(m);
+  float *lg[2] = {NULL, NULL};
+  int V = 0, N = 40;
+  int32_t tok[40];
+  for (int k = 0; k < 2; k++) {
+    moesz_engine_opts eo = {.threads = 2, .max_ctx = 64};
+    moesz_cache_opts co = {.policy = MOESZ_CACHE_LRU, .dtype = k ? MOESZ_VIEW_CL : MOESZ_DT_F32};
+    moesz_engine *en;
+    int rc = moesz_engine_open_msz(msz, &co, &eo, &en, NULL, &e);
+    CHECK_MSG(rc == 0, "%s: %s", fam, e.msg);
+    if (rc) break;
+    V = moesz_engine_vocab(en);
+    for (int i = 0; i < N; i++) tok[i] = (int32_t)((i * 37 + 11) % V);
+    lg[k] = logits_of(en, tok, N);
+    CHECK(lg[k] != NULL);
+    moesz_engine_close(en);
+  }
+  if (lg[0] && lg[1]) {
+    double worst = 0;
+    int argmax_same = 1;
+    for (int t = 0; t < N; t++) {
+      const float *a = lg[0] + (size_t)t * (size_t)V, *b = lg[1] + (size_t)t * (size_t)V;
+      for (int i = 0; i < V; i++) worst = fmax(worst, fabs((double)a[i] - (double)b[i]));
+      argmax_same &= moesz_argmax(a, V) == moesz_argmax(b, V);
+    }
+    CHECK_MSG(worst <= 1e-4 && argmax_same, "%s: max |fused - f32| = %.3g, argmax same %d", fam, worst, argmax_same);
+  }
+  free(lg[0]);
+  free(lg[1]);
+  unlink(msz);
+}
+
+TEST(fused_logits_match_f32_every_family) {
+  static const char *fams[] = {"mixtral", "mixtral_stacked", "qwen2_moe", "qwen3_moe", "qwen3_moe_bf16",
+                               "olmoe", "olmoe_bf16", "deepseek"};
+  for (size_t i = 0; i < sizeof fams / sizeof *fams; i++) fused_family(fams[i]);
+}
+
+TEST(compute_blobs_refuse_16bit_delivery) {
+  char msz[128];
+  snprintf(msz, sizeof msz, "/tmp/moesz_test_cl16_%d.msz", (int)getpid());
+  moesz_model *m;
+  moesz_error e = {0};
+  CHECK_EQ_INT(moesz_model_open("tests/fixtures/olmoe_bf16", &m, &e), MOESZ_OK);
+  if (!m) return;
+  moesz_msz_opts o;
+  memset(&o, 0, sizeof o);
+  o.method = MOESZ_MSZ_COMPUTE;
+  o.eb = 1e-3;
+  CHECK_EQ_INT(moesz_msz_write(m, msz, &o, NULL, &e), MOESZ_OK);
+  moesz_model_close(m);
+  moesz_engine_opts eo = {.threads = 1, .max_ctx = 16};
+  moesz_cache_opts co = {.dtype = MOESZ_DT_BF16};
+  moesz_engine *en;
+  CHECK_EQ_INT(moesz_engine_open_msz(msz, &co, &eo, &en, NULL, &e), MOESZ_OK);
+  int32_t t = 1;
+  float *lg = malloc((size_t)moesz_engine_vocab(en) * sizeof *lg);
+  CHECK_EQ_INT(moesz_engine_forward(en, &t, 1, 0, lg, &e), MOESZ_E_UNSUPPORTED);
+  CHECK(strstr(e.msg, "F32 only") != NULL);
+  moesz_engine_close(en);
+  /* a codec-stream container asked for the compute layout says how to get one */
+  CHECK_EQ_INT(moesz_model_open("tests/fixtures/olmoe_bf16", &m, &e), MOESZ_OK);
+  o.method = MOESZ_MSZ_CODEC;
+  CHECK_EQ_INT(moesz_msz_write(m, msz, &o, NULL, &e), MOESZ_OK);
+  moesz_model_close(m);
+  co.dtype = MOESZ_VIEW_CL;
+  CHECK_EQ_INT(moesz_engine_open_msz(msz, &co, &eo, &en, NULL, &e), MOESZ_OK);
+  CHECK_EQ_INT(moesz_engine_forward(en, &t, 1, 0, lg, &e), MOESZ_E_UNSUPPORTED);
+  CHECK(strstr(e.msg, "--codec compute") != NULL);
+  moesz_engine_close(en);
+  free(lg);
+  unlink(msz);
+}
+
 int main(void) {
   RUN(bound_holds_every_dtype_mode_shape);
   RUN(outliers_nan_inf_kept_exactly);
@@ -296,5 +398,7 @@ int main(void) {
   RUN(errors_for_bad_arguments);
   RUN(fused_kernels_match_decoded_weights);
   RUN(hostile_layouts_rejected);
+  RUN(fused_logits_match_f32_every_family);
+  RUN(compute_blobs_refuse_16bit_delivery);
   return DONE();
 }
