@@ -273,8 +273,8 @@ TEST(hostile_layouts_rejected) {
       CHECK(m.rows == rows);  /* rows are bound by the offsets' count */
       float *w = malloc((size_t)m.rows * (size_t)m.cols * 4);
       moesz_cl_decode(&m, w);
-      moesz_k_cl_rows(&m, 0, rows, x, 130, 1, y, 1, 0, 0);
-      moesz_k_cl_rows(&m, 0, rows, x, 130, 1, y, 1, 0, moesz_k_cpu_simd());
+      moesz_k_cl_rows(&m, 0, rows, x, 130, 1, y, 1, 0, 0, NULL, 0);
+      moesz_k_cl_rows(&m, 0, rows, x, 130, 1, y, 1, 0, moesz_k_cpu_simd(), NULL, 0);
       moesz_cl_free(&m);
       free(w);
     }
