@@ -55,7 +55,7 @@ int main(int argc, char **argv) {
   moesz_cl_info cli;
   moesz_cl cl;
   moesz_error err;
-  if (moesz_cl_encode(wb, MOESZ_DT_BF16, rows, cols, MOESZ_EB_ABS, 1e-3, &clbuf, &cllen, &cli, &err) ||
+  if (moesz_cl_encode(wb, MOESZ_DT_BF16, rows, cols, MOESZ_EB_ABS, 1e-3, 1, &clbuf, &cllen, &cli, &err) ||
       moesz_cl_parse(clbuf, cllen, &cl, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
   float *wdec = malloc((size_t)(rows < 256 ? rows : 256) * (size_t)cols * sizeof(float));
   moesz_k_cl_unpack(&cl, 0, rows < 256 ? rows : 256, wdec, 0);

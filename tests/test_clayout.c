@@ -75,7 +75,7 @@ TEST(bound_holds_every_dtype_mode_shape) {
           size_t len = 0;
           moesz_cl_info info;
           moesz_error err;
-          int rc = moesz_cl_encode(src, dts[d], rows, cols, (moesz_eb_mode)mode, eb, &buf, &len, &info, &err);
+          int rc = moesz_cl_encode(src, dts[d], rows, cols, (moesz_eb_mode)mode, eb, 1, &buf, &len, &info, &err);
           CHECK_MSG(rc == 0, "%s", err.msg);
           moesz_cl m;
           if (!rc) {
@@ -97,6 +97,20 @@ TEST(bound_holds_every_dtype_mode_shape) {
         }
 }
 
+TEST(threads_give_identical_bytes) {
+  int rows = 301, cols = 200;
+  size_t n = (size_t)rows * (size_t)cols;
+  float *f = malloc(n * 4);
+  void *src = make(MOESZ_DT_BF16, rows, cols, 0.02, 3.0, f);
+  void *a, *b;
+  size_t la, lb;
+  moesz_error err;
+  CHECK(moesz_cl_encode(src, MOESZ_DT_BF16, rows, cols, MOESZ_EB_ABS, 1e-3, 1, &a, &la, NULL, &err) == 0);
+  CHECK(moesz_cl_encode(src, MOESZ_DT_BF16, rows, cols, MOESZ_EB_ABS, 1e-3, 3, &b, &lb, NULL, &err) == 0);
+  CHECK(la == lb && !memcmp(a, b, la));
+  free(a); free(b); free(src); free(f);
+}
+
 TEST(outliers_nan_inf_kept_exactly) {
   int rows = 9, cols = 150;
   size_t n = (size_t)rows * (size_t)cols;
@@ -107,7 +121,7 @@ TEST(outliers_nan_inf_kept_exactly) {
   size_t len;
   moesz_cl_info info;
   moesz_error err;
-  CHECK(moesz_cl_encode(f, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, 1e-3, &buf, &len, &info, &err) == 0);
+  CHECK(moesz_cl_encode(f, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, 1e-3, 1, &buf, &len, &info, &err) == 0);
   moesz_cl m;
   CHECK(moesz_cl_parse(buf, len, &m, &err) == 0);
   moesz_cl_decode(&m, w);
@@ -129,7 +143,7 @@ TEST(rate_near_entropy_on_gaussian) {
   size_t len;
   moesz_cl_info info;
   moesz_error err;
-  CHECK(moesz_cl_encode(src, MOESZ_DT_BF16, rows, cols, MOESZ_EB_ABS, 1e-3, &buf, &len, &info, &err) == 0);
+  CHECK(moesz_cl_encode(src, MOESZ_DT_BF16, rows, cols, MOESZ_EB_ABS, 1e-3, 1, &buf, &len, &info, &err) == 0);
   CHECK_MSG(info.bits_per_value > 5.8 && info.bits_per_value < 6.4, "%.3f bits", info.bits_per_value);
   CHECK(info.groups_by_width[6] > info.groups_by_width[7]);
   free(buf); free(src); free(f);
@@ -140,12 +154,12 @@ TEST(errors_for_bad_arguments) {
   void *buf;
   size_t len;
   moesz_error err;
-  CHECK(moesz_cl_encode(x, MOESZ_DT_F32, 2, 2, MOESZ_EB_ABS, 0, &buf, &len, NULL, &err) == MOESZ_E_ARG);
-  CHECK(moesz_cl_encode(x, MOESZ_DT_F32, 2, 2, MOESZ_EB_ABS, NAN, &buf, &len, NULL, &err) == MOESZ_E_ARG);
-  CHECK(moesz_cl_encode(x, MOESZ_DT_F32, 2, 2, MOESZ_EB_ABS, 1e-42, &buf, &len, NULL, &err) == MOESZ_E_ARG);
-  CHECK(moesz_cl_encode(x, MOESZ_DT_I32, 2, 2, MOESZ_EB_ABS, 1e-3, &buf, &len, NULL, &err) == MOESZ_E_UNSUPPORTED);
-  CHECK(moesz_cl_encode(x, MOESZ_DT_F32, 0, 2, MOESZ_EB_ABS, 1e-3, &buf, &len, NULL, &err) == MOESZ_E_ARG);
-  CHECK(moesz_cl_encode(x, MOESZ_DT_F32, 1, 70000, MOESZ_EB_ABS, 1e-3, &buf, &len, NULL, &err) == MOESZ_E_ARG);
+  CHECK(moesz_cl_encode(x, MOESZ_DT_F32, 2, 2, MOESZ_EB_ABS, 0, 1, &buf, &len, NULL, &err) == MOESZ_E_ARG);
+  CHECK(moesz_cl_encode(x, MOESZ_DT_F32, 2, 2, MOESZ_EB_ABS, NAN, 1, &buf, &len, NULL, &err) == MOESZ_E_ARG);
+  CHECK(moesz_cl_encode(x, MOESZ_DT_F32, 2, 2, MOESZ_EB_ABS, 1e-42, 1, &buf, &len, NULL, &err) == MOESZ_E_ARG);
+  CHECK(moesz_cl_encode(x, MOESZ_DT_I32, 2, 2, MOESZ_EB_ABS, 1e-3, 1, &buf, &len, NULL, &err) == MOESZ_E_UNSUPPORTED);
+  CHECK(moesz_cl_encode(x, MOESZ_DT_F32, 0, 2, MOESZ_EB_ABS, 1e-3, 1, &buf, &len, NULL, &err) == MOESZ_E_ARG);
+  CHECK(moesz_cl_encode(x, MOESZ_DT_F32, 1, 70000, MOESZ_EB_ABS, 1e-3, 1, &buf, &len, NULL, &err) == MOESZ_E_ARG);
 }
 
 /* y = W x through moesz_k_linear against a double product with the decoded weights. */
@@ -157,7 +171,7 @@ static int check_fused(moesz_kctx *kc, int rows, int cols, int nt, int acc, doub
   size_t len;
   moesz_error err;
   moesz_cl m;
-  int bad = moesz_cl_encode(src, MOESZ_DT_BF16, rows, cols, MOESZ_EB_ABS, 1e-3, &buf, &len, NULL, &err) ||
+  int bad = moesz_cl_encode(src, MOESZ_DT_BF16, rows, cols, MOESZ_EB_ABS, 1e-3, 1, &buf, &len, NULL, &err) ||
             moesz_cl_parse(buf, len, &m, &err);
   if (bad) { free(f); free(w); free(src); return 0; }
   moesz_cl_decode(&m, w);
@@ -229,7 +243,7 @@ TEST(hostile_layouts_rejected) {
   size_t len;
   moesz_error err;
   moesz_cl m;
-  CHECK(moesz_cl_encode(f, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, 1e-3, &buf, &len, NULL, &err) == 0);
+  CHECK(moesz_cl_encode(f, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, 1e-3, 1, &buf, &len, NULL, &err) == 0);
   CHECK(moesz_cl_parse(buf, len, &m, &err) == 0);
   CHECK(m.n_esc >= 2);
   moesz_cl_free(&m);
@@ -393,6 +407,7 @@ TEST(compute_blobs_refuse_16bit_delivery) {
 
 int main(void) {
   RUN(bound_holds_every_dtype_mode_shape);
+  RUN(threads_give_identical_bytes);
   RUN(outliers_nan_inf_kept_exactly);
   RUN(rate_near_entropy_on_gaussian);
   RUN(errors_for_bad_arguments);

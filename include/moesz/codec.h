@@ -103,10 +103,10 @@ static inline int moesz_cl_width(const moesz_cl *m, int64_t r, int64_t g) {
   return (m->widths[r * m->wstride + (g >> 1)] >> ((g & 1) * 4)) & 15;
 }
 /* Encodes src [rows, cols] (F32, F16 or BF16, row-major) at bound eb (mode as
- * the codec's; eb > 0) into a malloc'd buffer (*out, *out_len), 64-byte
- * aligned sections. info may be NULL. */
+ * the codec's; eb > 0) on `threads` threads (<= 0: 1) into a buffer
+ * (*out, *out_len; free() it), 64-byte aligned sections. info may be NULL. */
 int moesz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t cols, moesz_eb_mode mode, double eb,
-                    void **out, size_t *out_len, moesz_cl_info *info, moesz_error *err);
+                    int threads, void **out, size_t *out_len, moesz_cl_info *info, moesz_error *err);
 /* Validates a serialized layout (every width, count and escape) and fills m
  * with pointers into buf, which must be 4-byte aligned and outlive m, plus
  * the row offsets it derives (8 bytes a row, freed by moesz_cl_free). */

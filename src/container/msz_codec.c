@@ -70,7 +70,7 @@ static double worst_err(moesz_dtype dt, const void *src, const float *b, size_t 
 int msz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t cols, const moesz_msz_opts *o, double eb,
                   void **blob, size_t *len, double *eb_abs, uint64_t *escapes, double *max_err_ratio, moesz_error *err) {
   moesz_cl_info info;
-  int rc = moesz_cl_encode(src, dtype, rows, cols, (moesz_eb_mode)o->eb_mode, eb, blob, len, &info, err);
+  int rc = moesz_cl_encode(src, dtype, rows, cols, (moesz_eb_mode)o->eb_mode, eb, o->threads, blob, len, &info, err);
   if (rc) return rc;
   size_t n = (size_t)rows * (size_t)cols;
   moesz_cl m;
