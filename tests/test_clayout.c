@@ -237,7 +237,10 @@ TEST(hostile_layouts_rejected) {
   size_t n = (size_t)rows * (size_t)cols;
   float *f = malloc(n * 4);
   free(make(MOESZ_DT_F32, rows, cols, 0.02, 2.0, f));
-  f[1] = 0.01f;  /* code 5 (0.01 / 0.002): a non-zero code the first escape can be moved over */
+  /* row 0: codes -1..1, four 5s (0.01 / 0.002) that make the group 4 bits wide, and
+   * at column 5 the first escape, which can be moved over a non-zero code */
+  for (int c = 0; c < cols; c++) f[c] = 0.002f * (float)(c % 3 - 1);
+  f[1] = f[2] = f[3] = f[4] = 0.01f;
   f[5] = 3.0f;
   f[140] = NAN;
   void *buf;
@@ -265,12 +268,12 @@ TEST(hostile_layouts_rejected) {
   }
   CHECK(sum_ok);
   /* each header field changed and resealed: rejected by the structure (a
-   * changed size within the padding of the widths or of the last group is
-   * indistinguishable, so those flips reach beyond it) */
+   * changed size within the padding of the widths or of the last group, or one
+   * escape fewer, is indistinguishable, so those flips reach beyond it) */
   static const size_t fields[] = {0, 8, 12, 16, 24, 32, 36, 40, 48, 52};
   for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
     memcpy(cp, buf, len);
-    cp[fields[i]] ^= fields[i] == 24 || fields[i] == 16 ? 0x80 : 0x01;
+    cp[fields[i]] ^= fields[i] == 24 || fields[i] == 16 || fields[i] == 48 ? 0x80 : 0x01;
     reseal(cp, len);
     CHECK_MSG(moesz_cl_parse(cp, len, &m, &err) != 0, "header byte %zu", fields[i]);
   }
