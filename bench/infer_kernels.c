@@ -59,7 +59,7 @@ int main(int argc, char **argv) {
       moesz_cl_parse(clbuf, cllen, &cl, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
   float *wdec = malloc((size_t)(rows < 256 ? rows : 256) * (size_t)cols * sizeof(float));
   moesz_k_cl_unpack(&cl, 0, rows < 256 ? rows : 256, wdec, 0);
-  for (size_t i = 0; i < (size_t)cols * ntok; i++) x[i] = (float)(i % 7) * 0.1f;
+  for (size_t i = 0; i < (size_t)cols * ntok; i++) x[i] = (float)((i * 2654435761u) % 1001) * 0.002f - 1.0f;
   printf("# matrix %d x %d, prompt batch %d tokens; simd available %d; compute layout %.3f bits/weight\n", rows,
          cols, ntok, moesz_k_cpu_simd(), cli.bits_per_value);
   printf("| dtype | kernel | threads | decode GB/s | G weights/s | decode ms | prompt GFLOP/s | decode vs BF16 | prompt vs BF16 |\n"
@@ -94,6 +94,21 @@ int main(int argc, char **argv) {
             worst = fmax(worst, fabs(y[r] - s) / (mag + 1e-30));
           }
           if (worst > 1e-5) { fprintf(stderr, "compute layout result off: %.3g relative\n", worst); return 1; }
+          /* and the fused multi-token path (3 tokens) */
+          if (ntok >= 3) {
+            moesz_kjob j3 = {v, x, (size_t)cols, y, (size_t)rows, 3, 0};
+            moesz_k_linear(&kc, &j3, 1);
+            for (int t = 0; t < 3; t++)
+              for (int r = 0; r < nr; r++) {
+                double s = 0, mag = 0;
+                for (int c = 0; c < cols; c++) {
+                  s += (double)wdec[(size_t)r * cols + c] * x[(size_t)t * cols + c];
+                  mag += fabs((double)wdec[(size_t)r * cols + c] * x[(size_t)t * cols + c]);
+                }
+                worst = fmax(worst, fabs(y[(size_t)t * rows + r] - s) / (mag + 1e-30));
+              }
+            if (worst > 1e-5) { fprintf(stderr, "compute layout 3-token result off: %.3g relative\n", worst); return 1; }
+          }
         }
         double t1 = run(&kc, &j1, 7);
         double tn = simd || ntok <= 8 ? run(&kc, &jn, 3) : 0;
