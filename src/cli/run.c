@@ -43,7 +43,10 @@ static const char *USAGE =
     "                       every expert]; printed on stderr\n"
     "  --cache POLICY       lru (default) | lfu | lfru\n"
     "  --prefetch           predict the next MoE layer's experts and decode them ahead\n"
-    "  --cache-dtype T      decoded expert dtype: stored (default) | f32 | bf16 | f16\n"
+    "  --cache-dtype T      expert dtype in the cache: stored (default: the original dtype, or the\n"
+    "                       compute layout for a --codec compute container) | f32 | bf16 | f16 |\n"
+    "                       compute (needs a --codec compute container; bf16/f16 are refused there:\n"
+    "                       its bound holds in f32)\n"
     "  --store MODE         where expert blobs are read from: direct (default: pread with\n"
     "                       O_DIRECT where the file system allows it, else buffered, with a\n"
     "                       note) | buffered (pread through the page cache) | mmap (the\n"
@@ -212,7 +215,8 @@ int moesz_cli_run(int argc, char **argv) {
       else if (!strcmp(t, "f32")) co.dtype = MOESZ_DT_F32;
       else if (!strcmp(t, "bf16")) co.dtype = MOESZ_DT_BF16;
       else if (!strcmp(t, "f16")) co.dtype = MOESZ_DT_F16;
-      else return usage_err("bad --cache-dtype (stored, f32, bf16, f16)", t);
+      else if (!strcmp(t, "compute")) co.dtype = MOESZ_VIEW_CL;
+      else return usage_err("bad --cache-dtype (stored, f32, bf16, f16, compute)", t);
     } else if (!strcmp(a, "--store")) {
       NEED_VAL();
       if (moesz_store_mode_parse(argv[++i], &co.store.mode)) return usage_err("bad --store (direct, buffered, mmap)", argv[i]);

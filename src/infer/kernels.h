@@ -21,7 +21,9 @@ typedef struct moesz_kctx {
   float **scratch;         /* [nthreads][scratch_floats] packing / score buffers */
   uint64_t gen;            /* bumped per moesz_k_linear call */
   uint64_t *memo_gen;      /* [nthreads] call in which scratch holds split x (BF16) */
-  const float **memo_x;    /* [nthreads] which x it holds */
+  const float **memo_x;    /* [nthreads] which x it holds (for the compute layout: split x, with the
+                              gen's top bit set) */
+  int no_int;              /* 1: compute-layout kernels take the float path only (benchmarks) */
 } moesz_kctx;
 
 /* 1 if this CPU runs the AVX2+FMA+F16C kernels. */
@@ -49,6 +51,21 @@ typedef struct moesz_kjob {
  * chunks of every job). MOESZ_E_UNSUPPORTED for a dtype other than
  * F32/BF16/F16. */
 int moesz_k_linear(moesz_kctx *c, const moesz_kjob *jobs, int njobs);
+
+/* Rows r0..r1 of a compute-layout matrix (moesz/codec.h) times nt tokens
+ * x [nt, cols] (row stride ldx): y[t * ldy + (r - r0)] (+)= step * sum q x +
+ * escapes. simd: AVX2 paths (kernels_cl.c); scratch (moesz_k_cl_scratch_bytes,
+ * 32-byte aligned, or NULL: float path only) holds x split for the integer
+ * path; have_xq = 1 says it already holds this x (one token). Returns 1 when
+ * scratch then holds this one token's split x. moesz_k_linear calls it for
+ * views of dtype MOESZ_VIEW_CL. */
+struct moesz_cl;
+int moesz_k_cl_rows(const struct moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt,
+                    float *y, size_t ldy, int acc, int simd, void *scratch, int have_xq);
+size_t moesz_k_cl_scratch_bytes(int64_t cols);
+/* Rows r0..r1 of a compute-layout matrix as f32 into dst [r1 - r0, cols]: the
+ * tile the batched (prompt) path multiplies, as it does for BF16 rows. */
+void moesz_k_cl_unpack(const struct moesz_cl *m, int64_t r0, int64_t r1, float *dst, int simd);
 
 /* dot(W row r, x) for one row of a matview (reference / tests). */
 float moesz_k_row_dot(const moesz_matview *w, int64_t r, const float *x, int simd);

@@ -30,6 +30,7 @@
 #include <sys/mman.h>
 #include <cjson/cJSON.h>
 #include "base/util.h"
+#include "moesz/codec.h"
 #include "moesz/runtime.h"
 
 enum { E_EMPTY = 0, E_LOADING, E_READY };
@@ -39,8 +40,10 @@ typedef struct entry {
   int pins;
   int prefetched;            /* decoded by prefetch, not yet requested */
   uint64_t bytes;            /* decoded size of the three matrices */
-  void *data;                /* gate | up | down, contiguous */
+  void *data;                /* gate | up | down, contiguous (decoded, or compute-layout blobs) */
   moesz_matview v[3];
+  moesz_cl cl[3];            /* parsed compute layouts (views of dtype MOESZ_VIEW_CL point here) */
+  int is_cl;
   uint64_t last_use;         /* logical clock of the last request */
   double freq;               /* request count (LFRU: decayed at freq_t) */
   uint64_t freq_t;
@@ -75,7 +78,7 @@ static entry *at(moesz_cache *k, int L, int e) { return &k->ent[(size_t)L * (siz
 /* Entry buffers: large ones are mapped and unmapped, so resident memory
  * follows the budget exactly (no allocator arenas holding freed experts). */
 static void *slab_alloc(size_t n) {
-  if (n < SLAB_MMAP) return malloc(n ? n : 1);
+  if (n < SLAB_MMAP) return aligned_alloc(64, (n + 63) / 64 * 64 + 64);   /* compute layouts need 64 */
   void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   return p == MAP_FAILED ? NULL : p;
 }
@@ -85,23 +88,58 @@ static void slab_free(void *p, size_t n) {
   else munmap(p, n);
 }
 
+/* What a blob becomes in the cache: a decoded dtype, or MOESZ_VIEW_CL (the
+ * compute layout kept as stored; compute blobs by default). */
 static moesz_dtype dtype_for(moesz_dtype want, const moesz_msz_rec *r) {
-  if (want == MOESZ_DT_F32 || want == MOESZ_DT_BF16 || want == MOESZ_DT_F16) return want;
+  if (want == MOESZ_DT_F32 || want == MOESZ_DT_BF16 || want == MOESZ_DT_F16 || want == MOESZ_VIEW_CL) return want;
+  if (r->method == MOESZ_MSZ_COMPUTE) return MOESZ_VIEW_CL;
   return (r->dtype == MOESZ_DT_BF16 || r->dtype == MOESZ_DT_F16) ? r->dtype : MOESZ_DT_F32;
 }
 static moesz_dtype out_dtype(const moesz_cache *k, const moesz_msz_rec *r) { return dtype_for(k->o.dtype, r); }
 
-/* Decoded bytes of expert (L, e) of c in dtype want (0 if absent); its stored bytes in *stored. */
+/* Bytes a blob takes in the cache (64-byte aligned slots). */
+static uint64_t held_bytes(moesz_dtype want, const moesz_msz_rec *r) {
+  moesz_dtype dt = dtype_for(want, r);
+  if (dt == MOESZ_VIEW_CL) return (r->len + 63) / 64 * 64 + moesz_cl_parse_bytes(r->shape[0]);
+  return r->raw_bytes / moesz_dtype_size(r->dtype) * moesz_dtype_size(dt);
+}
+
+/* Bytes expert (L, e) of c takes in the cache for dtype want (0 if absent);
+ * its stored bytes in *stored. */
 static uint64_t expert_size(const moesz_msz *c, moesz_dtype want, int L, int e, uint64_t *stored) {
   uint64_t total = 0;
   if (stored) *stored = 0;
   for (int m = 0; m < 3; m++) {
     const moesz_msz_rec *r = moesz_msz_expert(c, L, e, 0, (moesz_mat)(MOESZ_MAT_GATE + m));
     if (!r) return 0;
-    total += r->raw_bytes / moesz_dtype_size(r->dtype) * moesz_dtype_size(dtype_for(want, r));
+    total += held_bytes(want, r);
     if (stored) *stored += r->len;
   }
   return total;
+}
+
+static void free_entry_data(entry *x) {
+  if (x->is_cl)
+    for (int m = 0; m < 3; m++) moesz_cl_free(&x->cl[m]);
+  x->is_cl = 0;
+  slab_free(x->data, x->bytes);
+  x->data = NULL;
+}
+
+/* A compute-layout blob (its verified stored bytes) copied to dst (64-byte
+ * aligned) and parsed into cl. */
+static int hold_cl(const moesz_msz_rec *r, const void *blob, uint8_t *dst, moesz_cl *cl, moesz_error *err) {
+  if (r->method != MOESZ_MSZ_COMPUTE)
+    return moesz_error_set(err, MOESZ_E_UNSUPPORTED,
+                           "blob %s: the compute layout needs a container written with --codec compute", r->name);
+  memcpy(dst, blob, r->len);
+  int rc = moesz_cl_parse(dst, r->len, cl, err);
+  if (rc) return moesz_error_wrap(err, rc, "blob %s", r->name);
+  if (cl->rows != r->shape[0] || cl->cols != r->shape[1]) {
+    moesz_cl_free(cl);
+    return moesz_error_set(err, MOESZ_E_FORMAT, "blob %s: compute layout disagrees with the manifest", r->name);
+  }
+  return MOESZ_OK;
 }
 
 /* Score: lower = evicted first. */
@@ -116,6 +154,9 @@ static double score(const moesz_cache *k, const entry *x) {
 /* Evicts x (mutex held); hands its buffer to *reuse when it has exactly
  * reuse_bytes and *reuse is empty, else frees it. */
 static void drop(moesz_cache *k, entry *x, void **reuse, uint64_t reuse_bytes) {
+  if (x->is_cl)
+    for (int m = 0; m < 3; m++) moesz_cl_free(&x->cl[m]);
+  x->is_cl = 0;
   if (reuse && !*reuse && x->bytes == reuse_bytes) *reuse = x->data;
   else slab_free(x->data, x->bytes);
   x->data = NULL;
@@ -171,22 +212,29 @@ static int fetch_blobs(moesz_cache *k, int L, int e, const moesz_msz_rec *r[3], 
 }
 
 /* Bytes to entry: decodes the three blobs (verified stored bytes) into buf
- * (entry_bytes() long) and sets x's views. The one place that knows blob
- * kinds and cache dtypes. */
+ * (entry_bytes() long), or keeps compute-layout blobs as they are, and sets
+ * x's views. The one place that knows blob kinds and cache dtypes. */
 static int decode_entry(moesz_cache *k, const moesz_msz_rec *const r[3], const void *const data[3], uint8_t *buf,
                         entry *x, moesz_error *err) {
   size_t off = 0;
+  x->is_cl = 0;
   for (int m = 0; m < 3; m++) {
     moesz_dtype dt = out_dtype(k, r[m]);
-    int rc = moesz_msz_decode(k->c, r[m], data[m], dt, buf + off, err);
-    if (rc) return rc;
-    x->v[m].data = buf + off;
+    int rc = dt == MOESZ_VIEW_CL ? hold_cl(r[m], data[m], buf + off, &x->cl[m], err)
+                                 : moesz_msz_decode(k->c, r[m], data[m], dt, buf + off, err);
+    if (rc) {
+      for (int j = 0; j < m; j++)
+        if (out_dtype(k, r[j]) == MOESZ_VIEW_CL) moesz_cl_free(&x->cl[j]);
+      return rc;
+    }
+    x->v[m].data = dt == MOESZ_VIEW_CL ? (const void *)&x->cl[m] : (const void *)(buf + off);
+    if (dt == MOESZ_VIEW_CL) x->is_cl = 1;
     x->v[m].dtype = dt;
     x->v[m].rows = r[m]->shape[0];
     x->v[m].cols = r[m]->shape[1];
     x->v[m].ld = r[m]->shape[1];
     x->v[m].transposed = 0;
-    off += r[m]->raw_bytes / moesz_dtype_size(r[m]->dtype) * moesz_dtype_size(dt);
+    off += held_bytes(k->o.dtype, r[m]);
   }
   return MOESZ_OK;
 }
@@ -475,7 +523,7 @@ void moesz_cache_destroy(moesz_cache *k) {
   for (int i = 0; i < k->nth; i++) pthread_join(k->th[i], NULL);
   free(k->th);
   if (k->ent)
-    for (size_t i = 0; i < (size_t)k->n_layers * (size_t)k->n_experts; i++) slab_free(k->ent[i].data, k->ent[i].bytes);
+    for (size_t i = 0; i < (size_t)k->n_layers * (size_t)k->n_experts; i++) free_entry_data(&k->ent[i]);
   moesz_store_close(k->store);
   if (k->router)
     for (int L = 0; L < k->n_layers; L++) free(k->router[L]);
