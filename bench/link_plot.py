@@ -1,21 +1,71 @@
 #!/usr/bin/env python3
 """bench/link_plot.py - decode tok/s against link speed, one line per storage
-method and one panel per budget, from the CSV bench/link_sweep.sh writes.
-Plain SVG (no plotting library).
+method and one panel per budget, from the CSVs bench/link_sweep.sh writes
+(several runs: the median per point). Plain SVG (no plotting library). Also
+prints the break-even table of the medians (the fastest link at which each
+method still decodes at least as fast as raw; log-linear interpolation).
 
-    python3 bench/link_plot.py LINK.csv OUT.svg
+    python3 bench/link_plot.py OUT.svg RUN1.csv [RUN2.csv ...]
 """
 import csv
 import math
 import sys
 
-COLORS = {"raw": "#444444", "zstd": "#1f77b4", "sz-entropy": "#d62728", "sz-fast": "#2ca02c"}
+COLORS = {"raw": "#444444", "zstd": "#1f77b4", "sz-entropy": "#d62728", "sz-fast": "#2ca02c", "sz-compute": "#ff7f0e"}
+
+
+def median(v):
+    v = sorted(v)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def load(paths):
+    """(method, budget, link) -> median decode tok/s over the runs; rows for the plot."""
+    acc = {}
+    for p in paths:
+        for r in csv.DictReader(open(p)):
+            if float(r["link_gbps"]) < 0:
+                continue
+            key = (r["method"], int(r["budget_pct"]), float(r["link_gbps"]))
+            acc.setdefault(key, []).append(float(r["decode_tps"]))
+    return [{"method": k[0], "budget_pct": k[1], "link_gbps": k[2], "decode_tps": median(v), "runs": len(v)}
+            for k, v in acc.items()]
+
+
+def break_even(rows):
+    budgets = sorted({r["budget_pct"] for r in rows})
+    speeds = sorted({r["link_gbps"] for r in rows}, key=lambda g: g if g > 0 else 1e9)
+    tps = {(r["method"], r["budget_pct"], r["link_gbps"]): r["decode_tps"] for r in rows}
+    methods = []
+    for r in rows:
+        if r["method"] not in methods and r["method"] != "raw":
+            methods.append(r["method"])
+    print("| budget | method | decode tok/s / raw, %s GB/s -> unthrottled (medians) | compression pays up to |"
+          % speeds[0])
+    print("|---|---|---|---|")
+    for b in budgets:
+        for m in methods:
+            q = [tps[(m, b, g)] / tps[("raw", b, g)] for g in speeds]
+            cross = next((i for i in range(1, len(q)) if q[i - 1] >= 1 > q[i]), None)
+            if q[0] < 1:
+                be = "never (slower than raw at %g GB/s already)" % speeds[0]
+            elif cross is None:
+                be = "always (also unthrottled)"
+            elif speeds[cross] == 0:
+                be = "beyond %g GB/s (loses only unthrottled)" % speeds[cross - 1]
+            else:
+                s0, s1 = speeds[cross - 1], speeds[cross]
+                f = (q[cross - 1] - 1) / (q[cross - 1] - q[cross])
+                be = "%.1f GB/s" % math.exp(math.log(s0) + f * (math.log(s1) - math.log(s0)))
+            print("| %d%% | %s | %s | %s |" % (b, m, " ".join("%.2f" % x for x in q), be))
 
 
 def main():
-    if len(sys.argv) != 3:
+    if len(sys.argv) < 3:
         sys.exit(__doc__)
-    rows = [r for r in csv.DictReader(open(sys.argv[1])) if float(r["link_gbps"]) >= 0]
+    rows = load(sys.argv[2:])
+    break_even(rows)
     budgets = sorted({int(r["budget_pct"]) for r in rows})
     methods = []
     for r in rows:
@@ -64,9 +114,9 @@ def main():
             out.append('<polyline points="%s" fill="none" stroke="%s" stroke-width="2"/>' % (path, c))
             for _, g, v in pts:
                 out.append('<circle cx="%.1f" cy="%.1f" r="2.5" fill="%s"/>' % (X(g), Y(v), c))
-            out.append('<text x="%d" y="%d" fill="%s">%s</text>' % (x0 + 8 + mi * 95, H + 60, c, m))
+            out.append('<text x="%d" y="%d" fill="%s">%s</text>' % (x0 + 8 + mi * 80, H + 60, c, m))
     out.append("</svg>")
-    with open(sys.argv[2], "w") as f:
+    with open(sys.argv[1], "w") as f:
         f.write("\n".join(out) + "\n")
 
 

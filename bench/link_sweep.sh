@@ -15,7 +15,8 @@
 #      tokens), PROMPT (4 tokens), THREADS (2), REPS (1),
 #      SPEEDS ("0.5 1 2 4 8 16 32 0"; 0 = unthrottled, from the page cache),
 #      BUDGETS ("10 25": percent of the decoded expert bytes),
-#      METHODS ("raw zstd sz-entropy sz-fast"), EB (1e-3), DISK (1: also an
+#      METHODS ("raw zstd sz-entropy sz-fast sz-compute"; sz-compute is the
+#      codec's compute layout, held as stored and multiplied from), EB (1e-3), DISK (1: also an
 #      O_DIRECT row per method and budget, the machine's own disk, unthrottled),
 #      KL (1: KL on the bundled model), KL_TOKENS (5000), CSV (WORKDIR/link.csv).
 # Writes the CSV and prints Markdown tables on stdout.
@@ -29,7 +30,7 @@ THREADS=${THREADS:-2}
 REPS=${REPS:-1}
 SPEEDS=${SPEEDS:-"0.5 1 2 4 8 16 32 0"}
 BUDGETS=${BUDGETS:-"10 25"}
-METHODS=${METHODS:-"raw zstd sz-entropy sz-fast"}
+METHODS=${METHODS:-"raw zstd sz-entropy sz-fast sz-compute"}
 EB=${EB:-1e-3}
 DISK=${DISK:-1}
 KL=${KL:-1}
@@ -46,6 +47,7 @@ method_args() {
     zstd) echo "--method zstd" ;;
     sz-entropy) echo "--method sz --codec entropy --eb $EB" ;;
     sz-fast) echo "--method sz --codec fast --eb $EB" ;;
+    sz-compute) echo "--method sz --codec compute --eb $EB" ;;
     *) echo "unknown method $1" >&2; exit 2 ;;
   esac
 }

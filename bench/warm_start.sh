@@ -8,7 +8,7 @@
 #
 # Env: MOESZ_BIN (build/moesz), REPS (3), THREADS (2), STORE (buffered).
 # TEXT_FILE (default ../shared/data/text/tinystories-valid.txt): the state is
-# learned from its first 4000 bytes, the measured prompt is 400 bytes from
+# learned from its first 1500 bytes, the measured prompt is 400 bytes from
 # its end (needs the container's tokenizer).
 set -eu
 MOESZ_BIN=${MOESZ_BIN:-build/moesz}
@@ -23,11 +23,11 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
-learn=$(head -c 4000 "$TEXT" | tr '\n' ' ')
+learn=$(head -c 1500 "$TEXT" | tr '\n' ' ')
 prompt=$(tail -c 400 "$TEXT" | tr '\n' ' ')
 common="--temperature 0 --ignore-eos --threads $THREADS --mem $BUDGET --cache lfru --prefetch --store $STORE --link-gbps $LINK --stats json"
 # the state: one run over the learning text
-"$MOESZ_BIN" run "$MSZ" --prompt "$learn" --max-tokens 64 $common --cache-state "$work/state.json" >/dev/null 2>&1
+"$MOESZ_BIN" run "$MSZ" --prompt "$learn" --max-tokens 64 $common --cache-state "$work/state.json" >/dev/null 2>"$work/learn.err" || { cat "$work/learn.err" >&2; exit 1; }
 echo "container $MSZ, budget $BUDGET bytes, link $LINK GB/s ($STORE), lfru + prefetch, $THREADS threads, medians of $REPS"
 echo
 echo "| start | prompt tok/s | first 16 tokens tok/s | hit rate | misses | preloaded (s) |"
