@@ -71,7 +71,8 @@ int moesz_store_fetch(moesz_store *s, const moesz_msz_rec *const *r, int n, cons
                       moesz_store_buf **buf, moesz_store_io *io, moesz_error *err);
 void moesz_store_release(moesz_store *s, moesz_store_buf *buf);
 void moesz_store_stats_get(moesz_store *s, moesz_store_stats *out);
-/* Why O_DIRECT is not in use when it was asked for ("" otherwise). */
+/* Why O_DIRECT is not in use when it was asked for ("" otherwise); read it
+ * when no fetch is in flight (a fetch may set it on its first read). */
 const char *moesz_store_note(moesz_store *s);
 const char *moesz_store_mode_name(moesz_store_mode m);
 int moesz_store_mode_parse(const char *s, moesz_store_mode *out);

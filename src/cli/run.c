@@ -297,8 +297,10 @@ int moesz_cli_run(int argc, char **argv) {
   moesz_engine *e = NULL;
   moesz_cache *cache = NULL;
   int is_msz = moesz_engine_is_msz(model);
-  if (!is_msz && (co.budget_bytes || co.budget_auto || co.prefetch || stats || co.store.link_gbps > 0 || co.store.link_latency_us > 0))
-    fprintf(stderr, "moesz run: note: --mem/--prefetch/--stats/--link-* apply to .msz containers; %s is served from its files\n", model);
+  if (!is_msz && (co.budget_bytes || co.budget_auto || co.prefetch || stats || co.store.link_gbps > 0 ||
+                  co.store.link_latency_us > 0 || co.store.mode != MOESZ_STORE_DIRECT || state))
+    fprintf(stderr, "moesz run: note: --mem/--prefetch/--stats/--store/--link-*/--cache-state apply to .msz "
+            "containers; %s is served from its files\n", model);
   if (is_msz ? moesz_engine_open_msz(model, &co, &o, &e, &cache, &err) : moesz_engine_open(model, &o, &e, &err)) {
     if (tok) moesz_tok_free(tok);
     free(ids);
@@ -310,7 +312,7 @@ int moesz_cli_run(int argc, char **argv) {
     co.budget_bytes = cs.budget_bytes;
     fprintf(stderr, "moesz run: --mem auto: %s\n", moesz_cache_budget_note(cache));
   }
-  if (state && !cache) fprintf(stderr, "moesz run: note: --cache-state applies to .msz containers with routed experts\n");
+  if (state && is_msz && !cache) fprintf(stderr, "moesz run: note: --cache-state applies to models with routed experts\n");
   if (state && cache && access(state, F_OK) == 0) {
     int n = 0;
     uint64_t bytes = 0;
