@@ -69,8 +69,12 @@ int moesz_msz_blob(const moesz_msz *c, const moesz_msz_rec *r, const void **data
                    moesz_error *err);
 uint64_t moesz_msz_file_size(const moesz_msz *c);
 /* Writes a Hugging Face model folder (config, tokenizer files,
- * model.safetensors with the original names, shapes and dtypes) to dir. */
-int moesz_msz_export(const moesz_msz *c, const char *dir, int progress, moesz_error *err);
+ * model.safetensors with the original names, shapes and dtypes) to dir. All
+ * of it is written into a temporary folder beside dir and renamed to dir at
+ * the end: a failure leaves dir as it was. An existing non-empty dir is
+ * refused (MOESZ_E_ARG) unless force; with force it must be a model folder
+ * and is replaced whole. */
+int moesz_msz_export(const moesz_msz *c, const char *dir, int force, int progress, moesz_error *err);
 
 /* ------------------------------------------------------------- writing */
 

@@ -209,8 +209,11 @@ typedef struct moesz_synth_opts {
   moesz_dtype dtype;        /* F32, BF16 or F16 */
   double std;               /* weight standard deviation (default 0.02) */
   uint64_t seed;
+  int force;                /* replace an existing non-empty model folder */
 } moesz_synth_opts;
-/* Writes DIR/config.json and DIR/model.safetensors (atomically). */
+/* Writes DIR/config.json and DIR/model.safetensors, into a temporary folder
+ * beside DIR renamed to DIR at the end. An existing non-empty DIR is refused
+ * (MOESZ_E_ARG) unless force, which replaces a model folder whole. */
 int moesz_synth_write(const moesz_synth_opts *o, const char *dir, moesz_error *err);
 const char *moesz_synth_families(void);
 #endif

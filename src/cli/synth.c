@@ -11,7 +11,8 @@ static void usage(FILE *f) {
     "model family, for scale and speed tests. Weights ~ N(0, std^2), norms 1; deterministic per seed.\n\n"
     "  --like FAMILY        mixtral (8x7B), olmoe (1B-7B), qwen3_moe (30B-A3B), qwen2_moe (A2.7B),\n"
     "                       deepseek (MoE-16B), llama (2-7B)\n"
-    "  -o, --output DIR     output folder\n"
+    "  -o, --output DIR     output folder (written beside itself, renamed into place at the end)\n"
+    "  --force              replace an existing model folder DIR (refused otherwise when not empty)\n"
     "  --layers N           override the layer count (real models are large: use a few layers)\n"
     "  --experts N --top-k K --hidden D --expert-width N --vocab V --heads H --kv-heads H\n"
     "                       override other shape values\n"
@@ -21,7 +22,7 @@ static void usage(FILE *f) {
 }
 
 int moesz_cli_synth(int argc, char **argv) {
-  enum { LAYERS = 1000, EXPERTS, TOPK, HIDDEN, WIDTH, VOCAB, HEADS, KVH, DTYPE, STD, SEED };
+  enum { LAYERS = 1000, EXPERTS, TOPK, HIDDEN, WIDTH, VOCAB, HEADS, KVH, DTYPE, STD, SEED, FORCE };
   static const struct option opts[] = {
     {"like", required_argument, 0, 'l'}, {"output", required_argument, 0, 'o'},
     {"layers", required_argument, 0, LAYERS}, {"experts", required_argument, 0, EXPERTS},
@@ -29,7 +30,7 @@ int moesz_cli_synth(int argc, char **argv) {
     {"expert-width", required_argument, 0, WIDTH}, {"vocab", required_argument, 0, VOCAB},
     {"heads", required_argument, 0, HEADS}, {"kv-heads", required_argument, 0, KVH},
     {"dtype", required_argument, 0, DTYPE}, {"std", required_argument, 0, STD},
-    {"seed", required_argument, 0, SEED}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    {"seed", required_argument, 0, SEED}, {"force", no_argument, 0, FORCE}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
   moesz_synth_opts o;
   memset(&o, 0, sizeof o);
   o.dtype = MOESZ_DT_BF16;
@@ -62,6 +63,7 @@ int moesz_cli_synth(int argc, char **argv) {
         o.std = strtod(optarg, &end);
         if (*end || !(o.std > 0)) { fprintf(stderr, "moesz synth: bad --std '%s'\n", optarg); return 2; }
         break;
+      case FORCE: o.force = 1; break;
       case SEED: bad_int = 0; o.seed = strtoull(optarg, &end, 10); break;
       case 'h': usage(stdout); return 0;
       default: usage(stderr); return 2;

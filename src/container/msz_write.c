@@ -108,6 +108,9 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
   memset(&w, 0, sizeof w);
   int rc = MOESZ_OK, opened = 0;
   if (!is_src || !man) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "out of memory"); goto fail; }
+  /* never over an input file (weights, config, tokenizer) or a folder */
+  if ((rc = moesz_output_check_model(path, 0, m->path, "output", err))) goto fail;
+  if (moesz_path_is_dir(path)) { rc = moesz_error_set(err, MOESZ_E_ARG, "output %s is a folder; name a file", path); goto fail; }
   if ((rc = moesz_afile_open(&w.af, path, err))) goto fail;
   opened = 1;
   uint8_t hdr[MOESZ_MSZ_HEADER] = {0};
