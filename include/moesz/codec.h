@@ -48,7 +48,10 @@ typedef struct moesz_codec_info {
 
 /* Largest stream moesz_codec_compress can produce for n values of dtype. */
 size_t moesz_codec_bound(size_t n, moesz_dtype dtype);
-/* Compresses n values (F32, F16 or BF16) into a malloc'd stream (*out, *out_len). */
+/* Compresses n values (F32, F16 or BF16) into a malloc'd stream (*out, *out_len).
+ * MOESZ_E_RANGE when out_dtype is a 16-bit dtype other than the input's and
+ * some finite value has no out_dtype value within the bound (the bound could
+ * not be kept for it). */
 int moesz_codec_compress(const void *src, moesz_dtype dtype, size_t n, const moesz_codec_params *p,
                          void **out, size_t *out_len, moesz_codec_info *info, moesz_error *err);
 /* Validates the header and index and fills info (no payload is decoded). */

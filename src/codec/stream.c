@@ -200,6 +200,16 @@ int moesz_codec_compress(const void *src, moesz_dtype dtype, size_t n, const moe
   if (!(j.eb >= 0) || !isfinite(j.eb)) j.eb = 0;
   j.step = 2 * j.eb;
   if (j.eb > 0 && !(j.step > 0 && isfinite(j.step))) j.eb = 0, j.step = 0;  /* underflow/overflow: lossless */
+  if (outdt != dtype && outdt != MOESZ_DT_F32) {
+    /* the bound is promised in outdt: every value needs an outdt value within eb */
+    double x = 0, y = 0;
+    size_t bad = codec_first_undeliverable(src, dtype, outdt, n, j.eb, &x, &y);
+    if (bad < n)
+      return moesz_error_set(err, MOESZ_E_RANGE,
+                             "codec: value %.9g (index %zu) has no %s value within the bound %g (nearest %.9g); "
+                             "use a larger bound or deliver %s or F32", x, bad, moesz_dtype_name(outdt), j.eb, y,
+                             moesz_dtype_name(dtype));
+  }
   moesz_pool *pool = p->threads > 1 && j.nch > 1 ? moesz_pool_create(p->threads) : NULL;
   j.cbuf = calloc(j.nch + 1, sizeof *j.cbuf);
   j.clen = calloc(j.nch + 1, sizeof *j.clen);
