@@ -8,7 +8,10 @@
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <cjson/cJSON.h>
+#include <xxhash.h>
 #include "moesz.h"
+#include "base/util.h"
 
 static char T[128];          /* scratch folder of this run */
 static const char *BIN;
@@ -207,9 +210,191 @@ TEST(resmoe_and_synth_need_force) {
   sh("rm -rf %s", T);
 }
 
+
+/* ---- item 4: complete validation at open ---------------------------------------- */
+
+static uint64_t rd64le(const uint8_t *p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+  return v;
+}
+static void wr64le(uint8_t *p, uint64_t v) {
+  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* A container of fixture fam written with method (codec: eb 1e-3), as bytes. */
+static uint8_t *container_of(const char *fam, moesz_msz_method method, size_t *n) {
+  char dir[256], msz[256];
+  snprintf(dir, sizeof dir, "tests/fixtures/%s", fam);
+  snprintf(msz, sizeof msz, "/tmp/moesz_hard_c_%ld.msz", (long)getpid());
+  moesz_model *m;
+  if (moesz_model_open(dir, &m, NULL)) return NULL;
+  moesz_msz_opts o;
+  memset(&o, 0, sizeof o);
+  o.method = method;
+  o.eb = 1e-3;
+  o.threads = 1;
+  int rc = moesz_msz_write(m, msz, &o, NULL, NULL);
+  moesz_model_close(m);
+  char *buf = NULL;
+  if (rc || moesz_file_read_all(msz, 1 << 26, &buf, n, NULL)) return NULL;
+  unlink(msz);
+  return (uint8_t *)buf;
+}
+
+/* The same container with its manifest edited by edit() and the header's
+ * manifest length, checksum and file size recomputed: a lying manifest with a
+ * valid checksum. Opens it and returns the status (message in e). */
+static int open_edited(const uint8_t *img, size_t n, void (*edit)(cJSON *, int), int arg, moesz_error *e) {
+  uint64_t moff = rd64le(img + 16);
+  cJSON *man = cJSON_ParseWithLength((const char *)img + moff, n - moff);
+  if (!man) return 999;
+  edit(man, arg);
+  char *txt = cJSON_PrintUnformatted(man);
+  cJSON_Delete(man);
+  size_t ml = strlen(txt), total = moff + ml;
+  uint8_t *out = malloc(total);
+  memcpy(out, img, moff);
+  memcpy(out + moff, txt, ml);
+  wr64le(out + 24, ml);
+  wr64le(out + 32, XXH3_64bits(txt, ml));
+  wr64le(out + 40, total);
+  free(txt);
+  moesz_msz *c = NULL;
+  int rc = moesz_msz_open_mem(out, total, &c, e);
+  moesz_msz_close(c);
+  free(out);
+  return rc;
+}
+
+static void ed_none(cJSON *m, int a) { (void)m; (void)a; }
+static void ed_drop_expert(cJSON *m, int a) { cJSON_DeleteItemFromArray(cJSON_GetObjectItem(m, "experts"), a); }
+static void ed_no_experts(cJSON *m, int a) {
+  (void)a;
+  cJSON_ReplaceItemInObject(m, "experts", cJSON_CreateArray());
+}
+/* grows dimension 0 of source a by one: the views no longer cover it */
+static void ed_pad_source(cJSON *m, int a) {
+  cJSON *sh = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(m, "sources"), a), "shape");
+  cJSON *d0 = cJSON_GetArrayItem(sh, 0);
+  cJSON_SetNumberValue(d0, d0->valuedouble + 1);
+}
+/* doubles the bound recorded for expert record a */
+static void ed_eb(cJSON *m, int a) {
+  cJSON *eb = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(m, "experts"), a), "eb");
+  cJSON_SetNumberValue(eb, eb->valuedouble * 2);
+}
+/* record a takes record 0's source and view: one region twice, another never */
+static void ed_overlap(cJSON *m, int a) {
+  cJSON *ex = cJSON_GetObjectItem(m, "experts"), *x0 = cJSON_GetArrayItem(ex, 0), *xa = cJSON_GetArrayItem(ex, a);
+  static const char *keys[] = {"tensor", "view_off", "view_ld", "view_t"};
+  for (int k = 0; k < 4; k++)
+    cJSON_ReplaceItemInObject(xa, keys[k], cJSON_Duplicate(cJSON_GetObjectItem(x0, keys[k]), 1));
+}
+/* record a gets a routed-layer number the config says is dense (deepseek layer 0) */
+static void ed_layer(cJSON *m, int a) {
+  cJSON *x = cJSON_GetArrayItem(cJSON_GetObjectItem(m, "experts"), a);
+  cJSON_SetNumberValue(cJSON_GetObjectItem(x, "layer"), 0);
+}
+static void ed_version(cJSON *m, int a) { cJSON_SetNumberValue(cJSON_GetObjectItem(m, "version"), a); }
+/* a lossless record that claims a bound */
+static void ed_lossless_eb(cJSON *m, int a) {
+  cJSON *x = cJSON_GetArrayItem(cJSON_GetObjectItem(m, "experts"), a);
+  cJSON_SetNumberValue(cJSON_GetObjectItem(x, "eb"), 1e-3);
+}
+
+TEST(lying_manifests_are_rejected_at_open) {
+  size_t n = 0, nc = 0, ns = 0, nd = 0;
+  uint8_t *z = container_of("mixtral", MOESZ_MSZ_ZSTD, &n);
+  uint8_t *cd = container_of("mixtral", MOESZ_MSZ_CODEC, &nc);
+  uint8_t *st = container_of("mixtral_stacked", MOESZ_MSZ_RAW, &ns);
+  uint8_t *ds = container_of("deepseek", MOESZ_MSZ_RAW, &nd);
+  CHECK(z && cd && st && ds);
+  if (!z || !cd || !st || !ds) { free(z); free(cd); free(st); free(ds); return; }
+  moesz_error e = {0};
+  /* the unedited re-serialisation opens: the edits below are what is refused */
+  CHECK_EQ_INT(open_edited(z, n, ed_none, 0, &e), MOESZ_OK);
+  CHECK_EQ_INT(open_edited(cd, nc, ed_none, 0, &e), MOESZ_OK);
+  CHECK_EQ_INT(open_edited(st, ns, ed_none, 0, &e), MOESZ_OK);
+  CHECK_EQ_INT(open_edited(ds, nd, ed_none, 0, &e), MOESZ_OK);
+  CHECK_EQ_INT(open_edited(z, n, ed_drop_expert, 4, &e), MOESZ_E_FORMAT);
+  CHECK_MSG(strstr(e.msg, "no up matrix") || strstr(e.msg, "no gate matrix") || strstr(e.msg, "no down matrix"), "%s", e.msg);
+  CHECK_EQ_INT(open_edited(z, n, ed_no_experts, 0, &e), MOESZ_E_FORMAT);
+  CHECK_MSG(strstr(e.msg, "layer 0 expert 0: no gate matrix") != NULL, "%s", e.msg);
+  CHECK_EQ_INT(open_edited(z, n, ed_pad_source, 0, &e), MOESZ_E_FORMAT);
+  CHECK_MSG(strstr(e.msg, "cover") != NULL, "%s", e.msg);
+  CHECK_EQ_INT(open_edited(st, ns, ed_pad_source, 1, &e), MOESZ_E_FORMAT);
+  CHECK_MSG(strstr(e.msg, "cover") != NULL, "%s", e.msg);
+  CHECK_EQ_INT(open_edited(z, n, ed_overlap, 3, &e), MOESZ_E_FORMAT);
+  CHECK_MSG(strstr(e.msg, "overlap") != NULL, "%s", e.msg);
+  CHECK_EQ_INT(open_edited(st, ns, ed_overlap, 5, &e), MOESZ_E_FORMAT);
+  CHECK_EQ_INT(open_edited(cd, nc, ed_eb, 2, &e), MOESZ_E_FORMAT);
+  CHECK_MSG(strstr(e.msg, "bound") && strstr(e.msg, "differs"), "%s", e.msg);
+  CHECK_EQ_INT(open_edited(z, n, ed_lossless_eb, 2, &e), MOESZ_E_FORMAT);
+  CHECK_EQ_INT(open_edited(ds, nd, ed_layer, 7, &e), MOESZ_E_FORMAT);
+  CHECK_MSG(strstr(e.msg, "not a routed expert matrix") || strstr(e.msg, "two blobs"), "%s", e.msg);
+  CHECK_EQ_INT(open_edited(z, n, ed_version, 2, &e), MOESZ_E_FORMAT);
+  /* header: unknown flags and non-zero reserved bytes */
+  moesz_msz *c = NULL;
+  z[12] = 1;
+  CHECK_EQ_INT(moesz_msz_open_mem(z, n, &c, &e), MOESZ_E_UNSUPPORTED);
+  CHECK_MSG(strstr(e.msg, "flags") != NULL, "%s", e.msg);
+  z[12] = 0;
+  z[50] = 7;
+  CHECK_EQ_INT(moesz_msz_open_mem(z, n, &c, &e), MOESZ_E_FORMAT);
+  CHECK_MSG(strstr(e.msg, "reserved") != NULL, "%s", e.msg);
+  z[50] = 0;
+  CHECK_EQ_INT(moesz_msz_open_mem(z, n, &c, &e), MOESZ_OK);
+  moesz_msz_close(c);
+  free(z); free(cd); free(st); free(ds);
+}
+
+/* A codec stream with a non-zero reserved header byte or chunk-header byte is
+ * refused (unknown flags), not decoded. */
+TEST(codec_reserved_bytes_rejected) {
+  enum { N = 1024 };
+  float f[N];
+  for (int i = 0; i < N; i++) f[i] = (float)(0.02 * sin(i * 0.37));
+  moesz_codec_params p = {.eb = 1e-3, .pipeline = MOESZ_PIPE_ENTROPY, .out_dtype = MOESZ_DT_COUNT, .threads = 1, .chunk = 512};
+  void *s = NULL;
+  size_t len = 0;
+  moesz_error e = {0};
+  CHECK_EQ_INT(moesz_codec_compress(f, MOESZ_DT_F32, N, &p, &s, &len, NULL, &e), MOESZ_OK);
+  if (!s) return;
+  uint8_t *b = s;
+  float out[N];
+  CHECK_EQ_INT(moesz_codec_decompress(s, len, MOESZ_DT_F32, out, N, 1, &e), MOESZ_OK);
+  moesz_codec_info info;
+  CHECK_EQ_INT(moesz_codec_info_read(s, len, &info, &e), MOESZ_OK);
+  size_t tb = (size_t)b[12] | (size_t)b[13] << 8 | (size_t)b[14] << 16 | (size_t)b[15] << 24;
+  size_t idx_len = tb + info.nchunks * 24;
+  /* header bytes 9..11 and 44..47 must be zero (checksum made to match) */
+  static const int hdr_bytes[] = {9, 10, 11, 44, 47};
+  for (int k = 0; k < 5; k++) {
+    b[hdr_bytes[k]] ^= 1;
+    wr64le(b + 56, XXH3_64bits(b, 56) ^ XXH3_64bits(b + 64, idx_len));
+    CHECK_EQ_INT(moesz_codec_decompress(s, len, MOESZ_DT_F32, out, N, 1, &e), MOESZ_E_FORMAT);
+    CHECK_MSG(strstr(e.msg, "reserved") != NULL, "byte %d: %s", hdr_bytes[k], e.msg);
+    b[hdr_bytes[k]] ^= 1;
+  }
+  wr64le(b + 56, XXH3_64bits(b, 56) ^ XXH3_64bits(b + 64, idx_len));
+  CHECK_EQ_INT(moesz_codec_decompress(s, len, MOESZ_DT_F32, out, N, 1, &e), MOESZ_OK);
+  /* chunk 0's header bytes 1..3 (chunk and header checksums made to match) */
+  uint8_t *idx = b + 64 + tb;
+  uint64_t off = rd64le(idx), l = rd64le(idx + 8);
+  b[off + 2] = 1;
+  wr64le(idx + 16, XXH3_64bits(b + off, l));
+  wr64le(b + 56, XXH3_64bits(b, 56) ^ XXH3_64bits(b + 64, idx_len));
+  CHECK_EQ_INT(moesz_codec_decompress(s, len, MOESZ_DT_F32, out, N, 1, &e), MOESZ_E_FORMAT);
+  CHECK_MSG(strstr(e.msg, "chunk 0") != NULL, "%s", e.msg);
+  free(s);
+}
+
 int main(void) {
   RUN(output_over_input_is_refused);
   RUN(decompress_is_all_or_nothing);
   RUN(resmoe_and_synth_need_force);
+  RUN(lying_manifests_are_rejected_at_open);
+  RUN(codec_reserved_bytes_rejected);
   return DONE();
 }

@@ -37,8 +37,12 @@ typedef struct moesz_msz_rec {
 
 typedef struct moesz_msz moesz_msz;
 
-/* Opens and validates a container (header, trailer, manifest checksum,
- * every record's range). Blob checksums are checked when a blob is read. */
+/* Opens and validates a container: header (flags and reserved bytes zero),
+ * manifest checksum and structure, every record's range, shape and view,
+ * every routed expert matrix the config implies present exactly once with
+ * its implied shape, every source tensor covered exactly once, and codec /
+ * zstd stream headers agreeing with their records (docs/CONTAINER.md
+ * "Checks"). Blob checksums are checked when a blob is read. */
 int moesz_msz_open(const char *path, moesz_msz **out, moesz_error *err);
 /* Same over a caller-owned buffer that must outlive the handle. */
 int moesz_msz_open_mem(const void *data, size_t len, moesz_msz **out, moesz_error *err);

@@ -316,6 +316,8 @@ static int parse(const void *stream, size_t len, parsed *ps, moesz_error *err) {
   if (s[4] != VERSION) return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "codec: stream version %u", s[4]);
   if (s[5] > 1 || !dtype_ok((moesz_dtype)s[6]) || !dtype_ok((moesz_dtype)s[7]) || s[8] > 2)
     return moesz_error_set(err, MOESZ_E_FORMAT, "codec: bad pipeline, dtype or mode in header");
+  if (s[9] | s[10] | s[11] | s[44] | s[45] | s[46] | s[47])
+    return moesz_error_set(err, MOESZ_E_FORMAT, "codec: reserved header bytes are not zero (unknown flags)");
   moesz_codec_info *in = &ps->info;
   in->pipeline = (moesz_pipeline)s[5];
   in->in_dtype = (moesz_dtype)s[6];
@@ -381,7 +383,8 @@ static int decode_chunk(const parsed *ps, const huf_dec *hd, size_t c, moesz_dty
   size_t m = in->count - c * in->chunk < in->chunk ? in->count - c * in->chunk : in->chunk;
   size_t es = moesz_dtype_size(in->in_dtype);
   uint32_t n = rd32(ch + 4), nv = rd32(ch + 8), body = rd32(ch + 12);
-  if (n != m || body != l - CHUNK_HDR || (ch[0] != MODE_CODED && ch[0] != MODE_RAW)) return MOESZ_E_FORMAT;
+  if (n != m || body != l - CHUNK_HDR || (ch[0] != MODE_CODED && ch[0] != MODE_RAW) || (ch[1] | ch[2] | ch[3]))
+    return MOESZ_E_FORMAT;
   const uint8_t *p = ch + CHUNK_HDR;
   if (ch[0] == MODE_RAW) {
     if (body != m * es || nv) return MOESZ_E_FORMAT;

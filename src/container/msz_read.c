@@ -143,6 +143,8 @@ static int parse_manifest(moesz_msz *c, const char *txt, size_t len, moesz_error
   int rc = MOESZ_OK;
   const cJSON *jf = cJSON_GetObjectItemCaseSensitive(root, "format");
   if (!cJSON_IsString(jf) || strcmp(jf->valuestring, "moesz")) { rc = moesz_error_set(err, MOESZ_E_FORMAT, "manifest: not a moesz manifest"); goto done; }
+  const cJSON *jv = cJSON_GetObjectItemCaseSensitive(root, "version");
+  if (!cJSON_IsNumber(jv) || jv->valuedouble != MOESZ_MSZ_VERSION) { rc = moesz_error_set(err, MOESZ_E_FORMAT, "manifest: version is not %d", MOESZ_MSZ_VERSION); goto done; }
   /* files (config.json first) */
   const cJSON *files = cJSON_GetObjectItemCaseSensitive(root, "files");
   int nf = cJSON_IsArray(files) ? cJSON_GetArraySize(files) : -1;
@@ -205,7 +207,7 @@ static int parse_manifest(moesz_msz *c, const char *txt, size_t len, moesz_error
     c->nex++;
     if (rc) goto done;
   }
-  rc = msz_build_lookup(c, err);
+  if (!(rc = msz_build_lookup(c, err))) rc = msz_check(c, err);
 done:
   cJSON_Delete(root);
   return rc;
@@ -270,6 +272,10 @@ int moesz_msz_parse(moesz_msz *c, moesz_error *err) {
   if (memcmp(h, MOESZ_MSZ_MAGIC, 8)) return moesz_error_set(err, MOESZ_E_FORMAT, "not a moesz container (bad magic)");
   uint32_t ver = rd32(h + 8);
   if (ver != MOESZ_MSZ_VERSION) return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "container version %u (this build reads %d)", ver, MOESZ_MSZ_VERSION);
+  uint32_t flags = rd32(h + 12);
+  if (flags) return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "container header flags 0x%x: unknown to this build", flags);
+  for (int i = 48; i < MOESZ_MSZ_HEADER; i++)
+    if (h[i]) return moesz_error_set(err, MOESZ_E_FORMAT, "container header: reserved byte %d is not zero", i);
   c->manifest_off = rd64(h + 16);
   uint64_t mlen = rd64(h + 24), mh = rd64(h + 32), flen = rd64(h + 40);
   if (flen != c->size) return moesz_error_set(err, MOESZ_E_FORMAT, "header says %llu bytes, file has %llu (truncated?)",
