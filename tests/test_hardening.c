@@ -11,6 +11,7 @@
 #include <cjson/cJSON.h>
 #include <xxhash.h>
 #include "moesz.h"
+#include "base/bytes.h"
 #include "base/util.h"
 
 static char T[128];          /* scratch folder of this run */
@@ -390,11 +391,85 @@ TEST(codec_reserved_bytes_rejected) {
   free(s);
 }
 
+/* ---- item 10: prefetch errors surface; one set of byte-order helpers -------------- */
+
+/* A background prefetch of a corrupt expert is counted and its message kept
+ * in the stats (it used to vanish); a later request reports the error. */
+TEST(prefetch_failures_are_counted) {
+  size_t n = 0;
+  uint8_t *img = container_of("mixtral", MOESZ_MSZ_ZSTD, &n);
+  CHECK(img != NULL);
+  if (!img) return;
+  moesz_msz *c = NULL;
+  moesz_error e = {0};
+  CHECK_EQ_INT(moesz_msz_open_mem(img, n, &c, &e), MOESZ_OK);
+  if (!c) { free(img); return; }
+  const moesz_msz_rec *r = moesz_msz_expert(c, 0, 1, 0, MOESZ_MAT_UP);
+  CHECK(r != NULL);
+  if (r) img[r->off + r->len / 2] ^= 0x20;
+  moesz_cache_opts o = {.budget_bytes = 0, .policy = MOESZ_CACHE_LRU, .dtype = MOESZ_DT_COUNT, .prefetch = 1,
+                        .prefetch_threads = 1};
+  moesz_cache *k = NULL;
+  CHECK_EQ_INT(moesz_cache_create(c, &o, &k, &e), MOESZ_OK);
+  if (k) {
+    int32_t ex[2] = {1, 2};
+    moesz_cache_prefetch(k, 0, ex, 2);
+    moesz_cache_stats st;
+    memset(&st, 0, sizeof st);
+    for (int t = 0; t < 5000; t++) {        /* up to 5 s for the background thread */
+      moesz_cache_stats_get(k, &st);
+      if (st.prefetch_failed >= 1 && st.bytes_decoded > 0) break;   /* expert 1 failed, expert 2 decoded */
+      usleep(1000);
+    }
+    CHECK_EQ_INT(st.prefetch_failed, 1);
+    CHECK_MSG(strstr(st.prefetch_error, "layer 0 expert 1") && strstr(st.prefetch_error, "checksum"), "'%s'",
+              st.prefetch_error);
+    moesz_matview v[3];
+    CHECK_EQ_INT(moesz_cache_get(k, 0, 1, v, &e), MOESZ_E_CHECKSUM);
+    CHECK_EQ_INT(moesz_cache_get(k, 0, 2, v, &e), MOESZ_OK);
+    moesz_cache_release(k, 0, 2);
+    moesz_cache_destroy(k);
+  }
+  moesz_msz_close(c);
+  free(img);
+}
+
+/* The codec and the container read and write their integers through
+ * base/bytes.h alone: no file keeps its own byte-order helpers. */
+TEST(one_set_of_little_endian_helpers) {
+  static const char *files[] = {"src/codec/stream.c", "src/codec/huff.c", "src/codec/pack.c",
+                                "src/container/msz_read.c", "src/container/msz_write.c",
+                                "src/container/msz_export.c", "src/container/msz_util.c"};
+  static const char *defs[] = {"rd16(", "rd32(", "rd64(", "wr16(", "wr32(", "wr64(", "put_le(", "get_le("};
+  for (size_t f = 0; f < sizeof files / sizeof *files; f++) {
+    char *txt = NULL;
+    size_t len = 0;
+    if (moesz_file_read_all(files[f], 1 << 22, &txt, &len, NULL)) continue;   /* a file may be gone */
+    for (size_t d = 0; d < sizeof defs / sizeof *defs; d++) {
+      char pat[64];
+      snprintf(pat, sizeof pat, " %s", defs[d]);
+      const char *hit = strstr(txt, pat);
+      CHECK_MSG(hit == NULL, "%s defines or uses its own %s", files[f], defs[d]);
+    }
+    free(txt);
+  }
+  /* and the helpers are little-endian */
+  uint8_t b[8];
+  moesz_wr32le(b, 0x01020304u);
+  CHECK(b[0] == 4 && b[3] == 1 && moesz_rd32le(b) == 0x01020304u);
+  moesz_wr64le(b, 0x0102030405060708ull);
+  CHECK(b[0] == 8 && b[7] == 1 && moesz_rd64le(b) == 0x0102030405060708ull);
+  moesz_wrf64le(b, 1.0);
+  CHECK(b[7] == 0x3f && b[6] == 0xf0 && moesz_rdf64le(b) == 1.0);
+}
+
 int main(void) {
   RUN(output_over_input_is_refused);
   RUN(decompress_is_all_or_nothing);
   RUN(resmoe_and_synth_need_force);
   RUN(lying_manifests_are_rejected_at_open);
   RUN(codec_reserved_bytes_rejected);
+  RUN(prefetch_failures_are_counted);
+  RUN(one_set_of_little_endian_helpers);
   return DONE();
 }

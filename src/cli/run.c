@@ -103,13 +103,14 @@ static void print_cache_stats(moesz_cache *k, const char *fmt, size_t tokens, do
             "\"expert_gets\":%llu,\"hits\":%llu,\"misses\":%llu,\"prefetch_waits\":%llu,\"hit_rate\":%.4f,"
             "\"prefetch_issued\":%llu,\"prefetch_used\":%llu,\"prefetch_wasted\":%llu,\"evictions\":%llu,"
             "\"over_budget\":%llu,\"bytes_read\":%llu,\"bytes_decoded\":%llu,\"peak_bytes\":%llu,"
-            "\"stall_s\":%.4f,\"decode_s\":%.4f}\n",
+            "\"stall_s\":%.4f,\"decode_s\":%.4f,\"prefetch_failed\":%llu}\n",
             tokens, secs, secs > 0 ? (double)tokens / secs : 0, (unsigned long long)budget,
             (unsigned long long)s.gets, (unsigned long long)s.hits, (unsigned long long)s.misses,
             (unsigned long long)s.prefetch_waits, hit, (unsigned long long)s.prefetch_issued,
             (unsigned long long)s.prefetch_used, (unsigned long long)s.prefetch_wasted,
             (unsigned long long)s.evictions, (unsigned long long)s.over_budget, (unsigned long long)s.bytes_read,
-            (unsigned long long)s.bytes_decoded, (unsigned long long)s.peak_bytes, s.stall_seconds, s.decode_seconds);
+            (unsigned long long)s.bytes_decoded, (unsigned long long)s.peak_bytes, s.stall_seconds, s.decode_seconds,
+            (unsigned long long)s.prefetch_failed);
   } else {
     fprintf(stderr, "expert cache: %llu requests, hit rate %.1f%% (%llu hits, %llu waited on prefetch, %llu misses), "
             "%llu evictions%s\n", (unsigned long long)s.gets, 100 * hit, (unsigned long long)s.hits,
@@ -122,6 +123,15 @@ static void print_cache_stats(moesz_cache *k, const char *fmt, size_t tokens, do
       fprintf(stderr, "  prefetch: %llu issued, %llu used, %llu evicted unused\n", (unsigned long long)s.prefetch_issued,
               (unsigned long long)s.prefetch_used, (unsigned long long)s.prefetch_wasted);
   }
+}
+
+/* Background prefetch failures are said on stderr whatever --stats is. */
+static void warn_prefetch_failures(moesz_cache *k) {
+  moesz_cache_stats s;
+  moesz_cache_stats_get(k, &s);
+  if (s.prefetch_failed)
+    fprintf(stderr, "moesz run: warning: %llu background prefetches failed; first: %s\n",
+            (unsigned long long)s.prefetch_failed, s.prefetch_error);
 }
 
 int moesz_cli_run(int argc, char **argv) {
@@ -278,6 +288,7 @@ int moesz_cli_run(int argc, char **argv) {
           stop ? stop : "");
   if (cache && stats) print_cache_stats(cache, stats, n_ids + (size_t)n_fwd, tp + tg, co.budget_bytes);
 done:
+  if (cache) warn_prefetch_failures(cache);
   moesz_sampler_free(&sm);
   if (ts) moesz_tok_stream_free(ts);
   moesz_engine_close(e);

@@ -219,8 +219,13 @@ static void *prefetch_main(void *arg) {
     k->qlen--;
     entry *x = &k->ent[i];
     if (x->state != E_EMPTY) continue;
-    moesz_error err;
-    load(k, i / k->n_experts, i % k->n_experts, x, 1, &err);
+    moesz_error err = {0};
+    if (load(k, i / k->n_experts, i % k->n_experts, x, 1, &err)) {
+      /* counted and kept (the first message) for the stats, not dropped */
+      if (!k->st.prefetch_failed++)
+        snprintf(k->st.prefetch_error, sizeof k->st.prefetch_error, "layer %d expert %d: %.150s", i / k->n_experts,
+                 i % k->n_experts, err.msg);
+    }
   }
   pthread_mutex_unlock(&k->mu);
   return NULL;
