@@ -5,6 +5,7 @@
  * refused without --force and swapped atomically with it. */
 #include "harness.h"
 #include <dirent.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -463,6 +464,72 @@ TEST(one_set_of_little_endian_helpers) {
   CHECK(b[7] == 0x3f && b[6] == 0xf0 && moesz_rdf64le(b) == 1.0);
 }
 
+/* ---- item 5: interrupted runs leave no temporaries --------------------------------- */
+
+/* Starts `moesz ARGV...` (stderr to errfile), waits until its temporary
+ * "<out>.tmp.<pid>" appears, sends sig and reaps it. Returns 1 if the process
+ * died of sig with the temporary seen, 0 otherwise. */
+static int interrupt_run(char *const argv[], const char *out, int sig, const char *errfile) {
+  pid_t pid = fork();
+  if (pid < 0) return 0;
+  if (pid == 0) {
+    FILE *f = freopen(errfile, "w", stderr);
+    (void)f;
+    if (!freopen("/dev/null", "w", stdout)) _exit(127);
+    execv(BIN, argv);
+    _exit(127);
+  }
+  char tmp[600];
+  snprintf(tmp, sizeof tmp, "%s.tmp.%ld", out, (long)pid);
+  int seen = 0, st = 0;
+  for (int t = 0; t < 20000 && !seen; t++) {    /* up to ~10 s */
+    seen = access(tmp, F_OK) == 0;
+    if (!seen) {
+      if (waitpid(pid, &st, WNOHANG) == pid) return 0;   /* finished before it could be interrupted */
+      usleep(500);
+    }
+  }
+  if (seen) kill(pid, sig);
+  waitpid(pid, &st, 0);
+  return seen && WIFSIGNALED(st) && WTERMSIG(st) == sig;
+}
+
+TEST(signals_remove_temporaries) {
+  if (!setup()) SKIP("MOESZ_BIN not set (make check sets it)");
+  char out[256], err[256], dir[256];
+  snprintf(out, sizeof out, "%s/m.msz", T);
+  snprintf(err, sizeof err, "%s/stderr.txt", T);
+  char *cargv[] = {(char *)BIN, "compress", "models/moesz-mix-tiny", "-o", out, "-q", "--threads", "1", NULL};
+  CHECK(interrupt_run(cargv, out, SIGTERM, err));
+  CHECK(!exists("%s", out));
+  CHECK_EQ_INT(leftovers(T), 0);
+  CHECK(interrupt_run(cargv, out, SIGINT, err));
+  CHECK_EQ_INT(leftovers(T), 0);
+  char *txt = NULL;
+  size_t len = 0;
+  CHECK(moesz_file_read_all(err, 1 << 16, &txt, &len, NULL) == 0 && txt && strstr(txt, "removed"));
+  free(txt);
+  /* a decompress interrupted into an existing model folder leaves it as it was */
+  CHECK_EQ_INT(cli("compress models/moesz-mix-tiny -o %s -q --method zstd", out), 0);
+  CHECK_EQ_INT(sh("cp -r tests/fixtures/mixtral %s/m && cp -r tests/fixtures/mixtral %s/orig", T, T), 0);
+  snprintf(dir, sizeof dir, "%s/m", T);
+  char *dargv[] = {(char *)BIN, "decompress", out, "-o", dir, "--force", "-q", NULL};
+  CHECK(interrupt_run(dargv, dir, SIGTERM, err));
+  CHECK_EQ_INT(sh("diff -r %s/m %s/orig >/dev/null", T, T), 0);
+  CHECK_EQ_INT(leftovers(T), 0);
+  /* temporaries of a process that is gone are removed by the next run, with a note */
+  pid_t dead = fork();
+  if (dead == 0) _exit(0);
+  waitpid(dead, NULL, 0);
+  CHECK_EQ_INT(sh("echo partial > %s.tmp.%ld && mkdir %s/n.tmp.%ld", out, (long)dead, T, (long)dead), 0);
+  CHECK_EQ_INT(cli("compress tests/fixtures/mixtral -o %s -q", out), 0);
+  CHECK_MSG(strstr(OUT, "left by an interrupted run") != NULL, "%s", OUT);
+  CHECK_EQ_INT(cli("synth --like olmoe --layers 1 --hidden 32 --expert-width 16 --vocab 64 --heads 2 "
+                   "--kv-heads 2 --experts 4 -o %s/n", T), 0);
+  CHECK_EQ_INT(leftovers(T), 0);
+  sh("rm -rf %s", T);
+}
+
 int main(void) {
   RUN(output_over_input_is_refused);
   RUN(decompress_is_all_or_nothing);
@@ -471,5 +538,6 @@ int main(void) {
   RUN(codec_reserved_bytes_rejected);
   RUN(prefetch_failures_are_counted);
   RUN(one_set_of_little_endian_helpers);
+  RUN(signals_remove_temporaries);
   return DONE();
 }

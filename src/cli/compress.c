@@ -108,6 +108,7 @@ int moesz_cli_compress(int argc, char **argv) {
     o.layer_eb = leb;
   }
   moesz_msz_summary s;
+  moesz_cli_output(out);
   int rc = moesz_msz_write(m, out, &o, &s, &e);
   moesz_model_close(m);
   free(leb);

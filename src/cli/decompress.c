@@ -38,6 +38,7 @@ int moesz_cli_decompress(int argc, char **argv) {
   moesz_error e = {0};
   const char *in = argv[optind];
   if (moesz_output_check(out, 1, &in, 1, "output", &e)) return moesz_cli_fail("decompress", &e);
+  moesz_cli_output(out);
   moesz_msz *c;
   if (moesz_msz_open(in, &c, &e)) return moesz_cli_fail("decompress", &e);
   int rc = moesz_msz_export(c, out, force, progress, &e);

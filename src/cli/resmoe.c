@@ -90,6 +90,8 @@ int moesz_cli_resmoe(int argc, char **argv) {
     snprintf(t, sizeof t, "%d", o.threads);
     setenv("OPENBLAS_NUM_THREADS", t, 1);
   }
+  moesz_cli_output(out);
+  if (report) moesz_cli_output(report);
   int rc = moesz_resmoe_model(m, out, &o, layers, report, isatty(2), &e);
   moesz_model_close(m);
   if (rc) return moesz_cli_fail("resmoe", &e);

@@ -72,6 +72,7 @@ int moesz_cli_synth(int argc, char **argv) {
   }
   if (!o.like || !out || optind != argc) { usage(stderr); return 2; }
   moesz_error e = {0};
+  moesz_cli_output(out);
   if (moesz_synth_write(&o, out, &e)) return moesz_cli_fail("synth", &e);
   printf("wrote %s (%s-shaped, random weights)\n", out, o.like);
   return 0;
