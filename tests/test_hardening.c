@@ -530,6 +530,109 @@ TEST(signals_remove_temporaries) {
   sh("rm -rf %s", T);
 }
 
+/* ---- items 7 and 8: strict parsing, compress checks the model, f16 cache range ----- */
+
+/* Copies fixture src into dst with tensor `drop` left out, tensor `flip`
+ * stored with its two dimensions swapped, and element 0 of tensor `poke` set
+ * to value (F32 fixtures). NULL: none. */
+static int rewrite_model(const char *src, const char *dst, const char *drop, const char *flip, const char *poke,
+                         float value) {
+  if (sh("rm -rf %s && mkdir -p %s && cp %s/config.json %s/", dst, dst, src, dst)) return -1;
+  moesz_st *st;
+  char p[512];
+  snprintf(p, sizeof p, "%s/model.safetensors", src);
+  if (moesz_st_open(p, &st, NULL)) return -1;
+  snprintf(p, sizeof p, "%s/model.safetensors", dst);
+  moesz_stw *w;
+  if (moesz_stw_create(p, &w, NULL)) { moesz_st_close(st); return -1; }
+  int rc = 0;
+  for (size_t i = 0; i < moesz_st_count(st) && !rc; i++) {
+    const moesz_tensor *t = moesz_st_at(st, i);
+    if (drop && !strcmp(t->name, drop)) continue;
+    int64_t shape[MOESZ_MAX_DIMS];
+    memcpy(shape, t->shape, sizeof shape);
+    if (flip && !strcmp(t->name, flip)) { shape[0] = t->shape[1]; shape[1] = t->shape[0]; }
+    if (poke && !strcmp(t->name, poke) && t->dtype == MOESZ_DT_F32) {
+      float *c = malloc(t->nbytes);
+      memcpy(c, t->data, t->nbytes);
+      c[0] = value;
+      rc = moesz_stw_add_copy(w, t->name, t->dtype, t->ndim, shape, c, NULL);
+      free(c);
+    } else {
+      rc = moesz_stw_add(w, t->name, t->dtype, t->ndim, shape, t->data, NULL);
+    }
+  }
+  rc = rc ? (moesz_stw_abort(w), rc) : moesz_stw_commit(w, NULL);
+  moesz_st_close(st);
+  return rc;
+}
+
+TEST(lenient_parsing_is_refused) {
+  if (!setup()) SKIP("MOESZ_BIN not set (make check sets it)");
+  static const struct { const char *args, *msg; int code; } bad[] = {
+    {"compress tests/fixtures/mixtral -o %s/x.msz --eb ''", "bad --eb", 2},
+    {"compress tests/fixtures/mixtral -o %s/x.msz --eb 1e-3x", "bad --eb", 2},
+    {"compress tests/fixtures/mixtral -o %s/x.msz --layer-eb ''", "bad --layer-eb: empty", 2},
+    {"compress tests/fixtures/mixtral -o %s/x.msz --layer-eb ,,", "stray comma", 2},
+    {"compress tests/fixtures/mixtral -o %s/x.msz --layer-eb 0-:1e-3,", "stray comma", 2},
+    {"compress tests/fixtures/mixtral -o %s/x.msz --threads two", "bad --threads", 2},
+    {"run tests/fixtures/mixtral --prompt-ids 1,,2 --print-ids --max-tokens 1", "bad --prompt-ids", 2},
+    {"run tests/fixtures/mixtral --prompt-ids 1,2, --print-ids --max-tokens 1", "bad --prompt-ids", 2},
+    {"run tests/fixtures/mixtral --prompt-ids ,1 --print-ids --max-tokens 1", "bad --prompt-ids", 2},
+    {"synth --like mixtral --top-k 3 --experts 2 --layers 1 --hidden 32 --vocab 64 -o %s/s", "top-k 3 exceeds", 1},
+    {"synth --like llama --experts 2 --layers 1 -o %s/s", "dense family", 2},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    int rc = cli(bad[i].args, T);
+    CHECK_MSG(rc == bad[i].code && strstr(OUT, bad[i].msg), "'%s': exit %d, '%s'", bad[i].args, rc, OUT);
+  }
+  CHECK(!exists("%s/x.msz", T) && !exists("%s/s", T));
+  /* the forms that are meant */
+  CHECK_EQ_INT(cli("run tests/fixtures/mixtral --prompt-ids '1, 2 3' --print-ids --max-tokens 1 --temperature 0"), 0);
+  CHECK_EQ_INT(cli("compress tests/fixtures/mixtral -o %s/x.msz -q --eb 0 --layer-eb 0:1e-3,1-:lossless", T), 0);
+  CHECK_EQ_INT(cli("run --help"), 0);
+  CHECK(strstr(OUT, "0: unlimited") != NULL);
+  /* max_position_embeddings: 0 is refused by name */
+  CHECK_EQ_INT(sh("cp -r tests/fixtures/mixtral %s/mp && sed -i 's/\"max_position_embeddings\": *[0-9]*/"
+                  "\"max_position_embeddings\": 0/' %s/mp/config.json", T, T), 0);
+  CHECK_EQ_INT(cli("inspect %s/mp", T), 1);
+  CHECK_MSG(strstr(OUT, "max_position_embeddings") != NULL, "%s", OUT);
+  /* compress checks the model as run would, before writing anything */
+  static const struct { const char *drop, *flip, *msg; } broken[] = {
+    {"model.embed_tokens.weight", NULL, "token embedding"},
+    {"model.layers.0.block_sparse_moe.gate.weight", NULL, "router"},
+    {NULL, "model.layers.1.self_attn.k_proj.weight", "shape contradicts the config"},
+  };
+  for (size_t i = 0; i < 3; i++) {
+    char d[256];
+    snprintf(d, sizeof d, "%s/broken%zu", T, i);
+    CHECK_EQ_INT(rewrite_model("tests/fixtures/mixtral", d, broken[i].drop, broken[i].flip, NULL, 0), 0);
+    int rc = cli("compress %s -o %s/b.msz -q", d, T);
+    CHECK_MSG(rc == 1 && strstr(OUT, broken[i].msg) && strstr(OUT, "nothing written"), "%zu: exit %d, '%s'", i, rc, OUT);
+    CHECK(!exists("%s/b.msz", T));
+  }
+  CHECK_EQ_INT(leftovers(T), 0);
+  sh("rm -rf %s", T);
+}
+
+/* An expert weight beyond f16's range is refused with --cache-dtype f16
+ * rather than turned into Inf; bf16 and f32 serve it. */
+TEST(cache_dtype_f16_overflow_refused) {
+  if (!setup()) SKIP("MOESZ_BIN not set (make check sets it)");
+  char d[256];
+  snprintf(d, sizeof d, "%s/big", T);
+  CHECK_EQ_INT(rewrite_model("tests/fixtures/mixtral", d, NULL, NULL,
+                             "model.layers.0.block_sparse_moe.experts.0.w1.weight", 1e5f), 0);
+  CHECK_EQ_INT(cli("compress %s -o %s/big.msz -q --method raw", d, T), 0);
+  const char *ids = "--prompt-ids 1,2,3,4,5,6,7,8 --print-ids --max-tokens 2 --temperature 0";
+  CHECK_EQ_INT(cli("run %s/big.msz %s --cache-dtype bf16", T, ids), 0);
+  int rc = cli("run %s/big.msz %s --cache-dtype f16", T, ids);
+  CHECK_MSG(rc == 1 && strstr(OUT, "beyond F16's range"), "exit %d: %s", rc, OUT);
+  CHECK_EQ_INT(cli("run --help"), 0);
+  CHECK(strstr(OUT, "65504") != NULL);
+  sh("rm -rf %s", T);
+}
+
 int main(void) {
   RUN(output_over_input_is_refused);
   RUN(decompress_is_all_or_nothing);
@@ -539,5 +642,7 @@ int main(void) {
   RUN(prefetch_failures_are_counted);
   RUN(one_set_of_little_endian_helpers);
   RUN(signals_remove_temporaries);
+  RUN(lenient_parsing_is_refused);
+  RUN(cache_dtype_f16_overflow_refused);
   return DONE();
 }

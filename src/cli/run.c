@@ -35,10 +35,11 @@ static const char *USAGE =
     "  --ignore-eos         keep generating after the end-of-sequence token\n"
     "\nServing from a .msz container (moesz compress): dense weights stay resident, experts\n"
     "are decoded on demand into a budgeted cache:\n"
-    "  --mem BYTES          expert cache budget, e.g. 64MiB, 1.5GB (default: unlimited)\n"
+    "  --mem BYTES          expert cache budget, e.g. 64MiB, 1.5GB (default, and 0: unlimited)\n"
     "  --cache POLICY       lru (default) | lfu | lfru\n"
     "  --prefetch           predict the next MoE layer's experts and decode them ahead\n"
-    "  --cache-dtype T      decoded expert dtype: stored (default) | f32 | bf16 | f16\n"
+    "  --cache-dtype T      decoded expert dtype: stored (default) | f32 | bf16 | f16 (an expert\n"
+    "                       with a weight beyond f16's range, |x| > 65504, is refused: error)\n"
     "  --stats FORMAT       print cache statistics at the end on stderr: text | json\n"
     "  -h, --help           this text\n";
 
@@ -65,20 +66,33 @@ static int parse_float(const char *s, double lo, double hi, double *out) {
   return 0;
 }
 
-/* "1,2, 3" -> ids; -1 on a malformed list. */
+static int is_blank(char c) { return c == ' ' || c == '\t' || c == '\n'; }
+
+/* "1,2, 3" or "1 2 3" -> ids: integers separated by one comma and/or blanks;
+ * an empty item ("1,,2", a leading or trailing comma) or nothing at all is
+ * malformed (-1). */
 static int parse_ids(const char *s, int32_t **ids, size_t *n) {
   size_t cap = 16, k = 0;
   int32_t *v = malloc(cap * sizeof *v);
   if (!v) return -1;
   const char *p = s;
   for (;;) {
-    while (*p == ' ' || *p == ',' || *p == '\t' || *p == '\n') p++;
+    while (is_blank(*p)) p++;
     if (!*p) break;
     char *end;
     errno = 0;
     long x = strtol(p, &end, 10);
-    if (errno || end == p || x < INT32_MIN || x > INT32_MAX ||
-        (*end && *end != ',' && *end != ' ' && *end != '\t' && *end != '\n')) { free(v); return -1; }
+    if (errno || end == p || x < INT32_MIN || x > INT32_MAX || (*end && *end != ',' && !is_blank(*end))) {
+      free(v);
+      return -1;
+    }
+    while (is_blank(*end)) end++;
+    if (*end == ',') {                  /* a comma must be followed by another id */
+      end++;
+      const char *q = end;
+      while (is_blank(*q)) q++;
+      if (!*q || *q == ',') { free(v); return -1; }
+    }
     if (k == cap) {
       int32_t *nv = realloc(v, 2 * cap * sizeof *v);
       if (!nv) { free(v); return -1; }

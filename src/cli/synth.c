@@ -15,7 +15,9 @@ static void usage(FILE *f) {
     "  --force              replace an existing model folder DIR (refused otherwise when not empty)\n"
     "  --layers N           override the layer count (real models are large: use a few layers)\n"
     "  --experts N --top-k K --hidden D --expert-width N --vocab V --heads H --kv-heads H\n"
-    "                       override other shape values\n"
+    "                       override other shape values (--top-k above the experts, or experts\n"
+    "                       for a dense family, is an error; the family's default top-k is\n"
+    "                       lowered to a smaller --experts)\n"
     "  --dtype T            bf16 (default) | f32 | f16\n"
     "  --std X              weight standard deviation (default 0.02)\n"
     "  --seed S             random seed (default 0)\n");
@@ -71,6 +73,10 @@ int moesz_cli_synth(int argc, char **argv) {
     if (bad_int && ch >= LAYERS && ch <= KVH) { fprintf(stderr, "moesz synth: bad value '%s'\n", optarg); return 2; }
   }
   if (!o.like || !out || optind != argc) { usage(stderr); return 2; }
+  if (!strcmp(o.like, "llama") && (o.experts || o.top_k)) {
+    fprintf(stderr, "moesz synth: llama is a dense family: --experts and --top-k do not apply\n");
+    return 2;
+  }
   moesz_error e = {0};
   moesz_cli_output(out);
   if (moesz_synth_write(&o, out, &e)) return moesz_cli_fail("synth", &e);

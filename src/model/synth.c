@@ -86,6 +86,9 @@ static int synth_into(const moesz_synth_opts *o, const char *dir, moesz_error *e
     if (!strcmp(o->like, FAMILIES[i].like)) fam = &FAMILIES[i];
   if (!fam) return moesz_error_set(err, MOESZ_E_ARG, "synth: unknown family '%s' (%s)", o->like, moesz_synth_families());
   family f = *fam;
+  if (f.experts && o->top_k > 0 && o->top_k > (o->experts > 0 ? o->experts : f.experts))
+    return moesz_error_set(err, MOESZ_E_ARG, "synth: top-k %d exceeds the %d experts", o->top_k,
+                           o->experts > 0 ? o->experts : f.experts);
   if (o->layers > 0) f.layers = o->layers;
   if (o->experts > 0 && f.experts) f.experts = o->experts;
   if (o->top_k > 0 && f.top_k) f.top_k = o->top_k;
@@ -95,7 +98,7 @@ static int synth_into(const moesz_synth_opts *o, const char *dir, moesz_error *e
   if (o->heads > 0) f.heads = o->heads;
   if (o->kv_heads > 0) f.kv_heads = o->kv_heads;
   if (o->hidden > 0 || o->heads > 0) f.head_dim = f.hidden / f.heads;
-  if (f.top_k > f.experts) f.top_k = f.experts;
+  if (f.top_k > f.experts) f.top_k = f.experts;   /* the family's default top-k, above a smaller --experts */
   if (f.heads % f.kv_heads || f.layers > MOESZ_MAX_LAYERS || f.layers < 1 || f.hidden < 2)
     return moesz_error_set(err, MOESZ_E_ARG, "synth: inconsistent shape (heads %d, kv heads %d, layers %d)", f.heads, f.kv_heads, f.layers);
   int is_mixtral = !strcmp(f.like, "mixtral"), is_ds = !strcmp(f.like, "deepseek"), is_q2 = !strcmp(f.like, "qwen2_moe");

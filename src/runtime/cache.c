@@ -109,6 +109,16 @@ static int decode(moesz_cache *k, int L, int e, entry *x, uint64_t *read, moesz_
     moesz_dtype dt = out_dtype(k, r[m]);
     int rc = moesz_msz_read(k->c, r[m], dt, buf + off, err);
     if (rc) { free(buf); return rc; }
+    if (dt == MOESZ_DT_F16 && r[m]->dtype != MOESZ_DT_F16) {
+      /* F16 holds |x| <= 65504: a weight beyond it would become Inf */
+      const uint16_t *h = (const uint16_t *)(const void *)(buf + off);
+      for (size_t i = 0; i < sz[m] / 2; i++)
+        if ((h[i] & 0x7fff) == 0x7c00) {
+          free(buf);
+          return moesz_error_set(err, MOESZ_E_RANGE, "expert cache: layer %d expert %d %s holds a value beyond "
+                                 "F16's range (|x| > 65504); decode to bf16 or f32 instead", L, e, r[m]->name);
+        }
+    }
     x->v[m].data = buf + off;
     x->v[m].dtype = dt;
     x->v[m].rows = r[m]->shape[0];
