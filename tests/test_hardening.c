@@ -633,6 +633,55 @@ TEST(cache_dtype_f16_overflow_refused) {
   sh("rm -rf %s", T);
 }
 
+/* ---- item 6: Switch Transformers' two-matrix experts ------------------------------- */
+
+/* compress (raw: bit-exact; codec: within the bound) -> decompress, and
+ * resmoe, on the Switch fixture; run says it has no forward pass. */
+TEST(switch_compresses_and_restores) {
+  if (!setup()) SKIP("MOESZ_BIN not set (make check sets it)");
+  moesz_model *orig = NULL;
+  CHECK_EQ_INT(moesz_model_open("tests/fixtures/switch", &orig, NULL), MOESZ_OK);
+  if (!orig) return;
+  static const char *methods[] = {"raw", "sz"};
+  for (int k = 0; k < 2; k++) {
+    CHECK_EQ_INT(cli("compress tests/fixtures/switch -o %s/s.msz -q --method %s --eb 1e-3", T, methods[k]), 0);
+    char p[256];
+    snprintf(p, sizeof p, "%s/s.msz", T);
+    moesz_msz *c = NULL;
+    CHECK_EQ_INT(moesz_msz_open(p, &c, NULL), MOESZ_OK);
+    if (c) {
+      const moesz_config *cfg = moesz_msz_config(c);
+      CHECK_EQ_INT(moesz_msz_count(c), (size_t)cfg->n_moe_layers * (size_t)cfg->n_experts * 2);
+      moesz_msz_close(c);
+    }
+    CHECK_EQ_INT(cli("decompress %s/s.msz -o %s/d -q --force", T, T), 0);
+    snprintf(p, sizeof p, "%s/d", T);
+    moesz_model *back = NULL;
+    CHECK_EQ_INT(moesz_model_open(p, &back, NULL), MOESZ_OK);
+    if (!back) continue;
+    CHECK_EQ_INT(moesz_st_count(back->st), moesz_st_count(orig->st));
+    double worst = 0;
+    int differ = 0;
+    for (size_t i = 0; i < moesz_st_count(orig->st); i++) {
+      const moesz_tensor *a = moesz_st_at(orig->st, i), *b = moesz_st_find(back->st, a->name);
+      if (!b || b->nbytes != a->nbytes || a->dtype != MOESZ_DT_F32) { differ++; continue; }
+      int expert = orig->roles[i].role == MOESZ_ROLE_EXPERT;
+      if (!expert || k == 0) { differ += memcmp(a->data, b->data, a->nbytes) != 0; continue; }
+      const float *x = a->data, *y = b->data;
+      for (size_t j = 0; j < a->numel; j++) worst = fmax(worst, fabs((double)x[j] - y[j]));
+    }
+    CHECK_MSG(differ == 0, "%s: %d tensors differ", methods[k], differ);
+    CHECK_MSG(worst <= 1e-3, "%s: max error %g", methods[k], worst);
+    moesz_model_close(back);
+  }
+  moesz_model_close(orig);
+  CHECK_EQ_INT(cli("run %s/s.msz --prompt-ids 1,2 --print-ids", T), 1);
+  CHECK_MSG(strstr(OUT, "no forward pass") != NULL, "%s", OUT);
+  CHECK_EQ_INT(cli("resmoe tests/fixtures/switch -o %s/r --keep 0.5 --layers all", T), 0);
+  CHECK(exists("%s/r/model.safetensors", T));
+  sh("rm -rf %s", T);
+}
+
 int main(void) {
   RUN(output_over_input_is_refused);
   RUN(decompress_is_all_or_nothing);
@@ -644,5 +693,6 @@ int main(void) {
   RUN(signals_remove_temporaries);
   RUN(lenient_parsing_is_refused);
   RUN(cache_dtype_f16_overflow_refused);
+  RUN(switch_compresses_and_restores);
   return DONE();
 }

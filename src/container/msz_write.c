@@ -131,11 +131,12 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
   }
 
   /* 2. which tensors hold routed experts */
-  int nmat = 0;
+  int nmat = 0, switch_ffn = cfg->arch == MOESZ_ARCH_SWITCH;
   for (int L = 0; L < cfg->n_layers; L++) {
     if (!cfg->is_moe[L]) continue;
     for (int e = 0; e < cfg->n_experts; e++)
       for (int mat = MOESZ_MAT_GATE; mat <= MOESZ_MAT_DOWN; mat++) {
+        if (mat == MOESZ_MAT_UP && switch_ffn) continue;   /* Switch experts: wi (gate), wo (down) */
         moesz_matview v;
         if ((rc = moesz_model_expert(m, L, e, 0, (moesz_mat)mat, &v, err))) goto fail;
         long ti = tensor_holding(m->st, v.data);
@@ -193,6 +194,7 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
     if (o->layer_eb && o->layer_eb[L] < 0 && method == MOESZ_MSZ_CODEC) method = MOESZ_MSZ_ZSTD;
     for (int e = 0; e < cfg->n_experts; e++)
       for (int mat = MOESZ_MAT_GATE; mat <= MOESZ_MAT_DOWN; mat++) {
+        if (mat == MOESZ_MAT_UP && switch_ffn) continue;   /* Switch experts: wi (gate), wo (down) */
         moesz_matview v;
         if ((rc = moesz_model_expert(m, L, e, 0, (moesz_mat)mat, &v, err))) goto fail;
         long ti = tensor_holding(m->st, v.data);
