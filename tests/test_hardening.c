@@ -682,6 +682,118 @@ TEST(switch_compresses_and_restores) {
   sh("rm -rf %s", T);
 }
 
+/* ---- item 9: scoring as lm-evaluation-harness 0.4.x -------------------------------- */
+
+/* A byte-level tokenizer (id = byte value) with "<s>" = 256 and
+ * "<|endoftext|>" = 257 as added special tokens; with_bos: a TemplateProcessing
+ * post-processor that prepends <s>; with_s: whether <s> exists at all. */
+static moesz_tok *byte_tok(int with_bos, int with_s) {
+  cJSON *root = cJSON_CreateObject(), *model = cJSON_AddObjectToObject(root, "model"), *vocab;
+  cJSON_AddStringToObject(model, "type", "BPE");
+  cJSON_AddArrayToObject(model, "merges");
+  vocab = cJSON_AddObjectToObject(model, "vocab");
+  for (int b = 0, extra = 0; b < 256; b++) {
+    int keep = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+    unsigned cp = keep ? (unsigned)b : 256u + (unsigned)extra++;
+    char u[4] = {0};
+    if (cp < 0x80) u[0] = (char)cp;
+    else { u[0] = (char)(0xc0 | cp >> 6); u[1] = (char)(0x80 | (cp & 63)); }
+    cJSON_AddNumberToObject(vocab, u, b);
+  }
+  cJSON *added = cJSON_AddArrayToObject(root, "added_tokens");
+  static const char *SP[] = {"<s>", "<|endoftext|>"};
+  for (int k = with_s ? 0 : 1; k < 2; k++) {
+    cJSON *a = cJSON_CreateObject();
+    cJSON_AddNumberToObject(a, "id", 256 + k);
+    cJSON_AddStringToObject(a, "content", SP[k]);
+    cJSON_AddBoolToObject(a, "special", 1);
+    cJSON_AddItemToArray(added, a);
+  }
+  cJSON *pre = cJSON_AddObjectToObject(root, "pre_tokenizer"), *dec = cJSON_AddObjectToObject(root, "decoder");
+  cJSON_AddStringToObject(pre, "type", "ByteLevel");
+  cJSON_AddBoolToObject(pre, "add_prefix_space", 0);
+  cJSON_AddStringToObject(dec, "type", "ByteLevel");
+  if (with_bos) {
+    cJSON *pp = cJSON_AddObjectToObject(root, "post_processor"), *single = cJSON_AddArrayToObject(pp, "single");
+    cJSON_AddStringToObject(pp, "type", "TemplateProcessing");
+    cJSON *a = cJSON_CreateObject(), *st = cJSON_AddObjectToObject(a, "SpecialToken");
+    cJSON_AddStringToObject(st, "id", "<s>");
+    cJSON_AddItemToArray(single, a);
+    a = cJSON_CreateObject();
+    st = cJSON_AddObjectToObject(a, "Sequence");
+    cJSON_AddStringToObject(st, "id", "A");
+    cJSON_AddItemToArray(single, a);
+  }
+  char *json = cJSON_PrintUnformatted(root);
+  cJSON_Delete(root);
+  moesz_tok *t = NULL;
+  moesz_error e = {0};
+  if (moesz_tok_load_json(json, strlen(json), &t, &e)) fprintf(stderr, "  byte tokenizer: %s\n", e.msg);
+  free(json);
+  return t;
+}
+
+/* ids == the listed values (terminated by -9) */
+static int ids_are(const int32_t *v, size_t n, const int *want) {
+  size_t k = 0;
+  while (want[k] != -9) k++;
+  if (k != n) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (v[i] != want[i]) return 0;
+  return 1;
+}
+
+static int pair_is(const moesz_tok *t, const char *ctx, const char *cont, moesz_bos_mode bos, const int *wc,
+                   const int *wt) {
+  int32_t *c = NULL, *w = NULL;
+  size_t nc = 0, nw = 0;
+  moesz_error e = {0};
+  int ok = moesz_eval_encode_pair(t, ctx, cont, bos, &c, &nc, &w, &nw, &e) == MOESZ_OK && ids_are(c, nc, wc) &&
+           ids_are(w, nw, wt);
+  if (!ok) {
+    fprintf(stderr, "  '%s' + '%s' (bos %d): ctx", ctx, cont, (int)bos);
+    for (size_t i = 0; i < nc; i++) fprintf(stderr, " %d", c[i]);
+    fprintf(stderr, " | cont");
+    for (size_t i = 0; i < nw; i++) fprintf(stderr, " %d", w[i]);
+    fprintf(stderr, " %s\n", e.msg);
+  }
+  free(c);
+  free(w);
+  return ok;
+}
+
+TEST(task_scoring_follows_the_harness) {
+  moesz_tok *tb = byte_tok(1, 1), *tn = byte_tok(0, 1), *te = byte_tok(0, 0);
+  CHECK(tb && tn && te);
+  if (!tb || !tn || !te) { moesz_tok_free(tb); moesz_tok_free(tn); moesz_tok_free(te); return; }
+  CHECK_EQ_INT(moesz_tok_bos(tb), 256);
+  /* all trailing whitespace of the context (a newline too) moves to the continuation */
+  CHECK(pair_is(tn, "Q:\n", " A", MOESZ_BOS_NO, (const int[]){'Q', ':', -9}, (const int[]){'\n', ' ', 'A', -9}));
+  CHECK(pair_is(tn, "Q: \t", " A", MOESZ_BOS_NO, (const int[]){'Q', ':', -9}, (const int[]){' ', '\t', ' ', 'A', -9}));
+  /* Unicode whitespace (U+00A0) as Python's str.rstrip */
+  CHECK(pair_is(tn, "Q\xc2\xa0", " A", MOESZ_BOS_NO, (const int[]){'Q', -9}, (const int[]){0xc2, 0xa0, ' ', 'A', -9}));
+  /* auto: BOS when the tokenizer adds it, not otherwise; yes: always, once; no: never */
+  CHECK(pair_is(tb, "Q:\n", " A", MOESZ_BOS_AUTO, (const int[]){256, 'Q', ':', -9}, (const int[]){'\n', ' ', 'A', -9}));
+  CHECK(pair_is(tn, "Q:", " A", MOESZ_BOS_AUTO, (const int[]){'Q', ':', -9}, (const int[]){' ', 'A', -9}));
+  CHECK(pair_is(tn, "Q:", " A", MOESZ_BOS_YES, (const int[]){256, 'Q', ':', -9}, (const int[]){' ', 'A', -9}));
+  CHECK(pair_is(tb, "Q:", " A", MOESZ_BOS_YES, (const int[]){256, 'Q', ':', -9}, (const int[]){' ', 'A', -9}));
+  CHECK(pair_is(tb, "Q:", " A", MOESZ_BOS_NO, (const int[]){'Q', ':', -9}, (const int[]){' ', 'A', -9}));
+  /* an empty context is scored after BOS (EOS when the tokenizer has no BOS), whatever the mode */
+  CHECK(pair_is(tb, "", " A", MOESZ_BOS_AUTO, (const int[]){256, -9}, (const int[]){' ', 'A', -9}));
+  CHECK(pair_is(tn, "", " A", MOESZ_BOS_NO, (const int[]){256, -9}, (const int[]){' ', 'A', -9}));
+  CHECK(pair_is(te, "", " A", MOESZ_BOS_AUTO, (const int[]){257, -9}, (const int[]){' ', 'A', -9}));
+  CHECK(pair_is(tb, " ", "A", MOESZ_BOS_AUTO, (const int[]){256, -9}, (const int[]){' ', 'A', -9}));
+  moesz_bos_mode m;
+  CHECK(moesz_bos_mode_parse("auto", &m) == MOESZ_OK && m == MOESZ_BOS_AUTO);
+  CHECK(moesz_bos_mode_parse("maybe", &m) != MOESZ_OK);
+  moesz_tok_free(tb); moesz_tok_free(tn); moesz_tok_free(te);
+  if (!setup()) SKIP("MOESZ_BIN not set (make check sets it)");
+  CHECK_EQ_INT(cli("eval tests/fixtures/mixtral --task x.jsonl --bos sometimes"), 2);
+  CHECK(strstr(OUT, "bad --bos") != NULL);
+  CHECK_EQ_INT(cli("eval --help"), 0);
+  CHECK(strstr(OUT, "--bos MODE") != NULL);
+}
+
 int main(void) {
   RUN(output_over_input_is_refused);
   RUN(decompress_is_all_or_nothing);
@@ -694,5 +806,6 @@ int main(void) {
   RUN(lenient_parsing_is_refused);
   RUN(cache_dtype_f16_overflow_refused);
   RUN(switch_compresses_and_restores);
+  RUN(task_scoring_follows_the_harness);
   return DONE();
 }
