@@ -39,6 +39,9 @@ typedef struct moesz_cache_stats {
   uint64_t resident_bytes, peak_bytes;
   double stall_seconds;       /* time the forward pass waited for experts */
   double decode_seconds;      /* total decode time (any thread) */
+  uint64_t prefetch_failed;   /* background decodes that failed (the expert stays absent; a later
+                                 request decodes it again and reports the error) */
+  char prefetch_error[200];   /* the first such failure's message, "" if none */
 } moesz_cache_stats;
 
 typedef struct moesz_cache moesz_cache;

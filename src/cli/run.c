@@ -35,13 +35,13 @@ static const char *USAGE =
     "  --ignore-eos         keep generating after the end-of-sequence token\n"
     "\nServing from a .msz container (moesz compress): dense weights stay resident, experts\n"
     "are decoded on demand into a budgeted cache:\n"
-    "  --mem BYTES          expert cache budget, e.g. 64MiB, 1.5GB (default: unlimited)\n"
+    "  --mem BYTES          expert cache budget, e.g. 64MiB, 1.5GB (default, and 0: unlimited)\n"
     "  --cache POLICY       lru (default) | lfu | lfru\n"
     "  --prefetch           predict the next MoE layer's experts and decode them ahead\n"
     "  --cache-dtype T      expert dtype in the cache: stored (default: the original dtype, or the\n"
     "                       compute layout for a --codec compute container) | f32 | bf16 | f16 |\n"
     "                       compute (needs a --codec compute container; bf16/f16 are refused there:\n"
-    "                       its bound holds in f32)\n"
+    "                       its bound holds in f32; f16 refuses an expert with |x| > 65504)\n"
     "  --stats FORMAT       print cache statistics at the end on stderr: text | json\n"
     "  -h, --help           this text\n";
 
@@ -68,20 +68,33 @@ static int parse_float(const char *s, double lo, double hi, double *out) {
   return 0;
 }
 
-/* "1,2, 3" -> ids; -1 on a malformed list. */
+static int is_blank(char c) { return c == ' ' || c == '\t' || c == '\n'; }
+
+/* "1,2, 3" or "1 2 3" -> ids: integers separated by one comma and/or blanks;
+ * an empty item ("1,,2", a leading or trailing comma) or nothing at all is
+ * malformed (-1). */
 static int parse_ids(const char *s, int32_t **ids, size_t *n) {
   size_t cap = 16, k = 0;
   int32_t *v = malloc(cap * sizeof *v);
   if (!v) return -1;
   const char *p = s;
   for (;;) {
-    while (*p == ' ' || *p == ',' || *p == '\t' || *p == '\n') p++;
+    while (is_blank(*p)) p++;
     if (!*p) break;
     char *end;
     errno = 0;
     long x = strtol(p, &end, 10);
-    if (errno || end == p || x < INT32_MIN || x > INT32_MAX ||
-        (*end && *end != ',' && *end != ' ' && *end != '\t' && *end != '\n')) { free(v); return -1; }
+    if (errno || end == p || x < INT32_MIN || x > INT32_MAX || (*end && *end != ',' && !is_blank(*end))) {
+      free(v);
+      return -1;
+    }
+    while (is_blank(*end)) end++;
+    if (*end == ',') {                  /* a comma must be followed by another id */
+      end++;
+      const char *q = end;
+      while (is_blank(*q)) q++;
+      if (!*q || *q == ',') { free(v); return -1; }
+    }
     if (k == cap) {
       int32_t *nv = realloc(v, 2 * cap * sizeof *v);
       if (!nv) { free(v); return -1; }
@@ -106,13 +119,14 @@ static void print_cache_stats(moesz_cache *k, const char *fmt, size_t tokens, do
             "\"expert_gets\":%llu,\"hits\":%llu,\"misses\":%llu,\"prefetch_waits\":%llu,\"hit_rate\":%.4f,"
             "\"prefetch_issued\":%llu,\"prefetch_used\":%llu,\"prefetch_wasted\":%llu,\"evictions\":%llu,"
             "\"over_budget\":%llu,\"bytes_read\":%llu,\"bytes_decoded\":%llu,\"peak_bytes\":%llu,"
-            "\"stall_s\":%.4f,\"decode_s\":%.4f}\n",
+            "\"stall_s\":%.4f,\"decode_s\":%.4f,\"prefetch_failed\":%llu}\n",
             tokens, secs, secs > 0 ? (double)tokens / secs : 0, (unsigned long long)budget,
             (unsigned long long)s.gets, (unsigned long long)s.hits, (unsigned long long)s.misses,
             (unsigned long long)s.prefetch_waits, hit, (unsigned long long)s.prefetch_issued,
             (unsigned long long)s.prefetch_used, (unsigned long long)s.prefetch_wasted,
             (unsigned long long)s.evictions, (unsigned long long)s.over_budget, (unsigned long long)s.bytes_read,
-            (unsigned long long)s.bytes_decoded, (unsigned long long)s.peak_bytes, s.stall_seconds, s.decode_seconds);
+            (unsigned long long)s.bytes_decoded, (unsigned long long)s.peak_bytes, s.stall_seconds, s.decode_seconds,
+            (unsigned long long)s.prefetch_failed);
   } else {
     fprintf(stderr, "expert cache: %llu requests, hit rate %.1f%% (%llu hits, %llu waited on prefetch, %llu misses), "
             "%llu evictions%s\n", (unsigned long long)s.gets, 100 * hit, (unsigned long long)s.hits,
@@ -125,6 +139,15 @@ static void print_cache_stats(moesz_cache *k, const char *fmt, size_t tokens, do
       fprintf(stderr, "  prefetch: %llu issued, %llu used, %llu evicted unused\n", (unsigned long long)s.prefetch_issued,
               (unsigned long long)s.prefetch_used, (unsigned long long)s.prefetch_wasted);
   }
+}
+
+/* Background prefetch failures are said on stderr whatever --stats is. */
+static void warn_prefetch_failures(moesz_cache *k) {
+  moesz_cache_stats s;
+  moesz_cache_stats_get(k, &s);
+  if (s.prefetch_failed)
+    fprintf(stderr, "moesz run: warning: %llu background prefetches failed; first: %s\n",
+            (unsigned long long)s.prefetch_failed, s.prefetch_error);
 }
 
 int moesz_cli_run(int argc, char **argv) {
@@ -282,6 +305,7 @@ int moesz_cli_run(int argc, char **argv) {
           stop ? stop : "");
   if (cache && stats) print_cache_stats(cache, stats, n_ids + (size_t)n_fwd, tp + tg, co.budget_bytes);
 done:
+  if (cache) warn_prefetch_failures(cache);
   moesz_sampler_free(&sm);
   if (ts) moesz_tok_stream_free(ts);
   moesz_engine_close(e);

@@ -50,6 +50,8 @@ static inline size_t msz_slot(const moesz_msz *c, int layer, int expert, int sha
 
 int moesz_msz_parse(moesz_msz *c, moesz_error *err);
 int msz_build_lookup(moesz_msz *c, moesz_error *err);
+/* Completeness checks after the manifest parsed (msz_check.c). */
+int msz_check(const moesz_msz *c, moesz_error *err);
 int msz_convert(moesz_dtype from, const void *src, moesz_dtype to, void *dst, size_t n, moesz_error *err);
 /* Codec blobs (msz_codec.c). */
 int msz_codec_decode(const moesz_msz_rec *r, const void *blob, moesz_dtype out, void *dst, size_t n,

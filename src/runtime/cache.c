@@ -149,6 +149,16 @@ static int decode(moesz_cache *k, int L, int e, entry *x, uint64_t *read, moesz_
     moesz_dtype dt = out_dtype(k, r[m]);
     int rc = dt == MOESZ_VIEW_CL ? hold_cl(k, r[m], buf + off, &x->cl[m], err)
                                  : moesz_msz_read(k->c, r[m], dt, buf + off, err);
+    if (!rc && dt == MOESZ_DT_F16 && r[m]->dtype != MOESZ_DT_F16) {
+      /* F16 holds |x| <= 65504: a weight beyond it would become Inf */
+      const uint16_t *h = (const uint16_t *)(const void *)(buf + off);
+      for (size_t i = 0; i < sz[m] / 2; i++)
+        if ((h[i] & 0x7fff) == 0x7c00) {
+          rc = moesz_error_set(err, MOESZ_E_RANGE, "expert cache: layer %d expert %d %s holds a value beyond "
+                               "F16's range (|x| > 65504); decode to bf16 or f32 instead", L, e, r[m]->name);
+          break;
+        }
+    }
     if (rc) {
       for (int j = 0; j < m; j++)
         if (out_dtype(k, r[j]) == MOESZ_VIEW_CL) moesz_cl_free(&x->cl[j]);
@@ -266,8 +276,13 @@ static void *prefetch_main(void *arg) {
     k->qlen--;
     entry *x = &k->ent[i];
     if (x->state != E_EMPTY) continue;
-    moesz_error err;
-    load(k, i / k->n_experts, i % k->n_experts, x, 1, &err);
+    moesz_error err = {0};
+    if (load(k, i / k->n_experts, i % k->n_experts, x, 1, &err)) {
+      /* counted and kept (the first message) for the stats, not dropped */
+      if (!k->st.prefetch_failed++)
+        snprintf(k->st.prefetch_error, sizeof k->st.prefetch_error, "layer %d expert %d: %.150s", i / k->n_experts,
+                 i % k->n_experts, err.msg);
+    }
   }
   pthread_mutex_unlock(&k->mu);
   return NULL;
