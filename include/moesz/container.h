@@ -70,6 +70,14 @@ const moesz_st *moesz_msz_dense(const moesz_msz *c);
  * out_dtype: F32, F16, BF16, or the original dtype). Verifies the checksum. */
 int moesz_msz_read(const moesz_msz *c, const moesz_msz_rec *r, moesz_dtype out_dtype, void *dst,
                    moesz_error *err);
+/* Checks len = r->len stored bytes of blob r (read by the caller, e.g. the
+ * runtime's storage tier) against the record's checksum. */
+int moesz_msz_verify(const moesz_msz_rec *r, const void *stored, moesz_error *err);
+/* Decodes the stored bytes of blob r (r->len bytes, already verified with
+ * moesz_msz_verify) into dst as moesz_msz_read does; moesz_msz_read is
+ * moesz_msz_blob + moesz_msz_decode. */
+int moesz_msz_decode(const moesz_msz *c, const moesz_msz_rec *r, const void *stored, moesz_dtype out_dtype,
+                     void *dst, moesz_error *err);
 /* The stored bytes of a blob (checksum-verified) without decoding. */
 int moesz_msz_blob(const moesz_msz *c, const moesz_msz_rec *r, const void **data,
                    moesz_error *err);

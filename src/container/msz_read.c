@@ -343,6 +343,19 @@ int moesz_msz_read(const moesz_msz *c, const moesz_msz_rec *r, moesz_dtype out, 
   const void *blob;
   int rc = moesz_msz_blob(c, r, &blob, err);
   if (rc) return rc;
+  return moesz_msz_decode(c, r, blob, out, dst, err);
+}
+
+int moesz_msz_verify(const moesz_msz_rec *r, const void *stored, moesz_error *err) {
+  if (!MOESZ_CHECKSUM_OK(XXH3_64bits(stored, r->len), r->xxh64))
+    return moesz_error_set(err, MOESZ_E_CHECKSUM, "blob %s: checksum mismatch (corrupted container)", r->name);
+  return MOESZ_OK;
+}
+
+int moesz_msz_decode(const moesz_msz *c, const moesz_msz_rec *r, const void *blob, moesz_dtype out, void *dst,
+                     moesz_error *err) {
+  (void)c;
+  int rc = MOESZ_OK;
   size_t n = r->raw_bytes / moesz_dtype_size(r->dtype);
   if (out != r->dtype && out != MOESZ_DT_F32 && out != MOESZ_DT_F16 && out != MOESZ_DT_BF16)
     return moesz_error_set(err, MOESZ_E_ARG, "blob %s: cannot decode to %s", r->name, moesz_dtype_name(out));
