@@ -25,7 +25,6 @@
 #else
 #define MOESZ_X86 0
 #endif
-#include "base/cpu.h"
 #include "moesz/codec.h"
 
 #define G MOESZ_CL_GROUP
@@ -266,7 +265,7 @@ TGT512 static void cl_avx512(const moesz_cl *m, int64_t r0, int64_t r1, const fl
 
 /* nt <= TBLK tokens, rows r0..r1. scratch: XQ_BYTES(ng) per token, or NULL (float path only). */
 TGT static int cl_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt, float *y,
-                       size_t ldy, int acc, uint8_t *scratch, int have_xq) {
+                       size_t ldy, int acc, uint8_t *scratch, int have_xq, int level) {
   int64_t full = m->cols / G, ng = m->ngroups;
   float xt[TBLK][G] __attribute__((aligned(32)));
   const float *xr[TBLK], *xtp[TBLK], *xs[TBLK];
@@ -287,7 +286,7 @@ TGT static int cl_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x
       xh[t] = h; xl[t] = l; xs[t] = sc;
     }
   }
-  if (useint && moesz_cpu_avx512_vnni()) {
+  if (useint && level >= 2) {
     cl_avx512(m, r0, r1, x, ldx, nt, y, ldy, acc, xtp, xh, xl, xs);
     return useint;
   }
@@ -365,7 +364,8 @@ int moesz_k_cl_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, s
     int ok = 1;
     for (int t = 0; t < nt; t += TBLK) {
       int k = nt - t < TBLK ? nt - t : TBLK;
-      ok &= cl_avx2(m, r0, r1, x + (size_t)t * ldx, ldx, k, y + (size_t)t * ldy, ldy, acc, scratch, have_xq && nt == 1);
+      ok &= cl_avx2(m, r0, r1, x + (size_t)t * ldx, ldx, k, y + (size_t)t * ldy, ldy, acc, scratch, have_xq && nt == 1,
+                    simd);
     }
     return ok && scratch && nt == 1;
   }
