@@ -94,6 +94,8 @@ typedef struct moesz_cache_opts {
                                  stored (compute blobs stay in the compute layout) */
   int prefetch;               /* 1: predict the next MoE layer's experts and decode them ahead */
   int prefetch_threads;       /* background decoders (default 1) */
+  int miss_threads;           /* threads a miss decodes a codec stream on (the forward pass waits for it,
+                                 so its idle cores help); 0 = 1 */
   int budget_auto;            /* 1: budget_bytes is chosen by moesz_cache_budget_auto from
                                  /proc/meminfo at create (the rule: see there) */
   moesz_store_opts store;     /* where blobs are read from (zero = the container's mapping, no link model) */

@@ -316,6 +316,7 @@ int moesz_cli_run(int argc, char **argv) {
   }
 
   moesz_engine_opts o = {.threads = (int)threads, .max_ctx = (int)ctx};
+  co.miss_threads = threads > 0 ? (int)threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
   moesz_engine *e = NULL;
   moesz_cache *cache = NULL;
   int is_msz = moesz_engine_is_msz(model);

@@ -40,14 +40,14 @@ int msz_codec_encode(const void *src, moesz_dtype dtype, size_t n, const moesz_m
   return MOESZ_OK;
 }
 
-int msz_codec_decode(const moesz_msz_rec *r, const void *blob, moesz_dtype out, void *dst, size_t n,
+int msz_codec_decode(const moesz_msz_rec *r, const void *blob, moesz_dtype out, void *dst, size_t n, int threads,
                      moesz_error *err) {
   moesz_codec_info info;
   int rc = moesz_codec_info_read(blob, r->len, &info, err);
   if (rc) return moesz_error_wrap(err, rc, "blob %s", r->name);
   if (info.count != n || info.in_dtype != r->dtype)
     return moesz_error_set(err, MOESZ_E_FORMAT, "blob %s: codec stream disagrees with the manifest", r->name);
-  rc = moesz_codec_decompress(blob, r->len, out, dst, n, 1, err);
+  rc = moesz_codec_decompress(blob, r->len, out, dst, n, threads > 0 ? threads : 1, err);
   if (rc) return moesz_error_wrap(err, rc, "blob %s", r->name);
   return MOESZ_OK;
 }

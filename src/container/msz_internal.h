@@ -54,7 +54,7 @@ int msz_build_lookup(moesz_msz *c, moesz_error *err);
 int msz_check(const moesz_msz *c, moesz_error *err);
 int msz_convert(moesz_dtype from, const void *src, moesz_dtype to, void *dst, size_t n, moesz_error *err);
 /* Codec blobs (msz_codec.c). */
-int msz_codec_decode(const moesz_msz_rec *r, const void *blob, moesz_dtype out, void *dst, size_t n,
+int msz_codec_decode(const moesz_msz_rec *r, const void *blob, moesz_dtype out, void *dst, size_t n, int threads,
                      moesz_error *err);
 /* Encodes n values of dtype into a malloc'd stream; reports bound and stats. */
 int msz_codec_encode(const void *src, moesz_dtype dtype, size_t n, const moesz_msz_opts *o, double eb,

@@ -215,13 +215,13 @@ static int fetch_blobs(moesz_cache *k, int L, int e, const moesz_msz_rec *r[3], 
  * (entry_bytes() long), or keeps compute-layout blobs as they are, and sets
  * x's views. The one place that knows blob kinds and cache dtypes. */
 static int decode_entry(moesz_cache *k, const moesz_msz_rec *const r[3], const void *const data[3], uint8_t *buf,
-                        entry *x, moesz_error *err) {
+                        entry *x, int threads, moesz_error *err) {
   size_t off = 0;
   x->is_cl = 0;
   for (int m = 0; m < 3; m++) {
     moesz_dtype dt = out_dtype(k, r[m]);
     int rc = dt == MOESZ_VIEW_CL ? hold_cl(r[m], data[m], buf + off, &x->cl[m], err)
-                                 : moesz_msz_decode(k->c, r[m], data[m], dt, buf + off, err);
+                                 : moesz_msz_decode_mt(k->c, r[m], data[m], dt, buf + off, threads, err);
     if (!rc && dt == MOESZ_DT_F16 && r[m]->dtype != MOESZ_DT_F16) {
       /* F16 holds |x| <= 65504: a weight beyond it would become Inf */
       const uint16_t *h = (const uint16_t *)(const void *)(buf + off);
@@ -289,7 +289,8 @@ static int load(moesz_cache *k, int L, int e, entry *x, int kind, moesz_error *e
   moesz_store_io io = {0};
   if (!rc) rc = fetch_blobs(k, L, e, r, data, &sb, &io, err);
   double t0 = moesz_time_now();
-  if (!rc) rc = decode_entry(k, r, data, buf, x, err);
+  /* a miss decodes on the caller and the cores its forward pass leaves idle meanwhile */
+  if (!rc) rc = decode_entry(k, r, data, buf, x, kind == LOAD_DEMAND && k->o.miss_threads > 1 ? k->o.miss_threads : 1, err);
   double dt = moesz_time_now() - t0;
   moesz_store_release(k->store, sb);
   if (rc) { slab_free(buf, need); buf = NULL; }
