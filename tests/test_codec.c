@@ -468,8 +468,37 @@ TEST(big_stream_over_2_31_values) {
   munmap(src, n * 2);
 }
 
+/* A context reused across arrays of different sizes and pipelines gives the
+ * same streams as the one-shot calls, and decodes them identically. */
+TEST(context_reuse_matches_one_shot_calls) {
+  static const size_t sizes[] = {300000, 1000, 300000, 70000, 256};
+  moesz_codec_ctx *x;
+  moesz_error e;
+  CHECK_EQ_INT(moesz_codec_ctx_create(2, &x, &e), MOESZ_OK);
+  if (!x) return;
+  for (int pipe = 0; pipe < 2; pipe++)
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+      size_t n = sizes[k];
+      float *f = malloc(n * 4), *a = malloc(n * 4), *b = malloc(n * 4);
+      for (size_t i = 0; i < n; i++) f[i] = (float)(gauss() * 0.02);
+      moesz_codec_params p = {.eb = 1e-3, .pipeline = (moesz_pipeline)pipe, .out_dtype = MOESZ_DT_COUNT,
+                              .threads = 2, .chunk = 0};
+      void *s1 = NULL, *s2 = NULL;
+      size_t l1 = 0, l2 = 0;
+      CHECK_EQ_INT(moesz_codec_compress(f, MOESZ_DT_F32, n, &p, &s1, &l1, NULL, &e), MOESZ_OK);
+      CHECK_EQ_INT(moesz_codec_compress_ctx(x, f, MOESZ_DT_F32, n, &p, &s2, &l2, NULL, &e), MOESZ_OK);
+      CHECK(s1 && s2 && l1 == l2 && !memcmp(s1, s2, l1));
+      CHECK_EQ_INT(moesz_codec_decompress(s1, l1, MOESZ_DT_F32, a, n, 1, &e), MOESZ_OK);
+      CHECK_EQ_INT(moesz_codec_decompress_ctx(x, s1, l1, MOESZ_DT_F32, b, n, &e), MOESZ_OK);
+      CHECK(!memcmp(a, b, n * 4));
+      free(s1); free(s2); free(f); free(a); free(b);
+    }
+  moesz_codec_ctx_free(x);
+}
+
 int main(void) {
   RUN(bound_holds_every_dtype_pipeline_mode);
+  RUN(context_reuse_matches_one_shot_calls);
   RUN(f32_input_bf16_delivery_keeps_bound);
   RUN(bound_out_of_reach_of_out_dtype_is_refused);
   RUN(nudged_codes_replace_verbatims_in_bf16);

@@ -125,6 +125,22 @@ void moesz_cl_decode(const moesz_cl *m, float *dst);
 /* 1 if buf starts like a serialized compute layout. */
 int moesz_cl_is(const void *buf, size_t len);
 
+/* A codec context, as zstd's CCtx/DCtx: the worker pool (threads), per-chunk
+ * buffers and Huffman tables, created once and reused by every call, so
+ * compressing or decoding thousands of matrices does not start threads or
+ * fault in fresh buffers each time. One call at a time per context. The
+ * plain calls above make a context per call. */
+typedef struct moesz_codec_ctx moesz_codec_ctx;
+int moesz_codec_ctx_create(int threads, moesz_codec_ctx **out, moesz_error *err);
+void moesz_codec_ctx_free(moesz_codec_ctx *x);
+/* moesz_codec_compress on x (p->threads is ignored: x's pool is used). */
+int moesz_codec_compress_ctx(moesz_codec_ctx *x, const void *src, moesz_dtype dtype, size_t n,
+                             const moesz_codec_params *p, void **out, size_t *out_len, moesz_codec_info *info,
+                             moesz_error *err);
+/* moesz_codec_decompress on x's threads. */
+int moesz_codec_decompress_ctx(moesz_codec_ctx *x, const void *stream, size_t len, moesz_dtype dtype, void *dst,
+                               size_t n, moesz_error *err);
+
 const char *moesz_pipeline_name(moesz_pipeline p);
 const char *moesz_eb_mode_name(moesz_eb_mode m);
 #endif

@@ -78,9 +78,11 @@ int moesz_msz_verify(const moesz_msz_rec *r, const void *stored, moesz_error *er
  * moesz_msz_blob + moesz_msz_decode. */
 int moesz_msz_decode(const moesz_msz *c, const moesz_msz_rec *r, const void *stored, moesz_dtype out_dtype,
                      void *dst, moesz_error *err);
-/* The same on `threads` threads (codec streams decode their chunks in parallel). */
-int moesz_msz_decode_mt(const moesz_msz *c, const moesz_msz_rec *r, const void *stored, moesz_dtype out_dtype,
-                        void *dst, int threads, moesz_error *err);
+/* The same through a codec context (codec.h: its threads decode a stream's
+ * chunks in parallel, its buffers are reused); x = NULL: one thread. */
+struct moesz_codec_ctx;
+int moesz_msz_decode_ctx(const moesz_msz *c, const moesz_msz_rec *r, const void *stored, moesz_dtype out_dtype,
+                         void *dst, struct moesz_codec_ctx *x, moesz_error *err);
 /* The stored bytes of a blob (checksum-verified) without decoding. */
 int moesz_msz_blob(const moesz_msz *c, const moesz_msz_rec *r, const void **data,
                    moesz_error *err);

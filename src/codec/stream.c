@@ -48,6 +48,83 @@ size_t moesz_codec_bound(size_t n, moesz_dtype dtype) {
   return HDR + table_bytes(MOESZ_PIPE_ENTROPY) + nch * (IDX_ENTRY + CHUNK_HDR) + n * moesz_dtype_size(dtype);
 }
 
+/* -------------------------------------------------------------- context */
+
+/* What a run of calls reuses (as zstd's CCtx/DCtx): the worker pool, one
+ * output buffer and one code array per chunk slot, the Huffman tables. */
+struct moesz_codec_ctx {
+  moesz_pool *pool;             /* NULL: one thread */
+  int threads;
+  size_t nslots;
+  uint8_t **buf;                /* [nslots] encoded-chunk buffers, capacity bcap */
+  size_t *bcap;
+  uint32_t **codes;             /* [nslots] code arrays, capacity ccap values */
+  size_t *ccap;
+  huf_enc *he;
+  huf_dec *hd;
+};
+
+int moesz_codec_ctx_create(int threads, moesz_codec_ctx **out, moesz_error *err) {
+  *out = NULL;
+  moesz_codec_ctx *x = calloc(1, sizeof *x);
+  if (!x) return moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory");
+  x->threads = threads > 1 ? threads : 1;
+  if (x->threads > 1 && !(x->pool = moesz_pool_create(x->threads))) {
+    free(x);
+    return moesz_error_set(err, MOESZ_E_NOMEM, "codec: cannot start %d threads", threads);
+  }
+  if (!(x->he = malloc(sizeof *x->he)) || !(x->hd = malloc(sizeof *x->hd))) {
+    moesz_codec_ctx_free(x);
+    return moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory");
+  }
+  *out = x;
+  return MOESZ_OK;
+}
+
+void moesz_codec_ctx_free(moesz_codec_ctx *x) {
+  if (!x) return;
+  for (size_t i = 0; i < x->nslots; i++) { free(x->buf[i]); free(x->codes[i]); }
+  free(x->buf); free(x->bcap); free(x->codes); free(x->ccap);
+  free(x->he); free(x->hd);
+  moesz_pool_destroy(x->pool);
+  free(x);
+}
+
+/* At least n chunk slots (serial; before a pool run). 0 ok, -1 out of memory. */
+static int ctx_slots(moesz_codec_ctx *x, size_t n) {
+  if (n <= x->nslots) return 0;
+  uint8_t **b = realloc(x->buf, n * sizeof *b);
+  if (b) x->buf = b;
+  size_t *bc = realloc(x->bcap, n * sizeof *bc);
+  if (bc) x->bcap = bc;
+  uint32_t **c = realloc(x->codes, n * sizeof *c);
+  if (c) x->codes = c;
+  size_t *cc = realloc(x->ccap, n * sizeof *cc);
+  if (cc) x->ccap = cc;
+  if (!b || !bc || !c || !cc) return -1;
+  for (size_t i = x->nslots; i < n; i++) { x->buf[i] = NULL; x->bcap[i] = 0; x->codes[i] = NULL; x->ccap[i] = 0; }
+  x->nslots = n;
+  return 0;
+}
+
+/* Slot i's buffer / code array with room for cap bytes / m codes (one worker per slot). */
+static uint8_t *ctx_buf(moesz_codec_ctx *x, size_t i, size_t cap) {
+  if (x->bcap[i] < cap) {
+    free(x->buf[i]);
+    x->buf[i] = malloc(cap);
+    x->bcap[i] = x->buf[i] ? cap : 0;
+  }
+  return x->buf[i];
+}
+static uint32_t *ctx_codes(moesz_codec_ctx *x, size_t i, size_t m) {
+  if (x->ccap[i] < m + 1) {
+    free(x->codes[i]);
+    x->codes[i] = malloc((m + 1) * 4);
+    x->ccap[i] = x->codes[i] ? m + 1 : 0;
+  }
+  return x->codes[i];
+}
+
 /* -------------------------------------------------------------- encoder */
 
 typedef struct enc_job {
@@ -57,9 +134,9 @@ typedef struct enc_job {
   double step, eb;
   moesz_pipeline pipe;
   uint64_t (*hist)[HUF_NSYM];   /* [nch] per-chunk histograms (entropy, pass 1) */
-  uint32_t **codes;             /* [nch] pass-1 codes reused by pass 2, or NULL */
   size_t *nverb;                /* [nch] verbatim counts of pass 1 */
   huf_enc *he;
+  moesz_codec_ctx *x;           /* owns the chunk buffers and code arrays */
   uint8_t **cbuf;               /* [nch] encoded chunks */
   size_t *clen;
   uint64_t *cverb;
@@ -70,12 +147,11 @@ static void pass_hist(void *ctx, size_t c, int tid) {
   (void)tid;
   enc_job *j = ctx;
   size_t off = c * j->chunk, m = j->n - off < j->chunk ? j->n - off : j->chunk;
-  uint32_t *codes = malloc(m * 4 + 4);
+  uint32_t *codes = ctx_codes(j->x, c, m);
   if (!codes) { atomic_store(&j->fail, 1); return; }
   memset(j->hist[c], 0, sizeof(uint64_t) * HUF_NSYM);
   j->nverb[c] = codec_quantize((const char *)j->src + off * moesz_dtype_size(j->in), j->in, j->out, m, j->step, j->eb, codes,
                                j->hist[c]);
-  j->codes[c] = codes;
 }
 
 static void pass_encode(void *ctx, size_t c, int tid) {
@@ -85,10 +161,9 @@ static void pass_encode(void *ctx, size_t c, int tid) {
   size_t off = c * j->chunk, m = j->n - off < j->chunk ? j->n - off : j->chunk;
   const uint8_t *src = (const uint8_t *)j->src + off * es;
   size_t cap = chunk_bound(m, j->in, j->pipe);
-  uint8_t *out = malloc(cap);
-  uint32_t *codes = j->codes && j->codes[c] ? j->codes[c] : malloc(m * 4 + 4);
-  if (j->codes) j->codes[c] = NULL;
-  if (!out || !codes) { atomic_store(&j->fail, 1); free(out); free(codes); return; }
+  uint8_t *out = ctx_buf(j->x, c, cap);
+  uint32_t *codes = ctx_codes(j->x, c, m);   /* pass 1's codes when it ran */
+  if (!out || !codes) { atomic_store(&j->fail, 1); return; }
   size_t nv = 0, len;
   if (j->eb > 0) nv = j->hist ? j->nverb[c] : codec_quantize(src, j->in, j->out, m, j->step, j->eb, codes, NULL);
   if (j->eb > 0 && nv < m) {
@@ -135,7 +210,6 @@ static void pass_encode(void *ctx, size_t c, int tid) {
   j->cbuf[c] = out;
   j->clen[c] = len;
   j->cverb[c] = nv;
-  free(codes);
 }
 
 /* Rewrites chunk c as a raw chunk (its buffer has room: chunk_bound). */
@@ -181,6 +255,19 @@ int moesz_codec_compress(const void *src, moesz_dtype dtype, size_t n, const moe
                          size_t *out_len, moesz_codec_info *info, moesz_error *err) {
   *out = NULL;
   *out_len = 0;
+  moesz_codec_ctx *x;
+  int rc = moesz_codec_ctx_create(p ? p->threads : 1, &x, err);
+  if (rc) return rc;
+  rc = moesz_codec_compress_ctx(x, src, dtype, n, p, out, out_len, info, err);
+  moesz_codec_ctx_free(x);
+  return rc;
+}
+
+int moesz_codec_compress_ctx(moesz_codec_ctx *x, const void *src, moesz_dtype dtype, size_t n,
+                             const moesz_codec_params *p, void **out, size_t *out_len, moesz_codec_info *info,
+                             moesz_error *err) {
+  *out = NULL;
+  *out_len = 0;
   if (!p || (!src && n)) return moesz_error_set(err, MOESZ_E_ARG, "codec: NULL argument");
   if (!dtype_ok(dtype)) return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "codec: input dtype %s (F32, F16, BF16 only)", moesz_dtype_name(dtype));
   moesz_dtype outdt = p->out_dtype == MOESZ_DT_COUNT ? dtype : p->out_dtype;
@@ -209,20 +296,20 @@ int moesz_codec_compress(const void *src, moesz_dtype dtype, size_t n, const moe
                              "use a larger bound or deliver %s or F32", x, bad, moesz_dtype_name(outdt), j.eb, y,
                              moesz_dtype_name(dtype));
   }
-  moesz_pool *pool = p->threads > 1 && j.nch > 1 ? moesz_pool_create(p->threads) : NULL;
+  moesz_pool *pool = j.nch > 1 ? x->pool : NULL;
+  j.x = x;
   j.cbuf = calloc(j.nch + 1, sizeof *j.cbuf);
   j.clen = calloc(j.nch + 1, sizeof *j.clen);
   j.cverb = calloc(j.nch + 1, sizeof *j.cverb);
   uint8_t lens[HUF_NSYM];
   memset(lens, 0, sizeof lens);
   int rc = MOESZ_OK;
-  if (!j.cbuf || !j.clen || !j.cverb) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory"); goto done; }
+  if (!j.cbuf || !j.clen || !j.cverb || ctx_slots(x, j.nch)) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory"); goto done; }
   if (j.pipe == MOESZ_PIPE_ENTROPY && j.eb > 0) {
     j.hist = calloc(j.nch + 1, sizeof *j.hist);
-    j.he = malloc(sizeof *j.he);
-    j.codes = calloc(j.nch + 1, sizeof *j.codes);
+    j.he = x->he;
     j.nverb = calloc(j.nch + 1, sizeof *j.nverb);
-    if (!j.hist || !j.he || !j.codes || !j.nverb) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory"); goto done; }
+    if (!j.hist || !j.nverb) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory"); goto done; }
     moesz_pool_run(pool, j.nch, pass_hist, &j);
     if (atomic_load(&j.fail)) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory"); goto done; }
     uint64_t tot[HUF_NSYM];
@@ -291,10 +378,7 @@ int moesz_codec_compress(const void *src, moesz_dtype dtype, size_t n, const moe
     info->chunk = chunk; info->nchunks = j.nch; info->verbatim = verb; info->stream_bytes = total;
   }
 done:
-  for (size_t c = 0; j.cbuf && c < j.nch; c++) free(j.cbuf[c]);
-  for (size_t c = 0; j.codes && c < j.nch; c++) free(j.codes[c]);
-  free(j.cbuf); free(j.clen); free(j.cverb); free(j.hist); free(j.he); free(j.codes); free(j.nverb);
-  moesz_pool_destroy(pool);
+  free(j.cbuf); free(j.clen); free(j.cverb); free(j.hist); free(j.nverb);
   return rc;
 }
 
@@ -445,34 +529,38 @@ static int chunk_error(int rc, size_t c, moesz_error *err) {
   return moesz_error_set(err, rc, "codec: chunk %zu is malformed", c);
 }
 
-static int make_dec(const parsed *ps, moesz_dtype dt, huf_dec **hd, moesz_error *err) {
-  *hd = NULL;
+/* The Huffman decoder of a stream in hd (caller's storage); *out = hd, or NULL for the fast pipeline. */
+static int make_dec(const parsed *ps, moesz_dtype dt, huf_dec *hd, huf_dec **out, moesz_error *err) {
+  *out = NULL;
   if (ps->info.pipeline != MOESZ_PIPE_ENTROPY) return MOESZ_OK;
-  *hd = malloc(sizeof **hd);
-  if (!*hd) return moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory");
-  if (huf_dec_init(*hd, ps->lens)) {
-    free(*hd);
-    *hd = NULL;
+  if (huf_dec_init(hd, ps->lens))
     return moesz_error_set(err, MOESZ_E_FORMAT, "codec: the Huffman code lengths are not a prefix code");
-  }
-  huf_dec_values(*hd, ps->lens, 2 * ps->info.eb, dt, ps->info.out_dtype);
+  huf_dec_values(hd, ps->lens, 2 * ps->info.eb, dt, ps->info.out_dtype);
+  *out = hd;
   return MOESZ_OK;
 }
 
 int moesz_codec_decompress(const void *stream, size_t len, moesz_dtype dtype, void *dst, size_t n, int threads,
                            moesz_error *err) {
+  moesz_codec_ctx *x;
+  int rc = moesz_codec_ctx_create(threads, &x, err);
+  if (rc) return rc;
+  rc = moesz_codec_decompress_ctx(x, stream, len, dtype, dst, n, err);
+  moesz_codec_ctx_free(x);
+  return rc;
+}
+
+int moesz_codec_decompress_ctx(moesz_codec_ctx *x, const void *stream, size_t len, moesz_dtype dtype, void *dst,
+                               size_t n, moesz_error *err) {
   parsed ps;
   int rc = parse(stream, len, &ps, err);
   if (rc) return rc;
   if (!dtype_ok(dtype)) return moesz_error_set(err, MOESZ_E_ARG, "codec: cannot decode to %s", moesz_dtype_name(dtype));
   if (n != ps.info.count) return moesz_error_set(err, MOESZ_E_ARG, "codec: stream holds %zu values, caller expects %zu", ps.info.count, n);
   huf_dec *hd;
-  if ((rc = make_dec(&ps, dtype, &hd, err))) return rc;
+  if ((rc = make_dec(&ps, dtype, x->hd, &hd, err))) return rc;
   dec_job j = {.ps = &ps, .hd = hd, .dt = dtype, .dst = dst};
-  moesz_pool *pool = threads > 1 && ps.info.nchunks > 1 ? moesz_pool_create(threads) : NULL;
-  moesz_pool_run(pool, ps.info.nchunks, dec_task, &j);
-  moesz_pool_destroy(pool);
-  free(hd);
+  moesz_pool_run(ps.info.nchunks > 1 ? x->pool : NULL, ps.info.nchunks, dec_task, &j);
   int jrc = atomic_load(&j.rc);
   return jrc ? chunk_error(jrc, j.bad_chunk, err) : MOESZ_OK;
 }
@@ -486,10 +574,11 @@ int moesz_codec_decompress_chunk(const void *stream, size_t len, size_t i, moesz
   if (!dtype_ok(dtype)) return moesz_error_set(err, MOESZ_E_ARG, "codec: cannot decode to %s", moesz_dtype_name(dtype));
   size_t m = ps.info.count - i * ps.info.chunk < ps.info.chunk ? ps.info.count - i * ps.info.chunk : ps.info.chunk;
   if (cap < m) return moesz_error_set(err, MOESZ_E_ARG, "codec: chunk holds %zu values, room for %zu", m, cap);
-  huf_dec *hd;
-  if ((rc = make_dec(&ps, dtype, &hd, err))) return rc;
+  huf_dec *store = malloc(sizeof *store), *hd;
+  if (!store) return moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory");
+  if ((rc = make_dec(&ps, dtype, store, &hd, err))) { free(store); return rc; }
   rc = decode_chunk(&ps, hd, i, dtype, dst);
-  free(hd);
+  free(store);
   if (rc) return chunk_error(rc, i, err);
   if (n_out) *n_out = m;
   return MOESZ_OK;

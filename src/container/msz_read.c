@@ -354,17 +354,17 @@ int moesz_msz_verify(const moesz_msz_rec *r, const void *stored, moesz_error *er
 
 int moesz_msz_decode(const moesz_msz *c, const moesz_msz_rec *r, const void *blob, moesz_dtype out, void *dst,
                      moesz_error *err) {
-  return moesz_msz_decode_mt(c, r, blob, out, dst, 1, err);
+  return moesz_msz_decode_ctx(c, r, blob, out, dst, NULL, err);
 }
 
-int moesz_msz_decode_mt(const moesz_msz *c, const moesz_msz_rec *r, const void *blob, moesz_dtype out, void *dst,
-                        int threads, moesz_error *err) {
+int moesz_msz_decode_ctx(const moesz_msz *c, const moesz_msz_rec *r, const void *blob, moesz_dtype out, void *dst,
+                         moesz_codec_ctx *x, moesz_error *err) {
   (void)c;
   int rc = MOESZ_OK;
   size_t n = r->raw_bytes / moesz_dtype_size(r->dtype);
   if (out != r->dtype && out != MOESZ_DT_F32 && out != MOESZ_DT_F16 && out != MOESZ_DT_BF16)
     return moesz_error_set(err, MOESZ_E_ARG, "blob %s: cannot decode to %s", r->name, moesz_dtype_name(out));
-  if (r->method == MOESZ_MSZ_CODEC) return msz_codec_decode(r, blob, out, dst, n, threads, err);
+  if (r->method == MOESZ_MSZ_CODEC) return msz_codec_decode(r, blob, out, dst, n, x, err);
   if (r->method == MOESZ_MSZ_COMPUTE) return msz_cl_decode(r, blob, out, dst, err);
   const void *raw = blob;
   void *tmp = NULL;

@@ -99,6 +99,7 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
   cJSON_AddStringToObject(man, "format", "moesz");
   cJSON_AddNumberToObject(man, "version", MOESZ_MSZ_VERSION);
   uint8_t *buf = NULL;
+  moesz_codec_ctx *cx = NULL;   /* one codec context (pool, buffers) for every matrix */
   size_t bufcap = 0;
   char *mtxt = NULL;
   moesz_stw *dw = NULL;
@@ -184,6 +185,7 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
 
   /* 4. expert blobs */
   moesz_progress prog;
+  if (o->method == MOESZ_MSZ_CODEC && (rc = moesz_codec_ctx_create(o->threads, &cx, err))) goto fail;
   moesz_progress_begin(&prog, "compress", nmat, o->progress);
   int done = 0;
   for (int L = 0; L < cfg->n_layers; L++) {
@@ -225,7 +227,7 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
         } else if (method == MOESZ_MSZ_CODEC) {
           uint64_t verb = 0;
           double ratio = 0;
-          if ((rc = msz_codec_encode(buf, v.dtype, n, o, eb, &cblob, &blen, &eb_abs, &verb, &ratio, err))) goto fail;
+          if ((rc = msz_codec_encode(cx, buf, v.dtype, n, o, eb, &cblob, &blen, &eb_abs, &verb, &ratio, err))) goto fail;
           blob = cblob;
           mname = "codec";
           s.verbatim_values += verb;
@@ -289,6 +291,7 @@ fail:
   cJSON_Delete(man);
   free(mtxt);
   free(buf);
+  moesz_codec_ctx_free(cx);
   free(is_src);
   return rc;
 }
