@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <xxhash.h>
 #include "harness.h"
+#include "harness_engine.h"
 #include "infer/kernels.h"
 #include <unistd.h>
 #include "moesz.h"
@@ -311,16 +312,6 @@ TEST(hostile_layouts_rejected) {
   free(cp); free(buf); free(f); free(x);
 }
 
-static float *logits_of(moesz_engine *e, const int32_t *tok, int n) {
-  int V = moesz_engine_vocab(e);
-  float *lg = malloc((size_t)n * (size_t)V * sizeof *lg);
-  /* prompt batch of 24, then token by token (decode path) */
-  if (moesz_engine_forward(e, tok, 24, 1, lg, NULL)) { free(lg); return NULL; }
-  for (int i = 24; i < n; i++)
-    if (moesz_engine_forward(e, tok + i, 1, 1, lg + (size_t)i * (size_t)V, NULL)) { free(lg); return NULL; }
-  return lg;
-}
-
 static void fused_family(const char *fam) {
   char dir[128], msz[128];
   snprintf(dir, sizeof dir, "tests/fixtures/%s", fam);
@@ -350,7 +341,7 @@ static void fused_family(const char *fam) {
     if (rc) break;
     V = moesz_engine_vocab(en);
     for (int i = 0; i < N; i++) tok[i] = (int32_t)((i * 37 + 11) % V);
-    lg[k] = logits_of(en, tok, N);
+    lg[k] = harness_logits(en, tok, N);
     CHECK(lg[k] != NULL);
     moesz_engine_close(en);
   }

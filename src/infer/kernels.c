@@ -4,6 +4,7 @@
  * them at run time; each has a scalar twin computing the same sums (up to
  * summation order). */
 #include "infer/kernels.h"
+#include "infer/simd.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,14 +150,6 @@ static void mm_scalar(const float *p, int nr, const float *x, size_t ldx, int nt
 #if MOESZ_X86
 #define TGT __attribute__((target("avx2,fma,f16c")))
 
-TGT static inline float hsum8(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-  lo = _mm_add_ps(lo, hi);
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-  return _mm_cvtss_f32(lo);
-}
-
 TGT static inline __m256 ld8_f32(const void *p, size_t k) {
   return _mm256_loadu_ps((const float *)p + k);
 }
@@ -189,8 +182,8 @@ TGT static inline __m256 ld8_f16(const void *p, size_t k) {
         a0 = _mm256_fmadd_ps(LD8(w0, k), xa, a0); a1 = _mm256_fmadd_ps(LD8(w1, k), xa, a1); \
         a2 = _mm256_fmadd_ps(LD8(w2, k), xa, a2); a3 = _mm256_fmadd_ps(LD8(w3, k), xa, a3); \
       }                                                                                  \
-      float s[4] = {hsum8(_mm256_add_ps(a0, b0)), hsum8(_mm256_add_ps(a1, b1)),          \
-                    hsum8(_mm256_add_ps(a2, b2)), hsum8(_mm256_add_ps(a3, b3))};         \
+      float s[4] = {moesz_hsum8(_mm256_add_ps(a0, b0)), moesz_hsum8(_mm256_add_ps(a1, b1)),          \
+                    moesz_hsum8(_mm256_add_ps(a2, b2)), moesz_hsum8(_mm256_add_ps(a3, b3))};         \
       const void *wr[4] = {w0, w1, w2, w3};                                              \
       for (; k < cols; k++)                                                              \
         for (int i = 0; i < 4; i++) s[i] += ld1(w->dtype, wr[i], k) * x[k];              \
@@ -204,7 +197,7 @@ TGT static inline __m256 ld8_f16(const void *p, size_t k) {
       __m256 a0 = _mm256_setzero_ps();                                                   \
       size_t k = 0;                                                                      \
       for (; k + 8 <= cols; k += 8) a0 = _mm256_fmadd_ps(LD8(w0, k), _mm256_loadu_ps(x + k), a0); \
-      float s = hsum8(a0);                                                               \
+      float s = moesz_hsum8(a0);                                                               \
       for (; k < cols; k++) s += ld1(w->dtype, w0, k) * x[k];                            \
       float *o = y + (r - r0);                                                           \
       *o = acc ? *o + s : s;                                                             \
@@ -249,7 +242,7 @@ TGT static void mv_avx_bf16_eo(const moesz_matview *w, int64_t r0, int64_t r1, c
       a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), _mm256_loadu_ps(xs + k), a0);
       b0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v, hi)), _mm256_loadu_ps(xs + k + 8), b0);
     }
-    float s = hsum8(_mm256_add_ps(_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1)));
+    float s = moesz_hsum8(_mm256_add_ps(_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1)));
     for (k = n16; k < cols; k++) s += moesz_bf16_to_f32(w0[k]) * x[k];
     float *o = y + (r - r0);
     *o = acc ? *o + s : s;
@@ -275,7 +268,7 @@ MV_AVX(mv_avx_f16, ld8_f16, 2)
     }                                                                                    \
     for (int i = 0; i < R; i++)                                                          \
       for (int j = 0; j < T; j++) {                                                      \
-        float s = hsum8(a[i][j]);                                                        \
+        float s = moesz_hsum8(a[i][j]);                                                        \
         for (size_t kk = k; kk < c; kk++) s += p[(size_t)i * c + kk] * x[(size_t)j * ldx + kk]; \
         float *o = y + (size_t)j * ldy + i;                                              \
         *o = acc ? *o + s : s;                                                           \
@@ -371,7 +364,7 @@ TGT static float dot_avx(const float *a, const float *b, int n) {
     s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8), _mm256_loadu_ps(b + k + 8), s1);
   }
   for (; k + 8 <= n; k += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), s0);
-  float s = hsum8(_mm256_add_ps(s0, s1));
+  float s = moesz_hsum8(_mm256_add_ps(s0, s1));
   for (; k < n; k++) s += a[k] * b[k];
   return s;
 }
