@@ -43,6 +43,7 @@ struct moesz_msz {
   size_t nex;
   int32_t *lookup;            /* [n_layers][lookup_e][2 shared][3 mats] -> ex index or -1 */
   int lookup_e;
+  char *path;                 /* the file (moesz_msz_open), NULL in memory: export never writes over it */
 };
 
 static inline size_t msz_slot(const moesz_msz *c, int layer, int expert, int shared, moesz_mat mat) {
