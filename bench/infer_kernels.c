@@ -14,6 +14,7 @@
 #include <string.h>
 #include "base/pool.h"
 #include "base/util.h"
+#include "base/cpu.h"
 #include "infer/kernels.h"
 #include "moesz/codec.h"
 #include "moesz/tensor.h"
@@ -60,23 +61,25 @@ int main(int argc, char **argv) {
   float *wdec = malloc((size_t)(rows < 256 ? rows : 256) * (size_t)cols * sizeof(float));
   moesz_k_cl_unpack(&cl, 0, rows < 256 ? rows : 256, wdec, 0);
   for (size_t i = 0; i < (size_t)cols * ntok; i++) x[i] = (float)((i * 2654435761u) % 1001) * 0.002f - 1.0f;
-  printf("# matrix %d x %d, prompt batch %d tokens; simd available %d; compute layout %.3f bits/weight\n", rows,
-         cols, ntok, moesz_k_cpu_simd(), cli.bits_per_value);
+  printf("# matrix %d x %d, prompt batch %d tokens; AVX2 %d, AVX-512 VBMI+VNNI %d; compute layout %.3f bits/weight\n",
+         rows, cols, ntok, moesz_k_cpu_simd(), moesz_cpu_avx512_vnni(), cli.bits_per_value);
   printf("| dtype | kernel | threads | decode GB/s | G weights/s | decode ms | prompt GFLOP/s | decode vs BF16 | prompt vs BF16 |\n"
          "|---|---|---|---|---|---|---|---|---|\n");
-  const void *data[5] = {wf, wb, wh, &cl, &cl};
-  moesz_dtype dts[5] = {MOESZ_DT_F32, MOESZ_DT_BF16, MOESZ_DT_F16, MOESZ_VIEW_CL, MOESZ_VIEW_CL};
-  static const char *names[5] = {"F32", "BF16", "F16", "compute (int16 path)", "compute (float path)"};
+  const void *data[6] = {wf, wb, wh, &cl, &cl, &cl};
+  moesz_dtype dts[6] = {MOESZ_DT_F32, MOESZ_DT_BF16, MOESZ_DT_F16, MOESZ_VIEW_CL, MOESZ_VIEW_CL, MOESZ_VIEW_CL};
+  static const char *names[6] = {"F32", "BF16", "F16", "compute (int16 path)", "compute (float path)",
+                                 "compute (int16 path, AVX2 only)"};
   double bf1[2][17], bfn[2][17];
-  int order[5] = {1, 3, 4, 0, 2};
-  for (int oi = 0; oi < 5; oi++)
+  int order[6] = {1, 3, 5, 4, 0, 2};
+  for (int oi = 0; oi < 6; oi++)
     for (int simd = 1; simd >= simd_only; simd--)
       for (int th = 1; th <= maxthr && th <= 16; th++) {
         moesz_pool *pool = th > 1 ? moesz_pool_create(th) : NULL;
         moesz_kctx kc;
-        if (moesz_kctx_init(&kc, pool, simd, moesz_k_scratch_need((size_t)cols, 16))) return 1;
         int d = order[oi];
+        if (moesz_kctx_init(&kc, pool, simd ? d == 5 ? 1 : -1 : 0, moesz_k_scratch_need((size_t)cols, 16))) return 1;
         kc.no_int = d == 4;
+        if (d == 5) kc.no_int = 0;
         moesz_matview v = {data[d], dts[d], rows, cols, cols, 0};
         moesz_kjob j1 = {v, x, (size_t)cols, y, (size_t)rows, 1, 0};
         moesz_kjob jn = {v, x, (size_t)cols, y, (size_t)rows, ntok, 0};
@@ -112,6 +115,7 @@ int main(int argc, char **argv) {
         }
         double t1 = run(&kc, &j1, 7);
         double tn = simd || ntok <= 8 ? run(&kc, &jn, 3) : 0;
+        if (d == 5 && !moesz_cpu_avx512_vnni()) { moesz_kctx_free(&kc); moesz_pool_destroy(pool); continue; }
         double bytes = d >= 3 ? (double)cllen : (double)n * (double)moesz_dtype_size(dts[d]);
         if (d == 1) { bf1[simd][th] = t1; bfn[simd][th] = tn; }
         printf("| %s | %s | %d | %.2f | %.2f | %.3f | %.2f | %.2fx | %.2fx |\n", names[d],

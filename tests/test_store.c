@@ -6,6 +6,7 @@
  * while the mapping path does not; link pacing within 5% on a read loop;
  * short reads, corrupted blobs and bad link options give clear errors. */
 #include "harness.h"
+#include "harness_engine.h"
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/stat.h>
@@ -34,15 +35,6 @@ static int write_msz(const char *dir, moesz_msz_method m, const char *path) {
   return rc;
 }
 
-static float *run_logits(moesz_engine *e, const int32_t *tok, int n) {
-  int V = moesz_engine_vocab(e);
-  float *lg = malloc((size_t)n * (size_t)V * sizeof *lg);
-  if (moesz_engine_forward(e, tok, 24, 1, lg, NULL)) { free(lg); return NULL; }
-  for (int i = 24; i < n; i++)
-    if (moesz_engine_forward(e, tok + i, 1, 1, lg + (size_t)i * (size_t)V, NULL)) { free(lg); return NULL; }
-  return lg;
-}
-
 /* The storage tier (O_DIRECT, buffered, paced by a link) gives the same
  * logits as the mapping, bit for bit, for a lossless and a lossy container;
  * and the lossless ones equal the folder's. The budget holds throughout. */
@@ -56,7 +48,7 @@ static void check_paths(const char *fam) {
   int V = moesz_engine_vocab(ref), N = 36;
   int32_t tok[36];
   for (int i = 0; i < N; i++) tok[i] = (int32_t)((i * 29 + 5) % V);
-  float *folder = run_logits(ref, tok, N);
+  float *folder = harness_logits(ref, tok, N);
   moesz_msz_method methods[] = {MOESZ_MSZ_ZSTD, MOESZ_MSZ_CODEC};
   for (int mi = 0; mi < 2; mi++) {
     snprintf(msz, sizeof msz, "%s_%s.msz", TMP, fam);
@@ -88,7 +80,7 @@ static void check_paths(const char *fam) {
       int rc = moesz_engine_open_msz(msz, &co, &eo, &en, &k, &e);
       CHECK_MSG(rc == MOESZ_OK, "%s", e.msg);
       if (rc) continue;
-      float *got = run_logits(en, tok, N);
+      float *got = harness_logits(en, tok, N);
       CHECK(got != NULL);
       if (got && c == 0) mapped = got;
       if (got && mapped && c > 0) {
@@ -157,7 +149,7 @@ TEST(budget_never_exceeded_with_prefetch) {
       co.budget_bytes = s.expert_bytes * (uint64_t)nb + s.expert_bytes / 3;
       CHECK_EQ_INT(moesz_engine_open_msz(msz, &co, &eo, &en, &k, &e), MOESZ_OK);
       if (!en) continue;
-      float *lg = run_logits(en, tok, 40);
+      float *lg = harness_logits(en, tok, 40);
       CHECK(lg != NULL);
       free(lg);
       moesz_cache_stats_get(k, &s);
@@ -571,7 +563,7 @@ TEST(cache_state_warm_start) {
         if (b) CHECK(s.resident_bytes <= co.budget_bytes && n == 5);
         CHECK_EQ_INT(s.gets, 0);
       }
-      float *lg = run_logits(en, tok, 36);
+      float *lg = harness_logits(en, tok, 36);
       CHECK(lg != NULL);
       int V = moesz_engine_vocab(en);
       if (lg && !want) want = lg;

@@ -95,6 +95,8 @@ typedef struct moesz_cache_opts {
                                  stored (compute blobs stay in the compute layout) */
   int prefetch;               /* 1: predict the next MoE layer's experts and decode them ahead */
   int prefetch_threads;       /* background decoders (default 1) */
+  int miss_threads;           /* threads a miss decodes a codec stream on (the forward pass waits for it,
+                                 so its idle cores help); 0 = 1 */
   int budget_auto;            /* 1: budget_bytes is chosen by moesz_cache_budget_auto from
                                  /proc/meminfo at create (the rule: see there) */
   moesz_store_opts store;     /* where blobs are read from (zero = the container's mapping, no link model) */
@@ -112,7 +114,8 @@ typedef struct moesz_cache_stats {
   uint64_t over_budget;       /* loads that went over the budget (pinned experts alone filled it) */
   uint64_t preloaded;         /* experts loaded from a cache state at start (not in gets/misses) */
   uint64_t prefetch_refused;  /* prefetches dropped: no room without going over the budget */
-  uint64_t prefetch_failed;   /* prefetches that failed (read or decode error; a request retries) */
+  uint64_t prefetch_failed;   /* prefetches that failed (read or decode error; the expert stays absent,
+                                 a later request loads it again and reports the error) */
   uint64_t bytes_read;        /* stored (compressed) bytes read from the container */
   uint64_t bytes_decoded;     /* decoded bytes produced */
   uint64_t resident_bytes;    /* decoded experts held + loads in flight (reserved before reading) */
@@ -124,6 +127,7 @@ typedef struct moesz_cache_stats {
   double stall_decode_seconds;/*   its own misses' decoding */
   double stall_prefetch_seconds; /* waiting for prefetches in flight */
   double decode_seconds;      /* total decode time (any thread) */
+  char prefetch_error[200];   /* the first such failure's message, "" if none */
   double link_wait_seconds;   /* total time slept in the link model (any thread) */
   double read_seconds;        /* total time inside pread + checksums (any thread) */
   moesz_store_stats store;    /* the slow tier's counters */

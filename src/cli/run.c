@@ -36,7 +36,7 @@ static const char *USAGE =
     "  --ignore-eos         keep generating after the end-of-sequence token\n"
     "\nServing from a .msz container (moesz compress): dense weights stay resident, experts\n"
     "are read from the file on demand and decoded into a budgeted cache (docs/RUNTIME.md):\n"
-    "  --mem BYTES          expert cache budget, e.g. 64MiB, 1.5GB (default: unlimited); counts\n"
+    "  --mem BYTES          expert cache budget, e.g. 64MiB, 1.5GB (default, and 0: unlimited); counts\n"
     "                       experts in flight and prefetched; a prompt streams its experts\n"
     "                       through it. auto: MemAvailable - dense weights - I/O buffers -\n"
     "                       routers - max(512 MiB, MemAvailable / 8), within [one expert,\n"
@@ -46,7 +46,7 @@ static const char *USAGE =
     "  --cache-dtype T      expert dtype in the cache: stored (default: the original dtype, or the\n"
     "                       compute layout for a --codec compute container) | f32 | bf16 | f16 |\n"
     "                       compute (needs a --codec compute container; bf16/f16 are refused there:\n"
-    "                       its bound holds in f32)\n"
+    "                       its bound holds in f32; f16 refuses an expert with |x| > 65504)\n"
     "  --store MODE         where expert blobs are read from: direct (default: pread with\n"
     "                       O_DIRECT where the file system allows it, else buffered, with a\n"
     "                       note) | buffered (pread through the page cache) | mmap (the\n"
@@ -85,20 +85,33 @@ static int parse_float(const char *s, double lo, double hi, double *out) {
   return 0;
 }
 
-/* "1,2, 3" -> ids; -1 on a malformed list. */
+static int is_blank(char c) { return c == ' ' || c == '\t' || c == '\n'; }
+
+/* "1,2, 3" or "1 2 3" -> ids: integers separated by one comma and/or blanks;
+ * an empty item ("1,,2", a leading or trailing comma) or nothing at all is
+ * malformed (-1). */
 static int parse_ids(const char *s, int32_t **ids, size_t *n) {
   size_t cap = 16, k = 0;
   int32_t *v = malloc(cap * sizeof *v);
   if (!v) return -1;
   const char *p = s;
   for (;;) {
-    while (*p == ' ' || *p == ',' || *p == '\t' || *p == '\n') p++;
+    while (is_blank(*p)) p++;
     if (!*p) break;
     char *end;
     errno = 0;
     long x = strtol(p, &end, 10);
-    if (errno || end == p || x < INT32_MIN || x > INT32_MAX ||
-        (*end && *end != ',' && *end != ' ' && *end != '\t' && *end != '\n')) { free(v); return -1; }
+    if (errno || end == p || x < INT32_MIN || x > INT32_MAX || (*end && *end != ',' && !is_blank(*end))) {
+      free(v);
+      return -1;
+    }
+    while (is_blank(*end)) end++;
+    if (*end == ',') {                  /* a comma must be followed by another id */
+      end++;
+      const char *q = end;
+      while (is_blank(*q)) q++;
+      if (!*q || *q == ',') { free(v); return -1; }
+    }
     if (k == cap) {
       int32_t *nv = realloc(v, 2 * cap * sizeof *v);
       if (!nv) { free(v); return -1; }
@@ -177,6 +190,15 @@ static void print_cache_stats(moesz_cache *k, const char *fmt, size_t tokens, do
               (unsigned long long)s.prefetch_wasted, (unsigned long long)s.prefetch_refused,
               (unsigned long long)s.prefetch_failed);
   }
+}
+
+/* Background prefetch failures are said on stderr whatever --stats is. */
+static void warn_prefetch_failures(moesz_cache *k) {
+  moesz_cache_stats s;
+  moesz_cache_stats_get(k, &s);
+  if (s.prefetch_failed)
+    fprintf(stderr, "moesz run: warning: %llu background prefetches failed; first: %s\n",
+            (unsigned long long)s.prefetch_failed, s.prefetch_error);
 }
 
 int moesz_cli_run(int argc, char **argv) {
@@ -294,6 +316,7 @@ int moesz_cli_run(int argc, char **argv) {
   }
 
   moesz_engine_opts o = {.threads = (int)threads, .max_ctx = (int)ctx};
+  co.miss_threads = threads > 0 ? (int)threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
   moesz_engine *e = NULL;
   moesz_cache *cache = NULL;
   int is_msz = moesz_engine_is_msz(model);
@@ -389,6 +412,7 @@ int moesz_cli_run(int argc, char **argv) {
   if (cache && *moesz_store_note(moesz_cache_store(cache)))
     fprintf(stderr, "moesz run: note: %s\n", moesz_store_note(moesz_cache_store(cache)));
 done:
+  if (cache) warn_prefetch_failures(cache);
   moesz_sampler_free(&sm);
   if (ts) moesz_tok_stream_free(ts);
   moesz_engine_close(e);

@@ -277,6 +277,9 @@ static inline int code_at(const uint8_t *p, int b, int i) {
   return (int)(u ^ (1u << (b - 1))) - (1 << (b - 1));
 }
 
+static int parse_rows(moesz_cl *m, uint64_t rows, uint64_t cols, uint64_t ng, uint64_t wstride, uint64_t n_esc,
+                      uint64_t dbytes, moesz_error *err);
+
 size_t moesz_cl_parse_bytes(int64_t rows) { return 2 * ((size_t)rows + 1) * sizeof(uint32_t); }
 
 void moesz_cl_free(moesz_cl *m) {
@@ -286,6 +289,20 @@ void moesz_cl_free(moesz_cl *m) {
 }
 
 int moesz_cl_parse(const void *vbuf, size_t len, moesz_cl *m, moesz_error *err) {
+  int rc = moesz_cl_header(vbuf, len, m, err);
+  if (rc) return rc;
+  const uint8_t *buf = vbuf;
+  uint64_t rows = (uint64_t)m->rows, cols = (uint64_t)m->cols, n_esc = m->n_esc, dbytes = m->data_bytes;
+  uint64_t ng = (uint64_t)m->ngroups, wstride = (uint64_t)m->wstride;
+  if (!MOESZ_CHECKSUM_OK(cl_checksum(buf, len), get64(buf + 56)))
+    return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: checksum mismatch");
+  if (!(m->row_off = malloc(moesz_cl_parse_bytes((int64_t)rows))))
+    return moesz_error_set(err, MOESZ_E_NOMEM, "compute layout: out of memory");
+  m->esc_start = m->row_off + rows + 1;
+  return parse_rows(m, rows, cols, ng, wstride, n_esc, dbytes, err);
+}
+
+int moesz_cl_header(const void *vbuf, size_t len, moesz_cl *m, moesz_error *err) {
   const uint8_t *buf = vbuf;
   memset(m, 0, sizeof *m);
   if (!buf || len < CL_HDR || memcmp(buf, CL_MAGIC, 8))
@@ -312,8 +329,6 @@ int moesz_cl_parse(const void *vbuf, size_t len, moesz_cl *m, moesz_error *err) 
   cl_geom gm;
   if (!geom(rows, wstride, n_esc, dbytes, &gm) || gm.total != len)
     return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: %zu bytes, the header implies %zu", len, gm.total);
-  if (!MOESZ_CHECKSUM_OK(cl_checksum(buf, len), get64(buf + 56)))
-    return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: checksum mismatch");
   m->rows = (int64_t)rows;
   m->cols = (int64_t)cols;
   m->ngroups = (int64_t)ng;
@@ -326,9 +341,12 @@ int moesz_cl_parse(const void *vbuf, size_t len, moesz_cl *m, moesz_error *err) 
   m->esc_idx = (const uint32_t *)(buf + gm.eidx);
   m->esc_val = (const float *)(buf + gm.eval);
   m->data = buf + gm.data;
-  if (!(m->row_off = malloc(moesz_cl_parse_bytes((int64_t)rows))))
-    return moesz_error_set(err, MOESZ_E_NOMEM, "compute layout: out of memory");
-  m->esc_start = m->row_off + rows + 1;
+  return MOESZ_OK;
+}
+
+/* Row offsets and escape starts of a layout whose header checked out. */
+static int parse_rows(moesz_cl *m, uint64_t rows, uint64_t cols, uint64_t ng, uint64_t wstride, uint64_t n_esc,
+                      uint64_t dbytes, moesz_error *err) {
   /* row offsets from the widths */
   uint64_t off = 0;
   for (uint64_t r = 0; r < rows; r++) {

@@ -4,8 +4,10 @@
  * them at run time; each has a scalar twin computing the same sums (up to
  * summation order). */
 #include "infer/kernels.h"
+#include "infer/simd.h"
 #include <math.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -31,12 +33,15 @@ size_t moesz_k_scratch_need(size_t max_cols, size_t max_ctx) {
   return a > b ? a : b;
 }
 
+static int avx512_agrees(void);
+
 int moesz_kctx_init(moesz_kctx *c, moesz_pool *pool, int simd, size_t scratch_floats) {
   memset(c, 0, sizeof *c);
   c->pool = pool;
   c->nthreads = moesz_pool_size(pool);
   int have = moesz_k_cpu_simd();
-  c->simd = simd < 0 ? have : (simd && have);
+  if (have && moesz_cpu_avx512_vnni() && avx512_agrees()) have = 2;
+  c->simd = simd < 0 ? have : (simd && have ? (simd < have ? simd : have) : 0);
   c->scratch_floats = scratch_floats;
   c->scratch = calloc((size_t)c->nthreads, sizeof *c->scratch);
   c->memo_gen = calloc((size_t)c->nthreads, sizeof *c->memo_gen);
@@ -148,14 +153,6 @@ static void mm_scalar(const float *p, int nr, const float *x, size_t ldx, int nt
 #if MOESZ_X86
 #define TGT __attribute__((target("avx2,fma,f16c")))
 
-TGT static inline float hsum8(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-  lo = _mm_add_ps(lo, hi);
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-  return _mm_cvtss_f32(lo);
-}
-
 TGT static inline __m256 ld8_f32(const void *p, size_t k) {
   return _mm256_loadu_ps((const float *)p + k);
 }
@@ -188,8 +185,8 @@ TGT static inline __m256 ld8_f16(const void *p, size_t k) {
         a0 = _mm256_fmadd_ps(LD8(w0, k), xa, a0); a1 = _mm256_fmadd_ps(LD8(w1, k), xa, a1); \
         a2 = _mm256_fmadd_ps(LD8(w2, k), xa, a2); a3 = _mm256_fmadd_ps(LD8(w3, k), xa, a3); \
       }                                                                                  \
-      float s[4] = {hsum8(_mm256_add_ps(a0, b0)), hsum8(_mm256_add_ps(a1, b1)),          \
-                    hsum8(_mm256_add_ps(a2, b2)), hsum8(_mm256_add_ps(a3, b3))};         \
+      float s[4] = {moesz_hsum8(_mm256_add_ps(a0, b0)), moesz_hsum8(_mm256_add_ps(a1, b1)),          \
+                    moesz_hsum8(_mm256_add_ps(a2, b2)), moesz_hsum8(_mm256_add_ps(a3, b3))};         \
       const void *wr[4] = {w0, w1, w2, w3};                                              \
       for (; k < cols; k++)                                                              \
         for (int i = 0; i < 4; i++) s[i] += ld1(w->dtype, wr[i], k) * x[k];              \
@@ -203,7 +200,7 @@ TGT static inline __m256 ld8_f16(const void *p, size_t k) {
       __m256 a0 = _mm256_setzero_ps();                                                   \
       size_t k = 0;                                                                      \
       for (; k + 8 <= cols; k += 8) a0 = _mm256_fmadd_ps(LD8(w0, k), _mm256_loadu_ps(x + k), a0); \
-      float s = hsum8(a0);                                                               \
+      float s = moesz_hsum8(a0);                                                               \
       for (; k < cols; k++) s += ld1(w->dtype, w0, k) * x[k];                            \
       float *o = y + (r - r0);                                                           \
       *o = acc ? *o + s : s;                                                             \
@@ -248,7 +245,7 @@ TGT static void mv_avx_bf16_eo(const moesz_matview *w, int64_t r0, int64_t r1, c
       a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), _mm256_loadu_ps(xs + k), a0);
       b0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v, hi)), _mm256_loadu_ps(xs + k + 8), b0);
     }
-    float s = hsum8(_mm256_add_ps(_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1)));
+    float s = moesz_hsum8(_mm256_add_ps(_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1)));
     for (k = n16; k < cols; k++) s += moesz_bf16_to_f32(w0[k]) * x[k];
     float *o = y + (r - r0);
     *o = acc ? *o + s : s;
@@ -274,7 +271,7 @@ MV_AVX(mv_avx_f16, ld8_f16, 2)
     }                                                                                    \
     for (int i = 0; i < R; i++)                                                          \
       for (int j = 0; j < T; j++) {                                                      \
-        float s = hsum8(a[i][j]);                                                        \
+        float s = moesz_hsum8(a[i][j]);                                                        \
         for (size_t kk = k; kk < c; kk++) s += p[(size_t)i * c + kk] * x[(size_t)j * ldx + kk]; \
         float *o = y + (size_t)j * ldy + i;                                              \
         *o = acc ? *o + s : s;                                                           \
@@ -304,6 +301,64 @@ static void mm_avx(const float *p, int nr, const float *x, size_t ldx, int nt, s
   }
 }
 
+/* AVX-512 matvecs (F, BW): BF16 widened exactly (zero-extend, shift left 16),
+ * 32 weights per step in two chains; F32 4 rows x 16 columns. Same sums as
+ * the AVX2 kernels up to summation order. */
+#define TGT512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw")))
+TGT512 static void mv512_bf16(const moesz_matview *w, int64_t r0, int64_t r1, const float *x, float *y, int acc) {
+  size_t cols = (size_t)w->cols, ld = (size_t)w->ld, n32 = cols / 32 * 32;
+  const uint16_t *base = w->data;
+  for (int64_t r = r0; r < r1; r++) {
+    const uint16_t *w0 = base + (size_t)r * ld;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+    size_t k = 0;
+    for (; k < n32; k += 32) {
+      __m512i v = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w0 + k))), 16);
+      __m512i u = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w0 + k + 16))), 16);
+      a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(v), _mm512_loadu_ps(x + k), a0);
+      a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(u), _mm512_loadu_ps(x + k + 16), a1);
+    }
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    for (; k < cols; k++) s += moesz_bf16_to_f32(w0[k]) * x[k];
+    float *o = y + (r - r0);
+    *o = acc ? *o + s : s;
+  }
+}
+
+TGT512 static void mv512_f32(const moesz_matview *w, int64_t r0, int64_t r1, const float *x, float *y, int acc) {
+  size_t cols = (size_t)w->cols, ld = (size_t)w->ld, n16 = cols / 16 * 16;
+  const float *base = w->data;
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const float *w0 = base + (size_t)r * ld, *w1 = w0 + ld, *w2 = w1 + ld, *w3 = w2 + ld;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    size_t k = 0;
+    for (; k < n16; k += 16) {
+      __m512 xv = _mm512_loadu_ps(x + k);
+      a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + k), xv, a0);
+      a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + k), xv, a1);
+      a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + k), xv, a2);
+      a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + k), xv, a3);
+    }
+    float s[4] = {_mm512_reduce_add_ps(a0), _mm512_reduce_add_ps(a1), _mm512_reduce_add_ps(a2), _mm512_reduce_add_ps(a3)};
+    for (; k < cols; k++) { s[0] += w0[k] * x[k]; s[1] += w1[k] * x[k]; s[2] += w2[k] * x[k]; s[3] += w3[k] * x[k]; }
+    for (int i = 0; i < 4; i++) {
+      float *o = y + (r - r0) + i;
+      *o = acc ? *o + s[i] : s[i];
+    }
+  }
+  for (; r < r1; r++) {
+    const float *w0 = base + (size_t)r * ld;
+    __m512 a0 = _mm512_setzero_ps();
+    size_t k = 0;
+    for (; k < n16; k += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + k), _mm512_loadu_ps(x + k), a0);
+    float s = _mm512_reduce_add_ps(a0);
+    for (; k < cols; k++) s += w0[k] * x[k];
+    float *o = y + (r - r0);
+    *o = acc ? *o + s : s;
+  }
+}
+
 TGT static float dot_avx(const float *a, const float *b, int n) {
   __m256 s0 = _mm256_setzero_ps(), s1 = s0;
   int k = 0;
@@ -312,7 +367,7 @@ TGT static float dot_avx(const float *a, const float *b, int n) {
     s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8), _mm256_loadu_ps(b + k + 8), s1);
   }
   for (; k + 8 <= n; k += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), s0);
-  float s = hsum8(_mm256_add_ps(s0, s1));
+  float s = moesz_hsum8(_mm256_add_ps(s0, s1));
   for (; k < n; k++) s += a[k] * b[k];
   return s;
 }
@@ -377,6 +432,11 @@ static void lin_task(void *vctx, size_t ti, int tid) {
   if (jb->n == 1 && !w->transposed) {
     float *y = jb->y + r0;
 #if MOESZ_X86
+    if (simd >= 2 && (w->dtype == MOESZ_DT_BF16 || w->dtype == MOESZ_DT_F32)) {
+      if (w->dtype == MOESZ_DT_BF16) mv512_bf16(w, r0, r1, jb->x, y, jb->accumulate);
+      else mv512_f32(w, r0, r1, jb->x, y, jb->accumulate);
+      return;
+    }
     if (simd) {
       if (w->dtype == MOESZ_DT_F32) mv_avx_f32(w, r0, r1, jb->x, y, jb->accumulate);
       else if (w->dtype == MOESZ_DT_BF16) {
@@ -566,4 +626,71 @@ void moesz_k_attention(moesz_kctx *c, const float *q, size_t ldq, const float *k
                        float *out, size_t ldo) {
   att_ctx A = {c, q, kc, vc, ldq, ldo, out, pos0, n, nh, nkv, hd, scale};
   moesz_pool_run(c->pool, (size_t)n * (size_t)nh, att_task, &A);
+}
+
+/* ------------------------------------------------- AVX-512 self-check */
+
+/* The AVX-512 paths run only where the CPU has them, which the machines that
+ * build and test this project may not: before a context uses them they are
+ * checked once per process against the AVX2 kernels on small fixed inputs
+ * (BF16 and F32 matvecs; compute-layout groups of every width, one and three
+ * tokens), and a disagreement keeps the context on AVX2. The answer is a fact
+ * about this CPU and build, kept in a write-once cache like cpuid's. */
+static int close_enough(const float *a, const float *b, int n) {
+  for (int i = 0; i < n; i++)
+    if (!(fabsf(a[i] - b[i]) <= 1e-4f * (1.0f + fabsf(b[i])))) return 0;
+  return 1;
+}
+
+static int avx512_check(void) {
+#if MOESZ_X86
+  enum { R = 8, C = 160 };
+  float wf[R * C], x[3 * C], y2[3 * R], y5[3 * R];
+  uint16_t wb[R * C];
+  for (int i = 0; i < R * C; i++) {
+    /* row r has scale 2^(r - 4): groups of many widths in the compute layout */
+    wf[i] = ldexpf((float)((i * 37) % 101 - 50) / 50.0f, i / C - 4);
+    wb[i] = moesz_f32_to_bf16(wf[i]);
+  }
+  wf[5] = 100.0f;   /* an escape */
+  for (int i = 0; i < 3 * C; i++) x[i] = (float)((i * 53) % 97 - 48) / 48.0f;
+  moesz_matview vb = {wb, MOESZ_DT_BF16, R, C, C, 0}, vf = {wf, MOESZ_DT_F32, R, C, C, 0};
+  float xs[C] __attribute__((aligned(32)));
+  split_even_odd(x, C, xs);
+  mv_avx_bf16_eo(&vb, 0, R, x, xs, y2, 0);
+  mv512_bf16(&vb, 0, R, x, y5, 0);
+  if (!close_enough(y5, y2, R)) return 0;
+  mv_avx_f32(&vf, 0, R, x, y2, 0);
+  mv512_f32(&vf, 0, R, x, y5, 0);
+  if (!close_enough(y5, y2, R)) return 0;
+  void *buf;
+  size_t len;
+  moesz_cl m;
+  if (moesz_cl_encode(wf, MOESZ_DT_F32, R, C, MOESZ_EB_ABS, 1e-3, 1, &buf, &len, NULL, NULL)) return 0;
+  int ok = moesz_cl_parse(buf, len, &m, NULL) == MOESZ_OK;
+  size_t sb = moesz_k_cl_scratch_bytes(C);
+  void *scr = aligned_alloc(64, (sb + 63) / 64 * 64);
+  ok = ok && scr;
+  for (int nt = 1; ok && nt <= 3; nt += 2) {
+    moesz_k_cl_rows(&m, 0, R, x, C, nt, y2, R, 0, 1, scr, 0);
+    moesz_k_cl_rows(&m, 0, R, x, C, nt, y5, R, 0, 2, scr, 0);
+    ok = close_enough(y5, y2, nt * R);
+  }
+  if (scr) free(scr);
+  moesz_cl_free(&m);
+  free(buf);
+  return ok;
+#else
+  return 0;
+#endif
+}
+
+static int avx512_agrees(void) {
+  static _Atomic int slot;   /* 0 = not checked yet, else answer + 1 */
+  int v = atomic_load_explicit(&slot, memory_order_relaxed);
+  if (!v) {
+    v = avx512_check() + 1;
+    atomic_store_explicit(&slot, v, memory_order_relaxed);
+  }
+  return v - 1;
 }

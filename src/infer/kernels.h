@@ -16,7 +16,8 @@
 typedef struct moesz_kctx {
   moesz_pool *pool;        /* NULL = serial */
   int nthreads;            /* pool size (>= 1) */
-  int simd;                /* 1: use the AVX2 paths (only if the CPU has them) */
+  int simd;                /* 1: use the AVX2 paths (only if the CPU has them); 2: AVX-512 F/BW/VBMI/VNNI
+                              paths too, where kernels have them (F32/BF16 matvec, compute layout) */
   size_t scratch_floats;   /* per-thread scratch size */
   float **scratch;         /* [nthreads][scratch_floats] packing / score buffers */
   uint64_t gen;            /* bumped per moesz_k_linear call */
@@ -29,7 +30,8 @@ typedef struct moesz_kctx {
 /* 1 if this CPU runs the AVX2+FMA+F16C kernels. */
 int moesz_k_cpu_simd(void);
 /* Sets up ctx for nthreads threads (pool may be NULL) with per-thread scratch
- * of at least scratch_floats. simd = -1: auto, 0: scalar, 1: AVX2 if present. */
+ * of at least scratch_floats. simd = -1: auto (the best the CPU has), 0:
+ * scalar, 1: AVX2 if present, 2: AVX-512 where present (else AVX2). */
 int moesz_kctx_init(moesz_kctx *c, moesz_pool *pool, int simd, size_t scratch_floats);
 void moesz_kctx_free(moesz_kctx *c);
 /* Scratch (floats per thread) the linear kernels need for matrices with at
@@ -54,7 +56,7 @@ int moesz_k_linear(moesz_kctx *c, const moesz_kjob *jobs, int njobs);
 
 /* Rows r0..r1 of a compute-layout matrix (moesz/codec.h) times nt tokens
  * x [nt, cols] (row stride ldx): y[t * ldy + (r - r0)] (+)= step * sum q x +
- * escapes. simd: AVX2 paths (kernels_cl.c); scratch (moesz_k_cl_scratch_bytes,
+ * escapes. simd: 1 AVX2 paths, 2 also AVX-512 (kernels_cl.c); scratch (moesz_k_cl_scratch_bytes,
  * 32-byte aligned, or NULL: float path only) holds x split for the integer
  * path; have_xq = 1 says it already holds this x (one token). Returns 1 when
  * scratch then holds this one token's split x. moesz_k_linear calls it for

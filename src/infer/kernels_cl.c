@@ -18,6 +18,7 @@
  * A token whose x is not finite takes the float path throughout. The scalar
  * twin computes the same sums (up to summation order). */
 #include "infer/kernels.h"
+#include "infer/simd.h"
 #include <string.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -25,7 +26,6 @@
 #else
 #define MOESZ_X86 0
 #endif
-#include "base/cpu.h"
 #include "moesz/codec.h"
 
 #define G MOESZ_CL_GROUP
@@ -72,14 +72,6 @@ static void cl_scalar(const moesz_cl *m, int64_t r0, int64_t r1, const float *x,
 #if MOESZ_X86
 #include "infer/kernels_cl_tab.h"
 #define TGT __attribute__((target("avx2,fma")))
-
-TGT static inline float hsum8(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-  lo = _mm_add_ps(lo, hi);
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-  return _mm_cvtss_f32(lo);
-}
 
 /* 8 codes of width b at p as floats. */
 #define UNPACK8(p, shuf, shl, sra)                                                                   \
@@ -186,7 +178,7 @@ TGT static inline __attribute__((always_inline)) void row_dot(const moesz_cl *m,
     }
     p += 8 * b;
   }
-  for (int t = 0; t < nt; t++) sums[t] = hsum8(_mm256_add_ps(a[t], c[t]));
+  for (int t = 0; t < nt; t++) sums[t] = moesz_hsum8(_mm256_add_ps(a[t], c[t]));
 }
 
 /* AVX-512 (F, BW, VBMI, VNNI): a group of 64 codes of width <= 8 is one masked
@@ -239,7 +231,7 @@ TGT512 static inline __attribute__((always_inline)) void row_dot512(
     }
     p += 8 * b;
   }
-  for (int t = 0; t < nt; t++) sums[t] = _mm512_reduce_add_ps(_mm512_add_ps(a[t], c[t])) + hsum8(fa[t]);
+  for (int t = 0; t < nt; t++) sums[t] = _mm512_reduce_add_ps(_mm512_add_ps(a[t], c[t])) + moesz_hsum8(fa[t]);
 }
 
 /* As cl_avx2, integer path only (x split; the caller checked it is finite). */
@@ -266,7 +258,7 @@ TGT512 static void cl_avx512(const moesz_cl *m, int64_t r0, int64_t r1, const fl
 
 /* nt <= TBLK tokens, rows r0..r1. scratch: XQ_BYTES(ng) per token, or NULL (float path only). */
 TGT static int cl_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt, float *y,
-                       size_t ldy, int acc, uint8_t *scratch, int have_xq) {
+                       size_t ldy, int acc, uint8_t *scratch, int have_xq, int level) {
   int64_t full = m->cols / G, ng = m->ngroups;
   float xt[TBLK][G] __attribute__((aligned(32)));
   const float *xr[TBLK], *xtp[TBLK], *xs[TBLK];
@@ -287,7 +279,7 @@ TGT static int cl_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x
       xh[t] = h; xl[t] = l; xs[t] = sc;
     }
   }
-  if (useint && moesz_cpu_avx512_vnni()) {
+  if (useint && level >= 2) {
     cl_avx512(m, r0, r1, x, ldx, nt, y, ldy, acc, xtp, xh, xl, xs);
     return useint;
   }
@@ -365,7 +357,8 @@ int moesz_k_cl_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, s
     int ok = 1;
     for (int t = 0; t < nt; t += TBLK) {
       int k = nt - t < TBLK ? nt - t : TBLK;
-      ok &= cl_avx2(m, r0, r1, x + (size_t)t * ldx, ldx, k, y + (size_t)t * ldy, ldy, acc, scratch, have_xq && nt == 1);
+      ok &= cl_avx2(m, r0, r1, x + (size_t)t * ldx, ldx, k, y + (size_t)t * ldy, ldy, acc, scratch, have_xq && nt == 1,
+                    simd);
     }
     return ok && scratch && nt == 1;
   }

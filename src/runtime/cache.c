@@ -57,6 +57,7 @@ struct moesz_cache {
   const moesz_msz *c;
   moesz_cache_opts o;
   moesz_store *store;        /* the slow tier (owned) */
+  moesz_codec_ctx *miss_ctx; /* misses decode codec streams through it (miss_threads; the forward pass's thread) */
   int n_layers, n_experts, top_k, d;
   entry *ent;                /* [n_layers * n_experts] */
   pthread_mutex_t mu;
@@ -215,13 +216,25 @@ static int fetch_blobs(moesz_cache *k, int L, int e, const moesz_msz_rec *r[3], 
  * (entry_bytes() long), or keeps compute-layout blobs as they are, and sets
  * x's views. The one place that knows blob kinds and cache dtypes. */
 static int decode_entry(moesz_cache *k, const moesz_msz_rec *const r[3], const void *const data[3], uint8_t *buf,
-                        entry *x, moesz_error *err) {
+                        entry *x, moesz_codec_ctx *cx, moesz_error *err) {
   size_t off = 0;
   x->is_cl = 0;
   for (int m = 0; m < 3; m++) {
     moesz_dtype dt = out_dtype(k, r[m]);
     int rc = dt == MOESZ_VIEW_CL ? hold_cl(r[m], data[m], buf + off, &x->cl[m], err)
-                                 : moesz_msz_decode(k->c, r[m], data[m], dt, buf + off, err);
+                                 : moesz_msz_decode_ctx(k->c, r[m], data[m], dt, buf + off, cx, err);
+    if (!rc && dt == MOESZ_DT_F16 && r[m]->dtype != MOESZ_DT_F16) {
+      /* F16 holds |x| <= 65504: a weight beyond it would become Inf */
+      const uint16_t *h = (const uint16_t *)(const void *)(buf + off);
+      size_t nh = held_bytes(k->o.dtype, r[m]) / 2;
+      for (size_t i = 0; i < nh; i++)
+        if ((h[i] & 0x7fff) == 0x7c00) {
+          rc = moesz_error_set(err, MOESZ_E_RANGE, "expert cache: layer %d expert %d %s holds a value beyond "
+                               "F16's range (|x| > 65504); decode to bf16 or f32 instead", r[m]->layer,
+                               r[m]->expert, r[m]->name);
+          break;
+        }
+    }
     if (rc) {
       for (int j = 0; j < m; j++)
         if (out_dtype(k, r[j]) == MOESZ_VIEW_CL) moesz_cl_free(&x->cl[j]);
@@ -277,7 +290,8 @@ static int load(moesz_cache *k, int L, int e, entry *x, int kind, moesz_error *e
   moesz_store_io io = {0};
   if (!rc) rc = fetch_blobs(k, L, e, r, data, &sb, &io, err);
   double t0 = moesz_time_now();
-  if (!rc) rc = decode_entry(k, r, data, buf, x, err);
+  /* a miss decodes on the caller and the cores its forward pass leaves idle meanwhile */
+  if (!rc) rc = decode_entry(k, r, data, buf, x, kind == LOAD_DEMAND ? k->miss_ctx : NULL, err);
   double dt = moesz_time_now() - t0;
   moesz_store_release(k->store, sb);
   if (rc) { slab_free(buf, need); buf = NULL; }
@@ -382,7 +396,12 @@ static void *prefetch_main(void *arg) {
     entry *x = &k->ent[i];
     if (x->state != E_EMPTY) continue;
     moesz_error err = {0};
-    load(k, i / k->n_experts, i % k->n_experts, x, LOAD_PREFETCH, &err);
+    if (load(k, i / k->n_experts, i % k->n_experts, x, LOAD_PREFETCH, &err)) {
+      /* counted by load(); the first message is kept for the stats, not dropped */
+      if (!k->st.prefetch_error[0])
+        snprintf(k->st.prefetch_error, sizeof k->st.prefetch_error, "layer %d expert %d: %.150s", i / k->n_experts,
+                 i % k->n_experts, err.msg);
+    }
   }
   pthread_mutex_unlock(&k->mu);
   return NULL;
@@ -458,6 +477,10 @@ int moesz_cache_create(const moesz_msz *c, const moesz_cache_opts *o, moesz_cach
   k->c = c;
   if (o) k->o = *o;
   else k->o.dtype = MOESZ_DT_COUNT;
+  if (k->o.miss_threads > 1) {
+    int rc = moesz_codec_ctx_create(k->o.miss_threads, &k->miss_ctx, err);
+    if (rc) { free(k); return rc; }
+  }
   k->n_layers = cfg->n_layers;
   k->n_experts = cfg->n_experts;
   k->top_k = cfg->top_k > 0 ? cfg->top_k : 1;
@@ -522,6 +545,7 @@ void moesz_cache_destroy(moesz_cache *k) {
   pthread_mutex_unlock(&k->mu);
   for (int i = 0; i < k->nth; i++) pthread_join(k->th[i], NULL);
   free(k->th);
+  moesz_codec_ctx_free(k->miss_ctx);
   if (k->ent)
     for (size_t i = 0; i < (size_t)k->n_layers * (size_t)k->n_experts; i++) free_entry_data(&k->ent[i]);
   moesz_store_close(k->store);
