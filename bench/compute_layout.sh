@@ -9,7 +9,8 @@
 #   sh bench/compute_layout.sh [DIR]     (DIR: where the model and containers go)
 #
 # Env: MOESZ_BIN (build/moesz), LAYERS (8), THREADS (2), PROMPT (64), GEN (32),
-# REPS (3), EB (1e-3), SZ (0).
+# REPS (3), EB (1e-3), SZ (0), STORE (buffered: containers read through the page cache, as the folder
+# is; the first use of each expert still copies it into the cache during the prompt).
 set -eu
 MOESZ_BIN=${MOESZ_BIN:-build/moesz}
 DIR=${1:-/tmp/moesz_bench_cl}
@@ -20,6 +21,7 @@ GEN=${GEN:-32}
 REPS=${REPS:-3}
 EB=${EB:-1e-3}
 SZ=${SZ:-0}
+STORE=${STORE:-buffered}
 mkdir -p "$DIR"
 M="$DIR/olmoe$LAYERS"
 [ -f "$M/model.safetensors" ] || "$MOESZ_BIN" synth --like olmoe --layers "$LAYERS" -o "$M" >/dev/null
@@ -30,7 +32,8 @@ fi
 ids=$(awk -v n="$PROMPT" 'BEGIN { s = ""; for (i = 0; i < n; i++) s = s (i ? "," : "") (i * 7919) % 50000 + 10; print s }')
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 once() { # MODEL -> "prompt_tps gen_tps peak_expert_bytes"
-  "$MOESZ_BIN" run "$1" --prompt-ids "$ids" --temperature 0 --ignore-eos --max-tokens "$GEN" --threads "$THREADS" \
+  case "$1" in *.msz) st="--store $STORE" ;; *) st="" ;; esac
+  "$MOESZ_BIN" run "$1" $st --prompt-ids "$ids" --temperature 0 --ignore-eos --max-tokens "$GEN" --threads "$THREADS" \
     --stats json 2>&1 >/dev/null |
     awk '/^prompt:/ { for (i = 1; i <= NF; i++) if ($i == "tok/s;") p = $(i - 1); g = $(NF - 1) }
          /^\{/ { match($0, /"peak_bytes":[0-9]+/); b = substr($0, RSTART + 13, RLENGTH - 13) }
