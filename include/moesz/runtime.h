@@ -35,6 +35,7 @@ typedef struct moesz_cache_stats {
   uint64_t bytes_read;        /* compressed bytes read from the container */
   uint64_t bytes_decoded;     /* decoded bytes produced */
   uint64_t resident_bytes, peak_bytes;
+  uint64_t pinned_bytes;      /* ResMoE barycenters: decoded at open, never evicted, part of resident */
   double stall_seconds;       /* time the forward pass waited for experts */
   double decode_seconds;      /* total decode time (any thread) */
 } moesz_cache_stats;

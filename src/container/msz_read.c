@@ -69,6 +69,7 @@ static int parse_rec(moesz_msz *c, const cJSON *o, moesz_msz_rec *r, int need_sh
   if (!strcmp(m, "raw")) r->method = MOESZ_MSZ_RAW;
   else if (!strcmp(m, "zstd")) r->method = MOESZ_MSZ_ZSTD;
   else if (!strcmp(m, "codec")) r->method = MOESZ_MSZ_CODEC;
+  else if (!strcmp(m, "resmoe")) r->method = MOESZ_MSZ_RESMOE;
   else return moesz_error_set(err, MOESZ_E_FORMAT, "record %s: unknown method '%s'", nm, m);
   if (!need_shape) {
     r->raw_bytes = r->len;
@@ -102,6 +103,10 @@ static int parse_rec(moesz_msz *c, const cJSON *o, moesz_msz_rec *r, int need_sh
   r->eb = cJSON_IsNumber(je) ? je->valuedouble : 0;
   if (!(r->eb >= 0) || !isfinite(r->eb)) return moesz_error_set(err, MOESZ_E_FORMAT, "record %s: bad eb", nm);
   return MOESZ_OK;
+}
+
+int msz_parse_rec(moesz_msz *c, const void *json, moesz_msz_rec *r, int need_shape, moesz_error *err) {
+  return parse_rec(c, json, r, need_shape, err);
 }
 
 static int parse_expert(moesz_msz *c, const cJSON *o, msz_expert *x, moesz_error *err) {
@@ -206,6 +211,7 @@ static int parse_manifest(moesz_msz *c, const char *txt, size_t len, moesz_error
     if (rc) goto done;
   }
   rc = msz_build_lookup(c, err);
+  if (!rc) rc = msz_resmoe_parse(c, root, err);
 done:
   cJSON_Delete(root);
   return rc;
@@ -269,7 +275,9 @@ int moesz_msz_parse(moesz_msz *c, moesz_error *err) {
   const uint8_t *h = c->map;
   if (memcmp(h, MOESZ_MSZ_MAGIC, 8)) return moesz_error_set(err, MOESZ_E_FORMAT, "not a moesz container (bad magic)");
   uint32_t ver = rd32(h + 8);
-  if (ver != MOESZ_MSZ_VERSION) return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "container version %u (this build reads %d)", ver, MOESZ_MSZ_VERSION);
+  if (ver != MOESZ_MSZ_VERSION && ver != MOESZ_MSZ_VERSION_RESMOE)
+    return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "container version %u (this build reads %d-%d)", ver, MOESZ_MSZ_VERSION, MOESZ_MSZ_VERSION_RESMOE);
+  c->version = ver;
   c->manifest_off = rd64(h + 16);
   uint64_t mlen = rd64(h + 24), mh = rd64(h + 32), flen = rd64(h + 40);
   if (flen != c->size) return moesz_error_set(err, MOESZ_E_FORMAT, "header says %llu bytes, file has %llu (truncated?)",
@@ -290,6 +298,7 @@ void moesz_msz_close(moesz_msz *c) {
   free(c->ex);
   free(c->src);
   free(c->lookup);
+  msz_resmoe_free(c);
   moesz_st_close(c->dense);
   if (c->map && c->owns_map) munmap(c->map, c->size);
   free(c);
@@ -345,6 +354,7 @@ int moesz_msz_read(const moesz_msz *c, const moesz_msz_rec *r, moesz_dtype out, 
   if (out != r->dtype && out != MOESZ_DT_F32 && out != MOESZ_DT_F16 && out != MOESZ_DT_BF16)
     return moesz_error_set(err, MOESZ_E_ARG, "blob %s: cannot decode to %s", r->name, moesz_dtype_name(out));
   if (r->method == MOESZ_MSZ_CODEC) return msz_codec_decode(r, blob, out, dst, n, err);
+  if (r->method == MOESZ_MSZ_RESMOE) return msz_resmoe_read(c, r, out, dst, err);
   const void *raw = blob;
   void *tmp = NULL;
   if (r->method == MOESZ_MSZ_ZSTD) {

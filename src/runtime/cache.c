@@ -12,6 +12,7 @@
 #include <string.h>
 #include "base/util.h"
 #include "moesz/runtime.h"
+#include "runtime/rt_resmoe.h"
 
 enum { E_EMPTY = 0, E_LOADING, E_READY };
 
@@ -45,6 +46,7 @@ struct moesz_cache {
   pthread_t *th;             /* [nth] prefetch decoders */
   int nth;
   float **router;            /* [n_layers] router weights [n_experts, d] in f32, NULL for dense layers */
+  moesz_runtime_resmoe *rm;  /* ResMoE layers: pinned barycenters (rt_resmoe.c), NULL if none */
 };
 
 static entry *at(moesz_cache *k, int L, int e) { return &k->ent[(size_t)L * (size_t)k->n_experts + (size_t)e]; }
@@ -91,8 +93,16 @@ static void make_room(moesz_cache *k, uint64_t need) {
   }
 }
 
+/* The stored bytes of a blob, checksum-verified: how the cache fetches blob bytes. */
+static int blob_get(void *ctx, const moesz_msz_rec *r, const void **data, moesz_error *err) {
+  return moesz_msz_blob(((moesz_cache *)ctx)->c, r, data, err);
+}
+
 /* Decodes entry (L, e) into a new buffer; called without the mutex. */
 static int decode(moesz_cache *k, int L, int e, entry *x, uint64_t *read, moesz_error *err) {
+  if (moesz_runtime_resmoe_has(k->rm, L))
+    return moesz_runtime_resmoe_expert(k->rm, L, e, out_dtype(k, moesz_msz_expert(k->c, L, e, 0, MOESZ_MAT_GATE)), &x->data,
+                                       x->v, &x->bytes, read, err);
   const moesz_msz_rec *r[3];
   size_t sz[3], total = 0;
   for (int m = 0; m < 3; m++) {
@@ -306,6 +316,12 @@ int moesz_cache_create(const moesz_msz *c, const moesz_cache_opts *o, moesz_cach
   k->ent = calloc((size_t)k->n_layers * (size_t)k->n_experts, sizeof *k->ent);
   k->router = calloc((size_t)k->n_layers, sizeof *k->router);
   if (!k->ent || !k->router) { moesz_cache_destroy(k); return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory"); }
+  moesz_runtime_blob_src src = {blob_get, NULL, k};
+  uint64_t pinned, rd;
+  int rc = moesz_runtime_resmoe_create(c, &src, &k->rm, &pinned, &rd, err);
+  if (rc) { moesz_cache_destroy(k); return rc; }
+  k->st.pinned_bytes = k->st.resident_bytes = k->st.peak_bytes = pinned;   /* barycenters count in the budget */
+  k->st.bytes_read = rd;
   if (k->o.prefetch) {
     const moesz_st *st = moesz_msz_dense(c);
     for (size_t i = 0; i < moesz_st_count(st); i++) {
@@ -338,6 +354,7 @@ void moesz_cache_destroy(moesz_cache *k) {
   pthread_mutex_unlock(&k->mu);
   for (int i = 0; i < k->nth; i++) pthread_join(k->th[i], NULL);
   free(k->th);
+  moesz_runtime_resmoe_destroy(k->rm);
   if (k->ent)
     for (size_t i = 0; i < (size_t)k->n_layers * (size_t)k->n_experts; i++) free(k->ent[i].data);
   if (k->router)
