@@ -91,7 +91,7 @@ fuzz-run: fuzz
 # Rewrites the codec's seed streams (after a stream format change).
 fuzz-seeds: $(BUILD)/libmoesz.a
 	$(CC) $(CFLAGS) -o $(BUILD)/seeds_codec fuzz/seeds_codec.c $(BUILD)/libmoesz.a $(LDLIBS)
-	$(BUILD)/seeds_codec fuzz/corpus/fuzz_codec
+	$(BUILD)/seeds_codec fuzz/corpus/fuzz_codec fuzz/corpus/fuzz_clayout
 
 deps:
 	sh scripts/install-deps.sh

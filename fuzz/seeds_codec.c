@@ -1,6 +1,8 @@
-/* fuzz/seeds_codec.c - writes the seed corpus of fuzz_codec: small streams of
- * both pipelines over bf16 values that exercise every symbol kind (plain,
- * nudged, escaped, verbatim) and several chunks. `make fuzz-seeds`. */
+/* fuzz/seeds_codec.c - writes the seed corpora of fuzz_codec (small streams of
+ * both pipelines over bf16 values that exercise every symbol kind: plain,
+ * nudged, escaped, verbatim; several chunks) and of fuzz_clayout (compute
+ * layouts with several widths, escapes, NaN and a partial last group).
+ * `make fuzz-seeds`. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +35,21 @@ int main(int argc, char **argv) {
     moesz_error e = {0};
     if (moesz_codec_compress(h, MOESZ_DT_BF16, N, &p, &out, &len, NULL, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
     bad |= put(dir, s[k].name, out, len);
+    free(out);
+  }
+  /* compute layouts: [10, 70] with row scales over two decades, and [3, 64] */
+  const char *cdir = argc > 2 ? argv[2] : "fuzz/corpus/fuzz_clayout";
+  for (int k = 0; k < 2; k++) {
+    int rows = k ? 3 : 10, cols = k ? 64 : 70;
+    for (int r = 0; r < rows; r++)
+      for (int c = 0; c < cols; c++) f[r * cols + c] = (float)(0.02 * pow(10.0, r / 5.0 - 1) * sin((r * cols + c) * 0.7));
+    f[5] = NAN;
+    f[9] = 3.0f;
+    void *out;
+    size_t len;
+    moesz_error e = {0};
+    if (moesz_cl_encode(f, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, 1e-3, &out, &len, NULL, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
+    bad |= put(cdir, k ? "cl_small.bin" : "cl_widths.bin", out, len);
     free(out);
   }
   return bad;

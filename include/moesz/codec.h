@@ -60,6 +60,65 @@ int moesz_codec_decompress(const void *stream, size_t len, moesz_dtype dtype, vo
 /* Decodes chunk i alone into dst (room for cap values); *n_out = values written. */
 int moesz_codec_decompress_chunk(const void *stream, size_t len, size_t i, moesz_dtype dtype, void *dst,
                                  size_t cap, size_t *n_out, moesz_error *err);
+/* ------------------------------------------------------- compute layout
+ *
+ * A matrix [rows, cols] stored so that kernels multiply from it directly
+ * (src/infer/kernels_cl.c): per row, groups of 64 integer codes q in two's
+ * complement at a width of 0..15 bits chosen per group, plus a per-row list of
+ * escapes (column, f32 weight) for values whose code does not fit the group's
+ * width or that are not finite. Weight (r, c) is q * step evaluated in f32,
+ * which is exact: step = 2 eb' has at most 10 significant bits and |q| < 2^14,
+ * so the product has at most 24; the encoder checks |q * step - x| <= eb' <=
+ * eb for every coded value and escapes keep x itself. The bound therefore holds
+ * in F32 (not after rounding to BF16/F16). Format: docs/CODEC.md. */
+#define MOESZ_CL_GROUP 64
+#define MOESZ_CL_MAXW 15
+
+typedef struct moesz_cl {
+  int64_t rows, cols;        /* logical shape [rows, cols]; cols <= 65536 */
+  int64_t ngroups;           /* groups per row: ceil(cols / 64) (the last one zero-padded) */
+  int64_t wstride;           /* bytes of widths per row: ceil(ngroups / 2) */
+  float step;                /* weight = q * step (2 eb') */
+  double eb;                 /* eb': the bound every weight keeps (<= the requested bound) */
+  uint64_t n_esc;            /* escapes */
+  size_t data_bytes;         /* packed codes (without the 16 bytes of padding) */
+  const uint8_t *widths;     /* [rows, wstride] group widths, low nibble = even group */
+  const uint32_t *esc_idx;   /* [n_esc] r * cols + c of each escape, ascending */
+  const float *esc_val;      /* [n_esc] the escaped weight (the original value) */
+  const uint8_t *data;       /* [data_bytes + 16] groups of 8 * width bytes, row after row */
+  uint32_t *row_off;         /* [rows + 1] byte offset of row r's codes in data (derived, owned) */
+  uint32_t *esc_start;       /* [rows + 1] index of row r's first escape (derived, in row_off's block) */
+} moesz_cl;
+
+typedef struct moesz_cl_info {
+  uint64_t values, escapes;
+  uint64_t groups_by_width[MOESZ_CL_MAXW + 1];
+  double eb;                 /* eb' used */
+  size_t bytes;              /* serialized size */
+  double bits_per_value;     /* 8 * bytes / values */
+} moesz_cl_info;
+
+/* Width of group g of row r. */
+static inline int moesz_cl_width(const moesz_cl *m, int64_t r, int64_t g) {
+  return (m->widths[r * m->wstride + (g >> 1)] >> ((g & 1) * 4)) & 15;
+}
+/* Encodes src [rows, cols] (F32, F16 or BF16, row-major) at bound eb (mode as
+ * the codec's; eb > 0) into a malloc'd buffer (*out, *out_len), 64-byte
+ * aligned sections. info may be NULL. */
+int moesz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t cols, moesz_eb_mode mode, double eb,
+                    void **out, size_t *out_len, moesz_cl_info *info, moesz_error *err);
+/* Validates a serialized layout (every width, count and escape) and fills m
+ * with pointers into buf, which must be 4-byte aligned and outlive m, plus
+ * the row offsets it derives (8 bytes a row, freed by moesz_cl_free). */
+int moesz_cl_parse(const void *buf, size_t len, moesz_cl *m, moesz_error *err);
+void moesz_cl_free(moesz_cl *m);
+/* Bytes moesz_cl_parse allocates for a layout of this many rows. */
+size_t moesz_cl_parse_bytes(int64_t rows);
+/* Every weight of a parsed layout as f32 into dst [rows * cols]. */
+void moesz_cl_decode(const moesz_cl *m, float *dst);
+/* 1 if buf starts like a serialized compute layout. */
+int moesz_cl_is(const void *buf, size_t len);
+
 const char *moesz_pipeline_name(moesz_pipeline p);
 const char *moesz_eb_mode_name(moesz_eb_mode m);
 #endif

@@ -19,6 +19,8 @@ typedef enum moesz_msz_method {
   MOESZ_MSZ_RAW = 0,    /* the original bytes */
   MOESZ_MSZ_ZSTD,       /* zstd (lossless) of the original bytes */
   MOESZ_MSZ_CODEC,      /* moesz error-bounded codec stream (src/codec) */
+  MOESZ_MSZ_COMPUTE,    /* the codec's compute layout (codec.h): kernels multiply from it;
+                           the bound holds in F32, so it decodes to F32 only */
   MOESZ_MSZ_RESMOE      /* ResMoE: the layer's barycenter + this expert's residual blob (shared by its 3 matrices) */
 } moesz_msz_method;
 

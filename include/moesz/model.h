@@ -140,7 +140,10 @@ int moesz_model_wrap_dense(const moesz_config *cfg, moesz_st *st, const char *pa
  * elements (stacked layouts give views into the 3-D tensor; a transposed
  * stacked layout is reported with transposed = 1: then element (r, c) is at
  * data[c * ld + r]). gate/up are [n, d], down is [d, n] in the logical
- * orientation transformers uses for nn.Linear weights. */
+ * orientation transformers uses for nn.Linear weights. A view with dtype
+ * MOESZ_VIEW_CL holds a matrix in the codec's compute layout: data points to
+ * a parsed moesz_cl (moesz/codec.h), ld = cols, transposed = 0. */
+#define MOESZ_VIEW_CL ((moesz_dtype)(MOESZ_DT_COUNT + 1))
 typedef struct moesz_matview {
   const void *data;
   moesz_dtype dtype;

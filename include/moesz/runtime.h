@@ -17,7 +17,9 @@ typedef enum moesz_cache_policy {
 typedef struct moesz_cache_opts {
   uint64_t budget_bytes;      /* decoded experts resident at once; 0 = unlimited */
   moesz_cache_policy policy;
-  moesz_dtype dtype;          /* decoded dtype: F32, BF16, F16, or MOESZ_DT_COUNT = as stored */
+  moesz_dtype dtype;          /* decoded dtype: F32, BF16, F16, MOESZ_VIEW_CL (the compute layout, from
+                                 compute blobs: kernels multiply from it), or MOESZ_DT_COUNT = as
+                                 stored (compute blobs stay in the compute layout) */
   int prefetch;               /* 1: predict the next MoE layer's experts and decode them ahead */
   int prefetch_threads;       /* background decoders (default 1) */
 } moesz_cache_opts;

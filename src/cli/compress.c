@@ -12,7 +12,9 @@ static void usage(FILE *f) {
     "each routed expert matrix as one blob (see docs/CONTAINER.md).\n\n"
     "  -o, --output FILE      output container (written to a temporary file, then renamed)\n"
     "  --method M             sz (error-bounded codec, default) | zstd (lossless) | raw | resmoe\n"
-    "  --codec P              entropy (default) | fast      codec pipeline for --method sz\n"
+    "  --codec P              entropy (default) | fast | compute   codec for --method sz: entropy and\n"
+    "                         fast are streams decoded before use; compute is the compute layout that\n"
+    "                         kernels multiply from directly (bound held in F32; decompress writes F32)\n"
     "  --eb X                 error bound (default 1e-3)\n"
     "  --eb-mode M            abs (default) | rel (x value range) | std (x tensor std)\n"
     "  --layer-eb SPEC        per-layer bounds, e.g. '0-1:2e-3,2-5:5e-4,6-:lossless'\n"
@@ -104,8 +106,21 @@ int moesz_cli_compress(int argc, char **argv) {
     fprintf(stderr, "moesz compress: --residual, --keep, --layers and --base need --method resmoe\n");
     return 2;
   }
+  if (!strcmp(codec, "compute")) {
+    /* the compute layout: kernels multiply from it (docs/CODEC.md) */
+    if (o.method != MOESZ_MSZ_CODEC) {
+      fprintf(stderr, "moesz compress: --codec compute needs --method sz\n");
+      return 2;
+    }
+    o.method = MOESZ_MSZ_COMPUTE;
+    codec = "entropy";   /* pipeline unused */
+  }
   if (moesz_msz_codec_options(codec, mode, &o) != 0) {
-    fprintf(stderr, "moesz compress: unknown --codec '%s' (entropy, fast) or --eb-mode '%s' (abs, rel, std)\n", codec, mode);
+    fprintf(stderr, "moesz compress: unknown --codec '%s' (entropy, fast, compute) or --eb-mode '%s' (abs, rel, std)\n", codec, mode);
+    return 2;
+  }
+  if (o.method == MOESZ_MSZ_COMPUTE && !(eb > 0)) {
+    fprintf(stderr, "moesz compress: --codec compute needs a bound > 0 (use --method zstd for lossless)\n");
     return 2;
   }
   o.eb = eb;
@@ -156,9 +171,9 @@ int moesz_cli_compress(int argc, char **argv) {
     printf("wrote %s: %.2f MB (experts %.2f MB -> %.2f MB, %.3fx; dense %.2f MB) in %.2f s\n", out,
            (double)s.total_bytes / 1e6, (double)s.expert_raw_bytes / 1e6, (double)s.expert_stored_bytes / 1e6,
            ratio, (double)s.dense_bytes / 1e6, s.seconds);
-    if (o.method == MOESZ_MSZ_CODEC)
-      printf("error bound %g (%s): max |error| / bound = %.4f, %llu values stored verbatim\n", eb, mode,
-             s.max_err_over_bound, (unsigned long long)s.verbatim_values);
+    if (o.method == MOESZ_MSZ_CODEC || o.method == MOESZ_MSZ_COMPUTE)
+      printf("error bound %g (%s): max |error| / bound = %.4f, %llu values %s\n", eb, mode, s.max_err_over_bound,
+             (unsigned long long)s.verbatim_values, o.method == MOESZ_MSZ_CODEC ? "stored verbatim" : "escaped");
     if (s.resmoe_layers)
       printf("resmoe: %d layers, barycenters %.3f MB + residuals %.3f MB; max |w' - x| = %g (aligned rows, F32)\n",
              s.resmoe_layers, (double)s.resmoe_bary_bytes / 1e6, (double)s.resmoe_residual_bytes / 1e6, s.resmoe_max_err);

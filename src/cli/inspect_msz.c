@@ -10,7 +10,7 @@ int moesz_cli_inspect_msz(const char *path, int json) {
   moesz_msz *c;
   if (moesz_msz_open(path, &c, &e)) return moesz_cli_fail("inspect", &e);
   const moesz_config *cfg = moesz_msz_config(c);
-  uint64_t raw = 0, stored = 0, dense = 0, nmeth[4] = {0};
+  uint64_t raw = 0, stored = 0, dense = 0, nmeth[MOESZ_MSZ_RESMOE + 1] = {0};
   double ebmin = 0, ebmax = 0;
   const moesz_st *st = moesz_msz_dense(c);
   for (size_t i = 0; i < moesz_st_count(st); i++) dense += moesz_st_at(st, i)->nbytes;
@@ -27,18 +27,20 @@ int moesz_cli_inspect_msz(const char *path, int json) {
   if (json) {
     printf("{\"path\":\"%s\",\"container\":true,\"architecture\":\"%s\",\"file_bytes\":%llu,\"dense_bytes\":%llu,"
            "\"expert_blobs\":%zu,\"expert_bytes\":%llu,\"expert_stored_bytes\":%llu,\"expert_ratio\":%.4f,"
-           "\"blobs_raw\":%llu,\"blobs_zstd\":%llu,\"blobs_codec\":%llu,\"blobs_resmoe\":%llu,\"eb_min\":%g,\"eb_max\":%g,\"layers\":[",
+           "\"blobs_raw\":%llu,\"blobs_zstd\":%llu,\"blobs_codec\":%llu,\"blobs_compute\":%llu,\"blobs_resmoe\":%llu,\"eb_min\":%g,\"eb_max\":%g,\"layers\":[",
            path, cfg->arch_name, (unsigned long long)moesz_msz_file_size(c), (unsigned long long)dense,
            moesz_msz_count(c), (unsigned long long)raw, (unsigned long long)stored,
            stored ? (double)raw / (double)stored : 0, (unsigned long long)nmeth[0], (unsigned long long)nmeth[1],
-           (unsigned long long)nmeth[2], (unsigned long long)nmeth[3], ebmin, ebmax);
+           (unsigned long long)nmeth[2], (unsigned long long)nmeth[MOESZ_MSZ_COMPUTE], (unsigned long long)nmeth[MOESZ_MSZ_RESMOE],
+           ebmin, ebmax);
   } else {
     printf("container    %s (%.2f MB)\nfamily       %s, %d layers, %d experts top-%d\n", path,
            (double)moesz_msz_file_size(c) / 1e6, cfg->arch_name, cfg->n_layers, cfg->n_experts, cfg->top_k);
     printf("dense        %.2f MB (resident when served)\n", (double)dense / 1e6);
-    printf("experts      %zu matrices: %.2f MB decoded -> %.2f MB stored (%.3fx); raw %llu, zstd %llu, codec %llu, resmoe %llu\n",
+    printf("experts      %zu matrices: %.2f MB decoded -> %.2f MB stored (%.3fx); raw %llu, zstd %llu, codec %llu, compute %llu, resmoe %llu\n",
            moesz_msz_count(c), (double)raw / 1e6, (double)stored / 1e6, stored ? (double)raw / (double)stored : 0,
-           (unsigned long long)nmeth[0], (unsigned long long)nmeth[1], (unsigned long long)nmeth[2], (unsigned long long)nmeth[3]);
+           (unsigned long long)nmeth[0], (unsigned long long)nmeth[1], (unsigned long long)nmeth[2],
+           (unsigned long long)nmeth[MOESZ_MSZ_COMPUTE], (unsigned long long)nmeth[MOESZ_MSZ_RESMOE]);
     if (ebmax > 0) printf("error bound  %g .. %g (absolute)\n", ebmin, ebmax);
     printf("\nlayer  decoded MB  stored MB   ratio  bound     resmoe: barycenter MB + residuals MB\n");
   }

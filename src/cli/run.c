@@ -38,7 +38,10 @@ static const char *USAGE =
     "  --mem BYTES          expert cache budget, e.g. 64MiB, 1.5GB (default: unlimited)\n"
     "  --cache POLICY       lru (default) | lfu | lfru\n"
     "  --prefetch           predict the next MoE layer's experts and decode them ahead\n"
-    "  --cache-dtype T      decoded expert dtype: stored (default) | f32 | bf16 | f16\n"
+    "  --cache-dtype T      expert dtype in the cache: stored (default: the original dtype, or the\n"
+    "                       compute layout for a --codec compute container) | f32 | bf16 | f16 |\n"
+    "                       compute (needs a --codec compute container; bf16/f16 are refused there:\n"
+    "                       its bound holds in f32)\n"
     "  --stats FORMAT       print cache statistics at the end on stderr: text | json\n"
     "  -h, --help           this text\n";
 
@@ -156,7 +159,8 @@ int moesz_cli_run(int argc, char **argv) {
       else if (!strcmp(t, "f32")) co.dtype = MOESZ_DT_F32;
       else if (!strcmp(t, "bf16")) co.dtype = MOESZ_DT_BF16;
       else if (!strcmp(t, "f16")) co.dtype = MOESZ_DT_F16;
-      else return usage_err("bad --cache-dtype (stored, f32, bf16, f16)", t);
+      else if (!strcmp(t, "compute")) co.dtype = MOESZ_VIEW_CL;
+      else return usage_err("bad --cache-dtype (stored, f32, bf16, f16, compute)", t);
     } else if (!strcmp(a, "--stats")) {
       NEED_VAL();
       stats = argv[++i];

@@ -47,6 +47,9 @@ static inline uint32_t codec_pos_at(const uint8_t *p, uint32_t k, size_t pw) {
          (uint32_t)p[4 * (size_t)k + 3] << 24;
 }
 
+/* The absolute bound of mode (abs / rel / std over the finite values of src). */
+double codec_eb_absolute(const void *src, moesz_dtype dt, size_t n, moesz_eb_mode mode, double eb);
+
 /* Quantizes n values: codes[i] (zigzag, with CODE_NUDGE where nearest
  * rounding to out misses and the other rounding meets) for values whose
  * delivery in out_dtype meets the bound, CODE_VERB for the rest (NaN, Inf,

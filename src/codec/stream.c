@@ -155,7 +155,7 @@ static void chunk_to_raw(enc_job *j, size_t c) {
   j->cverb[c] = 0;
 }
 
-static double eb_absolute(const void *src, moesz_dtype dt, size_t n, moesz_eb_mode mode, double eb) {
+double codec_eb_absolute(const void *src, moesz_dtype dt, size_t n, moesz_eb_mode mode, double eb) {
   if (mode == MOESZ_EB_ABS || eb == 0) return eb;
   double mn = INFINITY, mx = -INFINITY, s = 0, s2 = 0;
   size_t k = 0;
@@ -196,7 +196,7 @@ int moesz_codec_compress(const void *src, moesz_dtype dtype, size_t n, const moe
   memset(&j, 0, sizeof j);
   j.src = src; j.in = dtype; j.out = outdt; j.n = n; j.chunk = chunk; j.pipe = p->pipeline;
   j.nch = (n + chunk - 1) / chunk;
-  j.eb = eb_absolute(src, dtype, n, p->mode, p->eb);
+  j.eb = codec_eb_absolute(src, dtype, n, p->mode, p->eb);
   if (!(j.eb >= 0) || !isfinite(j.eb)) j.eb = 0;
   j.step = 2 * j.eb;
   if (j.eb > 0 && !(j.step > 0 && isfinite(j.step))) j.eb = 0, j.step = 0;  /* underflow/overflow: lossless */

@@ -1,6 +1,7 @@
 /* container/msz_codec.c - the container's binding to the error-bounded
- * codec (src/codec): encoding an expert matrix with the run's bound and
- * decoding a codec blob into the requested dtype. */
+ * codec (src/codec): encoding an expert matrix with the run's bound (codec
+ * stream or compute layout) and decoding such a blob into the requested
+ * dtype; every encoding is decoded once and its worst error checked. */
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
@@ -48,6 +49,70 @@ int msz_codec_decode(const moesz_msz_rec *r, const void *blob, moesz_dtype out, 
     return moesz_error_set(err, MOESZ_E_FORMAT, "blob %s: codec stream disagrees with the manifest", r->name);
   rc = moesz_codec_decompress(blob, r->len, out, dst, n, 1, err);
   if (rc) return moesz_error_wrap(err, rc, "blob %s", r->name);
+  return MOESZ_OK;
+}
+
+/* Worst |b - a| over finite a (values as dtype), or -1 if a non-finite value changed. */
+static double worst_err(moesz_dtype dt, const void *src, const float *b, size_t n, float *a) {
+  moesz_to_f32(dt, src, a, n);
+  double worst = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (!isfinite(a[i])) {
+      if (isnan(a[i]) ? !isnan(b[i]) : a[i] != b[i]) return -1;
+      continue;
+    }
+    double e = fabs((double)a[i] - (double)b[i]);
+    if (e > worst) worst = e;
+  }
+  return worst;
+}
+
+int msz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t cols, const moesz_msz_opts *o, double eb,
+                  void **blob, size_t *len, double *eb_abs, uint64_t *escapes, double *max_err_ratio, moesz_error *err) {
+  moesz_cl_info info;
+  int rc = moesz_cl_encode(src, dtype, rows, cols, (moesz_eb_mode)o->eb_mode, eb, blob, len, &info, err);
+  if (rc) return rc;
+  size_t n = (size_t)rows * (size_t)cols;
+  moesz_cl m;
+  float *a = malloc(n * sizeof *a + 4), *b = malloc(n * sizeof *b + 4);
+  if (!a || !b) rc = moesz_error_set(err, MOESZ_E_NOMEM, "out of memory");
+  if (!rc) rc = moesz_cl_parse(*blob, *len, &m, err);
+  double worst = 0;
+  if (!rc) {
+    moesz_cl_decode(&m, b);
+    worst = worst_err(dtype, src, b, n, a);
+    moesz_cl_free(&m);
+    if (worst < 0 || worst > info.eb)
+      rc = moesz_error_set(err, MOESZ_E_INTERNAL, "compute layout: bound violated (%g > %g)", worst, info.eb);
+  }
+  free(a); free(b);
+  if (rc) { free(*blob); *blob = NULL; return rc; }
+  *eb_abs = info.eb;
+  *escapes = info.escapes;
+  *max_err_ratio = info.eb > 0 ? worst / info.eb : 0;
+  return MOESZ_OK;
+}
+
+int msz_cl_parse(const moesz_msz_rec *r, const void *blob, moesz_cl *m, moesz_error *err) {
+  int rc = moesz_cl_parse(blob, r->len, m, err);
+  if (rc) return moesz_error_wrap(err, rc, "blob %s", r->name);
+  if (m->rows != r->shape[0] || m->cols != r->shape[1] || m->eb != r->eb) {
+    moesz_cl_free(m);
+    return moesz_error_set(err, MOESZ_E_FORMAT, "blob %s: compute layout disagrees with the manifest", r->name);
+  }
+  return MOESZ_OK;
+}
+
+int msz_cl_decode(const moesz_msz_rec *r, const void *blob, moesz_dtype out, void *dst, moesz_error *err) {
+  if (out != MOESZ_DT_F32)
+    return moesz_error_set(err, MOESZ_E_UNSUPPORTED,
+                           "blob %s: a compute-layout blob keeps its bound in F32 only (asked for %s)", r->name,
+                           moesz_dtype_name(out));
+  moesz_cl m;
+  int rc = msz_cl_parse(r, blob, &m, err);
+  if (rc) return rc;
+  moesz_cl_decode(&m, dst);
+  moesz_cl_free(&m);
   return MOESZ_OK;
 }
 

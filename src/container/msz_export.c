@@ -1,6 +1,7 @@
 /* container/msz_export.c - owns turning a container back into a Hugging Face
  * model folder: embedded files copied out, dense tensors copied, expert
- * source tensors reassembled from their decoded blobs in the original dtype,
+ * source tensors reassembled from their decoded blobs in the original dtype
+ * (F32 where compute-layout blobs slice them),
  * written as model.safetensors (atomically). */
 #include <stdlib.h>
 #include <string.h>
@@ -47,33 +48,43 @@ int moesz_msz_export(const moesz_msz *c, const char *dir, int progress, moesz_er
     const moesz_tensor *t = moesz_st_at(c->dense, i);
     rc = moesz_stw_add(w, t->name, t->dtype, t->ndim, t->shape, t->data, err);
   }
+  /* a source tensor sliced by compute-layout blobs is written as F32: their
+   * bound holds in F32, not after rounding back to a 16-bit dtype */
+  moesz_dtype *odt = calloc(c->nsrc + 1, sizeof *odt);
+  if (!odt) rc = moesz_error_set(err, MOESZ_E_NOMEM, "out of memory");
+  for (size_t i = 0; i < c->nsrc && !rc; i++) odt[i] = c->src[i].dtype;
+  for (size_t i = 0; i < c->nex && !rc; i++)
+    if (c->ex[i].rec.method == MOESZ_MSZ_COMPUTE) odt[c->ex[i].tensor] = MOESZ_DT_F32;
   for (size_t i = 0; i < c->nsrc && !rc; i++) {
     const msz_src *s = &c->src[i];
-    bufs[i] = calloc(s->numel ? s->numel : 1, moesz_dtype_size(s->dtype));
+    bufs[i] = calloc(s->numel ? s->numel : 1, moesz_dtype_size(odt[i]));
     if (!bufs[i]) rc = moesz_error_set(err, MOESZ_E_NOMEM, "out of memory for %s", s->name);
   }
   moesz_progress pr;
   moesz_progress_begin(&pr, "decompress", (double)c->nex, progress);
   for (size_t i = 0; i < c->nex && !rc; i++) {
     const msz_expert *x = &c->ex[i];
-    if (x->rec.raw_bytes > tmpcap) {
-      uint8_t *nt = realloc(tmp, x->rec.raw_bytes);
+    moesz_dtype dt = odt[x->tensor];
+    size_t need = x->rec.raw_bytes / moesz_dtype_size(x->rec.dtype) * moesz_dtype_size(dt);
+    if (need > tmpcap) {
+      uint8_t *nt = realloc(tmp, need);
       if (!nt) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "out of memory"); break; }
       tmp = nt;
-      tmpcap = x->rec.raw_bytes;
+      tmpcap = need;
     }
-    if ((rc = moesz_msz_read(c, &x->rec, x->rec.dtype, tmp, err))) break;
-    scatter(x, tmp, bufs[x->tensor], moesz_dtype_size(x->rec.dtype));
+    if ((rc = moesz_msz_read(c, &x->rec, dt, tmp, err))) break;
+    scatter(x, tmp, bufs[x->tensor], moesz_dtype_size(dt));
     moesz_progress_step(&pr, (double)i + 1);
   }
   moesz_progress_end(&pr);
   for (size_t i = 0; i < c->nsrc && !rc; i++)
-    rc = moesz_stw_add(w, c->src[i].name, c->src[i].dtype, c->src[i].ndim, c->src[i].shape, bufs[i], err);
+    rc = moesz_stw_add(w, c->src[i].name, odt[i], c->src[i].ndim, c->src[i].shape, bufs[i], err);
   if (!rc) rc = moesz_stw_meta(w, "format", "pt", err);
   if (!rc) rc = moesz_stw_commit(w, err);
   else moesz_stw_abort(w);
   for (size_t i = 0; i < c->nsrc; i++) free(bufs[i]);
   free(bufs);
+  free(odt);
   free(tmp);
   return rc;
 }

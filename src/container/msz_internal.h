@@ -61,6 +61,13 @@ int msz_codec_decode(const moesz_msz_rec *r, const void *blob, moesz_dtype out, 
 int msz_codec_encode(const void *src, moesz_dtype dtype, size_t n, const moesz_msz_opts *o, double eb,
                      void **blob, size_t *len, double *eb_abs, uint64_t *verbatim, double *max_err_ratio,
                      moesz_error *err);
+/* Compute-layout blobs (msz_codec.c): encode [rows, cols] at the run's bound
+ * (checked by decoding), parse a blob against its record, decode to F32. */
+int msz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t cols, const moesz_msz_opts *o, double eb,
+                  void **blob, size_t *len, double *eb_abs, uint64_t *escapes, double *max_err_ratio, moesz_error *err);
+struct moesz_cl;
+int msz_cl_parse(const moesz_msz_rec *r, const void *blob, struct moesz_cl *m, moesz_error *err);
+int msz_cl_decode(const moesz_msz_rec *r, const void *blob, moesz_dtype out, void *dst, moesz_error *err);
 /* Parses a manifest record's common fields (msz_read.c). */
 int msz_parse_rec(moesz_msz *c, const void *json, moesz_msz_rec *r, int need_shape, moesz_error *err);
 /* ResMoE layers (msz_resmoe.c): the manifest's "resmoe" section, checked

@@ -69,6 +69,7 @@ static int parse_rec(moesz_msz *c, const cJSON *o, moesz_msz_rec *r, int need_sh
   if (!strcmp(m, "raw")) r->method = MOESZ_MSZ_RAW;
   else if (!strcmp(m, "zstd")) r->method = MOESZ_MSZ_ZSTD;
   else if (!strcmp(m, "codec")) r->method = MOESZ_MSZ_CODEC;
+  else if (!strcmp(m, "compute")) r->method = MOESZ_MSZ_COMPUTE;
   else if (!strcmp(m, "resmoe")) r->method = MOESZ_MSZ_RESMOE;
   else return moesz_error_set(err, MOESZ_E_FORMAT, "record %s: unknown method '%s'", nm, m);
   if (!need_shape) {
@@ -354,6 +355,7 @@ int moesz_msz_read(const moesz_msz *c, const moesz_msz_rec *r, moesz_dtype out, 
   if (out != r->dtype && out != MOESZ_DT_F32 && out != MOESZ_DT_F16 && out != MOESZ_DT_BF16)
     return moesz_error_set(err, MOESZ_E_ARG, "blob %s: cannot decode to %s", r->name, moesz_dtype_name(out));
   if (r->method == MOESZ_MSZ_CODEC) return msz_codec_decode(r, blob, out, dst, n, err);
+  if (r->method == MOESZ_MSZ_COMPUTE) return msz_cl_decode(r, blob, out, dst, err);
   if (r->method == MOESZ_MSZ_RESMOE) return msz_resmoe_read(c, r, out, dst, err);
   const void *raw = blob;
   void *tmp = NULL;

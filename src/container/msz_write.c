@@ -193,7 +193,8 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
     double eb = o->eb;
     moesz_msz_method method = o->method;
     if (o->layer_eb && o->layer_eb[L] > 0) eb = o->layer_eb[L];
-    if (o->layer_eb && o->layer_eb[L] < 0 && method == MOESZ_MSZ_CODEC) method = MOESZ_MSZ_ZSTD;
+    if (o->layer_eb && o->layer_eb[L] < 0 && (method == MOESZ_MSZ_CODEC || method == MOESZ_MSZ_COMPUTE))
+      method = MOESZ_MSZ_ZSTD;
     if (o->resmoe && o->resmoe_layers && o->resmoe_layers[L] && !(o->layer_eb && o->layer_eb[L] < 0)) {
       if (!rmj) {
         cJSON *sec = cJSON_AddObjectToObject(man, "resmoe");
@@ -239,6 +240,14 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
           blob = cblob;
           mname = "codec";
           s.verbatim_values += verb;
+          if (ratio > s.max_err_over_bound) s.max_err_over_bound = ratio;
+        } else if (method == MOESZ_MSZ_COMPUTE) {
+          uint64_t esc = 0;
+          double ratio = 0;
+          if ((rc = msz_cl_encode(buf, v.dtype, v.rows, v.cols, o, eb, &cblob, &blen, &eb_abs, &esc, &ratio, err))) goto fail;
+          blob = cblob;
+          mname = "compute";
+          s.verbatim_values += esc;
           if (ratio > s.max_err_over_bound) s.max_err_over_bound = ratio;
         }
         rc = put_blob(&w, xo, name, mname, blob, blen, err);

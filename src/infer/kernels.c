@@ -15,6 +15,7 @@
 #endif
 #include "moesz/tensor.h"
 #include "base/cpu.h"
+#include "moesz/codec.h"
 
 #define CH 16     /* rows per packed tile (batched path) */
 #define TB 33     /* tokens per block (batched path), multiple of 3 */
@@ -355,6 +356,14 @@ static void lin_task(void *vctx, size_t ti, int tid) {
   if (r1 > jb->w.rows) r1 = jb->w.rows;
   const moesz_matview *w = &jb->w;
   int simd = L->c->simd;
+  if (w->dtype == MOESZ_VIEW_CL) {
+    /* fused: the codes are multiplied where they lie (kernels_cl.c) */
+    int t0 = jb->n == 1 ? 0 : tb * TB, t1 = jb->n == 1 ? 1 : t0 + TB;
+    if (t1 > jb->n) t1 = jb->n;
+    moesz_k_cl_rows(w->data, r0, r1, jb->x + (size_t)t0 * jb->ldx, jb->ldx, t1 - t0,
+                    jb->y + (size_t)t0 * jb->ldy + r0, jb->ldy, jb->accumulate, simd);
+    return;
+  }
   if (jb->n == 1 && !w->transposed) {
     float *y = jb->y + r0;
 #if MOESZ_X86
@@ -402,6 +411,11 @@ static void lin_task(void *vctx, size_t ti, int tid) {
 int moesz_k_linear(moesz_kctx *c, const moesz_kjob *jobs, int njobs) {
   for (int j = 0; j < njobs; j++) {
     moesz_dtype dt = jobs[j].w.dtype;
+    if (dt == MOESZ_VIEW_CL) {
+      const moesz_cl *m = jobs[j].w.data;
+      if (!m || m->rows != jobs[j].w.rows || m->cols != jobs[j].w.cols) return MOESZ_E_INTERNAL;
+      continue;
+    }
     if (dt != MOESZ_DT_F32 && dt != MOESZ_DT_BF16 && dt != MOESZ_DT_F16) return MOESZ_E_UNSUPPORTED;
     if (jobs[j].w.cols * CH > (int64_t)c->scratch_floats) return MOESZ_E_INTERNAL;
   }
@@ -422,7 +436,8 @@ int moesz_k_linear(moesz_kctx *c, const moesz_kjob *jobs, int njobs) {
         /* chunks of about 256 KiB of weights (so the last chunks of a region
          * are short and threads finish together), at least 4 tasks per thread,
          * at least 16 rows, a multiple of 4 */
-        int64_t rb = jb->w.cols * (int64_t)moesz_dtype_size(jb->w.dtype);
+        int64_t rb = jb->w.dtype == MOESZ_VIEW_CL ? jb->w.cols * 3 / 4 /* about 6 bits a weight */
+                                                  : jb->w.cols * (int64_t)moesz_dtype_size(jb->w.dtype);
         rc = (256 << 10) / (rb > 0 ? rb : 1);
         if (rc > rows / (4 * (int64_t)c->nthreads)) rc = rows / (4 * (int64_t)c->nthreads);
         rc = (rc + 3) / 4 * 4;

@@ -50,6 +50,14 @@ typedef struct moesz_kjob {
  * F32/BF16/F16. */
 int moesz_k_linear(moesz_kctx *c, const moesz_kjob *jobs, int njobs);
 
+/* Rows r0..r1 of a compute-layout matrix (moesz/codec.h) times nt tokens
+ * x [nt, cols] (row stride ldx): y[t * ldy + (r - r0)] (+)= step * sum q x +
+ * escapes. simd: AVX2 path (kernels_cl.c). moesz_k_linear calls it for views
+ * of dtype MOESZ_VIEW_CL. */
+struct moesz_cl;
+void moesz_k_cl_rows(const struct moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt,
+                     float *y, size_t ldy, int acc, int simd);
+
 /* dot(W row r, x) for one row of a matview (reference / tests). */
 float moesz_k_row_dot(const moesz_matview *w, int64_t r, const float *x, int simd);
 

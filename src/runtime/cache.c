@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "base/util.h"
+#include "moesz/codec.h"
 #include "moesz/runtime.h"
 #include "runtime/rt_resmoe.h"
 
@@ -21,8 +22,10 @@ typedef struct entry {
   int pins;
   int prefetched;            /* decoded by prefetch, not yet requested */
   uint64_t bytes;            /* decoded size of the three matrices */
-  void *data;                /* gate | up | down, contiguous */
+  void *data;                /* gate | up | down, contiguous (decoded, or compute-layout blobs) */
   moesz_matview v[3];
+  moesz_cl cl[3];            /* parsed compute layouts (views of dtype MOESZ_VIEW_CL point here) */
+  int is_cl;
   uint64_t last_use;         /* logical clock of the last request */
   double freq;               /* request count (LFRU: decayed at freq_t) */
   uint64_t freq_t;
@@ -51,9 +54,47 @@ struct moesz_cache {
 
 static entry *at(moesz_cache *k, int L, int e) { return &k->ent[(size_t)L * (size_t)k->n_experts + (size_t)e]; }
 
+/* What a blob becomes in the cache: a decoded dtype, or MOESZ_VIEW_CL (the
+ * compute layout kept as stored; compute blobs by default). */
 static moesz_dtype out_dtype(const moesz_cache *k, const moesz_msz_rec *r) {
-  if (k->o.dtype == MOESZ_DT_F32 || k->o.dtype == MOESZ_DT_BF16 || k->o.dtype == MOESZ_DT_F16) return k->o.dtype;
+  if (r->method == MOESZ_MSZ_RESMOE && k->o.dtype == MOESZ_VIEW_CL) return MOESZ_DT_F32;   /* ResMoE restores to F32 */
+  if (k->o.dtype == MOESZ_DT_F32 || k->o.dtype == MOESZ_DT_BF16 || k->o.dtype == MOESZ_DT_F16 ||
+      k->o.dtype == MOESZ_VIEW_CL)
+    return k->o.dtype;
+  if (r->method == MOESZ_MSZ_COMPUTE) return MOESZ_VIEW_CL;
   return (r->dtype == MOESZ_DT_BF16 || r->dtype == MOESZ_DT_F16) ? r->dtype : MOESZ_DT_F32;
+}
+
+/* Bytes a blob takes in the cache. */
+static uint64_t held_bytes(const moesz_cache *k, const moesz_msz_rec *r) {
+  moesz_dtype dt = out_dtype(k, r);
+  if (dt == MOESZ_VIEW_CL) return (r->len + 63) / 64 * 64 + moesz_cl_parse_bytes(r->shape[0]);
+  return r->raw_bytes / moesz_dtype_size(r->dtype) * moesz_dtype_size(dt);
+}
+
+static void free_entry_data(entry *x) {
+  if (x->is_cl)
+    for (int m = 0; m < 3; m++) moesz_cl_free(&x->cl[m]);
+  x->is_cl = 0;
+  free(x->data);
+  x->data = NULL;
+}
+
+/* A compute-layout blob copied to dst (64-byte aligned) and parsed into cl. */
+static int hold_cl(moesz_cache *k, const moesz_msz_rec *r, uint8_t *dst, moesz_cl *cl, moesz_error *err) {
+  if (r->method != MOESZ_MSZ_COMPUTE)
+    return moesz_error_set(err, MOESZ_E_UNSUPPORTED,
+                           "blob %s: the compute layout needs a container written with --codec compute", r->name);
+  const void *blob;
+  int rc = moesz_msz_blob(k->c, r, &blob, err);
+  if (rc) return rc;
+  memcpy(dst, blob, r->len);
+  if ((rc = moesz_cl_parse(dst, r->len, cl, err))) return moesz_error_wrap(err, rc, "blob %s", r->name);
+  if (cl->rows != r->shape[0] || cl->cols != r->shape[1]) {
+    moesz_cl_free(cl);
+    return moesz_error_set(err, MOESZ_E_FORMAT, "blob %s: compute layout disagrees with the manifest", r->name);
+  }
+  return MOESZ_OK;
 }
 
 /* Score: lower = evicted first. */
@@ -66,8 +107,7 @@ static double score(const moesz_cache *k, const entry *x) {
 }
 
 static void drop(moesz_cache *k, entry *x) {
-  free(x->data);
-  x->data = NULL;
+  free_entry_data(x);
   x->state = E_EMPTY;
   k->st.resident_bytes -= x->bytes;
   k->st.evictions++;
@@ -108,18 +148,26 @@ static int decode(moesz_cache *k, int L, int e, entry *x, uint64_t *read, moesz_
   for (int m = 0; m < 3; m++) {
     r[m] = moesz_msz_expert(k->c, L, e, 0, (moesz_mat)(MOESZ_MAT_GATE + m));
     if (!r[m]) return moesz_error_set(err, MOESZ_E_NOTFOUND, "container has no layer %d expert %d matrix %d", L, e, m);
-    sz[m] = r[m]->raw_bytes / moesz_dtype_size(r[m]->dtype) * moesz_dtype_size(out_dtype(k, r[m]));
+    sz[m] = held_bytes(k, r[m]);
     total += sz[m];
   }
-  uint8_t *buf = malloc(total ? total : 1);
+  uint8_t *buf = aligned_alloc(64, (total + 63) / 64 * 64 + 64);
   if (!buf) return moesz_error_set(err, MOESZ_E_NOMEM, "expert cache: out of memory (%zu bytes)", total);
   size_t off = 0;
   *read = 0;
+  x->is_cl = 0;
   for (int m = 0; m < 3; m++) {
     moesz_dtype dt = out_dtype(k, r[m]);
-    int rc = moesz_msz_read(k->c, r[m], dt, buf + off, err);
-    if (rc) { free(buf); return rc; }
-    x->v[m].data = buf + off;
+    int rc = dt == MOESZ_VIEW_CL ? hold_cl(k, r[m], buf + off, &x->cl[m], err)
+                                 : moesz_msz_read(k->c, r[m], dt, buf + off, err);
+    if (rc) {
+      for (int j = 0; j < m; j++)
+        if (out_dtype(k, r[j]) == MOESZ_VIEW_CL) moesz_cl_free(&x->cl[j]);
+      free(buf);
+      return rc;
+    }
+    x->v[m].data = dt == MOESZ_VIEW_CL ? (const void *)&x->cl[m] : (const void *)(buf + off);
+    if (dt == MOESZ_VIEW_CL) x->is_cl = 1;
     x->v[m].dtype = dt;
     x->v[m].rows = r[m]->shape[0];
     x->v[m].cols = r[m]->shape[1];
@@ -138,7 +186,7 @@ static uint64_t entry_bytes(moesz_cache *k, int L, int e) {
   uint64_t total = 0;
   for (int m = 0; m < 3; m++) {
     const moesz_msz_rec *r = moesz_msz_expert(k->c, L, e, 0, (moesz_mat)(MOESZ_MAT_GATE + m));
-    if (r) total += r->raw_bytes / moesz_dtype_size(r->dtype) * moesz_dtype_size(out_dtype(k, r));
+    if (r) total += held_bytes(k, r);
   }
   return total;
 }
@@ -356,7 +404,7 @@ void moesz_cache_destroy(moesz_cache *k) {
   free(k->th);
   moesz_runtime_resmoe_destroy(k->rm);
   if (k->ent)
-    for (size_t i = 0; i < (size_t)k->n_layers * (size_t)k->n_experts; i++) free(k->ent[i].data);
+    for (size_t i = 0; i < (size_t)k->n_layers * (size_t)k->n_experts; i++) free_entry_data(&k->ent[i]);
   if (k->router)
     for (int L = 0; L < k->n_layers; L++) free(k->router[L]);
   free(k->router);

@@ -1,0 +1,323 @@
+/* codec/clayout.c - owns the compute layout: a matrix of integer codes that
+ * kernels multiply from directly (weight = q * step, exact in f32), with a
+ * width per group of 64 codes and a per-row escape list; its encoder (strict
+ * bound checked per value), its validating parser and its reference decoder
+ * to f32. The multiply kernels are in src/infer/kernels_cl.c. Format and the
+ * proof of the bound: docs/CODEC.md "Compute layout". */
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+#include "base/util.h"
+#include "codec/codec_internal.h"
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the compute layout's arrays are read in place: little-endian hosts only"
+#endif
+
+#define CL_MAGIC "MOESZCL1"
+#define CL_VERSION 1
+#define CL_HDR 64
+#define CL_PAD 16                 /* readable bytes after the last group (16-byte loads) */
+#define CL_ESC_BITS 64            /* cost of an escape: u32 position + f32 value */
+#define CL_QMAX 16383             /* |q| < 2^14: q * step exact in f32 */
+#define CL_ESC_MARK INT16_MIN     /* code array: this value is an escape */
+#define G MOESZ_CL_GROUP
+
+static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static size_t al64(size_t x) { return (x + 63) / 64 * 64; }
+
+/* Section offsets of a layout with these counts; 0 on overflow. */
+typedef struct cl_geom { size_t wid, eidx, eval, data, total; } cl_geom;
+static int geom(uint64_t rows, uint64_t wstride, uint64_t n_esc, uint64_t data_bytes, cl_geom *g) {
+  size_t a, b;
+  g->wid = CL_HDR;
+  if (!moesz_mul_ok(rows, wstride, &b)) return 0;
+  g->eidx = al64(g->wid + b);
+  if (!moesz_mul_ok(n_esc, 4, &a)) return 0;
+  g->eval = al64(g->eidx + a);
+  g->data = al64(g->eval + a);
+  if (data_bytes > SIZE_MAX - g->data - CL_PAD) return 0;
+  g->total = g->data + data_bytes + CL_PAD;
+  return g->data >= g->eval;   /* no wrap-around above */
+}
+
+/* Bits a two's-complement code needs (0 for q = 0: a width-0 group holds only zeros). */
+static int need_bits(int q) {
+  if (q == 0) return 0;
+  unsigned m = q > 0 ? (unsigned)q : (unsigned)(-(q + 1));
+  return m ? 33 - __builtin_clz(m) : 1;
+}
+
+/* The largest bound <= eb with at most 10 significant bits (so step = 2 eb'
+ * times a 14-bit code is exact in f32). */
+static double round_bound(double eb) {
+  int e;
+  double m = frexp(eb, &e);
+  return ldexp(floor(m * 1024.0) / 1024.0, e);
+}
+
+/* XXH3-64 of the layout but its checksum field (header bytes 56..63). */
+static uint64_t cl_checksum(const uint8_t *buf, size_t len) {
+  return XXH3_64bits_withSeed(buf + CL_HDR, len - CL_HDR, XXH3_64bits(buf, 56));
+}
+
+int moesz_cl_is(const void *buf, size_t len) { return buf && len >= CL_HDR && !memcmp(buf, CL_MAGIC, 8); }
+
+int moesz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t cols, moesz_eb_mode mode, double eb,
+                    void **out, size_t *out_len, moesz_cl_info *info, moesz_error *err) {
+  *out = NULL;
+  *out_len = 0;
+  if (!src) return moesz_error_set(err, MOESZ_E_ARG, "compute layout: NULL input");
+  if (dtype != MOESZ_DT_F32 && dtype != MOESZ_DT_F16 && dtype != MOESZ_DT_BF16)
+    return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "compute layout: input dtype %s (F32, F16, BF16 only)", moesz_dtype_name(dtype));
+  if (rows < 1 || cols < 1 || cols > 65536 || rows > INT32_MAX)
+    return moesz_error_set(err, MOESZ_E_ARG, "compute layout: shape [%lld, %lld] (rows >= 1, 1 <= cols <= 65536)",
+                           (long long)rows, (long long)cols);
+  if (mode < MOESZ_EB_ABS || mode > MOESZ_EB_STD) return moesz_error_set(err, MOESZ_E_ARG, "compute layout: unknown error-bound mode");
+  if (!(eb > 0) || !isfinite(eb)) return moesz_error_set(err, MOESZ_E_ARG, "compute layout: the bound must be a finite number > 0");
+  size_t n = (size_t)rows * (size_t)cols;
+  double eba = codec_eb_absolute(src, dtype, n, mode, eb);
+  double ebr = eba > 0 && isfinite(eba) ? round_bound(eba) : 0;
+  /* a bound of 0 (rel/std mode on a constant matrix) keeps every value exactly:
+   * codes on an arbitrary grid where they are exact, escapes elsewhere */
+  double stepd = ebr > 0 ? 2 * ebr : 1.0 / 1024;
+  if (!(stepd >= FLT_MIN) || stepd > 1e30 || (double)(float)stepd != stepd)
+    return moesz_error_set(err, MOESZ_E_ARG, "compute layout: bound %g gives a step outside f32's normal range", eba);
+  float step = (float)stepd;
+  int64_t ng = (cols + G - 1) / G, wstride = (ng + 1) / 2;
+  size_t es = moesz_dtype_size(dtype);
+
+  int16_t *q = malloc(n * sizeof *q);
+  uint8_t *wid = calloc((size_t)rows * (size_t)wstride, 1);
+  uint32_t *nesc_row = calloc((size_t)rows, sizeof *nesc_row);
+  uint64_t *dbytes_row = calloc((size_t)rows, sizeof *dbytes_row);
+  if (!q || !wid || !nesc_row || !dbytes_row) {
+    free(q); free(wid); free(nesc_row); free(dbytes_row);
+    return moesz_error_set(err, MOESZ_E_NOMEM, "compute layout: out of memory");
+  }
+  moesz_cl_info in;
+  memset(&in, 0, sizeof in);
+  /* pass 1: codes, group widths, escape counts */
+  uint64_t n_esc = 0, data_bytes = 0;
+  for (int64_t r = 0; r < rows; r++) {
+    int16_t *qr = q + (size_t)r * (size_t)cols;
+    for (int64_t c = 0; c < cols; c++) {
+      float x;
+      moesz_to_f32(dtype, (const char *)src + ((size_t)r * (size_t)cols + (size_t)c) * es, &x, 1);
+      int16_t code = CL_ESC_MARK;
+      if (isfinite(x)) {
+        double qd = nearbyint((double)x / stepd);
+        if (fabs(qd) <= CL_QMAX && fabs(qd * stepd - (double)x) <= ebr) code = (int16_t)qd;
+      }
+      qr[c] = code;
+    }
+    for (int64_t g = 0; g < ng; g++) {
+      uint32_t hist[17] = {0};
+      int64_t c1 = (g + 1) * G < cols ? (g + 1) * G : cols;
+      for (int64_t c = g * G; c < c1; c++) hist[qr[c] == CL_ESC_MARK ? 16 : need_bits(qr[c])]++;
+      /* width minimising 64 b + 48 (values needing more than b bits) */
+      uint64_t best = UINT64_MAX;
+      int bw = 0;
+      uint32_t above = 0;
+      for (int k = 1; k <= 16; k++) above += hist[k];
+      for (int b = 0; b <= MOESZ_CL_MAXW; b++) {
+        if (b > 0) above -= hist[b];
+        uint64_t cost = (uint64_t)G * (uint64_t)b + (uint64_t)CL_ESC_BITS * above;
+        if (cost < best) { best = cost; bw = b; }
+      }
+      uint32_t ne = 0;
+      for (int k = bw + 1; k <= 16; k++) ne += hist[k];
+      wid[(size_t)r * (size_t)wstride + (size_t)(g >> 1)] |= (uint8_t)(bw << ((g & 1) * 4));
+      in.groups_by_width[bw]++;
+      nesc_row[r] += ne;
+      dbytes_row[r] += 8u * (uint64_t)bw;
+    }
+    n_esc += nesc_row[r];
+    data_bytes += dbytes_row[r];
+  }
+  cl_geom gm;
+  if (data_bytes >= UINT32_MAX || n >= UINT32_MAX || !geom((uint64_t)rows, (uint64_t)wstride, n_esc, data_bytes, &gm)) {
+    free(q); free(wid); free(nesc_row); free(dbytes_row);
+    return moesz_error_set(err, MOESZ_E_RANGE, "compute layout: matrix too large for 32-bit offsets");
+  }
+  uint8_t *buf = aligned_alloc(64, al64(gm.total));
+  if (!buf) {
+    free(q); free(wid); free(nesc_row); free(dbytes_row);
+    return moesz_error_set(err, MOESZ_E_NOMEM, "compute layout: out of memory (%zu bytes)", gm.total);
+  }
+  memset(buf, 0, gm.total);
+  memcpy(buf, CL_MAGIC, 8);
+  put32(buf + 8, CL_VERSION);
+  put32(buf + 12, G);
+  put64(buf + 16, (uint64_t)rows);
+  put64(buf + 24, (uint64_t)cols);
+  memcpy(buf + 32, &step, 4);
+  put32(buf + 36, 0);
+  memcpy(buf + 40, &ebr, 8);
+  put32(buf + 48, (uint32_t)n_esc);
+  put32(buf + 52, (uint32_t)data_bytes);
+  uint32_t *eidx = (uint32_t *)(buf + gm.eidx);
+  float *eval = (float *)(buf + gm.eval);
+  uint8_t *data = buf + gm.data;
+  memcpy(buf + gm.wid, wid, (size_t)rows * (size_t)wstride);
+  /* pass 2: pack */
+  uint64_t doff = 0, eo = 0;
+  for (int64_t r = 0; r < rows; r++) {
+    const int16_t *qr = q + (size_t)r * (size_t)cols;
+    for (int64_t g = 0; g < ng; g++) {
+      int b = (wid[(size_t)r * (size_t)wstride + (size_t)(g >> 1)] >> ((g & 1) * 4)) & 15;
+      int lo = b ? -(1 << (b - 1)) : 0, hi = b ? (1 << (b - 1)) - 1 : 0;
+      uint64_t acc = 0;
+      int nb = 0;
+      uint8_t *p = data + doff;
+      for (int64_t i = 0; i < G; i++) {
+        int64_t c = g * G + i;
+        uint32_t u = 0;
+        if (c < cols) {
+          int16_t v = qr[c];
+          if (v == CL_ESC_MARK || v < lo || v > hi) {
+            float x;
+            moesz_to_f32(dtype, (const char *)src + ((size_t)r * (size_t)cols + (size_t)c) * es, &x, 1);
+            eidx[eo] = (uint32_t)((size_t)r * (size_t)cols + (size_t)c);
+            eval[eo] = x;
+            eo++;
+          } else {
+            u = (uint32_t)v & ((1u << b) - 1);
+          }
+        }
+        if (!b) continue;
+        acc |= (uint64_t)u << nb;
+        nb += b;
+        while (nb >= 8) { *p++ = (uint8_t)acc; acc >>= 8; nb -= 8; }
+      }
+      doff += 8u * (uint64_t)b;
+    }
+  }
+  free(q); free(wid); free(nesc_row); free(dbytes_row);
+  put64(buf + 56, cl_checksum(buf, gm.total));
+  in.values = n;
+  in.escapes = n_esc;
+  in.eb = ebr;
+  in.bytes = gm.total;
+  in.bits_per_value = 8.0 * (double)gm.total / (double)n;
+  if (info) *info = in;
+  *out = buf;
+  *out_len = gm.total;
+  return MOESZ_OK;
+}
+
+/* Code i of a group of width b starting at p (two's complement). */
+static inline int code_at(const uint8_t *p, int b, int i) {
+  if (!b) return 0;
+  size_t bit = (size_t)i * (size_t)b;
+  uint32_t w = (uint32_t)p[bit >> 3] | (uint32_t)p[(bit >> 3) + 1] << 8 | (uint32_t)p[(bit >> 3) + 2] << 16;
+  uint32_t u = (w >> (bit & 7)) & ((1u << b) - 1);
+  return (int)(u ^ (1u << (b - 1))) - (1 << (b - 1));
+}
+
+size_t moesz_cl_parse_bytes(int64_t rows) { return 2 * ((size_t)rows + 1) * sizeof(uint32_t); }
+
+void moesz_cl_free(moesz_cl *m) {
+  if (!m) return;
+  free(m->row_off);
+  m->row_off = m->esc_start = NULL;
+}
+
+int moesz_cl_parse(const void *vbuf, size_t len, moesz_cl *m, moesz_error *err) {
+  const uint8_t *buf = vbuf;
+  memset(m, 0, sizeof *m);
+  if (!buf || len < CL_HDR || memcmp(buf, CL_MAGIC, 8))
+    return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: bad magic or truncated header");
+  if ((uintptr_t)buf % 4) return moesz_error_set(err, MOESZ_E_ARG, "compute layout: buffer not 4-byte aligned");
+  if (get32(buf + 8) != CL_VERSION) return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: version %u unknown", get32(buf + 8));
+  if (get32(buf + 12) != G) return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: group %u (only 64)", get32(buf + 12));
+  if (get32(buf + 36) != 0) return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: unknown flags");
+  uint64_t rows = get64(buf + 16), cols = get64(buf + 24), n_esc = get32(buf + 48), dbytes = get32(buf + 52);
+  float step;
+  double eb;
+  memcpy(&step, buf + 32, 4);
+  memcpy(&eb, buf + 40, 8);
+  uint32_t sbits;
+  memcpy(&sbits, &step, 4);
+  if (rows < 1 || rows > INT32_MAX || cols < 1 || cols > 65536 || rows * cols >= UINT32_MAX)
+    return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: shape [%llu, %llu] out of range", (unsigned long long)rows,
+                           (unsigned long long)cols);
+  if (!(step >= FLT_MIN) || !isfinite(step) || (sbits & 0x3fff) || (eb != (double)step / 2 && eb != 0))
+    return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: step/bound not of the layout's form");
+  uint64_t ng = (cols + G - 1) / G, wstride = (ng + 1) / 2;
+  if (n_esc > rows * cols || dbytes >= UINT32_MAX || dbytes > rows * ng * 8 * MOESZ_CL_MAXW)
+    return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: counts out of range");
+  cl_geom gm;
+  if (!geom(rows, wstride, n_esc, dbytes, &gm) || gm.total != len)
+    return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: %zu bytes, the header implies %zu", len, gm.total);
+  if (!MOESZ_CHECKSUM_OK(cl_checksum(buf, len), get64(buf + 56)))
+    return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: checksum mismatch");
+  m->rows = (int64_t)rows;
+  m->cols = (int64_t)cols;
+  m->ngroups = (int64_t)ng;
+  m->wstride = (int64_t)wstride;
+  m->step = step;
+  m->eb = eb;
+  m->n_esc = n_esc;
+  m->data_bytes = (size_t)dbytes;
+  m->widths = buf + gm.wid;
+  m->esc_idx = (const uint32_t *)(buf + gm.eidx);
+  m->esc_val = (const float *)(buf + gm.eval);
+  m->data = buf + gm.data;
+  if (!(m->row_off = malloc(moesz_cl_parse_bytes((int64_t)rows))))
+    return moesz_error_set(err, MOESZ_E_NOMEM, "compute layout: out of memory");
+  m->esc_start = m->row_off + rows + 1;
+  /* row offsets from the widths */
+  uint64_t off = 0;
+  for (uint64_t r = 0; r < rows; r++) {
+    m->row_off[r] = (uint32_t)off;
+    for (uint64_t g = 0; g < ng; g++) off += 8u * (uint64_t)moesz_cl_width(m, (int64_t)r, (int64_t)g);
+    if (off > dbytes) { moesz_cl_free(m); return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: widths exceed the data"); }
+    if (ng & 1 && m->widths[r * wstride + wstride - 1] >> 4) {
+      moesz_cl_free(m);
+      return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: row %llu: padding width not 0", (unsigned long long)r);
+    }
+  }
+  m->row_off[rows] = (uint32_t)off;
+  if (off != dbytes) { moesz_cl_free(m); return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: widths disagree with the data size"); }
+  /* escapes: ascending positions over a zero code, so the kernels and decode agree */
+  uint64_t e = 0;
+  for (uint64_t r = 0; r < rows; r++) {
+    m->esc_start[r] = (uint32_t)e;
+    uint64_t goff = m->row_off[r];
+    int64_t gcur = 0;
+    for (; e < n_esc && m->esc_idx[e] < (r + 1) * cols; e++) {
+      if (m->esc_idx[e] < r * cols || (e && m->esc_idx[e] <= m->esc_idx[e - 1])) {
+        moesz_cl_free(m);
+        return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: escapes not ascending");
+      }
+      int64_t c = (int64_t)(m->esc_idx[e] - r * cols);
+      for (; gcur < c / G; gcur++) goff += 8u * (uint64_t)moesz_cl_width(m, (int64_t)r, gcur);
+      if (code_at(m->data + goff, moesz_cl_width(m, (int64_t)r, c / G), (int)(c % G)) != 0) {
+        moesz_cl_free(m);
+        return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: row %llu: escape over a non-zero code", (unsigned long long)r);
+      }
+    }
+  }
+  m->esc_start[rows] = (uint32_t)e;
+  if (e != n_esc) { moesz_cl_free(m); return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: escape beyond the matrix"); }
+  return MOESZ_OK;
+}
+
+void moesz_cl_decode(const moesz_cl *m, float *dst) {
+  for (int64_t r = 0; r < m->rows; r++) {
+    const uint8_t *p = m->data + m->row_off[r];
+    float *d = dst + (size_t)r * (size_t)m->cols;
+    for (int64_t g = 0; g < m->ngroups; g++) {
+      int b = moesz_cl_width(m, r, g);
+      for (int64_t i = 0; i < G && g * G + i < m->cols; i++) d[g * G + i] = (float)code_at(p, b, (int)i) * m->step;
+      p += 8 * b;
+    }
+    for (uint32_t e = m->esc_start[r]; e < m->esc_start[r + 1]; e++) d[m->esc_idx[e] - (size_t)r * (size_t)m->cols] = m->esc_val[e];
+  }
+}

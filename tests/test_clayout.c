@@ -1,0 +1,404 @@
+/* tests/test_clayout.c - the codec's compute layout: every weight within the
+ * bound (F32, BF16, F16 inputs, abs/rel/std modes, odd shapes, outliers, NaN
+ * and Inf kept exactly), the bound's rounding, rates on Gaussian weights, the
+ * fused kernels (scalar and AVX2, 1..70 tokens, 1 and 3 threads) against a
+ * double-precision product with the decoded weights, hostile layouts
+ * (truncation, every header field, lying offsets and escapes), and whole
+ * models: logits of the fused path against the same codes decoded to F32, on
+ * every MoE family fixture, prompt batch and token by token. */
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <xxhash.h>
+#include "harness.h"
+#include "infer/kernels.h"
+#include <unistd.h>
+#include "moesz.h"
+
+static uint64_t rs = 0x9e3779b97f4a7c15ull;
+static double urand(void) {
+  rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17;
+  return (double)(rs >> 11) * (1.0 / 9007199254740992.0);
+}
+static double gauss(void) {
+  double u = urand(), v = urand();
+  return sqrt(-2 * log(u + 1e-300)) * cos(6.283185307179586 * v);
+}
+
+/* rows x cols of N(0, sigma^2) with row scales varying over rscale decades, in dtype dt;
+ * f gets the f32 values. */
+static void *make(moesz_dtype dt, int rows, int cols, double sigma, double rscale, float *f) {
+  size_t n = (size_t)rows * (size_t)cols;
+  void *buf = malloc(n * moesz_dtype_size(dt));
+  for (int r = 0; r < rows; r++) {
+    double sc = sigma * pow(10.0, rscale * ((double)r / (rows > 1 ? rows - 1 : 1) - 0.5));
+    for (int c = 0; c < cols; c++) {
+      size_t i = (size_t)r * (size_t)cols + (size_t)c;
+      float x = (float)(gauss() * sc);
+      if (dt == MOESZ_DT_BF16) { uint16_t h = moesz_f32_to_bf16(x); ((uint16_t *)buf)[i] = h; x = moesz_bf16_to_f32(h); }
+      else if (dt == MOESZ_DT_F16) { uint16_t h = moesz_f32_to_f16(x); ((uint16_t *)buf)[i] = h; x = moesz_f16_to_f32(h); }
+      else ((float *)buf)[i] = x;
+      f[i] = x;
+    }
+  }
+  return buf;
+}
+
+/* Worst |w - x| / eb over finite values; -1 if a non-finite value was not kept exactly. */
+static double worst_ratio(const float *x, const float *w, size_t n, double eb) {
+  double worst = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (!isfinite(x[i])) {
+      if (isnan(x[i]) ? !isnan(w[i]) : w[i] != x[i]) return -1;
+      continue;
+    }
+    double e = fabs((double)w[i] - (double)x[i]) / eb;
+    if (e > worst) worst = e;
+  }
+  return worst;
+}
+
+TEST(bound_holds_every_dtype_mode_shape) {
+  static const moesz_dtype dts[] = {MOESZ_DT_F32, MOESZ_DT_BF16, MOESZ_DT_F16};
+  static const int shapes[][2] = {{1, 1}, {3, 64}, {5, 65}, {17, 200}, {64, 128}, {7, 1000}};
+  static const double ebs[] = {1e-3, 5e-3, 2e-4, 3.3e-3};
+  for (int d = 0; d < 3; d++)
+    for (int s = 0; s < 6; s++)
+      for (int e = 0; e < 4; e++)
+        for (int mode = 0; mode < 3; mode++) {
+          int rows = shapes[s][0], cols = shapes[s][1];
+          size_t n = (size_t)rows * (size_t)cols;
+          float *f = malloc(n * 4), *w = malloc(n * 4);
+          void *src = make(dts[d], rows, cols, 0.02, e == 3 ? 3.0 : 0.0, f);
+          double eb = mode == 0 ? ebs[e] : mode == 1 ? ebs[e] * 10 : ebs[e] * 20;
+          void *buf = NULL;
+          size_t len = 0;
+          moesz_cl_info info;
+          moesz_error err;
+          int rc = moesz_cl_encode(src, dts[d], rows, cols, (moesz_eb_mode)mode, eb, &buf, &len, &info, &err);
+          CHECK_MSG(rc == 0, "%s", err.msg);
+          moesz_cl m;
+          if (!rc) {
+            rc = moesz_cl_parse(buf, len, &m, &err);
+            CHECK_MSG(rc == 0, "%s", err.msg);
+          }
+          if (!rc) {
+            moesz_cl_decode(&m, w);
+            double r = worst_ratio(f, w, n, m.eb);
+            CHECK_MSG(r >= 0 && r <= 1.0, "dt %d %dx%d eb %g mode %d: worst %.6f eb'", d, rows, cols, eb, mode, r);
+            CHECK(m.eb == info.eb && len == info.bytes);
+            if (mode == 0) CHECK(m.eb <= eb && m.eb >= eb * (1 - 1.0 / 512));
+            if (rows * cols == 1 && mode) CHECK(m.eb == 0 && w[0] == f[0]); /* constant: bound 0, exact */
+            /* weights are exactly q * step: w / step is an integer for non-escaped values */
+            CHECK(fabs(w[0] / m.step - nearbyint(w[0] / m.step)) == 0 || w[0] == f[0]);
+          }
+          if (!rc) moesz_cl_free(&m);
+          free(buf); free(src); free(f); free(w);
+        }
+}
+
+TEST(outliers_nan_inf_kept_exactly) {
+  int rows = 9, cols = 150;
+  size_t n = (size_t)rows * (size_t)cols;
+  float *f = malloc(n * 4), *w = malloc(n * 4);
+  free(make(MOESZ_DT_F32, rows, cols, 0.02, 0, f));
+  f[3] = NAN; f[70] = INFINITY; f[71] = -INFINITY; f[200] = 1e4f; f[201] = -3.0f; f[n - 1] = 5.0f; f[n - 2] = -0.0f;
+  void *buf;
+  size_t len;
+  moesz_cl_info info;
+  moesz_error err;
+  CHECK(moesz_cl_encode(f, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, 1e-3, &buf, &len, &info, &err) == 0);
+  moesz_cl m;
+  CHECK(moesz_cl_parse(buf, len, &m, &err) == 0);
+  moesz_cl_decode(&m, w);
+  CHECK(worst_ratio(f, w, n, m.eb) >= 0 && worst_ratio(f, w, n, m.eb) <= 1);
+  CHECK(isnan(w[3]) && w[70] == INFINITY && w[71] == -INFINITY && w[200] == 1e4f && w[n - 1] == 5.0f);
+  CHECK(info.escapes >= 6 && info.escapes < 40);
+  moesz_cl_free(&m);
+  free(buf); free(f); free(w);
+}
+
+TEST(rate_near_entropy_on_gaussian) {
+  /* N(0, 0.02^2) at eb 1e-3: H_q = log2(10) + 2.047 = 5.37 bits; a fixed-width
+   * layout pays about +0.6 for the width; 6.4 bits is a generous ceiling */
+  int rows = 256, cols = 1024;
+  size_t n = (size_t)rows * (size_t)cols;
+  float *f = malloc(n * 4);
+  void *src = make(MOESZ_DT_BF16, rows, cols, 0.02, 0, f);
+  void *buf;
+  size_t len;
+  moesz_cl_info info;
+  moesz_error err;
+  CHECK(moesz_cl_encode(src, MOESZ_DT_BF16, rows, cols, MOESZ_EB_ABS, 1e-3, &buf, &len, &info, &err) == 0);
+  CHECK_MSG(info.bits_per_value > 5.8 && info.bits_per_value < 6.4, "%.3f bits", info.bits_per_value);
+  CHECK(info.groups_by_width[6] > info.groups_by_width[7]);
+  free(buf); free(src); free(f);
+}
+
+TEST(errors_for_bad_arguments) {
+  float x[4] = {0};
+  void *buf;
+  size_t len;
+  moesz_error err;
+  CHECK(moesz_cl_encode(x, MOESZ_DT_F32, 2, 2, MOESZ_EB_ABS, 0, &buf, &len, NULL, &err) == MOESZ_E_ARG);
+  CHECK(moesz_cl_encode(x, MOESZ_DT_F32, 2, 2, MOESZ_EB_ABS, NAN, &buf, &len, NULL, &err) == MOESZ_E_ARG);
+  CHECK(moesz_cl_encode(x, MOESZ_DT_F32, 2, 2, MOESZ_EB_ABS, 1e-42, &buf, &len, NULL, &err) == MOESZ_E_ARG);
+  CHECK(moesz_cl_encode(x, MOESZ_DT_I32, 2, 2, MOESZ_EB_ABS, 1e-3, &buf, &len, NULL, &err) == MOESZ_E_UNSUPPORTED);
+  CHECK(moesz_cl_encode(x, MOESZ_DT_F32, 0, 2, MOESZ_EB_ABS, 1e-3, &buf, &len, NULL, &err) == MOESZ_E_ARG);
+  CHECK(moesz_cl_encode(x, MOESZ_DT_F32, 1, 70000, MOESZ_EB_ABS, 1e-3, &buf, &len, NULL, &err) == MOESZ_E_ARG);
+}
+
+/* y = W x through moesz_k_linear against a double product with the decoded weights. */
+static int check_fused(moesz_kctx *kc, int rows, int cols, int nt, int acc, double rscale) {
+  size_t n = (size_t)rows * (size_t)cols;
+  float *f = malloc(n * 4), *w = malloc(n * 4);
+  void *src = make(MOESZ_DT_BF16, rows, cols, 0.02, rscale, f);
+  void *buf;
+  size_t len;
+  moesz_error err;
+  moesz_cl m;
+  int bad = moesz_cl_encode(src, MOESZ_DT_BF16, rows, cols, MOESZ_EB_ABS, 1e-3, &buf, &len, NULL, &err) ||
+            moesz_cl_parse(buf, len, &m, &err);
+  if (bad) { free(f); free(w); free(src); return 0; }
+  moesz_cl_decode(&m, w);
+  size_t ldx = (size_t)cols + 3, ldy = (size_t)rows + 1;
+  float *x = malloc(ldx * (size_t)nt * 4), *y = malloc(ldy * (size_t)nt * 4);
+  for (size_t i = 0; i < ldx * (size_t)nt; i++) x[i] = (float)gauss();
+  for (size_t i = 0; i < ldy * (size_t)nt; i++) y[i] = 0.25f;
+  moesz_matview v = {&m, MOESZ_VIEW_CL, rows, cols, cols, 0};
+  moesz_kjob j = {v, x, ldx, y, ldy, nt, acc};
+  bad = moesz_k_linear(kc, &j, 1) != MOESZ_OK;
+  for (int t = 0; t < nt && !bad; t++)
+    for (int r = 0; r < rows && !bad; r++) {
+      double s = acc ? 0.25 : 0, mag = 0;
+      for (int c = 0; c < cols; c++) {
+        s += (double)w[(size_t)r * cols + c] * x[(size_t)t * ldx + c];
+        mag += fabs((double)w[(size_t)r * cols + c] * x[(size_t)t * ldx + c]);
+      }
+      if (fabs(y[(size_t)t * ldy + r] - s) > 1e-5 * (mag + 1e-3)) {
+        fprintf(stderr, "  fused %dx%d nt=%d simd=%d thr=%d: y[%d,%d]=%.9g ref %.9g\n", rows, cols, nt, kc->simd,
+                kc->nthreads, t, r, y[(size_t)t * ldy + r], s);
+        bad = 1;
+      }
+    }
+  for (int t = 0; t < nt && !bad; t++)
+    if (y[(size_t)t * ldy + (size_t)rows] != 0.25f) bad = 1;
+  moesz_cl_free(&m);
+  free(buf); free(f); free(w); free(src); free(x); free(y);
+  return !bad;
+}
+
+TEST(fused_kernels_match_decoded_weights) {
+  static const int rows[] = {1, 5, 16, 37};
+  static const int cols[] = {1, 63, 64, 65, 130, 256};
+  static const int nts[] = {1, 2, 3, 4, 5, 9, 34, 70};
+  moesz_pool *pool = moesz_pool_create(3);
+  for (int thr = 0; thr < 2; thr++)
+    for (int simd = 0; simd < 2; simd++) {
+      moesz_kctx kc;
+      CHECK(moesz_kctx_init(&kc, thr ? pool : NULL, simd, moesz_k_scratch_need(256, 16)) == 0);
+      int cases = 0, ok = 0;
+      for (int a = 0; a < 4; a++)
+        for (int b = 0; b < 6; b++)
+          for (int c = 0; c < 8; c++) {
+            if ((a + b + c) % 2) continue;
+            cases++;
+            ok += check_fused(&kc, rows[a], cols[b], nts[c], (a + c) % 2, c % 3 == 0 ? 3.0 : 0.0);
+          }
+      CHECK_EQ_INT(ok, cases);
+      moesz_kctx_free(&kc);
+    }
+  moesz_pool_destroy(pool);
+}
+
+/* Rewrites a layout's checksum (header bytes 56..63) after an edit, so the
+ * structural checks behind it are reached. */
+static void reseal(uint8_t *b, size_t len) {
+  uint64_t h = XXH3_64bits_withSeed(b + 64, len - 64, XXH3_64bits(b, 56));
+  memcpy(b + 56, &h, 8);
+}
+
+TEST(hostile_layouts_rejected) {
+  int rows = 6, cols = 130;
+  size_t n = (size_t)rows * (size_t)cols;
+  float *f = malloc(n * 4);
+  free(make(MOESZ_DT_F32, rows, cols, 0.02, 2.0, f));
+  f[5] = 3.0f;
+  f[140] = NAN;
+  void *buf;
+  size_t len;
+  moesz_error err;
+  moesz_cl m;
+  CHECK(moesz_cl_encode(f, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, 1e-3, &buf, &len, NULL, &err) == 0);
+  CHECK(moesz_cl_parse(buf, len, &m, &err) == 0);
+  CHECK(m.n_esc >= 2);
+  moesz_cl_free(&m);
+  uint8_t *cp = aligned_alloc(64, (len + 64) / 64 * 64 + 64);
+  /* every truncation */
+  int trunc_ok = 1;
+  for (size_t k = 0; k < len; k++) {
+    memcpy(cp, buf, k);
+    if (moesz_cl_parse(cp, k, &m, &err) == 0) trunc_ok = 0;
+  }
+  CHECK(trunc_ok);
+  /* any changed byte fails the checksum */
+  int sum_ok = 1;
+  for (size_t k = 0; k < len; k++) {
+    memcpy(cp, buf, len);
+    cp[k] ^= 0x10;
+    if (moesz_cl_parse(cp, len, &m, &err) == 0) { sum_ok = 0; moesz_cl_free(&m); }
+  }
+  CHECK(sum_ok);
+  /* each header field changed and resealed: rejected by the structure (a
+   * changed size within the padding of the widths or of the last group is
+   * indistinguishable, so those flips reach beyond it) */
+  static const size_t fields[] = {0, 8, 12, 16, 24, 32, 36, 40, 48, 52};
+  for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
+    memcpy(cp, buf, len);
+    cp[fields[i]] ^= fields[i] == 24 || fields[i] == 16 ? 0x80 : 0x01;
+    reseal(cp, len);
+    CHECK_MSG(moesz_cl_parse(cp, len, &m, &err) != 0, "header byte %zu", fields[i]);
+  }
+  /* random byte flips anywhere: parse fails, or the result decodes and multiplies safely */
+  float *x = malloc(65536 * 4), y[6];
+  for (int i = 0; i < 65536; i++) x[i] = 1;
+  int accepted = 0;
+  for (int it = 0; it < 3000; it++) {
+    memcpy(cp, buf, len);
+    size_t pos = (size_t)(urand() * (double)len);
+    cp[pos] ^= (uint8_t)(1u << (int)(urand() * 8));
+    if (pos < 56 || pos >= 64) reseal(cp, len);
+    if (moesz_cl_parse(cp, len, &m, &err) == 0) {
+      accepted++;
+      CHECK(m.rows == rows);  /* rows are bound by the offsets' count */
+      float *w = malloc((size_t)m.rows * (size_t)m.cols * 4);
+      moesz_cl_decode(&m, w);
+      moesz_k_cl_rows(&m, 0, rows, x, 130, 1, y, 1, 0, 0);
+      moesz_k_cl_rows(&m, 0, rows, x, 130, 1, y, 1, 0, moesz_k_cpu_simd());
+      moesz_cl_free(&m);
+      free(w);
+    }
+  }
+  CHECK(accepted < 3000);
+  /* an escape over a non-zero code is rejected */
+  memcpy(cp, buf, len);
+  CHECK(moesz_cl_parse(cp, len, &m, &err) == 0);
+  uint32_t *ei = (uint32_t *)m.esc_idx;
+  moesz_cl_free(&m);
+  ei[0] = ei[0] == 0 ? 1 : 0;
+  reseal(cp, len);
+  CHECK(moesz_cl_parse(cp, len, &m, &err) != 0);
+  free(cp); free(buf); free(f); free(x);
+}
+
+static float *logits_of(moesz_engine *e, const int32_t *tok, int n) {
+  int V = moesz_engine_vocab(e);
+  float *lg = malloc((size_t)n * (size_t)V * sizeof *lg);
+  /* prompt batch of 24, then token by token (decode path) */
+  if (moesz_engine_forward(e, tok, 24, 1, lg, NULL)) { free(lg); return NULL; }
+  for (int i = 24; i < n; i++)
+    if (moesz_engine_forward(e, tok + i, 1, 1, lg + (size_t)i * (size_t)V, NULL)) { free(lg); return NULL; }
+  return lg;
+}
+
+static void fused_family(const char *fam) {
+  char dir[128], msz[128];
+  snprintf(dir, sizeof dir, "tests/fixtures/%s", fam);
+  snprintf(msz, sizeof msz, "/tmp/moesz_test_cl_%d.msz", (int)getpid());
+  moesz_model *m;
+  moesz_error e = {0};
+  CHECK_EQ_INT(moesz_model_open(dir, &m, &e), MOESZ_OK);
+  if (!m) return;
+  moesz_msz_opts o;
+  memset(&o, 0, sizeof o);
+  o.method = MOESZ_MSZ_COMPUTE;
+  o.eb_mode = MOESZ_EB_STD;
+  o.eb = 0.05;
+  moesz_msz_summary sum;
+  CHECK_EQ_INT(moesz_msz_write(m, msz, &o, &sum, &e), MOESZ_OK);
+  CHECK(sum.max_err_over_bound <= 1.0);
+  moesz_model_close(m);
+  float *lg[2] = {NULL, NULL};
+  int V = 0, N = 40;
+  int32_t tok[40];
+  for (int k = 0; k < 2; k++) {
+    moesz_engine_opts eo = {.threads = 2, .max_ctx = 64};
+    moesz_cache_opts co = {.policy = MOESZ_CACHE_LRU, .dtype = k ? MOESZ_VIEW_CL : MOESZ_DT_F32};
+    moesz_engine *en;
+    int rc = moesz_engine_open_msz(msz, &co, &eo, &en, NULL, &e);
+    CHECK_MSG(rc == 0, "%s: %s", fam, e.msg);
+    if (rc) break;
+    V = moesz_engine_vocab(en);
+    for (int i = 0; i < N; i++) tok[i] = (int32_t)((i * 37 + 11) % V);
+    lg[k] = logits_of(en, tok, N);
+    CHECK(lg[k] != NULL);
+    moesz_engine_close(en);
+  }
+  if (lg[0] && lg[1]) {
+    double worst = 0;
+    int argmax_same = 1;
+    for (int t = 0; t < N; t++) {
+      const float *a = lg[0] + (size_t)t * (size_t)V, *b = lg[1] + (size_t)t * (size_t)V;
+      for (int i = 0; i < V; i++) worst = fmax(worst, fabs((double)a[i] - (double)b[i]));
+      argmax_same &= moesz_argmax(a, V) == moesz_argmax(b, V);
+    }
+    CHECK_MSG(worst <= 1e-4 && argmax_same, "%s: max |fused - f32| = %.3g, argmax same %d", fam, worst, argmax_same);
+  }
+  free(lg[0]);
+  free(lg[1]);
+  unlink(msz);
+}
+
+TEST(fused_logits_match_f32_every_family) {
+  static const char *fams[] = {"mixtral", "mixtral_stacked", "qwen2_moe", "qwen3_moe", "qwen3_moe_bf16",
+                               "olmoe", "olmoe_bf16", "deepseek"};
+  for (size_t i = 0; i < sizeof fams / sizeof *fams; i++) fused_family(fams[i]);
+}
+
+TEST(compute_blobs_refuse_16bit_delivery) {
+  char msz[128];
+  snprintf(msz, sizeof msz, "/tmp/moesz_test_cl16_%d.msz", (int)getpid());
+  moesz_model *m;
+  moesz_error e = {0};
+  CHECK_EQ_INT(moesz_model_open("tests/fixtures/olmoe_bf16", &m, &e), MOESZ_OK);
+  if (!m) return;
+  moesz_msz_opts o;
+  memset(&o, 0, sizeof o);
+  o.method = MOESZ_MSZ_COMPUTE;
+  o.eb = 1e-3;
+  CHECK_EQ_INT(moesz_msz_write(m, msz, &o, NULL, &e), MOESZ_OK);
+  moesz_model_close(m);
+  moesz_engine_opts eo = {.threads = 1, .max_ctx = 16};
+  moesz_cache_opts co = {.dtype = MOESZ_DT_BF16};
+  moesz_engine *en;
+  CHECK_EQ_INT(moesz_engine_open_msz(msz, &co, &eo, &en, NULL, &e), MOESZ_OK);
+  int32_t t = 1;
+  float *lg = malloc((size_t)moesz_engine_vocab(en) * sizeof *lg);
+  CHECK_EQ_INT(moesz_engine_forward(en, &t, 1, 0, lg, &e), MOESZ_E_UNSUPPORTED);
+  CHECK(strstr(e.msg, "F32 only") != NULL);
+  moesz_engine_close(en);
+  /* a codec-stream container asked for the compute layout says how to get one */
+  CHECK_EQ_INT(moesz_model_open("tests/fixtures/olmoe_bf16", &m, &e), MOESZ_OK);
+  o.method = MOESZ_MSZ_CODEC;
+  CHECK_EQ_INT(moesz_msz_write(m, msz, &o, NULL, &e), MOESZ_OK);
+  moesz_model_close(m);
+  co.dtype = MOESZ_VIEW_CL;
+  CHECK_EQ_INT(moesz_engine_open_msz(msz, &co, &eo, &en, NULL, &e), MOESZ_OK);
+  CHECK_EQ_INT(moesz_engine_forward(en, &t, 1, 0, lg, &e), MOESZ_E_UNSUPPORTED);
+  CHECK(strstr(e.msg, "--codec compute") != NULL);
+  moesz_engine_close(en);
+  free(lg);
+  unlink(msz);
+}
+
+int main(void) {
+  RUN(bound_holds_every_dtype_mode_shape);
+  RUN(outliers_nan_inf_kept_exactly);
+  RUN(rate_near_entropy_on_gaussian);
+  RUN(errors_for_bad_arguments);
+  RUN(fused_kernels_match_decoded_weights);
+  RUN(hostile_layouts_rejected);
+  RUN(fused_logits_match_f32_every_family);
+  RUN(compute_blobs_refuse_16bit_delivery);
+  return DONE();
+}
