@@ -12,6 +12,8 @@
 # Writes $OUT/runs.tsv (one row per run) and prints the Markdown table; with
 # SVG=path also an SVG plot (bytes -> KL). Env: MOESZ_BIN (build/moesz),
 # OUT (/tmp/moesz_resmoe_stored), THREADS (2), QUICK=1 (a few runs only).
+# SERVE=1 instead measures serving (moesz run, 128 greedy tokens, LFRU) of
+# sz and ResMoE containers under 25% and 50% budgets, REPS (5) runs each.
 set -eu
 MOESZ_BIN=${MOESZ_BIN:-build/moesz}
 MODEL=${1:-models/moesz-mix-tiny}
@@ -19,6 +21,7 @@ TEXT=${2:-../shared/data/text/wikitext-2-raw-test.txt}
 TOKENS=${3:-20000}
 OUT=${OUT:-/tmp/moesz_resmoe_stored}
 THREADS=${THREADS:-2}
+REPS=${REPS:-5}
 mkdir -p "$OUT"
 TSV=$OUT/runs.tsv
 val() { sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\).*/\1/p"; }
@@ -35,20 +38,50 @@ score() {   # label kind keep eb stored_bytes raw_bytes model_path
   tail -1 "$TSV" >&2
 }
 
+done_already() { cut -f1 "$TSV" | grep -qx "$1"; }
+
 container() {   # label kind keep eb compress-args...
   label=$1 kind=$2 keep=$3 eb=$4
   shift 4
+  done_already "$label" && return 0
   msz=$OUT/$label.msz
   j=$("$MOESZ_BIN" compress "$MODEL" -o "$msz" --eb "$eb" --threads "$THREADS" --quiet --json "$@")
   score "$label" "$kind" "$keep" "$eb" "$(echo "$j" | val expert_stored_bytes)" "$(echo "$j" | val expert_raw_bytes)" "$msz"
   rm -f "$msz"
 }
 
-printf 'label\tkind\tkeep\teb\tstored_bytes\traw_bytes\tppl\tkl\ttop1\n' > "$TSV"
+if [ "${SERVE:-0}" = 1 ]; then
+  # serving: tokens/s and bytes moved under 25% and 50% of the decoded expert bytes, same prompt, greedy
+  raw=$("$MOESZ_BIN" compress "$MODEL" -o "$OUT/s.msz" --eb 1e-3 --quiet --json | val expert_raw_bytes)
+  echo "| container | stored expert bytes | budget | tok/s (median of $REPS) | hit rate | bytes read | decode s |"
+  echo "|---|---|---|---|---|---|---|"
+  for cfg in "sz 1e-3:--method sz --eb 1e-3" "sz 8e-3:--method sz --eb 8e-3" \
+             "resmoe(prune) keep 0.25 + sz 1e-3:--method resmoe --keep 0.25 --eb 1e-3" \
+             "resmoe(svd) keep 0.25 + sz 1e-3:--method resmoe --residual svd --keep 0.25 --eb 1e-3"; do
+    name=${cfg%%:*}
+    # shellcheck disable=SC2086
+    st=$("$MOESZ_BIN" compress "$MODEL" -o "$OUT/s.msz" --quiet --json ${cfg#*:} | val expert_stored_bytes)
+    for frac in 25 50; do
+      budget=$((raw * frac / 100))
+      for r in $(seq "$REPS"); do
+        "$MOESZ_BIN" run "$OUT/s.msz" --prompt "${PROMPT:-Once upon a time}" --max-tokens 128 --temperature 0 \
+          --mem "$budget" --cache lfru --threads "$THREADS" --stats json 2>/dev/null | tail -1
+      done > "$OUT/serve.json"
+      tps=$(val tokens_per_s < "$OUT/serve.json" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+      last=$(tail -1 "$OUT/serve.json")
+      echo "| $name | $st | $frac% ($budget) | $tps | $(echo "$last" | val hit_rate) | $(echo "$last" | val bytes_read) | $(echo "$last" | val decode_s) |"
+    done
+  done
+  rm -f "$OUT/s.msz" "$OUT/serve.json"
+  exit 0
+fi
+
+# runs already in $TSV are kept (an interrupted sweep resumes); remove $OUT to start afresh
+[ -s "$TSV" ] || printf 'label\tkind\tkeep\teb\tstored_bytes\traw_bytes\tppl\tkl\ttop1\n' > "$TSV"
 if [ "${QUICK:-0}" = 1 ]; then
   EBS_SZ="1e-3 8e-3"; KEEPS="0.25"; EBS_RM="1e-3"
 else
-  EBS_SZ="1e-3 2e-3 4e-3 8e-3 1.6e-2 3.2e-2 6.4e-2"; KEEPS="0.1 0.25 0.5"; EBS_RM="2e-3 8e-3 3.2e-2"
+  EBS_SZ="1e-3 2e-3 4e-3 8e-3 1.6e-2 3.2e-2 4.8e-2 6.4e-2 1.28e-1"; KEEPS="0.1 0.25 0.5"; EBS_RM="2e-3 8e-3 3.2e-2"
 fi
 for eb in $EBS_SZ; do container "sz-$eb" sz - "$eb" --method sz; done
 for keep in $KEEPS; do
@@ -59,6 +92,7 @@ for keep in $KEEPS; do
   container "prune-$keep-1e-3" "prune+sz" "$keep" 1e-3 --method resmoe --residual prune --keep "$keep" --base none
   # the paper's ResMoE without a codec: bf16 barycenter and values, u32 positions; other layers raw
   d=$OUT/paper-$keep
+  done_already "paper-$keep" && continue
   "$MOESZ_BIN" resmoe "$MODEL" -o "$d" --keep "$keep" --report "$d.json" > /dev/null
   raw=$(awk -F'\t' 'NR == 2 { print $6 }' "$TSV")
   st=$(tr -d ' \n\t' < "$d.json" | sed 's/.*"original_bytes":\([0-9.e+]*\),"stored_bytes":\([0-9.e+]*\)}$/\1 \2/')
@@ -66,7 +100,14 @@ for keep in $KEEPS; do
   score "paper-$keep" "resmoe, no codec" "$keep" - "$stored" "$raw" "$d"
   rm -rf "$d" "$d.json"
 done
-[ "${QUICK:-0}" = 1 ] || container "resmoe-prune-all-0.25-1e-3" "resmoe(prune)+sz, all layers" 0.25 1e-3 --method resmoe --layers all
+if [ "${QUICK:-0}" != 1 ]; then
+  container "resmoe-prune-all-0.25-1e-3" "resmoe(prune)+sz, all layers" 0.25 1e-3 --method resmoe --layers all
+  # the low-bytes end, where the front is decided
+  container "resmoe-svd-0.25-6.4e-2" "resmoe(svd)+sz" 0.25 6.4e-2 --method resmoe --residual svd --keep 0.25
+  container "resmoe-svd-0.1-6.4e-2" "resmoe(svd)+sz" 0.1 6.4e-2 --method resmoe --residual svd --keep 0.1
+  container "resmoe-svd-all-0.25-3.2e-2" "resmoe(svd)+sz, all layers" 0.25 3.2e-2 --method resmoe --residual svd --keep 0.25 --layers all
+  container "resmoe-svd-all-0.1-3.2e-2" "resmoe(svd)+sz, all layers" 0.1 3.2e-2 --method resmoe --residual svd --keep 0.1 --layers all
+fi
 
 python3 - "$TSV" "$WB" "${SVG:-}" <<'EOF'
 import sys
