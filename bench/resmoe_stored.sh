@@ -65,7 +65,7 @@ if [ "${SERVE:-0}" = 1 ]; then
       budget=$((raw * frac / 100))
       for r in $(seq "$REPS"); do
         "$MOESZ_BIN" run "$OUT/s.msz" --prompt "${PROMPT:-Once upon a time}" --max-tokens 128 --temperature 0 \
-          --mem "$budget" --cache lfru --threads "$THREADS" --stats json 2>/dev/null | tail -1
+          --mem "$budget" --cache lfru --threads "$THREADS" --stats json 2>&1 | grep "^{" | tail -1
       done > "$OUT/serve.json"
       tps=$(val tokens_per_s < "$OUT/serve.json" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
       last=$(tail -1 "$OUT/serve.json")
@@ -126,22 +126,25 @@ print('|---|---|---|---|---|---|---|---|')
 for a in sorted(runs, key=lambda a: a['bits']):
     print('| %s | %s | %s | %.3f | %.2f | %.4f | %.4f | %s |' % (a['kind'], a['keep'], a['eb'], a['bits'], a['ppl'], a['kl'], a['top1'], 'yes' if a['front'] else ''))
 if svg:
-    W, H, ml, mb, mt, mr = 720, 440, 70, 50, 20, 220
-    xs = [a['bits'] for a in runs]; ys = [a['kl'] for a in runs]
+    W, H, ml, mb, mt, mr = 820, 440, 70, 50, 20, 290
     import math
+    # runs far right of the rest (uncoded values) are listed, not drawn, so the front stays readable
+    near = [a for a in runs if a['bits'] <= 8] or runs
+    off = [a for a in runs if a not in near]
+    xs = [a['bits'] for a in near]; ys = [a['kl'] for a in near]
     x0, x1 = 0.0, max(xs) * 1.05
     y0, y1 = math.log10(min(ys)) - 0.1, math.log10(max(ys)) + 0.1
     X = lambda v: ml + (v - x0) / (x1 - x0) * (W - ml - mr)
     Y = lambda v: H - mb - (math.log10(v) - y0) / (y1 - y0) * (H - mb - mt)
     colors = {}
-    palette = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b']
+    palette = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b', '#e377c2', '#17becf', '#7f7f7f']
     out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">' % (W, H),
            '<rect width="100%" height="100%" fill="white"/>',
            '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>' % (ml, H - mb, W - mr, H - mb),
            '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>' % (ml, mt, ml, H - mb),
            '<text x="%d" y="%d" text-anchor="middle">stored bits per expert weight</text>' % ((ml + W - mr) // 2, H - 12),
            '<text x="16" y="%d" transform="rotate(-90 16 %d)" text-anchor="middle">KL(ref || model), nats/token (log)</text>' % ((mt + H - mb) // 2, (mt + H - mb) // 2)]
-    for t in range(0, int(x1) + 1, 2):
+    for t in range(0, int(x1) + 1, 1):
         out.append('<text x="%.1f" y="%d" text-anchor="middle">%d</text>' % (X(t), H - mb + 16, t))
     for e in range(int(math.floor(y0)), int(math.ceil(y1)) + 1):
         for m in (1, 2, 5):
@@ -151,12 +154,14 @@ if svg:
                 out.append('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>' % (ml, Y(v), W - mr, Y(v)))
     front = sorted([a for a in runs if a['front']], key=lambda a: a['bits'])
     out.append('<polyline fill="none" stroke="#999" stroke-dasharray="4 3" points="%s"/>' % ' '.join('%.1f,%.1f' % (X(a['bits']), Y(a['kl'])) for a in front))
-    for a in runs:
+    for a in near:
         c = colors.setdefault(a['kind'], palette[len(colors) % len(palette)])
         out.append('<circle cx="%.1f" cy="%.1f" r="%d" fill="%s"><title>%s</title></circle>' % (X(a['bits']), Y(a['kl']), 5 if a['front'] else 3, c, a['label']))
     for i, (k, c) in enumerate(colors.items()):
         out.append('<circle cx="%d" cy="%d" r="5" fill="%s"/><text x="%d" y="%d">%s</text>' % (W - mr + 15, mt + 10 + 20 * i, c, W - mr + 25, mt + 14 + 20 * i, k))
     out.append('<text x="%d" y="%d" fill="#666">dashed: bytes-&gt;KL Pareto front</text>' % (W - mr + 10, mt + 20 + 20 * len(colors)))
+    for i, a in enumerate(off):
+        out.append('<text x="%d" y="%d" fill="#666">off scale: %s, %.1f bits, KL %.3f</text>' % (W - mr + 10, mt + 40 + 20 * len(colors) + 16 * i, a['kind'], a['bits'], a['kl']))
     out.append('</svg>')
     open(svg, 'w').write('\n'.join(out) + '\n')
 EOF
