@@ -1,12 +1,17 @@
 # moesz build. `make` builds libmoesz (static + shared) and the moesz binary;
 # `make check` builds and runs every test; `make SAN=1 check` does the same
-# under AddressSanitizer + UBSan in build-san/. `make fuzz` builds the
+# under AddressSanitizer + UBSan in build-san/; `make TSAN=1 check-tsan` runs
+# the threaded modules' tests under ThreadSanitizer. `make fuzz` builds the
 # libFuzzer targets with clang. `make install PREFIX=/usr/local`.
 CC      ?= cc
 PREFIX  ?= /usr/local
 VERSION := 0.1.0
 
-ifeq ($(SAN),1)
+ifeq ($(TSAN),1)
+BUILD   ?= build-tsan
+OPT     ?= -O1 -g -fno-omit-frame-pointer -fsanitize=thread
+LDSAN   := -fsanitize=thread
+else ifeq ($(SAN),1)
 BUILD   ?= build-san
 OPT     ?= -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 LDSAN   := -fsanitize=address,undefined
@@ -30,7 +35,7 @@ CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTS   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCHES := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all lib tests check fuzz fuzz-run fuzz-seeds install clean deps demo benches
+.PHONY: all lib tests check check-tsan fuzz fuzz-run fuzz-seeds install clean deps demo benches
 all: $(BUILD)/moesz $(BUILD)/libmoesz.so $(BUILD)/libmoesz.a
 
 lib: $(BUILD)/libmoesz.a $(BUILD)/libmoesz.so
@@ -53,7 +58,7 @@ $(BUILD)/moesz: $(CLI_OBJ) $(BUILD)/libmoesz.a
 	@$(if $(Q),echo "  LINK    $@")
 	$(Q)$(CC) $(LDSAN) -pthread -o $@ $(CLI_OBJ) $(BUILD)/libmoesz.a $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/harness.h $(BUILD)/libmoesz.a
+$(BUILD)/tests/%: tests/%.c tests/harness.h tests/harness_engine.h $(BUILD)/libmoesz.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  TEST    $<")
 	$(Q)$(CC) $(CFLAGS) -Itests -o $@ $< $(BUILD)/libmoesz.a $(LDSAN) $(LDLIBS)
@@ -69,6 +74,13 @@ check:
 	@sh scripts/install-deps.sh
 	@$(MAKE) --no-print-directory tests
 	@MOESZ_BIN=$(BUILD)/moesz sh tests/run.sh $(TESTS)
+
+# The threaded modules (codec workers, expert cache and prefetch, thread
+# pool) under ThreadSanitizer: `make TSAN=1 check-tsan`.
+TSAN_TESTS := $(BUILD)/tests/test_codec $(BUILD)/tests/test_runtime $(BUILD)/tests/test_base $(BUILD)/tests/test_hardening
+check-tsan:
+	@$(MAKE) --no-print-directory TSAN=1 $(TSAN_TESTS) $(BUILD)/moesz
+	@TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" MOESZ_BIN=$(BUILD)/moesz sh tests/run.sh $(TSAN_TESTS)
 
 # libFuzzer targets (clang); FUZZ_SECONDS per target in fuzz-run.
 FUZZ_SRC := $(sort $(wildcard fuzz/fuzz_*.c))
@@ -105,7 +117,7 @@ install: all
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' scripts/moesz.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/moesz.pc
 
 clean:
-	rm -rf build build-san build-fuzz
+	rm -rf build build-san build-tsan build-fuzz
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(wildcard build-fuzz/obj/src/*/*.d)
 

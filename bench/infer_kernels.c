@@ -1,11 +1,12 @@
 /* bench/infer_kernels.c - speed of the infer linear kernels: matrix-vector
  * (decode) in GB/s of weights streamed, G weights/s and matrix-matrix
  * (prompt) in GFLOP/s, per dtype (F32, BF16, F16 and the codec's compute
- * layout at eb 1e-3), AVX2 and scalar, 1..N threads. Weights N(0, 0.02^2).
+ * layout at eb 1e-3, its integer and its float path), AVX2 and scalar, 1..N
+ * threads. Weights N(0, 0.02^2).
  * Medians of 7 runs; the last column is the same-run speed over BF16 with the
  * same kernel and threads.
  *
- *   build/bench/infer_kernels [rows cols tokens max_threads]
+ *   build/bench/infer_kernels [rows cols tokens max_threads [simd-only]]
  */
 #include <math.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 #include "base/pool.h"
 #include "base/util.h"
+#include "base/cpu.h"
 #include "infer/kernels.h"
 #include "moesz/codec.h"
 #include "moesz/tensor.h"
@@ -36,6 +38,7 @@ static double run(moesz_kctx *kc, moesz_kjob *j, int reps) {
 int main(int argc, char **argv) {
   int rows = argc > 1 ? atoi(argv[1]) : 8192, cols = argc > 2 ? atoi(argv[2]) : 2048;
   int ntok = argc > 3 ? atoi(argv[3]) : 64, maxthr = argc > 4 ? atoi(argv[4]) : 2;
+  int simd_only = argc > 5 && atoi(argv[5]) != 0;
   size_t n = (size_t)rows * cols;
   float *wf = malloc(n * sizeof(float));
   uint16_t *wb = malloc(n * 2), *wh = malloc(n * 2);
@@ -53,33 +56,69 @@ int main(int argc, char **argv) {
   moesz_cl_info cli;
   moesz_cl cl;
   moesz_error err;
-  if (moesz_cl_encode(wb, MOESZ_DT_BF16, rows, cols, MOESZ_EB_ABS, 1e-3, &clbuf, &cllen, &cli, &err) ||
+  if (moesz_cl_encode(wb, MOESZ_DT_BF16, rows, cols, MOESZ_EB_ABS, 1e-3, 1, &clbuf, &cllen, &cli, &err) ||
       moesz_cl_parse(clbuf, cllen, &cl, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
-  for (size_t i = 0; i < (size_t)cols * ntok; i++) x[i] = (float)(i % 7) * 0.1f;
-  printf("# matrix %d x %d, prompt batch %d tokens; simd available %d; compute layout %.3f bits/weight\n", rows,
-         cols, ntok, moesz_k_cpu_simd(), cli.bits_per_value);
+  float *wdec = malloc((size_t)(rows < 256 ? rows : 256) * (size_t)cols * sizeof(float));
+  moesz_k_cl_unpack(&cl, 0, rows < 256 ? rows : 256, wdec, 0);
+  for (size_t i = 0; i < (size_t)cols * ntok; i++) x[i] = (float)((i * 2654435761u) % 1001) * 0.002f - 1.0f;
+  printf("# matrix %d x %d, prompt batch %d tokens; AVX2 %d, AVX-512 VBMI+VNNI %d; compute layout %.3f bits/weight\n",
+         rows, cols, ntok, moesz_k_cpu_simd(), moesz_cpu_avx512_vnni(), cli.bits_per_value);
   printf("| dtype | kernel | threads | decode GB/s | G weights/s | decode ms | prompt GFLOP/s | decode vs BF16 | prompt vs BF16 |\n"
          "|---|---|---|---|---|---|---|---|---|\n");
-  const void *data[4] = {wf, wb, wh, &cl};
-  moesz_dtype dts[4] = {MOESZ_DT_F32, MOESZ_DT_BF16, MOESZ_DT_F16, MOESZ_VIEW_CL};
+  const void *data[6] = {wf, wb, wh, &cl, &cl, &cl};
+  moesz_dtype dts[6] = {MOESZ_DT_F32, MOESZ_DT_BF16, MOESZ_DT_F16, MOESZ_VIEW_CL, MOESZ_VIEW_CL, MOESZ_VIEW_CL};
+  static const char *names[6] = {"F32", "BF16", "F16", "compute (int16 path)", "compute (float path)",
+                                 "compute (int16 path, AVX2 only)"};
   double bf1[2][17], bfn[2][17];
-  int order[4] = {1, 0, 2, 3};
-  for (int oi = 0; oi < 4; oi++)
-    for (int simd = 1; simd >= 0; simd--)
+  int order[6] = {1, 3, 5, 4, 0, 2};
+  for (int oi = 0; oi < 6; oi++)
+    for (int simd = 1; simd >= simd_only; simd--)
       for (int th = 1; th <= maxthr && th <= 16; th++) {
         moesz_pool *pool = th > 1 ? moesz_pool_create(th) : NULL;
         moesz_kctx kc;
-        if (moesz_kctx_init(&kc, pool, simd, moesz_k_scratch_need((size_t)cols, 16))) return 1;
         int d = order[oi];
+        if (moesz_kctx_init(&kc, pool, simd ? d == 5 ? 1 : -1 : 0, moesz_k_scratch_need((size_t)cols, 16))) return 1;
+        kc.no_int = d == 4;
+        if (d == 5) kc.no_int = 0;
         moesz_matview v = {data[d], dts[d], rows, cols, cols, 0};
         moesz_kjob j1 = {v, x, (size_t)cols, y, (size_t)rows, 1, 0};
         moesz_kjob jn = {v, x, (size_t)cols, y, (size_t)rows, ntok, 0};
         run(&kc, &j1, 2);
+        if (d >= 3) {
+          /* the fused result against a double product with the decoded weights (first 256 rows) */
+          double worst = 0;
+          int nr = rows < 256 ? rows : 256;
+          for (int r = 0; r < nr; r++) {
+            double s = 0, mag = 0;
+            for (int c = 0; c < cols; c++) {
+              s += (double)wdec[(size_t)r * cols + c] * x[c];
+              mag += fabs((double)wdec[(size_t)r * cols + c] * x[c]);
+            }
+            worst = fmax(worst, fabs(y[r] - s) / (mag + 1e-30));
+          }
+          if (worst > 1e-5) { fprintf(stderr, "compute layout result off: %.3g relative\n", worst); return 1; }
+          /* and the fused multi-token path (3 tokens) */
+          if (ntok >= 3) {
+            moesz_kjob j3 = {v, x, (size_t)cols, y, (size_t)rows, 3, 0};
+            moesz_k_linear(&kc, &j3, 1);
+            for (int t = 0; t < 3; t++)
+              for (int r = 0; r < nr; r++) {
+                double s = 0, mag = 0;
+                for (int c = 0; c < cols; c++) {
+                  s += (double)wdec[(size_t)r * cols + c] * x[(size_t)t * cols + c];
+                  mag += fabs((double)wdec[(size_t)r * cols + c] * x[(size_t)t * cols + c]);
+                }
+                worst = fmax(worst, fabs(y[(size_t)t * rows + r] - s) / (mag + 1e-30));
+              }
+            if (worst > 1e-5) { fprintf(stderr, "compute layout 3-token result off: %.3g relative\n", worst); return 1; }
+          }
+        }
         double t1 = run(&kc, &j1, 7);
         double tn = simd || ntok <= 8 ? run(&kc, &jn, 3) : 0;
-        double bytes = d == 3 ? (double)cllen : (double)n * (double)moesz_dtype_size(dts[d]);
+        if (d == 5 && !moesz_cpu_avx512_vnni()) { moesz_kctx_free(&kc); moesz_pool_destroy(pool); continue; }
+        double bytes = d >= 3 ? (double)cllen : (double)n * (double)moesz_dtype_size(dts[d]);
         if (d == 1) { bf1[simd][th] = t1; bfn[simd][th] = tn; }
-        printf("| %s | %s | %d | %.2f | %.2f | %.3f | %.2f | %.2fx | %.2fx |\n", d == 3 ? "compute" : moesz_dtype_name(dts[d]),
+        printf("| %s | %s | %d | %.2f | %.2f | %.3f | %.2f | %.2fx | %.2fx |\n", names[d],
                simd ? "avx2" : "scalar", th, bytes / t1 / 1e9, (double)n / t1 / 1e9,
                t1 * 1e3, tn > 0 ? 2.0 * (double)n * ntok / tn / 1e9 : 0.0, bf1[simd][th] / t1,
                tn > 0 && bfn[simd][th] > 0 ? bfn[simd][th] / tn : 0.0);
@@ -87,6 +126,6 @@ int main(int argc, char **argv) {
         moesz_kctx_free(&kc);
         moesz_pool_destroy(pool);
       }
-  free(wf); free(wb); free(wh); free(x); free(y); free(clbuf); moesz_cl_free(&cl);
+  free(wf); free(wb); free(wh); free(x); free(y); free(clbuf); moesz_cl_free(&cl); free(wdec);
   return 0;
 }

@@ -35,7 +35,7 @@ for spec in "resmoe prune" "resmoe svd" "mean-residual prune" "prune -" "svd -";
   resarg=""; [ "$res" != "-" ] && resarg="--residual $res"
   dir="$OUT/$method-$res"
   t0=$(date +%s.%N)
-  "$MOESZ_BIN" resmoe "$MODEL" -o "$dir" --method "$method" $resarg --keep "$KEEP" $layers --report "$dir.json" >/dev/null
+  "$MOESZ_BIN" resmoe "$MODEL" -o "$dir" --force --method "$method" $resarg --keep "$KEEP" $layers --report "$dir.json" >/dev/null
   t1=$(date +%s.%N)
   stats=$(python3 -c "
 import json; r = json.load(open('$dir.json')); L = r['layers']

@@ -48,7 +48,7 @@ int main(int argc, char **argv) {
     void *out;
     size_t len;
     moesz_error e = {0};
-    if (moesz_cl_encode(f, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, 1e-3, &out, &len, NULL, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
+    if (moesz_cl_encode(f, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, 1e-3, 1, &out, &len, NULL, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
     bad |= put(cdir, k ? "cl_small.bin" : "cl_widths.bin", out, len);
     free(out);
   }

@@ -62,7 +62,7 @@ static void round_trip(const char *family, moesz_msz_method method) {
     }
     CHECK_EQ_INT(bad, 0);
     CHECK_EQ_INT(count, (int)moesz_msz_count(c));
-    CHECK_EQ_INT(moesz_msz_export(c, out, 0, &e), MOESZ_OK);
+    CHECK_EQ_INT(moesz_msz_export(c, out, 0, 0, &e), MOESZ_OK);
     moesz_msz_close(c);
     moesz_st *back;
     char st[300];

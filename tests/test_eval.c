@@ -153,7 +153,7 @@ TEST(task_formats_score_and_bad_files_fail) {
     fclose(f);
     moesz_task_result r;
     moesz_error e = {0};
-    CHECK_EQ_INT(moesz_eval_task(m, t, path, 0, 0, &r, &e), MOESZ_OK);
+    CHECK_EQ_INT(moesz_eval_task(m, t, path, 0, MOESZ_BOS_AUTO, 0, &r, &e), MOESZ_OK);
     CHECK(r.n >= 1 && r.acc >= 0 && r.acc <= 1 && r.cloze == (i == 2));
     if (i == 2) CHECK(r.ppl > 1);
   }
@@ -166,7 +166,7 @@ TEST(task_formats_score_and_bad_files_fail) {
     fclose(f);
     moesz_task_result r;
     moesz_error e = {0};
-    CHECK_MSG(moesz_eval_task(m, t, path, 0, 0, &r, &e) == MOESZ_E_FORMAT, "accepted bad file %d", i);
+    CHECK_MSG(moesz_eval_task(m, t, path, 0, MOESZ_BOS_AUTO, 0, &r, &e) == MOESZ_E_FORMAT, "accepted bad file %d", i);
     if (i == 0) CHECK(strstr(e.msg, ":1") != NULL);        /* names the line */
   }
   unlink(path);

@@ -286,7 +286,7 @@ TEST(container_stores_decodes_exports_and_serves) {
       CHECK_EQ_INT(same, E);
       CHECK_EQ_INT(bad_mat, 0);
       /* export: layer 1's experts restored (permuted), layer 0 within the codec bound */
-      CHECK_EQ_INT(moesz_msz_export(c, dirA, 0, &e), MOESZ_OK);
+      CHECK_EQ_INT(moesz_msz_export(c, dirA, 0, 0, &e), MOESZ_OK);
       moesz_model *a;
       CHECK_EQ_INT(moesz_model_open(dirA, &a, NULL), MOESZ_OK);
       if (a) {

@@ -4,20 +4,11 @@
  * counters add up (gets = hits + misses + waits; the budget holds unless
  * pinned experts alone exceed it). */
 #include "harness.h"
+#include "harness_engine.h"
 #include <unistd.h>
 #include "moesz.h"
 
 static char MSZ[128];
-
-static float *logits_of(moesz_engine *e, const int32_t *tok, int n) {
-  int V = moesz_engine_vocab(e);
-  float *lg = malloc((size_t)n * (size_t)V * sizeof *lg);
-  /* prompt batch of 24, then token by token (decode path) */
-  if (moesz_engine_forward(e, tok, 24, 1, lg, NULL)) { free(lg); return NULL; }
-  for (int i = 24; i < n; i++)
-    if (moesz_engine_forward(e, tok + i, 1, 1, lg + (size_t)i * (size_t)V, NULL)) { free(lg); return NULL; }
-  return lg;
-}
 
 static void check_family(const char *fam) {
   char dir[128];
@@ -38,7 +29,7 @@ static void check_family(const char *fam) {
   int V = moesz_engine_vocab(ref), N = 40;
   int32_t tok[40];
   for (int i = 0; i < N; i++) tok[i] = (int32_t)((i * 37 + 11) % V);
-  float *want = logits_of(ref, tok, N);
+  float *want = harness_logits(ref, tok, N);
   CHECK(want != NULL);
   const moesz_config *cfg = moesz_engine_config(ref);
   /* one expert's decoded bytes */
@@ -54,7 +45,7 @@ static void check_family(const char *fam) {
         int rc = moesz_engine_open_msz(MSZ, &co, &eo, &en, &k, &e);
         CHECK_EQ_INT(rc, MOESZ_OK);
         if (rc) { fprintf(stderr, "  %s\n", e.msg); continue; }
-        float *got = logits_of(en, tok, N);
+        float *got = harness_logits(en, tok, N);
         CHECK(got != NULL);
         if (got && want) {
           size_t diff = 0;

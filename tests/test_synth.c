@@ -63,9 +63,14 @@ TEST(same_seed_same_bytes_and_bad_options) {
   snprintf(cmd, sizeof cmd, "cmp -s %s/model.safetensors %s/model.safetensors", a, b);
   CHECK_EQ_INT(system(cmd), 0);
   o.seed = 4;
+  moesz_error e = {0};
+  /* an existing model folder is refused, then replaced with force */
+  CHECK_EQ_INT(moesz_synth_write(&o, b, &e), MOESZ_E_ARG);
+  CHECK(strstr(e.msg, "not empty") != NULL);
+  CHECK_EQ_INT(system(cmd), 0);
+  o.force = 1;
   CHECK_EQ_INT(moesz_synth_write(&o, b, NULL), MOESZ_OK);
   CHECK(system(cmd) != 0);
-  moesz_error e = {0};
   o.like = "gpt2";
   CHECK_EQ_INT(moesz_synth_write(&o, b, &e), MOESZ_E_ARG);
   CHECK(strstr(e.msg, "gpt2") != NULL);

@@ -48,7 +48,10 @@ typedef struct moesz_codec_info {
 
 /* Largest stream moesz_codec_compress can produce for n values of dtype. */
 size_t moesz_codec_bound(size_t n, moesz_dtype dtype);
-/* Compresses n values (F32, F16 or BF16) into a malloc'd stream (*out, *out_len). */
+/* Compresses n values (F32, F16 or BF16) into a malloc'd stream (*out, *out_len).
+ * MOESZ_E_RANGE when out_dtype is a 16-bit dtype other than the input's and
+ * some finite value has no out_dtype value within the bound (the bound could
+ * not be kept for it). */
 int moesz_codec_compress(const void *src, moesz_dtype dtype, size_t n, const moesz_codec_params *p,
                          void **out, size_t *out_len, moesz_codec_info *info, moesz_error *err);
 /* Validates the header and index and fills info (no payload is decoded). */
@@ -103,21 +106,40 @@ static inline int moesz_cl_width(const moesz_cl *m, int64_t r, int64_t g) {
   return (m->widths[r * m->wstride + (g >> 1)] >> ((g & 1) * 4)) & 15;
 }
 /* Encodes src [rows, cols] (F32, F16 or BF16, row-major) at bound eb (mode as
- * the codec's; eb > 0) into a malloc'd buffer (*out, *out_len), 64-byte
- * aligned sections. info may be NULL. */
+ * the codec's; eb > 0) on `threads` threads (<= 0: 1) into a buffer
+ * (*out, *out_len; free() it), 64-byte aligned sections. info may be NULL. */
 int moesz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t cols, moesz_eb_mode mode, double eb,
-                    void **out, size_t *out_len, moesz_cl_info *info, moesz_error *err);
+                    int threads, void **out, size_t *out_len, moesz_cl_info *info, moesz_error *err);
 /* Validates a serialized layout (every width, count and escape) and fills m
  * with pointers into buf, which must be 4-byte aligned and outlive m, plus
  * the row offsets it derives (8 bytes a row, freed by moesz_cl_free). */
 int moesz_cl_parse(const void *buf, size_t len, moesz_cl *m, moesz_error *err);
 void moesz_cl_free(moesz_cl *m);
+/* The header alone (magic, version, fields, the length it implies; no checksum,
+ * no per-row checks): fills m's shape, step, eb and counts, nothing to free. */
+int moesz_cl_header(const void *buf, size_t len, moesz_cl *m, moesz_error *err);
 /* Bytes moesz_cl_parse allocates for a layout of this many rows. */
 size_t moesz_cl_parse_bytes(int64_t rows);
 /* Every weight of a parsed layout as f32 into dst [rows * cols]. */
 void moesz_cl_decode(const moesz_cl *m, float *dst);
 /* 1 if buf starts like a serialized compute layout. */
 int moesz_cl_is(const void *buf, size_t len);
+
+/* A codec context, as zstd's CCtx/DCtx: the worker pool (threads), per-chunk
+ * buffers and Huffman tables, created once and reused by every call, so
+ * compressing or decoding thousands of matrices does not start threads or
+ * fault in fresh buffers each time. One call at a time per context. The
+ * plain calls above make a context per call. */
+typedef struct moesz_codec_ctx moesz_codec_ctx;
+int moesz_codec_ctx_create(int threads, moesz_codec_ctx **out, moesz_error *err);
+void moesz_codec_ctx_free(moesz_codec_ctx *x);
+/* moesz_codec_compress on x (p->threads is ignored: x's pool is used). */
+int moesz_codec_compress_ctx(moesz_codec_ctx *x, const void *src, moesz_dtype dtype, size_t n,
+                             const moesz_codec_params *p, void **out, size_t *out_len, moesz_codec_info *info,
+                             moesz_error *err);
+/* moesz_codec_decompress on x's threads. */
+int moesz_codec_decompress_ctx(moesz_codec_ctx *x, const void *stream, size_t len, moesz_dtype dtype, void *dst,
+                               size_t n, moesz_error *err);
 
 const char *moesz_pipeline_name(moesz_pipeline p);
 const char *moesz_eb_mode_name(moesz_eb_mode m);

@@ -42,8 +42,12 @@ typedef struct moesz_msz_rec {
 
 typedef struct moesz_msz moesz_msz;
 
-/* Opens and validates a container (header, trailer, manifest checksum,
- * every record's range). Blob checksums are checked when a blob is read. */
+/* Opens and validates a container: header (flags and reserved bytes zero),
+ * manifest checksum and structure, every record's range, shape and view,
+ * every routed expert matrix the config implies present exactly once with
+ * its implied shape, every source tensor covered exactly once, and codec /
+ * zstd stream headers agreeing with their records (docs/CONTAINER.md
+ * "Checks"). Blob checksums are checked when a blob is read. */
 int moesz_msz_open(const char *path, moesz_msz **out, moesz_error *err);
 /* Same over a caller-owned buffer that must outlive the handle. */
 int moesz_msz_open_mem(const void *data, size_t len, moesz_msz **out, moesz_error *err);
@@ -69,13 +73,30 @@ const moesz_st *moesz_msz_dense(const moesz_msz *c);
  * out_dtype: F32, F16, BF16, or the original dtype). Verifies the checksum. */
 int moesz_msz_read(const moesz_msz *c, const moesz_msz_rec *r, moesz_dtype out_dtype, void *dst,
                    moesz_error *err);
+/* Checks len = r->len stored bytes of blob r (read by the caller, e.g. the
+ * runtime's storage tier) against the record's checksum. */
+int moesz_msz_verify(const moesz_msz_rec *r, const void *stored, moesz_error *err);
+/* Decodes the stored bytes of blob r (r->len bytes, already verified with
+ * moesz_msz_verify) into dst as moesz_msz_read does; moesz_msz_read is
+ * moesz_msz_blob + moesz_msz_decode. */
+int moesz_msz_decode(const moesz_msz *c, const moesz_msz_rec *r, const void *stored, moesz_dtype out_dtype,
+                     void *dst, moesz_error *err);
+/* The same through a codec context (codec.h: its threads decode a stream's
+ * chunks in parallel, its buffers are reused); x = NULL: one thread. */
+struct moesz_codec_ctx;
+int moesz_msz_decode_ctx(const moesz_msz *c, const moesz_msz_rec *r, const void *stored, moesz_dtype out_dtype,
+                         void *dst, struct moesz_codec_ctx *x, moesz_error *err);
 /* The stored bytes of a blob (checksum-verified) without decoding. */
 int moesz_msz_blob(const moesz_msz *c, const moesz_msz_rec *r, const void **data,
                    moesz_error *err);
 uint64_t moesz_msz_file_size(const moesz_msz *c);
 /* Writes a Hugging Face model folder (config, tokenizer files,
- * model.safetensors with the original names, shapes and dtypes) to dir. */
-int moesz_msz_export(const moesz_msz *c, const char *dir, int progress, moesz_error *err);
+ * model.safetensors with the original names, shapes and dtypes) to dir. All
+ * of it is written into a temporary folder beside dir and renamed to dir at
+ * the end: a failure leaves dir as it was. An existing non-empty dir is
+ * refused (MOESZ_E_ARG) unless force; with force it must be a model folder
+ * and is replaced whole. */
+int moesz_msz_export(const moesz_msz *c, const char *dir, int force, int progress, moesz_error *err);
 
 /* ResMoE layers (docs/CONTAINER.md "ResMoE layers", src/container/msz_resmoe.c). */
 typedef struct moesz_msz_resmoe_layer {

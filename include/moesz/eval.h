@@ -46,8 +46,27 @@ typedef struct moesz_task_result {
   double seconds;
 } moesz_task_result;
 
+/* BOS in task scoring, as lm-evaluation-harness's add_bos_token. */
+typedef enum moesz_bos_mode {
+  MOESZ_BOS_AUTO = 0,   /* as the tokenizer's post-processor does (the harness's default) */
+  MOESZ_BOS_YES,        /* always, once (not doubled when the tokenizer adds it) */
+  MOESZ_BOS_NO          /* never */
+} moesz_bos_mode;
+int moesz_bos_mode_parse(const char *s, moesz_bos_mode *out);   /* "auto" | "yes" | "no" */
+
+/* The tokens lm-evaluation-harness scores for the request (context,
+ * continuation): with a non-empty context, all trailing whitespace of the
+ * context (Python's str.isspace) moves to the continuation, whole =
+ * enc(context + continuation), ctx = enc(context), cont = whole[len(ctx):],
+ * each encoding with BOS as bos says; with an empty context (or one of
+ * whitespace only), cont = enc(context + continuation) without special tokens and ctx = [BOS] (EOS when the
+ * tokenizer has no BOS), unless cont already starts with that token, which
+ * then becomes the context. Caller frees *ctx and *cont. */
+int moesz_eval_encode_pair(const moesz_tok *t, const char *context, const char *continuation, moesz_bos_mode bos,
+                           int32_t **ctx, size_t *n_ctx, int32_t **cont, size_t *n_cont, moesz_error *err);
+
 /* Runs a task file (JSON lines; formats: {query, choices, gold},
  * {context_options, continuation, gold}, {context, continuation}); limit 0 = all. */
-int moesz_eval_task(moesz_engine *e, const moesz_tok *t, const char *path, size_t limit, int progress,
-                    moesz_task_result *out, moesz_error *err);
+int moesz_eval_task(moesz_engine *e, const moesz_tok *t, const char *path, size_t limit, moesz_bos_mode bos,
+                    int progress, moesz_task_result *out, moesz_error *err);
 #endif

@@ -208,12 +208,16 @@ int moesz_matview_to_f32(const moesz_matview *v, float *dst, moesz_error *err);
  * deepseek: DeepSeekMoE-16B, llama: Llama-2-7B); fields > 0 override them. */
 typedef struct moesz_synth_opts {
   const char *like;
-  int layers, experts, top_k, hidden, expert_width, vocab, heads, kv_heads;
+  int layers, experts, top_k, hidden, expert_width, vocab, heads, kv_heads;  /* 0: the family's; experts and
+                               top_k are ignored for dense families; top_k > experts is MOESZ_E_ARG */
   moesz_dtype dtype;        /* F32, BF16 or F16 */
   double std;               /* weight standard deviation (default 0.02) */
   uint64_t seed;
+  int force;                /* replace an existing non-empty model folder */
 } moesz_synth_opts;
-/* Writes DIR/config.json and DIR/model.safetensors (atomically). */
+/* Writes DIR/config.json and DIR/model.safetensors, into a temporary folder
+ * beside DIR renamed to DIR at the end. An existing non-empty DIR is refused
+ * (MOESZ_E_ARG) unless force, which replaces a model folder whole. */
 int moesz_synth_write(const moesz_synth_opts *o, const char *dir, moesz_error *err);
 const char *moesz_synth_families(void);
 #endif

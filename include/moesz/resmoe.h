@@ -27,6 +27,7 @@ typedef struct moesz_resmoe_opts {
   int max_iter;                   /* default 100 */
   double tol;                     /* stop when ||B_new - B||_F^2 <= tol (default 1e-7) */
   int threads;
+  int force;                      /* moesz_resmoe_model: replace an existing non-empty model folder */
 } moesz_resmoe_opts;
 
 typedef struct moesz_resmoe_report {
@@ -111,7 +112,9 @@ int moesz_resmoe_residual_add(const void *blob, size_t len, int n, int D, float 
 /* The model-to-model transform: layers[L] != 0 selects MoE layer L. Writes
  * out_dir/model.safetensors (original names, shapes, dtypes; non-expert
  * tensors bit-exact), copies config.json and tokenizer files, and the JSON
- * report to report_path (optional). */
+ * report to report_path (optional). The folder is written beside out_dir
+ * and renamed into place at the end; an existing non-empty out_dir is refused
+ * unless o->force, and so is an output that is (or holds) an input file. */
 int moesz_resmoe_model(const moesz_model *m, const char *out_dir, const moesz_resmoe_opts *o, const uint8_t *layers,
                        const char *report_path, int progress, moesz_error *err);
 #endif

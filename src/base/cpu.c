@@ -17,18 +17,37 @@ static int detect_avx2(void) {
   return (b >> 5) & 1;                      /* AVX2 */
 }
 
+static int detect_avx512_vnni(void) {
+  if (!detect_avx2()) return 0;
+  unsigned a, b, c, d, lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  if ((lo & 0xe6) != 0xe6) return 0;        /* opmask and ZMM state saved too */
+  __cpuid_count(7, 0, a, b, c, d);
+  return ((b >> 16) & 1) && ((b >> 30) & 1) && ((c >> 1) & 1) && ((c >> 11) & 1); /* F, BW, VBMI, VNNI */
+}
+
 /* cpuid traps to the hypervisor in a virtual machine (microseconds), so the
  * answer is kept: a write-once cache of a fact about the hardware, which
  * every thread computes identically (0 = not asked yet, else answer + 1). */
-int moesz_cpu_avx2(void) {
-  static _Atomic int cached;
-  int v = atomic_load_explicit(&cached, memory_order_relaxed);
+static int cached(_Atomic int *slot, int (*detect)(void)) {
+  int v = atomic_load_explicit(slot, memory_order_relaxed);
   if (!v) {
-    v = detect_avx2() + 1;
-    atomic_store_explicit(&cached, v, memory_order_relaxed);
+    v = detect() + 1;
+    atomic_store_explicit(slot, v, memory_order_relaxed);
   }
   return v - 1;
 }
+
+int moesz_cpu_avx2(void) {
+  static _Atomic int slot;
+  return cached(&slot, detect_avx2);
+}
+
+int moesz_cpu_avx512_vnni(void) {
+  static _Atomic int slot;
+  return cached(&slot, detect_avx512_vnni);
+}
 #else
 int moesz_cpu_avx2(void) { return 0; }
+int moesz_cpu_avx512_vnni(void) { return 0; }
 #endif

@@ -6,4 +6,6 @@
 
 /* 1 if AVX2, FMA and F16C are usable. */
 int moesz_cpu_avx2(void);
+/* 1 if AVX-512 F, BW, VBMI and VNNI are usable (with AVX2 as above). */
+int moesz_cpu_avx512_vnni(void);
 #endif

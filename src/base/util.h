@@ -30,6 +30,47 @@ int moesz_afile_write(moesz_afile *a, const void *buf, size_t n, moesz_error *er
 int moesz_afile_commit(moesz_afile *a, moesz_error *err);
 void moesz_afile_abort(moesz_afile *a);
 
+/* The temporary name of an output: "<path>.tmp.<pid>" (afile and adir use it;
+ * the CLI removes it on SIGINT/SIGTERM). MOESZ_E_ARG if it does not fit. */
+int moesz_tmp_path(char *out, size_t cap, const char *path, long pid);
+
+/* 1 if a and b name the same file: the same device and inode when both
+ * exist, or the same resolved path (links followed; for a path that does not
+ * exist, its folder resolved plus its last name). */
+int moesz_path_same(const char *a, const char *b);
+/* 1 if the existing path is folder dir itself or lies anywhere below it
+ * (both resolved). */
+int moesz_path_inside(const char *path, const char *dir);
+/* Refuses (MOESZ_E_ARG, before anything is written) an output that would
+ * damage an input: out names the same file as inputs[i], or, for an output
+ * folder (out_is_dir; it may be replaced whole), inputs[i] lies inside it.
+ * what names the output in the message ("output", "--report"). */
+int moesz_output_check(const char *out, int out_is_dir, const char *const *inputs, size_t n,
+                       const char *what, moesz_error *err);
+/* The same against the input files of a model folder: every *.json and
+ * *.safetensors file in model_dir (config, tokenizer files, index, shards). */
+int moesz_output_check_model(const char *out, int out_is_dir, const char *model_dir, const char *what,
+                             moesz_error *err);
+
+/* An output folder: everything is written into "<path>.tmp.<pid>" beside
+ * the target (same filesystem) and renamed to path on commit, so a failure
+ * never leaves a half-written or mixed folder. An existing non-empty target
+ * is refused unless force; with force it must be a model folder (it holds a
+ * config.json) and is swapped with the new one in one rename
+ * (RENAME_EXCHANGE), after which the old contents are deleted. */
+typedef struct moesz_adir {
+  char tmp[4096];   /* write here */
+  char path[4096];  /* the target */
+  int force;
+} moesz_adir;
+int moesz_adir_open(moesz_adir *d, const char *path, int force, moesz_error *err);
+int moesz_adir_commit(moesz_adir *d, moesz_error *err);
+/* Removes the temporary folder and everything in it. */
+void moesz_adir_abort(moesz_adir *d);
+/* Removes path and, for a folder, everything below it (links not followed);
+ * 0 on success or if path does not exist. */
+int moesz_path_remove_tree(const char *path);
+
 /* Progress line on stderr ("label  42%  12.3 s, ETA 17 s"), at most every
  * 0.25 s, only when enabled (the CLI enables it when stderr is a tty or
  * --progress is given). */

@@ -31,6 +31,14 @@ int moesz_cli_compress_resmoe(const moesz_config *c, const char *residual, const
  * embedded in a .msz container, or a tokenizer.json path. */
 int moesz_cli_tok_load(const char *model, moesz_tok **out, moesz_error *err);
 
+/* Interrupts (signals.c): SIGINT, SIGTERM and SIGHUP remove the temporaries
+ * of the outputs registered with moesz_cli_output, then end the process with
+ * that signal. Start once in main, before any thread; 0 on success. */
+int moesz_cli_signals_start(void);
+/* Registers an output path (file or folder) of this run, and removes (with a
+ * note on stderr) "<path>.tmp.<pid>" temporaries of processes that are gone. */
+void moesz_cli_output(const char *path);
+
 /* Prints "moesz CMD: MSG" on stderr and returns 1. */
 int moesz_cli_fail(const char *cmd, const moesz_error *e);
 /* True if argv holds -h or --help before any "--". */

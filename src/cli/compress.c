@@ -1,5 +1,6 @@
 /* cli/compress.c - `moesz compress`: model folder -> .msz container. */
 #include <getopt.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -9,15 +10,18 @@ static void usage(FILE *f) {
   fprintf(f,
     "usage: moesz compress MODEL_DIR -o OUT.msz [options]\n\n"
     "Writes the compressed container: dense tensors and embedded files as they are,\n"
-    "each routed expert matrix as one blob (see docs/CONTAINER.md).\n\n"
+    "each routed expert matrix as one blob (see docs/CONTAINER.md). The model is first checked\n"
+    "as `moesz run` opens it (missing or misshapen tensors: an error, nothing written); an output\n"
+    "that is one of the model's files is refused.\n\n"
     "  -o, --output FILE      output container (written to a temporary file, then renamed)\n"
     "  --method M             sz (error-bounded codec, default) | zstd (lossless) | raw | resmoe\n"
     "  --codec P              entropy (default) | fast | compute   codec for --method sz: entropy and\n"
     "                         fast are streams decoded before use; compute is the compute layout that\n"
     "                         kernels multiply from directly (bound held in F32; decompress writes F32)\n"
-    "  --eb X                 error bound (default 1e-3)\n"
+    "  --eb X                 error bound (default 1e-3; 0 = lossless)\n"
     "  --eb-mode M            abs (default) | rel (x value range) | std (x tensor std)\n"
-    "  --layer-eb SPEC        per-layer bounds, e.g. '0-1:2e-3,2-5:5e-4,6-:lossless'\n"
+    "  --layer-eb SPEC        per-layer bounds, e.g. '0-1:2e-3,2-5:5e-4,6-:lossless' (comma-separated\n"
+    "                         RANGE:BOUND items, none empty; 'N-' runs to the last layer)\n"
     "  --threads N            codec threads (default: all cores)\n"
     "  ResMoE (--method resmoe; chosen layers as barycenter + residuals, others as sz; docs/RESMOE.md):\n"
     "  --residual R           prune (default) | svd\n"
@@ -31,9 +35,12 @@ static void usage(FILE *f) {
 
 /* Parses "A-B:X,C-:lossless,..." into eb[L] (> 0 bound, < 0 lossless, 0 default). */
 static int parse_layer_eb(const char *spec, double *eb, int n_layers, char *why, size_t whylen) {
-  char *dup = strdup(spec), *save = NULL;
+  if (!*spec) { snprintf(why, whylen, "empty"); return -1; }
+  char *dup = strdup(spec), *rest;
   if (!dup) return -1;
-  for (char *tok = strtok_r(dup, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+  rest = dup;
+  for (char *tok; (tok = strsep(&rest, ","));) {
+    if (!*tok) { snprintf(why, whylen, "empty item in '%s' (stray comma)", spec); free(dup); return -1; }
     char *colon = strchr(tok, ':');
     if (!colon) { snprintf(why, whylen, "'%s' has no ':'", tok); free(dup); return -1; }
     *colon = 0;
@@ -49,7 +56,7 @@ static int parse_layer_eb(const char *spec, double *eb, int n_layers, char *why,
     if (!strcmp(colon + 1, "lossless")) v = -1;
     else {
       v = strtod(colon + 1, &end);
-      if (end == colon + 1 || *end || !(v > 0)) { snprintf(why, whylen, "bad bound '%s'", colon + 1); free(dup); return -1; }
+      if (end == colon + 1 || *end || !(v > 0) || !isfinite(v)) { snprintf(why, whylen, "bad bound '%s'", colon + 1); free(dup); return -1; }
     }
     for (long L = a; L <= b; L++) eb[L] = v;
   }
@@ -78,10 +85,21 @@ int moesz_cli_compress(int argc, char **argv) {
       case 'o': out = optarg; break;
       case 'm': method = optarg; break;
       case 'c': codec = optarg; break;
-      case 'e': eb = strtod(optarg, &end); if (*end || !(eb >= 0)) { fprintf(stderr, "moesz compress: bad --eb '%s'\n", optarg); return 2; } break;
+      case 'e':
+        eb = strtod(optarg, &end);
+        if (end == optarg || *end || !(eb >= 0) || !isfinite(eb)) {
+          fprintf(stderr, "moesz compress: bad --eb '%s' (a number >= 0; 0 is lossless)\n", optarg);
+          return 2;
+        }
+        break;
       case 'M': mode = optarg; break;
       case 'L': layer_spec = optarg; break;
-      case 't': threads = atoi(optarg); break;
+      case 't': {
+        long t = strtol(optarg, &end, 10);
+        if (end == optarg || *end || t < 0 || t > 1024) { fprintf(stderr, "moesz compress: bad --threads '%s'\n", optarg); return 2; }
+        threads = (int)t;
+        break;
+      }
       case 'j': json = 1; break;
       case 'p': progress = 1; break;
       case 'q': progress = 0; break;
@@ -129,6 +147,24 @@ int moesz_cli_compress(int argc, char **argv) {
   moesz_error e = {0};
   moesz_model *m;
   if (moesz_model_open(argv[optind], &m, &e)) return moesz_cli_fail("compress", &e);
+  /* Check the model as `run` opens it (every dense tensor present with the
+   * shape the config implies: embedding, norms, attention, routers, lm_head)
+   * before writing anything, so a broken checkpoint fails here and not when
+   * the container is served. Families or config features the forward pass
+   * does not implement are still compressed, with a note. */
+  if (m->cfg.arch != MOESZ_ARCH_SWITCH) {
+    moesz_engine_opts eo = {.threads = 1, .max_ctx = 1};
+    moesz_engine *en = NULL;
+    int vr = moesz_engine_open_model(m, 0, NULL, 0, &eo, &en, &e);
+    moesz_engine_close(en);
+    if (vr == MOESZ_E_UNSUPPORTED) {
+      fprintf(stderr, "moesz compress: note: `moesz run` cannot serve this model (%s); compressing anyway\n", e.msg);
+    } else if (vr) {
+      moesz_error_wrap(&e, vr, "not a usable model, nothing written");
+      moesz_model_close(m);
+      return moesz_cli_fail("compress", &e);
+    }
+  }
   double *leb = NULL;
   if (layer_spec) {
     char why[200] = "";
@@ -153,6 +189,7 @@ int moesz_cli_compress(int argc, char **argv) {
     o.resmoe_layers = rlayers;
   }
   moesz_msz_summary s;
+  moesz_cli_output(out);
   int rc = moesz_msz_write(m, out, &o, &s, &e);
   moesz_model_close(m);
   free(leb);

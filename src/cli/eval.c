@@ -6,17 +6,22 @@
 #include "cli/cli.h"
 
 static const char *USAGE =
-  "usage: moesz eval MODEL --task FILE.jsonl [--limit N] [--json] [--threads N] [--ctx N]\n\n"
+  "usage: moesz eval MODEL --task FILE.jsonl [--limit N] [--bos auto|yes|no] [--json] [--threads N] [--ctx N]\n\n"
   "Multiple-choice tasks ({query, choices, gold}: PIQA, ARC, BoolQ, COPA) report acc and acc_norm\n"
   "(log-likelihood per character of the choice); partial-context tasks ({context_options,\n"
   "continuation, gold}: WinoGrande) report acc; cloze tasks ({context, continuation}: LAMBADA)\n"
-  "report greedy exact-match accuracy and perplexity. Scored as lm-evaluation-harness does: the\n"
-  "continuation follows the context after one space, no BOS, trailing context spaces move to the\n"
-  "continuation. Standard errors are sample std / sqrt(n).\n";
+  "report greedy exact-match accuracy and perplexity. Scored as lm-evaluation-harness 0.4.x does: the\n"
+  "continuation follows the context after one space, trailing context whitespace moves to the\n"
+  "continuation, an empty context is scored after BOS (EOS when the tokenizer has none). Standard\n"
+  "errors are sample std / sqrt(n).\n\n"
+  "  --bos MODE   auto (default, as the harness: BOS when the tokenizer's post-processor adds it)\n"
+  "               | yes (always, once) | no (never; the scoring of earlier moesz versions)\n"
+  "  --limit N    first N items (0: all)\n";
 
 int moesz_cli_eval(int argc, char **argv) {
   if (moesz_cli_wants_help(argc, argv)) { fputs(USAGE, stdout); return 0; }
   const char *model = NULL, *task = NULL;
+  moesz_bos_mode bos = MOESZ_BOS_AUTO;
   long limit = 0, threads = 0, ctx = 0;
   int json = 0;
   for (int i = 1; i < argc; i++) {
@@ -24,6 +29,9 @@ int moesz_cli_eval(int argc, char **argv) {
     int hv = i + 1 < argc;
     if (!strcmp(a, "--task") && hv) task = argv[++i];
     else if (!strcmp(a, "--limit") && hv) limit = atol(argv[++i]);
+    else if (!strcmp(a, "--bos") && hv) {
+      if (moesz_bos_mode_parse(argv[++i], &bos)) { fprintf(stderr, "moesz eval: bad --bos '%s' (auto, yes, no)\n", argv[i]); return 2; }
+    }
     else if (!strcmp(a, "--threads") && hv) threads = atol(argv[++i]);
     else if (!strcmp(a, "--ctx") && hv) ctx = atol(argv[++i]);
     else if (!strcmp(a, "--json")) json = 1;
@@ -40,9 +48,11 @@ int moesz_cli_eval(int argc, char **argv) {
   if (moesz_engine_open(model, &o, &en, &e)) { moesz_tok_free(t); return moesz_cli_fail("eval", &e); }
   moesz_task_result r;
   int status = 0;
-  if (moesz_eval_task(en, t, task, (size_t)limit, isatty(2), &r, &e)) status = moesz_cli_fail("eval", &e);
+  if (moesz_eval_task(en, t, task, (size_t)limit, bos, isatty(2), &r, &e)) status = moesz_cli_fail("eval", &e);
   else if (json) {
-    printf("{\"model\":\"%s\",\"task\":\"%s\",\"n\":%zu,\"acc\":%.6f,\"acc_stderr\":%.6f", model, task, r.n, r.acc, r.acc_stderr);
+    static const char *BOS[] = {"auto", "yes", "no"};
+    printf("{\"model\":\"%s\",\"task\":\"%s\",\"bos\":\"%s\",\"n\":%zu,\"acc\":%.6f,\"acc_stderr\":%.6f", model, task,
+           BOS[bos], r.n, r.acc, r.acc_stderr);
     if (r.cloze) printf(",\"ppl\":%.6f", r.ppl);
     else printf(",\"acc_norm\":%.6f,\"acc_norm_stderr\":%.6f", r.acc_norm, r.acc_norm_stderr);
     printf(",\"seconds\":%.2f}\n", r.seconds);

@@ -49,6 +49,8 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (!strcmp(argv[1], "--version")) { printf("moesz %s\n", MOESZ_VERSION); return 0; }
+  if (moesz_cli_signals_start()) fprintf(stderr, "moesz: note: cannot watch for interrupts; an interrupted run "
+                                         "may leave OUT.tmp.<pid> behind\n");
   for (size_t i = 0; i < NCMDS; i++) {
     if (strcmp(argv[1], CMDS[i].name)) continue;
     if (!CMDS[i].fn) {

@@ -18,7 +18,10 @@ static const char *USAGE =
   "  --init I          first (default) | mean     barycenter initialisation\n"
   "  --max-iter N      barycenter iterations (default 100); --tol X (default 1e-7)\n"
   "  --report FILE     per-layer report (JSON): iterations, objective, relative errors, bytes\n"
-  "  --threads N       BLAS threads (default: OpenBLAS's)\n";
+  "  --threads N       BLAS threads (default: OpenBLAS's)\n"
+  "  --force           replace an existing model folder OUT_DIR (refused otherwise when not empty)\n\n"
+  "OUT_DIR is written beside itself (OUT_DIR.tmp.<pid>) and renamed into place at the end; an output\n"
+  "that is or holds an input file of MODEL is refused.\n";
 
 int moesz_cli_resmoe(int argc, char **argv) {
   if (moesz_cli_wants_help(argc, argv)) { fputs(USAGE, stdout); return 0; }
@@ -50,6 +53,7 @@ int moesz_cli_resmoe(int argc, char **argv) {
     else if (!strcmp(a, "--tol") && hv) o.tol = atof(argv[++i]);
     else if (!strcmp(a, "--report") && hv) report = argv[++i];
     else if (!strcmp(a, "--threads") && hv) o.threads = atoi(argv[++i]);
+    else if (!strcmp(a, "--force")) o.force = 1;
     else if (a[0] == '-' && a[1]) { fprintf(stderr, "moesz resmoe: bad option '%s'\n\n%s", a, USAGE); return 2; }
     else if (!model) model = a;
     else { fprintf(stderr, "moesz resmoe: unexpected argument '%s'\n", a); return 2; }
@@ -86,6 +90,8 @@ int moesz_cli_resmoe(int argc, char **argv) {
     snprintf(t, sizeof t, "%d", o.threads);
     setenv("OPENBLAS_NUM_THREADS", t, 1);
   }
+  moesz_cli_output(out);
+  if (report) moesz_cli_output(report);
   int rc = moesz_resmoe_model(m, out, &o, layers, report, isatty(2), &e);
   moesz_model_close(m);
   if (rc) return moesz_cli_fail("resmoe", &e);

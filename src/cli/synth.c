@@ -11,17 +11,20 @@ static void usage(FILE *f) {
     "model family, for scale and speed tests. Weights ~ N(0, std^2), norms 1; deterministic per seed.\n\n"
     "  --like FAMILY        mixtral (8x7B), olmoe (1B-7B), qwen3_moe (30B-A3B), qwen2_moe (A2.7B),\n"
     "                       deepseek (MoE-16B), llama (2-7B)\n"
-    "  -o, --output DIR     output folder\n"
+    "  -o, --output DIR     output folder (written beside itself, renamed into place at the end)\n"
+    "  --force              replace an existing model folder DIR (refused otherwise when not empty)\n"
     "  --layers N           override the layer count (real models are large: use a few layers)\n"
     "  --experts N --top-k K --hidden D --expert-width N --vocab V --heads H --kv-heads H\n"
-    "                       override other shape values\n"
+    "                       override other shape values (--top-k above the experts, or experts\n"
+    "                       for a dense family, is an error; the family's default top-k is\n"
+    "                       lowered to a smaller --experts)\n"
     "  --dtype T            bf16 (default) | f32 | f16\n"
     "  --std X              weight standard deviation (default 0.02)\n"
     "  --seed S             random seed (default 0)\n");
 }
 
 int moesz_cli_synth(int argc, char **argv) {
-  enum { LAYERS = 1000, EXPERTS, TOPK, HIDDEN, WIDTH, VOCAB, HEADS, KVH, DTYPE, STD, SEED };
+  enum { LAYERS = 1000, EXPERTS, TOPK, HIDDEN, WIDTH, VOCAB, HEADS, KVH, DTYPE, STD, SEED, FORCE };
   static const struct option opts[] = {
     {"like", required_argument, 0, 'l'}, {"output", required_argument, 0, 'o'},
     {"layers", required_argument, 0, LAYERS}, {"experts", required_argument, 0, EXPERTS},
@@ -29,7 +32,7 @@ int moesz_cli_synth(int argc, char **argv) {
     {"expert-width", required_argument, 0, WIDTH}, {"vocab", required_argument, 0, VOCAB},
     {"heads", required_argument, 0, HEADS}, {"kv-heads", required_argument, 0, KVH},
     {"dtype", required_argument, 0, DTYPE}, {"std", required_argument, 0, STD},
-    {"seed", required_argument, 0, SEED}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    {"seed", required_argument, 0, SEED}, {"force", no_argument, 0, FORCE}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
   moesz_synth_opts o;
   memset(&o, 0, sizeof o);
   o.dtype = MOESZ_DT_BF16;
@@ -62,6 +65,7 @@ int moesz_cli_synth(int argc, char **argv) {
         o.std = strtod(optarg, &end);
         if (*end || !(o.std > 0)) { fprintf(stderr, "moesz synth: bad --std '%s'\n", optarg); return 2; }
         break;
+      case FORCE: o.force = 1; break;
       case SEED: bad_int = 0; o.seed = strtoull(optarg, &end, 10); break;
       case 'h': usage(stdout); return 0;
       default: usage(stderr); return 2;
@@ -69,7 +73,12 @@ int moesz_cli_synth(int argc, char **argv) {
     if (bad_int && ch >= LAYERS && ch <= KVH) { fprintf(stderr, "moesz synth: bad value '%s'\n", optarg); return 2; }
   }
   if (!o.like || !out || optind != argc) { usage(stderr); return 2; }
+  if (!strcmp(o.like, "llama") && (o.experts || o.top_k)) {
+    fprintf(stderr, "moesz synth: llama is a dense family: --experts and --top-k do not apply\n");
+    return 2;
+  }
   moesz_error e = {0};
+  moesz_cli_output(out);
   if (moesz_synth_write(&o, out, &e)) return moesz_cli_fail("synth", &e);
   printf("wrote %s (%s-shaped, random weights)\n", out, o.like);
   return 0;

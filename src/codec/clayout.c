@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
+#include "base/pool.h"
 #include "base/util.h"
 #include "codec/codec_internal.h"
 
@@ -68,8 +69,106 @@ static uint64_t cl_checksum(const uint8_t *buf, size_t len) {
 
 int moesz_cl_is(const void *buf, size_t len) { return buf && len >= CL_HDR && !memcmp(buf, CL_MAGIC, 8); }
 
+/* Shared state of one encode: pass 1 (codes, widths, per-row counts) and
+ * pass 2 (packing at the rows' offsets) run over blocks of rows on a pool. */
+#define ROWS_PER_TASK 32
+typedef struct enc_job {
+  const void *src;
+  moesz_dtype dt;
+  int64_t rows, cols, ng, wstride;
+  double step, eb;              /* grid step and bound eb' (exact doubles) */
+  int16_t *q;                   /* [rows, cols] codes, CL_ESC_MARK = escape */
+  uint8_t *wid;                 /* [rows, wstride] */
+  uint32_t *nesc, *dbytes;      /* [rows] escapes and code bytes per row */
+  uint64_t *eoff, *doff;        /* [rows] where row r's escapes / codes start */
+  uint64_t (*wcount)[MOESZ_CL_MAXW + 1]; /* [tasks] groups by width */
+  uint32_t *eidx;               /* output sections */
+  float *eval;
+  uint8_t *data;
+  float **rowbuf;               /* [threads][cols] */
+} enc_job;
+
+static void enc_pass1(void *ctx, size_t task, int tid) {
+  enc_job *j = ctx;
+  int64_t r0 = (int64_t)task * ROWS_PER_TASK, r1 = r0 + ROWS_PER_TASK < j->rows ? r0 + ROWS_PER_TASK : j->rows;
+  size_t es = moesz_dtype_size(j->dt);
+  float *x = j->rowbuf[tid];
+  for (int64_t r = r0; r < r1; r++) {
+    int16_t *qr = j->q + (size_t)r * (size_t)j->cols;
+    moesz_to_f32(j->dt, (const char *)j->src + (size_t)r * (size_t)j->cols * es, x, (size_t)j->cols);
+    for (int64_t c = 0; c < j->cols; c++) {
+      int16_t code = CL_ESC_MARK;
+      if (isfinite(x[c])) {
+        double qd = nearbyint((double)x[c] / j->step);
+        if (fabs(qd) <= CL_QMAX && fabs(qd * j->step - (double)x[c]) <= j->eb) code = (int16_t)qd;
+      }
+      qr[c] = code;
+    }
+    uint32_t ne_row = 0, db_row = 0;
+    for (int64_t g = 0; g < j->ng; g++) {
+      uint32_t hist[17] = {0};
+      int64_t c1 = (g + 1) * G < j->cols ? (g + 1) * G : j->cols;
+      for (int64_t c = g * G; c < c1; c++) hist[qr[c] == CL_ESC_MARK ? 16 : need_bits(qr[c])]++;
+      /* width minimising 64 b + CL_ESC_BITS (values needing more than b bits) */
+      uint64_t best = UINT64_MAX;
+      int bw = 0;
+      uint32_t above = 0;
+      for (int k = 1; k <= 16; k++) above += hist[k];
+      for (int b = 0; b <= MOESZ_CL_MAXW; b++) {
+        if (b > 0) above -= hist[b];
+        uint64_t cost = (uint64_t)G * (uint64_t)b + (uint64_t)CL_ESC_BITS * above;
+        if (cost < best) { best = cost; bw = b; }
+      }
+      for (int k = bw + 1; k <= 16; k++) ne_row += hist[k];
+      j->wid[(size_t)r * (size_t)j->wstride + (size_t)(g >> 1)] |= (uint8_t)(bw << ((g & 1) * 4));
+      j->wcount[task][bw]++;
+      db_row += 8u * (uint32_t)bw;
+    }
+    j->nesc[r] = ne_row;
+    j->dbytes[r] = db_row;
+  }
+}
+
+static void enc_pass2(void *ctx, size_t task, int tid) {
+  (void)tid;
+  enc_job *j = ctx;
+  int64_t r0 = (int64_t)task * ROWS_PER_TASK, r1 = r0 + ROWS_PER_TASK < j->rows ? r0 + ROWS_PER_TASK : j->rows;
+  size_t es = moesz_dtype_size(j->dt);
+  for (int64_t r = r0; r < r1; r++) {
+    const int16_t *qr = j->q + (size_t)r * (size_t)j->cols;
+    uint64_t eo = j->eoff[r];
+    uint8_t *p = j->data + j->doff[r];
+    for (int64_t g = 0; g < j->ng; g++) {
+      int b = (j->wid[(size_t)r * (size_t)j->wstride + (size_t)(g >> 1)] >> ((g & 1) * 4)) & 15;
+      int lo = b ? -(1 << (b - 1)) : 0, hi = b ? (1 << (b - 1)) - 1 : 0;
+      uint64_t acc = 0;
+      int nb = 0;
+      for (int64_t i = 0; i < G; i++) {
+        int64_t c = g * G + i;
+        uint32_t u = 0;
+        if (c < j->cols) {
+          int16_t v = qr[c];
+          if (v == CL_ESC_MARK || v < lo || v > hi) {
+            float x;
+            moesz_to_f32(j->dt, (const char *)j->src + ((size_t)r * (size_t)j->cols + (size_t)c) * es, &x, 1);
+            j->eidx[eo] = (uint32_t)((size_t)r * (size_t)j->cols + (size_t)c);
+            j->eval[eo] = x;
+            eo++;
+          } else {
+            u = (uint32_t)v & ((1u << b) - 1);
+          }
+        }
+        if (!b) continue;
+        acc |= (uint64_t)u << nb;
+        nb += b;
+        while (nb >= 8) { *p++ = (uint8_t)acc; acc >>= 8; nb -= 8; }
+      }
+    }
+  }
+}
+
 int moesz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t cols, moesz_eb_mode mode, double eb,
-                    void **out, size_t *out_len, moesz_cl_info *info, moesz_error *err) {
+                    int threads, void **out, size_t *out_len, moesz_cl_info *info, moesz_error *err) {
   *out = NULL;
   *out_len = 0;
   if (!src) return moesz_error_set(err, MOESZ_E_ARG, "compute layout: NULL input");
@@ -81,6 +180,7 @@ int moesz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t co
   if (mode < MOESZ_EB_ABS || mode > MOESZ_EB_STD) return moesz_error_set(err, MOESZ_E_ARG, "compute layout: unknown error-bound mode");
   if (!(eb > 0) || !isfinite(eb)) return moesz_error_set(err, MOESZ_E_ARG, "compute layout: the bound must be a finite number > 0");
   size_t n = (size_t)rows * (size_t)cols;
+  if (n >= UINT32_MAX) return moesz_error_set(err, MOESZ_E_RANGE, "compute layout: more than 2^32 values in one matrix");
   double eba = codec_eb_absolute(src, dtype, n, mode, eb);
   double ebr = eba > 0 && isfinite(eba) ? round_bound(eba) : 0;
   /* a bound of 0 (rel/std mode on a constant matrix) keeps every value exactly:
@@ -89,122 +189,79 @@ int moesz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t co
   if (!(stepd >= FLT_MIN) || stepd > 1e30 || (double)(float)stepd != stepd)
     return moesz_error_set(err, MOESZ_E_ARG, "compute layout: bound %g gives a step outside f32's normal range", eba);
   float step = (float)stepd;
-  int64_t ng = (cols + G - 1) / G, wstride = (ng + 1) / 2;
-  size_t es = moesz_dtype_size(dtype);
-
-  int16_t *q = malloc(n * sizeof *q);
-  uint8_t *wid = calloc((size_t)rows * (size_t)wstride, 1);
-  uint32_t *nesc_row = calloc((size_t)rows, sizeof *nesc_row);
-  uint64_t *dbytes_row = calloc((size_t)rows, sizeof *dbytes_row);
-  if (!q || !wid || !nesc_row || !dbytes_row) {
-    free(q); free(wid); free(nesc_row); free(dbytes_row);
-    return moesz_error_set(err, MOESZ_E_NOMEM, "compute layout: out of memory");
-  }
+  enc_job j;
+  memset(&j, 0, sizeof j);
+  j.src = src; j.dt = dtype; j.rows = rows; j.cols = cols; j.step = stepd; j.eb = ebr;
+  j.ng = (cols + G - 1) / G;
+  j.wstride = (j.ng + 1) / 2;
+  size_t ntask = (size_t)((rows + ROWS_PER_TASK - 1) / ROWS_PER_TASK);
+  int nth = threads > 0 ? threads : 1;
+  if ((size_t)nth > ntask) nth = (int)ntask;
+  moesz_pool *pool = nth > 1 ? moesz_pool_create(nth) : NULL;
+  if (pool) nth = moesz_pool_size(pool);
+  else nth = 1;
+  j.q = malloc(n * sizeof *j.q);
+  j.wid = calloc((size_t)rows * (size_t)j.wstride, 1);
+  j.nesc = calloc((size_t)rows, sizeof *j.nesc);
+  j.dbytes = calloc((size_t)rows, sizeof *j.dbytes);
+  j.eoff = calloc((size_t)rows, sizeof *j.eoff);
+  j.doff = calloc((size_t)rows, sizeof *j.doff);
+  j.wcount = calloc(ntask, sizeof *j.wcount);
+  j.rowbuf = calloc((size_t)nth, sizeof *j.rowbuf);
+  int rc = MOESZ_OK;
+  if (!j.q || !j.wid || !j.nesc || !j.dbytes || !j.eoff || !j.doff || !j.wcount || !j.rowbuf)
+    rc = moesz_error_set(err, MOESZ_E_NOMEM, "compute layout: out of memory");
+  for (int t = 0; !rc && t < nth; t++)
+    if (!(j.rowbuf[t] = malloc((size_t)cols * sizeof(float)))) rc = moesz_error_set(err, MOESZ_E_NOMEM, "compute layout: out of memory");
+  uint8_t *buf = NULL;
+  cl_geom gm;
   moesz_cl_info in;
   memset(&in, 0, sizeof in);
-  /* pass 1: codes, group widths, escape counts */
-  uint64_t n_esc = 0, data_bytes = 0;
-  for (int64_t r = 0; r < rows; r++) {
-    int16_t *qr = q + (size_t)r * (size_t)cols;
-    for (int64_t c = 0; c < cols; c++) {
-      float x;
-      moesz_to_f32(dtype, (const char *)src + ((size_t)r * (size_t)cols + (size_t)c) * es, &x, 1);
-      int16_t code = CL_ESC_MARK;
-      if (isfinite(x)) {
-        double qd = nearbyint((double)x / stepd);
-        if (fabs(qd) <= CL_QMAX && fabs(qd * stepd - (double)x) <= ebr) code = (int16_t)qd;
-      }
-      qr[c] = code;
+  if (!rc) {
+    moesz_pool_run(pool, ntask, enc_pass1, &j);
+    uint64_t n_esc = 0, data_bytes = 0;
+    for (int64_t r = 0; r < rows; r++) {
+      j.eoff[r] = n_esc;
+      j.doff[r] = data_bytes;
+      n_esc += j.nesc[r];
+      data_bytes += j.dbytes[r];
     }
-    for (int64_t g = 0; g < ng; g++) {
-      uint32_t hist[17] = {0};
-      int64_t c1 = (g + 1) * G < cols ? (g + 1) * G : cols;
-      for (int64_t c = g * G; c < c1; c++) hist[qr[c] == CL_ESC_MARK ? 16 : need_bits(qr[c])]++;
-      /* width minimising 64 b + 48 (values needing more than b bits) */
-      uint64_t best = UINT64_MAX;
-      int bw = 0;
-      uint32_t above = 0;
-      for (int k = 1; k <= 16; k++) above += hist[k];
-      for (int b = 0; b <= MOESZ_CL_MAXW; b++) {
-        if (b > 0) above -= hist[b];
-        uint64_t cost = (uint64_t)G * (uint64_t)b + (uint64_t)CL_ESC_BITS * above;
-        if (cost < best) { best = cost; bw = b; }
-      }
-      uint32_t ne = 0;
-      for (int k = bw + 1; k <= 16; k++) ne += hist[k];
-      wid[(size_t)r * (size_t)wstride + (size_t)(g >> 1)] |= (uint8_t)(bw << ((g & 1) * 4));
-      in.groups_by_width[bw]++;
-      nesc_row[r] += ne;
-      dbytes_row[r] += 8u * (uint64_t)bw;
-    }
-    n_esc += nesc_row[r];
-    data_bytes += dbytes_row[r];
-  }
-  cl_geom gm;
-  if (data_bytes >= UINT32_MAX || n >= UINT32_MAX || !geom((uint64_t)rows, (uint64_t)wstride, n_esc, data_bytes, &gm)) {
-    free(q); free(wid); free(nesc_row); free(dbytes_row);
-    return moesz_error_set(err, MOESZ_E_RANGE, "compute layout: matrix too large for 32-bit offsets");
-  }
-  uint8_t *buf = aligned_alloc(64, al64(gm.total));
-  if (!buf) {
-    free(q); free(wid); free(nesc_row); free(dbytes_row);
-    return moesz_error_set(err, MOESZ_E_NOMEM, "compute layout: out of memory (%zu bytes)", gm.total);
-  }
-  memset(buf, 0, gm.total);
-  memcpy(buf, CL_MAGIC, 8);
-  put32(buf + 8, CL_VERSION);
-  put32(buf + 12, G);
-  put64(buf + 16, (uint64_t)rows);
-  put64(buf + 24, (uint64_t)cols);
-  memcpy(buf + 32, &step, 4);
-  put32(buf + 36, 0);
-  memcpy(buf + 40, &ebr, 8);
-  put32(buf + 48, (uint32_t)n_esc);
-  put32(buf + 52, (uint32_t)data_bytes);
-  uint32_t *eidx = (uint32_t *)(buf + gm.eidx);
-  float *eval = (float *)(buf + gm.eval);
-  uint8_t *data = buf + gm.data;
-  memcpy(buf + gm.wid, wid, (size_t)rows * (size_t)wstride);
-  /* pass 2: pack */
-  uint64_t doff = 0, eo = 0;
-  for (int64_t r = 0; r < rows; r++) {
-    const int16_t *qr = q + (size_t)r * (size_t)cols;
-    for (int64_t g = 0; g < ng; g++) {
-      int b = (wid[(size_t)r * (size_t)wstride + (size_t)(g >> 1)] >> ((g & 1) * 4)) & 15;
-      int lo = b ? -(1 << (b - 1)) : 0, hi = b ? (1 << (b - 1)) - 1 : 0;
-      uint64_t acc = 0;
-      int nb = 0;
-      uint8_t *p = data + doff;
-      for (int64_t i = 0; i < G; i++) {
-        int64_t c = g * G + i;
-        uint32_t u = 0;
-        if (c < cols) {
-          int16_t v = qr[c];
-          if (v == CL_ESC_MARK || v < lo || v > hi) {
-            float x;
-            moesz_to_f32(dtype, (const char *)src + ((size_t)r * (size_t)cols + (size_t)c) * es, &x, 1);
-            eidx[eo] = (uint32_t)((size_t)r * (size_t)cols + (size_t)c);
-            eval[eo] = x;
-            eo++;
-          } else {
-            u = (uint32_t)v & ((1u << b) - 1);
-          }
-        }
-        if (!b) continue;
-        acc |= (uint64_t)u << nb;
-        nb += b;
-        while (nb >= 8) { *p++ = (uint8_t)acc; acc >>= 8; nb -= 8; }
-      }
-      doff += 8u * (uint64_t)b;
+    for (size_t t = 0; t < ntask; t++)
+      for (int b = 0; b <= MOESZ_CL_MAXW; b++) in.groups_by_width[b] += j.wcount[t][b];
+    if (data_bytes >= UINT32_MAX || !geom((uint64_t)rows, (uint64_t)j.wstride, n_esc, data_bytes, &gm))
+      rc = moesz_error_set(err, MOESZ_E_RANGE, "compute layout: matrix too large for 32-bit offsets");
+    else if (!(buf = aligned_alloc(64, al64(gm.total))))
+      rc = moesz_error_set(err, MOESZ_E_NOMEM, "compute layout: out of memory (%zu bytes)", gm.total);
+    if (!rc) {
+      memset(buf, 0, gm.total);
+      memcpy(buf, CL_MAGIC, 8);
+      put32(buf + 8, CL_VERSION);
+      put32(buf + 12, G);
+      put64(buf + 16, (uint64_t)rows);
+      put64(buf + 24, (uint64_t)cols);
+      memcpy(buf + 32, &step, 4);
+      put32(buf + 36, 0);
+      memcpy(buf + 40, &ebr, 8);
+      put32(buf + 48, (uint32_t)n_esc);
+      put32(buf + 52, (uint32_t)data_bytes);
+      memcpy(buf + gm.wid, j.wid, (size_t)rows * (size_t)j.wstride);
+      j.eidx = (uint32_t *)(buf + gm.eidx);
+      j.eval = (float *)(buf + gm.eval);
+      j.data = buf + gm.data;
+      moesz_pool_run(pool, ntask, enc_pass2, &j);
+      put64(buf + 56, cl_checksum(buf, gm.total));
+      in.values = n;
+      in.escapes = n_esc;
+      in.eb = ebr;
+      in.bytes = gm.total;
+      in.bits_per_value = 8.0 * (double)gm.total / (double)n;
     }
   }
-  free(q); free(wid); free(nesc_row); free(dbytes_row);
-  put64(buf + 56, cl_checksum(buf, gm.total));
-  in.values = n;
-  in.escapes = n_esc;
-  in.eb = ebr;
-  in.bytes = gm.total;
-  in.bits_per_value = 8.0 * (double)gm.total / (double)n;
+  if (j.rowbuf)
+    for (int t = 0; t < nth; t++) free(j.rowbuf[t]);
+  free(j.rowbuf); free(j.q); free(j.wid); free(j.nesc); free(j.dbytes); free(j.eoff); free(j.doff); free(j.wcount);
+  moesz_pool_destroy(pool);
+  if (rc) { free(buf); return rc; }
   if (info) *info = in;
   *out = buf;
   *out_len = gm.total;
@@ -220,6 +277,9 @@ static inline int code_at(const uint8_t *p, int b, int i) {
   return (int)(u ^ (1u << (b - 1))) - (1 << (b - 1));
 }
 
+static int parse_rows(moesz_cl *m, uint64_t rows, uint64_t cols, uint64_t ng, uint64_t wstride, uint64_t n_esc,
+                      uint64_t dbytes, moesz_error *err);
+
 size_t moesz_cl_parse_bytes(int64_t rows) { return 2 * ((size_t)rows + 1) * sizeof(uint32_t); }
 
 void moesz_cl_free(moesz_cl *m) {
@@ -229,6 +289,20 @@ void moesz_cl_free(moesz_cl *m) {
 }
 
 int moesz_cl_parse(const void *vbuf, size_t len, moesz_cl *m, moesz_error *err) {
+  int rc = moesz_cl_header(vbuf, len, m, err);
+  if (rc) return rc;
+  const uint8_t *buf = vbuf;
+  uint64_t rows = (uint64_t)m->rows, cols = (uint64_t)m->cols, n_esc = m->n_esc, dbytes = m->data_bytes;
+  uint64_t ng = (uint64_t)m->ngroups, wstride = (uint64_t)m->wstride;
+  if (!MOESZ_CHECKSUM_OK(cl_checksum(buf, len), get64(buf + 56)))
+    return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: checksum mismatch");
+  if (!(m->row_off = malloc(moesz_cl_parse_bytes((int64_t)rows))))
+    return moesz_error_set(err, MOESZ_E_NOMEM, "compute layout: out of memory");
+  m->esc_start = m->row_off + rows + 1;
+  return parse_rows(m, rows, cols, ng, wstride, n_esc, dbytes, err);
+}
+
+int moesz_cl_header(const void *vbuf, size_t len, moesz_cl *m, moesz_error *err) {
   const uint8_t *buf = vbuf;
   memset(m, 0, sizeof *m);
   if (!buf || len < CL_HDR || memcmp(buf, CL_MAGIC, 8))
@@ -255,8 +329,6 @@ int moesz_cl_parse(const void *vbuf, size_t len, moesz_cl *m, moesz_error *err) 
   cl_geom gm;
   if (!geom(rows, wstride, n_esc, dbytes, &gm) || gm.total != len)
     return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: %zu bytes, the header implies %zu", len, gm.total);
-  if (!MOESZ_CHECKSUM_OK(cl_checksum(buf, len), get64(buf + 56)))
-    return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: checksum mismatch");
   m->rows = (int64_t)rows;
   m->cols = (int64_t)cols;
   m->ngroups = (int64_t)ng;
@@ -269,9 +341,12 @@ int moesz_cl_parse(const void *vbuf, size_t len, moesz_cl *m, moesz_error *err) 
   m->esc_idx = (const uint32_t *)(buf + gm.eidx);
   m->esc_val = (const float *)(buf + gm.eval);
   m->data = buf + gm.data;
-  if (!(m->row_off = malloc(moesz_cl_parse_bytes((int64_t)rows))))
-    return moesz_error_set(err, MOESZ_E_NOMEM, "compute layout: out of memory");
-  m->esc_start = m->row_off + rows + 1;
+  return MOESZ_OK;
+}
+
+/* Row offsets and escape starts of a layout whose header checked out. */
+static int parse_rows(moesz_cl *m, uint64_t rows, uint64_t cols, uint64_t ng, uint64_t wstride, uint64_t n_esc,
+                      uint64_t dbytes, moesz_error *err) {
   /* row offsets from the widths */
   uint64_t off = 0;
   for (uint64_t r = 0; r < rows; r++) {

@@ -68,6 +68,12 @@ void codec_dequantize(const uint32_t *codes, size_t n, double step, moesz_dtype 
  * nudged when dt is the stream's 16-bit out dtype or F32, plainly otherwise. */
 void codec_dequantize_nudged(const uint32_t *codes, size_t n, double step, moesz_dtype dt, moesz_dtype out,
                              void *dst);
+/* The index of the first finite value of src (n values of dtype in) whose
+ * nearest out value is farther than eb from it - a value no out value can
+ * deliver within the bound - or n if there is none; *x and *y get that value
+ * and its nearest out value. */
+size_t codec_first_undeliverable(const void *src, moesz_dtype in, moesz_dtype out, size_t n, double eb, double *x,
+                                 double *y);
 /* Writes value i of src (dtype in) into dst[j] as dtype out. */
 void codec_put_value(const void *src, moesz_dtype in, size_t i, void *dst, moesz_dtype out, size_t j);
 

@@ -11,6 +11,7 @@
  * zigzag codes z < 2047, 3 + 2 z for the same codes nudged. */
 #include <stdlib.h>
 #include <string.h>
+#include "base/bytes.h"
 #include "codec/codec_internal.h"
 
 typedef struct { uint64_t w; int sym; } leaf;
@@ -104,7 +105,7 @@ static inline void bw_add(bitw *w, uint32_t v, int n) {
 /* Writes the whole bytes of the accumulator (8 bytes stored, 0..6 kept):
  * the stream area has slack past its end for the overhang. */
 static inline void bw_commit(bitw *w) {
-  memcpy(w->p + w->pos, &w->acc, 8);
+  moesz_wr64le(w->p + w->pos, w->acc);
   int nb = w->bits >> 3;
   w->pos += (size_t)nb;
   w->acc >>= nb * 8;              /* nb <= 6: at most 7 + 4 x 12 bits are pending */
@@ -119,7 +120,7 @@ static inline void bw_flush(bitw *w) {
 /* Symbol of code z into w; an escape's code goes to the escape list. */
 static inline void enc_one(const huf_enc *h, bitw *w, uint32_t z, uint8_t *esc, uint32_t *nesc) {
   uint32_t sym = huf_sym(z);
-  if (__builtin_expect(sym == HUF_ESC, 0)) { memcpy(esc + 4 * (size_t)*nesc, &z, 4); (*nesc)++; }
+  if (__builtin_expect(sym == HUF_ESC, 0)) { moesz_wr32le(esc + 4 * (size_t)*nesc, z); (*nesc)++; }
   bw_add(w, h->code[sym], h->len[sym]);
 }
 
@@ -144,11 +145,11 @@ size_t huf_encode(const huf_enc *h, const uint32_t *codes, size_t n, uint8_t *ou
   for (int s = 0; s < 4; s++) {
     bw_flush(&w[s]);
     uint32_t b = (uint32_t)w[s].pos;
-    memcpy(out + 4 * s, &b, 4);
+    moesz_wr32le(out + 4 * s, b);
     memmove(out + pos, w[s].p, w[s].pos);
     pos += w[s].pos;
   }
-  memcpy(out + 16, &nesc, 4);
+  moesz_wr32le(out + 16, nesc);
   memmove(out + pos, tmp, 4 * (size_t)nesc);
   return pos + 4 * (size_t)nesc;
 }
@@ -188,8 +189,7 @@ typedef struct { const uint8_t *p, *end; uint64_t buf; int bits; } bitr;
 /* Refill near the end of a stream: bytes one at a time, zeros past the end. */
 static inline void br_refill(bitr *r) {
   if (r->end - r->p >= 8) {
-    uint64_t v;
-    memcpy(&v, r->p, 8);
+    uint64_t v = moesz_rd64le(r->p);
     r->buf |= v << r->bits;
     r->p += (63 - r->bits) >> 3;
     r->bits |= 56;
@@ -215,8 +215,7 @@ static int dec_rare(const huf_dec *d, rare_ctx *c, uint32_t sym, size_t i, uint8
     return 0;
   }
   if (c->k >= c->nesc) return -1;
-  uint32_t z;
-  memcpy(&z, c->esc + 4 * (size_t)c->k++, 4);
+  uint32_t z = moesz_rd32le(c->esc + 4 * (size_t)c->k++);
   codec_dequantize_nudged(&z, 1, d->step, d->dt, d->out, dst + i * d->vs);
   return 0;
 }
@@ -260,8 +259,8 @@ static inline __attribute__((always_inline)) int dec_all(const huf_dec *d, rare_
 int huf_decode(const huf_dec *d, const uint8_t *buf, size_t len, size_t n, void *dst, uint32_t *vpos, size_t nv) {
   if (len < 20) return -1;
   uint32_t sz[4], nesc;
-  memcpy(sz, buf, 16);
-  memcpy(&nesc, buf + 16, 4);
+  for (int s = 0; s < 4; s++) sz[s] = moesz_rd32le(buf + 4 * s);
+  nesc = moesz_rd32le(buf + 16);
   size_t pos = 20;
   bitr r[4];
   for (int s = 0; s < 4; s++) {

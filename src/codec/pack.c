@@ -7,6 +7,7 @@
  * blocks | 32 zero bytes. */
 #include <string.h>
 #include "base/cpu.h"
+#include "base/bytes.h"
 #include "codec/codec_internal.h"
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -41,6 +42,7 @@ size_t pack_encode(const uint32_t *codes, size_t n, uint8_t *out) {
         words[t * 8 + l] |= (uint32_t)(val << sh);
         if (sh + w > 32) words[(t + 1) * 8 + l] |= (uint32_t)(val >> (32 - sh));
       }
+    moesz_le32_words(words, (size_t)w * 8);
     memcpy(out + pos, words, (size_t)w * 32);
     pos += (size_t)w * 32;
   }
@@ -107,12 +109,13 @@ int pack_decode(const uint8_t *buf, size_t len, size_t n, double step, moesz_dty
       continue;
     }
 #if defined(__x86_64__)
-    if (simd) unpack_avx2(W, w, tmp);
+    if (simd) unpack_avx2(W, w, tmp);   /* x86: little-endian */
     else
 #endif
     {
       uint32_t words[32 * 8 + 8];
       memcpy(words, W, (size_t)w * 32);
+      moesz_le32_words(words, (size_t)w * 8);
       memset(words + w * 8, 0, 32);
       unpack_scalar(words, w, tmp);
     }

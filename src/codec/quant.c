@@ -230,3 +230,18 @@ void codec_put_value(const void *src, moesz_dtype in, size_t i, void *dst, moesz
     memcpy((char *)dst + 2 * j, &h, 2);
   }
 }
+
+size_t codec_first_undeliverable(const void *src, moesz_dtype in, moesz_dtype out, size_t n, double eb, double *x,
+                                 double *y) {
+  for (size_t i = 0; i < n; i++) {
+    double v = load(src, in, i);
+    if (!isfinite(v)) continue;                 /* NaN and Inf are delivered as they are */
+    double d = deliver((float)v, out);
+    if (!(fabs(d - v) <= eb)) {
+      *x = v;
+      *y = d;
+      return i;
+    }
+  }
+  return n;
+}

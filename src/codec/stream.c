@@ -4,9 +4,11 @@
  * decompressed in parallel; bound modes; validation of hostile streams.
  * Byte-by-byte format: docs/CODEC.md. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
+#include "base/bytes.h"
 #include "base/pool.h"
 #include "base/util.h"
 #include "codec/codec_internal.h"
@@ -19,10 +21,6 @@
 #define DEFAULT_CHUNK 65536
 enum { MODE_CODED = 0, MODE_RAW = 1 };
 
-static void wr32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static void wr64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
-static uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static uint64_t rd64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 
 const char *moesz_pipeline_name(moesz_pipeline p) { return p == MOESZ_PIPE_FAST ? "fast" : "entropy"; }
 const char *moesz_eb_mode_name(moesz_eb_mode m) { return m == MOESZ_EB_REL ? "rel" : m == MOESZ_EB_STD ? "std" : "abs"; }
@@ -50,6 +48,83 @@ size_t moesz_codec_bound(size_t n, moesz_dtype dtype) {
   return HDR + table_bytes(MOESZ_PIPE_ENTROPY) + nch * (IDX_ENTRY + CHUNK_HDR) + n * moesz_dtype_size(dtype);
 }
 
+/* -------------------------------------------------------------- context */
+
+/* What a run of calls reuses (as zstd's CCtx/DCtx): the worker pool, one
+ * output buffer and one code array per chunk slot, the Huffman tables. */
+struct moesz_codec_ctx {
+  moesz_pool *pool;             /* NULL: one thread */
+  int threads;
+  size_t nslots;
+  uint8_t **buf;                /* [nslots] encoded-chunk buffers, capacity bcap */
+  size_t *bcap;
+  uint32_t **codes;             /* [nslots] code arrays, capacity ccap values */
+  size_t *ccap;
+  huf_enc *he;
+  huf_dec *hd;
+};
+
+int moesz_codec_ctx_create(int threads, moesz_codec_ctx **out, moesz_error *err) {
+  *out = NULL;
+  moesz_codec_ctx *x = calloc(1, sizeof *x);
+  if (!x) return moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory");
+  x->threads = threads > 1 ? threads : 1;
+  if (x->threads > 1 && !(x->pool = moesz_pool_create(x->threads))) {
+    free(x);
+    return moesz_error_set(err, MOESZ_E_NOMEM, "codec: cannot start %d threads", threads);
+  }
+  if (!(x->he = malloc(sizeof *x->he)) || !(x->hd = malloc(sizeof *x->hd))) {
+    moesz_codec_ctx_free(x);
+    return moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory");
+  }
+  *out = x;
+  return MOESZ_OK;
+}
+
+void moesz_codec_ctx_free(moesz_codec_ctx *x) {
+  if (!x) return;
+  for (size_t i = 0; i < x->nslots; i++) { free(x->buf[i]); free(x->codes[i]); }
+  free(x->buf); free(x->bcap); free(x->codes); free(x->ccap);
+  free(x->he); free(x->hd);
+  moesz_pool_destroy(x->pool);
+  free(x);
+}
+
+/* At least n chunk slots (serial; before a pool run). 0 ok, -1 out of memory. */
+static int ctx_slots(moesz_codec_ctx *x, size_t n) {
+  if (n <= x->nslots) return 0;
+  uint8_t **b = realloc(x->buf, n * sizeof *b);
+  if (b) x->buf = b;
+  size_t *bc = realloc(x->bcap, n * sizeof *bc);
+  if (bc) x->bcap = bc;
+  uint32_t **c = realloc(x->codes, n * sizeof *c);
+  if (c) x->codes = c;
+  size_t *cc = realloc(x->ccap, n * sizeof *cc);
+  if (cc) x->ccap = cc;
+  if (!b || !bc || !c || !cc) return -1;
+  for (size_t i = x->nslots; i < n; i++) { x->buf[i] = NULL; x->bcap[i] = 0; x->codes[i] = NULL; x->ccap[i] = 0; }
+  x->nslots = n;
+  return 0;
+}
+
+/* Slot i's buffer / code array with room for cap bytes / m codes (one worker per slot). */
+static uint8_t *ctx_buf(moesz_codec_ctx *x, size_t i, size_t cap) {
+  if (x->bcap[i] < cap) {
+    free(x->buf[i]);
+    x->buf[i] = malloc(cap);
+    x->bcap[i] = x->buf[i] ? cap : 0;
+  }
+  return x->buf[i];
+}
+static uint32_t *ctx_codes(moesz_codec_ctx *x, size_t i, size_t m) {
+  if (x->ccap[i] < m + 1) {
+    free(x->codes[i]);
+    x->codes[i] = malloc((m + 1) * 4);
+    x->ccap[i] = x->codes[i] ? m + 1 : 0;
+  }
+  return x->codes[i];
+}
+
 /* -------------------------------------------------------------- encoder */
 
 typedef struct enc_job {
@@ -59,25 +134,24 @@ typedef struct enc_job {
   double step, eb;
   moesz_pipeline pipe;
   uint64_t (*hist)[HUF_NSYM];   /* [nch] per-chunk histograms (entropy, pass 1) */
-  uint32_t **codes;             /* [nch] pass-1 codes reused by pass 2, or NULL */
   size_t *nverb;                /* [nch] verbatim counts of pass 1 */
   huf_enc *he;
+  moesz_codec_ctx *x;           /* owns the chunk buffers and code arrays */
   uint8_t **cbuf;               /* [nch] encoded chunks */
   size_t *clen;
   uint64_t *cverb;
-  int fail;
+  atomic_int fail;              /* set by any worker that runs out of memory */
 } enc_job;
 
 static void pass_hist(void *ctx, size_t c, int tid) {
   (void)tid;
   enc_job *j = ctx;
   size_t off = c * j->chunk, m = j->n - off < j->chunk ? j->n - off : j->chunk;
-  uint32_t *codes = malloc(m * 4 + 4);
-  if (!codes) { j->fail = 1; return; }
+  uint32_t *codes = ctx_codes(j->x, c, m);
+  if (!codes) { atomic_store(&j->fail, 1); return; }
   memset(j->hist[c], 0, sizeof(uint64_t) * HUF_NSYM);
   j->nverb[c] = codec_quantize((const char *)j->src + off * moesz_dtype_size(j->in), j->in, j->out, m, j->step, j->eb, codes,
                                j->hist[c]);
-  j->codes[c] = codes;
 }
 
 static void pass_encode(void *ctx, size_t c, int tid) {
@@ -87,10 +161,9 @@ static void pass_encode(void *ctx, size_t c, int tid) {
   size_t off = c * j->chunk, m = j->n - off < j->chunk ? j->n - off : j->chunk;
   const uint8_t *src = (const uint8_t *)j->src + off * es;
   size_t cap = chunk_bound(m, j->in, j->pipe);
-  uint8_t *out = malloc(cap);
-  uint32_t *codes = j->codes && j->codes[c] ? j->codes[c] : malloc(m * 4 + 4);
-  if (j->codes) j->codes[c] = NULL;
-  if (!out || !codes) { j->fail = 1; free(out); free(codes); return; }
+  uint8_t *out = ctx_buf(j->x, c, cap);
+  uint32_t *codes = ctx_codes(j->x, c, m);   /* pass 1's codes when it ran */
+  if (!out || !codes) { atomic_store(&j->fail, 1); return; }
   size_t nv = 0, len;
   if (j->eb > 0) nv = j->hist ? j->nverb[c] : codec_quantize(src, j->in, j->out, m, j->step, j->eb, codes, NULL);
   if (j->eb > 0 && nv < m) {
@@ -106,12 +179,12 @@ static void pass_encode(void *ctx, size_t c, int tid) {
           codes[i] &= ~CODE_NUDGE;
           nn++;
         }
-      wr32(out + at, (uint32_t)nn);
+      moesz_wr32le(out + at, (uint32_t)nn);
     }
     /* verbatim values: (fast: u32 positions, then) their original bits in order */
     if (j->pipe == MOESZ_PIPE_FAST && nv)
       for (size_t i = 0; i < m; i++)
-        if (codes[i] == CODE_VERB) { wr32(out + pos, (uint32_t)i); pos += 4; }
+        if (codes[i] == CODE_VERB) { moesz_wr32le(out + pos, (uint32_t)i); pos += 4; }
     for (size_t i = 0; nv && i < m; i++)
       if (codes[i] == CODE_VERB) {
         memcpy(out + pos, src + i * es, es);
@@ -131,13 +204,12 @@ static void pass_encode(void *ctx, size_t c, int tid) {
     nv = 0;
   }
   out[1] = out[2] = out[3] = 0;
-  wr32(out + 4, (uint32_t)m);
-  wr32(out + 8, (uint32_t)nv);
-  wr32(out + 12, (uint32_t)(len - CHUNK_HDR));
+  moesz_wr32le(out + 4, (uint32_t)m);
+  moesz_wr32le(out + 8, (uint32_t)nv);
+  moesz_wr32le(out + 12, (uint32_t)(len - CHUNK_HDR));
   j->cbuf[c] = out;
   j->clen[c] = len;
   j->cverb[c] = nv;
-  free(codes);
 }
 
 /* Rewrites chunk c as a raw chunk (its buffer has room: chunk_bound). */
@@ -148,9 +220,9 @@ static void chunk_to_raw(enc_job *j, size_t c) {
   memcpy(o + CHUNK_HDR, (const uint8_t *)j->src + off * es, m * es);
   o[0] = MODE_RAW;
   o[1] = o[2] = o[3] = 0;
-  wr32(o + 4, (uint32_t)m);
-  wr32(o + 8, 0);
-  wr32(o + 12, (uint32_t)(m * es));
+  moesz_wr32le(o + 4, (uint32_t)m);
+  moesz_wr32le(o + 8, 0);
+  moesz_wr32le(o + 12, (uint32_t)(m * es));
   j->clen[c] = CHUNK_HDR + m * es;
   j->cverb[c] = 0;
 }
@@ -183,6 +255,19 @@ int moesz_codec_compress(const void *src, moesz_dtype dtype, size_t n, const moe
                          size_t *out_len, moesz_codec_info *info, moesz_error *err) {
   *out = NULL;
   *out_len = 0;
+  moesz_codec_ctx *x;
+  int rc = moesz_codec_ctx_create(p ? p->threads : 1, &x, err);
+  if (rc) return rc;
+  rc = moesz_codec_compress_ctx(x, src, dtype, n, p, out, out_len, info, err);
+  moesz_codec_ctx_free(x);
+  return rc;
+}
+
+int moesz_codec_compress_ctx(moesz_codec_ctx *x, const void *src, moesz_dtype dtype, size_t n,
+                             const moesz_codec_params *p, void **out, size_t *out_len, moesz_codec_info *info,
+                             moesz_error *err) {
+  *out = NULL;
+  *out_len = 0;
   if (!p || (!src && n)) return moesz_error_set(err, MOESZ_E_ARG, "codec: NULL argument");
   if (!dtype_ok(dtype)) return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "codec: input dtype %s (F32, F16, BF16 only)", moesz_dtype_name(dtype));
   moesz_dtype outdt = p->out_dtype == MOESZ_DT_COUNT ? dtype : p->out_dtype;
@@ -194,28 +279,39 @@ int moesz_codec_compress(const void *src, moesz_dtype dtype, size_t n, const moe
   if (chunk < 256 || chunk > (1u << 24) || chunk % 256) return moesz_error_set(err, MOESZ_E_ARG, "codec: chunk must be a multiple of 256 in [256, 2^24]");
   enc_job j;
   memset(&j, 0, sizeof j);
+  atomic_init(&j.fail, 0);
   j.src = src; j.in = dtype; j.out = outdt; j.n = n; j.chunk = chunk; j.pipe = p->pipeline;
   j.nch = (n + chunk - 1) / chunk;
   j.eb = codec_eb_absolute(src, dtype, n, p->mode, p->eb);
   if (!(j.eb >= 0) || !isfinite(j.eb)) j.eb = 0;
   j.step = 2 * j.eb;
   if (j.eb > 0 && !(j.step > 0 && isfinite(j.step))) j.eb = 0, j.step = 0;  /* underflow/overflow: lossless */
-  moesz_pool *pool = p->threads > 1 && j.nch > 1 ? moesz_pool_create(p->threads) : NULL;
+  if (outdt != dtype && outdt != MOESZ_DT_F32) {
+    /* the bound is promised in outdt: every value needs an outdt value within eb */
+    double x = 0, y = 0;
+    size_t bad = codec_first_undeliverable(src, dtype, outdt, n, j.eb, &x, &y);
+    if (bad < n)
+      return moesz_error_set(err, MOESZ_E_RANGE,
+                             "codec: value %.9g (index %zu) has no %s value within the bound %g (nearest %.9g); "
+                             "use a larger bound or deliver %s or F32", x, bad, moesz_dtype_name(outdt), j.eb, y,
+                             moesz_dtype_name(dtype));
+  }
+  moesz_pool *pool = j.nch > 1 ? x->pool : NULL;
+  j.x = x;
   j.cbuf = calloc(j.nch + 1, sizeof *j.cbuf);
   j.clen = calloc(j.nch + 1, sizeof *j.clen);
   j.cverb = calloc(j.nch + 1, sizeof *j.cverb);
   uint8_t lens[HUF_NSYM];
   memset(lens, 0, sizeof lens);
   int rc = MOESZ_OK;
-  if (!j.cbuf || !j.clen || !j.cverb) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory"); goto done; }
+  if (!j.cbuf || !j.clen || !j.cverb || ctx_slots(x, j.nch)) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory"); goto done; }
   if (j.pipe == MOESZ_PIPE_ENTROPY && j.eb > 0) {
     j.hist = calloc(j.nch + 1, sizeof *j.hist);
-    j.he = malloc(sizeof *j.he);
-    j.codes = calloc(j.nch + 1, sizeof *j.codes);
+    j.he = x->he;
     j.nverb = calloc(j.nch + 1, sizeof *j.nverb);
-    if (!j.hist || !j.he || !j.codes || !j.nverb) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory"); goto done; }
+    if (!j.hist || !j.nverb) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory"); goto done; }
     moesz_pool_run(pool, j.nch, pass_hist, &j);
-    if (j.fail) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory"); goto done; }
+    if (atomic_load(&j.fail)) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory"); goto done; }
     uint64_t tot[HUF_NSYM];
     memset(tot, 0, sizeof tot);
     for (size_t c = 0; c < j.nch; c++)
@@ -224,7 +320,7 @@ int moesz_codec_compress(const void *src, moesz_dtype dtype, size_t n, const moe
     huf_enc_init(j.he, lens);
   }
   moesz_pool_run(pool, j.nch, pass_encode, &j);
-  if (j.fail) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory"); goto done; }
+  if (atomic_load(&j.fail)) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory"); goto done; }
   size_t A = 0;
   for (size_t i = 0; i < HUF_NSYM; i++) if (lens[i]) A = i + 1;
   size_t tb = table_bytes_for(j.pipe, A), total = HDR + tb + j.nch * IDX_ENTRY;
@@ -255,26 +351,26 @@ int moesz_codec_compress(const void *src, moesz_dtype dtype, size_t n, const moe
   s[6] = (uint8_t)dtype;
   s[7] = (uint8_t)outdt;
   s[8] = (uint8_t)p->mode;
-  wr32(s + 12, (uint32_t)tb);
-  wr64(s + 16, n);
-  memcpy(s + 24, &j.eb, 8);
-  memcpy(s + 32, &p->eb, 8);
-  wr32(s + 40, (uint32_t)chunk);
-  wr64(s + 48, j.nch);
+  moesz_wr32le(s + 12, (uint32_t)tb);
+  moesz_wr64le(s + 16, n);
+  moesz_wrf64le(s + 24, j.eb);
+  moesz_wrf64le(s + 32, p->eb);
+  moesz_wr32le(s + 40, (uint32_t)chunk);
+  moesz_wr64le(s + 48, j.nch);
   if (tb) {
-    wr32(s + HDR, (uint32_t)A);
+    moesz_wr32le(s + HDR, (uint32_t)A);
     for (size_t i = 0; 2 * i < A; i++) s[HDR + 4 + i] = (uint8_t)(lens[2 * i] | (2 * i + 1 < A ? lens[2 * i + 1] : 0) << 4);
   }
   size_t pos = HDR + tb + j.nch * IDX_ENTRY;
   for (size_t c = 0; c < j.nch; c++) {
     uint8_t *e = s + HDR + tb + c * IDX_ENTRY;
-    wr64(e, pos);
-    wr64(e + 8, j.clen[c]);
-    wr64(e + 16, XXH3_64bits(j.cbuf[c], j.clen[c]));
+    moesz_wr64le(e, pos);
+    moesz_wr64le(e + 8, j.clen[c]);
+    moesz_wr64le(e + 16, XXH3_64bits(j.cbuf[c], j.clen[c]));
     memcpy(s + pos, j.cbuf[c], j.clen[c]);
     pos += j.clen[c];
   }
-  wr64(s + 56, XXH3_64bits(s, 56) ^ XXH3_64bits(s + HDR, tb + j.nch * IDX_ENTRY));
+  moesz_wr64le(s + 56, XXH3_64bits(s, 56) ^ XXH3_64bits(s + HDR, tb + j.nch * IDX_ENTRY));
   *out = s;
   *out_len = total;
   if (info) {
@@ -282,10 +378,7 @@ int moesz_codec_compress(const void *src, moesz_dtype dtype, size_t n, const moe
     info->chunk = chunk; info->nchunks = j.nch; info->verbatim = verb; info->stream_bytes = total;
   }
 done:
-  for (size_t c = 0; j.cbuf && c < j.nch; c++) free(j.cbuf[c]);
-  for (size_t c = 0; j.codes && c < j.nch; c++) free(j.codes[c]);
-  free(j.cbuf); free(j.clen); free(j.cverb); free(j.hist); free(j.he); free(j.codes); free(j.nverb);
-  moesz_pool_destroy(pool);
+  free(j.cbuf); free(j.clen); free(j.cverb); free(j.hist); free(j.nverb);
   return rc;
 }
 
@@ -306,18 +399,20 @@ static int parse(const void *stream, size_t len, parsed *ps, moesz_error *err) {
   if (s[4] != VERSION) return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "codec: stream version %u", s[4]);
   if (s[5] > 1 || !dtype_ok((moesz_dtype)s[6]) || !dtype_ok((moesz_dtype)s[7]) || s[8] > 2)
     return moesz_error_set(err, MOESZ_E_FORMAT, "codec: bad pipeline, dtype or mode in header");
+  if (s[9] | s[10] | s[11] | s[44] | s[45] | s[46] | s[47])
+    return moesz_error_set(err, MOESZ_E_FORMAT, "codec: reserved header bytes are not zero (unknown flags)");
   moesz_codec_info *in = &ps->info;
   in->pipeline = (moesz_pipeline)s[5];
   in->in_dtype = (moesz_dtype)s[6];
   in->out_dtype = (moesz_dtype)s[7];
-  size_t tb = rd32(s + 12);
-  in->count = rd64(s + 16);
-  memcpy(&in->eb, s + 24, 8);
-  in->chunk = rd32(s + 40);
-  in->nchunks = rd64(s + 48);
+  size_t tb = moesz_rd32le(s + 12);
+  in->count = moesz_rd64le(s + 16);
+  in->eb = moesz_rdf64le(s + 24);
+  in->chunk = moesz_rd32le(s + 40);
+  in->nchunks = moesz_rd64le(s + 48);
   if (in->pipeline == MOESZ_PIPE_ENTROPY && tb) {        /* tb 0: no table, every chunk raw */
     if (tb < 8 || HDR + tb > len) return moesz_error_set(err, MOESZ_E_FORMAT, "codec: bad table size");
-    uint32_t A = rd32(s + HDR);
+    uint32_t A = moesz_rd32le(s + HDR);
     if (A > HUF_NSYM || tb != table_bytes_for(in->pipeline, A)) return moesz_error_set(err, MOESZ_E_FORMAT, "codec: bad table size");
   } else if (tb) return moesz_error_set(err, MOESZ_E_FORMAT, "codec: bad table size");
   if (in->chunk < 256 || in->chunk > (1u << 24) || in->chunk % 256) return moesz_error_set(err, MOESZ_E_FORMAT, "codec: bad chunk size");
@@ -325,16 +420,16 @@ static int parse(const void *stream, size_t len, parsed *ps, moesz_error *err) {
   if (in->nchunks != (in->count + in->chunk - 1) / in->chunk) return moesz_error_set(err, MOESZ_E_FORMAT, "codec: chunk count does not match the value count");
   if (HDR + tb > len || in->nchunks > (len - HDR - tb) / IDX_ENTRY) return moesz_error_set(err, MOESZ_E_FORMAT, "codec: index runs past the stream");
   size_t idx_end = HDR + tb + in->nchunks * IDX_ENTRY;
-  if (!MOESZ_CHECKSUM_OK(XXH3_64bits(s, 56) ^ XXH3_64bits(s + HDR, idx_end - HDR), rd64(s + 56)))
+  if (!MOESZ_CHECKSUM_OK(XXH3_64bits(s, 56) ^ XXH3_64bits(s + HDR, idx_end - HDR), moesz_rd64le(s + 56)))
     return moesz_error_set(err, MOESZ_E_CHECKSUM, "codec: header checksum mismatch");
   for (size_t c = 0; c < in->nchunks; c++) {
     const uint8_t *e = s + HDR + tb + c * IDX_ENTRY;
-    uint64_t off = rd64(e), l = rd64(e + 8);
+    uint64_t off = moesz_rd64le(e), l = moesz_rd64le(e + 8);
     if (off < idx_end || off > len || l > len - off || l < CHUNK_HDR)
       return moesz_error_set(err, MOESZ_E_FORMAT, "codec: chunk %zu lies outside the stream", c);
   }
   if (tb) {
-    uint32_t A = rd32(s + HDR);
+    uint32_t A = moesz_rd32le(s + HDR);
     for (size_t i = 0; i < A; i++) ps->lens[i] = (uint8_t)(i % 2 ? s[HDR + 4 + i / 2] >> 4 : s[HDR + 4 + i / 2] & 15);
   }
   in->stream_bytes = len;
@@ -356,22 +451,22 @@ typedef struct dec_job {
   const huf_dec *hd;
   moesz_dtype dt;
   void *dst;
-  int rc;
-  size_t bad_chunk;
-  int bad_code;
+  atomic_int rc;                /* first failure (a moesz_status), 0 while none */
+  size_t bad_chunk;             /* its chunk: written only by the worker that set rc */
 } dec_job;
 
 /* Decodes chunk c into dst (values c * chunk ..). Returns a moesz_status. */
 static int decode_chunk(const parsed *ps, const huf_dec *hd, size_t c, moesz_dtype dt, void *dst) {
   const moesz_codec_info *in = &ps->info;
   const uint8_t *e = ps->s + HDR + ps->tb + c * IDX_ENTRY;
-  uint64_t off = rd64(e), l = rd64(e + 8);
+  uint64_t off = moesz_rd64le(e), l = moesz_rd64le(e + 8);
   const uint8_t *ch = ps->s + off;
-  if (!MOESZ_CHECKSUM_OK(XXH3_64bits(ch, l), rd64(e + 16))) return MOESZ_E_CHECKSUM;
+  if (!MOESZ_CHECKSUM_OK(XXH3_64bits(ch, l), moesz_rd64le(e + 16))) return MOESZ_E_CHECKSUM;
   size_t m = in->count - c * in->chunk < in->chunk ? in->count - c * in->chunk : in->chunk;
   size_t es = moesz_dtype_size(in->in_dtype);
-  uint32_t n = rd32(ch + 4), nv = rd32(ch + 8), body = rd32(ch + 12);
-  if (n != m || body != l - CHUNK_HDR || (ch[0] != MODE_CODED && ch[0] != MODE_RAW)) return MOESZ_E_FORMAT;
+  uint32_t n = moesz_rd32le(ch + 4), nv = moesz_rd32le(ch + 8), body = moesz_rd32le(ch + 12);
+  if (n != m || body != l - CHUNK_HDR || (ch[0] != MODE_CODED && ch[0] != MODE_RAW) || (ch[1] | ch[2] | ch[3]))
+    return MOESZ_E_FORMAT;
   const uint8_t *p = ch + CHUNK_HDR;
   if (ch[0] == MODE_RAW) {
     if (body != m * es || nv) return MOESZ_E_FORMAT;
@@ -386,7 +481,7 @@ static int decode_chunk(const parsed *ps, const huf_dec *hd, size_t c, moesz_dty
   if (fast) {
     /* nudged codes: count and ascending positions in the chunk */
     if (body < 4) return MOESZ_E_FORMAT;
-    nn = rd32(p);
+    nn = moesz_rd32le(p);
     if (nn > m || (size_t)nn * pw > body - 4) return MOESZ_E_FORMAT;
     npos = p + 4;
     for (uint32_t k = 0, prev = 0; k < nn; k++) {
@@ -407,13 +502,13 @@ static int decode_chunk(const parsed *ps, const huf_dec *hd, size_t c, moesz_dty
                   : pack_decode(code, clen, m, 2 * in->eb, dt, in->out_dtype, npos, nn, pw, dst);
   uint32_t prev = 0;
   for (uint32_t k = 0; fast && !bad && k < nv; k++) {
-    uint32_t i = rd32(vidx + 4 * (size_t)k);
+    uint32_t i = moesz_rd32le(vidx + 4 * (size_t)k);
     if (i >= m || (k && i <= prev)) bad = 1;
     prev = i;
   }
   if (bad) { free(vpos); return MOESZ_E_FORMAT; }
   for (uint32_t k = 0; k < nv; k++)
-    codec_put_value(vval, in->in_dtype, k, dst, dt, fast ? rd32(vidx + 4 * (size_t)k) : vpos[k]);
+    codec_put_value(vval, in->in_dtype, k, dst, dt, fast ? moesz_rd32le(vidx + 4 * (size_t)k) : vpos[k]);
   free(vpos);
   return MOESZ_OK;
 }
@@ -421,10 +516,11 @@ static int decode_chunk(const parsed *ps, const huf_dec *hd, size_t c, moesz_dty
 static void dec_task(void *ctx, size_t c, int tid) {
   (void)tid;
   dec_job *j = ctx;
-  if (j->rc) return;
+  if (atomic_load_explicit(&j->rc, memory_order_relaxed)) return;   /* another chunk failed: stop early */
   size_t eo = moesz_dtype_size(j->dt);
   int rc = decode_chunk(j->ps, j->hd, c, j->dt, (char *)j->dst + c * j->ps->info.chunk * eo);
-  if (rc) { j->rc = rc; j->bad_chunk = c; }
+  int none = 0;
+  if (rc && atomic_compare_exchange_strong(&j->rc, &none, rc)) j->bad_chunk = c;
 }
 
 static int chunk_error(int rc, size_t c, moesz_error *err) {
@@ -433,35 +529,40 @@ static int chunk_error(int rc, size_t c, moesz_error *err) {
   return moesz_error_set(err, rc, "codec: chunk %zu is malformed", c);
 }
 
-static int make_dec(const parsed *ps, moesz_dtype dt, huf_dec **hd, moesz_error *err) {
-  *hd = NULL;
+/* The Huffman decoder of a stream in hd (caller's storage); *out = hd, or NULL for the fast pipeline. */
+static int make_dec(const parsed *ps, moesz_dtype dt, huf_dec *hd, huf_dec **out, moesz_error *err) {
+  *out = NULL;
   if (ps->info.pipeline != MOESZ_PIPE_ENTROPY) return MOESZ_OK;
-  *hd = malloc(sizeof **hd);
-  if (!*hd) return moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory");
-  if (huf_dec_init(*hd, ps->lens)) {
-    free(*hd);
-    *hd = NULL;
+  if (huf_dec_init(hd, ps->lens))
     return moesz_error_set(err, MOESZ_E_FORMAT, "codec: the Huffman code lengths are not a prefix code");
-  }
-  huf_dec_values(*hd, ps->lens, 2 * ps->info.eb, dt, ps->info.out_dtype);
+  huf_dec_values(hd, ps->lens, 2 * ps->info.eb, dt, ps->info.out_dtype);
+  *out = hd;
   return MOESZ_OK;
 }
 
 int moesz_codec_decompress(const void *stream, size_t len, moesz_dtype dtype, void *dst, size_t n, int threads,
                            moesz_error *err) {
+  moesz_codec_ctx *x;
+  int rc = moesz_codec_ctx_create(threads, &x, err);
+  if (rc) return rc;
+  rc = moesz_codec_decompress_ctx(x, stream, len, dtype, dst, n, err);
+  moesz_codec_ctx_free(x);
+  return rc;
+}
+
+int moesz_codec_decompress_ctx(moesz_codec_ctx *x, const void *stream, size_t len, moesz_dtype dtype, void *dst,
+                               size_t n, moesz_error *err) {
   parsed ps;
   int rc = parse(stream, len, &ps, err);
   if (rc) return rc;
   if (!dtype_ok(dtype)) return moesz_error_set(err, MOESZ_E_ARG, "codec: cannot decode to %s", moesz_dtype_name(dtype));
   if (n != ps.info.count) return moesz_error_set(err, MOESZ_E_ARG, "codec: stream holds %zu values, caller expects %zu", ps.info.count, n);
   huf_dec *hd;
-  if ((rc = make_dec(&ps, dtype, &hd, err))) return rc;
+  if ((rc = make_dec(&ps, dtype, x->hd, &hd, err))) return rc;
   dec_job j = {.ps = &ps, .hd = hd, .dt = dtype, .dst = dst};
-  moesz_pool *pool = threads > 1 && ps.info.nchunks > 1 ? moesz_pool_create(threads) : NULL;
-  moesz_pool_run(pool, ps.info.nchunks, dec_task, &j);
-  moesz_pool_destroy(pool);
-  free(hd);
-  return j.rc ? chunk_error(j.rc, j.bad_chunk, err) : MOESZ_OK;
+  moesz_pool_run(ps.info.nchunks > 1 ? x->pool : NULL, ps.info.nchunks, dec_task, &j);
+  int jrc = atomic_load(&j.rc);
+  return jrc ? chunk_error(jrc, j.bad_chunk, err) : MOESZ_OK;
 }
 
 int moesz_codec_decompress_chunk(const void *stream, size_t len, size_t i, moesz_dtype dtype, void *dst, size_t cap,
@@ -473,10 +574,11 @@ int moesz_codec_decompress_chunk(const void *stream, size_t len, size_t i, moesz
   if (!dtype_ok(dtype)) return moesz_error_set(err, MOESZ_E_ARG, "codec: cannot decode to %s", moesz_dtype_name(dtype));
   size_t m = ps.info.count - i * ps.info.chunk < ps.info.chunk ? ps.info.count - i * ps.info.chunk : ps.info.chunk;
   if (cap < m) return moesz_error_set(err, MOESZ_E_ARG, "codec: chunk holds %zu values, room for %zu", m, cap);
-  huf_dec *hd;
-  if ((rc = make_dec(&ps, dtype, &hd, err))) return rc;
+  huf_dec *store = malloc(sizeof *store), *hd;
+  if (!store) return moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory");
+  if ((rc = make_dec(&ps, dtype, store, &hd, err))) { free(store); return rc; }
   rc = decode_chunk(&ps, hd, i, dtype, dst);
-  free(hd);
+  free(store);
   if (rc) return chunk_error(rc, i, err);
   if (n_out) *n_out = m;
   return MOESZ_OK;

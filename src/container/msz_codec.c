@@ -8,13 +8,13 @@
 #include "moesz/codec.h"
 #include "container/msz_internal.h"
 
-int msz_codec_encode(const void *src, moesz_dtype dtype, size_t n, const moesz_msz_opts *o, double eb,
-                     void **blob, size_t *len, double *eb_abs, uint64_t *verbatim, double *max_err_ratio,
+int msz_codec_encode(moesz_codec_ctx *x, const void *src, moesz_dtype dtype, size_t n, const moesz_msz_opts *o,
+                     double eb, void **blob, size_t *len, double *eb_abs, uint64_t *verbatim, double *max_err_ratio,
                      moesz_error *err) {
   moesz_codec_params p = {.mode = (moesz_eb_mode)o->eb_mode, .eb = eb, .pipeline = (moesz_pipeline)o->pipeline,
                           .out_dtype = MOESZ_DT_COUNT, .threads = o->threads, .chunk = 0};
   moesz_codec_info info;
-  int rc = moesz_codec_compress(src, dtype, n, &p, blob, len, &info, err);
+  int rc = moesz_codec_compress_ctx(x, src, dtype, n, &p, blob, len, &info, err);
   if (rc) return rc;
   *eb_abs = info.eb;
   *verbatim = info.verbatim;
@@ -22,7 +22,7 @@ int msz_codec_encode(const void *src, moesz_dtype dtype, size_t n, const moesz_m
   float *a = malloc(n * sizeof *a + 4), *b = malloc(n * sizeof *b + 4);
   void *d = malloc(n * moesz_dtype_size(dtype) + 4);
   if (!a || !b || !d) { free(a); free(b); free(d); free(*blob); *blob = NULL; return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory"); }
-  rc = moesz_codec_decompress(*blob, *len, dtype, d, n, o->threads, err);
+  rc = moesz_codec_decompress_ctx(x, *blob, *len, dtype, d, n, err);
   double worst = 0;
   if (!rc) {
     moesz_to_f32(dtype, src, a, n);
@@ -41,13 +41,14 @@ int msz_codec_encode(const void *src, moesz_dtype dtype, size_t n, const moesz_m
 }
 
 int msz_codec_decode(const moesz_msz_rec *r, const void *blob, moesz_dtype out, void *dst, size_t n,
-                     moesz_error *err) {
+                     moesz_codec_ctx *x, moesz_error *err) {
   moesz_codec_info info;
   int rc = moesz_codec_info_read(blob, r->len, &info, err);
   if (rc) return moesz_error_wrap(err, rc, "blob %s", r->name);
   if (info.count != n || info.in_dtype != r->dtype)
     return moesz_error_set(err, MOESZ_E_FORMAT, "blob %s: codec stream disagrees with the manifest", r->name);
-  rc = moesz_codec_decompress(blob, r->len, out, dst, n, 1, err);
+  rc = x ? moesz_codec_decompress_ctx(x, blob, r->len, out, dst, n, err)
+         : moesz_codec_decompress(blob, r->len, out, dst, n, 1, err);
   if (rc) return moesz_error_wrap(err, rc, "blob %s", r->name);
   return MOESZ_OK;
 }
@@ -70,7 +71,7 @@ static double worst_err(moesz_dtype dt, const void *src, const float *b, size_t 
 int msz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t cols, const moesz_msz_opts *o, double eb,
                   void **blob, size_t *len, double *eb_abs, uint64_t *escapes, double *max_err_ratio, moesz_error *err) {
   moesz_cl_info info;
-  int rc = moesz_cl_encode(src, dtype, rows, cols, (moesz_eb_mode)o->eb_mode, eb, blob, len, &info, err);
+  int rc = moesz_cl_encode(src, dtype, rows, cols, (moesz_eb_mode)o->eb_mode, eb, o->threads, blob, len, &info, err);
   if (rc) return rc;
   size_t n = (size_t)rows * (size_t)cols;
   moesz_cl m;

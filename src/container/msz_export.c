@@ -1,11 +1,11 @@
 /* container/msz_export.c - owns turning a container back into a Hugging Face
  * model folder: embedded files copied out, dense tensors copied, expert
  * source tensors reassembled from their decoded blobs in the original dtype
- * (F32 where compute-layout blobs slice them),
- * written as model.safetensors (atomically). */
+ * (F32 where compute-layout blobs slice them), written as model.safetensors;
+ * the whole folder is written beside the target and renamed into place at
+ * the end (base/util.h moesz_adir). */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include "base/util.h"
 #include "container/msz_internal.h"
 
@@ -22,9 +22,7 @@ static void scatter(const msz_expert *x, const uint8_t *src, uint8_t *dst, size_
   }
 }
 
-int moesz_msz_export(const moesz_msz *c, const char *dir, int progress, moesz_error *err) {
-  if (mkdir(dir, 0755) != 0 && !moesz_path_is_dir(dir))
-    return moesz_error_set(err, MOESZ_E_IO, "%s: cannot create the output folder", dir);
+static int export_into(const moesz_msz *c, const char *dir, int progress, moesz_error *err) {
   char p[4096];
   int rc = MOESZ_OK;
   for (size_t i = 0; i < c->nfiles; i++) {
@@ -87,4 +85,15 @@ int moesz_msz_export(const moesz_msz *c, const char *dir, int progress, moesz_er
   free(odt);
   free(tmp);
   return rc;
+}
+
+int moesz_msz_export(const moesz_msz *c, const char *dir, int force, int progress, moesz_error *err) {
+  moesz_adir d;
+  int rc = moesz_adir_open(&d, dir, force, err);
+  if (rc) return rc;
+  if ((rc = export_into(c, d.tmp, progress, err))) {
+    moesz_adir_abort(&d);
+    return rc;
+  }
+  return moesz_adir_commit(&d, err);
 }

@@ -2,6 +2,7 @@
  * msz_read.c, msz_write.c and msz_codec.c. Owned by src/container. */
 #ifndef MOESZ_MSZ_INTERNAL_H
 #define MOESZ_MSZ_INTERNAL_H
+#include "moesz/codec.h"
 #include "moesz/container.h"
 
 /* File header (64 bytes, little-endian):
@@ -53,12 +54,14 @@ static inline size_t msz_slot(const moesz_msz *c, int layer, int expert, int sha
 
 int moesz_msz_parse(moesz_msz *c, moesz_error *err);
 int msz_build_lookup(moesz_msz *c, moesz_error *err);
+/* Completeness checks after the manifest parsed (msz_check.c). */
+int msz_check(const moesz_msz *c, moesz_error *err);
 int msz_convert(moesz_dtype from, const void *src, moesz_dtype to, void *dst, size_t n, moesz_error *err);
 /* Codec blobs (msz_codec.c). */
 int msz_codec_decode(const moesz_msz_rec *r, const void *blob, moesz_dtype out, void *dst, size_t n,
-                     moesz_error *err);
+                     moesz_codec_ctx *x, moesz_error *err);
 /* Encodes n values of dtype into a malloc'd stream; reports bound and stats. */
-int msz_codec_encode(const void *src, moesz_dtype dtype, size_t n, const moesz_msz_opts *o, double eb,
+int msz_codec_encode(moesz_codec_ctx *x, const void *src, moesz_dtype dtype, size_t n, const moesz_msz_opts *o, double eb,
                      void **blob, size_t *len, double *eb_abs, uint64_t *verbatim, double *max_err_ratio,
                      moesz_error *err);
 /* Compute-layout blobs (msz_codec.c): encode [rows, cols] at the run's bound

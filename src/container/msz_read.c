@@ -13,15 +13,10 @@
 #include <unistd.h>
 #include <xxhash.h>
 #include <zstd.h>
+#include "base/bytes.h"
 #include "base/util.h"
 #include "container/msz_internal.h"
 
-static uint64_t rd64(const uint8_t *p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
-  return v;
-}
-static uint32_t rd32(const uint8_t *p) { return (uint32_t)rd64(p) & 0xffffffffu; }
 
 static int json_u64(const cJSON *o, const char *k, uint64_t *out) {
   const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
@@ -149,6 +144,8 @@ static int parse_manifest(moesz_msz *c, const char *txt, size_t len, moesz_error
   int rc = MOESZ_OK;
   const cJSON *jf = cJSON_GetObjectItemCaseSensitive(root, "format");
   if (!cJSON_IsString(jf) || strcmp(jf->valuestring, "moesz")) { rc = moesz_error_set(err, MOESZ_E_FORMAT, "manifest: not a moesz manifest"); goto done; }
+  const cJSON *jv = cJSON_GetObjectItemCaseSensitive(root, "version");
+  if (!cJSON_IsNumber(jv) || jv->valuedouble != c->version) { rc = moesz_error_set(err, MOESZ_E_FORMAT, "manifest: version is not %u (the header's)", c->version); goto done; }
   /* files (config.json first) */
   const cJSON *files = cJSON_GetObjectItemCaseSensitive(root, "files");
   int nf = cJSON_IsArray(files) ? cJSON_GetArraySize(files) : -1;
@@ -211,7 +208,7 @@ static int parse_manifest(moesz_msz *c, const char *txt, size_t len, moesz_error
     c->nex++;
     if (rc) goto done;
   }
-  rc = msz_build_lookup(c, err);
+  if (!(rc = msz_build_lookup(c, err))) rc = msz_check(c, err);
   if (!rc) rc = msz_resmoe_parse(c, root, err);
 done:
   cJSON_Delete(root);
@@ -275,12 +272,16 @@ int moesz_msz_open_mem(const void *data, size_t len, moesz_msz **out, moesz_erro
 int moesz_msz_parse(moesz_msz *c, moesz_error *err) {
   const uint8_t *h = c->map;
   if (memcmp(h, MOESZ_MSZ_MAGIC, 8)) return moesz_error_set(err, MOESZ_E_FORMAT, "not a moesz container (bad magic)");
-  uint32_t ver = rd32(h + 8);
+  uint32_t ver = moesz_rd32le(h + 8);
   if (ver != MOESZ_MSZ_VERSION && ver != MOESZ_MSZ_VERSION_RESMOE)
     return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "container version %u (this build reads %d-%d)", ver, MOESZ_MSZ_VERSION, MOESZ_MSZ_VERSION_RESMOE);
   c->version = ver;
-  c->manifest_off = rd64(h + 16);
-  uint64_t mlen = rd64(h + 24), mh = rd64(h + 32), flen = rd64(h + 40);
+  uint32_t flags = moesz_rd32le(h + 12);
+  if (flags) return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "container header flags 0x%x: unknown to this build", flags);
+  for (int i = 48; i < MOESZ_MSZ_HEADER; i++)
+    if (h[i]) return moesz_error_set(err, MOESZ_E_FORMAT, "container header: reserved byte %d is not zero", i);
+  c->manifest_off = moesz_rd64le(h + 16);
+  uint64_t mlen = moesz_rd64le(h + 24), mh = moesz_rd64le(h + 32), flen = moesz_rd64le(h + 40);
   if (flen != c->size) return moesz_error_set(err, MOESZ_E_FORMAT, "header says %llu bytes, file has %llu (truncated?)",
                                               (unsigned long long)flen, (unsigned long long)c->size);
   if (c->manifest_off < MOESZ_MSZ_HEADER || c->manifest_off > c->size || mlen != c->size - c->manifest_off || mlen > (256u << 20))
@@ -351,10 +352,28 @@ int moesz_msz_read(const moesz_msz *c, const moesz_msz_rec *r, moesz_dtype out, 
   const void *blob;
   int rc = moesz_msz_blob(c, r, &blob, err);
   if (rc) return rc;
+  return moesz_msz_decode(c, r, blob, out, dst, err);
+}
+
+int moesz_msz_verify(const moesz_msz_rec *r, const void *stored, moesz_error *err) {
+  if (!MOESZ_CHECKSUM_OK(XXH3_64bits(stored, r->len), r->xxh64))
+    return moesz_error_set(err, MOESZ_E_CHECKSUM, "blob %s: checksum mismatch (corrupted container)", r->name);
+  return MOESZ_OK;
+}
+
+int moesz_msz_decode(const moesz_msz *c, const moesz_msz_rec *r, const void *blob, moesz_dtype out, void *dst,
+                     moesz_error *err) {
+  return moesz_msz_decode_ctx(c, r, blob, out, dst, NULL, err);
+}
+
+int moesz_msz_decode_ctx(const moesz_msz *c, const moesz_msz_rec *r, const void *blob, moesz_dtype out, void *dst,
+                         moesz_codec_ctx *x, moesz_error *err) {
+  (void)c;
+  int rc = MOESZ_OK;
   size_t n = r->raw_bytes / moesz_dtype_size(r->dtype);
   if (out != r->dtype && out != MOESZ_DT_F32 && out != MOESZ_DT_F16 && out != MOESZ_DT_BF16)
     return moesz_error_set(err, MOESZ_E_ARG, "blob %s: cannot decode to %s", r->name, moesz_dtype_name(out));
-  if (r->method == MOESZ_MSZ_CODEC) return msz_codec_decode(r, blob, out, dst, n, err);
+  if (r->method == MOESZ_MSZ_CODEC) return msz_codec_decode(r, blob, out, dst, n, x, err);
   if (r->method == MOESZ_MSZ_COMPUTE) return msz_cl_decode(r, blob, out, dst, err);
   if (r->method == MOESZ_MSZ_RESMOE) return msz_resmoe_read(c, r, out, dst, err);
   const void *raw = blob;

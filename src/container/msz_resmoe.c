@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "base/util.h"
+#include "moesz/codec.h"
 #include "container/msz_internal.h"
 
 #define RESMOE_SECTION_VERSION 1
@@ -129,6 +130,22 @@ int msz_resmoe_parse(moesz_msz *c, const void *root_json, moesz_error *err) {
     if (q->off != r->off || q->len != r->len || q->xxh64 != r->xxh64 || r->shape[0] != rows || r->shape[1] != cols)
       return moesz_error_set(err, MOESZ_E_FORMAT, "record %s: disagrees with its layer's residual or shape", r->name);
   }
+  /* stream headers (read in place; checksums are verified on every read) agree with the section */
+  for (size_t i = 0; i < c->nrm; i++) {
+    const moesz_msz_resmoe_layer *l = &c->rm[i];
+    moesz_codec_info ci;
+    int rc = moesz_codec_info_read((const uint8_t *)c->map + l->bary.off, l->bary.len, &ci, err);
+    if (rc) return moesz_error_wrap(err, rc, "resmoe layer %d barycenter", l->layer);
+    if (ci.count != (size_t)l->n * (size_t)l->D || ci.in_dtype != MOESZ_DT_F32 || ci.eb != l->bary.eb)
+      return moesz_error_set(err, MOESZ_E_FORMAT, "resmoe layer %d: the barycenter stream disagrees with the manifest", l->layer);
+    for (int e = 0; e < l->E; e++) {
+      moesz_residual_info ri;
+      if ((rc = moesz_resmoe_residual_info((const uint8_t *)c->map + l->res[e].off, l->res[e].len, &ri, err)))
+        return moesz_error_wrap(err, rc, "resmoe layer %d residual %d", l->layer, e);
+      if (ri.rows != (uint32_t)l->n || ri.cols != (uint32_t)l->D || ri.kind != l->residual)
+        return moesz_error_set(err, MOESZ_E_FORMAT, "resmoe layer %d residual %d: its header disagrees with the layer", l->layer, e);
+    }
+  }
   for (size_t i = 0; i < c->nrm; i++)
     for (int e = 0; e < c->rm[i].E; e++)
       for (int mat = MOESZ_MAT_GATE; mat <= MOESZ_MAT_DOWN; mat++)
@@ -163,7 +180,7 @@ int moesz_msz_resmoe_expert(const moesz_msz *c, int layer, int expert, float *X,
   const void *b, *r;
   size_t m = (size_t)l->n * (size_t)l->D;
   int rc = moesz_msz_blob(c, &l->bary, &b, err);
-  if (!rc) rc = msz_codec_decode(&l->bary, b, MOESZ_DT_F32, X, m, err);
+  if (!rc) rc = msz_codec_decode(&l->bary, b, MOESZ_DT_F32, X, m, NULL, err);
   if (!rc) rc = moesz_msz_blob(c, &l->res[expert], &r, err);
   if (!rc && (rc = moesz_resmoe_residual_add(r, l->res[expert].len, l->n, l->D, X, err)))
     moesz_error_wrap(err, rc, "blob %s", l->res[expert].name);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <xxhash.h>
 #include <zstd.h>
+#include "base/bytes.h"
 #include "base/util.h"
 #include "container/msz_internal.h"
 
@@ -40,9 +41,6 @@ static int hsink_put(void *ctx, const void *buf, size_t n, moesz_error *err) {
   return w_put(h->w, buf, n, err);
 }
 
-static void put_le(uint8_t *p, uint64_t v, int n) {
-  for (int i = 0; i < n; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
 
 static void hex64(char out[17], uint64_t v) { snprintf(out, 17, "%016llx", (unsigned long long)v); }
 
@@ -105,6 +103,7 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
   cJSON_AddStringToObject(man, "format", "moesz");
   cJSON_AddNumberToObject(man, "version", MOESZ_MSZ_VERSION);
   uint8_t *buf = NULL;
+  moesz_codec_ctx *cx = NULL;   /* one codec context (pool, buffers) for every matrix */
   size_t bufcap = 0;
   char *mtxt = NULL;
   moesz_stw *dw = NULL;
@@ -112,6 +111,9 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
   memset(&w, 0, sizeof w);
   int rc = MOESZ_OK, opened = 0;
   if (!is_src || !man) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "out of memory"); goto fail; }
+  /* never over an input file (weights, config, tokenizer) or a folder */
+  if ((rc = moesz_output_check_model(path, 0, m->path, "output", err))) goto fail;
+  if (moesz_path_is_dir(path)) { rc = moesz_error_set(err, MOESZ_E_ARG, "output %s is a folder; name a file", path); goto fail; }
   if ((rc = moesz_afile_open(&w.af, path, err))) goto fail;
   opened = 1;
   uint8_t hdr[MOESZ_MSZ_HEADER] = {0};
@@ -134,11 +136,12 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
   }
 
   /* 2. which tensors hold routed experts */
-  int nmat = 0;
+  int nmat = 0, switch_ffn = cfg->arch == MOESZ_ARCH_SWITCH;
   for (int L = 0; L < cfg->n_layers; L++) {
     if (!cfg->is_moe[L]) continue;
     for (int e = 0; e < cfg->n_experts; e++)
       for (int mat = MOESZ_MAT_GATE; mat <= MOESZ_MAT_DOWN; mat++) {
+        if (mat == MOESZ_MAT_UP && switch_ffn) continue;   /* Switch experts: wi (gate), wo (down) */
         moesz_matview v;
         if ((rc = moesz_model_expert(m, L, e, 0, (moesz_mat)mat, &v, err))) goto fail;
         long ti = tensor_holding(m->st, v.data);
@@ -186,6 +189,7 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
 
   /* 4. expert blobs */
   moesz_progress prog;
+  if (o->method == MOESZ_MSZ_CODEC && (rc = moesz_codec_ctx_create(o->threads, &cx, err))) goto fail;
   moesz_progress_begin(&prog, "compress", nmat, o->progress);
   int done = 0;
   for (int L = 0; L < cfg->n_layers; L++) {
@@ -207,6 +211,7 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
     }
     for (int e = 0; e < cfg->n_experts; e++)
       for (int mat = MOESZ_MAT_GATE; mat <= MOESZ_MAT_DOWN; mat++) {
+        if (mat == MOESZ_MAT_UP && switch_ffn) continue;   /* Switch experts: wi (gate), wo (down) */
         moesz_matview v;
         if ((rc = moesz_model_expert(m, L, e, 0, (moesz_mat)mat, &v, err))) goto fail;
         long ti = tensor_holding(m->st, v.data);
@@ -236,7 +241,7 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
         } else if (method == MOESZ_MSZ_CODEC) {
           uint64_t verb = 0;
           double ratio = 0;
-          if ((rc = msz_codec_encode(buf, v.dtype, n, o, eb, &cblob, &blen, &eb_abs, &verb, &ratio, err))) goto fail;
+          if ((rc = msz_codec_encode(cx, buf, v.dtype, n, o, eb, &cblob, &blen, &eb_abs, &verb, &ratio, err))) goto fail;
           blob = cblob;
           mname = "codec";
           s.verbatim_values += verb;
@@ -280,11 +285,11 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
   uint64_t moff = w.pos, mlen = strlen(mtxt);
   if ((rc = w_put(&w, mtxt, mlen, err))) goto fail;
   memcpy(hdr, MOESZ_MSZ_MAGIC, 8);
-  put_le(hdr + 8, rmj ? MOESZ_MSZ_VERSION_RESMOE : MOESZ_MSZ_VERSION, 4);
-  put_le(hdr + 16, moff, 8);
-  put_le(hdr + 24, mlen, 8);
-  put_le(hdr + 32, XXH3_64bits(mtxt, mlen), 8);
-  put_le(hdr + 40, w.pos, 8);
+  moesz_wr32le(hdr + 8, rmj ? MOESZ_MSZ_VERSION_RESMOE : MOESZ_MSZ_VERSION);
+  moesz_wr64le(hdr + 16, moff);
+  moesz_wr64le(hdr + 24, mlen);
+  moesz_wr64le(hdr + 32, XXH3_64bits(mtxt, mlen));
+  moesz_wr64le(hdr + 40, w.pos);
   if (fseek(w.af.f, 0, SEEK_SET) != 0 || fwrite(hdr, 1, sizeof hdr, w.af.f) != sizeof hdr) {
     rc = moesz_error_set(err, MOESZ_E_IO, "%s: cannot write the header", w.af.tmp);
     goto fail;
@@ -301,6 +306,7 @@ fail:
   cJSON_Delete(man);
   free(mtxt);
   free(buf);
+  moesz_codec_ctx_free(cx);
   free(is_src);
   return rc;
 }

@@ -1,10 +1,11 @@
 /* eval/task.c - owns multiple-choice and cloze scoring as
- * lm-evaluation-harness does it: the pair (context, target_delimiter +
- * continuation) is tokenized as whole = enc(context + continuation),
- * ctx = enc(context), cont = whole[len(ctx):] (trailing spaces of the
- * context move to the continuation), no BOS; acc = argmax of the summed
- * log-likelihood, acc_norm = argmax of loglik / characters of the choice;
- * LAMBADA: greedy exact match and exp(-mean loglik). */
+ * lm-evaluation-harness (0.4.x) does it: the pair (context, target_delimiter
+ * + continuation) is tokenized as whole = enc(context + continuation),
+ * ctx = enc(context), cont = whole[len(ctx):] (all trailing whitespace of the
+ * context moves to the continuation), BOS as the tokenizer adds it (or as
+ * asked), an empty context scored after BOS (EOS without one); acc = argmax
+ * of the summed log-likelihood, acc_norm = argmax of loglik / characters of
+ * the choice; LAMBADA: greedy exact match and exp(-mean loglik). */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -19,30 +20,115 @@ static size_t utf8_chars(const char *s) {
   return n;
 }
 
-/* log P(delim + cont | context) as the harness computes it. */
-static int score_pair(moesz_engine *e, const moesz_tok *t, const char *context, const char *delim, const char *cont,
-                      double *ll, int *greedy, moesz_error *err) {
-  size_t cl = strlen(context), sp = 0;
-  while (sp < cl && context[cl - 1 - sp] == ' ') sp++;
-  size_t ctx_len = cl - sp, dl = strlen(delim), tl = strlen(cont);
-  char *whole = malloc(cl + dl + tl + 1);
+int moesz_bos_mode_parse(const char *s, moesz_bos_mode *out) {
+  if (!strcmp(s, "auto")) *out = MOESZ_BOS_AUTO;
+  else if (!strcmp(s, "yes")) *out = MOESZ_BOS_YES;
+  else if (!strcmp(s, "no")) *out = MOESZ_BOS_NO;
+  else return MOESZ_E_ARG;
+  return MOESZ_OK;
+}
+
+/* Bytes of trailing whitespace of s[0..n) as Python's str.rstrip() strips it
+ * (str.isspace: ASCII \t\n\v\f\r, \x1c-\x1f, space, and U+0085, U+00A0,
+ * U+1680, U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000). */
+static size_t trailing_space(const char *s, size_t n) {
+  size_t end = n;
+  while (end > 0) {
+    size_t b = end - 1;
+    while (b > 0 && ((uint8_t)s[b] & 0xc0) == 0x80 && end - b < 4) b--;
+    const uint8_t *p = (const uint8_t *)s + b;
+    uint32_t cp;
+    size_t len = end - b;
+    if (len == 1 && p[0] < 0x80) cp = p[0];
+    else if (len == 2 && (p[0] & 0xe0) == 0xc0) cp = (uint32_t)(p[0] & 0x1f) << 6 | (p[1] & 0x3f);
+    else if (len == 3 && (p[0] & 0xf0) == 0xe0) cp = (uint32_t)(p[0] & 0x0f) << 12 | (uint32_t)(p[1] & 0x3f) << 6 | (p[2] & 0x3f);
+    else break;   /* 4-byte characters are never whitespace; malformed bytes end the run */
+    int ws = (cp >= 0x09 && cp <= 0x0d) || (cp >= 0x1c && cp <= 0x20) || cp == 0x85 || cp == 0xa0 ||
+             cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 || cp == 0x202f ||
+             cp == 0x205f || cp == 0x3000;
+    if (!ws) break;
+    end = b;
+  }
+  return n - end;
+}
+
+/* enc(s) with BOS as the mode says. */
+static int enc_bos(const moesz_tok *t, const char *s, size_t n, moesz_bos_mode bos, int32_t **ids, size_t *k,
+                   moesz_error *err) {
+  int rc = moesz_tok_encode(t, s, n, bos != MOESZ_BOS_NO, ids, k, err);
+  int b = moesz_tok_bos(t);
+  if (rc || bos != MOESZ_BOS_YES || b < 0 || (*k > 0 && (*ids)[0] == b)) return rc;
+  int32_t *v = realloc(*ids, (*k + 1) * sizeof *v);
+  if (!v) return moesz_error_set(err, MOESZ_E_NOMEM, "eval: out of memory");
+  memmove(v + 1, v, *k * sizeof *v);
+  v[0] = b;
+  *ids = v;
+  (*k)++;
+  return MOESZ_OK;
+}
+
+int moesz_eval_encode_pair(const moesz_tok *t, const char *context, const char *continuation, moesz_bos_mode bos,
+                           int32_t **ctx, size_t *n_ctx, int32_t **cont, size_t *n_cont, moesz_error *err) {
+  *ctx = *cont = NULL;
+  *n_ctx = *n_cont = 0;
+  size_t cl = strlen(context), tl = strlen(continuation);
+  size_t ctx_len = cl - trailing_space(context, cl);
+  char *whole = malloc(cl + tl + 1);
   if (!whole) return moesz_error_set(err, MOESZ_E_NOMEM, "eval: out of memory");
   memcpy(whole, context, cl);
-  memcpy(whole + cl, delim, dl);
-  memcpy(whole + cl + dl, cont, tl + 1);
+  memcpy(whole + cl, continuation, tl + 1);
+  int rc;
+  if (ctx_len == 0) {
+    /* empty context (or whitespace only, which moves to the continuation):
+     * the harness's prefix token (BOS, else EOS) is the context */
+    int32_t *c = NULL;
+    size_t cn = 0;
+    rc = moesz_tok_encode(t, whole, cl + tl, 0, &c, &cn, err);
+    free(whole);
+    if (rc) return rc;
+    int32_t prefix = moesz_tok_bos(t) >= 0 ? moesz_tok_bos(t) : moesz_tok_eos(t) >= 0 ? moesz_tok_eos(t) : 0;
+    int split = cn > 0 && c[0] == prefix;
+    *ctx = malloc(sizeof **ctx);
+    *cont = malloc((cn + 1) * sizeof **cont);
+    if (!*ctx || !*cont) { free(c); free(*ctx); free(*cont); *ctx = *cont = NULL; return moesz_error_set(err, MOESZ_E_NOMEM, "eval: out of memory"); }
+    (*ctx)[0] = prefix;
+    *n_ctx = 1;
+    memcpy(*cont, c + split, (cn - (size_t)split) * sizeof **cont);
+    *n_cont = cn - (size_t)split;
+    free(c);
+    return MOESZ_OK;
+  }
   int32_t *wi = NULL, *ci = NULL;
   size_t wn = 0, cn = 0;
-  int rc = moesz_tok_encode(t, whole, cl + dl + tl, 0, &wi, &wn, err);
-  if (!rc) rc = moesz_tok_encode(t, context, ctx_len, 0, &ci, &cn, err);
-  if (!rc) {
-    if (wn <= cn) rc = moesz_error_set(err, MOESZ_E_FORMAT, "eval: the continuation encodes to no tokens");
-    else if (cn == 0) {
-      /* empty context: the harness feeds the end-of-text token */
-      int32_t eot = moesz_tok_eos(t) >= 0 ? moesz_tok_eos(t) : 0;
-      rc = moesz_eval_loglik(e, &eot, 1, wi, wn, ll, greedy, err);
-    } else rc = moesz_eval_loglik(e, ci, cn, wi + cn, wn - cn, ll, greedy, err);
-  }
-  free(whole); free(wi); free(ci);
+  rc = enc_bos(t, whole, cl + tl, bos, &wi, &wn, err);
+  if (!rc) rc = enc_bos(t, context, ctx_len, bos, &ci, &cn, err);
+  free(whole);
+  if (!rc && wn < cn) rc = moesz_error_set(err, MOESZ_E_FORMAT, "eval: the context encodes to more tokens than context + continuation");
+  if (rc) { free(wi); free(ci); return rc; }
+  memmove(wi, wi + cn, (wn - cn) * sizeof *wi);
+  *ctx = ci;
+  *n_ctx = cn;
+  *cont = wi;
+  *n_cont = wn - cn;
+  return MOESZ_OK;
+}
+
+/* log P(delim + cont | context) as the harness computes it. */
+static int score_pair(moesz_engine *e, const moesz_tok *t, const char *context, const char *delim, const char *cont,
+                      moesz_bos_mode bos, double *ll, int *greedy, moesz_error *err) {
+  size_t dl = strlen(delim), tl = strlen(cont);
+  char *c = malloc(dl + tl + 1);
+  if (!c) return moesz_error_set(err, MOESZ_E_NOMEM, "eval: out of memory");
+  memcpy(c, delim, dl);
+  memcpy(c + dl, cont, tl + 1);
+  int32_t *ci = NULL, *wi = NULL;
+  size_t cn = 0, wn = 0;
+  int rc = moesz_eval_encode_pair(t, context, c, bos, &ci, &cn, &wi, &wn, err);
+  free(c);
+  if (!rc && wn == 0) rc = moesz_error_set(err, MOESZ_E_FORMAT, "eval: the continuation encodes to no tokens");
+  if (!rc && cn == 0) rc = moesz_error_set(err, MOESZ_E_FORMAT, "eval: the context encodes to no tokens");
+  if (!rc) rc = moesz_eval_loglik(e, ci, cn, wi, wn, ll, greedy, err);
+  free(wi); free(ci);
   return rc;
 }
 
@@ -55,8 +141,8 @@ static double stderr_of(const double *x, size_t n) {
   return sqrt(s / (double)(n - 1)) / sqrt((double)n);
 }
 
-int moesz_eval_task(moesz_engine *e, const moesz_tok *t, const char *path, size_t limit, int progress,
-                    moesz_task_result *out, moesz_error *err) {
+int moesz_eval_task(moesz_engine *e, const moesz_tok *t, const char *path, size_t limit, moesz_bos_mode bos,
+                    int progress, moesz_task_result *out, moesz_error *err) {
   memset(out, 0, sizeof *out);
   FILE *f = fopen(path, "r");
   if (!f) return moesz_error_set(err, MOESZ_E_NOTFOUND, "%s: cannot open", path);
@@ -84,7 +170,7 @@ int moesz_eval_task(moesz_engine *e, const moesz_tok *t, const char *path, size_
     if (cJSON_IsString(ctx) && cJSON_IsString(cont)) {             /* cloze: LAMBADA */
       double ll;
       int greedy;
-      rc = score_pair(e, t, ctx->valuestring, " ", cont->valuestring, &ll, &greedy, err);
+      rc = score_pair(e, t, ctx->valuestring, " ", cont->valuestring, bos, &ll, &greedy, err);
       a = an = greedy;
       llsum += ll;
       out->cloze = 1;
@@ -103,8 +189,8 @@ int moesz_eval_task(moesz_engine *e, const moesz_tok *t, const char *path, size_
       for (const cJSON *o = opts->child; o && !rc; o = o->next, k++) {
         if (!cJSON_IsString(o) || !*o->valuestring) { rc = moesz_error_set(err, MOESZ_E_FORMAT, "%s:%ld: empty or non-string choice", path, lineno); break; }
         double ll;
-        rc = winog ? score_pair(e, t, o->valuestring, " ", cont->valuestring, &ll, NULL, err)
-                   : score_pair(e, t, q->valuestring, " ", o->valuestring, &ll, NULL, err);
+        rc = winog ? score_pair(e, t, o->valuestring, " ", cont->valuestring, bos, &ll, NULL, err)
+                   : score_pair(e, t, q->valuestring, " ", o->valuestring, bos, &ll, NULL, err);
         if (rc) break;
         double norm = ll / (double)utf8_chars(winog ? cont->valuestring : o->valuestring);
         if (ll > bl) { bl = ll; best = k; }

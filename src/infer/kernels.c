@@ -4,6 +4,7 @@
  * them at run time; each has a scalar twin computing the same sums (up to
  * summation order). */
 #include "infer/kernels.h"
+#include "infer/simd.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,8 @@
 
 #define CH 16     /* rows per packed tile (batched path) */
 #define TB 33     /* tokens per block (batched path), multiple of 3 */
+#define CL_TILE_MIN 8  /* compute layout: from this many tokens, unpack a tile of rows and multiply it
+                          as the batched path does (fewer tokens: fused kernels over the codes) */
 
 int moesz_k_cpu_simd(void) {
   return moesz_cpu_avx2();
@@ -34,7 +37,8 @@ int moesz_kctx_init(moesz_kctx *c, moesz_pool *pool, int simd, size_t scratch_fl
   c->pool = pool;
   c->nthreads = moesz_pool_size(pool);
   int have = moesz_k_cpu_simd();
-  c->simd = simd < 0 ? have : (simd && have);
+  if (have && moesz_cpu_avx512_vnni()) have = 2;
+  c->simd = simd < 0 ? have : (simd && have ? (simd < have ? simd : have) : 0);
   c->scratch_floats = scratch_floats;
   c->scratch = calloc((size_t)c->nthreads, sizeof *c->scratch);
   c->memo_gen = calloc((size_t)c->nthreads, sizeof *c->memo_gen);
@@ -146,14 +150,6 @@ static void mm_scalar(const float *p, int nr, const float *x, size_t ldx, int nt
 #if MOESZ_X86
 #define TGT __attribute__((target("avx2,fma,f16c")))
 
-TGT static inline float hsum8(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-  lo = _mm_add_ps(lo, hi);
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-  return _mm_cvtss_f32(lo);
-}
-
 TGT static inline __m256 ld8_f32(const void *p, size_t k) {
   return _mm256_loadu_ps((const float *)p + k);
 }
@@ -186,8 +182,8 @@ TGT static inline __m256 ld8_f16(const void *p, size_t k) {
         a0 = _mm256_fmadd_ps(LD8(w0, k), xa, a0); a1 = _mm256_fmadd_ps(LD8(w1, k), xa, a1); \
         a2 = _mm256_fmadd_ps(LD8(w2, k), xa, a2); a3 = _mm256_fmadd_ps(LD8(w3, k), xa, a3); \
       }                                                                                  \
-      float s[4] = {hsum8(_mm256_add_ps(a0, b0)), hsum8(_mm256_add_ps(a1, b1)),          \
-                    hsum8(_mm256_add_ps(a2, b2)), hsum8(_mm256_add_ps(a3, b3))};         \
+      float s[4] = {moesz_hsum8(_mm256_add_ps(a0, b0)), moesz_hsum8(_mm256_add_ps(a1, b1)),          \
+                    moesz_hsum8(_mm256_add_ps(a2, b2)), moesz_hsum8(_mm256_add_ps(a3, b3))};         \
       const void *wr[4] = {w0, w1, w2, w3};                                              \
       for (; k < cols; k++)                                                              \
         for (int i = 0; i < 4; i++) s[i] += ld1(w->dtype, wr[i], k) * x[k];              \
@@ -201,7 +197,7 @@ TGT static inline __m256 ld8_f16(const void *p, size_t k) {
       __m256 a0 = _mm256_setzero_ps();                                                   \
       size_t k = 0;                                                                      \
       for (; k + 8 <= cols; k += 8) a0 = _mm256_fmadd_ps(LD8(w0, k), _mm256_loadu_ps(x + k), a0); \
-      float s = hsum8(a0);                                                               \
+      float s = moesz_hsum8(a0);                                                               \
       for (; k < cols; k++) s += ld1(w->dtype, w0, k) * x[k];                            \
       float *o = y + (r - r0);                                                           \
       *o = acc ? *o + s : s;                                                             \
@@ -246,7 +242,7 @@ TGT static void mv_avx_bf16_eo(const moesz_matview *w, int64_t r0, int64_t r1, c
       a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), _mm256_loadu_ps(xs + k), a0);
       b0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v, hi)), _mm256_loadu_ps(xs + k + 8), b0);
     }
-    float s = hsum8(_mm256_add_ps(_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1)));
+    float s = moesz_hsum8(_mm256_add_ps(_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1)));
     for (k = n16; k < cols; k++) s += moesz_bf16_to_f32(w0[k]) * x[k];
     float *o = y + (r - r0);
     *o = acc ? *o + s : s;
@@ -272,7 +268,7 @@ MV_AVX(mv_avx_f16, ld8_f16, 2)
     }                                                                                    \
     for (int i = 0; i < R; i++)                                                          \
       for (int j = 0; j < T; j++) {                                                      \
-        float s = hsum8(a[i][j]);                                                        \
+        float s = moesz_hsum8(a[i][j]);                                                        \
         for (size_t kk = k; kk < c; kk++) s += p[(size_t)i * c + kk] * x[(size_t)j * ldx + kk]; \
         float *o = y + (size_t)j * ldy + i;                                              \
         *o = acc ? *o + s : s;                                                           \
@@ -302,6 +298,64 @@ static void mm_avx(const float *p, int nr, const float *x, size_t ldx, int nt, s
   }
 }
 
+/* AVX-512 matvecs (F, BW): BF16 widened exactly (zero-extend, shift left 16),
+ * 32 weights per step in two chains; F32 4 rows x 16 columns. Same sums as
+ * the AVX2 kernels up to summation order. */
+#define TGT512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw")))
+TGT512 static void mv512_bf16(const moesz_matview *w, int64_t r0, int64_t r1, const float *x, float *y, int acc) {
+  size_t cols = (size_t)w->cols, ld = (size_t)w->ld, n32 = cols / 32 * 32;
+  const uint16_t *base = w->data;
+  for (int64_t r = r0; r < r1; r++) {
+    const uint16_t *w0 = base + (size_t)r * ld;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+    size_t k = 0;
+    for (; k < n32; k += 32) {
+      __m512i v = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w0 + k))), 16);
+      __m512i u = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w0 + k + 16))), 16);
+      a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(v), _mm512_loadu_ps(x + k), a0);
+      a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(u), _mm512_loadu_ps(x + k + 16), a1);
+    }
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    for (; k < cols; k++) s += moesz_bf16_to_f32(w0[k]) * x[k];
+    float *o = y + (r - r0);
+    *o = acc ? *o + s : s;
+  }
+}
+
+TGT512 static void mv512_f32(const moesz_matview *w, int64_t r0, int64_t r1, const float *x, float *y, int acc) {
+  size_t cols = (size_t)w->cols, ld = (size_t)w->ld, n16 = cols / 16 * 16;
+  const float *base = w->data;
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const float *w0 = base + (size_t)r * ld, *w1 = w0 + ld, *w2 = w1 + ld, *w3 = w2 + ld;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    size_t k = 0;
+    for (; k < n16; k += 16) {
+      __m512 xv = _mm512_loadu_ps(x + k);
+      a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + k), xv, a0);
+      a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + k), xv, a1);
+      a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + k), xv, a2);
+      a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + k), xv, a3);
+    }
+    float s[4] = {_mm512_reduce_add_ps(a0), _mm512_reduce_add_ps(a1), _mm512_reduce_add_ps(a2), _mm512_reduce_add_ps(a3)};
+    for (; k < cols; k++) { s[0] += w0[k] * x[k]; s[1] += w1[k] * x[k]; s[2] += w2[k] * x[k]; s[3] += w3[k] * x[k]; }
+    for (int i = 0; i < 4; i++) {
+      float *o = y + (r - r0) + i;
+      *o = acc ? *o + s[i] : s[i];
+    }
+  }
+  for (; r < r1; r++) {
+    const float *w0 = base + (size_t)r * ld;
+    __m512 a0 = _mm512_setzero_ps();
+    size_t k = 0;
+    for (; k < n16; k += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + k), _mm512_loadu_ps(x + k), a0);
+    float s = _mm512_reduce_add_ps(a0);
+    for (; k < cols; k++) s += w0[k] * x[k];
+    float *o = y + (r - r0);
+    *o = acc ? *o + s : s;
+  }
+}
+
 TGT static float dot_avx(const float *a, const float *b, int n) {
   __m256 s0 = _mm256_setzero_ps(), s1 = s0;
   int k = 0;
@@ -310,7 +364,7 @@ TGT static float dot_avx(const float *a, const float *b, int n) {
     s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8), _mm256_loadu_ps(b + k + 8), s1);
   }
   for (; k + 8 <= n; k += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), s0);
-  float s = hsum8(_mm256_add_ps(s0, s1));
+  float s = moesz_hsum8(_mm256_add_ps(s0, s1));
   for (; k < n; k++) s += a[k] * b[k];
   return s;
 }
@@ -356,17 +410,30 @@ static void lin_task(void *vctx, size_t ti, int tid) {
   if (r1 > jb->w.rows) r1 = jb->w.rows;
   const moesz_matview *w = &jb->w;
   int simd = L->c->simd;
-  if (w->dtype == MOESZ_VIEW_CL) {
+  if (w->dtype == MOESZ_VIEW_CL && jb->n < CL_TILE_MIN) {
     /* fused: the codes are multiplied where they lie (kernels_cl.c) */
     int t0 = jb->n == 1 ? 0 : tb * TB, t1 = jb->n == 1 ? 1 : t0 + TB;
     if (t1 > jb->n) t1 = jb->n;
-    moesz_k_cl_rows(w->data, r0, r1, jb->x + (size_t)t0 * jb->ldx, jb->ldx, t1 - t0,
-                    jb->y + (size_t)t0 * jb->ldy + r0, jb->ldy, jb->accumulate, simd);
+    moesz_kctx *c = L->c;
+    int use_scr = !c->no_int && moesz_k_cl_scratch_bytes(w->cols) <= c->scratch_floats * sizeof(float);
+    /* one token: the split x stays in this thread's scratch for every task of the call on it */
+    uint64_t key = c->gen | (1ull << 63);
+    int have = jb->n == 1 && c->memo_gen[tid] == key && c->memo_x[tid] == jb->x;
+    int holds = moesz_k_cl_rows(w->data, r0, r1, jb->x + (size_t)t0 * jb->ldx, jb->ldx, t1 - t0,
+                                jb->y + (size_t)t0 * jb->ldy + r0, jb->ldy, jb->accumulate, simd,
+                                use_scr ? c->scratch[tid] : NULL, have);
+    c->memo_gen[tid] = holds ? key : 0;
+    c->memo_x[tid] = holds ? jb->x : NULL;
     return;
   }
   if (jb->n == 1 && !w->transposed) {
     float *y = jb->y + r0;
 #if MOESZ_X86
+    if (simd >= 2 && (w->dtype == MOESZ_DT_BF16 || w->dtype == MOESZ_DT_F32)) {
+      if (w->dtype == MOESZ_DT_BF16) mv512_bf16(w, r0, r1, jb->x, y, jb->accumulate);
+      else mv512_f32(w, r0, r1, jb->x, y, jb->accumulate);
+      return;
+    }
     if (simd) {
       if (w->dtype == MOESZ_DT_F32) mv_avx_f32(w, r0, r1, jb->x, y, jb->accumulate);
       else if (w->dtype == MOESZ_DT_BF16) {
@@ -391,7 +458,10 @@ static void lin_task(void *vctx, size_t ti, int tid) {
   L->c->memo_x[tid] = NULL;   /* scratch no longer holds a split x */
   size_t cols = (size_t)w->cols;
   const float *p;
-  if (w->dtype == MOESZ_DT_F32 && !w->transposed) {
+  if (w->dtype == MOESZ_VIEW_CL) {
+    moesz_k_cl_unpack(w->data, r0, r1, pk, simd);
+    p = pk;
+  } else if (w->dtype == MOESZ_DT_F32 && !w->transposed) {
     p = (const float *)w->data + (size_t)r0 * (size_t)w->ld;
     if ((size_t)w->ld != cols) { pack_rows(w, r0, r1, pk); p = pk; }
   } else {
@@ -414,6 +484,7 @@ int moesz_k_linear(moesz_kctx *c, const moesz_kjob *jobs, int njobs) {
     if (dt == MOESZ_VIEW_CL) {
       const moesz_cl *m = jobs[j].w.data;
       if (!m || m->rows != jobs[j].w.rows || m->cols != jobs[j].w.cols) return MOESZ_E_INTERNAL;
+      if (jobs[j].n >= CL_TILE_MIN && jobs[j].w.cols * CH > (int64_t)c->scratch_floats) return MOESZ_E_INTERNAL;
       continue;
     }
     if (dt != MOESZ_DT_F32 && dt != MOESZ_DT_BF16 && dt != MOESZ_DT_F16) return MOESZ_E_UNSUPPORTED;

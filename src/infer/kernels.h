@@ -16,18 +16,22 @@
 typedef struct moesz_kctx {
   moesz_pool *pool;        /* NULL = serial */
   int nthreads;            /* pool size (>= 1) */
-  int simd;                /* 1: use the AVX2 paths (only if the CPU has them) */
+  int simd;                /* 1: use the AVX2 paths (only if the CPU has them); 2: AVX-512 F/BW/VBMI/VNNI
+                              paths too, where kernels have them (F32/BF16 matvec, compute layout) */
   size_t scratch_floats;   /* per-thread scratch size */
   float **scratch;         /* [nthreads][scratch_floats] packing / score buffers */
   uint64_t gen;            /* bumped per moesz_k_linear call */
   uint64_t *memo_gen;      /* [nthreads] call in which scratch holds split x (BF16) */
-  const float **memo_x;    /* [nthreads] which x it holds */
+  const float **memo_x;    /* [nthreads] which x it holds (for the compute layout: split x, with the
+                              gen's top bit set) */
+  int no_int;              /* 1: compute-layout kernels take the float path only (benchmarks) */
 } moesz_kctx;
 
 /* 1 if this CPU runs the AVX2+FMA+F16C kernels. */
 int moesz_k_cpu_simd(void);
 /* Sets up ctx for nthreads threads (pool may be NULL) with per-thread scratch
- * of at least scratch_floats. simd = -1: auto, 0: scalar, 1: AVX2 if present. */
+ * of at least scratch_floats. simd = -1: auto (the best the CPU has), 0:
+ * scalar, 1: AVX2 if present, 2: AVX-512 where present (else AVX2). */
 int moesz_kctx_init(moesz_kctx *c, moesz_pool *pool, int simd, size_t scratch_floats);
 void moesz_kctx_free(moesz_kctx *c);
 /* Scratch (floats per thread) the linear kernels need for matrices with at
@@ -52,11 +56,18 @@ int moesz_k_linear(moesz_kctx *c, const moesz_kjob *jobs, int njobs);
 
 /* Rows r0..r1 of a compute-layout matrix (moesz/codec.h) times nt tokens
  * x [nt, cols] (row stride ldx): y[t * ldy + (r - r0)] (+)= step * sum q x +
- * escapes. simd: AVX2 path (kernels_cl.c). moesz_k_linear calls it for views
- * of dtype MOESZ_VIEW_CL. */
+ * escapes. simd: 1 AVX2 paths, 2 also AVX-512 (kernels_cl.c); scratch (moesz_k_cl_scratch_bytes,
+ * 32-byte aligned, or NULL: float path only) holds x split for the integer
+ * path; have_xq = 1 says it already holds this x (one token). Returns 1 when
+ * scratch then holds this one token's split x. moesz_k_linear calls it for
+ * views of dtype MOESZ_VIEW_CL. */
 struct moesz_cl;
-void moesz_k_cl_rows(const struct moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt,
-                     float *y, size_t ldy, int acc, int simd);
+int moesz_k_cl_rows(const struct moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt,
+                    float *y, size_t ldy, int acc, int simd, void *scratch, int have_xq);
+size_t moesz_k_cl_scratch_bytes(int64_t cols);
+/* Rows r0..r1 of a compute-layout matrix as f32 into dst [r1 - r0, cols]: the
+ * tile the batched (prompt) path multiplies, as it does for BF16 rows. */
+void moesz_k_cl_unpack(const struct moesz_cl *m, int64_t r0, int64_t r1, float *dst, int simd);
 
 /* dot(W row r, x) for one row of a matview (reference / tests). */
 float moesz_k_row_dot(const moesz_matview *w, int64_t r, const float *x, int simd);

@@ -2,10 +2,23 @@
  * layout (moesz/codec.h): Y[t, r] (+)= step * sum_c q[r, c] X[t, c] + the
  * row's escapes, for one token (matvec) or a few (small-batch GEMM, the codes
  * of each group unpacked once for up to 4 tokens), without materialising the
- * weights. AVX2 unpacks 8 codes of any width with one broadcast load, a byte
- * shuffle and two shifts; the scalar twin computes the same sums (up to
- * summation order). */
+ * weights.
+ *
+ * AVX2, two paths chosen per group of 64 codes:
+ * - integer (width <= 8): 16 codes into 16-bit lanes (one broadcast load, a
+ *   byte shuffle, a multiply as the per-lane left shift, an arithmetic shift),
+ *   multiplied with vpmaddwd against x split per group as s_g (h + l / 2^16),
+ *   h and l 16-bit (x_g's max scaled to 32767; l the residual's next 16
+ *   bits), summed exactly in int32 and scaled once per group; x is then
+ *   represented to about 2^-31 of its group's largest value, finer than the
+ *   f32 rounding of the sums, so the result equals the f32 product with the
+ *   decoded weights up to rounding (tests/test_clayout.c);
+ * - float (any width): 8 codes into 32-bit lanes (shuffle, variable shift,
+ *   arithmetic shift), converted and multiplied with FMA.
+ * A token whose x is not finite takes the float path throughout. The scalar
+ * twin computes the same sums (up to summation order). */
 #include "infer/kernels.h"
+#include "infer/simd.h"
 #include <string.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -17,6 +30,7 @@
 
 #define G MOESZ_CL_GROUP
 #define TBLK 4          /* tokens per pass over a row's codes */
+#define XQ_BYTES(ng) ((size_t)(ng) * (G * 4 + 4))   /* quantized x of one token: h, l, scale per group */
 
 /* The row's escapes: sum of w_e * x[c_e]. */
 static inline float esc_dot(const moesz_cl *m, int64_t r, const float *x) {
@@ -59,108 +73,298 @@ static void cl_scalar(const moesz_cl *m, int64_t r0, int64_t r1, const float *x,
 #include "infer/kernels_cl_tab.h"
 #define TGT __attribute__((target("avx2,fma")))
 
-TGT static inline float hsum8(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-  lo = _mm_add_ps(lo, hi);
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-  return _mm_cvtss_f32(lo);
-}
-
 /* 8 codes of width b at p as floats. */
 #define UNPACK8(p, shuf, shl, sra)                                                                   \
   _mm256_cvtepi32_ps(_mm256_sra_epi32(                                                             \
       _mm256_sllv_epi32(_mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(p))), shuf), shl), \
       sra))
+/* 16 codes of width b <= 8 at p as int16. */
+#define UNPACK16(p, shuf, mul, sra)                                                                  \
+  _mm256_sra_epi16(_mm256_mullo_epi16(_mm256_shuffle_epi8(                                         \
+      _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(p))), shuf), mul), sra)
 
-/* One token, rows r0..r1; the last partial group reads a zero-padded copy of x. */
-TGT static void cl_mv_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, float *y, int acc) {
-  int64_t full = m->cols / G, ng = m->ngroups;
-  float xt[G] __attribute__((aligned(32)));
-  if (ng > full) {
-    memset(xt, 0, sizeof xt);
-    memcpy(xt, x + full * G, (size_t)(m->cols - full * G) * sizeof(float));
-  }
-  for (int64_t r = r0; r < r1; r++) {
-    const uint8_t *p = m->data + m->row_off[r];
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-    for (int64_t g = 0; g < ng; g++) {
-      int b = moesz_cl_width(m, r, g);
-      if (!b) continue;
-      const float *xg = g < full ? x + g * G : xt;
-      __m256i shuf = _mm256_load_si256((const __m256i *)CL_SHUF[b]);
-      __m256i shl = _mm256_load_si256((const __m256i *)CL_SHL[b]);
-      __m128i sra = _mm_cvtsi32_si128(32 - b);
-      for (int j = 0; j < 8; j += 2) {
-        a0 = _mm256_fmadd_ps(UNPACK8(p + j * b, shuf, shl, sra), _mm256_loadu_ps(xg + 8 * j), a0);
-        a1 = _mm256_fmadd_ps(UNPACK8(p + (j + 1) * b, shuf, shl, sra), _mm256_loadu_ps(xg + 8 * j + 8), a1);
-      }
-      p += 8 * b;
+/* Splits x [cols] per group of 64 (zero-padded) into h, l [ng * 64] and s [ng]
+ * with x ~ s (h + l / 65536). 0 if x has a non-finite value. */
+TGT static int quant_x(const float *x, int64_t cols, int64_t ng, int16_t *h, int16_t *l, float *s) {
+  int64_t full = cols / G;
+  float tail[G] __attribute__((aligned(32)));
+  const __m256 sgn = _mm256_set1_ps(-0.0f);
+  for (int64_t g = 0; g < ng; g++) {
+    const float *xg = x + g * G;
+    if (g >= full) {
+      memset(tail, 0, sizeof tail);
+      memcpy(tail, xg, (size_t)(cols - g * G) * sizeof(float));
+      xg = tail;
     }
-    float v = hsum8(_mm256_add_ps(a0, a1)) * m->step + esc_dot(m, r, x);
-    y[r - r0] = acc ? y[r - r0] + v : v;
+    __m256 mx = _mm256_setzero_ps();
+    for (int j = 0; j < G; j += 8) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sgn, _mm256_loadu_ps(xg + j)));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    float m = _mm_cvtss_f32(m4);
+    if (!(m <= 3.0e38f)) return 0;          /* NaN or Inf (max_ps keeps the NaN operand here) */
+    for (int j = 0; j < G; j += 8) {
+      __m256 v = _mm256_loadu_ps(xg + j);
+      if (_mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q))) return 0;
+    }
+    float sc = m > 0 ? m / 32767.0f : 1.0f, inv = m > 0 ? 32767.0f / m : 0.0f;
+    s[g] = sc;
+    __m256 vi = _mm256_set1_ps(inv), vs = _mm256_set1_ps(sc), vl = _mm256_set1_ps(inv * 65536.0f);
+    __m256 lim = _mm256_set1_ps(32767.0f);
+    for (int j = 0; j < G; j += 16) {
+      __m256 a = _mm256_loadu_ps(xg + j), b = _mm256_loadu_ps(xg + j + 8);
+      __m256 ha = _mm256_round_ps(_mm256_mul_ps(a, vi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      __m256 hb = _mm256_round_ps(_mm256_mul_ps(b, vi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      ha = _mm256_min_ps(_mm256_max_ps(ha, _mm256_sub_ps(_mm256_setzero_ps(), lim)), lim);
+      hb = _mm256_min_ps(_mm256_max_ps(hb, _mm256_sub_ps(_mm256_setzero_ps(), lim)), lim);
+      /* residual x - h s, exact by FMA, in units of s / 65536 */
+      __m256 ra = _mm256_mul_ps(_mm256_fnmadd_ps(ha, vs, a), vl), rb = _mm256_mul_ps(_mm256_fnmadd_ps(hb, vs, b), vl);
+      ra = _mm256_min_ps(_mm256_max_ps(ra, _mm256_sub_ps(_mm256_setzero_ps(), lim)), lim);
+      rb = _mm256_min_ps(_mm256_max_ps(rb, _mm256_sub_ps(_mm256_setzero_ps(), lim)), lim);
+      __m256i hi = _mm256_permute4x64_epi64(_mm256_packs_epi32(_mm256_cvtps_epi32(ha), _mm256_cvtps_epi32(hb)), 0xd8);
+      __m256i lo = _mm256_permute4x64_epi64(_mm256_packs_epi32(_mm256_cvtps_epi32(ra), _mm256_cvtps_epi32(rb)), 0xd8);
+      _mm256_storeu_si256((__m256i *)(h + g * G + j), hi);
+      _mm256_storeu_si256((__m256i *)(l + g * G + j), lo);
+    }
   }
+  return 1;
 }
 
-/* nt <= TBLK tokens, rows r0..r1: each group's codes unpacked once. */
-TGT static void cl_mm_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt, float *y,
-                           size_t ldy, int acc) {
+/* Row r of m against tokens nt <= TBLK: float path per group (any width) or
+ * integer path (width <= 8, when xq[t] are set); writes sums[t] (before step
+ * and escapes). */
+TGT static inline __attribute__((always_inline)) void row_dot(const moesz_cl *m, int64_t r, int nt, const float *const *xr, const float *const *xt,
+                               const int16_t *const *xh, const int16_t *const *xl, const float *const *xs, int useint,
+                               float *sums) {
   int64_t full = m->cols / G, ng = m->ngroups;
-  float xt[TBLK][G] __attribute__((aligned(32)));
-  const float *xr[TBLK];
-  for (int t = 0; t < nt; t++) xr[t] = x + (size_t)t * ldx;
-  if (ng > full)
-    for (int t = 0; t < nt; t++) {
-      memset(xt[t], 0, sizeof xt[t]);
-      memcpy(xt[t], xr[t] + full * G, (size_t)(m->cols - full * G) * sizeof(float));
-    }
-  for (int64_t r = r0; r < r1; r++) {
-    const uint8_t *p = m->data + m->row_off[r];
-    __m256 a[TBLK];
-    for (int t = 0; t < TBLK; t++) a[t] = _mm256_setzero_ps();
-    for (int64_t g = 0; g < ng; g++) {
-      int b = moesz_cl_width(m, r, g);
-      if (!b) continue;
+  const uint8_t *p = m->data + m->row_off[r];
+  __m256 a[TBLK], c[TBLK];
+  for (int t = 0; t < TBLK; t++) a[t] = c[t] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < ng; g++) {
+    int b = moesz_cl_width(m, r, g);
+    if (!b) continue;
+    if (useint && b <= 8) {
+      __m256i shuf = _mm256_load_si256((const __m256i *)CL_SHUF16[b]);
+      __m256i mul = _mm256_load_si256((const __m256i *)CL_MUL16[b]);
+      __m128i sra = _mm_cvtsi32_si128(16 - b);
+      __m256i ih[TBLK], il[TBLK];
+      for (int t = 0; t < TBLK; t++) ih[t] = il[t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; j++) {
+        __m256i q = UNPACK16(p + j * 2 * b, shuf, mul, sra);
+        for (int t = 0; t < nt; t++) {
+          ih[t] = _mm256_add_epi32(ih[t], _mm256_madd_epi16(q, _mm256_loadu_si256((const __m256i *)(xh[t] + g * G + 16 * j))));
+          il[t] = _mm256_add_epi32(il[t], _mm256_madd_epi16(q, _mm256_loadu_si256((const __m256i *)(xl[t] + g * G + 16 * j))));
+        }
+      }
+      for (int t = 0; t < nt; t++) {
+        __m256 sv = _mm256_set1_ps(xs[t][g]);
+        a[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ih[t]), sv, a[t]);
+        c[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(il[t]), _mm256_mul_ps(sv, _mm256_set1_ps(1.0f / 65536)), c[t]);
+      }
+    } else {
       __m256i shuf = _mm256_load_si256((const __m256i *)CL_SHUF[b]);
       __m256i shl = _mm256_load_si256((const __m256i *)CL_SHL[b]);
       __m128i sra = _mm_cvtsi32_si128(32 - b);
-      const float *xg[TBLK];
-      for (int t = 0; t < nt; t++) xg[t] = g < full ? xr[t] + g * G : xt[t];
+#pragma GCC unroll 8
       for (int j = 0; j < 8; j++) {
         __m256 f = UNPACK8(p + j * b, shuf, shl, sra);
-        if (nt == 4) {
-          a[0] = _mm256_fmadd_ps(f, _mm256_loadu_ps(xg[0] + 8 * j), a[0]);
-          a[1] = _mm256_fmadd_ps(f, _mm256_loadu_ps(xg[1] + 8 * j), a[1]);
-          a[2] = _mm256_fmadd_ps(f, _mm256_loadu_ps(xg[2] + 8 * j), a[2]);
-          a[3] = _mm256_fmadd_ps(f, _mm256_loadu_ps(xg[3] + 8 * j), a[3]);
-        } else {
-          for (int t = 0; t < nt; t++) a[t] = _mm256_fmadd_ps(f, _mm256_loadu_ps(xg[t] + 8 * j), a[t]);
+        for (int t = 0; t < nt; t++) {
+          const float *xg = g < full ? xr[t] + g * G : xt[t];
+          if (j & 1) c[t] = _mm256_fmadd_ps(f, _mm256_loadu_ps(xg + 8 * j), c[t]);
+          else a[t] = _mm256_fmadd_ps(f, _mm256_loadu_ps(xg + 8 * j), a[t]);
         }
       }
-      p += 8 * b;
+    }
+    p += 8 * b;
+  }
+  for (int t = 0; t < nt; t++) sums[t] = moesz_hsum8(_mm256_add_ps(a[t], c[t]));
+}
+
+/* AVX-512 (F, BW, VBMI, VNNI): a group of 64 codes of width <= 8 is one masked
+ * load, two vpermb that bring each code's two bytes into a 16-bit lane, two
+ * variable shifts left and two arithmetic shifts right, and vpdpwssd against
+ * the split x (the integer path above, 32 lanes at a time); wider groups take
+ * the AVX2 float path. */
+#define TGT512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vbmi,avx512vnni")))
+
+TGT512 static inline __attribute__((always_inline)) void row_dot512(
+    const moesz_cl *m, int64_t r, int nt, const float *const *xr, const float *const *xt, const int16_t *const *xh,
+    const int16_t *const *xl, const float *const *xs, float *sums) {
+  int64_t full = m->cols / G, ng = m->ngroups;
+  const uint8_t *p = m->data + m->row_off[r];
+  __m512 a[TBLK], c[TBLK];
+  __m256 fa[TBLK];
+  for (int t = 0; t < TBLK; t++) { a[t] = c[t] = _mm512_setzero_ps(); fa[t] = _mm256_setzero_ps(); }
+  const __m512 inv16 = _mm512_set1_ps(1.0f / 65536);
+  for (int64_t g = 0; g < ng; g++) {
+    int b = moesz_cl_width(m, r, g);
+    if (!b) continue;
+    if (b <= 8) {
+      __m512i raw = _mm512_maskz_loadu_epi8(b == 8 ? ~0ull : (1ull << (8 * b)) - 1, p);
+      __m512i lo = _mm512_permutexvar_epi8(_mm512_load_si512((const void *)CL_PERM512[b]), raw);
+      __m512i hi = _mm512_permutexvar_epi8(_mm512_load_si512((const void *)(CL_PERM512[b] + 64)), raw);
+      __m128i sra = _mm_cvtsi32_si128(16 - b);
+      lo = _mm512_sra_epi16(_mm512_sllv_epi16(lo, _mm512_load_si512((const void *)CL_SHL512[b])), sra);
+      hi = _mm512_sra_epi16(_mm512_sllv_epi16(hi, _mm512_load_si512((const void *)(CL_SHL512[b] + 32))), sra);
+      for (int t = 0; t < nt; t++) {
+        const int16_t *h = xh[t] + g * G, *l = xl[t] + g * G;
+        __m512i ih = _mm512_dpwssd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512((const void *)h));
+        ih = _mm512_dpwssd_epi32(ih, hi, _mm512_loadu_si512((const void *)(h + 32)));
+        __m512i il = _mm512_dpwssd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512((const void *)l));
+        il = _mm512_dpwssd_epi32(il, hi, _mm512_loadu_si512((const void *)(l + 32)));
+        __m512 sv = _mm512_set1_ps(xs[t][g]);
+        a[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ih), sv, a[t]);
+        c[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(il), _mm512_mul_ps(sv, inv16), c[t]);
+      }
+    } else {
+      __m256i shuf = _mm256_load_si256((const __m256i *)CL_SHUF[b]);
+      __m256i shl = _mm256_load_si256((const __m256i *)CL_SHL[b]);
+      __m128i sra = _mm_cvtsi32_si128(32 - b);
+      for (int j = 0; j < 8; j++) {
+        __m256 f = UNPACK8(p + j * b, shuf, shl, sra);
+        for (int t = 0; t < nt; t++) {
+          const float *xg = g < full ? xr[t] + g * G : xt[t];
+          fa[t] = _mm256_fmadd_ps(f, _mm256_loadu_ps(xg + 8 * j), fa[t]);
+        }
+      }
+    }
+    p += 8 * b;
+  }
+  for (int t = 0; t < nt; t++) sums[t] = _mm512_reduce_add_ps(_mm512_add_ps(a[t], c[t])) + moesz_hsum8(fa[t]);
+}
+
+/* As cl_avx2, integer path only (x split; the caller checked it is finite). */
+TGT512 static void cl_avx512(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt, float *y,
+                             size_t ldy, int acc, const float *const *xtp, const int16_t *const *xh,
+                             const int16_t *const *xl, const float *const *xs) {
+  const float *xr[TBLK];
+  for (int t = 0; t < nt; t++) xr[t] = x + (size_t)t * ldx;
+  for (int64_t r = r0; r < r1; r++) {
+    float sums[TBLK];
+    switch (nt) {
+      case 1: row_dot512(m, r, 1, xr, xtp, xh, xl, xs, sums); break;
+      case 2: row_dot512(m, r, 2, xr, xtp, xh, xl, xs, sums); break;
+      case 3: row_dot512(m, r, 3, xr, xtp, xh, xl, xs, sums); break;
+      default: row_dot512(m, r, TBLK, xr, xtp, xh, xl, xs, sums); break;
     }
     for (int t = 0; t < nt; t++) {
-      float v = hsum8(a[t]) * m->step + esc_dot(m, r, xr[t]);
+      float v = sums[t] * m->step + esc_dot(m, r, xr[t]);
       float *o = y + (size_t)t * ldy + (r - r0);
       *o = acc ? *o + v : v;
     }
   }
 }
+
+/* nt <= TBLK tokens, rows r0..r1. scratch: XQ_BYTES(ng) per token, or NULL (float path only). */
+TGT static int cl_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt, float *y,
+                       size_t ldy, int acc, uint8_t *scratch, int have_xq, int level) {
+  int64_t full = m->cols / G, ng = m->ngroups;
+  float xt[TBLK][G] __attribute__((aligned(32)));
+  const float *xr[TBLK], *xtp[TBLK], *xs[TBLK];
+  const int16_t *xh[TBLK], *xl[TBLK];
+  int useint = scratch != NULL;
+  for (int t = 0; t < nt; t++) {
+    xr[t] = x + (size_t)t * ldx;
+    xtp[t] = xt[t];
+    if (ng > full) {
+      memset(xt[t], 0, sizeof xt[t]);
+      memcpy(xt[t], xr[t] + full * G, (size_t)(m->cols - full * G) * sizeof(float));
+    }
+    if (useint) {
+      uint8_t *q = scratch + (size_t)t * XQ_BYTES(ng);
+      int16_t *h = (int16_t *)q, *l = h + ng * G;
+      float *sc = (float *)(l + ng * G);
+      if (!have_xq && !quant_x(xr[t], m->cols, ng, h, l, sc)) useint = 0;
+      xh[t] = h; xl[t] = l; xs[t] = sc;
+    }
+  }
+  if (useint && level >= 2) {
+    cl_avx512(m, r0, r1, x, ldx, nt, y, ldy, acc, xtp, xh, xl, xs);
+    return useint;
+  }
+  for (int64_t r = r0; r < r1; r++) {
+    float sums[TBLK];
+    switch (nt) {   /* a constant token count per copy: accumulators stay in registers */
+      case 1: row_dot(m, r, 1, xr, xtp, xh, xl, xs, useint, sums); break;
+      case 2: row_dot(m, r, 2, xr, xtp, xh, xl, xs, useint, sums); break;
+      case 3: row_dot(m, r, 3, xr, xtp, xh, xl, xs, useint, sums); break;
+      default: row_dot(m, r, TBLK, xr, xtp, xh, xl, xs, useint, sums); break;
+    }
+    for (int t = 0; t < nt; t++) {
+      float v = sums[t] * m->step + esc_dot(m, r, xr[t]);
+      float *o = y + (size_t)t * ldy + (r - r0);
+      *o = acc ? *o + v : v;
+    }
+  }
+  return useint;
+}
+
+/* Rows r0..r1 as f32 [r1 - r0, cols] (weights q * step, escapes in place). */
+TGT static void unpack_avx2(const moesz_cl *m, int64_t r0, int64_t r1, float *dst) {
+  int64_t cols = m->cols, full = cols / G;
+  __m256 st = _mm256_set1_ps(m->step);
+  float tail[G] __attribute__((aligned(32)));
+  for (int64_t r = r0; r < r1; r++) {
+    const uint8_t *p = m->data + m->row_off[r];
+    float *d = dst + (size_t)(r - r0) * (size_t)cols;
+    for (int64_t g = 0; g < m->ngroups; g++) {
+      int b = moesz_cl_width(m, r, g);
+      float *o = g < full ? d + g * G : tail;
+      if (!b) {
+        memset(o, 0, G * sizeof(float));
+      } else {
+        __m256i shuf = _mm256_load_si256((const __m256i *)CL_SHUF[b]);
+        __m256i shl = _mm256_load_si256((const __m256i *)CL_SHL[b]);
+        __m128i sra = _mm_cvtsi32_si128(32 - b);
+        for (int j = 0; j < 8; j++) _mm256_storeu_ps(o + 8 * j, _mm256_mul_ps(UNPACK8(p + j * b, shuf, shl, sra), st));
+      }
+      if (g >= full) memcpy(d + g * G, tail, (size_t)(cols - g * G) * sizeof(float));
+      p += 8 * b;
+    }
+    for (uint32_t e = m->esc_start[r]; e < m->esc_start[r + 1]; e++)
+      d[m->esc_idx[e] - (size_t)r * (size_t)cols] = m->esc_val[e];
+  }
+}
 #endif
 
-void moesz_k_cl_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt, float *y,
-                     size_t ldy, int acc, int simd) {
+void moesz_k_cl_unpack(const moesz_cl *m, int64_t r0, int64_t r1, float *dst, int simd) {
 #if MOESZ_X86
-  if (simd) {
-    if (nt == 1) { cl_mv_avx2(m, r0, r1, x, y, acc); return; }
-    for (int t = 0; t < nt; t += TBLK) {
-      int k = nt - t < TBLK ? nt - t : TBLK;
-      cl_mm_avx2(m, r0, r1, x + (size_t)t * ldx, ldx, k, y + (size_t)t * ldy, ldy, acc);
-    }
-    return;
-  }
+  if (simd) { unpack_avx2(m, r0, r1, dst); return; }
 #else
   (void)simd;
 #endif
+  int64_t cols = m->cols;
+  for (int64_t r = r0; r < r1; r++) {
+    const uint8_t *p = m->data + m->row_off[r];
+    float *d = dst + (size_t)(r - r0) * (size_t)cols;
+    for (int64_t g = 0; g < m->ngroups; g++) {
+      int b = moesz_cl_width(m, r, g);
+      for (int i = 0; i < G && g * G + i < cols; i++) d[g * G + i] = b ? (float)code_at(p, b, i) * m->step : 0.0f;
+      p += 8 * b;
+    }
+    for (uint32_t e = m->esc_start[r]; e < m->esc_start[r + 1]; e++)
+      d[m->esc_idx[e] - (size_t)r * (size_t)cols] = m->esc_val[e];
+  }
+}
+
+size_t moesz_k_cl_scratch_bytes(int64_t cols) { return XQ_BYTES((cols + G - 1) / G) * TBLK; }
+
+int moesz_k_cl_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt, float *y,
+                    size_t ldy, int acc, int simd, void *scratch, int have_xq) {
+#if MOESZ_X86
+  if (simd) {
+    int ok = 1;
+    for (int t = 0; t < nt; t += TBLK) {
+      int k = nt - t < TBLK ? nt - t : TBLK;
+      ok &= cl_avx2(m, r0, r1, x + (size_t)t * ldx, ldx, k, y + (size_t)t * ldy, ldy, acc, scratch, have_xq && nt == 1,
+                    simd);
+    }
+    return ok && scratch && nt == 1;
+  }
+#else
+  (void)simd; (void)scratch; (void)have_xq;
+#endif
   cl_scalar(m, r0, r1, x, ldx, nt, y, ldy, acc);
+  return 0;
 }

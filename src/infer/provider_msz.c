@@ -1,8 +1,10 @@
 /* infer/provider_msz.c - owns serving a model from a .msz container: the
  * dense weights stay mapped in the container, shared experts and dense MLPs
  * are read in place, routed experts come through the expert cache
- * (src/runtime) under its byte budget, with the router's choices passed on
- * for next-layer prefetch. */
+ * (src/runtime) under its byte budget, read from the file by its store
+ * (pread / O_DIRECT behind the link model; the mapping only when asked),
+ * with the router's choices passed on for next-layer prefetch, and the
+ * engine's expert group sized so pinned experts fit the budget. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,7 +75,11 @@ int moesz_engine_open_msz(const char *path, const moesz_cache_opts *co, const mo
   int rc = moesz_msz_open(path, &s->c, err);
   if (!rc) rc = moesz_model_wrap_dense(moesz_msz_config(s->c), (moesz_st *)moesz_msz_dense(s->c), path, &s->dense, err);
   if (!rc) rc = moesz_expert_provider_mmap(s->dense, &s->inplace, err);
-  if (!rc && s->dense->cfg.n_experts > 0) rc = moesz_cache_create(s->c, co, &s->k, err);
+  /* the storage tier reads blobs from the file unless the in-memory path is asked for */
+  moesz_cache_opts cop = {.dtype = MOESZ_DT_COUNT};
+  if (co) cop = *co;
+  if (cop.store.mode != MOESZ_STORE_MMAP && !cop.store.path) cop.store.path = path;
+  if (!rc && s->dense->cfg.n_experts > 0) rc = moesz_cache_create(s->c, &cop, &s->k, err);
   if (rc) { served_destroy(s); return rc; }
   moesz_expert_provider p;
   memset(&p, 0, sizeof p);
@@ -82,7 +88,18 @@ int moesz_engine_open_msz(const char *path, const moesz_cache_opts *co, const mo
   p.release = served_release;
   p.route = s->k ? served_route : NULL;
   p.destroy = served_destroy;
-  rc = moesz_engine_open_model(s->dense, 0, &p, 1, o, out, err);
+  /* under a budget, hold at most as many routed experts at once as fit in
+   * it, so a prompt batch that routes to every expert of a layer streams
+   * them through the budget instead of pinning them all */
+  moesz_engine_opts eo = {0};
+  if (o) eo = *o;
+  moesz_cache_stats cs = {0};
+  if (s->k) moesz_cache_stats_get(s->k, &cs);
+  if (s->k && cs.budget_bytes && eo.expert_group <= 0) {
+    uint64_t g = cs.expert_bytes ? cs.budget_bytes / cs.expert_bytes : 1;
+    eo.expert_group = g < 1 ? 1 : g > (uint64_t)s->dense->cfg.n_experts ? s->dense->cfg.n_experts : (int)g;
+  }
+  rc = moesz_engine_open_model(s->dense, 0, &p, 1, &eo, out, err);
   if (rc) { served_destroy(s); return rc; }
   if (cache) *cache = s->k;
   return MOESZ_OK;

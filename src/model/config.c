@@ -161,7 +161,8 @@ static int parse_decoder_common(const cfgp *p, moesz_config *c, float eps_def, d
                              c->hidden, c->n_heads);
     c->head_dim = c->hidden / c->n_heads;
   }
-  TRY(get_int(p, "max_position_embeddings", 0, 0, 0, 1 << 30, &c->max_pos));
+  /* absent: unknown (0); present: a real length */
+  TRY(get_int(p, "max_position_embeddings", 0, 0, has(p, "max_position_embeddings") ? 1 : 0, 1 << 30, &c->max_pos));
   double eps;
   TRY(get_num(p, "rms_norm_eps", 0, eps_def, 0, 1.0, &eps));
   c->norm_eps = (float)eps;

@@ -80,12 +80,15 @@ static int add(gen *g, const char *name, int64_t rows, int64_t cols, int ones, m
   return rc;
 }
 
-int moesz_synth_write(const moesz_synth_opts *o, const char *dir, moesz_error *err) {
+static int synth_into(const moesz_synth_opts *o, const char *dir, moesz_error *err) {
   const family *fam = NULL;
   for (size_t i = 0; i < sizeof FAMILIES / sizeof *FAMILIES; i++)
     if (!strcmp(o->like, FAMILIES[i].like)) fam = &FAMILIES[i];
   if (!fam) return moesz_error_set(err, MOESZ_E_ARG, "synth: unknown family '%s' (%s)", o->like, moesz_synth_families());
   family f = *fam;
+  if (f.experts && o->top_k > 0 && o->top_k > (o->experts > 0 ? o->experts : f.experts))
+    return moesz_error_set(err, MOESZ_E_ARG, "synth: top-k %d exceeds the %d experts", o->top_k,
+                           o->experts > 0 ? o->experts : f.experts);
   if (o->layers > 0) f.layers = o->layers;
   if (o->experts > 0 && f.experts) f.experts = o->experts;
   if (o->top_k > 0 && f.top_k) f.top_k = o->top_k;
@@ -95,10 +98,9 @@ int moesz_synth_write(const moesz_synth_opts *o, const char *dir, moesz_error *e
   if (o->heads > 0) f.heads = o->heads;
   if (o->kv_heads > 0) f.kv_heads = o->kv_heads;
   if (o->hidden > 0 || o->heads > 0) f.head_dim = f.hidden / f.heads;
-  if (f.top_k > f.experts) f.top_k = f.experts;
+  if (f.top_k > f.experts) f.top_k = f.experts;   /* the family's default top-k, above a smaller --experts */
   if (f.heads % f.kv_heads || f.layers > MOESZ_MAX_LAYERS || f.layers < 1 || f.hidden < 2)
     return moesz_error_set(err, MOESZ_E_ARG, "synth: inconsistent shape (heads %d, kv heads %d, layers %d)", f.heads, f.kv_heads, f.layers);
-  if (mkdir(dir, 0755) != 0 && !moesz_path_is_dir(dir)) return moesz_error_set(err, MOESZ_E_IO, "%s: cannot create", dir);
   int is_mixtral = !strcmp(f.like, "mixtral"), is_ds = !strcmp(f.like, "deepseek"), is_q2 = !strcmp(f.like, "qwen2_moe");
   int is_q3 = !strcmp(f.like, "qwen3_moe"), is_ol = !strcmp(f.like, "olmoe");
   /* config.json */
@@ -219,4 +221,15 @@ int moesz_synth_write(const moesz_synth_opts *o, const char *dir, moesz_error *e
 fail:
   moesz_stw_abort(g.w);
   return rc;
+}
+
+int moesz_synth_write(const moesz_synth_opts *o, const char *dir, moesz_error *err) {
+  moesz_adir d;
+  int rc = moesz_adir_open(&d, dir, o->force, err);
+  if (rc) return rc;
+  if ((rc = synth_into(o, d.tmp, err))) {
+    moesz_adir_abort(&d);
+    return rc;
+  }
+  return moesz_adir_commit(&d, err);
 }

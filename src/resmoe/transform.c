@@ -52,7 +52,12 @@ int moesz_resmoe_model(const moesz_model *m, const char *out_dir, const moesz_re
   if (c->n_experts < 2) return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "resmoe: %s has no routed experts (%s is not a MoE model)", m->path, c->arch_name);
   int mats[3] = {MOESZ_MAT_GATE, MOESZ_MAT_UP, MOESZ_MAT_DOWN}, nm = c->arch == MOESZ_ARCH_SWITCH ? 2 : 3;
   if (nm == 2) mats[1] = MOESZ_MAT_DOWN;
-  if (mkdir(out_dir, 0755) != 0 && !moesz_path_is_dir(out_dir)) return moesz_error_set(err, MOESZ_E_IO, "%s: cannot create", out_dir);
+  int rc = moesz_output_check_model(out_dir, 1, m->path, "output", err);
+  if (!rc && report_path) rc = moesz_output_check_model(report_path, 0, m->path, "--report", err);
+  if (rc) return rc;
+  moesz_adir od;
+  if ((rc = moesz_adir_open(&od, out_dir, o->force, err))) return rc;
+  out_dir = od.tmp;
   size_t nt = moesz_st_count(m->st);
   uint8_t **buf = calloc(nt + 1, sizeof *buf);
   cJSON *rep = cJSON_CreateObject(), *jl = cJSON_AddArrayToObject(rep, "layers");
@@ -61,7 +66,6 @@ int moesz_resmoe_model(const moesz_model *m, const char *out_dir, const moesz_re
   cJSON_AddStringToObject(rep, "method", MN[o->method]);
   cJSON_AddStringToObject(rep, "residual", o->residual == MOESZ_RESIDUAL_SVD ? "svd" : "prune");
   cJSON_AddNumberToObject(rep, "keep", o->keep);
-  int rc = MOESZ_OK;
   for (size_t i = 0; i < nt && !rc; i++) {
     const moesz_tensor *t = moesz_st_at(m->st, i);
     buf[i] = malloc(t->nbytes ? t->nbytes : 1);
@@ -158,6 +162,8 @@ int moesz_resmoe_model(const moesz_model *m, const char *out_dir, const moesz_re
   }
   static const char *FILES[] = {"config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json"};
   for (size_t i = 0; !rc && i < sizeof FILES / sizeof *FILES; i++) rc = copy_file(m->path, out_dir, FILES[i], err);
+  if (!rc) rc = moesz_adir_commit(&od, err);
+  else moesz_adir_abort(&od);
   if (!rc && report_path) {
     char *txt = cJSON_Print(rep);
     moesz_afile af;

@@ -1,8 +1,9 @@
 /* runtime/rt_resmoe.c - owns ResMoE layers in the expert cache: the pinned
  * barycenters (decoded once when the cache opens, counted in its budget by
- * the caller) and the restoration of an expert on a miss: fetch its residual
- * through the cache's blob source, add it to a copy of the barycenter (sparse
- * or low-rank, src/resmoe), split into gate | up | down in the served dtype. */
+ * the caller) and the restoration of an expert on a miss from its residual's
+ * stored bytes (fetched by the cache through its store): add it to a copy of
+ * the barycenter (sparse or low-rank, src/resmoe), split into gate | up |
+ * down in the served dtype. */
 #include <stdlib.h>
 #include <string.h>
 #include "moesz/codec.h"
@@ -28,13 +29,6 @@ int moesz_runtime_resmoe_has(const moesz_runtime_resmoe *r, int layer) {
   return r && layer >= 0 && layer < r->n_layers && r->bary[layer] != NULL;
 }
 
-static int fetch(moesz_runtime_resmoe *r, const moesz_msz_rec *rec, const void **data, moesz_error *err) {
-  return r->src.get(r->src.ctx, rec, data, err);
-}
-static void done_with(moesz_runtime_resmoe *r, const moesz_msz_rec *rec, const void *data) {
-  if (r->src.put) r->src.put(r->src.ctx, rec, data);
-}
-
 int moesz_runtime_resmoe_create(const moesz_msz *c, const moesz_runtime_blob_src *src, moesz_runtime_resmoe **out,
                                 uint64_t *pinned, uint64_t *read, moesz_error *err) {
   *out = NULL;
@@ -56,13 +50,14 @@ int moesz_runtime_resmoe_create(const moesz_msz *c, const moesz_runtime_blob_src
     if (!l) continue;
     size_t m = (size_t)l->n * (size_t)l->D;
     const void *b;
-    int rc = fetch(r, &l->bary, &b, err);
+    void *token = NULL;
+    int rc = r->src.get(r->src.ctx, &l->bary, &b, &token, err);
     if (!rc) {
       r->lay[L] = l;
       r->bary[L] = malloc(m * sizeof **r->bary);
       if (!r->bary[L]) rc = moesz_error_set(err, MOESZ_E_NOMEM, "expert cache: out of memory for the layer %d barycenter", L);
       else rc = moesz_codec_decompress(b, l->bary.len, MOESZ_DT_F32, r->bary[L], m, 1, err);
-      done_with(r, &l->bary, b);
+      if (r->src.put) r->src.put(r->src.ctx, token);
     }
     if (rc) {
       moesz_error_wrap(err, rc, "layer %d barycenter", L);
@@ -76,28 +71,21 @@ int moesz_runtime_resmoe_create(const moesz_msz *c, const moesz_runtime_blob_src
   return MOESZ_OK;
 }
 
-int moesz_runtime_resmoe_expert(moesz_runtime_resmoe *r, int L, int e, moesz_dtype dt, void **buf, moesz_matview v[3],
-                                uint64_t *bytes, uint64_t *read, moesz_error *err) {
-  *buf = NULL;
+int moesz_runtime_resmoe_restore(moesz_runtime_resmoe *r, int L, int e, const void *res, moesz_dtype dt, uint8_t *buf,
+                                 moesz_matview v[3], moesz_error *err) {
   if (!moesz_runtime_resmoe_has(r, L) || e < 0 || e >= r->lay[L]->E)
     return moesz_error_set(err, MOESZ_E_NOTFOUND, "expert cache: no ResMoE layer %d expert %d", L, e);
   const moesz_msz_resmoe_layer *l = r->lay[L];
   size_t m = (size_t)l->n * (size_t)l->D, md = (size_t)l->n * (size_t)l->d, es = moesz_dtype_size(dt);
   float *X = malloc(m * sizeof *X);
-  uint8_t *out = malloc(3 * md * es);
-  if (!X || !out) { free(X); free(out); return moesz_error_set(err, MOESZ_E_NOMEM, "expert cache: out of memory (%zu bytes)", m * 4); }
+  if (!X) return moesz_error_set(err, MOESZ_E_NOMEM, "expert cache: out of memory (%zu bytes)", m * sizeof *X);
   memcpy(X, r->bary[L], m * sizeof *X);
-  const void *blob;
-  int rc = fetch(r, &l->res[e], &blob, err);
-  if (!rc) {
-    rc = moesz_resmoe_residual_add(blob, l->res[e].len, l->n, l->D, X, err);
-    done_with(r, &l->res[e], blob);
-    if (rc) moesz_error_wrap(err, rc, "blob %s", l->res[e].name);
-  }
+  int rc = moesz_resmoe_residual_add(res, l->res[e].len, l->n, l->D, X, err);
+  if (rc) moesz_error_wrap(err, rc, "blob %s", l->res[e].name);
   for (int k = 0; k < 3 && !rc; k++) {
     moesz_mat mat = (moesz_mat)(MOESZ_MAT_GATE + k);
-    rc = moesz_msz_resmoe_split(X, l->n, l->d, mat, dt, out + (size_t)k * md * es, err);
-    v[k].data = out + (size_t)k * md * es;
+    rc = moesz_msz_resmoe_split(X, l->n, l->d, mat, dt, buf + (size_t)k * md * es, err);
+    v[k].data = buf + (size_t)k * md * es;
     v[k].dtype = dt;
     v[k].rows = mat == MOESZ_MAT_DOWN ? l->d : l->n;
     v[k].cols = mat == MOESZ_MAT_DOWN ? l->n : l->d;
@@ -105,9 +93,5 @@ int moesz_runtime_resmoe_expert(moesz_runtime_resmoe *r, int L, int e, moesz_dty
     v[k].transposed = 0;
   }
   free(X);
-  if (rc) { free(out); return rc; }
-  *buf = out;
-  *bytes = 3 * md * es;
-  *read = l->res[e].len;
-  return MOESZ_OK;
+  return rc;
 }

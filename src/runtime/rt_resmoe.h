@@ -7,11 +7,11 @@
 #define MOESZ_RT_RESMOE_H
 #include "moesz/container.h"
 
-/* How stored blob bytes are fetched (checksum-verified); put (optional)
- * says the bytes are no longer needed. */
+/* How stored blob bytes are fetched (checksum-verified): get fills *data
+ * and an opaque *token that put (optional) hands back when done. */
 typedef struct moesz_runtime_blob_src {
-  int (*get)(void *ctx, const moesz_msz_rec *r, const void **data, moesz_error *err);
-  void (*put)(void *ctx, const moesz_msz_rec *r, const void *data);
+  int (*get)(void *ctx, const moesz_msz_rec *r, const void **data, void **token, moesz_error *err);
+  void (*put)(void *ctx, void *token);
   void *ctx;
 } moesz_runtime_blob_src;
 
@@ -25,10 +25,11 @@ int moesz_runtime_resmoe_create(const moesz_msz *c, const moesz_runtime_blob_src
 void moesz_runtime_resmoe_destroy(moesz_runtime_resmoe *r);
 /* 1 if layer is a ResMoE layer (r may be NULL). */
 int moesz_runtime_resmoe_has(const moesz_runtime_resmoe *r, int layer);
-/* Restores expert e of a ResMoE layer: W' = B' + R' (sparse add for pruned
- * residuals, B' + U'V' for SVD), split into gate [n, d] | up [n, d] |
- * down [d, n] as dtype in one malloc'd buffer (*buf, *bytes) with views v;
- * *read = residual bytes fetched. Thread-safe (the barycenters are read-only). */
-int moesz_runtime_resmoe_expert(moesz_runtime_resmoe *r, int layer, int e, moesz_dtype dtype, void **buf, moesz_matview v[3],
-                                uint64_t *bytes, uint64_t *read, moesz_error *err);
+/* Restores expert e of a ResMoE layer from its residual blob's stored bytes
+ * (res, checksum-verified by the caller's fetch): W' = B' + R' (sparse add
+ * for pruned residuals, B' + U'V' for SVD), split into gate [n, d] | up
+ * [n, d] | down [d, n] as dtype (F32 / F16 / BF16) into buf (3 n d elements)
+ * with views v. Thread-safe (the barycenters are read-only). */
+int moesz_runtime_resmoe_restore(moesz_runtime_resmoe *r, int layer, int e, const void *res, moesz_dtype dtype, uint8_t *buf,
+                                 moesz_matview v[3], moesz_error *err);
 #endif
