@@ -113,6 +113,31 @@ TEST(output_over_input_is_refused) {
   sh("rm -rf %s", T);
 }
 
+/* The library refuses too: exporting a container into the folder that holds
+ * it, even with force. */
+TEST(export_never_replaces_its_own_folder) {
+  char dir[128], msz[160];
+  snprintf(dir, sizeof dir, "/tmp/moesz_hard_lib_%ld", (long)getpid());
+  snprintf(msz, sizeof msz, "%s/m.msz", dir);
+  CHECK_EQ_INT(sh("rm -rf %s && cp -r tests/fixtures/mixtral %s", dir, dir), 0);
+  moesz_model *m = NULL;
+  CHECK_EQ_INT(moesz_model_open(dir, &m, NULL), MOESZ_OK);
+  moesz_msz_opts o;
+  memset(&o, 0, sizeof o);
+  if (m) CHECK_EQ_INT(moesz_msz_write(m, msz, &o, NULL, NULL), MOESZ_OK);
+  moesz_model_close(m);
+  moesz_msz *c = NULL;
+  moesz_error e = {0};
+  CHECK_EQ_INT(moesz_msz_open(msz, &c, &e), MOESZ_OK);
+  if (c) {
+    CHECK_EQ_INT(moesz_msz_export(c, dir, 1, 0, &e), MOESZ_E_ARG);
+    CHECK_MSG(strstr(e.msg, "holds the input") != NULL, "%s", e.msg);
+    moesz_msz_close(c);
+  }
+  CHECK(exists("%s", msz) && exists("%s/model.safetensors", dir));
+  sh("rm -rf %s", dir);
+}
+
 /* Flips one byte in the middle of the first expert blob of a container. */
 static int corrupt_expert(const char *msz) {
   moesz_msz *c;
@@ -797,6 +822,7 @@ TEST(task_scoring_follows_the_harness) {
 int main(void) {
   RUN(output_over_input_is_refused);
   RUN(decompress_is_all_or_nothing);
+  RUN(export_never_replaces_its_own_folder);
   RUN(resmoe_and_synth_need_force);
   RUN(lying_manifests_are_rejected_at_open);
   RUN(codec_reserved_bytes_rejected);

@@ -95,7 +95,8 @@ uint64_t moesz_msz_file_size(const moesz_msz *c);
  * of it is written into a temporary folder beside dir and renamed to dir at
  * the end: a failure leaves dir as it was. An existing non-empty dir is
  * refused (MOESZ_E_ARG) unless force; with force it must be a model folder
- * and is replaced whole. */
+ * and is replaced whole. A dir that holds the container's own file is
+ * always refused. */
 int moesz_msz_export(const moesz_msz *c, const char *dir, int force, int progress, moesz_error *err);
 
 /* ResMoE layers (docs/CONTAINER.md "ResMoE layers", src/container/msz_resmoe.c). */

@@ -89,7 +89,9 @@ static int export_into(const moesz_msz *c, const char *dir, int progress, moesz_
 
 int moesz_msz_export(const moesz_msz *c, const char *dir, int force, int progress, moesz_error *err) {
   moesz_adir d;
-  int rc = moesz_adir_open(&d, dir, force, err);
+  const char *in = c->path;
+  int rc = in ? moesz_output_check(dir, 1, &in, 1, "output", err) : MOESZ_OK;
+  if (!rc) rc = moesz_adir_open(&d, dir, force, err);
   if (rc) return rc;
   if ((rc = export_into(c, d.tmp, progress, err))) {
     moesz_adir_abort(&d);

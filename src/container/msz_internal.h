@@ -46,6 +46,7 @@ struct moesz_msz {
   uint32_t version;           /* header format version */
   moesz_msz_resmoe_layer *rm; /* [nrm] ResMoE layers (msz_resmoe.c) */
   size_t nrm;
+  char *path;                 /* the file (moesz_msz_open), NULL in memory: export never writes over it */
 };
 
 static inline size_t msz_slot(const moesz_msz *c, int layer, int expert, int shared, moesz_mat mat) {

@@ -252,6 +252,10 @@ int moesz_msz_open(const char *path, moesz_msz **out, moesz_error *err) {
     moesz_msz_close(c);
     return rc;
   }
+  if (!(c->path = strdup(path))) {
+    moesz_msz_close(c);
+    return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory");
+  }
   *out = c;
   return MOESZ_OK;
 }
@@ -301,6 +305,7 @@ void moesz_msz_close(moesz_msz *c) {
   free(c->src);
   free(c->lookup);
   msz_resmoe_free(c);
+  free(c->path);
   moesz_st_close(c->dense);
   if (c->map && c->owns_map) munmap(c->map, c->size);
   free(c);

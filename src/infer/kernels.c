@@ -7,6 +7,7 @@
 #include "infer/simd.h"
 #include <math.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -32,12 +33,14 @@ size_t moesz_k_scratch_need(size_t max_cols, size_t max_ctx) {
   return a > b ? a : b;
 }
 
+static int avx512_agrees(void);
+
 int moesz_kctx_init(moesz_kctx *c, moesz_pool *pool, int simd, size_t scratch_floats) {
   memset(c, 0, sizeof *c);
   c->pool = pool;
   c->nthreads = moesz_pool_size(pool);
   int have = moesz_k_cpu_simd();
-  if (have && moesz_cpu_avx512_vnni()) have = 2;
+  if (have && moesz_cpu_avx512_vnni() && avx512_agrees()) have = 2;
   c->simd = simd < 0 ? have : (simd && have ? (simd < have ? simd : have) : 0);
   c->scratch_floats = scratch_floats;
   c->scratch = calloc((size_t)c->nthreads, sizeof *c->scratch);
@@ -623,4 +626,71 @@ void moesz_k_attention(moesz_kctx *c, const float *q, size_t ldq, const float *k
                        float *out, size_t ldo) {
   att_ctx A = {c, q, kc, vc, ldq, ldo, out, pos0, n, nh, nkv, hd, scale};
   moesz_pool_run(c->pool, (size_t)n * (size_t)nh, att_task, &A);
+}
+
+/* ------------------------------------------------- AVX-512 self-check */
+
+/* The AVX-512 paths run only where the CPU has them, which the machines that
+ * build and test this project may not: before a context uses them they are
+ * checked once per process against the AVX2 kernels on small fixed inputs
+ * (BF16 and F32 matvecs; compute-layout groups of every width, one and three
+ * tokens), and a disagreement keeps the context on AVX2. The answer is a fact
+ * about this CPU and build, kept in a write-once cache like cpuid's. */
+static int close_enough(const float *a, const float *b, int n) {
+  for (int i = 0; i < n; i++)
+    if (!(fabsf(a[i] - b[i]) <= 1e-4f * (1.0f + fabsf(b[i])))) return 0;
+  return 1;
+}
+
+static int avx512_check(void) {
+#if MOESZ_X86
+  enum { R = 8, C = 160 };
+  float wf[R * C], x[3 * C], y2[3 * R], y5[3 * R];
+  uint16_t wb[R * C];
+  for (int i = 0; i < R * C; i++) {
+    /* row r has scale 2^(r - 4): groups of many widths in the compute layout */
+    wf[i] = ldexpf((float)((i * 37) % 101 - 50) / 50.0f, i / C - 4);
+    wb[i] = moesz_f32_to_bf16(wf[i]);
+  }
+  wf[5] = 100.0f;   /* an escape */
+  for (int i = 0; i < 3 * C; i++) x[i] = (float)((i * 53) % 97 - 48) / 48.0f;
+  moesz_matview vb = {wb, MOESZ_DT_BF16, R, C, C, 0}, vf = {wf, MOESZ_DT_F32, R, C, C, 0};
+  float xs[C] __attribute__((aligned(32)));
+  split_even_odd(x, C, xs);
+  mv_avx_bf16_eo(&vb, 0, R, x, xs, y2, 0);
+  mv512_bf16(&vb, 0, R, x, y5, 0);
+  if (!close_enough(y5, y2, R)) return 0;
+  mv_avx_f32(&vf, 0, R, x, y2, 0);
+  mv512_f32(&vf, 0, R, x, y5, 0);
+  if (!close_enough(y5, y2, R)) return 0;
+  void *buf;
+  size_t len;
+  moesz_cl m;
+  if (moesz_cl_encode(wf, MOESZ_DT_F32, R, C, MOESZ_EB_ABS, 1e-3, 1, &buf, &len, NULL, NULL)) return 0;
+  int ok = moesz_cl_parse(buf, len, &m, NULL) == MOESZ_OK;
+  size_t sb = moesz_k_cl_scratch_bytes(C);
+  void *scr = aligned_alloc(64, (sb + 63) / 64 * 64);
+  ok = ok && scr;
+  for (int nt = 1; ok && nt <= 3; nt += 2) {
+    moesz_k_cl_rows(&m, 0, R, x, C, nt, y2, R, 0, 1, scr, 0);
+    moesz_k_cl_rows(&m, 0, R, x, C, nt, y5, R, 0, 2, scr, 0);
+    ok = close_enough(y5, y2, nt * R);
+  }
+  if (scr) free(scr);
+  moesz_cl_free(&m);
+  free(buf);
+  return ok;
+#else
+  return 0;
+#endif
+}
+
+static int avx512_agrees(void) {
+  static _Atomic int slot;   /* 0 = not checked yet, else answer + 1 */
+  int v = atomic_load_explicit(&slot, memory_order_relaxed);
+  if (!v) {
+    v = avx512_check() + 1;
+    atomic_store_explicit(&slot, v, memory_order_relaxed);
+  }
+  return v - 1;
 }
