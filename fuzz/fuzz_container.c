@@ -1,5 +1,8 @@
 /* fuzz/fuzz_container.c - libFuzzer target for the .msz reader: opens the
- * input as a container and, if it validates, decodes every blob. */
+ * input as a container and, if it validates, decodes every blob; for ResMoE
+ * layers also restores every expert from its barycenter and residual and
+ * parses each residual blob's header alone. Seeds: plain
+ * (raw, zstd) and ResMoE (pruned, SVD) containers of a micro model. */
 #include <stdlib.h>
 #include "moesz.h"
 
@@ -12,6 +15,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     void *dst = malloc(r->raw_bytes / moesz_dtype_size(r->dtype) * 4 + 4);
     if (dst) moesz_msz_read(c, r, MOESZ_DT_F32, dst, NULL);
     free(dst);
+  }
+  const moesz_config *cfg = moesz_msz_config(c);
+  for (int L = 0; L < cfg->n_layers; L++) {
+    const moesz_msz_resmoe_layer *l = moesz_msz_resmoe(c, L);
+    if (!l || (size_t)l->n * (size_t)l->D > (16u << 20)) continue;
+    float *X = malloc((size_t)l->n * (size_t)l->D * sizeof *X);
+    for (int e = 0; X && e < l->E; e++) {
+      moesz_msz_resmoe_expert(c, L, e, X, NULL);
+      const void *b;
+      moesz_residual_info ri;
+      if (!moesz_msz_blob(c, &l->res[e], &b, NULL)) moesz_resmoe_residual_info(b, l->res[e].len, &ri, NULL);
+    }
+    free(X);
   }
   moesz_msz_close(c);
   return 0;

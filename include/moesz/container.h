@@ -8,17 +8,20 @@
 #include "moesz/base.h"
 #include "moesz/tensor.h"
 #include "moesz/model.h"
+#include "moesz/resmoe.h"
 
 #define MOESZ_MSZ_MAGIC "MOESZMSZ"   /* 8 bytes at offset 0 and in the trailer */
 #define MOESZ_MSZ_VERSION 1
+#define MOESZ_MSZ_VERSION_RESMOE 2   /* written when the container holds ResMoE layers */
 #define MOESZ_MSZ_ALIGN 64           /* every blob starts at a multiple of this */
 
 typedef enum moesz_msz_method {
   MOESZ_MSZ_RAW = 0,    /* the original bytes */
   MOESZ_MSZ_ZSTD,       /* zstd (lossless) of the original bytes */
   MOESZ_MSZ_CODEC,      /* moesz error-bounded codec stream (src/codec) */
-  MOESZ_MSZ_COMPUTE     /* the codec's compute layout (codec.h): kernels multiply from it;
+  MOESZ_MSZ_COMPUTE,    /* the codec's compute layout (codec.h): kernels multiply from it;
                            the bound holds in F32, so it decodes to F32 only */
+  MOESZ_MSZ_RESMOE      /* ResMoE: the layer's barycenter + this expert's residual blob (shared by its 3 matrices) */
 } moesz_msz_method;
 
 /* One stored blob: an expert matrix, the dense-tensor image, or a file. */
@@ -96,6 +99,28 @@ uint64_t moesz_msz_file_size(const moesz_msz *c);
  * always refused. */
 int moesz_msz_export(const moesz_msz *c, const char *dir, int force, int progress, moesz_error *err);
 
+/* ResMoE layers (docs/CONTAINER.md "ResMoE layers", src/container/msz_resmoe.c). */
+typedef struct moesz_msz_resmoe_layer {
+  int layer;
+  moesz_residual_kind residual;
+  int n, d, D;                 /* experts as n x D rows [gate | up | down^T], D = 3d */
+  int E;                       /* experts */
+  double keep;
+  moesz_msz_rec bary;          /* codec stream of the barycenter B' [n, D] (F32) */
+  moesz_msz_rec *res;          /* [E] residual blobs (method RESMOE, F32 [n, D]) */
+  double *thr;                 /* [E] prune: largest |x - b'| left out (0 for SVD) */
+  double *max_err;             /* [E] worst |w' - x| measured by the writer (F32, aligned rows) */
+} moesz_msz_resmoe_layer;
+
+/* Layer L's ResMoE record, NULL if the layer is stored plainly. */
+const moesz_msz_resmoe_layer *moesz_msz_resmoe(const moesz_msz *c, int layer);
+/* Restores expert e of ResMoE layer L as W' = B' + R' [n, D] F32, rows in the
+ * barycenter's order (checksums verified; B' decoded on every call). */
+int moesz_msz_resmoe_expert(const moesz_msz *c, int layer, int expert, float *X, moesz_error *err);
+/* Copies matrix mat of a restored expert X [n, 3d] into dst as dtype
+ * (F32 / F16 / BF16): gate, up [n, d]; down [d, n]. */
+int moesz_msz_resmoe_split(const float *X, int n, int d, moesz_mat mat, moesz_dtype dtype, void *dst, moesz_error *err);
+
 /* ------------------------------------------------------------- writing */
 
 typedef struct moesz_msz_opts {
@@ -107,6 +132,10 @@ typedef struct moesz_msz_opts {
   /* per-layer bound override: layer_eb[L] > 0 replaces eb for layer L; < 0 keeps layer L lossless */
   const double *layer_eb;   /* [n_layers] or NULL */
   int progress;             /* progress bar on stderr */
+  /* ResMoE: resmoe_layers[L] != 0 stores MoE layer L as barycenter + residuals
+   * (bound eb, or layer_eb[L] > 0); other layers as method says */
+  const moesz_resmoe_opts *resmoe;
+  const uint8_t *resmoe_layers;  /* [n_layers] or NULL */
 } moesz_msz_opts;
 
 /* Per-run results of moesz_msz_write. */
@@ -115,6 +144,9 @@ typedef struct moesz_msz_summary {
   uint64_t dense_bytes, file_bytes, total_bytes;
   uint64_t verbatim_values;    /* codec values stored verbatim */
   double max_err_over_bound;   /* worst |x' - x| / eb over codec blobs (0 if none) */
+  int resmoe_layers;           /* layers stored as ResMoE */
+  uint64_t resmoe_bary_bytes, resmoe_residual_bytes;   /* stored bytes of their barycenters / residuals */
+  double resmoe_max_err;       /* worst |w' - x| over their experts (F32, before the dtype cast) */
   double seconds;
 } moesz_msz_summary;
 

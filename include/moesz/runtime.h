@@ -120,6 +120,7 @@ typedef struct moesz_cache_stats {
   uint64_t bytes_decoded;     /* decoded bytes produced */
   uint64_t resident_bytes;    /* decoded experts held + loads in flight (reserved before reading) */
   uint64_t peak_bytes;        /* the most resident_bytes at once */
+  uint64_t pinned_bytes;      /* ResMoE barycenters: decoded at open, never evicted, part of resident */
   uint64_t expert_bytes;      /* decoded bytes of the largest routed expert */
   uint64_t budget_bytes;      /* the budget in force (0 = unlimited; chosen at create with budget_auto) */
   double stall_seconds;       /* time the forward pass waited for experts, split into: */

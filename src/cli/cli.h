@@ -22,6 +22,11 @@ int moesz_cli_tokenize(int argc, char **argv);
 /* `moesz inspect X.msz`: the container's summary (inspect_msz.c). */
 int moesz_cli_inspect_msz(const char *path, int json);
 
+/* `moesz compress --method resmoe` options (compress_resmoe.c): fills o and
+ * layers[MOESZ_MAX_LAYERS]; keep / spec may be NULL (defaults); 0 or 2. */
+int moesz_cli_compress_resmoe(const moesz_config *c, const char *residual, const char *keep, const char *base,
+                              const char *spec, moesz_resmoe_opts *o, uint8_t *layers);
+
 /* The tokenizer of a model: MODEL/tokenizer.json, the tokenizer.json
  * embedded in a .msz container, or a tokenizer.json path. */
 int moesz_cli_tok_load(const char *model, moesz_tok **out, moesz_error *err);

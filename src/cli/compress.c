@@ -14,7 +14,7 @@ static void usage(FILE *f) {
     "as `moesz run` opens it (missing or misshapen tensors: an error, nothing written); an output\n"
     "that is one of the model's files is refused.\n\n"
     "  -o, --output FILE      output container (written to a temporary file, then renamed)\n"
-    "  --method M             sz (error-bounded codec, default) | zstd (lossless) | raw\n"
+    "  --method M             sz (error-bounded codec, default) | zstd (lossless) | raw | resmoe\n"
     "  --codec P              entropy (default) | fast | compute   codec for --method sz: entropy and\n"
     "                         fast are streams decoded before use; compute is the compute layout that\n"
     "                         kernels multiply from directly (bound held in F32; decompress writes F32)\n"
@@ -23,6 +23,12 @@ static void usage(FILE *f) {
     "  --layer-eb SPEC        per-layer bounds, e.g. '0-1:2e-3,2-5:5e-4,6-:lossless' (comma-separated\n"
     "                         RANGE:BOUND items, none empty; 'N-' runs to the last layer)\n"
     "  --threads N            codec threads (default: all cores)\n"
+    "  ResMoE (--method resmoe; chosen layers as barycenter + residuals, others as sz; docs/RESMOE.md):\n"
+    "  --residual R           prune (default) | svd\n"
+    "  --keep F               fraction of each expert's parameters kept in its residual, in (0, 1] (default 0.25)\n"
+    "  --layers SPEC          MoE layers stored as ResMoE: ranges such as 2-5,7 or 4-, or all\n"
+    "                         (default: the last 3/4 of the MoE layers)\n"
+    "  --base B               barycenter (default) | mean (unaligned) | none (plain pruning / SVD, a baseline)\n"
     "  --json                 print the summary as one JSON object\n"
     "  --progress / -q, --quiet  force the progress bar on / off (default: on when stderr is a tty)\n");
 }
@@ -65,7 +71,10 @@ int moesz_cli_compress(int argc, char **argv) {
     {"eb-mode", required_argument, 0, 'M'}, {"layer-eb", required_argument, 0, 'L'},
     {"threads", required_argument, 0, 't'}, {"json", no_argument, 0, 'j'},
     {"progress", no_argument, 0, 'p'}, {"quiet", no_argument, 0, 'q'},
+    {"residual", required_argument, 0, 'R'}, {"keep", required_argument, 0, 'K'},
+    {"layers", required_argument, 0, 'Y'}, {"base", required_argument, 0, 'B'},
     {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+  const char *rm_residual = "prune", *rm_keep = NULL, *rm_layers = NULL, *rm_base = "barycenter";
   const char *out = NULL, *method = "sz", *codec = "entropy", *mode = "abs", *layer_spec = NULL;
   double eb = 1e-3;
   int threads = 0, json = 0, progress = isatty(2);
@@ -94,6 +103,10 @@ int moesz_cli_compress(int argc, char **argv) {
       case 'j': json = 1; break;
       case 'p': progress = 1; break;
       case 'q': progress = 0; break;
+      case 'R': rm_residual = optarg; break;
+      case 'K': rm_keep = optarg; break;
+      case 'Y': rm_layers = optarg; break;
+      case 'B': rm_base = optarg; break;
       case 'h': usage(stdout); return 0;
       default: usage(stderr); return 2;
     }
@@ -104,7 +117,13 @@ int moesz_cli_compress(int argc, char **argv) {
   if (!strcmp(method, "sz")) o.method = MOESZ_MSZ_CODEC;
   else if (!strcmp(method, "zstd")) o.method = MOESZ_MSZ_ZSTD;
   else if (!strcmp(method, "raw")) o.method = MOESZ_MSZ_RAW;
-  else { fprintf(stderr, "moesz compress: unknown --method '%s' (sz, zstd, raw)\n", method); return 2; }
+  else if (!strcmp(method, "resmoe")) o.method = MOESZ_MSZ_CODEC;
+  else { fprintf(stderr, "moesz compress: unknown --method '%s' (sz, zstd, raw, resmoe)\n", method); return 2; }
+  int resmoe = !strcmp(method, "resmoe");
+  if (!resmoe && (rm_keep || rm_layers || strcmp(rm_residual, "prune") || strcmp(rm_base, "barycenter"))) {
+    fprintf(stderr, "moesz compress: --residual, --keep, --layers and --base need --method resmoe\n");
+    return 2;
+  }
   if (!strcmp(codec, "compute")) {
     /* the compute layout: kernels multiply from it (docs/CODEC.md) */
     if (o.method != MOESZ_MSZ_CODEC) {
@@ -158,6 +177,17 @@ int moesz_cli_compress(int argc, char **argv) {
     }
     o.layer_eb = leb;
   }
+  moesz_resmoe_opts ro;
+  uint8_t rlayers[MOESZ_MAX_LAYERS];
+  if (resmoe) {
+    if (moesz_cli_compress_resmoe(&m->cfg, rm_residual, rm_keep, rm_base, rm_layers, &ro, rlayers)) {
+      free(leb);
+      moesz_model_close(m);
+      return 2;
+    }
+    o.resmoe = &ro;
+    o.resmoe_layers = rlayers;
+  }
   moesz_msz_summary s;
   moesz_cli_output(out);
   int rc = moesz_msz_write(m, out, &o, &s, &e);
@@ -168,10 +198,12 @@ int moesz_cli_compress(int argc, char **argv) {
   if (json) {
     printf("{\"output\":\"%s\",\"method\":\"%s\",\"eb\":%g,\"eb_mode\":\"%s\",\"expert_raw_bytes\":%llu,"
            "\"expert_stored_bytes\":%llu,\"expert_ratio\":%.4f,\"dense_bytes\":%llu,\"file_bytes\":%llu,"
-           "\"total_bytes\":%llu,\"verbatim_values\":%llu,\"max_err_over_bound\":%.6f,\"seconds\":%.3f}\n",
+           "\"total_bytes\":%llu,\"verbatim_values\":%llu,\"max_err_over_bound\":%.6f,\"resmoe_layers\":%d,"
+           "\"resmoe_bary_bytes\":%llu,\"resmoe_residual_bytes\":%llu,\"resmoe_max_err\":%g,\"seconds\":%.3f}\n",
            out, method, eb, mode, (unsigned long long)s.expert_raw_bytes, (unsigned long long)s.expert_stored_bytes,
            ratio, (unsigned long long)s.dense_bytes, (unsigned long long)s.file_bytes,
-           (unsigned long long)s.total_bytes, (unsigned long long)s.verbatim_values, s.max_err_over_bound, s.seconds);
+           (unsigned long long)s.total_bytes, (unsigned long long)s.verbatim_values, s.max_err_over_bound, s.resmoe_layers,
+           (unsigned long long)s.resmoe_bary_bytes, (unsigned long long)s.resmoe_residual_bytes, s.resmoe_max_err, s.seconds);
   } else {
     printf("wrote %s: %.2f MB (experts %.2f MB -> %.2f MB, %.3fx; dense %.2f MB) in %.2f s\n", out,
            (double)s.total_bytes / 1e6, (double)s.expert_raw_bytes / 1e6, (double)s.expert_stored_bytes / 1e6,
@@ -179,6 +211,9 @@ int moesz_cli_compress(int argc, char **argv) {
     if (o.method == MOESZ_MSZ_CODEC || o.method == MOESZ_MSZ_COMPUTE)
       printf("error bound %g (%s): max |error| / bound = %.4f, %llu values %s\n", eb, mode, s.max_err_over_bound,
              (unsigned long long)s.verbatim_values, o.method == MOESZ_MSZ_CODEC ? "stored verbatim" : "escaped");
+    if (s.resmoe_layers)
+      printf("resmoe: %d layers, barycenters %.3f MB + residuals %.3f MB; max |w' - x| = %g (aligned rows, F32)\n",
+             s.resmoe_layers, (double)s.resmoe_bary_bytes / 1e6, (double)s.resmoe_residual_bytes / 1e6, s.resmoe_max_err);
   }
   return 0;
 }

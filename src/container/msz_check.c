@@ -155,6 +155,8 @@ static int check_streams(const moesz_msz *c, moesz_error *err) {
         return moesz_error_set(err, MOESZ_E_FORMAT, "record %s: its compute layout is [%lld, %lld] at bound %.17g, the "
                                "manifest says [%lld, %lld] at %.17g", r->name, (long long)m.rows, (long long)m.cols, m.eb,
                                (long long)r->shape[0], (long long)r->shape[1], r->eb);
+    } else if (r->method == MOESZ_MSZ_RESMOE) {
+      continue;   /* residual and barycenter headers: msz_resmoe_parse */
     } else {
       if (r->eb != 0)
         return moesz_error_set(err, MOESZ_E_FORMAT, "record %s: a lossless blob with bound %g", r->name, r->eb);

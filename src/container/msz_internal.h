@@ -43,6 +43,9 @@ struct moesz_msz {
   size_t nex;
   int32_t *lookup;            /* [n_layers][lookup_e][2 shared][3 mats] -> ex index or -1 */
   int lookup_e;
+  uint32_t version;           /* header format version */
+  moesz_msz_resmoe_layer *rm; /* [nrm] ResMoE layers (msz_resmoe.c) */
+  size_t nrm;
   char *path;                 /* the file (moesz_msz_open), NULL in memory: export never writes over it */
 };
 
@@ -69,6 +72,18 @@ int msz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t cols
 struct moesz_cl;
 int msz_cl_parse(const moesz_msz_rec *r, const void *blob, struct moesz_cl *m, moesz_error *err);
 int msz_cl_decode(const moesz_msz_rec *r, const void *blob, moesz_dtype out, void *dst, moesz_error *err);
+/* Parses a manifest record's common fields (msz_read.c). */
+int msz_parse_rec(moesz_msz *c, const void *json, moesz_msz_rec *r, int need_shape, moesz_error *err);
+/* ResMoE layers (msz_resmoe.c): the manifest's "resmoe" section, checked
+ * against the expert records (after the lookup is built); decoding one
+ * RESMOE record; freeing; writing one layer through put (msz_write.c). */
+int msz_resmoe_parse(moesz_msz *c, const void *root_json, moesz_error *err);
+int msz_resmoe_read(const moesz_msz *c, const moesz_msz_rec *r, moesz_dtype out, void *dst, moesz_error *err);
+void msz_resmoe_free(moesz_msz *c);
+typedef int (*msz_put_fn)(void *w, void *json_rec, const char *name, const char *method, const void *data, size_t len,
+                          moesz_error *err);
+int msz_resmoe_write_layer(const moesz_model *m, int layer, double eb, const moesz_msz_opts *o, msz_put_fn put, void *w,
+                           void *experts_json, void *resmoe_json, moesz_msz_summary *s, moesz_error *err);
 /* Accessors for the expert blob behind a record (for the runtime and decompress). */
 const msz_expert *msz_expert_of(const moesz_msz *c, const moesz_msz_rec *r);
 #endif

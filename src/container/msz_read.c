@@ -65,6 +65,7 @@ static int parse_rec(moesz_msz *c, const cJSON *o, moesz_msz_rec *r, int need_sh
   else if (!strcmp(m, "zstd")) r->method = MOESZ_MSZ_ZSTD;
   else if (!strcmp(m, "codec")) r->method = MOESZ_MSZ_CODEC;
   else if (!strcmp(m, "compute")) r->method = MOESZ_MSZ_COMPUTE;
+  else if (!strcmp(m, "resmoe")) r->method = MOESZ_MSZ_RESMOE;
   else return moesz_error_set(err, MOESZ_E_FORMAT, "record %s: unknown method '%s'", nm, m);
   if (!need_shape) {
     r->raw_bytes = r->len;
@@ -98,6 +99,10 @@ static int parse_rec(moesz_msz *c, const cJSON *o, moesz_msz_rec *r, int need_sh
   r->eb = cJSON_IsNumber(je) ? je->valuedouble : 0;
   if (!(r->eb >= 0) || !isfinite(r->eb)) return moesz_error_set(err, MOESZ_E_FORMAT, "record %s: bad eb", nm);
   return MOESZ_OK;
+}
+
+int msz_parse_rec(moesz_msz *c, const void *json, moesz_msz_rec *r, int need_shape, moesz_error *err) {
+  return parse_rec(c, json, r, need_shape, err);
 }
 
 static int parse_expert(moesz_msz *c, const cJSON *o, msz_expert *x, moesz_error *err) {
@@ -140,7 +145,7 @@ static int parse_manifest(moesz_msz *c, const char *txt, size_t len, moesz_error
   const cJSON *jf = cJSON_GetObjectItemCaseSensitive(root, "format");
   if (!cJSON_IsString(jf) || strcmp(jf->valuestring, "moesz")) { rc = moesz_error_set(err, MOESZ_E_FORMAT, "manifest: not a moesz manifest"); goto done; }
   const cJSON *jv = cJSON_GetObjectItemCaseSensitive(root, "version");
-  if (!cJSON_IsNumber(jv) || jv->valuedouble != MOESZ_MSZ_VERSION) { rc = moesz_error_set(err, MOESZ_E_FORMAT, "manifest: version is not %d", MOESZ_MSZ_VERSION); goto done; }
+  if (!cJSON_IsNumber(jv) || jv->valuedouble != c->version) { rc = moesz_error_set(err, MOESZ_E_FORMAT, "manifest: version is not %u (the header's)", c->version); goto done; }
   /* files (config.json first) */
   const cJSON *files = cJSON_GetObjectItemCaseSensitive(root, "files");
   int nf = cJSON_IsArray(files) ? cJSON_GetArraySize(files) : -1;
@@ -204,6 +209,7 @@ static int parse_manifest(moesz_msz *c, const char *txt, size_t len, moesz_error
     if (rc) goto done;
   }
   if (!(rc = msz_build_lookup(c, err))) rc = msz_check(c, err);
+  if (!rc) rc = msz_resmoe_parse(c, root, err);
 done:
   cJSON_Delete(root);
   return rc;
@@ -271,7 +277,9 @@ int moesz_msz_parse(moesz_msz *c, moesz_error *err) {
   const uint8_t *h = c->map;
   if (memcmp(h, MOESZ_MSZ_MAGIC, 8)) return moesz_error_set(err, MOESZ_E_FORMAT, "not a moesz container (bad magic)");
   uint32_t ver = moesz_rd32le(h + 8);
-  if (ver != MOESZ_MSZ_VERSION) return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "container version %u (this build reads %d)", ver, MOESZ_MSZ_VERSION);
+  if (ver != MOESZ_MSZ_VERSION && ver != MOESZ_MSZ_VERSION_RESMOE)
+    return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "container version %u (this build reads %d-%d)", ver, MOESZ_MSZ_VERSION, MOESZ_MSZ_VERSION_RESMOE);
+  c->version = ver;
   uint32_t flags = moesz_rd32le(h + 12);
   if (flags) return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "container header flags 0x%x: unknown to this build", flags);
   for (int i = 48; i < MOESZ_MSZ_HEADER; i++)
@@ -296,6 +304,7 @@ void moesz_msz_close(moesz_msz *c) {
   free(c->ex);
   free(c->src);
   free(c->lookup);
+  msz_resmoe_free(c);
   free(c->path);
   moesz_st_close(c->dense);
   if (c->map && c->owns_map) munmap(c->map, c->size);
@@ -371,6 +380,7 @@ int moesz_msz_decode_ctx(const moesz_msz *c, const moesz_msz_rec *r, const void 
     return moesz_error_set(err, MOESZ_E_ARG, "blob %s: cannot decode to %s", r->name, moesz_dtype_name(out));
   if (r->method == MOESZ_MSZ_CODEC) return msz_codec_decode(r, blob, out, dst, n, x, err);
   if (r->method == MOESZ_MSZ_COMPUTE) return msz_cl_decode(r, blob, out, dst, err);
+  if (r->method == MOESZ_MSZ_RESMOE) return msz_resmoe_read(c, r, out, dst, err);
   const void *raw = blob;
   void *tmp = NULL;
   if (r->method == MOESZ_MSZ_ZSTD) {

@@ -61,6 +61,10 @@ static int put_blob(wctx *w, cJSON *o, const char *name, const char *method, con
   return MOESZ_OK;
 }
 
+static int put_blob_fn(void *w, void *o, const char *name, const char *method, const void *data, size_t len, moesz_error *err) {
+  return put_blob(w, o, name, method, data, len, err);
+}
+
 /* Index of the tensor whose data holds p, or -1. */
 static long tensor_holding(const moesz_st *st, const void *p) {
   for (size_t i = 0; i < moesz_st_count(st); i++) {
@@ -95,7 +99,7 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
   cJSON *man = cJSON_CreateObject();
   cJSON *files = cJSON_AddArrayToObject(man, "files");
   cJSON *srcs = cJSON_AddArrayToObject(man, "sources");
-  cJSON *exps = cJSON_AddArrayToObject(man, "experts");
+  cJSON *exps = cJSON_AddArrayToObject(man, "experts"), *rmj = NULL;
   cJSON_AddStringToObject(man, "format", "moesz");
   cJSON_AddNumberToObject(man, "version", MOESZ_MSZ_VERSION);
   uint8_t *buf = NULL;
@@ -195,6 +199,16 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
     if (o->layer_eb && o->layer_eb[L] > 0) eb = o->layer_eb[L];
     if (o->layer_eb && o->layer_eb[L] < 0 && (method == MOESZ_MSZ_CODEC || method == MOESZ_MSZ_COMPUTE))
       method = MOESZ_MSZ_ZSTD;
+    if (o->resmoe && o->resmoe_layers && o->resmoe_layers[L] && !(o->layer_eb && o->layer_eb[L] < 0)) {
+      if (!rmj) {
+        cJSON *sec = cJSON_AddObjectToObject(man, "resmoe");
+        cJSON_AddNumberToObject(sec, "version", 1);
+        rmj = cJSON_AddArrayToObject(sec, "layers");
+      }
+      if ((rc = msz_resmoe_write_layer(m, L, eb, o, put_blob_fn, &w, exps, rmj, &s, err))) goto fail;
+      moesz_progress_step(&prog, done += 3 * cfg->n_experts);
+      continue;
+    }
     for (int e = 0; e < cfg->n_experts; e++)
       for (int mat = MOESZ_MAT_GATE; mat <= MOESZ_MAT_DOWN; mat++) {
         if (mat == MOESZ_MAT_UP && switch_ffn) continue;   /* Switch experts: wi (gate), wo (down) */
@@ -266,11 +280,12 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
 
   /* 5. manifest, then the header */
   if ((rc = w_align(&w, err))) goto fail;
+  if (rmj) cJSON_SetNumberValue(cJSON_GetObjectItemCaseSensitive(man, "version"), MOESZ_MSZ_VERSION_RESMOE);
   if (!(mtxt = cJSON_PrintUnformatted(man))) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "out of memory"); goto fail; }
   uint64_t moff = w.pos, mlen = strlen(mtxt);
   if ((rc = w_put(&w, mtxt, mlen, err))) goto fail;
   memcpy(hdr, MOESZ_MSZ_MAGIC, 8);
-  moesz_wr32le(hdr + 8, MOESZ_MSZ_VERSION);
+  moesz_wr32le(hdr + 8, rmj ? MOESZ_MSZ_VERSION_RESMOE : MOESZ_MSZ_VERSION);
   moesz_wr64le(hdr + 16, moff);
   moesz_wr64le(hdr + 24, mlen);
   moesz_wr64le(hdr + 32, XXH3_64bits(mtxt, mlen));

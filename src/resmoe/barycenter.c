@@ -32,7 +32,7 @@ static float kth_smallest(float *a, size_t m, size_t k) {
 }
 
 /* Keeps the `keep` largest |values| of r[0..m) (one threshold), zeroes the rest. */
-static int prune(float *r, size_t m, double keep) {
+int moesz_resmoe_prune(float *r, size_t m, double keep) {
   size_t k = (size_t)floor(keep * (double)m);
   if (k >= m) return 0;
   float *a = malloc(m * sizeof *a);
@@ -83,7 +83,69 @@ static int compress_residual(float *r, int n, int D, moesz_residual_kind kind, d
   size_t k = (size_t)floor(keep * (double)m);
   *params = k;
   *bytes = k * (es + 4);               /* value + u32 position */
-  return prune(r, m, keep);
+  return moesz_resmoe_prune(r, m, keep);
+}
+
+/* The shared expert B [n, D] and each expert's alignment perm[k] (row j of
+ * the aligned expert is row perm[k][j] of X[k]): MOESZ_RESMOE alternates exact
+ * assignment and averaging; MEAN_RESIDUAL is the unaligned mean; PRUNE and
+ * SVD (no shared expert) give B = 0. Fills rep->iters, objective, lap_seconds. */
+int moesz_resmoe_barycenter(float *const *X, int E, int n, int D, const moesz_resmoe_opts *o, float *B, int **perm,
+                            moesz_resmoe_report *rep, moesz_error *err) {
+  if (E < 1 || n < 1 || D < 1) return moesz_error_set(err, MOESZ_E_ARG, "resmoe: empty layer");
+  size_t m = (size_t)n * (size_t)D;
+  for (int k = 0; k < E; k++)
+    for (int i = 0; i < n; i++) perm[k][i] = i;
+  memset(B, 0, m * sizeof *B);
+  if (o->method == MOESZ_RESMOE_PRUNE || o->method == MOESZ_RESMOE_SVD) return MOESZ_OK;
+  if (o->method == MOESZ_RESMOE && !o->init_mean) memcpy(B, X[0], m * sizeof *B);
+  else {
+    for (int k = 0; k < E; k++) for (size_t i = 0; i < m; i++) B[i] += X[k][i];
+    for (size_t i = 0; i < m; i++) B[i] /= (float)E;
+  }
+  if (o->method != MOESZ_RESMOE) return MOESZ_OK;
+  float *Bn = calloc(m, sizeof *Bn), *C = malloc((size_t)n * (size_t)n * sizeof *C);
+  double *cost = malloc((size_t)n * (size_t)n * sizeof *cost);
+  int *asg = malloc((size_t)n * sizeof *asg);
+  int rc = MOESZ_OK;
+  if (!Bn || !C || !cost || !asg) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "resmoe: out of memory for the %d x %d cost", n, n); goto done; }
+  int max_iter = o->max_iter > 0 ? (o->max_iter > 100 ? 100 : o->max_iter) : 100;
+  double tol = o->tol > 0 ? o->tol : 1e-7;
+  for (int it = 0; it < max_iter && !rc; it++) {
+    memset(Bn, 0, m * sizeof *Bn);
+    double obj = 0;
+    for (int k = 0; k < E; k++) {
+      /* C = B X_k^T: similarity of barycenter row j and expert row i */
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, D, 1.0f, B, D, X[k], D, 0.0f, C, n);
+      for (size_t i = 0; i < (size_t)n * (size_t)n; i++) cost[i] = -(double)C[i];
+      double tl = moesz_time_now();
+      if ((rc = moesz_lap_solve(cost, n, asg, NULL, NULL, err))) break;
+      rep->lap_seconds += moesz_time_now() - tl;
+      memcpy(perm[k], asg, (size_t)n * sizeof *asg);
+      for (int j = 0; j < n; j++) {
+        const float *src = X[k] + (size_t)asg[j] * (size_t)D;
+        float *dst = Bn + (size_t)j * (size_t)D;
+        for (int d = 0; d < D; d++) dst[d] += src[d];
+      }
+    }
+    if (rc) break;
+    double delta = 0;
+    for (size_t i = 0; i < m; i++) {
+      Bn[i] /= (float)E;
+      delta += ((double)Bn[i] - B[i]) * ((double)Bn[i] - B[i]);
+    }
+    memcpy(B, Bn, m * sizeof *B);
+    for (int k = 0; k < E; k++)
+      for (int j = 0; j < n; j++) {
+        const float *src = X[k] + (size_t)perm[k][j] * (size_t)D, *b = B + (size_t)j * (size_t)D;
+        for (int d = 0; d < D; d++) obj += ((double)src[d] - b[d]) * ((double)src[d] - b[d]);
+      }
+    rep->objective[rep->iters++] = obj;
+    if (delta <= tol) break;
+  }
+done:
+  free(Bn); free(C); free(cost); free(asg);
+  return rc;
 }
 
 int moesz_resmoe_layer(float **X, int E, int n, int D, size_t es, const moesz_resmoe_opts *o, moesz_resmoe_report *rep,
@@ -95,11 +157,10 @@ int moesz_resmoe_layer(float **X, int E, int n, int D, size_t es, const moesz_re
   size_t m = (size_t)n * (size_t)D;
   rep->rel_err = calloc((size_t)E, sizeof *rep->rel_err);
   double *norm = calloc((size_t)E, sizeof *norm);
-  float *B = calloc(m, sizeof *B), *Bn = calloc(m, sizeof *Bn), *C = NULL, *tmp = malloc(m * sizeof *tmp);
-  double *cost = NULL;
-  int *asg = NULL;
+  float *B = calloc(m, sizeof *B), *tmp = malloc(m * sizeof *tmp);
+  int **perm = calloc((size_t)E, sizeof *perm);
   int rc = MOESZ_OK;
-  if (!rep->rel_err || !norm || !B || !Bn || !tmp) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "resmoe: out of memory"); goto done; }
+  if (!rep->rel_err || !norm || !B || !tmp || !perm) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "resmoe: out of memory"); goto done; }
   for (int k = 0; k < E; k++) norm[k] = sqrt(frob2(X[k], m));
   rep->original_params = (uint64_t)E * m;
   rep->original_bytes = rep->original_params * es;
@@ -118,59 +179,9 @@ int moesz_resmoe_layer(float **X, int E, int n, int D, size_t es, const moesz_re
     }
     goto done;
   }
-  /* barycenter */
-  if (o->method == MOESZ_RESMOE && !o->init_mean) memcpy(B, X[0], m * sizeof *B);
-  else {
-    for (int k = 0; k < E; k++) for (size_t i = 0; i < m; i++) B[i] += X[k][i];
-    for (size_t i = 0; i < m; i++) B[i] /= (float)E;
-  }
-  int **perm = calloc((size_t)E, sizeof *perm);
-  if (!perm) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "resmoe: out of memory"); goto done; }
-  for (int k = 0; k < E; k++) {
-    perm[k] = malloc((size_t)n * sizeof **perm);
-    if (!perm[k]) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "resmoe: out of memory"); goto done_perm; }
-    for (int i = 0; i < n; i++) perm[k][i] = i;
-  }
-  if (o->method == MOESZ_RESMOE) {
-    C = malloc((size_t)n * (size_t)n * sizeof *C);
-    cost = malloc((size_t)n * (size_t)n * sizeof *cost);
-    asg = malloc((size_t)n * sizeof *asg);
-    if (!C || !cost || !asg) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "resmoe: out of memory for the %d x %d cost", n, n); goto done_perm; }
-    int max_iter = o->max_iter > 0 ? (o->max_iter > 100 ? 100 : o->max_iter) : 100;
-    double tol = o->tol > 0 ? o->tol : 1e-7;
-    for (int it = 0; it < max_iter && !rc; it++) {
-      memset(Bn, 0, m * sizeof *Bn);
-      double obj = 0;
-      for (int k = 0; k < E; k++) {
-        /* C = B X_k^T: similarity of barycenter row j and expert row i */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, D, 1.0f, B, D, X[k], D, 0.0f, C, n);
-        for (size_t i = 0; i < (size_t)n * (size_t)n; i++) cost[i] = -(double)C[i];
-        double tl = moesz_time_now();
-        if ((rc = moesz_lap_solve(cost, n, asg, NULL, NULL, err))) break;
-        rep->lap_seconds += moesz_time_now() - tl;
-        memcpy(perm[k], asg, (size_t)n * sizeof *asg);
-        for (int j = 0; j < n; j++) {
-          const float *src = X[k] + (size_t)asg[j] * (size_t)D;
-          float *dst = Bn + (size_t)j * (size_t)D;
-          for (int d = 0; d < D; d++) dst[d] += src[d];
-        }
-      }
-      if (rc) break;
-      double delta = 0;
-      for (size_t i = 0; i < m; i++) {
-        Bn[i] /= (float)E;
-        delta += ((double)Bn[i] - B[i]) * ((double)Bn[i] - B[i]);
-      }
-      memcpy(B, Bn, m * sizeof *B);
-      for (int k = 0; k < E; k++)
-        for (int j = 0; j < n; j++) {
-          const float *src = X[k] + (size_t)perm[k][j] * (size_t)D, *b = B + (size_t)j * (size_t)D;
-          for (int d = 0; d < D; d++) obj += ((double)src[d] - b[d]) * ((double)src[d] - b[d]);
-        }
-      rep->objective[rep->iters++] = obj;
-      if (delta <= tol) break;
-    }
-  }
+  for (int k = 0; k < E; k++)
+    if (!(perm[k] = malloc((size_t)n * sizeof **perm))) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "resmoe: out of memory"); goto done; }
+  if ((rc = moesz_resmoe_barycenter(X, E, n, D, o, B, perm, rep, err))) goto done;
   /* final alignment, residual, restoration */
   uint64_t bary = m;
   rep->stored_params = bary;
@@ -191,11 +202,10 @@ int moesz_resmoe_layer(float **X, int E, int n, int D, size_t es, const moesz_re
     }
     rep->rel_err[k] = norm[k] > 0 ? sqrt(d) / norm[k] : 0;
   }
-done_perm:
+done:
   for (int k = 0; perm && k < E; k++) free(perm[k]);
   free(perm);
-done:
-  free(norm); free(B); free(Bn); free(C); free(tmp); free(cost); free(asg);
+  free(norm); free(B); free(tmp);
   rep->seconds = moesz_time_now() - t0;
   if (rc) { free(rep->rel_err); rep->rel_err = NULL; }
   return rc;

@@ -32,6 +32,7 @@
 #include "base/util.h"
 #include "moesz/codec.h"
 #include "moesz/runtime.h"
+#include "runtime/rt_resmoe.h"
 
 enum { E_EMPTY = 0, E_LOADING, E_READY };
 
@@ -72,6 +73,7 @@ struct moesz_cache {
   int nth;
   float **router;            /* [n_layers] router weights [n_experts, d] in f32, NULL for dense layers */
   char budget_note[256];     /* how --mem auto chose the budget */
+  moesz_runtime_resmoe *rm;  /* ResMoE layers: pinned barycenters (rt_resmoe.c), NULL if none */
 };
 
 static entry *at(moesz_cache *k, int L, int e) { return &k->ent[(size_t)L * (size_t)k->n_experts + (size_t)e]; }
@@ -92,6 +94,7 @@ static void slab_free(void *p, size_t n) {
 /* What a blob becomes in the cache: a decoded dtype, or MOESZ_VIEW_CL (the
  * compute layout kept as stored; compute blobs by default). */
 static moesz_dtype dtype_for(moesz_dtype want, const moesz_msz_rec *r) {
+  if (r->method == MOESZ_MSZ_RESMOE && want == MOESZ_VIEW_CL) return MOESZ_DT_F32;   /* ResMoE restores to F32 */
   if (want == MOESZ_DT_F32 || want == MOESZ_DT_BF16 || want == MOESZ_DT_F16 || want == MOESZ_VIEW_CL) return want;
   if (r->method == MOESZ_MSZ_COMPUTE) return MOESZ_VIEW_CL;
   return (r->dtype == MOESZ_DT_BF16 || r->dtype == MOESZ_DT_F16) ? r->dtype : MOESZ_DT_F32;
@@ -199,6 +202,13 @@ static int make_room(moesz_cache *k, uint64_t need, int prefetch, void **reuse, 
   return 0;
 }
 
+/* One blob's stored bytes from the store (ResMoE barycenters, pinned at create). */
+static int blob_get(void *ctx, const moesz_msz_rec *r, const void **data, void **token, moesz_error *err) {
+  moesz_cache *k = ctx;
+  return moesz_store_fetch(k->store, &r, 1, data, (moesz_store_buf **)token, NULL, err);
+}
+static void blob_put(void *ctx, void *token) { moesz_store_release(((moesz_cache *)ctx)->store, token); }
+
 /* Decoded bytes of expert (L, e) in the cache's dtype; 0 if absent. */
 static uint64_t entry_bytes(moesz_cache *k, int L, int e) { return expert_size(k->c, k->o.dtype, L, e, NULL); }
 
@@ -209,7 +219,8 @@ static int fetch_blobs(moesz_cache *k, int L, int e, const moesz_msz_rec *r[3], 
     r[m] = moesz_msz_expert(k->c, L, e, 0, (moesz_mat)(MOESZ_MAT_GATE + m));
     if (!r[m]) return moesz_error_set(err, MOESZ_E_NOTFOUND, "container has no layer %d expert %d matrix %d", L, e, m);
   }
-  return moesz_store_fetch(k->store, r, 3, data, buf, io, err);
+  /* a ResMoE expert's three matrices share one residual blob: fetched once */
+  return moesz_store_fetch(k->store, r, r[0]->method == MOESZ_MSZ_RESMOE ? 1 : 3, data, buf, io, err);
 }
 
 /* Bytes to entry: decodes the three blobs (verified stored bytes) into buf
@@ -219,6 +230,8 @@ static int decode_entry(moesz_cache *k, const moesz_msz_rec *const r[3], const v
                         entry *x, moesz_codec_ctx *cx, moesz_error *err) {
   size_t off = 0;
   x->is_cl = 0;
+  if (r[0]->method == MOESZ_MSZ_RESMOE)
+    return moesz_runtime_resmoe_restore(k->rm, r[0]->layer, r[0]->expert, data[0], out_dtype(k, r[0]), buf, x->v, err);
   for (int m = 0; m < 3; m++) {
     moesz_dtype dt = out_dtype(k, r[m]);
     int rc = dt == MOESZ_VIEW_CL ? hold_cl(r[m], data[m], buf + off, &x->cl[m], err)
@@ -508,6 +521,11 @@ int moesz_cache_create(const moesz_msz *c, const moesz_cache_opts *o, moesz_cach
   int rc = moesz_store_open(c, &k->o.store, &k->store, err);
   if (rc) { moesz_cache_destroy(k); return moesz_error_wrap(err, rc, "expert store"); }
   k->o.store.path = NULL;         /* the caller's string is not kept */
+  moesz_runtime_blob_src src = {blob_get, blob_put, k};
+  uint64_t pinned, rd;
+  if ((rc = moesz_runtime_resmoe_create(c, &src, &k->rm, &pinned, &rd, err))) { moesz_cache_destroy(k); return rc; }
+  k->st.pinned_bytes = k->st.resident_bytes = k->st.peak_bytes = pinned;   /* barycenters count in the budget */
+  k->st.bytes_read += rd;
   for (int L = 0; L < k->n_layers; L++)
     for (int e = 0; e < k->n_experts; e++) {
       uint64_t b = entry_bytes(k, L, e);
@@ -546,6 +564,7 @@ void moesz_cache_destroy(moesz_cache *k) {
   for (int i = 0; i < k->nth; i++) pthread_join(k->th[i], NULL);
   free(k->th);
   moesz_codec_ctx_free(k->miss_ctx);
+  moesz_runtime_resmoe_destroy(k->rm);
   if (k->ent)
     for (size_t i = 0; i < (size_t)k->n_layers * (size_t)k->n_experts; i++) free_entry_data(&k->ent[i]);
   moesz_store_close(k->store);
