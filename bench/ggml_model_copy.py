@@ -14,7 +14,8 @@ is written back as F32 (not BF16: rounding the dequantized values to BF16 would
 add up to half a BF16 step on top of the format's own error, comparable to
 Q8_0's step for the largest weights of a block).
 
-Prints one JSON line: format, expert weights, bits per weight of the format.
+Prints one JSON line: format, expert weights, bits per weight of the format,
+RMS and max |error| of the expert weights.
 Only the standard library and numpy are needed (the safetensors file is parsed
 and written directly, since numpy has no bfloat16).
 """
@@ -77,6 +78,7 @@ def main():
 
     n_expert = 0
     bits = None
+    sq_err, max_err = 0.0, 0.0
     for fname in files:
         header, data = read_safetensors(os.path.join(args.src, fname))
         names = sorted((k for k in header if k != "__metadata__"),
@@ -96,6 +98,9 @@ def main():
             y, bits = roundtrip(args.roundtrip, args.format, flat)
             if y.size != flat.size or not np.all(np.isfinite(y)):
                 raise SystemExit("ggml_model_copy: bad round trip output")
+            e = y.astype(np.float64) - flat
+            sq_err += float(np.dot(e, e))
+            max_err = max(max_err, float(np.abs(e).max()))
             off = 0
             for k, x in zip(experts, parts):
                 tensors[k] = ("F32", y[off:off + x.size].tobytes())
@@ -126,7 +131,8 @@ def main():
         os.replace(tmp_path, os.path.join(args.dst, fname))
     if n_expert == 0:
         raise SystemExit("ggml_model_copy: no expert matrices found in %s" % args.src)
-    print(json.dumps({"format": args.format, "expert_weights": n_expert, "bits_per_weight": bits}))
+    print(json.dumps({"format": args.format, "expert_weights": n_expert, "bits_per_weight": bits,
+                      "rms_error": (sq_err / n_expert) ** 0.5, "max_error": max_err}))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@
 #      SDIST (an unpacked llama-cpp-python sdist; default: pip download into WORK),
 #      FORMATS ("Q8_0 Q6_K Q5_K Q4_K Q4_0 Q3_K Q2_K"),
 #      EB_COMPUTE ("2.5e-4 5e-4 1e-3 2e-3 4e-3 8e-3 1.6e-2 3.2e-2"),
-#      EB_ENTROPY ("2.5e-4 5e-4 1e-3 2e-3 4e-3 8e-3 1.6e-2"), SVG (plot path, optional).
+#      EB_ENTROPY ("2.5e-4 5e-4 1e-3 2e-3 4e-3 8e-3 1.6e-2 3.2e-2"), SVG (plot path, optional).
 set -eu
 MOESZ_BIN=${MOESZ_BIN:-build/moesz}
 MODEL=${MODEL:-models/moesz-mix-tiny}
@@ -37,7 +37,7 @@ PYTHON=${PYTHON:-python3}
 WORK=${WORK:-/tmp/moesz_llq}
 FORMATS=${FORMATS:-"Q8_0 Q6_K Q5_K Q4_K Q4_0 Q3_K Q2_K"}
 EB_COMPUTE=${EB_COMPUTE:-"2.5e-4 5e-4 1e-3 2e-3 4e-3 8e-3 1.6e-2 3.2e-2"}
-EB_ENTROPY=${EB_ENTROPY:-"2.5e-4 5e-4 1e-3 2e-3 4e-3 8e-3 1.6e-2"}
+EB_ENTROPY=${EB_ENTROPY:-"2.5e-4 5e-4 1e-3 2e-3 4e-3 8e-3 1.6e-2 3.2e-2"}
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$WORK"
 RES=$WORK/results.tsv
