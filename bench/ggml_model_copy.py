@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Copy of a Hugging Face model folder in which every routed-expert matrix is
-replaced by its llama.cpp quantize -> dequantize round trip (bench/ggml_roundtrip,
+replaced by its llama.cpp quantize -> dequantize round trip (bench/ggml/ggml_roundtrip.c,
 ggml's reference quantizer); every other tensor is copied byte for byte.
 
   python3 bench/ggml_model_copy.py --roundtrip BIN --format Q4_K SRC_DIR DST_DIR

@@ -3,7 +3,7 @@
 # on the bundled model, experts only quantized, every other tensor as is.
 #
 # llama.cpp side: each expert matrix goes through ggml's reference quantizer and
-# back (bench/ggml_roundtrip.c, compiled here against the ggml sources of the
+# back (bench/ggml/ggml_roundtrip.c, compiled here against the ggml sources of the
 # llama-cpp-python sdist; quantize_row_<fmt>_ref + dequantize_row_<fmt>, what
 # llama.cpp's quantizer runs without an importance matrix), flattened row-major
 # (the K-quants need blocks of 256 values; a row of the bundled model has 128
@@ -54,7 +54,7 @@ if [ -z "${SDIST:-}" ]; then
 fi
 G=$SDIST/vendor/llama.cpp/ggml
 RT=$WORK/ggml_roundtrip
-if [ ! -x "$RT" ] || [ "$here/ggml_roundtrip.c" -nt "$RT" ]; then
+if [ ! -x "$RT" ] || [ "$here/ggml/ggml_roundtrip.c" -nt "$RT" ]; then
   mkdir -p "$WORK/obj/gen"
   sed 's/@GGML_VERSION@/sdist/; s/@GGML_BUILD_COMMIT@/sdist/' "$G/src/ggml-version.h.in" > "$WORK/obj/gen/ggml-version.h"
   CF="-O2 -std=gnu11 -D_GNU_SOURCE -ffunction-sections -fdata-sections -I$WORK/obj/gen -I$G/include -I$G/src"
@@ -63,7 +63,7 @@ if [ ! -x "$RT" ] || [ "$here/ggml_roundtrip.c" -nt "$RT" ]; then
   # shellcheck disable=SC2086
   cc $CF -c "$G/src/ggml-quants.c" -o "$WORK/obj/ggml-quants.o"
   # shellcheck disable=SC2086
-  cc $CF -c "$here/ggml_roundtrip.c" -o "$WORK/obj/ggml_roundtrip.o"
+  cc $CF -c "$here/ggml/ggml_roundtrip.c" -o "$WORK/obj/ggml_roundtrip.o"
   # --gc-sections drops ggml.c's graph code and with it its references to the backend
   cc -Wl,--gc-sections "$WORK/obj/ggml_roundtrip.o" "$WORK/obj/ggml-quants.o" "$WORK/obj/ggml.o" \
     -lm -lpthread -o "$RT"

@@ -1,9 +1,10 @@
-/* bench/ggml_roundtrip.c - quantize -> dequantize round trip of float32 arrays
+/* bench/ggml/ggml_roundtrip.c - quantize -> dequantize round trip of float32 arrays
  * through llama.cpp's own quantizer: the C reference functions of ggml
  * (quantize_row_<fmt>_ref, dequantize_row_<fmt>), which are what llama.cpp's
  * quantizer runs for these formats when no importance matrix is given.
  *
- * Not part of the moesz build: bench/llamacpp_quality.sh compiles it against
+ * Not part of the moesz build (kept out of the top of bench/, whose C files `make benches`
+ * compiles): bench/llamacpp_quality.sh compiles it against
  * the ggml sources of an unpacked llama-cpp-python sdist at bench time
  * (ggml-quants.c, ggml.c and their helpers; no ggml code lives in this repo).
  *
