@@ -46,6 +46,19 @@ typedef struct moesz_msz moesz_msz;
  * zstd stream headers agreeing with their records (docs/CONTAINER.md
  * "Checks"). Blob checksums are checked when a blob is read. */
 int moesz_msz_open(const char *path, moesz_msz **out, moesz_error *err);
+/* A part container (written by moesz_msz_write with opts.part: the experts
+ * of a range of layers only, docs/CONTAINER.md "Parts") is refused by
+ * moesz_msz_open and moesz_msz_open_mem (it cannot be served); this opens
+ * either, a part validated over its own layers. */
+int moesz_msz_open_part(const char *path, moesz_msz **out, moesz_error *err);
+/* 1 and the part's layer range [first, last] if c is a part, else 0. */
+int moesz_msz_part(const moesz_msz *c, int *first, int *last);
+/* Joins part containers (any order) into one container at out (temporary
+ * file + rename), byte for byte the container one run over all layers
+ * writes: the parts must hold the same files, dense image and sources, and
+ * disjoint layer ranges whose experts cover every MoE layer. The result is
+ * validated as moesz_msz_open does before it is renamed into place. */
+int moesz_msz_merge(const char *const *parts, int n, const char *out, moesz_error *err);
 /* Same over a caller-owned buffer that must outlive the handle. */
 int moesz_msz_open_mem(const void *data, size_t len, moesz_msz **out, moesz_error *err);
 void moesz_msz_close(moesz_msz *c);
@@ -101,6 +114,9 @@ typedef struct moesz_msz_opts {
   /* per-layer bound override: layer_eb[L] > 0 replaces eb for layer L; < 0 keeps layer L lossless */
   const double *layer_eb;   /* [n_layers] or NULL */
   int progress;             /* progress bar on stderr */
+  /* part: 1 writes only the experts of layers [part_first, part_last] (a
+   * part container, joined with moesz_msz_merge); 0 writes every layer */
+  int part, part_first, part_last;
 } moesz_msz_opts;
 
 /* Per-run results of moesz_msz_write. */

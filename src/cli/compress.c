@@ -22,6 +22,8 @@ static void usage(FILE *f) {
     "  --eb-mode M            abs (default) | rel (x value range) | std (x tensor std)\n"
     "  --layer-eb SPEC        per-layer bounds, e.g. '0-1:2e-3,2-5:5e-4,6-:lossless' (comma-separated\n"
     "                         RANGE:BOUND items, none empty; 'N-' runs to the last layer)\n"
+    "  --layers A-B           write a part: only the experts of MoE layers A-B (also 'A', 'A-');\n"
+    "                         join the parts with `moesz merge` (docs/CONTAINER.md \"Parts\")\n"
     "  --threads N            codec threads (default: all cores)\n"
     "  --json                 print the summary as one JSON object\n"
     "  --progress / -q, --quiet  force the progress bar on / off (default: on when stderr is a tty)\n");
@@ -64,9 +66,9 @@ int moesz_cli_compress(int argc, char **argv) {
     {"codec", required_argument, 0, 'c'}, {"eb", required_argument, 0, 'e'},
     {"eb-mode", required_argument, 0, 'M'}, {"layer-eb", required_argument, 0, 'L'},
     {"threads", required_argument, 0, 't'}, {"json", no_argument, 0, 'j'},
-    {"progress", no_argument, 0, 'p'}, {"quiet", no_argument, 0, 'q'},
+    {"progress", no_argument, 0, 'p'}, {"quiet", no_argument, 0, 'q'}, {"layers", required_argument, 0, 'y'},
     {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-  const char *out = NULL, *method = "sz", *codec = "entropy", *mode = "abs", *layer_spec = NULL;
+  const char *out = NULL, *method = "sz", *codec = "entropy", *mode = "abs", *layer_spec = NULL, *layers = NULL;
   double eb = 1e-3;
   int threads = 0, json = 0, progress = isatty(2);
   optind = 1;
@@ -85,6 +87,7 @@ int moesz_cli_compress(int argc, char **argv) {
         break;
       case 'M': mode = optarg; break;
       case 'L': layer_spec = optarg; break;
+      case 'y': layers = optarg; break;
       case 't': {
         long t = strtol(optarg, &end, 10);
         if (end == optarg || *end || t < 0 || t > 1024) { fprintf(stderr, "moesz compress: bad --threads '%s'\n", optarg); return 2; }
@@ -145,6 +148,26 @@ int moesz_cli_compress(int argc, char **argv) {
       moesz_model_close(m);
       return moesz_cli_fail("compress", &e);
     }
+  }
+  if (layers) {
+    /* the same range syntax as --layer-eb: A-B, A or A- */
+    double *mark = calloc((size_t)m->cfg.n_layers, sizeof *mark);
+    char spec[300], why[200] = "";
+    snprintf(spec, sizeof spec, "%s:1", layers);
+    if (!mark || strchr(layers, ',') || strchr(layers, ':') || parse_layer_eb(spec, mark, m->cfg.n_layers, why, sizeof why)) {
+      fprintf(stderr, "moesz compress: bad --layers '%s': %s\n", layers, *why ? why : "one range A-B, A or A-");
+      free(mark);
+      moesz_model_close(m);
+      return 2;
+    }
+    o.part = 1;
+    o.part_first = -1;
+    for (int L = 0; L < m->cfg.n_layers; L++)
+      if (mark[L] > 0) {
+        if (o.part_first < 0) o.part_first = L;
+        o.part_last = L;
+      }
+    free(mark);
   }
   double *leb = NULL;
   if (layer_spec) {

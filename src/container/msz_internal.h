@@ -42,6 +42,8 @@ struct moesz_msz {
   size_t nex;
   int32_t *lookup;            /* [n_layers][lookup_e][2 shared][3 mats] -> ex index or -1 */
   int lookup_e;
+  int allow_part;             /* set before parsing: a part container may open */
+  int part, part_first, part_last;  /* a part: the experts of layers [first, last] only */
 };
 
 static inline size_t msz_slot(const moesz_msz *c, int layer, int expert, int shared, moesz_mat mat) {

@@ -1,7 +1,7 @@
 /* container/msz_write.c - owns writing .msz containers from an open model:
  * embedded files, the dense safetensors image, one blob per routed expert
- * matrix (raw, zstd or codec, per-layer bounds), the JSON manifest and the
- * header, all through a temporary file renamed on success. */
+ * matrix (raw, zstd or codec, per-layer bounds; a part container holds one
+ * layer range's experts), the JSON manifest and the header, all through a temporary file renamed on success. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,8 +141,8 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
         if ((rc = moesz_model_expert(m, L, e, 0, (moesz_mat)mat, &v, err))) goto fail;
         long ti = tensor_holding(m->st, v.data);
         if (ti < 0) { rc = moesz_error_set(err, MOESZ_E_INTERNAL, "expert view outside every tensor"); goto fail; }
-        is_src[ti] = 1;
-        nmat++;
+        is_src[ti] = 1;   /* every MoE layer's: a part's dense image is the whole run's */
+        nmat += !o->part || (L >= o->part_first && L <= o->part_last);
       }
   }
 
@@ -182,11 +182,18 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
     cJSON_AddStringToObject(d, "xxh64", hx);
   }
 
-  /* 4. expert blobs */
+  /* 4. expert blobs (a part: those of its layers only) */
+  int first = o->part ? o->part_first : 0, last = o->part ? o->part_last : cfg->n_layers - 1, nmoe = 0;
+  if (first < 0 || last >= cfg->n_layers || first > last) {
+    rc = moesz_error_set(err, MOESZ_E_ARG, "part layers %d-%d outside 0-%d", first, last, cfg->n_layers - 1);
+    goto fail;
+  }
+  for (int L = first; L <= last; L++) nmoe += cfg->is_moe[L];
+  if (o->part && !nmoe) { rc = moesz_error_set(err, MOESZ_E_ARG, "layers %d-%d hold no MoE layer", first, last); goto fail; }
   moesz_progress prog;
   moesz_progress_begin(&prog, "compress", nmat, o->progress);
   int done = 0;
-  for (int L = 0; L < cfg->n_layers; L++) {
+  for (int L = first; L <= last; L++) {
     if (!cfg->is_moe[L]) continue;
     double eb = o->eb;
     moesz_msz_method method = o->method;
@@ -263,6 +270,11 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
   moesz_progress_end(&prog);
 
   /* 5. manifest, then the header */
+  if (o->part) {
+    cJSON *po = cJSON_AddObjectToObject(man, "part"), *pl = cJSON_AddArrayToObject(po, "layers");
+    cJSON_AddItemToArray(pl, cJSON_CreateNumber(first));
+    cJSON_AddItemToArray(pl, cJSON_CreateNumber(last));
+  }
   if ((rc = w_align(&w, err))) goto fail;
   if (!(mtxt = cJSON_PrintUnformatted(man))) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "out of memory"); goto fail; }
   uint64_t moff = w.pos, mlen = strlen(mtxt);
