@@ -105,6 +105,15 @@ int moesz_msz_export(const moesz_msz *c, const char *dir, int force, int progres
 
 /* ------------------------------------------------------------- writing */
 
+/* A per-tensor bound (compress --tensor-eb): expert matrices whose record
+ * name ("<source tensor>#<expert>.<gate|up|down>") the PCRE2 pattern finds
+ * (unanchored search) take eb: > 0 a bound (in the run's eb_mode), < 0
+ * lossless (zstd). The first matching rule wins; rules override layer_eb. */
+typedef struct moesz_msz_tensor_eb {
+  const char *regex;
+  double eb;
+} moesz_msz_tensor_eb;
+
 typedef struct moesz_msz_opts {
   moesz_msz_method method;  /* for expert matrices; dense tensors are stored raw */
   int eb_mode;              /* MOESZ_EB_ABS / REL / STD (codec.h) */
@@ -117,6 +126,9 @@ typedef struct moesz_msz_opts {
   /* part: 1 writes only the experts of layers [part_first, part_last] (a
    * part container, joined with moesz_msz_merge); 0 writes every layer */
   int part, part_first, part_last;
+  /* per-tensor bounds; a rule that matches no written matrix is an error (MOESZ_E_ARG) */
+  const moesz_msz_tensor_eb *tensor_eb;   /* [n_tensor_eb] or NULL */
+  int n_tensor_eb;
 } moesz_msz_opts;
 
 /* Per-run results of moesz_msz_write. */

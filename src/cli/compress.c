@@ -22,11 +22,39 @@ static void usage(FILE *f) {
     "  --eb-mode M            abs (default) | rel (x value range) | std (x tensor std)\n"
     "  --layer-eb SPEC        per-layer bounds, e.g. '0-1:2e-3,2-5:5e-4,6-:lossless' (comma-separated\n"
     "                         RANGE:BOUND items, none empty; 'N-' runs to the last layer)\n"
+    "  --tensor-eb RULES      per-tensor bounds, e.g. 'down_proj|w2=5e-4,experts\\.3\\.=lossless':\n"
+    "                         comma-separated REGEX=BOUND items (PCRE2, searched in each expert\n"
+    "                         matrix's name '<tensor>#<expert>.<gate|up|down>'; first match wins;\n"
+    "                         overrides --layer-eb; a rule that matches nothing is an error)\n"
     "  --layers A-B           write a part: only the experts of MoE layers A-B (also 'A', 'A-');\n"
     "                         join the parts with `moesz merge` (docs/CONTAINER.md \"Parts\")\n"
     "  --threads N            codec threads (default: all cores)\n"
     "  --json                 print the summary as one JSON object\n"
     "  --progress / -q, --quiet  force the progress bar on / off (default: on when stderr is a tty)\n");
+}
+
+/* Parses "REGEX=X,REGEX=lossless,..." into rules pointing into *buf (freed by the caller). */
+static int parse_tensor_eb(const char *spec, moesz_msz_tensor_eb **rules, int *n, char **buf, char *why, size_t whylen) {
+  *rules = NULL;
+  *n = 0;
+  if (!(*buf = strdup(spec))) return -1;
+  int cap = 1;
+  for (const char *p = spec; *p; p++) cap += *p == ',';
+  if (!(*rules = calloc((size_t)cap, sizeof **rules))) return -1;
+  char *rest = *buf;
+  for (char *tok; (tok = strsep(&rest, ","));) {
+    char *eq = strrchr(tok, '='), *end;
+    if (!eq || eq == tok) { snprintf(why, whylen, "'%s' is not REGEX=BOUND", tok); return -1; }
+    *eq = 0;
+    double v = -1;
+    if (strcmp(eq + 1, "lossless")) {
+      v = strtod(eq + 1, &end);
+      if (end == eq + 1 || *end || !(v > 0) || !isfinite(v)) { snprintf(why, whylen, "bad bound '%s'", eq + 1); return -1; }
+    }
+    (*rules)[*n].regex = tok;
+    (*rules)[(*n)++].eb = v;
+  }
+  return 0;
 }
 
 /* Parses "A-B:X,C-:lossless,..." into eb[L] (> 0 bound, < 0 lossless, 0 default). */
@@ -67,8 +95,9 @@ int moesz_cli_compress(int argc, char **argv) {
     {"eb-mode", required_argument, 0, 'M'}, {"layer-eb", required_argument, 0, 'L'},
     {"threads", required_argument, 0, 't'}, {"json", no_argument, 0, 'j'},
     {"progress", no_argument, 0, 'p'}, {"quiet", no_argument, 0, 'q'}, {"layers", required_argument, 0, 'y'},
+    {"tensor-eb", required_argument, 0, 'R'},
     {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-  const char *out = NULL, *method = "sz", *codec = "entropy", *mode = "abs", *layer_spec = NULL, *layers = NULL;
+  const char *out = NULL, *method = "sz", *codec = "entropy", *mode = "abs", *layer_spec = NULL, *layers = NULL, *tensor_spec = NULL;
   double eb = 1e-3;
   int threads = 0, json = 0, progress = isatty(2);
   optind = 1;
@@ -88,6 +117,7 @@ int moesz_cli_compress(int argc, char **argv) {
       case 'M': mode = optarg; break;
       case 'L': layer_spec = optarg; break;
       case 'y': layers = optarg; break;
+      case 'R': tensor_spec = optarg; break;
       case 't': {
         long t = strtol(optarg, &end, 10);
         if (end == optarg || *end || t < 0 || t > 1024) { fprintf(stderr, "moesz compress: bad --threads '%s'\n", optarg); return 2; }
@@ -181,11 +211,27 @@ int moesz_cli_compress(int argc, char **argv) {
     }
     o.layer_eb = leb;
   }
+  moesz_msz_tensor_eb *teb = NULL;
+  char *teb_buf = NULL;
+  if (tensor_spec) {
+    char why[300] = "";
+    if (parse_tensor_eb(tensor_spec, &teb, &o.n_tensor_eb, &teb_buf, why, sizeof why)) {
+      fprintf(stderr, "moesz compress: bad --tensor-eb: %s\n", *why ? why : "out of memory");
+      free(teb);
+      free(teb_buf);
+      free(leb);
+      moesz_model_close(m);
+      return 2;
+    }
+    o.tensor_eb = teb;
+  }
   moesz_msz_summary s;
   moesz_cli_output(out);
   int rc = moesz_msz_write(m, out, &o, &s, &e);
   moesz_model_close(m);
   free(leb);
+  free(teb);
+  free(teb_buf);
   if (rc) return moesz_cli_fail("compress", &e);
   double ratio = s.expert_stored_bytes ? (double)s.expert_raw_bytes / (double)s.expert_stored_bytes : 0;
   if (json) {

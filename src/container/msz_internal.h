@@ -69,6 +69,15 @@ int msz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t cols
 struct moesz_cl;
 int msz_cl_parse(const moesz_msz_rec *r, const void *blob, struct moesz_cl *m, moesz_error *err);
 int msz_cl_decode(const moesz_msz_rec *r, const void *blob, moesz_dtype out, void *dst, moesz_error *err);
+/* Per-tensor bound rules (msz_rules.c): compiled PCRE2 patterns of
+ * opts.tensor_eb, with a hit count per rule. */
+typedef struct msz_rules msz_rules;
+int msz_rules_compile(const moesz_msz_opts *o, msz_rules **out, moesz_error *err);
+/* The bound of the first rule that matches name (counted as a hit), or 0 if none does. */
+double msz_rules_eb(msz_rules *r, const char *name);
+/* MOESZ_E_ARG naming the first rule without a hit. */
+int msz_rules_check_hits(const msz_rules *r, moesz_error *err);
+void msz_rules_free(msz_rules *r);
 /* Accessors for the expert blob behind a record (for the runtime and decompress). */
 const msz_expert *msz_expert_of(const moesz_msz *c, const moesz_msz_rec *r);
 #endif

@@ -1,6 +1,6 @@
 /* container/msz_write.c - owns writing .msz containers from an open model:
  * embedded files, the dense safetensors image, one blob per routed expert
- * matrix (raw, zstd or codec, per-layer bounds; a part container holds one
+ * matrix (raw, zstd or codec, per-layer and per-tensor bounds; a part container holds one
  * layer range's experts), the JSON manifest and the header, all through a temporary file renamed on success. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -102,6 +102,7 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
   size_t bufcap = 0;
   char *mtxt = NULL;
   moesz_stw *dw = NULL;
+  msz_rules *rules = NULL;
   wctx w;
   memset(&w, 0, sizeof w);
   int rc = MOESZ_OK, opened = 0;
@@ -190,16 +191,17 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
   }
   for (int L = first; L <= last; L++) nmoe += cfg->is_moe[L];
   if (o->part && !nmoe) { rc = moesz_error_set(err, MOESZ_E_ARG, "layers %d-%d hold no MoE layer", first, last); goto fail; }
+  if ((rc = msz_rules_compile(o, &rules, err))) goto fail;
   moesz_progress prog;
   moesz_progress_begin(&prog, "compress", nmat, o->progress);
   int done = 0;
   for (int L = first; L <= last; L++) {
     if (!cfg->is_moe[L]) continue;
-    double eb = o->eb;
-    moesz_msz_method method = o->method;
-    if (o->layer_eb && o->layer_eb[L] > 0) eb = o->layer_eb[L];
-    if (o->layer_eb && o->layer_eb[L] < 0 && (method == MOESZ_MSZ_CODEC || method == MOESZ_MSZ_COMPUTE))
-      method = MOESZ_MSZ_ZSTD;
+    double leb = o->eb;
+    moesz_msz_method lmethod = o->method;
+    if (o->layer_eb && o->layer_eb[L] > 0) leb = o->layer_eb[L];
+    if (o->layer_eb && o->layer_eb[L] < 0 && (lmethod == MOESZ_MSZ_CODEC || lmethod == MOESZ_MSZ_COMPUTE))
+      lmethod = MOESZ_MSZ_ZSTD;
     for (int e = 0; e < cfg->n_experts; e++)
       for (int mat = MOESZ_MAT_GATE; mat <= MOESZ_MAT_DOWN; mat++) {
         if (mat == MOESZ_MAT_UP && switch_ffn) continue;   /* Switch experts: wi (gate), wo (down) */
@@ -218,6 +220,10 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
         gather(&v, es, buf);
         char name[600];
         snprintf(name, sizeof name, "%s#%d.%s", t->name, e, mat == MOESZ_MAT_GATE ? "gate" : mat == MOESZ_MAT_UP ? "up" : "down");
+        double eb = leb, teb = msz_rules_eb(rules, name);   /* --tensor-eb overrides the layer's bound */
+        moesz_msz_method method = lmethod;
+        if (teb > 0) eb = teb;
+        if (teb < 0 && (method == MOESZ_MSZ_CODEC || method == MOESZ_MSZ_COMPUTE)) method = MOESZ_MSZ_ZSTD;
         cJSON *xo = cJSON_CreateObject();
         cJSON_AddItemToArray(exps, xo);
         const void *blob = buf;
@@ -268,6 +274,7 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
       }
   }
   moesz_progress_end(&prog);
+  if ((rc = msz_rules_check_hits(rules, err))) goto fail;
 
   /* 5. manifest, then the header */
   if (o->part) {
@@ -298,6 +305,7 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
 fail:
   if (opened) moesz_afile_abort(&w.af);
   moesz_stw_abort(dw);
+  msz_rules_free(rules);
   cJSON_Delete(man);
   free(mtxt);
   free(buf);
