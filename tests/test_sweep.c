@@ -262,6 +262,39 @@ TEST(codec_cell_equals_container) {
   moesz_model_close(m);
 }
 
+TEST(csv_reader_rejects_bad_input) {
+  const char *H = "group,first,last,error,eb_mode,eb,seed,tokens,kl,top1,ppl,ref_ppl,raw_bytes,stored_bytes,ratio,seconds\n";
+  const char *good = "all,0,7,codec,abs,0.005,0,254,0.001,0.98,71.8,71.9,100,30,3.3,0.5\n";
+  char buf[1024];
+  moesz_sweep_row *r = NULL;
+  size_t n = 0;
+  moesz_error e = {0};
+  snprintf(buf, sizeof buf, "%s%s%s", H, good, good);
+  CHECK_EQ_INT(moesz_sweep_csv_parse(buf, strlen(buf), &r, &n, &e), MOESZ_OK);
+  CHECK_EQ_INT(n, 2);
+  if (r && n) CHECK(!strcmp(r[1].group, "all") && r[1].last == 7 && r[1].eb == 0.005 && r[1].stored_bytes == 30);
+  free(r);
+  const char *bad[] = {
+    "all,0,7,codec,abs,0.005,0,254,0.001,0.98,71.8,71.9,100,30,3.3\n",          /* 15 fields */
+    "all,0,7,codec,abs,0.005,0,254,0.001,0.98,71.8,71.9,100,30,3.3,0.5,9\n",    /* 17 */
+    "all,0,7,laplace,abs,0.005,0,254,0.001,0.98,71.8,71.9,100,30,3.3,0.5\n",    /* unknown error kind */
+    "all,0,7,codec,max,0.005,0,254,0.001,0.98,71.8,71.9,100,30,3.3,0.5\n",      /* unknown eb mode */
+    "all,7,0,codec,abs,0.005,0,254,0.001,0.98,71.8,71.9,100,30,3.3,0.5\n",      /* first > last */
+    "all,0,7,codec,abs,-1,0,254,0.001,0.98,71.8,71.9,100,30,3.3,0.5\n",         /* eb <= 0 */
+    "all,0,7,codec,abs,0.005,0,25x,0.001,0.98,71.8,71.9,100,30,3.3,0.5\n",      /* not a number */
+    "a b,0,7,codec,abs,0.005,0,254,0.001,0.98,71.8,71.9,100,30,3.3,0.5\n",      /* bad group name */
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    snprintf(buf, sizeof buf, "%s%s%s", H, good, bad[i]);
+    CHECK_MSG(moesz_sweep_csv_parse(buf, strlen(buf), &r, &n, &e) == MOESZ_E_FORMAT, "row %zu accepted", i);
+    CHECK(strstr(e.msg, "line 3") != NULL);
+  }
+  CHECK_EQ_INT(moesz_sweep_csv_parse("group,x\n", 8, &r, &n, &e), MOESZ_E_FORMAT);
+  snprintf(buf, sizeof buf, "%s%s", H, good);
+  buf[strlen(H) + 3] = 0;   /* a NUL inside */
+  CHECK_EQ_INT(moesz_sweep_csv_parse(buf, strlen(H) + strlen(good), &r, &n, &e), MOESZ_E_FORMAT);
+}
+
 TEST(cli_help_and_usage_errors) {
   char cmd[1024], out[8192];
   snprintf(cmd, sizeof cmd, "%s sweep --help", bin());
@@ -285,6 +318,7 @@ int main(void) {
   RUN(group_specs);
   RUN(sweep_on_fixture_and_resume);
   RUN(codec_cell_equals_container);
+  RUN(csv_reader_rejects_bad_input);
   RUN(cli_help_and_usage_errors);
   rmdir(TMP);
   return DONE();

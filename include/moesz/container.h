@@ -51,6 +51,8 @@ int moesz_msz_open(const char *path, moesz_msz **out, moesz_error *err);
  * moesz_msz_open and moesz_msz_open_mem (it cannot be served); this opens
  * either, a part validated over its own layers. */
 int moesz_msz_open_part(const char *path, moesz_msz **out, moesz_error *err);
+/* Same over a caller-owned buffer that must outlive the handle. */
+int moesz_msz_open_part_mem(const void *data, size_t len, moesz_msz **out, moesz_error *err);
 /* 1 and the part's layer range [first, last] if c is a part, else 0. */
 int moesz_msz_part(const moesz_msz *c, int *first, int *last);
 /* Joins part containers (any order) into one container at out (temporary

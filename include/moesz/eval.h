@@ -136,6 +136,10 @@ typedef struct moesz_sweep_summary { int cells, skipped, ran; } moesz_sweep_summ
  * and error). dir is created if absent. */
 int moesz_sweep_run(moesz_model *m, const int32_t *ids, size_t n, const moesz_sweep_opts *o, const char *dir,
                     moesz_sweep_summary *sum, moesz_error *err);
+/* Parses the text of a results.csv (len bytes, need not be NUL-terminated)
+ * into *rows (caller frees); a header other than the sweep's, or a line that
+ * is not a well-formed row, is MOESZ_E_FORMAT naming the line. */
+int moesz_sweep_csv_parse(const char *text, size_t len, moesz_sweep_row **rows, size_t *n, moesz_error *err);
 /* Writes results.json, results.md and the SVGs of rows into dir (sweep_report.c). */
 int moesz_sweep_report(const moesz_sweep_row *rows, size_t n, const char *dir, moesz_error *err);
 #endif

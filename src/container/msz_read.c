@@ -280,17 +280,24 @@ int moesz_msz_part(const moesz_msz *c, int *first, int *last) {
   return c->part;
 }
 
-int moesz_msz_open_mem(const void *data, size_t len, moesz_msz **out, moesz_error *err) {
+static int open_mem(const void *data, size_t len, int allow_part, moesz_msz **out, moesz_error *err) {
   *out = NULL;
   if (len < MOESZ_MSZ_HEADER) return moesz_error_set(err, MOESZ_E_FORMAT, "%zu bytes is too short for a container", len);
   moesz_msz *c = calloc(1, sizeof *c);
   if (!c) return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory");
+  c->allow_part = allow_part;
   c->map = (void *)data;
   c->size = len;
   int rc = moesz_msz_parse(c, err);
   if (rc) { moesz_msz_close(c); return rc; }
   *out = c;
   return MOESZ_OK;
+}
+int moesz_msz_open_mem(const void *data, size_t len, moesz_msz **out, moesz_error *err) {
+  return open_mem(data, len, 0, out, err);
+}
+int moesz_msz_open_part_mem(const void *data, size_t len, moesz_msz **out, moesz_error *err) {
+  return open_mem(data, len, 1, out, err);
 }
 
 int moesz_msz_parse(moesz_msz *c, moesz_error *err) {

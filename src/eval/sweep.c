@@ -285,6 +285,8 @@ static void row_csv(moesz_buf *b, const moesz_sweep_row *r) {
 /* Parses results.csv (text) into rows; a header other than ours or a malformed line is an error. */
 static int csv_parse(char *txt, const char *path, moesz_sweep_row **rows, size_t *n, moesz_error *err) {
   size_t cap = 16, k = 0, lineno = 1;
+  *rows = NULL;
+  *n = 0;
   moesz_sweep_row *r = malloc(cap * sizeof *r);
   if (!r) return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory");
   char *rest = txt, *line = strsep(&rest, "\n");
@@ -342,6 +344,19 @@ static int csv_parse(char *txt, const char *path, moesz_sweep_row **rows, size_t
   return MOESZ_OK;
 }
 
+int moesz_sweep_csv_parse(const char *text, size_t len, moesz_sweep_row **rows, size_t *n, moesz_error *err) {
+  *rows = NULL;
+  *n = 0;
+  if (memchr(text, 0, len)) return moesz_error_set(err, MOESZ_E_FORMAT, "results.csv: holds a NUL byte");
+  char *t = malloc(len + 1);
+  if (!t) return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory");
+  memcpy(t, text, len);
+  t[len] = 0;
+  int rc = csv_parse(t, "results.csv", rows, n, err);
+  free(t);
+  return rc;
+}
+
 static int csv_write(const char *dir, const moesz_sweep_row *rows, size_t n, moesz_error *err) {
   char path[4096];
   int rc = moesz_path_join(path, sizeof path, dir, "results.csv");
@@ -395,6 +410,7 @@ int moesz_sweep_run(moesz_model *m, const int32_t *ids, size_t n, const moesz_sw
   if (rc) return moesz_error_set(err, rc, "output folder name too long");
   rc = moesz_file_read_all(path, 1u << 28, &txt, &len, err);
   if (rc == MOESZ_E_NOTFOUND) rc = MOESZ_OK;
+  else if (!rc && memchr(txt, 0, len)) rc = moesz_error_set(err, MOESZ_E_FORMAT, "%s: holds a NUL byte", path);
   else if (!rc) rc = csv_parse(txt, path, &rows, &nrows, err);
   free(txt);
   if (rc) return rc;
