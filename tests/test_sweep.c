@@ -309,6 +309,21 @@ TEST(cli_help_and_usage_errors) {
   snprintf(cmd, sizeof cmd, "%s sweep %s --text x --eb 1e-3 --groups 0-5 -o %s/d 2>&1", bin(), FIX, TMP);
   CHECK_EQ_INT(harness_run_cmd(cmd, out, sizeof out), 2);
   CHECK(strstr(out, "bad layer range") != NULL);
+  /* end to end on the bundled model (it has a tokenizer): tiny --limit-tokens, then a resumed rerun */
+  if (access("models/moesz-mix-tiny/tokenizer.json", F_OK)) return;
+  snprintf(cmd, sizeof cmd, "printf 'Once upon a time there was a little dog who liked to run in the park. "
+           "One day the dog saw a big red ball and ran after it. The ball rolled into the pond.' > %s/t.txt && "
+           "for i in 1 2; do %s sweep models/moesz-mix-tiny --text %s/t.txt --eb 1e-2 --groups early=0-1 "
+           "--error codec,uniform --limit-tokens 40 --ctx 16 -q -o %s/cli; done; grep -c '' %s/cli/results.csv",
+           TMP, bin(), TMP, TMP, TMP);
+  CHECK_EQ_INT(harness_run_cmd(cmd, out, sizeof out), 0);
+  CHECK_MSG(strstr(out, "2 cells: 2 run, 0 already") && strstr(out, "2 cells: 0 run, 2 already") &&
+            strstr(out, "\n3\n"), "%s", out);
+  char p[512];
+  snprintf(p, sizeof p, "%s/t.txt", TMP);
+  unlink(p);
+  snprintf(p, sizeof p, "%s/cli", TMP);
+  rm_dir(p);
 }
 
 int main(void) {
