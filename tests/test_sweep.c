@@ -50,9 +50,9 @@ static char *slurp(const char *dir, const char *name) {
 }
 
 static void rm_dir(const char *dir) {
-  const char *f[] = {"results.csv", "results.json", "results.md", "kl.svg", "top1.svg", "ppl.svg"};
+  const char *f[] = {"results.csv", "results.json", "results.md", "kl.svg", "top1.svg", "ppl.svg", "kl_per_layer.svg"};
   char p[512];
-  for (int i = 0; i < 6; i++) { snprintf(p, sizeof p, "%s/%s", dir, f[i]); unlink(p); }
+  for (int i = 0; i < 7; i++) { snprintf(p, sizeof p, "%s/%s", dir, f[i]); unlink(p); }
   rmdir(dir);
 }
 
@@ -148,6 +148,9 @@ TEST(sweep_on_fixture_and_resume) {
     if (t && i == 1) CHECK(strstr(t, "| all | 0-1 | gaussian | 0.1 (abs) | 2 |") != NULL);
     free(t);
   }
+  char *pl = slurp(dir, "kl_per_layer.svg");
+  CHECK(pl == NULL);   /* no one-layer groups: no per-layer plot */
+  free(pl);
   /* resume: nothing left to run */
   rc = moesz_sweep_run(m, IDS, NTOK, &o, dir, &s, &e);
   CHECK_EQ_INT(rc, MOESZ_OK);
@@ -262,6 +265,57 @@ TEST(codec_cell_equals_container) {
   moesz_model_close(m);
 }
 
+TEST(per_layer_plot_and_error_bars) {
+  moesz_model *m;
+  CHECK_EQ_INT(moesz_model_open(FIX, &m, NULL), MOESZ_OK);
+  if (!m) return;
+  moesz_sweep_group *g = NULL;
+  int ng = 0;
+  CHECK_EQ_INT(moesz_sweep_groups(&m->cfg, NULL, 1, &g, &ng, NULL), MOESZ_OK);
+  CHECK_EQ_INT(ng, 2);   /* L0, L1 */
+  char dir[256];
+  snprintf(dir, sizeof dir, "%s/s4", TMP);
+  double eb[2] = {1e-2, 5e-2};
+  moesz_sweep_err er[1] = {MOESZ_SWEEP_UNIFORM};
+  moesz_sweep_opts o = opts(g, ng, eb, 2, er, 1, 2);
+  moesz_error e = {0};
+  CHECK_EQ_INT(moesz_sweep_run(m, IDS, NTOK, &o, dir, NULL, &e), MOESZ_OK);
+  char *pl = slurp(dir, "kl_per_layer.svg"), *kl = slurp(dir, "kl.svg");
+  CHECK(pl && kl);
+  if (pl && kl) {
+    /* one line per bound, one point per layer */
+    int lines = 0;
+    for (char *q = pl; (q = strstr(q, "<polyline")); q++) {
+      lines++;
+      char *pts = strstr(q, "points=\""), *end = strchr(pts + 8, '"');
+      int commas = 0;
+      for (char *c = pts; c < end; c++) commas += *c == ',';
+      CHECK_EQ_INT(commas, 2);
+    }
+    CHECK_EQ_INT(lines, 2);
+    /* two seeds: an error bar per point (4 points) besides grid and legend lines */
+    int bars;
+    int n_all = 0, n_grid = 0;
+    for (char *q = kl; (q = strstr(q, "<line ")); q++) {
+      char *close = strstr(q, "/>");
+      int grid = 0, wide = 0;
+      for (char *c = q; c < close; c++) {
+        if (!strncmp(c, "#ddd", 4)) grid = 1;
+        if (!strncmp(c, "stroke-width", 12)) wide = 1;
+      }
+      n_all++;
+      n_grid += grid || wide;
+    }
+    bars = n_all - n_grid;
+    CHECK_EQ_INT(bars, 4);
+  }
+  free(pl);
+  free(kl);
+  free(g);
+  rm_dir(dir);
+  moesz_model_close(m);
+}
+
 TEST(csv_reader_rejects_bad_input) {
   const char *H = "group,first,last,error,eb_mode,eb,seed,tokens,kl,top1,ppl,ref_ppl,raw_bytes,stored_bytes,ratio,seconds\n";
   const char *good = "all,0,7,codec,abs,0.005,0,254,0.001,0.98,71.8,71.9,100,30,3.3,0.5\n";
@@ -333,6 +387,7 @@ int main(void) {
   RUN(group_specs);
   RUN(sweep_on_fixture_and_resume);
   RUN(codec_cell_equals_container);
+  RUN(per_layer_plot_and_error_bars);
   RUN(csv_reader_rejects_bad_input);
   RUN(cli_help_and_usage_errors);
   rmdir(TMP);

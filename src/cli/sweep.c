@@ -15,7 +15,8 @@ static void usage(FILE *f) {
     "tokens: KL(original || perturbed) per token, top-1 agreement, perplexity, and with the codec\n"
     "the group's expert bytes. Writes DIR/results.csv (rewritten after each cell; cells already in\n"
     "it are skipped, so a rerun resumes), results.json, results.md and kl.svg, top1.svg, ppl.svg\n"
-    "(metric vs bound per group). See docs/EVAL.md \"Sweep\".\n\n"
+    "(metric vs bound per group, error bars over seeds; with one-layer groups also kl_per_layer.svg).\n"
+    "See docs/EVAL.md \"Sweep\".\n\n"
     "  --text FILE          held-out text (tokenized with MODEL's tokenizer.json)\n"
     "  --eb LIST            bounds, comma-separated, e.g. 2e-3,5e-3,1e-2\n"
     "  --eb-mode M          abs (default) | rel (x the matrix's value range) | std (x its std);\n"
@@ -147,7 +148,7 @@ int moesz_cli_sweep(int argc, char **argv) {
   moesz_sweep_summary s;
   if (moesz_sweep_run(m, ids, n, &o, out, &s, &e)) goto fail;
   printf("%d cells: %d run, %d already in %s/results.csv; wrote results.csv, results.json, results.md, kl.svg, "
-         "top1.svg, ppl.svg\n", s.cells, s.ran, s.skipped, out);
+         "top1.svg, ppl.svg%s\n", s.cells, s.ran, s.skipped, out, per_layer ? ", kl_per_layer.svg" : "");
   status = 0;
 fail:
   if (status == 1 || status == 2) moesz_cli_fail("sweep", &e);

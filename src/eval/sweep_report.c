@@ -1,7 +1,8 @@
 /* eval/sweep_report.c - owns the sweep's reports from its result rows:
  * results.json (every row), results.md (a table with means and standard
  * deviations over seeds) and one SVG line plot per metric (kl.svg, top1.svg,
- * ppl.svg: the metric against the bound, one line per group and error kind),
+ * ppl.svg: the metric against the bound, one line per group and error kind,
+ * error bars over seeds) and, for one-layer groups, KL per layer (kl_per_layer.svg),
  * each written to a temporary file and renamed. docs/EVAL.md "Sweep". */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -193,6 +194,7 @@ static int write_svg(const moesz_sweep_row *r, size_t n, int k, const char *dir,
     bprintf(&b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" stroke-dasharray=\"%s\" points=\"",
             COLORS[gi], DASH[r[i].err]);
     double last = -INFINITY;
+    moesz_buf bars = {0};   /* error bars: mean ± sd over seeds */
     for (;;) {   /* next larger bound of this series */
       size_t best = n;
       for (size_t j = 0; j < n; j++)
@@ -203,9 +205,19 @@ static int write_svg(const moesz_sweep_row *r, size_t n, int k, const char *dir,
       cell_stats(r, n, best, k, &m, &sd, &c);
       y = logy ? log10(m > 1e-9 ? m : 1e-9) : m;
       bprintf(&b, "%.1f,%.1f ", PX(log10(r[best].eb)), PY(y));
+      if (c > 1 && sd > 0) {
+        double lo = m - sd, hi = m + sd;
+        if (logy) { lo = log10(lo > 1e-9 ? lo : 1e-9); hi = log10(hi); }
+        double plo = fmin(y1, fmax(y0, PY(lo))), phi = fmin(y1, fmax(y0, PY(hi))), px = PX(log10(r[best].eb));
+        bprintf(&bars, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n", px, plo, px, phi,
+                COLORS[gi]);
+      }
       last = r[best].eb;
     }
     bprintf(&b, "\"/>\n");
+    if (bars.p) moesz_buf_put(&b, bars.p, bars.n);
+    b.oom |= bars.oom;
+    free(bars.p);
     double ly = y0 + 10 + step * series++;
     bprintf(&b, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" stroke-width=\"2\" "
                 "stroke-dasharray=\"%s\"/>\n<text x=\"%.0f\" y=\"%.0f\">%s (%d-%d) %s</text>\n", x1 + 15, ly, x1 + 45, ly,
@@ -219,9 +231,80 @@ static int write_svg(const moesz_sweep_row *r, size_t n, int k, const char *dir,
   return rc;
 }
 
+/* KL against the layer for the one-layer groups (--per-layer: L<i>), a line per
+ * (error kind, bound); nothing when there are none. */
+static int write_per_layer(const moesz_sweep_row *r, size_t n, const char *dir, moesz_error *err) {
+  static const char *COLORS[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"};
+  static const char *DASH[] = {"", "6,4", "2,3"};
+  const double W = 760, H = 440, x0 = 80, x1 = 520, y0 = 30, y1 = 390;
+  int lmin = 1 << 30, lmax = -1;
+  double ymin = INFINITY, ymax = -INFINITY;
+  for (size_t i = 0; i < n; i++) {
+    if (r[i].group[0] != 'L' || r[i].first != r[i].last) continue;
+    lmin = r[i].first < lmin ? r[i].first : lmin;
+    lmax = r[i].first > lmax ? r[i].first : lmax;
+    double y = log10(r[i].kl > 1e-9 ? r[i].kl : 1e-9);
+    ymin = fmin(ymin, y);
+    ymax = fmax(ymax, y);
+  }
+  if (lmax < 0) return MOESZ_OK;
+  if (lmax == lmin) { lmin--; lmax++; }
+  ymin = floor(ymin);
+  ymax = ceil(ymax);
+  if (ymax - ymin < 1) ymax = ymin + 1;
+  moesz_buf b = {0};
+  bprintf(&b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" font-family=\"sans-serif\" "
+              "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n<rect x=\"%.0f\" y=\"%.0f\" "
+              "width=\"%.0f\" height=\"%.0f\" fill=\"none\" stroke=\"black\"/>\n", W, H, x0, y0, x1 - x0, y1 - y0);
+#define PX(x) (x0 + ((x) - lmin) / (double)(lmax - lmin) * (x1 - x0))
+#define PY(y) (y1 - ((y) - ymin) / (ymax - ymin) * (y1 - y0))
+  for (int L = lmin; L <= lmax; L++)
+    bprintf(&b, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%d</text>\n", PX(L), y1 + 16, L);
+  for (double y = ymin; y <= ymax + 1e-9; y += 1)
+    bprintf(&b, "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n<text x=\"%.0f\" y=\"%.1f\" "
+                "text-anchor=\"end\">%.0e</text>\n", x0, PY(y), x1, PY(y), x0 - 6, PY(y) + 4, pow(10, y));
+  bprintf(&b, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">layer</text>\n<text x=\"%.0f\" y=\"18\" "
+              "text-anchor=\"middle\">KL(original || perturbed) per layer, nats/token (log scale)</text>\n",
+          (x0 + x1) / 2, H - 12, (x0 + x1) / 2);
+  int series = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (r[i].group[0] != 'L' || r[i].first != r[i].last) continue;
+    int seen = 0;
+    for (size_t j = 0; j < i && !seen; j++)
+      seen = r[j].group[0] == 'L' && r[j].first == r[j].last && r[j].err == r[i].err && r[j].eb == r[i].eb &&
+             r[j].eb_mode == r[i].eb_mode && r[j].tokens == r[i].tokens;
+    if (seen) continue;
+    const char *col = COLORS[series % 6];
+    bprintf(&b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" stroke-dasharray=\"%s\" points=\"", col,
+            DASH[r[i].err]);
+    for (int L = lmin; L <= lmax; L++)
+      for (size_t j = 0; j < n; j++) {
+        if (r[j].group[0] != 'L' || r[j].first != L || r[j].last != L || r[j].err != r[i].err || r[j].eb != r[i].eb ||
+            r[j].eb_mode != r[i].eb_mode || r[j].tokens != r[i].tokens || !first_of_cell(r, j))
+          continue;
+        double m, sd;
+        int c;
+        cell_stats(r, n, j, 0, &m, &sd, &c);
+        bprintf(&b, "%.1f,%.1f ", PX(L), PY(log10(m > 1e-9 ? m : 1e-9)));
+        break;
+      }
+    double ly = y0 + 10 + 18 * series++;
+    bprintf(&b, "\"/>\n<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" stroke-width=\"2\" "
+                "stroke-dasharray=\"%s\"/>\n<text x=\"%.0f\" y=\"%.0f\">%s eb %g (%s)</text>\n", x1 + 15, ly, x1 + 45, ly, col,
+            DASH[r[i].err], x1 + 52, ly + 4, moesz_sweep_err_name(r[i].err), r[i].eb, MODES[r[i].eb_mode]);
+  }
+#undef PX
+#undef PY
+  bprintf(&b, "</svg>\n");
+  int rc = b.oom ? moesz_error_set(err, MOESZ_E_NOMEM, "out of memory") : put_file(dir, "kl_per_layer.svg", b.p, b.n, err);
+  free(b.p);
+  return rc;
+}
+
 int moesz_sweep_report(const moesz_sweep_row *rows, size_t n, const char *dir, moesz_error *err) {
   int rc = write_json(rows, n, dir, err);
   if (!rc) rc = write_md(rows, n, dir, err);
   for (int k = 0; k < 3 && !rc; k++) rc = write_svg(rows, n, k, dir, err);
+  if (!rc) rc = write_per_layer(rows, n, dir, err);
   return rc;
 }
