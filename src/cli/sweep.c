@@ -145,6 +145,13 @@ int moesz_cli_sweep(int argc, char **argv) {
   if (moesz_tok_encode(t, txt, len, 0, &ids, &n, &e)) goto fail;
   if (limit && (size_t)limit < n) n = (size_t)limit;
   if (n < 2) { moesz_error_set(&e, MOESZ_E_ARG, "%s: fewer than 2 tokens", text); goto fail; }
+  /* an interrupt removes the temporaries of the files being rewritten */
+  static const char *OUTS[] = {"results.csv", "results.json", "results.md", "kl.svg", "top1.svg", "ppl.svg",
+                               "kl_per_layer.svg"};
+  for (size_t i = 0; i < sizeof OUTS / sizeof *OUTS; i++) {
+    char p[4096];
+    if (!moesz_path_join(p, sizeof p, out, OUTS[i])) moesz_cli_output(p);
+  }
   moesz_sweep_summary s;
   if (moesz_sweep_run(m, ids, n, &o, out, &s, &e)) goto fail;
   printf("%d cells: %d run, %d already in %s/results.csv; wrote results.csv, results.json, results.md, kl.svg, "
