@@ -101,12 +101,12 @@ for keep in $KEEPS; do
   rm -rf "$d" "$d.json"
 done
 if [ "${QUICK:-0}" != 1 ]; then
-  container "resmoe-prune-all-0.25-1e-3" "resmoe(prune)+sz, all layers" 0.25 1e-3 --method resmoe --layers all
+  container "resmoe-prune-all-0.25-1e-3" "resmoe(prune)+sz, all layers" 0.25 1e-3 --method resmoe --resmoe-layers all
   # the low-bytes end, where the front is decided
   container "resmoe-svd-0.25-6.4e-2" "resmoe(svd)+sz" 0.25 6.4e-2 --method resmoe --residual svd --keep 0.25
   container "resmoe-svd-0.1-6.4e-2" "resmoe(svd)+sz" 0.1 6.4e-2 --method resmoe --residual svd --keep 0.1
-  container "resmoe-svd-all-0.25-3.2e-2" "resmoe(svd)+sz, all layers" 0.25 3.2e-2 --method resmoe --residual svd --keep 0.25 --layers all
-  container "resmoe-svd-all-0.1-3.2e-2" "resmoe(svd)+sz, all layers" 0.1 3.2e-2 --method resmoe --residual svd --keep 0.1 --layers all
+  container "resmoe-svd-all-0.25-3.2e-2" "resmoe(svd)+sz, all layers" 0.25 3.2e-2 --method resmoe --residual svd --keep 0.25 --resmoe-layers all
+  container "resmoe-svd-all-0.1-3.2e-2" "resmoe(svd)+sz, all layers" 0.1 3.2e-2 --method resmoe --residual svd --keep 0.1 --resmoe-layers all
 fi
 
 python3 - "$TSV" "$WB" "${SVG:-}" <<'EOF'

@@ -1,14 +1,22 @@
 /* fuzz/fuzz_container.c - libFuzzer target for the .msz reader: opens the
- * input as a container and, if it validates, decodes every blob; for ResMoE
- * layers also restores every expert from its barycenter and residual and
- * parses each residual blob's header alone. Seeds: plain
- * (raw, zstd) and ResMoE (pruned, SVD) containers of a micro model. */
+ * input as a container or a part container (compress --layers) and, if it
+ * validates, decodes every blob (a whole container must open both ways, a
+ * part only as a part); for ResMoE layers also restores every expert from
+ * its barycenter and residual and parses each residual blob's header alone.
+ * Seeds: plain (raw, zstd), part and ResMoE (pruned, SVD) containers of a
+ * micro model. */
 #include <stdlib.h>
 #include "moesz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  moesz_msz *c;
-  if (moesz_msz_open_mem(data, size, &c, NULL)) return 0;
+  moesz_msz *c, *w = NULL;
+  if (moesz_msz_open_part_mem(data, size, &c, NULL)) {
+    if (!moesz_msz_open_mem(data, size, &w, NULL)) abort();   /* a whole container opens as a part too */
+    return 0;
+  }
+  int whole = !moesz_msz_open_mem(data, size, &w, NULL);
+  moesz_msz_close(w);
+  if (whole == moesz_msz_part(c, NULL, NULL)) abort();       /* whole opens iff it is not a part */
   for (size_t i = 0; i < moesz_msz_count(c); i++) {
     const moesz_msz_rec *r = moesz_msz_at(c, i);
     if (r->raw_bytes > (64u << 20)) continue;

@@ -563,7 +563,7 @@ TEST(cli_compress_resmoe) {
   snprintf(cmd, sizeof cmd, "%s/cli.out/model.safetensors", TMP);
   CHECK(stat(cmd, &sb) == 0);
   const char *bad[][2] = {{"--keep 0", "--keep"}, {"--keep 1.5", "--keep"}, {"--keep x", "--keep"},
-                          {"--residual foo", "--residual"}, {"--layers 9", "--layers"}, {"--base x", "--base"}};
+                          {"--residual foo", "--residual"}, {"--resmoe-layers 9", "--resmoe-layers"}, {"--base x", "--base"}};
   for (int i = 0; i < 6; i++) {
     snprintf(cmd, sizeof cmd, "%s compress " FIXTURE " -o %s/x.msz --method resmoe %s 2>&1", bin, TMP, bad[i][0]);
     CHECK_EQ_INT(harness_run_cmd(cmd, out, sizeof out), 2);

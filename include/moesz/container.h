@@ -49,6 +49,21 @@ typedef struct moesz_msz moesz_msz;
  * zstd stream headers agreeing with their records (docs/CONTAINER.md
  * "Checks"). Blob checksums are checked when a blob is read. */
 int moesz_msz_open(const char *path, moesz_msz **out, moesz_error *err);
+/* A part container (written by moesz_msz_write with opts.part: the experts
+ * of a range of layers only, docs/CONTAINER.md "Parts") is refused by
+ * moesz_msz_open and moesz_msz_open_mem (it cannot be served); this opens
+ * either, a part validated over its own layers. */
+int moesz_msz_open_part(const char *path, moesz_msz **out, moesz_error *err);
+/* Same over a caller-owned buffer that must outlive the handle. */
+int moesz_msz_open_part_mem(const void *data, size_t len, moesz_msz **out, moesz_error *err);
+/* 1 and the part's layer range [first, last] if c is a part, else 0. */
+int moesz_msz_part(const moesz_msz *c, int *first, int *last);
+/* Joins part containers (any order) into one container at out (temporary
+ * file + rename), byte for byte the container one run over all layers
+ * writes: the parts must hold the same files, dense image and sources, and
+ * disjoint layer ranges whose experts cover every MoE layer. The result is
+ * validated as moesz_msz_open does before it is renamed into place. */
+int moesz_msz_merge(const char *const *parts, int n, const char *out, moesz_error *err);
 /* Same over a caller-owned buffer that must outlive the handle. */
 int moesz_msz_open_mem(const void *data, size_t len, moesz_msz **out, moesz_error *err);
 void moesz_msz_close(moesz_msz *c);
@@ -123,6 +138,15 @@ int moesz_msz_resmoe_split(const float *X, int n, int d, moesz_mat mat, moesz_dt
 
 /* ------------------------------------------------------------- writing */
 
+/* A per-tensor bound (compress --tensor-eb): expert matrices whose record
+ * name ("<source tensor>#<expert>.<gate|up|down>") the PCRE2 pattern finds
+ * (unanchored search) take eb: > 0 a bound (in the run's eb_mode), < 0
+ * lossless (zstd). The first matching rule wins; rules override layer_eb. */
+typedef struct moesz_msz_tensor_eb {
+  const char *regex;
+  double eb;
+} moesz_msz_tensor_eb;
+
 typedef struct moesz_msz_opts {
   moesz_msz_method method;  /* for expert matrices; dense tensors are stored raw */
   int eb_mode;              /* MOESZ_EB_ABS / REL / STD (codec.h) */
@@ -136,6 +160,12 @@ typedef struct moesz_msz_opts {
    * (bound eb, or layer_eb[L] > 0); other layers as method says */
   const moesz_resmoe_opts *resmoe;
   const uint8_t *resmoe_layers;  /* [n_layers] or NULL */
+  /* part: 1 writes only the experts of layers [part_first, part_last] (a
+   * part container, joined with moesz_msz_merge); 0 writes every layer */
+  int part, part_first, part_last;
+  /* per-tensor bounds; a rule that matches no written matrix is an error (MOESZ_E_ARG) */
+  const moesz_msz_tensor_eb *tensor_eb;   /* [n_tensor_eb] or NULL */
+  int n_tensor_eb;
 } moesz_msz_opts;
 
 /* Per-run results of moesz_msz_write. */

@@ -69,4 +69,77 @@ int moesz_eval_encode_pair(const moesz_tok *t, const char *context, const char *
  * {context_options, continuation, gold}, {context, continuation}); limit 0 = all. */
 int moesz_eval_task(moesz_engine *e, const moesz_tok *t, const char *path, size_t limit, moesz_bos_mode bos,
                     int progress, moesz_task_result *out, moesz_error *err);
+/* ------------------------------------------------------------- sweep
+ * Layer sensitivity (src/eval/sweep.c): for each cell (layer group, error
+ * kind, bound, seed) only that group's routed expert weights are perturbed
+ * and the model is scored against the unperturbed one on the same tokens:
+ * KL(original || perturbed), top-1 agreement, perplexity, and with the codec
+ * the group's expert bytes. docs/EVAL.md "Sweep". */
+typedef enum moesz_sweep_err {
+  MOESZ_SWEEP_CODEC = 0,   /* the real codec round trip (entropy pipeline) at the bound */
+  MOESZ_SWEEP_GAUSSIAN,    /* w + N(0, eb^2) */
+  MOESZ_SWEEP_UNIFORM      /* w + U(-eb, eb) */
+} moesz_sweep_err;
+const char *moesz_sweep_err_name(moesz_sweep_err e);
+int moesz_sweep_err_parse(const char *s, moesz_sweep_err *out);   /* "codec" | "gaussian" | "uniform" */
+
+typedef struct moesz_sweep_group {
+  char name[48];           /* letters, digits, '_', '-', '.' */
+  int first, last;         /* layers [first, last]; their MoE layers' routed experts are perturbed */
+} moesz_sweep_group;
+
+/* Groups from a spec: "auto" (shallow / middle / deep thirds of the layers,
+ * and all) or comma-separated items RANGE or NAME=RANGE (RANGE: A-B, A or
+ * A-); per_layer appends one group per MoE layer (named L<i>). Each group
+ * must hold a MoE layer. Caller frees *out. */
+int moesz_sweep_groups(const moesz_config *cfg, const char *spec, int per_layer, moesz_sweep_group **out, int *n,
+                       moesz_error *err);
+
+typedef struct moesz_sweep_opts {
+  const moesz_sweep_group *groups;
+  int n_groups;
+  const double *ebs;       /* [n_ebs] bounds > 0 */
+  int n_ebs;
+  int eb_mode;             /* MOESZ_EB_ABS / REL / STD (codec.h): eb scaled by 1, by the matrix's value
+                              range, or by its std - the codec's meaning, applied per matrix to noise too */
+  const moesz_sweep_err *errs;   /* [n_errs] */
+  int n_errs;
+  int seeds;               /* noise kinds: seeds 0..seeds-1, one cell each; the codec: seed 0 only */
+  size_t ctx, stride;      /* perplexity windows (moesz_eval_ppl) */
+  int threads;             /* engine and codec threads; 0 = all cores */
+  int progress;            /* progress with ETA on stderr */
+} moesz_sweep_opts;
+
+/* One cell's results, one row of DIR/results.csv. */
+typedef struct moesz_sweep_row {
+  char group[48];
+  int first, last;
+  moesz_sweep_err err;
+  int eb_mode;
+  double eb;
+  int seed;
+  size_t tokens;           /* scored tokens */
+  double kl, top1, ppl, ref_ppl;
+  uint64_t raw_bytes;      /* the group's routed expert matrices, original dtype */
+  uint64_t stored_bytes;   /* their codec streams (codec cells; 0 for noise) */
+  double seconds;
+} moesz_sweep_row;
+
+typedef struct moesz_sweep_summary { int cells, skipped, ran; } moesz_sweep_summary;
+
+/* Runs every cell of o over ids[0..n) with model m (its routed experts
+ * perturbed through an expert provider; the reference is m itself) and
+ * writes DIR/results.csv (rewritten atomically after each cell; cells already
+ * in it with the same key - group, layers, error, eb mode, eb, seed, tokens -
+ * are skipped, so an interrupted sweep resumes), results.json, results.md
+ * and one SVG per metric (kl.svg, top1.svg, ppl.svg: metric vs eb per group
+ * and error). dir is created if absent. */
+int moesz_sweep_run(moesz_model *m, const int32_t *ids, size_t n, const moesz_sweep_opts *o, const char *dir,
+                    moesz_sweep_summary *sum, moesz_error *err);
+/* Parses the text of a results.csv (len bytes, need not be NUL-terminated)
+ * into *rows (caller frees); a header other than the sweep's, or a line that
+ * is not a well-formed row, is MOESZ_E_FORMAT naming the line. */
+int moesz_sweep_csv_parse(const char *text, size_t len, moesz_sweep_row **rows, size_t *n, moesz_error *err);
+/* Writes results.json, results.md and the SVGs of rows into dir (sweep_report.c). */
+int moesz_sweep_report(const moesz_sweep_row *rows, size_t n, const char *dir, moesz_error *err);
 #endif

@@ -10,6 +10,7 @@
 int moesz_cli_inspect(int argc, char **argv);
 int moesz_cli_compress(int argc, char **argv);
 int moesz_cli_decompress(int argc, char **argv);
+int moesz_cli_merge(int argc, char **argv);
 int moesz_cli_resmoe(int argc, char **argv);
 int moesz_cli_run(int argc, char **argv);
 int moesz_cli_ppl(int argc, char **argv);

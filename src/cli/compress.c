@@ -22,15 +22,45 @@ static void usage(FILE *f) {
     "  --eb-mode M            abs (default) | rel (x value range) | std (x tensor std)\n"
     "  --layer-eb SPEC        per-layer bounds, e.g. '0-1:2e-3,2-5:5e-4,6-:lossless' (comma-separated\n"
     "                         RANGE:BOUND items, none empty; 'N-' runs to the last layer)\n"
+    "  --tensor-eb RULES      per-tensor bounds, e.g. 'down_proj|w2=5e-4,experts\\.3\\.=lossless':\n"
+    "                         comma-separated REGEX=BOUND items (PCRE2, searched in each expert\n"
+    "                         matrix's name '<tensor>#<expert>.<gate|up|down>'; first match wins;\n"
+    "                         overrides --layer-eb; a rule that matches nothing is an error)\n"
+    "  --layers A-B           write a part: only the experts of MoE layers A-B (also 'A', 'A-');\n"
+    "                         join the parts with `moesz merge` (docs/CONTAINER.md \"Parts\")\n"
     "  --threads N            codec threads (default: all cores)\n"
     "  ResMoE (--method resmoe; chosen layers as barycenter + residuals, others as sz; docs/RESMOE.md):\n"
     "  --residual R           prune (default) | svd\n"
     "  --keep F               fraction of each expert's parameters kept in its residual, in (0, 1] (default 0.25)\n"
-    "  --layers SPEC          MoE layers stored as ResMoE: ranges such as 2-5,7 or 4-, or all\n"
+    "  --resmoe-layers SPEC   MoE layers stored as ResMoE: ranges such as 2-5,7 or 4-, or all\n"
     "                         (default: the last 3/4 of the MoE layers)\n"
     "  --base B               barycenter (default) | mean (unaligned) | none (plain pruning / SVD, a baseline)\n"
     "  --json                 print the summary as one JSON object\n"
     "  --progress / -q, --quiet  force the progress bar on / off (default: on when stderr is a tty)\n");
+}
+
+/* Parses "REGEX=X,REGEX=lossless,..." into rules pointing into *buf (freed by the caller). */
+static int parse_tensor_eb(const char *spec, moesz_msz_tensor_eb **rules, int *n, char **buf, char *why, size_t whylen) {
+  *rules = NULL;
+  *n = 0;
+  if (!(*buf = strdup(spec))) return -1;
+  int cap = 1;
+  for (const char *p = spec; *p; p++) cap += *p == ',';
+  if (!(*rules = calloc((size_t)cap, sizeof **rules))) return -1;
+  char *rest = *buf;
+  for (char *tok; (tok = strsep(&rest, ","));) {
+    char *eq = strrchr(tok, '='), *end;
+    if (!eq || eq == tok) { snprintf(why, whylen, "'%s' is not REGEX=BOUND", tok); return -1; }
+    *eq = 0;
+    double v = -1;
+    if (strcmp(eq + 1, "lossless")) {
+      v = strtod(eq + 1, &end);
+      if (end == eq + 1 || *end || !(v > 0) || !isfinite(v)) { snprintf(why, whylen, "bad bound '%s'", eq + 1); return -1; }
+    }
+    (*rules)[*n].regex = tok;
+    (*rules)[(*n)++].eb = v;
+  }
+  return 0;
 }
 
 /* Parses "A-B:X,C-:lossless,..." into eb[L] (> 0 bound, < 0 lossless, 0 default). */
@@ -70,12 +100,13 @@ int moesz_cli_compress(int argc, char **argv) {
     {"codec", required_argument, 0, 'c'}, {"eb", required_argument, 0, 'e'},
     {"eb-mode", required_argument, 0, 'M'}, {"layer-eb", required_argument, 0, 'L'},
     {"threads", required_argument, 0, 't'}, {"json", no_argument, 0, 'j'},
-    {"progress", no_argument, 0, 'p'}, {"quiet", no_argument, 0, 'q'},
+    {"progress", no_argument, 0, 'p'}, {"quiet", no_argument, 0, 'q'}, {"layers", required_argument, 0, 'y'},
+    {"tensor-eb", required_argument, 0, 'T'},
     {"residual", required_argument, 0, 'R'}, {"keep", required_argument, 0, 'K'},
-    {"layers", required_argument, 0, 'Y'}, {"base", required_argument, 0, 'B'},
+    {"resmoe-layers", required_argument, 0, 'Y'}, {"base", required_argument, 0, 'B'},
     {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
   const char *rm_residual = "prune", *rm_keep = NULL, *rm_layers = NULL, *rm_base = "barycenter";
-  const char *out = NULL, *method = "sz", *codec = "entropy", *mode = "abs", *layer_spec = NULL;
+  const char *out = NULL, *method = "sz", *codec = "entropy", *mode = "abs", *layer_spec = NULL, *layers = NULL, *tensor_spec = NULL;
   double eb = 1e-3;
   int threads = 0, json = 0, progress = isatty(2);
   optind = 1;
@@ -94,6 +125,8 @@ int moesz_cli_compress(int argc, char **argv) {
         break;
       case 'M': mode = optarg; break;
       case 'L': layer_spec = optarg; break;
+      case 'y': layers = optarg; break;
+      case 'T': tensor_spec = optarg; break;
       case 't': {
         long t = strtol(optarg, &end, 10);
         if (end == optarg || *end || t < 0 || t > 1024) { fprintf(stderr, "moesz compress: bad --threads '%s'\n", optarg); return 2; }
@@ -121,7 +154,7 @@ int moesz_cli_compress(int argc, char **argv) {
   else { fprintf(stderr, "moesz compress: unknown --method '%s' (sz, zstd, raw, resmoe)\n", method); return 2; }
   int resmoe = !strcmp(method, "resmoe");
   if (!resmoe && (rm_keep || rm_layers || strcmp(rm_residual, "prune") || strcmp(rm_base, "barycenter"))) {
-    fprintf(stderr, "moesz compress: --residual, --keep, --layers and --base need --method resmoe\n");
+    fprintf(stderr, "moesz compress: --residual, --keep, --resmoe-layers and --base need --method resmoe\n");
     return 2;
   }
   if (!strcmp(codec, "compute")) {
@@ -165,6 +198,26 @@ int moesz_cli_compress(int argc, char **argv) {
       return moesz_cli_fail("compress", &e);
     }
   }
+  if (layers) {
+    /* the same range syntax as --layer-eb: A-B, A or A- */
+    double *mark = calloc((size_t)m->cfg.n_layers, sizeof *mark);
+    char spec[300], why[200] = "";
+    snprintf(spec, sizeof spec, "%s:1", layers);
+    if (!mark || strchr(layers, ',') || strchr(layers, ':') || parse_layer_eb(spec, mark, m->cfg.n_layers, why, sizeof why)) {
+      fprintf(stderr, "moesz compress: bad --layers '%s': %s\n", layers, *why ? why : "one range A-B, A or A-");
+      free(mark);
+      moesz_model_close(m);
+      return 2;
+    }
+    o.part = 1;
+    o.part_first = -1;
+    for (int L = 0; L < m->cfg.n_layers; L++)
+      if (mark[L] > 0) {
+        if (o.part_first < 0) o.part_first = L;
+        o.part_last = L;
+      }
+    free(mark);
+  }
   double *leb = NULL;
   if (layer_spec) {
     char why[200] = "";
@@ -177,11 +230,27 @@ int moesz_cli_compress(int argc, char **argv) {
     }
     o.layer_eb = leb;
   }
+  moesz_msz_tensor_eb *teb = NULL;
+  char *teb_buf = NULL;
+  if (tensor_spec) {
+    char why[300] = "";
+    if (parse_tensor_eb(tensor_spec, &teb, &o.n_tensor_eb, &teb_buf, why, sizeof why)) {
+      fprintf(stderr, "moesz compress: bad --tensor-eb: %s\n", *why ? why : "out of memory");
+      free(teb);
+      free(teb_buf);
+      free(leb);
+      moesz_model_close(m);
+      return 2;
+    }
+    o.tensor_eb = teb;
+  }
   moesz_resmoe_opts ro;
   uint8_t rlayers[MOESZ_MAX_LAYERS];
   if (resmoe) {
     if (moesz_cli_compress_resmoe(&m->cfg, rm_residual, rm_keep, rm_base, rm_layers, &ro, rlayers)) {
       free(leb);
+      free(teb);
+      free(teb_buf);
       moesz_model_close(m);
       return 2;
     }
@@ -193,6 +262,8 @@ int moesz_cli_compress(int argc, char **argv) {
   int rc = moesz_msz_write(m, out, &o, &s, &e);
   moesz_model_close(m);
   free(leb);
+  free(teb);
+  free(teb_buf);
   if (rc) return moesz_cli_fail("compress", &e);
   double ratio = s.expert_stored_bytes ? (double)s.expert_raw_bytes / (double)s.expert_stored_bytes : 0;
   if (json) {

@@ -8,7 +8,7 @@
 int moesz_cli_inspect_msz(const char *path, int json) {
   moesz_error e = {0};
   moesz_msz *c;
-  if (moesz_msz_open(path, &c, &e)) return moesz_cli_fail("inspect", &e);
+  if (moesz_msz_open_part(path, &c, &e)) return moesz_cli_fail("inspect", &e);
   const moesz_config *cfg = moesz_msz_config(c);
   uint64_t raw = 0, stored = 0, dense = 0, nmeth[MOESZ_MSZ_RESMOE + 1] = {0};
   double ebmin = 0, ebmax = 0;
@@ -24,15 +24,18 @@ int moesz_cli_inspect_msz(const char *path, int json) {
     if (r->eb > 0 && (ebmin == 0 || r->eb < ebmin)) ebmin = r->eb;
     if (r->eb > ebmax) ebmax = r->eb;
   }
+  int pa, pb;
   if (json) {
     printf("{\"path\":\"%s\",\"container\":true,\"architecture\":\"%s\",\"file_bytes\":%llu,\"dense_bytes\":%llu,"
            "\"expert_blobs\":%zu,\"expert_bytes\":%llu,\"expert_stored_bytes\":%llu,\"expert_ratio\":%.4f,"
-           "\"blobs_raw\":%llu,\"blobs_zstd\":%llu,\"blobs_codec\":%llu,\"blobs_compute\":%llu,\"blobs_resmoe\":%llu,\"eb_min\":%g,\"eb_max\":%g,\"layers\":[",
+           "\"blobs_raw\":%llu,\"blobs_zstd\":%llu,\"blobs_codec\":%llu,\"blobs_compute\":%llu,\"blobs_resmoe\":%llu,\"eb_min\":%g,\"eb_max\":%g,",
            path, cfg->arch_name, (unsigned long long)moesz_msz_file_size(c), (unsigned long long)dense,
            moesz_msz_count(c), (unsigned long long)raw, (unsigned long long)stored,
            stored ? (double)raw / (double)stored : 0, (unsigned long long)nmeth[0], (unsigned long long)nmeth[1],
            (unsigned long long)nmeth[2], (unsigned long long)nmeth[MOESZ_MSZ_COMPUTE], (unsigned long long)nmeth[MOESZ_MSZ_RESMOE],
            ebmin, ebmax);
+    if (moesz_msz_part(c, &pa, &pb)) printf("\"part\":[%d,%d],", pa, pb);
+    printf("\"layers\":[");
   } else {
     printf("container    %s (%.2f MB)\nfamily       %s, %d layers, %d experts top-%d\n", path,
            (double)moesz_msz_file_size(c) / 1e6, cfg->arch_name, cfg->n_layers, cfg->n_experts, cfg->top_k);
@@ -42,6 +45,8 @@ int moesz_cli_inspect_msz(const char *path, int json) {
            (unsigned long long)nmeth[0], (unsigned long long)nmeth[1], (unsigned long long)nmeth[2],
            (unsigned long long)nmeth[MOESZ_MSZ_COMPUTE], (unsigned long long)nmeth[MOESZ_MSZ_RESMOE]);
     if (ebmax > 0) printf("error bound  %g .. %g (absolute)\n", ebmin, ebmax);
+    if (moesz_msz_part(c, &pa, &pb))
+      printf("part         the experts of layers %d-%d only (join the parts with `moesz merge`)\n", pa, pb);
     printf("\nlayer  decoded MB  stored MB   ratio  bound     resmoe: barycenter MB + residuals MB\n");
   }
   int first = 1;

@@ -10,6 +10,7 @@ typedef int (*cmd_fn)(int, char **);
 #pragma weak moesz_cli_inspect
 #pragma weak moesz_cli_compress
 #pragma weak moesz_cli_decompress
+#pragma weak moesz_cli_merge
 #pragma weak moesz_cli_resmoe
 #pragma weak moesz_cli_run
 #pragma weak moesz_cli_ppl
@@ -23,6 +24,7 @@ static const struct { const char *name; cmd_fn fn; const char *help; } CMDS[] = 
   {"inspect", moesz_cli_inspect, "architecture, layers, experts, parameter counts, tensor statistics"},
   {"compress", moesz_cli_compress, "write the compressed .msz container"},
   {"decompress", moesz_cli_decompress, "container back to safetensors + config"},
+  {"merge", moesz_cli_merge, "join part containers (compress --layers) into one"},
   {"resmoe", moesz_cli_resmoe, "ResMoE barycenter + residual transform (and baselines)"},
   {"run", moesz_cli_run, "generate text"},
   {"ppl", moesz_cli_ppl, "perplexity of a text file; KL and top-1 agreement against --ref"},

@@ -3,7 +3,10 @@
  * config implies present exactly once with the implied shape, no routed
  * record the config does not imply, every source tensor covered exactly once
  * by its records' views, and each blob's stream header (codec, zstd) agreeing
- * with its manifest record (count, dtype, bound). docs/CONTAINER.md "Checks". */
+ * with its manifest record (count, dtype, bound). A part container (one
+ * layer range of a split compression) is checked over its own layers: its
+ * records lie in the range, each MoE layer of the range is complete, and a
+ * source no record slices belongs to another part. docs/CONTAINER.md "Checks". */
 #include <stdlib.h>
 #include <string.h>
 #include <zstd.h>
@@ -41,9 +44,15 @@ static int check_routed(const moesz_msz *c, moesz_error *err) {
     if (!ok || !cfg->is_moe[r->layer] || r->expert >= cfg->n_experts)
       return moesz_error_set(err, MOESZ_E_FORMAT, "manifest: record %s (layer %d expert %d %s) is not a routed "
                              "expert matrix of this config", r->name, r->layer, r->expert, MAT[r->mat]);
+    if (c->part && (r->layer < c->part_first || r->layer > c->part_last))
+      return moesz_error_set(err, MOESZ_E_FORMAT, "manifest: record %s (layer %d) lies outside the part's layers "
+                             "%d-%d", r->name, r->layer, c->part_first, c->part_last);
   }
+  int moe_in_range = 0;
   for (int L = 0; L < cfg->n_layers; L++) {
     if (!cfg->is_moe[L]) continue;
+    if (c->part && (L < c->part_first || L > c->part_last)) continue;   /* another part's layer */
+    moe_in_range++;
     for (int e = 0; e < cfg->n_experts; e++)
       for (int k = 0; k < nm; k++) {
         const moesz_msz_rec *r = moesz_msz_expert(c, L, e, 0, mats[k]);
@@ -57,6 +66,9 @@ static int check_routed(const moesz_msz *c, moesz_error *err) {
                                  (long long)rows, (long long)cols);
       }
   }
+  if (c->part && !moe_in_range)
+    return moesz_error_set(err, MOESZ_E_FORMAT, "manifest: part layers %d-%d hold no MoE layer", c->part_first,
+                           c->part_last);
   return MOESZ_OK;
 }
 
@@ -118,6 +130,7 @@ static int check_sources(const moesz_msz *c, moesz_error *err) {
         rc = moesz_error_set(err, MOESZ_E_FORMAT, "manifest: records %s and %s overlap in %s", r[i - 1].name,
                              r[i].name, c->src[s].name);
     }
+    if (!k && c->part) continue;   /* a source of another part's layers */
     if (!rc && area != c->src[s].numel)
       rc = moesz_error_set(err, MOESZ_E_FORMAT, "manifest: the records cover %llu of the %llu elements of "
                            "source %s", (unsigned long long)area, (unsigned long long)c->src[s].numel, c->src[s].name);

@@ -47,6 +47,8 @@ struct moesz_msz {
   moesz_msz_resmoe_layer *rm; /* [nrm] ResMoE layers (msz_resmoe.c) */
   size_t nrm;
   char *path;                 /* the file (moesz_msz_open), NULL in memory: export never writes over it */
+  int allow_part;             /* set before parsing: a part container may open */
+  int part, part_first, part_last;  /* a part: the experts of layers [first, last] only */
 };
 
 static inline size_t msz_slot(const moesz_msz *c, int layer, int expert, int shared, moesz_mat mat) {
@@ -84,6 +86,15 @@ typedef int (*msz_put_fn)(void *w, void *json_rec, const char *name, const char 
                           moesz_error *err);
 int msz_resmoe_write_layer(const moesz_model *m, int layer, double eb, const moesz_msz_opts *o, msz_put_fn put, void *w,
                            void *experts_json, void *resmoe_json, moesz_msz_summary *s, moesz_error *err);
+/* Per-tensor bound rules (msz_rules.c): compiled PCRE2 patterns of
+ * opts.tensor_eb, with a hit count per rule. */
+typedef struct msz_rules msz_rules;
+int msz_rules_compile(const moesz_msz_opts *o, msz_rules **out, moesz_error *err);
+/* The bound of the first rule that matches name (counted as a hit), or 0 if none does. */
+double msz_rules_eb(msz_rules *r, const char *name);
+/* MOESZ_E_ARG naming the first rule without a hit. */
+int msz_rules_check_hits(const msz_rules *r, moesz_error *err);
+void msz_rules_free(msz_rules *r);
 /* Accessors for the expert blob behind a record (for the runtime and decompress). */
 const msz_expert *msz_expert_of(const moesz_msz *c, const moesz_msz_rec *r);
 #endif

@@ -198,6 +198,26 @@ static int parse_manifest(moesz_msz *c, const char *txt, size_t len, moesz_error
       s->shape[s->ndim++] = (int64_t)v;
     }
   }
+  /* a part of a split compression: the experts of a layer range only */
+  const cJSON *jp = cJSON_GetObjectItemCaseSensitive(root, "part");
+  if (jp) {
+    const cJSON *jl = cJSON_GetObjectItemCaseSensitive(jp, "layers");
+    int a = -1, b = -1, k = 0;
+    for (const cJSON *e = cJSON_IsArray(jl) ? jl->child : NULL; e; e = e->next, k++) {
+      double v = cJSON_IsNumber(e) ? e->valuedouble : -1;
+      if (!(v >= 0) || v >= c->cfg.n_layers || v != floor(v)) { k = -1; break; }
+      if (k == 0) a = (int)v; else b = (int)v;
+    }
+    if (k != 2 || a > b) { rc = moesz_error_set(err, MOESZ_E_FORMAT, "manifest: part.layers must be [first, last] within 0-%d", c->cfg.n_layers - 1); goto done; }
+    if (!c->allow_part) {
+      rc = moesz_error_set(err, MOESZ_E_UNSUPPORTED, "a part container (the experts of layers %d-%d only): join the parts "
+                           "with `moesz merge` before use", a, b);
+      goto done;
+    }
+    c->part = 1;
+    c->part_first = a;
+    c->part_last = b;
+  }
   const cJSON *ex = cJSON_GetObjectItemCaseSensitive(root, "experts");
   int ne = cJSON_IsArray(ex) ? cJSON_GetArraySize(ex) : -1;
   if (ne < 0) { rc = moesz_error_set(err, MOESZ_E_FORMAT, "manifest: no experts array"); goto done; }
@@ -215,10 +235,11 @@ done:
   return rc;
 }
 
-int moesz_msz_open(const char *path, moesz_msz **out, moesz_error *err) {
+static int open_path(const char *path, int allow_part, moesz_msz **out, moesz_error *err) {
   *out = NULL;
   moesz_msz *c = calloc(1, sizeof *c);
   if (!c) return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory");
+  c->allow_part = allow_part;
   int rc = MOESZ_OK;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
@@ -260,17 +281,33 @@ int moesz_msz_open(const char *path, moesz_msz **out, moesz_error *err) {
   return MOESZ_OK;
 }
 
-int moesz_msz_open_mem(const void *data, size_t len, moesz_msz **out, moesz_error *err) {
+int moesz_msz_open(const char *path, moesz_msz **out, moesz_error *err) { return open_path(path, 0, out, err); }
+int moesz_msz_open_part(const char *path, moesz_msz **out, moesz_error *err) { return open_path(path, 1, out, err); }
+
+int moesz_msz_part(const moesz_msz *c, int *first, int *last) {
+  if (first) *first = c->part ? c->part_first : 0;
+  if (last) *last = c->part ? c->part_last : c->cfg.n_layers - 1;
+  return c->part;
+}
+
+static int open_mem(const void *data, size_t len, int allow_part, moesz_msz **out, moesz_error *err) {
   *out = NULL;
   if (len < MOESZ_MSZ_HEADER) return moesz_error_set(err, MOESZ_E_FORMAT, "%zu bytes is too short for a container", len);
   moesz_msz *c = calloc(1, sizeof *c);
   if (!c) return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory");
+  c->allow_part = allow_part;
   c->map = (void *)data;
   c->size = len;
   int rc = moesz_msz_parse(c, err);
   if (rc) { moesz_msz_close(c); return rc; }
   *out = c;
   return MOESZ_OK;
+}
+int moesz_msz_open_mem(const void *data, size_t len, moesz_msz **out, moesz_error *err) {
+  return open_mem(data, len, 0, out, err);
+}
+int moesz_msz_open_part_mem(const void *data, size_t len, moesz_msz **out, moesz_error *err) {
+  return open_mem(data, len, 1, out, err);
 }
 
 int moesz_msz_parse(moesz_msz *c, moesz_error *err) {

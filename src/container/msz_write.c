@@ -1,7 +1,7 @@
 /* container/msz_write.c - owns writing .msz containers from an open model:
  * embedded files, the dense safetensors image, one blob per routed expert
- * matrix (raw, zstd or codec, per-layer bounds), the JSON manifest and the
- * header, all through a temporary file renamed on success. */
+ * matrix (raw, zstd or codec, per-layer and per-tensor bounds; a part container holds one
+ * layer range's experts), the JSON manifest and the header, all through a temporary file renamed on success. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,6 +107,7 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
   size_t bufcap = 0;
   char *mtxt = NULL;
   moesz_stw *dw = NULL;
+  msz_rules *rules = NULL;
   wctx w;
   memset(&w, 0, sizeof w);
   int rc = MOESZ_OK, opened = 0;
@@ -146,8 +147,8 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
         if ((rc = moesz_model_expert(m, L, e, 0, (moesz_mat)mat, &v, err))) goto fail;
         long ti = tensor_holding(m->st, v.data);
         if (ti < 0) { rc = moesz_error_set(err, MOESZ_E_INTERNAL, "expert view outside every tensor"); goto fail; }
-        is_src[ti] = 1;
-        nmat++;
+        is_src[ti] = 1;   /* every MoE layer's: a part's dense image is the whole run's */
+        nmat += !o->part || (L >= o->part_first && L <= o->part_last);
       }
   }
 
@@ -187,25 +188,33 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
     cJSON_AddStringToObject(d, "xxh64", hx);
   }
 
-  /* 4. expert blobs */
+  /* 4. expert blobs (a part: those of its layers only) */
+  int first = o->part ? o->part_first : 0, last = o->part ? o->part_last : cfg->n_layers - 1, nmoe = 0;
+  if (first < 0 || last >= cfg->n_layers || first > last) {
+    rc = moesz_error_set(err, MOESZ_E_ARG, "part layers %d-%d outside 0-%d", first, last, cfg->n_layers - 1);
+    goto fail;
+  }
+  for (int L = first; L <= last; L++) nmoe += cfg->is_moe[L];
+  if (o->part && !nmoe) { rc = moesz_error_set(err, MOESZ_E_ARG, "layers %d-%d hold no MoE layer", first, last); goto fail; }
+  if ((rc = msz_rules_compile(o, &rules, err))) goto fail;
   moesz_progress prog;
   if (o->method == MOESZ_MSZ_CODEC && (rc = moesz_codec_ctx_create(o->threads, &cx, err))) goto fail;
   moesz_progress_begin(&prog, "compress", nmat, o->progress);
   int done = 0;
-  for (int L = 0; L < cfg->n_layers; L++) {
+  for (int L = first; L <= last; L++) {
     if (!cfg->is_moe[L]) continue;
-    double eb = o->eb;
-    moesz_msz_method method = o->method;
-    if (o->layer_eb && o->layer_eb[L] > 0) eb = o->layer_eb[L];
-    if (o->layer_eb && o->layer_eb[L] < 0 && (method == MOESZ_MSZ_CODEC || method == MOESZ_MSZ_COMPUTE))
-      method = MOESZ_MSZ_ZSTD;
+    double leb = o->eb;
+    moesz_msz_method lmethod = o->method;
+    if (o->layer_eb && o->layer_eb[L] > 0) leb = o->layer_eb[L];
+    if (o->layer_eb && o->layer_eb[L] < 0 && (lmethod == MOESZ_MSZ_CODEC || lmethod == MOESZ_MSZ_COMPUTE))
+      lmethod = MOESZ_MSZ_ZSTD;
     if (o->resmoe && o->resmoe_layers && o->resmoe_layers[L] && !(o->layer_eb && o->layer_eb[L] < 0)) {
       if (!rmj) {
         cJSON *sec = cJSON_AddObjectToObject(man, "resmoe");
         cJSON_AddNumberToObject(sec, "version", 1);
         rmj = cJSON_AddArrayToObject(sec, "layers");
       }
-      if ((rc = msz_resmoe_write_layer(m, L, eb, o, put_blob_fn, &w, exps, rmj, &s, err))) goto fail;
+      if ((rc = msz_resmoe_write_layer(m, L, leb, o, put_blob_fn, &w, exps, rmj, &s, err))) goto fail;
       moesz_progress_step(&prog, done += 3 * cfg->n_experts);
       continue;
     }
@@ -227,6 +236,10 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
         gather(&v, es, buf);
         char name[600];
         snprintf(name, sizeof name, "%s#%d.%s", t->name, e, mat == MOESZ_MAT_GATE ? "gate" : mat == MOESZ_MAT_UP ? "up" : "down");
+        double eb = leb, teb = msz_rules_eb(rules, name);   /* --tensor-eb overrides the layer's bound */
+        moesz_msz_method method = lmethod;
+        if (teb > 0) eb = teb;
+        if (teb < 0 && (method == MOESZ_MSZ_CODEC || method == MOESZ_MSZ_COMPUTE)) method = MOESZ_MSZ_ZSTD;
         cJSON *xo = cJSON_CreateObject();
         cJSON_AddItemToArray(exps, xo);
         const void *blob = buf;
@@ -277,8 +290,14 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
       }
   }
   moesz_progress_end(&prog);
+  if ((rc = msz_rules_check_hits(rules, err))) goto fail;
 
   /* 5. manifest, then the header */
+  if (o->part) {
+    cJSON *po = cJSON_AddObjectToObject(man, "part"), *pl = cJSON_AddArrayToObject(po, "layers");
+    cJSON_AddItemToArray(pl, cJSON_CreateNumber(first));
+    cJSON_AddItemToArray(pl, cJSON_CreateNumber(last));
+  }
   if ((rc = w_align(&w, err))) goto fail;
   if (rmj) cJSON_SetNumberValue(cJSON_GetObjectItemCaseSensitive(man, "version"), MOESZ_MSZ_VERSION_RESMOE);
   if (!(mtxt = cJSON_PrintUnformatted(man))) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "out of memory"); goto fail; }
@@ -303,6 +322,7 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
 fail:
   if (opened) moesz_afile_abort(&w.af);
   moesz_stw_abort(dw);
+  msz_rules_free(rules);
   cJSON_Delete(man);
   free(mtxt);
   free(buf);
