@@ -59,7 +59,7 @@ int moesz_cli_compress_resmoe(const moesz_config *c, const char *residual, const
     for (int L = 0; L < c->n_layers; L++)
       if (c->is_moe[L]) { layers[L] = seen >= nmoe / 4; seen++; }
   } else if (parse_layers(spec, c, layers)) {
-    fprintf(stderr, "moesz compress: bad --layers '%s' (ranges within 0-%d such as 2-5,7 or 4-, or 'all')\n", spec, c->n_layers - 1);
+    fprintf(stderr, "moesz compress: bad --resmoe-layers '%s' (ranges within 0-%d such as 2-5,7 or 4-, or 'all')\n", spec, c->n_layers - 1);
     return 2;
   }
   int any = 0;
