@@ -199,6 +199,9 @@ typedef struct moesz_matstats {
   int64_t distinct_q;      /* distinct codes */
 } moesz_matstats;
 int moesz_matview_stats(const moesz_matview *v, double eb, moesz_matstats *out, moesz_error *err);
+/* Copies a view (strided or transposed) into contiguous row-major bytes
+ * [rows, cols] of its own dtype. */
+void moesz_matview_gather(const moesz_matview *v, void *dst);
 /* Copies a view into a dense row-major f32 buffer [rows * cols]. */
 int moesz_matview_to_f32(const moesz_matview *v, float *dst, moesz_error *err);
 

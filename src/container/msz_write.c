@@ -75,19 +75,6 @@ static long tensor_holding(const moesz_st *st, const void *p) {
   return -1;
 }
 
-/* Copies a (possibly transposed / strided) view into contiguous [rows, cols]. */
-static void gather(const moesz_matview *v, size_t es, uint8_t *dst) {
-  const uint8_t *src = v->data;
-  for (int64_t r = 0; r < v->rows; r++) {
-    if (!v->transposed) {
-      memcpy(dst + (size_t)r * (size_t)v->cols * es, src + (size_t)r * (size_t)v->ld * es, (size_t)v->cols * es);
-    } else {
-      for (int64_t c = 0; c < v->cols; c++)
-        memcpy(dst + ((size_t)r * (size_t)v->cols + (size_t)c) * es, src + ((size_t)c * (size_t)v->ld + (size_t)r) * es, es);
-    }
-  }
-}
-
 int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts *o, moesz_msz_summary *sum,
                     moesz_error *err) {
   const moesz_config *cfg = &m->cfg;
@@ -233,7 +220,7 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
           buf = nb;
           bufcap = need;
         }
-        gather(&v, es, buf);
+        moesz_matview_gather(&v, buf);
         char name[600];
         snprintf(name, sizeof name, "%s#%d.%s", t->name, e, mat == MOESZ_MAT_GATE ? "gate" : mat == MOESZ_MAT_UP ? "up" : "down");
         double eb = leb, teb = msz_rules_eb(rules, name);   /* --tensor-eb overrides the layer's bound */

@@ -165,20 +165,6 @@ static void drop_weights(sweep_state *s) {
   for (size_t i = 0; i < n; i++) { free(s->w[i]); s->w[i] = NULL; }
 }
 
-/* Copies a (possibly strided or transposed) view into contiguous [rows, cols] bytes. */
-static void gather(const moesz_matview *v, uint8_t *dst) {
-  size_t es = moesz_dtype_size(v->dtype);
-  const uint8_t *src = v->data;
-  for (int64_t r = 0; r < v->rows; r++) {
-    if (!v->transposed) {
-      memcpy(dst + (size_t)r * (size_t)v->cols * es, src + (size_t)r * (size_t)v->ld * es, (size_t)v->cols * es);
-    } else {
-      for (int64_t c = 0; c < v->cols; c++)
-        memcpy(dst + ((size_t)r * (size_t)v->cols + (size_t)c) * es, src + ((size_t)c * (size_t)v->ld + (size_t)r) * es, es);
-    }
-  }
-}
-
 /* The bound's scale for a matrix: 1 (abs), max - min (rel), std (std) of its finite values. */
 static double eb_scale(const float *x, size_t n, int mode) {
   if (mode == MOESZ_EB_ABS) return 1;
@@ -228,7 +214,7 @@ static int perturb(sweep_state *s, const moesz_sweep_group *g, moesz_sweep_err k
         if (!w) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "sweep: out of memory"); break; }
         s->shape[i][0] = v.rows;
         s->shape[i][1] = v.cols;
-        gather(&v, buf);
+        moesz_matview_gather(&v, buf);
         *raw_bytes += n * es;
         if (kind == MOESZ_SWEEP_CODEC) {
           /* what a container serves: the codec stream decoded to the original dtype */

@@ -25,6 +25,20 @@ static int check_view(const moesz_matview *v, moesz_error *err) {
   return MOESZ_OK;
 }
 
+void moesz_matview_gather(const moesz_matview *v, void *vdst) {
+  size_t es = moesz_dtype_size(v->dtype);
+  const uint8_t *src = v->data;
+  uint8_t *dst = vdst;
+  for (int64_t r = 0; r < v->rows; r++) {
+    if (!v->transposed) {
+      memcpy(dst + (size_t)r * (size_t)v->cols * es, src + (size_t)r * (size_t)v->ld * es, (size_t)v->cols * es);
+    } else {
+      for (int64_t c = 0; c < v->cols; c++)
+        memcpy(dst + ((size_t)r * (size_t)v->cols + (size_t)c) * es, src + ((size_t)c * (size_t)v->ld + (size_t)r) * es, es);
+    }
+  }
+}
+
 int moesz_matview_to_f32(const moesz_matview *v, float *dst, moesz_error *err) {
   int rc = check_view(v, err);
   if (rc) return rc;
