@@ -3,6 +3,7 @@
  * made by tools/make_eval_fixtures.py); the sliding-window schedule; task
  * files in every format, scored on a fixture model; malformed task files. */
 #include "harness.h"
+#include "harness_tok.h"
 #include <cjson/cJSON.h>
 #include <unistd.h>
 #include "moesz.h"
@@ -94,18 +95,8 @@ TEST(ppl_kl_top1_match_transformers) {
 /* A tiny byte-level tokenizer whose ids fit the fixtures' vocabulary (256):
  * each byte is its own token (GPT-2 byte map), no merges. */
 static moesz_tok *tiny_tok(void) {
-  cJSON *root = cJSON_CreateObject(), *model = cJSON_AddObjectToObject(root, "model"), *vocab;
-  cJSON_AddStringToObject(model, "type", "BPE");
-  cJSON_AddArrayToObject(model, "merges");
-  vocab = cJSON_AddObjectToObject(model, "vocab");
-  for (int b = 0, extra = 0; b < 256; b++) {
-    int keep = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
-    unsigned cp = keep ? (unsigned)b : 256u + (unsigned)extra++;
-    char u[4] = {0};
-    if (cp < 0x80) u[0] = (char)cp;
-    else { u[0] = (char)(0xc0 | cp >> 6); u[1] = (char)(0x80 | (cp & 63)); }
-    cJSON_AddNumberToObject(vocab, u, b);
-  }
+  cJSON *root = cJSON_CreateObject();
+  harness_byte_model(root);
   cJSON *pre = cJSON_AddObjectToObject(root, "pre_tokenizer"), *dec = cJSON_AddObjectToObject(root, "decoder");
   cJSON_AddStringToObject(pre, "type", "ByteLevel");
   cJSON_AddStringToObject(dec, "type", "ByteLevel");

@@ -4,6 +4,8 @@
  * written beside the target and renamed at the end, an existing folder
  * refused without --force and swapped atomically with it. */
 #include "harness.h"
+#include "harness_engine.h"
+#include "harness_tok.h"
 #include <dirent.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -254,15 +256,7 @@ static uint8_t *container_of(const char *fam, moesz_msz_method method, size_t *n
   char dir[256], msz[256];
   snprintf(dir, sizeof dir, "tests/fixtures/%s", fam);
   snprintf(msz, sizeof msz, "/tmp/moesz_hard_c_%ld.msz", (long)getpid());
-  moesz_model *m;
-  if (moesz_model_open(dir, &m, NULL)) return NULL;
-  moesz_msz_opts o;
-  memset(&o, 0, sizeof o);
-  o.method = method;
-  o.eb = 1e-3;
-  o.threads = 1;
-  int rc = moesz_msz_write(m, msz, &o, NULL, NULL);
-  moesz_model_close(m);
+  int rc = harness_write_msz(dir, method, msz);
   char *buf = NULL;
   if (rc || moesz_file_read_all(msz, 1 << 26, &buf, n, NULL)) return NULL;
   unlink(msz);
@@ -713,18 +707,8 @@ TEST(switch_compresses_and_restores) {
  * "<|endoftext|>" = 257 as added special tokens; with_bos: a TemplateProcessing
  * post-processor that prepends <s>; with_s: whether <s> exists at all. */
 static moesz_tok *byte_tok(int with_bos, int with_s) {
-  cJSON *root = cJSON_CreateObject(), *model = cJSON_AddObjectToObject(root, "model"), *vocab;
-  cJSON_AddStringToObject(model, "type", "BPE");
-  cJSON_AddArrayToObject(model, "merges");
-  vocab = cJSON_AddObjectToObject(model, "vocab");
-  for (int b = 0, extra = 0; b < 256; b++) {
-    int keep = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
-    unsigned cp = keep ? (unsigned)b : 256u + (unsigned)extra++;
-    char u[4] = {0};
-    if (cp < 0x80) u[0] = (char)cp;
-    else { u[0] = (char)(0xc0 | cp >> 6); u[1] = (char)(0x80 | (cp & 63)); }
-    cJSON_AddNumberToObject(vocab, u, b);
-  }
+  cJSON *root = cJSON_CreateObject();
+  harness_byte_model(root);
   cJSON *added = cJSON_AddArrayToObject(root, "added_tokens");
   static const char *SP[] = {"<s>", "<|endoftext|>"};
   for (int k = with_s ? 0 : 1; k < 2; k++) {

@@ -21,19 +21,6 @@ static const char *bin(void) {
   return b && *b ? b : "build/moesz";
 }
 
-/* Writes fixture fam as a container with method m at path. */
-static int write_msz(const char *dir, moesz_msz_method m, const char *path) {
-  moesz_model *mod;
-  if (moesz_model_open(dir, &mod, NULL)) return -1;
-  moesz_msz_opts o;
-  memset(&o, 0, sizeof o);
-  o.method = m;
-  o.eb = 1e-3;
-  o.threads = 1;
-  int rc = moesz_msz_write(mod, path, &o, NULL, NULL);
-  moesz_model_close(mod);
-  return rc;
-}
 
 /* The storage tier (O_DIRECT, buffered, paced by a link) gives the same
  * logits as the mapping, bit for bit, for a lossless and a lossy container;
@@ -52,7 +39,7 @@ static void check_paths(const char *fam) {
   moesz_msz_method methods[] = {MOESZ_MSZ_ZSTD, MOESZ_MSZ_CODEC};
   for (int mi = 0; mi < 2; mi++) {
     snprintf(msz, sizeof msz, "%s_%s.msz", TMP, fam);
-    CHECK_EQ_INT(write_msz(dir, methods[mi], msz), MOESZ_OK);
+    CHECK_EQ_INT(harness_write_msz(dir, methods[mi], msz), MOESZ_OK);
     /* one expert's decoded bytes (as stored) */
     uint64_t one = 0;
     moesz_msz *c;
@@ -129,7 +116,7 @@ TEST(store_logits_match_qwen2_moe) { check_paths("qwen2_moe"); }
 TEST(budget_never_exceeded_with_prefetch) {
   char msz[192];
   snprintf(msz, sizeof msz, "%s_budget.msz", TMP);
-  CHECK_EQ_INT(write_msz("tests/fixtures/mixtral", MOESZ_MSZ_CODEC, msz), MOESZ_OK);
+  CHECK_EQ_INT(harness_write_msz("tests/fixtures/mixtral", MOESZ_MSZ_CODEC, msz), MOESZ_OK);
   moesz_engine_opts eo = {.threads = 1, .max_ctx = 64};
   int32_t tok[40];
   for (int i = 0; i < 40; i++) tok[i] = (int32_t)((i * 37 + 11) % 200);
@@ -212,7 +199,7 @@ TEST(peak_rss_within_dense_budget_buffers) {
   moesz_synth_opts so = {.like = "olmoe", .layers = 2, .hidden = 256, .expert_width = 512, .vocab = 1024,
                          .heads = 4, .kv_heads = 4, .dtype = MOESZ_DT_BF16, .std = 0.02, .seed = 3};
   CHECK_EQ_INT(moesz_synth_write(&so, dir, NULL), MOESZ_OK);
-  CHECK_EQ_INT(write_msz(dir, MOESZ_MSZ_RAW, msz), MOESZ_OK);
+  CHECK_EQ_INT(harness_write_msz(dir, MOESZ_MSZ_RAW, msz), MOESZ_OK);
   char ids[512] = "";
   for (int i = 0; i < 16; i++) snprintf(ids + strlen(ids), sizeof ids - strlen(ids), "%s%d", i ? "," : "", (i * 37 + 11) % 1000 + 3);
   const uint64_t budget = 8u << 20, slack = 24u << 20;
@@ -275,7 +262,7 @@ TEST(link_pacing_accuracy) {
   char msz[192];
   snprintf(msz, sizeof msz, "%s_link.msz", TMP);
   /* the bundled model: experts of 192 KiB, milliseconds of link time each */
-  CHECK_EQ_INT(write_msz("models/moesz-mix-tiny", MOESZ_MSZ_RAW, msz), MOESZ_OK);
+  CHECK_EQ_INT(harness_write_msz("models/moesz-mix-tiny", MOESZ_MSZ_RAW, msz), MOESZ_OK);
   moesz_msz *c;
   CHECK_EQ_INT(moesz_msz_open(msz, &c, NULL), MOESZ_OK);
   if (!c) return;
@@ -334,7 +321,7 @@ TEST(link_pacing_accuracy) {
 TEST(store_faults_clear_errors) {
   char msz[192];
   snprintf(msz, sizeof msz, "%s_fault.msz", TMP);
-  CHECK_EQ_INT(write_msz("tests/fixtures/mixtral", MOESZ_MSZ_ZSTD, msz), MOESZ_OK);
+  CHECK_EQ_INT(harness_write_msz("tests/fixtures/mixtral", MOESZ_MSZ_ZSTD, msz), MOESZ_OK);
   moesz_store_mode modes[] = {MOESZ_STORE_DIRECT, MOESZ_STORE_BUFFERED};
   for (int mi = 0; mi < 2; mi++) {
     moesz_msz *c;
@@ -390,7 +377,7 @@ TEST(store_faults_clear_errors) {
     CHECK_EQ_INT(s.resident_bytes, s.expert_bytes * 2);   /* (0,1) and (0,0); failed loads hold nothing */
     moesz_cache_destroy(k);
     moesz_msz_close(c);
-    CHECK_EQ_INT(write_msz("tests/fixtures/mixtral", MOESZ_MSZ_ZSTD, msz), MOESZ_OK);
+    CHECK_EQ_INT(harness_write_msz("tests/fixtures/mixtral", MOESZ_MSZ_ZSTD, msz), MOESZ_OK);
   }
   unlink(msz);
 }
@@ -400,7 +387,7 @@ TEST(store_faults_clear_errors) {
 TEST(store_modes_and_link_options) {
   char msz[192];
   snprintf(msz, sizeof msz, "%s_modes.msz", TMP);
-  CHECK_EQ_INT(write_msz("tests/fixtures/mixtral", MOESZ_MSZ_RAW, msz), MOESZ_OK);
+  CHECK_EQ_INT(harness_write_msz("tests/fixtures/mixtral", MOESZ_MSZ_RAW, msz), MOESZ_OK);
   moesz_msz *c;
   CHECK_EQ_INT(moesz_msz_open(msz, &c, NULL), MOESZ_OK);
   if (!c) return;
@@ -467,7 +454,7 @@ TEST(mem_auto_rule) {
   char msz[192], mi[192];
   snprintf(msz, sizeof msz, "%s_auto.msz", TMP);
   snprintf(mi, sizeof mi, "%s_meminfo", TMP);
-  CHECK_EQ_INT(write_msz("tests/fixtures/mixtral", MOESZ_MSZ_ZSTD, msz), MOESZ_OK);
+  CHECK_EQ_INT(harness_write_msz("tests/fixtures/mixtral", MOESZ_MSZ_ZSTD, msz), MOESZ_OK);
   moesz_msz *c;
   CHECK_EQ_INT(moesz_msz_open(msz, &c, NULL), MOESZ_OK);
   if (!c) return;
@@ -533,7 +520,7 @@ TEST(cache_state_warm_start) {
   char msz[192], st[192];
   snprintf(msz, sizeof msz, "%s_state.msz", TMP);
   snprintf(st, sizeof st, "%s_state.json", TMP);
-  CHECK_EQ_INT(write_msz("tests/fixtures/mixtral", MOESZ_MSZ_ZSTD, msz), MOESZ_OK);
+  CHECK_EQ_INT(harness_write_msz("tests/fixtures/mixtral", MOESZ_MSZ_ZSTD, msz), MOESZ_OK);
   moesz_engine_opts eo = {.threads = 1, .max_ctx = 64};
   int32_t tok[36];
   for (int i = 0; i < 36; i++) tok[i] = (int32_t)((i * 41 + 7) % 200);

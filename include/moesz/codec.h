@@ -101,6 +101,16 @@ typedef struct moesz_cl_info {
   double bits_per_value;     /* 8 * bytes / values */
 } moesz_cl_info;
 
+/* Code i of a group of width b whose bytes start at p (two's complement; 0
+ * for b = 0). Reads up to 3 bytes from the code's first byte (the data's
+ * padding covers the last group). */
+static inline int moesz_cl_code(const uint8_t *p, int b, int i) {
+  if (!b) return 0;
+  size_t bit = (size_t)i * (size_t)b;
+  uint32_t w = (uint32_t)p[bit >> 3] | (uint32_t)p[(bit >> 3) + 1] << 8 | (uint32_t)p[(bit >> 3) + 2] << 16;
+  uint32_t u = (w >> (bit & 7)) & ((1u << b) - 1);
+  return (int)(u ^ (1u << (b - 1))) - (1 << (b - 1));
+}
 /* Width of group g of row r. */
 static inline int moesz_cl_width(const moesz_cl *m, int64_t r, int64_t g) {
   return (m->widths[r * m->wstride + (g >> 1)] >> ((g & 1) * 4)) & 15;
@@ -122,6 +132,8 @@ int moesz_cl_header(const void *buf, size_t len, moesz_cl *m, moesz_error *err);
 size_t moesz_cl_parse_bytes(int64_t rows);
 /* Every weight of a parsed layout as f32 into dst [rows * cols]. */
 void moesz_cl_decode(const moesz_cl *m, float *dst);
+/* Rows r0..r1 as f32 into dst [r1 - r0, cols]. */
+void moesz_cl_decode_rows(const moesz_cl *m, int64_t r0, int64_t r1, float *dst);
 /* 1 if buf starts like a serialized compute layout. */
 int moesz_cl_is(const void *buf, size_t len);
 

@@ -268,15 +268,6 @@ int moesz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t co
   return MOESZ_OK;
 }
 
-/* Code i of a group of width b starting at p (two's complement). */
-static inline int code_at(const uint8_t *p, int b, int i) {
-  if (!b) return 0;
-  size_t bit = (size_t)i * (size_t)b;
-  uint32_t w = (uint32_t)p[bit >> 3] | (uint32_t)p[(bit >> 3) + 1] << 8 | (uint32_t)p[(bit >> 3) + 2] << 16;
-  uint32_t u = (w >> (bit & 7)) & ((1u << b) - 1);
-  return (int)(u ^ (1u << (b - 1))) - (1 << (b - 1));
-}
-
 static int parse_rows(moesz_cl *m, uint64_t rows, uint64_t cols, uint64_t ng, uint64_t wstride, uint64_t n_esc,
                       uint64_t dbytes, moesz_error *err);
 
@@ -373,7 +364,7 @@ static int parse_rows(moesz_cl *m, uint64_t rows, uint64_t cols, uint64_t ng, ui
       }
       int64_t c = (int64_t)(m->esc_idx[e] - r * cols);
       for (; gcur < c / G; gcur++) goff += 8u * (uint64_t)moesz_cl_width(m, (int64_t)r, gcur);
-      if (code_at(m->data + goff, moesz_cl_width(m, (int64_t)r, c / G), (int)(c % G)) != 0) {
+      if (moesz_cl_code(m->data + goff, moesz_cl_width(m, (int64_t)r, c / G), (int)(c % G)) != 0) {
         moesz_cl_free(m);
         return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: row %llu: escape over a non-zero code", (unsigned long long)r);
       }
@@ -384,15 +375,17 @@ static int parse_rows(moesz_cl *m, uint64_t rows, uint64_t cols, uint64_t ng, ui
   return MOESZ_OK;
 }
 
-void moesz_cl_decode(const moesz_cl *m, float *dst) {
-  for (int64_t r = 0; r < m->rows; r++) {
+void moesz_cl_decode_rows(const moesz_cl *m, int64_t r0, int64_t r1, float *dst) {
+  for (int64_t r = r0; r < r1; r++) {
     const uint8_t *p = m->data + m->row_off[r];
-    float *d = dst + (size_t)r * (size_t)m->cols;
+    float *d = dst + (size_t)(r - r0) * (size_t)m->cols;
     for (int64_t g = 0; g < m->ngroups; g++) {
       int b = moesz_cl_width(m, r, g);
-      for (int64_t i = 0; i < G && g * G + i < m->cols; i++) d[g * G + i] = (float)code_at(p, b, (int)i) * m->step;
+      for (int64_t i = 0; i < G && g * G + i < m->cols; i++) d[g * G + i] = (float)moesz_cl_code(p, b, (int)i) * m->step;
       p += 8 * b;
     }
     for (uint32_t e = m->esc_start[r]; e < m->esc_start[r + 1]; e++) d[m->esc_idx[e] - (size_t)r * (size_t)m->cols] = m->esc_val[e];
   }
 }
+
+void moesz_cl_decode(const moesz_cl *m, float *dst) { moesz_cl_decode_rows(m, 0, m->rows, dst); }

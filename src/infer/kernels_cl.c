@@ -40,13 +40,6 @@ static inline float esc_dot(const moesz_cl *m, int64_t r, const float *x) {
   return s;
 }
 
-static inline int code_at(const uint8_t *p, int b, int i) {
-  size_t bit = (size_t)i * (size_t)b;
-  uint32_t w = (uint32_t)p[bit >> 3] | (uint32_t)p[(bit >> 3) + 1] << 8 | (uint32_t)p[(bit >> 3) + 2] << 16;
-  uint32_t u = (w >> (bit & 7)) & ((1u << b) - 1);
-  return (int)(u ^ (1u << (b - 1))) - (1 << (b - 1));
-}
-
 static void cl_scalar(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt, float *y,
                       size_t ldy, int acc) {
   int64_t cols = m->cols;
@@ -59,7 +52,7 @@ static void cl_scalar(const moesz_cl *m, int64_t r0, int64_t r1, const float *x,
         int b = moesz_cl_width(m, r, g);
         if (!b) continue;
         float sg = 0;
-        for (int i = 0; i < G && g * G + i < cols; i++) sg += (float)code_at(p, b, i) * xt[g * G + i];
+        for (int i = 0; i < G && g * G + i < cols; i++) sg += (float)moesz_cl_code(p, b, i) * xt[g * G + i];
         s += sg;
         p += 8 * b;
       }
@@ -334,18 +327,7 @@ void moesz_k_cl_unpack(const moesz_cl *m, int64_t r0, int64_t r1, float *dst, in
 #else
   (void)simd;
 #endif
-  int64_t cols = m->cols;
-  for (int64_t r = r0; r < r1; r++) {
-    const uint8_t *p = m->data + m->row_off[r];
-    float *d = dst + (size_t)(r - r0) * (size_t)cols;
-    for (int64_t g = 0; g < m->ngroups; g++) {
-      int b = moesz_cl_width(m, r, g);
-      for (int i = 0; i < G && g * G + i < cols; i++) d[g * G + i] = b ? (float)code_at(p, b, i) * m->step : 0.0f;
-      p += 8 * b;
-    }
-    for (uint32_t e = m->esc_start[r]; e < m->esc_start[r + 1]; e++)
-      d[m->esc_idx[e] - (size_t)r * (size_t)cols] = m->esc_val[e];
-  }
+  moesz_cl_decode_rows(m, r0, r1, dst);
 }
 
 size_t moesz_k_cl_scratch_bytes(int64_t cols) { return XQ_BYTES((cols + G - 1) / G) * TBLK; }
