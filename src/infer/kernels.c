@@ -1,8 +1,9 @@
 /* infer/kernels.c - linear (matvec / packed blocked matmul), rmsnorm, rope,
- * softmax, silu, attention. See kernels.h. The AVX2 functions carry
- * __attribute__((target(...))) so the file builds for any x86-64 and picks
- * them at run time; each has a scalar twin computing the same sums (up to
- * summation order). */
+ * softmax, silu, attention; the dispatch of compute-layout views to
+ * kernels_cl.c; the one-time check of the AVX-512 paths. See kernels.h. The
+ * AVX2 and AVX-512 functions carry __attribute__((target(...))) so the file
+ * builds for any x86-64 and picks them at run time; each has a scalar twin
+ * computing the same sums (up to summation order). */
 #include "infer/kernels.h"
 #include "infer/simd.h"
 #include <math.h>
