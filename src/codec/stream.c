@@ -1,7 +1,8 @@
 /* codec/stream.c - owns the stream format and the API: header (64 bytes),
  * the Huffman code lengths shared by all chunks (entropy pipeline), the chunk
  * index with an XXH3 checksum per chunk, independent chunks compressed and
- * decompressed in parallel; bound modes; validation of hostile streams.
+ * decompressed in parallel; reusable contexts (pool, chunk buffers, Huffman
+ * tables); bound modes; validation of hostile streams.
  * Byte-by-byte format: docs/CODEC.md. */
 #include <math.h>
 #include <stdatomic.h>
