@@ -1,5 +1,5 @@
 /* moesz/infer.h - the inference engine: forward pass per family (Llama,
- * Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, DeepSeekMoE v1) with the semantics
+ * Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, DeepSeekMoE v1, gpt-oss) with the semantics
  * transformers implements, KV cache, batched prompt processing, the expert
  * provider interface through which every expert matrix is reached, and the
  * sampler. Owned by src/infer (see docs/INFERENCE.md). */
@@ -48,6 +48,8 @@ int  moesz_engine_truncate(moesz_engine *e, int pos, moesz_error *err);
  * Views may be F32, BF16 or F16, row-major or transposed (see moesz_matview). */
 typedef struct moesz_expert_mats {
   moesz_matview gate, up, down;
+  moesz_matview gate_up;   /* gpt-oss only: the fused [2n, d] matrix, gate at even rows, up at odd
+                              (gate and up are then left empty); down [d, n] as above */
 } moesz_expert_mats;
 
 /* How the forward pass reaches experts. For each MoE layer and batch the
@@ -77,6 +79,12 @@ typedef struct moesz_expert_provider {
  * (moesz_model_expert). m must outlive the provider. */
 int moesz_expert_provider_mmap(const moesz_model *m, moesz_expert_provider *out,
                                moesz_error *err);
+/* gpt-oss's provider over m (src/infer/provider_oss.c): gate_up and down views
+ * into the mapped file for unquantized stacked experts; MXFP4 experts
+ * (blocks + scales) dequantised exactly into BF16 buffers held from get() to
+ * release(). The engine uses it when it is given no provider for a gpt-oss
+ * model. destroy frees it. */
+int moesz_expert_provider_gptoss(const moesz_model *m, moesz_expert_provider *out, moesz_error *err);
 
 /* Opens an engine over an open model, with experts reached through prov
  * (NULL = the mmap provider). own_model != 0 hands m to the engine (closed by

@@ -14,6 +14,7 @@ typedef enum moesz_arch {
   MOESZ_ARCH_OLMOE,       /* OlmoeForCausalLM */
   MOESZ_ARCH_DEEPSEEK,    /* DeepseekForCausalLM (v1, model_type "deepseek") */
   MOESZ_ARCH_SWITCH,      /* SwitchTransformersForConditionalGeneration (compression only) */
+  MOESZ_ARCH_GPT_OSS,     /* GptOssForCausalLM */
   MOESZ_ARCH_COUNT
 } moesz_arch;
 
@@ -51,6 +52,22 @@ typedef struct moesz_config {
   int n_moe_layers;        /* count of is_moe[] set */
   int rel_buckets;         /* Switch relative_attention_num_buckets (0 otherwise) */
   uint8_t is_moe[MOESZ_MAX_LAYERS]; /* [n_layers] 1 if layer L has routed experts */
+  /* gpt-oss (GptOssForCausalLM); zero for the other families */
+  int sliding_window;      /* keys a sliding layer sees, itself included (0 = none) */
+  uint8_t is_sliding[MOESZ_MAX_LAYERS]; /* [n_layers] 1: layer_types[L] is "sliding_attention" */
+  int attn_sinks;          /* per-head learned sink logit in the attention softmax */
+  int router_bias;         /* router linear has a bias; top-k of logits, then softmax */
+  int expert_bias;         /* gate_up / down projections of the experts have biases */
+  int gate_up_interleaved; /* fused gate_up rows: gate at even, up at odd */
+  float swiglu_alpha;      /* gate * sigmoid(alpha * gate) (1.702); 0 = plain SiLU */
+  float swiglu_limit;      /* gate <= limit, |up| <= limit, output (up + 1) * glu */
+  int mxfp4;               /* quantization_config.quant_method == "mxfp4" */
+  /* RoPE scaling: rope_type "yarn" (transformers' _compute_yarn_parameters) */
+  int rope_yarn;
+  float yarn_factor, yarn_beta_fast, yarn_beta_slow;
+  float yarn_attn_factor;  /* cos/sin multiplier (attention_factor or 0.1 ln(factor) + 1) */
+  int yarn_orig_max_pos;   /* original_max_position_embeddings */
+  int yarn_truncate;       /* floor/ceil the correction range (default true) */
 } moesz_config;
 
 const char *moesz_arch_name(moesz_arch a);
@@ -78,6 +95,9 @@ typedef enum moesz_role {
   MOESZ_ROLE_ATTN_O_BIAS,  /* Llama attention_bias = true */
   MOESZ_ROLE_ATTN_REL_BIAS,/* Switch/T5 relative_attention_bias [buckets, heads] */
   MOESZ_ROLE_CROSS_ATTN_NORM, /* Switch decoder: layer norm before cross-attention */
+  MOESZ_ROLE_ATTN_SINKS,   /* gpt-oss self_attn.sinks [n_heads] */
+  MOESZ_ROLE_ROUTER_BIAS,  /* gpt-oss mlp.router.bias [n_experts] */
+  MOESZ_ROLE_EXPERT_BIAS,  /* gpt-oss stacked expert biases: gate_up [E, 2n], down [E, d] (mat says which) */
   MOESZ_ROLE_COUNT
 } moesz_role;
 
@@ -96,6 +116,8 @@ typedef struct moesz_tensor_role {
   moesz_mat mat;
   int stacked;             /* 1 if the tensor holds all experts of the layer (3-D) */
   int cross;               /* Switch decoder: 1 for the cross-attention q/k/v/o */
+  int mx;                  /* MXFP4 expert tensors: 1 *_blocks [E, rows, cols/32, 16] U8,
+                              2 *_scales [E, rows, cols/32] U8 (e8m0); 0 otherwise */
 } moesz_tensor_role;
 
 /* 1 for roles whose tensors are routed-expert weights (what the codec and
@@ -165,9 +187,24 @@ int moesz_model_expert(const moesz_model *m, int layer, int expert, int shared,
  * self-attention tensors (cross = 0); of several embeddings or final norms
  * the first by name. */
 const moesz_tensor *moesz_model_tensor(const moesz_model *m, moesz_role role, int layer);
+/* gpt-oss experts published in MXFP4: one expert's matrix as packed e2m1
+ * values (two per byte, low nibble first) and one e8m0 scale per 32 values
+ * (value = fp4 * 2^(scale - 127)), in nn.Linear orientation: gate_up [2n, d]
+ * (gate at even rows, up at odd), down [d, n]. */
+typedef struct moesz_mxfp4_view {
+  const uint8_t *blocks;   /* [rows, cols / 32, 16] */
+  const uint8_t *scales;   /* [rows, cols / 32] */
+  int64_t rows, cols;
+} moesz_mxfp4_view;
+/* MXFP4 view of gpt-oss expert E's gate_up or down matrix in layer L;
+ * MOESZ_E_NOTFOUND when that matrix is not stored as MXFP4. For gpt-oss,
+ * moesz_model_expert returns the unquantized stacked form's gate_up [2n, d]
+ * (interleaved rows) and down views, and refuses gate or up alone. */
+int moesz_model_expert_mxfp4(const moesz_model *m, int layer, int expert, moesz_mat mat, moesz_mxfp4_view *out,
+                             moesz_error *err);
 /* How the routed experts are stored: "per-expert", "stacked" ([E, 2n, d] /
  * [E, d, n]), "stacked-transposed" ([E, d, 2n] / [E, n, d]), "mixed" or
- * "none" (no MoE layer). */
+ * "mxfp4" (gpt-oss blocks + scales) or "none" (no MoE layer). */
 const char *moesz_model_expert_layout(const moesz_model *m);
 /* Dense layers (is_moe[L] == 0; every Llama layer) are the one-expert case:
  * expert 0, shared 0 of such a layer returns its dense MLP matrix. */

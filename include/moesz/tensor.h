@@ -33,6 +33,16 @@ int moesz_to_f32(moesz_dtype t, const void *src, float *dst, size_t n);
 /* f32 to F32/F16/BF16. */
 int moesz_from_f32(moesz_dtype t, const float *src, void *dst, size_t n);
 
+/* MXFP4 (OCP microscaling, as gpt-oss publishes its experts; src/tensor/mxfp4.c):
+ * groups of 32 e2m1 values in 16 bytes (element 2i in the low nibble of byte
+ * i, 2i+1 in the high one) with one e8m0 scale byte each, value = e2m1 *
+ * 2^(scale - 127). Dequantisation is exact in F32 and BF16; quantisation
+ * picks scale 2^(floor(log2 max|x|) - 2) and the nearest e2m1 value. */
+float moesz_e2m1_to_f32(uint8_t nibble);
+void moesz_mxfp4_to_f32(const uint8_t *blocks, const uint8_t *scales, size_t ngroups, float *dst);
+void moesz_mxfp4_to_bf16(const uint8_t *blocks, const uint8_t *scales, size_t ngroups, uint16_t *dst);
+void moesz_mxfp4_from_f32(const float *src, size_t ngroups, uint8_t *blocks, uint8_t *scales);
+
 #define MOESZ_MAX_DIMS 8
 
 /* One tensor of an open checkpoint. data points into a read-only mapping

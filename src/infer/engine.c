@@ -4,7 +4,9 @@
  * projection, clip_qkv, GQA, rotate-half RoPE), dense MLP and MoE blocks
  * (fp32 router softmax, top-k, per-family renormalisation, shared experts
  * with or without sigmoid gate) with experts reached through the provider,
- * final norm and lm_head (tied or not). Semantics: docs/INFERENCE.md. */
+ * final norm and lm_head (tied or not); gpt-oss's sinks, sliding windows,
+ * YaRN and biased clamped-SwiGLU experts (moe_block_oss, kernels_oss.c).
+ * Semantics: docs/INFERENCE.md. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -25,6 +27,8 @@ typedef struct layer_w {
   float *q_norm, *k_norm;               /* [hd] (per head) or [nh*hd]/[nkv*hd] (whole) */
   moesz_matview router;                 /* [E, d] (MoE layers) */
   moesz_matview shared_gate;            /* [1, d] (Qwen2-MoE) */
+  float *sinks, *router_b;              /* gpt-oss: [nh], [E] */
+  float *gu_b, *dn_b;                   /* gpt-oss expert biases: [E, 2n], [E, d] */
   int has[8];                           /* presence flags, see bind_tensor */
 } layer_w;
 
@@ -159,6 +163,19 @@ static int bind_tensor(moesz_engine *e, const moesz_tensor *t, const moesz_tenso
     if (!c->is_moe[r->layer]) return MOESZ_OK;
     l->has[H_ROUTER] = 1;
     return bind_mat(t, c->n_experts, d, &l->router, err);
+  case MOESZ_ROLE_ATTN_SINKS: return bind_vec(t, e->nh, &l->sinks, err);
+  case MOESZ_ROLE_ROUTER_BIAS:
+    if (!c->is_moe[r->layer]) return MOESZ_OK;
+    return bind_vec(t, c->n_experts, &l->router_b, err);
+  case MOESZ_ROLE_EXPERT_BIAS:   /* [E, rows] read as one vector */
+    if (!c->is_moe[r->layer] || t->ndim != 2) return MOESZ_OK;
+    {
+      moesz_tensor flat = *t;
+      flat.ndim = 1;
+      flat.shape[0] = t->shape[0] * t->shape[1];
+      int64_t want = (int64_t)c->n_experts * (r->mat == MOESZ_MAT_DOWN ? d : 2 * (int64_t)c->moe_intermediate);
+      return bind_vec(&flat, want, r->mat == MOESZ_MAT_DOWN ? &l->dn_b : &l->gu_b, err);
+    }
   case MOESZ_ROLE_SHARED_GATE:
     if (!c->is_moe[r->layer]) return MOESZ_OK;
     l->has[H_SGATE] = 1;
@@ -208,6 +225,10 @@ static int bind_all(moesz_engine *e, moesz_error *err) {
     if (c->is_moe[L] && !l->has[H_ROUTER]) return missing(err, L, "router (mlp.gate)");
     if (c->is_moe[L] && c->has_shared_gate && !l->has[H_SGATE])
       return missing(err, L, "shared_expert_gate");
+    if (c->attn_sinks && !l->sinks) return missing(err, L, "self_attn.sinks");
+    if (c->is_moe[L] && c->router_bias && !l->router_b) return missing(err, L, "mlp.router.bias");
+    if (c->is_moe[L] && c->expert_bias && (!l->gu_b || !l->dn_b))
+      return missing(err, L, "mlp.experts.gate_up_proj_bias / down_proj_bias");
   }
   return MOESZ_OK;
 }
@@ -226,7 +247,7 @@ static const char *rope_kind(const cJSON *o) {
  * variants, MLP biases, sliding-window attention inside the context. A
  * sliding window that is at least the KV cache length changes nothing, so the
  * context is capped at the window instead. */
-static int check_config_features(const char *dir, int *max_ctx, moesz_error *err) {
+static int check_config_features(const char *dir, const moesz_config *c, int *max_ctx, moesz_error *err) {
   char path[4200];
   if (!moesz_path_is_dir(dir) || moesz_path_join(path, sizeof path, dir, "config.json")) return MOESZ_OK;
   char *txt = NULL;
@@ -244,13 +265,13 @@ static int check_config_features(const char *dir, int *max_ctx, moesz_error *err
   if (cJSON_IsString(act) && strcmp(act->valuestring, "silu") && strcmp(act->valuestring, "swish"))
     rc = moesz_error_set(err, MOESZ_E_UNSUPPORTED, "%s: hidden_act \"%s\" (only silu)", dir,
                          act->valuestring);
-  else if ((rs && strcmp(rs, "default")) || (rp && strcmp(rp, "default")))
+  else if (((rs && strcmp(rs, "default")) || (rp && strcmp(rp, "default"))) && !c->rope_yarn)
     rc = moesz_error_set(err, MOESZ_E_UNSUPPORTED, "%s: RoPE scaling \"%s\" not implemented", dir,
                          rs && strcmp(rs, "default") ? rs : rp);
   else if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "mlp_bias")))
     rc = moesz_error_set(err, MOESZ_E_UNSUPPORTED, "%s: mlp_bias not implemented", dir);
   else if (cJSON_IsNumber(sw) && sw->valuedouble >= 1 && !cJSON_IsFalse(usw) && !cJSON_IsNull(usw) &&
-           sw->valuedouble < *max_ctx)
+           sw->valuedouble < *max_ctx && c->arch != MOESZ_ARCH_GPT_OSS)   /* gpt-oss: windows as configured */
     *max_ctx = (int)sw->valuedouble;  /* exact up to the window */
   cJSON_Delete(root);
   return rc;
@@ -333,7 +354,7 @@ int moesz_engine_open_model(moesz_model *m, int own_model, const moesz_expert_pr
     e->renorm = c->norm_topk_prob && c->top_k > 1;
     e->renorm_eps = 1e-20f;
   }
-  e->inter_max = c->intermediate;
+  e->inter_max = c->gate_up_interleaved ? 2 * c->moe_intermediate : c->intermediate;
   if (c->moe_intermediate > e->inter_max) e->inter_max = c->moe_intermediate;
   if (c->shared_intermediate > e->inter_max) e->inter_max = c->shared_intermediate;
   if (e->inter_max <= 0) {
@@ -341,7 +362,7 @@ int moesz_engine_open_model(moesz_model *m, int own_model, const moesz_expert_pr
     goto fail;
   }
   e->max_ctx = opts.max_ctx > 0 ? opts.max_ctx : (c->max_pos > 0 && c->max_pos < 4096 ? c->max_pos : 4096);
-  if ((rc = check_config_features(m->path, &e->max_ctx, err))) goto fail;
+  if ((rc = check_config_features(m->path, c, &e->max_ctx, err))) goto fail;
   e->group = opts.expert_group > 0 ? opts.expert_group : (c->n_experts > 0 ? c->n_experts : 1);
   e->L = calloc((size_t)c->n_layers, sizeof *e->L);
   e->inv_freq = calloc((size_t)e->hd / 2, sizeof(float));
@@ -352,6 +373,15 @@ int moesz_engine_open_model(moesz_model *m, int own_model, const moesz_expert_pr
     e->inv_freq[i] = 1.0f / powf(c->rope_theta > 0 ? c->rope_theta : 10000.0f, ex);
   }
   e->att_scale = (float)(1.0 / sqrt((double)e->hd));
+  if (c->rope_yarn) {   /* YaRN: scaled frequencies; cos and sin times attention_factor scale q.k by its square */
+    moesz_k_yarn_inv_freq(e->hd, c->rope_theta, c->yarn_factor, c->yarn_beta_fast, c->yarn_beta_slow,
+                          c->yarn_orig_max_pos, c->yarn_truncate, e->inv_freq);
+    e->att_scale *= c->yarn_attn_factor * c->yarn_attn_factor;
+  }
+  if (c->arch == MOESZ_ARCH_GPT_OSS && !prov) {
+    if ((rc = moesz_expert_provider_gptoss(m, &e->prov, err))) goto fail;
+    e->own_prov = 1;
+  }
   if ((rc = bind_all(e, err))) { moesz_error_wrap(err, rc, "%s", m->path); goto fail; }
   if ((rc = alloc_buffers(e, err))) goto fail;
   e->pool = moesz_pool_create(opts.threads);
@@ -367,7 +397,7 @@ int moesz_engine_open_model(moesz_model *m, int own_model, const moesz_expert_pr
   return MOESZ_OK;
 fail:
   e->own_model = 0;      /* on failure the caller keeps m and prov */
-  e->own_prov = 0;
+  if (prov) e->own_prov = 0;   /* a provider the engine made itself is freed */
   moesz_engine_close(e);
   return rc;
 }
@@ -390,6 +420,7 @@ void moesz_engine_close(moesz_engine *e) {
       layer_w *l = &e->L[L];
       free(l->attn_norm); free(l->ffn_norm); free(l->bq); free(l->bk); free(l->bv); free(l->bo);
       free(l->q_norm); free(l->k_norm);
+      free(l->sinks); free(l->router_b); free(l->gu_b); free(l->dn_b);
     }
   free(e->L);
   free(e->final_norm); free(e->inv_freq);
@@ -447,6 +478,18 @@ static int check_expert(const moesz_engine *e, int L, int ex, int shared,
   const moesz_config *c = &e->cfg;
   int64_t n = shared ? c->shared_intermediate : (c->is_moe[L] ? c->moe_intermediate : c->intermediate);
   int64_t d = e->d;
+  if (c->gate_up_interleaved && c->is_moe[L] && !shared) {   /* gpt-oss: gate_up [2n, d], down [d, n] */
+    const moesz_matview *g = &mt->gate_up, *dn = &mt->down;
+    if (!g->data || g->rows != 2 * n || g->cols != d || !dn->data || dn->rows != d || dn->cols != n)
+      return moesz_error_set(err, MOESZ_E_FORMAT, "layer %d expert %d: gate_up [%lld, %lld] / down [%lld, %lld], "
+                             "config says [%lld, %lld] / [%lld, %lld]", L, ex, (long long)g->rows, (long long)g->cols,
+                             (long long)dn->rows, (long long)dn->cols, (long long)(2 * n), (long long)d, (long long)d,
+                             (long long)n);
+    if ((!is_matrix_dtype(g->dtype) && g->dtype != MOESZ_VIEW_CL) || (!is_matrix_dtype(dn->dtype) && dn->dtype != MOESZ_VIEW_CL))
+      return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "layer %d expert %d: dtype %s / %s", L, ex,
+                             moesz_dtype_name(g->dtype), moesz_dtype_name(dn->dtype));
+    return MOESZ_OK;
+  }
   const moesz_matview *v[3] = {&mt->gate, &mt->up, &mt->down};
   static const char *nm[3] = {"gate", "up", "down"};
   for (int i = 0; i < 3; i++) {
@@ -609,6 +652,86 @@ static int moe_block(moesz_engine *e, int L, int n, moesz_error *err) {
   return MOESZ_OK;
 }
 
+/* gpt-oss MoE block: router logits + bias, top-k of the logits, softmax over
+ * the k chosen; per expert gate_up = W x + b (gate at even, up at odd
+ * columns), h = (clamp(up) + 1) * g sigmoid(alpha g) with g = min(gate,
+ * limit), y = down h + b; output sum of weight * y (transformers'
+ * GptOssTopKRouter / GptOssExperts). */
+static int moe_block_oss(moesz_engine *e, int L, int n, moesz_error *err) {
+  const moesz_config *c = &e->cfg;
+  layer_w *l = &e->L[L];
+  int E = c->n_experts, K = c->top_k, rc = MOESZ_OK;
+  size_t d = (size_t)e->d, im = (size_t)c->moe_intermediate, im2 = 2 * im;
+  moesz_kjob j0 = job(&l->router, e->xn, d, e->rl, (size_t)E, n, 0);
+  if ((rc = moesz_k_linear(&e->kc, &j0, 1))) return moesz_error_set(err, rc, "router");
+  add_bias(e->rl, (size_t)E, l->router_b, n, E);
+  memset(e->cnt, 0, sizeof(int32_t) * (size_t)E);
+  for (int t = 0; t < n; t++) {
+    int32_t *ti = e->topi + (size_t)t * K;
+    float *tw = e->topw + (size_t)t * K;
+    topk(e->rl + (size_t)t * E, E, K, ti, tw);
+    moesz_k_softmax(tw, K);
+    for (int j = 0; j < K; j++) e->cnt[ti[j]]++;
+  }
+  int nact = 0;
+  e->off[0] = 0;
+  for (int x = 0; x < E; x++) {
+    e->off[x + 1] = e->off[x] + e->cnt[x];
+    e->fill[x] = e->off[x];
+    if (e->cnt[x]) e->active[nact++] = x;
+  }
+  for (int t = 0; t < n; t++)
+    for (int j = 0; j < K; j++) {
+      int x = e->topi[(size_t)t * K + j], r = e->fill[x]++;
+      e->row_tok[r] = t;
+      e->row_w[r] = e->topw[(size_t)t * K + j];
+      if (n > 1) memcpy(e->xg + (size_t)r * d, e->xn + (size_t)t * d, d * sizeof(float));
+    }
+  const float *xin = n > 1 ? e->xg : e->xn;
+  size_t xstep = n > 1 ? d : 0;
+  if (e->prov.route) e->prov.route(e->prov.ctx, L, e->active, nact, e->xn, n);
+  memset(e->moe, 0, sizeof(float) * (size_t)n * d);
+  for (int g0 = 0; g0 < nact; g0 += e->group) {
+    int g1 = g0 + e->group < nact ? g0 + e->group : nact, got = g0, nj = 0;
+    for (; got < g1; got++) {
+      int x = e->active[got];
+      if ((rc = get_expert(e, L, x, 0, &e->mats[x], err))) break;
+      e->st.expert_tokens += (uint64_t)e->cnt[x];
+    }
+    if (!rc) {
+      for (int a = g0; a < g1; a++) {
+        int x = e->active[a];
+        size_t r0 = (size_t)e->off[x];
+        e->jobs[nj++] = job(&e->mats[x].gate_up, xin + r0 * xstep, d, e->hg + r0 * im2, im2, e->cnt[x], 0);
+      }
+      rc = moesz_k_linear(&e->kc, e->jobs, nj);
+      nj = 0;
+      for (int a = g0; a < g1 && !rc; a++) {
+        int x = e->active[a];
+        size_t r0 = (size_t)e->off[x];
+        moesz_k_swiglu_oss(e->hg + r0 * im2, im2, l->gu_b + (size_t)x * im2, e->cnt[x], (int)im, c->swiglu_alpha,
+                           c->swiglu_limit, e->hu + r0 * im, im);
+        e->jobs[nj++] = job(&e->mats[x].down, e->hu + r0 * im, im, e->yd + r0 * d, d, e->cnt[x], 0);
+      }
+      if (!rc) rc = moesz_k_linear(&e->kc, e->jobs, nj);
+      if (rc) moesz_error_set(err, rc, "layer %d: expert matmul failed", L);
+    }
+    for (int a = g0; a < got; a++) e->prov.release(e->prov.ctx, L, e->active[a], 0);
+    if (rc) return rc;
+    for (int a = g0; a < g1; a++) {
+      int x = e->active[a];
+      const float *b = l->dn_b + (size_t)x * d;
+      for (int r = e->off[x]; r < e->off[x + 1]; r++) {
+        float w = e->row_w[r], *o = e->moe + (size_t)e->row_tok[r] * d;
+        const float *y = e->yd + (size_t)r * d;
+        for (size_t i = 0; i < d; i++) o[i] += (y[i] + b[i]) * w;
+      }
+    }
+  }
+  for (size_t i = 0; i < (size_t)n * d; i++) e->x[i] += e->moe[i];
+  return MOESZ_OK;
+}
+
 static int layer_forward(moesz_engine *e, int L, int pos0, int n, moesz_error *err) {
   const moesz_config *c = &e->cfg;
   layer_w *l = &e->L[L];
@@ -641,15 +764,20 @@ static int layer_forward(moesz_engine *e, int L, int pos0, int n, moesz_error *e
     moesz_k_rope(e->q + (size_t)t * qw, e->nh, e->hd, pos0 + t, e->inv_freq);
     moesz_k_rope(kc + (size_t)t * kvw, e->nkv, e->hd, pos0 + t, e->inv_freq);
   }
-  moesz_k_attention(&e->kc, e->q, qw, e->kcache + (size_t)L * (size_t)e->max_ctx * kvw,
-                    e->vcache + (size_t)L * (size_t)e->max_ctx * kvw, pos0, n, e->nh, e->nkv,
-                    e->hd, e->att_scale, e->att, qw);
+  if (l->sinks || c->is_sliding[L])   /* gpt-oss */
+    moesz_k_attention_sinks(&e->kc, e->q, qw, e->kcache + (size_t)L * (size_t)e->max_ctx * kvw,
+                            e->vcache + (size_t)L * (size_t)e->max_ctx * kvw, pos0, n, e->nh, e->nkv, e->hd,
+                            e->att_scale, c->is_sliding[L] ? c->sliding_window : 0, l->sinks, e->att, qw);
+  else
+    moesz_k_attention(&e->kc, e->q, qw, e->kcache + (size_t)L * (size_t)e->max_ctx * kvw,
+                      e->vcache + (size_t)L * (size_t)e->max_ctx * kvw, pos0, n, e->nh, e->nkv,
+                      e->hd, e->att_scale, e->att, qw);
   j[0] = job(&l->wo, e->att, qw, e->x, d, n, 1);
   if ((rc = moesz_k_linear(&e->kc, j, 1))) return moesz_error_set(err, rc, "layer %d: o_proj", L);
   if (l->bo) add_bias(e->x, d, l->bo, n, e->d);
   /* MLP */
   moesz_k_rmsnorm(e->xn, d, e->x, d, l->ffn_norm, n, e->d, c->norm_eps);
-  if (c->is_moe[L]) return moe_block(e, L, n, err);
+  if (c->is_moe[L]) return c->gate_up_interleaved ? moe_block_oss(e, L, n, err) : moe_block(e, L, n, err);
   moesz_expert_mats mt;
   if ((rc = get_expert(e, L, 0, 0, &mt, err))) return rc;
   rc = run_mlp(e, &mt, e->xn, n, e->x, 1);

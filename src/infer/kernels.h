@@ -91,4 +91,20 @@ void moesz_k_silu_mul(float *g, const float *u, size_t n);
 void moesz_k_attention(moesz_kctx *c, const float *q, size_t ldq, const float *kc,
                        const float *vc, int pos0, int n, int nh, int nkv, int hd, float scale,
                        float *out, size_t ldo);
+
+/* gpt-oss (kernels_oss.c). Attention as moesz_k_attention over the keys of
+ * positions [p - window + 1, p] (window <= 0: all), with sinks[h] (NULL:
+ * none) joining head h's softmax denominator as one more logit. */
+void moesz_k_attention_sinks(moesz_kctx *c, const float *q, size_t ldq, const float *kc, const float *vc,
+                             int pos0, int n, int nh, int nkv, int hd, float scale, int window,
+                             const float *sinks, float *out, size_t ldo);
+/* h[t, i] = (clamp(u, -limit, limit) + 1) * g * sigmoid(alpha * g) with
+ * g = min(gu[t, 2i] + b[2i], limit), u = gu[t, 2i+1] + b[2i+1] (b may be NULL),
+ * for n rows of width outputs (gu [n, 2 width], row strides ldgu / ldh). */
+void moesz_k_swiglu_oss(const float *gu, size_t ldgu, const float *bias, int n, int width, float alpha,
+                        float limit, float *h, size_t ldh);
+/* YaRN inverse frequencies [dim / 2] (transformers' _compute_yarn_parameters,
+ * float32); the cos/sin multiplier (attention factor) is the caller's. */
+void moesz_k_yarn_inv_freq(int dim, float base, float factor, float beta_fast, float beta_slow, int orig_max_pos,
+                           int truncate, float *inv_freq);
 #endif

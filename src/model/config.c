@@ -1,6 +1,6 @@
 /* model/config.c - owns config.json parsing: Hugging Face config text ->
  * moesz_config for each supported family (Mixtral, Qwen2-MoE, Qwen3-MoE,
- * OLMoE, DeepSeekMoE v1, Switch Transformers, Llama), with the defaults the
+ * OLMoE, DeepSeekMoE v1, Switch Transformers, Llama, gpt-oss), with the defaults the
  * transformers configuration classes use when a key is absent, and strict
  * checks (missing, non-numeric, NaN, negative or absurd values are errors that
  * name the key). docs/MODELS.md lists the keys read per family. */
@@ -25,6 +25,7 @@ static const struct { const char *arch; const char *model_type; moesz_arch id; }
   {"OlmoeForCausalLM", "olmoe", MOESZ_ARCH_OLMOE},
   {"DeepseekForCausalLM", "deepseek", MOESZ_ARCH_DEEPSEEK},
   {"SwitchTransformersForConditionalGeneration", "switch_transformers", MOESZ_ARCH_SWITCH},
+  {"GptOssForCausalLM", "gpt_oss", MOESZ_ARCH_GPT_OSS},
 };
 #define NARCHS (sizeof ARCHS / sizeof ARCHS[0])
 
@@ -297,6 +298,97 @@ static int parse_deepseek(const cfgp *p, moesz_config *c) {
   return MOESZ_OK;
 }
 
+/* RoPE scaling of gpt-oss: rope_scaling (transformers 4.x) or rope_parameters
+ * (5.x) with rope_type "yarn" (or "default"/absent: none). The values are
+ * those transformers' _compute_yarn_parameters reads, with its defaults. */
+static double yarn_mscale(double scale, double m) { return scale <= 1 ? 1.0 : 0.1 * m * log(scale) + 1.0; }
+
+static int parse_yarn(const cfgp *p, moesz_config *c) {
+  const cJSON *rs = cJSON_GetObjectItemCaseSensitive(p->root, "rope_scaling");
+  if (!rs || cJSON_IsNull(rs)) rs = cJSON_GetObjectItemCaseSensitive(p->root, "rope_parameters");
+  if (!rs || cJSON_IsNull(rs)) return MOESZ_OK;
+  if (!cJSON_IsObject(rs)) return moesz_error_set(p->err, MOESZ_E_FORMAT, "config: \"rope_scaling\" is not an object");
+  cfgp sub = {rs, p->err};
+  char kind[32];
+  TRY(get_string(&sub, "rope_type", kind, sizeof kind));
+  if (!kind[0]) TRY(get_string(&sub, "type", kind, sizeof kind));
+  if (!kind[0] || !strcmp(kind, "default")) return MOESZ_OK;
+  if (strcmp(kind, "yarn"))
+    return moesz_error_set(p->err, MOESZ_E_UNSUPPORTED, "config: RoPE scaling \"%s\" (gpt-oss: yarn or none)", kind);
+  double f, bf, bs, af = 0, ms = 0, msa = 0;
+  int orig, trunc;
+  TRY(get_num(&sub, "factor", 1, 0, 1e-6, 1e6, &f));
+  TRY(get_num(&sub, "beta_fast", 0, 32, 1e-6, 1e6, &bf));
+  TRY(get_num(&sub, "beta_slow", 0, 1, 1e-6, 1e6, &bs));
+  TRY(get_int(&sub, "original_max_position_embeddings", 0, c->max_pos, 1, 1 << 30, &orig));
+  TRY(get_bool(&sub, "truncate", 1, &trunc));
+  TRY(get_num(&sub, "attention_factor", 0, 0, 0, 1e6, &af));
+  TRY(get_num(&sub, "mscale", 0, 0, 0, 1e6, &ms));
+  TRY(get_num(&sub, "mscale_all_dim", 0, 0, 0, 1e6, &msa));
+  if (af <= 0) af = ms > 0 && msa > 0 ? yarn_mscale(f, ms) / yarn_mscale(f, msa) : yarn_mscale(f, 1);
+  c->rope_yarn = 1;
+  c->yarn_factor = (float)f;
+  c->yarn_beta_fast = (float)bf;
+  c->yarn_beta_slow = (float)bs;
+  c->yarn_attn_factor = (float)af;
+  c->yarn_orig_max_pos = orig;
+  c->yarn_truncate = trunc;
+  return MOESZ_OK;
+}
+
+/* gpt-oss: every layer MoE (num_local_experts, top-k of the router logits
+ * then softmax), layer_types alternating sliding / full attention (default:
+ * even layers sliding), attention sinks, q/k/v/o biases, expert biases,
+ * clamped SwiGLU (alpha 1.702, swiglu_limit), MXFP4 experts as published. */
+static int parse_gptoss(const cfgp *p, moesz_config *c) {
+  TRY(parse_decoder_common(p, c, 1e-5f, 150000.0));
+  TRY(get_int(p, "intermediate_size", 0, 2880, 1, CFG_MAX_DIM, &c->intermediate));
+  c->moe_intermediate = c->intermediate;
+  TRY(parse_experts(p, c, "num_local_experts", 128, 4));
+  TRY(get_bool(p, "attention_bias", 1, &c->qkv_bias));
+  TRY(get_bool(p, "tie_word_embeddings", 0, &c->tie_embeddings));
+  TRY(get_int(p, "sliding_window", 0, 128, 0, 1 << 30, &c->sliding_window));
+  double lim, alpha;
+  TRY(get_num(p, "swiglu_limit", 0, 7.0, 0, 1e30, &lim));
+  TRY(get_num(p, "swiglu_alpha", 0, 1.702, 0, 1e30, &alpha));
+  c->swiglu_limit = (float)lim;
+  c->swiglu_alpha = (float)alpha;
+  c->attn_sinks = c->router_bias = c->expert_bias = c->gate_up_interleaved = 1;
+  c->moe_layer_freq = 1;
+  for (int i = 0; i < c->n_layers; i++) {
+    c->is_moe[i] = c->n_experts > 0;
+    c->is_sliding[i] = (i + 1) % 2 != 0;
+  }
+  const cJSON *lt = cJSON_GetObjectItemCaseSensitive(p->root, "layer_types");
+  if (lt && !cJSON_IsNull(lt)) {
+    if (!cJSON_IsArray(lt) || cJSON_GetArraySize(lt) != c->n_layers)
+      return moesz_error_set(p->err, MOESZ_E_FORMAT, "config: \"layer_types\" is not a list of %d strings",
+                             c->n_layers);
+    int i = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, lt) {
+      if (cJSON_IsString(e) && !strcmp(e->valuestring, "sliding_attention")) c->is_sliding[i] = 1;
+      else if (cJSON_IsString(e) && !strcmp(e->valuestring, "full_attention")) c->is_sliding[i] = 0;
+      else return moesz_error_set(p->err, MOESZ_E_FORMAT, "config: \"layer_types\"[%d] is neither "
+                                  "\"sliding_attention\" nor \"full_attention\"", i);
+      i++;
+    }
+  }
+  if (c->sliding_window == 0)
+    for (int i = 0; i < c->n_layers; i++) c->is_sliding[i] = 0;
+  const cJSON *q = cJSON_GetObjectItemCaseSensitive(p->root, "quantization_config");
+  if (q && !cJSON_IsNull(q)) {
+    cfgp sub = {q, p->err};
+    char qm[32];
+    if (!cJSON_IsObject(q)) return moesz_error_set(p->err, MOESZ_E_FORMAT, "config: \"quantization_config\" is not an object");
+    TRY(get_string(&sub, "quant_method", qm, sizeof qm));
+    if (strcmp(qm, "mxfp4"))
+      return moesz_error_set(p->err, MOESZ_E_UNSUPPORTED, "config: quantization \"%s\" (gpt-oss: mxfp4 or none)", qm);
+    c->mxfp4 = 1;
+  }
+  return parse_yarn(p, c);
+}
+
 /* Switch Transformers: encoder blocks then decoder blocks form layers
  * [0, n_enc) and [n_enc, n_enc + n_dec). Block i of a stack is sparse iff
  * step == 1 or i % step == 1 (transformers' SwitchTransformersStack). */
@@ -389,7 +481,7 @@ int moesz_config_parse(const char *json, size_t len, moesz_config *out, moesz_er
       rc = moesz_error_set(err, MOESZ_E_UNSUPPORTED,
                            "config: unsupported architecture \"%s\" (model_type \"%s\"); supported: "
                            "Llama, Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, DeepSeekMoE v1, "
-                           "Switch Transformers", arch, out->model_type);
+                           "Switch Transformers, gpt-oss", arch, out->model_type);
     else if (out->model_type[0])
       rc = moesz_error_set(err, MOESZ_E_UNSUPPORTED,
                            "config: unsupported model_type \"%s\" and no \"architectures\"",
@@ -411,6 +503,7 @@ int moesz_config_parse(const char *json, size_t len, moesz_config *out, moesz_er
     case MOESZ_ARCH_OLMOE: rc = parse_olmoe(&p, out); break;
     case MOESZ_ARCH_DEEPSEEK: rc = parse_deepseek(&p, out); break;
     case MOESZ_ARCH_SWITCH: rc = parse_switch(&p, out); break;
+    case MOESZ_ARCH_GPT_OSS: rc = parse_gptoss(&p, out); break;
     default: rc = moesz_error_set(err, MOESZ_E_INTERNAL, "config: arch table"); break;
   }
   if (rc) goto done;

@@ -1,0 +1,335 @@
+/* tests/test_gptoss.c - gpt-oss (tools/make_fixtures_gptoss.py): the config
+ * (layer types, sliding window, YaRN, swiglu alpha/limit, MXFP4), tensor
+ * roles, counts, the forward pass against transformers' logits (batch, token
+ * by token, uneven chunks; scalar and AVX2, one and two threads, experts one
+ * at a time) on the float32 fixture and on the MXFP4 one, greedy ids against
+ * transformers' generate, MXFP4 dequantisation bit for bit against
+ * transformers' convert_moe_packed_tensors (every e8m0 scale included), and
+ * bad input (missing sinks / biases, misshapen blocks). */
+#include <stdint.h>
+#include <unistd.h>
+#include <cjson/cJSON.h>
+#include "harness.h"
+#include "moesz/infer.h"
+#include "moesz/model.h"
+#include "moesz/tensor.h"
+
+#define FIX "tests/fixtures/"
+
+static void *slurp(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  void *b = malloc(n > 0 ? (size_t)n : 1);
+  if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
+  fclose(f);
+  if (b) *len = (size_t)n;
+  return b;
+}
+
+typedef struct { int32_t tok[64]; int n, vocab; float *logits; } fixture;
+
+static int load_fixture(const char *dir, int vocab, fixture *f) {
+  char p[512];
+  snprintf(p, sizeof p, "%s/tokens.txt", dir);
+  FILE *fp = fopen(p, "r");
+  if (!fp) return -1;
+  f->n = 0;
+  while (f->n < 64 && fscanf(fp, "%d", &f->tok[f->n]) == 1) f->n++;
+  fclose(fp);
+  snprintf(p, sizeof p, "%s/logits.f32", dir);
+  size_t len = 0;
+  f->logits = slurp(p, &len);
+  f->vocab = vocab;
+  if (!f->logits || len != sizeof(float) * (size_t)f->n * (size_t)vocab) { free(f->logits); return -1; }
+  return 0;
+}
+
+static double compare(const fixture *f, int r0, int nr, const float *got, int *bad) {
+  double m = 0;
+  for (int r = 0; r < nr; r++) {
+    const float *ref = f->logits + (size_t)(r0 + r) * f->vocab, *g = got + (size_t)r * f->vocab;
+    for (int i = 0; i < f->vocab; i++) {
+      double dd = fabs((double)ref[i] - g[i]);
+      if (!(dd <= m)) m = dd;
+    }
+    if (moesz_argmax(ref, f->vocab) != moesz_argmax(g, f->vocab)) (*bad)++;
+  }
+  return m;
+}
+
+static void check_logits(const char *dir, const moesz_engine_opts *o) {
+  moesz_error err = {0};
+  moesz_engine *e = NULL;
+  int rc = moesz_engine_open(dir, o, &e, &err);
+  CHECK_MSG(rc == 0, "%s: %s", dir, err.msg);
+  if (rc) return;
+  fixture f;
+  CHECK_MSG(load_fixture(dir, moesz_engine_vocab(e), &f) == 0, "%s: fixture files", dir);
+  int V = f.vocab, bad = 0;
+  float *lg = malloc(sizeof(float) * (size_t)f.n * V);
+  CHECK(moesz_engine_forward(e, f.tok, (size_t)f.n, 1, lg, &err) == 0);
+  double m1 = compare(&f, 0, f.n, lg, &bad);
+  CHECK_MSG(m1 <= 1e-4 && bad == 0, "%s batch: max |diff| %g, %d argmax mismatches", dir, m1, bad);
+  moesz_engine_reset(e);
+  double m2 = 0;
+  bad = 0;
+  for (int t = 0; t < f.n; t++) {
+    CHECK(moesz_engine_forward(e, &f.tok[t], 1, 0, lg, &err) == 0);
+    double m = compare(&f, t, 1, lg, &bad);
+    if (!(m <= m2)) m2 = m;
+  }
+  CHECK_MSG(m2 <= 1e-4 && bad == 0, "%s decode: max |diff| %g, %d argmax mismatches", dir, m2, bad);
+  /* uneven chunks across the window edge, then truncate and redo the tail */
+  moesz_engine_reset(e);
+  double m3 = 0;
+  bad = 0;
+  int cut[4] = {0, 5, 13, f.n};
+  for (int c = 0; c < 3; c++) {
+    int nn = cut[c + 1] - cut[c];
+    CHECK(moesz_engine_forward(e, f.tok + cut[c], (size_t)nn, 1, lg, &err) == 0);
+    double m = compare(&f, cut[c], nn, lg, &bad);
+    if (!(m <= m3)) m3 = m;
+  }
+  CHECK(moesz_engine_truncate(e, 20, &err) == 0);
+  CHECK(moesz_engine_forward(e, f.tok + 20, (size_t)(f.n - 20), 0, lg, &err) == 0);
+  double m = compare(&f, f.n - 1, 1, lg, &bad);
+  if (!(m <= m3)) m3 = m;
+  CHECK_MSG(m3 <= 1e-4 && bad == 0, "%s chunks: max |diff| %g, %d argmax mismatches", dir, m3, bad);
+  printf("# %-28s threads %d scalar %d group %d: max |diff| batch %.2e decode %.2e chunks %.2e\n", dir,
+         o->threads, o->scalar, o->expert_group, m1, m2, m3);
+  free(lg);
+  free(f.logits);
+  moesz_engine_close(e);
+}
+
+TEST(config_and_roles) {
+  moesz_config c;
+  moesz_error e = {0};
+  CHECK_EQ_INT(moesz_config_load(FIX "gpt_oss", &c, &e), MOESZ_OK);
+  CHECK_EQ_INT(c.arch, MOESZ_ARCH_GPT_OSS);
+  CHECK(!strcmp(moesz_arch_name(MOESZ_ARCH_GPT_OSS), "GptOssForCausalLM"));
+  CHECK_EQ_INT(c.n_layers, 4); CHECK_EQ_INT(c.n_experts, 6); CHECK_EQ_INT(c.top_k, 2);
+  CHECK_EQ_INT(c.moe_intermediate, 32); CHECK_EQ_INT(c.head_dim, 16); CHECK_EQ_INT(c.n_moe_layers, 4);
+  CHECK_EQ_INT(c.sliding_window, 8);
+  CHECK(c.is_sliding[0] && !c.is_sliding[1] && c.is_sliding[2] && !c.is_sliding[3]);
+  CHECK(c.attn_sinks && c.router_bias && c.expert_bias && c.gate_up_interleaved && c.qkv_bias);
+  CHECK_NEAR(c.swiglu_alpha, 1.702, 1e-6); CHECK_NEAR(c.swiglu_limit, 1.0, 0);
+  CHECK(c.rope_yarn && !c.yarn_truncate && !c.mxfp4);
+  CHECK_NEAR(c.yarn_factor, 4, 0); CHECK_EQ_INT(c.yarn_orig_max_pos, 32);
+  CHECK_NEAR(c.yarn_attn_factor, 0.1 * log(4.0) + 1.0, 1e-6);
+  CHECK_NEAR(c.rope_theta, 150000, 0);
+  CHECK_EQ_INT(moesz_config_load(FIX "gpt_oss_mxfp4", &c, &e), MOESZ_OK);
+  CHECK(c.mxfp4);
+  /* defaults: layer_types alternate from sliding, YaRN as transformers' GptOssConfig writes it */
+  const char *min = "{\"architectures\":[\"GptOssForCausalLM\"],\"num_hidden_layers\":3,\"hidden_size\":64,"
+                    "\"vocab_size\":10,\"num_attention_heads\":4,\"max_position_embeddings\":4096,"
+                    "\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":32.0}}";
+  CHECK_EQ_INT(moesz_config_parse(min, strlen(min), &c, &e), MOESZ_OK);
+  CHECK(c.is_sliding[0] && !c.is_sliding[1] && c.is_sliding[2]);
+  CHECK_EQ_INT(c.sliding_window, 128); CHECK_EQ_INT(c.n_experts, 128); CHECK_EQ_INT(c.top_k, 4);
+  CHECK(c.yarn_truncate); CHECK_EQ_INT(c.yarn_orig_max_pos, 4096);
+  CHECK_NEAR(c.yarn_beta_fast, 32, 0); CHECK_NEAR(c.swiglu_limit, 7, 0);
+  static const char *bad[] = {
+    "\"layer_types\":[\"sliding_attention\",\"full_attention\"]",            /* wrong length */
+    "\"layer_types\":[\"sliding_attention\",\"local\",\"full_attention\"]",   /* unknown type */
+    "\"rope_scaling\":{\"rope_type\":\"longrope\",\"factor\":2}",
+    "\"rope_scaling\":{\"rope_type\":\"yarn\"}",                               /* no factor */
+    "\"quantization_config\":{\"quant_method\":\"gptq\"}",
+    "\"swiglu_limit\":-1",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    char txt[512];
+    snprintf(txt, sizeof txt, "{\"architectures\":[\"GptOssForCausalLM\"],\"num_hidden_layers\":3,"
+             "\"hidden_size\":64,\"vocab_size\":10,\"num_attention_heads\":4,%s}", bad[i]);
+    CHECK_MSG(moesz_config_parse(txt, strlen(txt), &c, &e) != MOESZ_OK, "accepted %s", bad[i]);
+  }
+  moesz_tensor_role r;
+  CHECK_EQ_INT(moesz_config_load(FIX "gpt_oss", &c, &e), MOESZ_OK);
+  moesz_tensor_classify(&c, "model.layers.1.self_attn.sinks", &r);
+  CHECK_EQ_INT(r.role, MOESZ_ROLE_ATTN_SINKS); CHECK_EQ_INT(r.layer, 1);
+  moesz_tensor_classify(&c, "model.layers.0.mlp.router.bias", &r);
+  CHECK_EQ_INT(r.role, MOESZ_ROLE_ROUTER_BIAS);
+  moesz_tensor_classify(&c, "model.layers.0.mlp.router.weight", &r);
+  CHECK_EQ_INT(r.role, MOESZ_ROLE_ROUTER);
+  moesz_tensor_classify(&c, "model.layers.3.mlp.experts.gate_up_proj", &r);
+  CHECK(r.role == MOESZ_ROLE_EXPERT && r.mat == MOESZ_MAT_GATE_UP && r.stacked && !r.mx);
+  moesz_tensor_classify(&c, "model.layers.3.mlp.experts.down_proj_bias", &r);
+  CHECK(r.role == MOESZ_ROLE_EXPERT_BIAS && r.mat == MOESZ_MAT_DOWN);
+  moesz_tensor_classify(&c, "model.layers.2.mlp.experts.down_proj_blocks", &r);
+  CHECK(r.role == MOESZ_ROLE_EXPERT && r.mat == MOESZ_MAT_DOWN && r.mx == 1);
+  moesz_tensor_classify(&c, "model.layers.2.mlp.experts.gate_up_proj_scales", &r);
+  CHECK(r.role == MOESZ_ROLE_EXPERT && r.mat == MOESZ_MAT_GATE_UP && r.mx == 2);
+  moesz_tensor_classify(&c, "model.layers.2.mlp.experts.gate_up_proj_zeros", &r);
+  CHECK_EQ_INT(r.role, MOESZ_ROLE_OTHER);
+  moesz_tensor_classify(&c, "model.layers.4.self_attn.sinks", &r);
+  CHECK_EQ_INT(r.role, MOESZ_ROLE_OTHER);
+}
+
+/* counts against transformers' num_parameters (expected.json) */
+static void check_counts(const char *dir) {
+  char p[256];
+  snprintf(p, sizeof p, "%s/expected.json", dir);
+  size_t len = 0;
+  char *txt = slurp(p, &len);
+  CHECK(txt != NULL);
+  if (!txt) return;
+  cJSON *j = cJSON_ParseWithLength(txt, len);
+  free(txt);
+  moesz_model *m = NULL;
+  moesz_error e = {0};
+  CHECK_MSG(moesz_model_open(dir, &m, &e) == MOESZ_OK, "%s", e.msg);
+  if (m && j) {
+    moesz_counts k, kc;
+    moesz_model_count(m, &k);
+    moesz_config_count(&m->cfg, &kc);
+    double total = cJSON_GetObjectItem(j, "params_total")->valuedouble;
+    double experts = cJSON_GetObjectItem(j, "params_experts")->valuedouble;
+    CHECK_EQ_INT(k.total_params, (int64_t)total);
+    CHECK_EQ_INT(k.expert_params, (int64_t)experts);
+    CHECK_EQ_INT(kc.total_params, (int64_t)total);
+    CHECK_EQ_INT(kc.expert_params, (int64_t)experts);
+    for (int r = 0; r < MOESZ_ROLE_COUNT; r++)
+      CHECK_MSG(k.params[r] == kc.params[r], "%s role %s: %lld stored, %lld predicted", dir,
+                moesz_role_name((moesz_role)r), (long long)k.params[r], (long long)kc.params[r]);
+    CHECK(!strcmp(moesz_model_expert_layout(m), m->cfg.mxfp4 ? "mxfp4" : "stacked-transposed"));
+    CHECK_EQ_INT(k.tensors[MOESZ_ROLE_OTHER], 0);
+    moesz_matview v;
+    CHECK_EQ_INT(moesz_model_expert(m, 0, 0, 0, MOESZ_MAT_GATE, &v, &e), MOESZ_E_UNSUPPORTED);
+    if (!m->cfg.mxfp4) {
+      CHECK_EQ_INT(moesz_model_expert(m, 0, 5, 0, MOESZ_MAT_GATE_UP, &v, &e), MOESZ_OK);
+      CHECK(v.rows == 64 && v.cols == 64 && v.transposed == 1 && v.ld == 64);
+      CHECK_EQ_INT(moesz_model_expert(m, 0, 5, 0, MOESZ_MAT_DOWN, &v, &e), MOESZ_OK);
+      CHECK(v.rows == 64 && v.cols == 32 && v.transposed == 1 && v.ld == 64);
+    }
+  }
+  cJSON_Delete(j);
+  moesz_model_close(m);
+}
+
+TEST(counts_match_transformers) {
+  check_counts(FIX "gpt_oss");
+  check_counts(FIX "gpt_oss_mxfp4");
+}
+
+TEST(mxfp4_dequant_matches_transformers) {
+  moesz_model *m = NULL;
+  moesz_error e = {0};
+  CHECK_MSG(moesz_model_open(FIX "gpt_oss_mxfp4", &m, &e) == MOESZ_OK, "%s", e.msg);
+  size_t len = 0;
+  float *ref = slurp(FIX "gpt_oss_mxfp4/dequant.f32", &len);
+  CHECK(ref != NULL);
+  if (!m || !ref) { free(ref); moesz_model_close(m); return; }
+  int E = 6, d = 64, n = 32;
+  CHECK_EQ_INT(len, sizeof(float) * (size_t)E * (size_t)(2 * n * d + n * d));
+  float *w = malloc(sizeof(float) * 2 * (size_t)n * d);
+  uint16_t *wb = malloc(sizeof(uint16_t) * 2 * (size_t)n * d);
+  size_t bad = 0, badb = 0;
+  for (int x = 0; x < E; x++)
+    for (int k = 0; k < 2; k++) {
+      moesz_mxfp4_view v;
+      CHECK_EQ_INT(moesz_model_expert_mxfp4(m, 0, x, k ? MOESZ_MAT_DOWN : MOESZ_MAT_GATE_UP, &v, &e), MOESZ_OK);
+      size_t ng = (size_t)(v.rows * (v.cols / 32));
+      moesz_mxfp4_to_f32(v.blocks, v.scales, ng, w);
+      moesz_mxfp4_to_bf16(v.blocks, v.scales, ng, wb);
+      /* transformers holds [in, out]: value (r, c) of the [rows, cols] matrix at [c][r] */
+      const float *t = ref + (k ? (size_t)E * 2 * n * d + (size_t)x * n * d : (size_t)x * 2 * n * d);
+      for (int64_t r = 0; r < v.rows; r++)
+        for (int64_t c = 0; c < v.cols; c++) {
+          float a = w[r * v.cols + c], b = t[c * v.rows + r];
+          bad += memcmp(&a, &b, 4) != 0;
+          badb += moesz_bf16_to_f32(wb[r * v.cols + c]) != b;
+        }
+    }
+  CHECK_MSG(bad == 0 && badb == 0, "%zu f32 / %zu bf16 values differ from transformers", bad, badb);
+  moesz_mxfp4_view v;
+  CHECK_EQ_INT(moesz_model_expert_mxfp4(m, 0, 6, MOESZ_MAT_DOWN, &v, &e), MOESZ_E_RANGE);
+  CHECK_EQ_INT(moesz_model_expert_mxfp4(m, 0, 0, MOESZ_MAT_GATE, &v, &e), MOESZ_E_ARG);
+  free(w); free(wb); free(ref);
+  moesz_model_close(m);
+  /* every e8m0 scale 0..255 (2^-127 subnormal ... 2^127, 255 overflowing) */
+  uint8_t *x = slurp(FIX "gpt_oss_mxfp4/extremes.bin", &len);
+  CHECK(x && len == 256 * 16 + 256 + 256 * 32 * 4);
+  if (!x) return;
+  float got[256 * 32];
+  moesz_mxfp4_to_f32(x, x + 4096, 256, got);
+  bad = 0;
+  for (int i = 0; i < 256 * 32; i++) {
+    float want;
+    memcpy(&want, x + 4096 + 256 + 4 * i, 4);
+    bad += !(memcmp(&got[i], &want, 4) == 0 || (isnan(got[i]) && isnan(want)));
+  }
+  CHECK_MSG(bad == 0, "%zu extreme-scale values differ", bad);
+  free(x);
+  /* quantising the dequantised values gives the codes back (up to +-0) */
+  uint8_t blk[16], sc;
+  float vals[32], back[32];
+  for (int i = 0; i < 32; i++) vals[i] = moesz_e2m1_to_f32((uint8_t)(i % 16)) * 0.125f;
+  vals[7] = 6 * 0.125f;
+  moesz_mxfp4_from_f32(vals, 1, blk, &sc);
+  moesz_mxfp4_to_f32(blk, &sc, 1, back);
+  for (int i = 0; i < 32; i++) CHECK_NEAR(back[i], vals[i], 0);
+  CHECK_EQ_INT(sc, 127 - 3);
+}
+
+TEST(forward_matches_transformers) {
+  moesz_engine_opts o2 = {.threads = 2}, o1 = {.threads = 1, .scalar = 1, .expert_group = 1};
+  check_logits(FIX "gpt_oss", &o2);
+  check_logits(FIX "gpt_oss", &o1);
+}
+
+TEST(forward_mxfp4_matches_transformers) {
+  moesz_engine_opts o2 = {.threads = 2}, o1 = {.threads = 1, .scalar = 1, .expert_group = 1};
+  check_logits(FIX "gpt_oss_mxfp4", &o2);
+  check_logits(FIX "gpt_oss_mxfp4", &o1);
+}
+
+static void check_greedy(const char *dir) {
+  char p[256];
+  snprintf(p, sizeof p, "%s/greedy.json", dir);
+  size_t len = 0;
+  char *txt = slurp(p, &len);
+  CHECK(txt != NULL);
+  if (!txt) return;
+  cJSON *j = cJSON_ParseWithLength(txt, len);
+  free(txt);
+  const cJSON *pr = cJSON_GetObjectItem(j, "prompt"), *gen = cJSON_GetObjectItem(j, "generated");
+  int np = cJSON_GetArraySize(pr), ng = cJSON_GetArraySize(gen);
+  CHECK_EQ_INT(ng, 32);
+  moesz_engine *e = NULL;
+  moesz_error err = {0};
+  moesz_engine_opts o = {.threads = 2};
+  CHECK_EQ_INT(moesz_engine_open(dir, &o, &e, &err), MOESZ_OK);
+  if (!e) { cJSON_Delete(j); return; }
+  int32_t ids[64];
+  for (int i = 0; i < np; i++) ids[i] = cJSON_GetArrayItem(pr, i)->valueint;
+  float *lg = malloc(sizeof(float) * (size_t)moesz_engine_vocab(e));
+  CHECK(moesz_engine_forward(e, ids, (size_t)np, 0, lg, &err) == 0);
+  int same = 0;
+  for (int i = 0; i < ng; i++) {
+    int32_t t = moesz_argmax(lg, moesz_engine_vocab(e));
+    same += t == cJSON_GetArrayItem(gen, i)->valueint;
+    CHECK(moesz_engine_forward(e, &t, 1, 0, lg, &err) == 0);
+  }
+  CHECK_MSG(same == ng, "%s: %d of %d greedy ids agree", dir, same, ng);
+  free(lg);
+  cJSON_Delete(j);
+  moesz_engine_close(e);
+}
+
+TEST(greedy_matches_transformers) {
+  check_greedy(FIX "gpt_oss");
+  check_greedy(FIX "gpt_oss_mxfp4");
+}
+
+int main(void) {
+  RUN(config_and_roles);
+  RUN(counts_match_transformers);
+  RUN(mxfp4_dequant_matches_transformers);
+  RUN(forward_matches_transformers);
+  RUN(forward_mxfp4_matches_transformers);
+  RUN(greedy_matches_transformers);
+  return DONE();
+}
