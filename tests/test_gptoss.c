@@ -10,7 +10,9 @@
 #include <unistd.h>
 #include <cjson/cJSON.h>
 #include "harness.h"
+#include "moesz/container.h"
 #include "moesz/infer.h"
+#include "moesz/runtime.h"
 #include "moesz/model.h"
 #include "moesz/tensor.h"
 
@@ -197,8 +199,14 @@ static void check_counts(const char *dir) {
     CHECK(!strcmp(moesz_model_expert_layout(m), m->cfg.mxfp4 ? "mxfp4" : "stacked-transposed"));
     CHECK_EQ_INT(k.tensors[MOESZ_ROLE_OTHER], 0);
     moesz_matview v;
-    CHECK_EQ_INT(moesz_model_expert(m, 0, 0, 0, MOESZ_MAT_GATE, &v, &e), MOESZ_E_UNSUPPORTED);
+    if (m->cfg.mxfp4) CHECK_EQ_INT(moesz_model_expert(m, 0, 0, 0, MOESZ_MAT_GATE, &v, &e), MOESZ_E_UNSUPPORTED);
     if (!m->cfg.mxfp4) {
+      /* gate / up: row halves of the interleaved gate_up, transformers' [E, d, 2n] seen transposed */
+      moesz_matview u;
+      CHECK_EQ_INT(moesz_model_expert(m, 1, 2, 0, MOESZ_MAT_GATE, &v, &e), MOESZ_OK);
+      CHECK_EQ_INT(moesz_model_expert(m, 1, 2, 0, MOESZ_MAT_UP, &u, &e), MOESZ_OK);
+      CHECK(v.rows == 32 && v.cols == 64 && v.transposed == 1 && v.ld == 64);
+      CHECK((const float *)u.data == (const float *)v.data + 32);
       CHECK_EQ_INT(moesz_model_expert(m, 0, 5, 0, MOESZ_MAT_GATE_UP, &v, &e), MOESZ_OK);
       CHECK(v.rows == 64 && v.cols == 64 && v.transposed == 1 && v.ld == 64);
       CHECK_EQ_INT(moesz_model_expert(m, 0, 5, 0, MOESZ_MAT_DOWN, &v, &e), MOESZ_OK);
@@ -324,6 +332,86 @@ TEST(greedy_matches_transformers) {
   check_greedy(FIX "gpt_oss_mxfp4");
 }
 
+/* compress: lossless (zstd) and codec containers of the float32 fixture;
+ * serving the lossless one gives the folder's logits bit for bit, the codec
+ * one stays close; decompress gives the checkpoint back byte for byte */
+TEST(container_serves_like_folder) {
+  const char *dir = FIX "gpt_oss";
+  char msz[64], out[64];
+  snprintf(msz, sizeof msz, "/tmp/moesz-oss-%d.msz", (int)getpid());
+  snprintf(out, sizeof out, "/tmp/moesz-oss-%d.dir", (int)getpid());
+  moesz_error e = {0};
+  moesz_engine_opts eo = {.threads = 1};
+  moesz_engine *ref = NULL;
+  CHECK_EQ_INT(moesz_engine_open(dir, &eo, &ref, &e), MOESZ_OK);
+  if (!ref) return;
+  fixture f;
+  CHECK(load_fixture(dir, 256, &f) == 0);
+  float *want = malloc(sizeof(float) * 64 * 256), *got = malloc(sizeof(float) * 64 * 256);
+  CHECK(moesz_engine_forward(ref, f.tok, 64, 1, want, &e) == 0);
+  for (int method = 0; method < 2; method++) {
+    moesz_model *m = NULL;
+    CHECK_EQ_INT(moesz_model_open(dir, &m, &e), MOESZ_OK);
+    if (!m) break;
+    moesz_msz_opts o;
+    memset(&o, 0, sizeof o);
+    o.method = method ? MOESZ_MSZ_CODEC : MOESZ_MSZ_ZSTD;
+    o.eb = 1e-4;
+    o.eb_mode = MOESZ_EB_REL;
+    o.threads = 1;
+    int rc = moesz_msz_write(m, msz, &o, NULL, &e);
+    CHECK_MSG(rc == MOESZ_OK, "write: %s", e.msg);
+    moesz_model_close(m);
+    moesz_engine *en = NULL;
+    moesz_cache *k = NULL;
+    moesz_cache_opts co = {.budget_bytes = 6 * 3 * 32 * 64 * 4, .dtype = MOESZ_DT_COUNT};
+    rc = moesz_engine_open_msz(msz, &co, &eo, &en, &k, &e);
+    CHECK_MSG(rc == MOESZ_OK, "open: %s", e.msg);
+    if (rc) break;
+    CHECK(moesz_engine_forward(en, f.tok, 64, 1, got, &e) == 0);
+    size_t diff = 0;
+    double md = 0;
+    int bad = 0;
+    for (size_t i = 0; i < 64 * 256; i++) {
+      diff += got[i] != want[i];
+      if (fabs(got[i] - want[i]) > md) md = fabs(got[i] - want[i]);
+    }
+    double mref = compare(&f, 0, 64, got, &bad);
+    if (!method) CHECK_MSG(diff == 0, "lossless container: %zu logits differ from the folder's (max %g)", diff, md);
+    else CHECK_MSG(diff > 0 && bad <= 2, "codec container: %d of 64 argmax differ from transformers", bad);
+    printf("# container %s: %zu of %d logits differ from the folder, max %.2e; %.2e to transformers, %d argmax differ\n",
+           method ? "codec rel 1e-4" : "zstd", diff, 64 * 256, md, mref, bad);
+    moesz_engine_close(en);
+    if (!method) {
+      moesz_msz *c = NULL;
+      CHECK_EQ_INT(moesz_msz_open(msz, &c, &e), MOESZ_OK);
+      if (c) CHECK_MSG(moesz_msz_export(c, out, 1, 0, &e) == MOESZ_OK, "export: %s", e.msg);
+      moesz_msz_close(c);
+      size_t la = 0, lb = 0;
+      char pa[128];
+      snprintf(pa, sizeof pa, "%s/model.safetensors", out);
+      void *a = slurp(pa, &la), *b = slurp(FIX "gpt_oss/model.safetensors", &lb);
+      moesz_st *sa = NULL, *sb = NULL;
+      CHECK(a && b);
+      if (a && b && !moesz_st_parse(a, la, &sa, &e) && !moesz_st_parse(b, lb, &sb, &e)) {
+        CHECK_EQ_INT(moesz_st_count(sa), moesz_st_count(sb));
+        for (size_t i = 0; i < moesz_st_count(sb); i++) {
+          const moesz_tensor *tb = moesz_st_at(sb, i), *ta = moesz_st_find(sa, tb->name);
+          CHECK_MSG(ta && ta->nbytes == tb->nbytes && !memcmp(ta->data, tb->data, tb->nbytes), "%s", tb->name);
+        }
+      }
+      moesz_st_close(sa); moesz_st_close(sb);
+      free(a); free(b);
+      char cmd[200];
+      snprintf(cmd, sizeof cmd, "rm -rf %s", out);
+      CHECK(system(cmd) == 0);
+    }
+    unlink(msz);
+  }
+  free(want); free(got); free(f.logits);
+  moesz_engine_close(ref);
+}
+
 int main(void) {
   RUN(config_and_roles);
   RUN(counts_match_transformers);
@@ -331,5 +419,6 @@ int main(void) {
   RUN(forward_matches_transformers);
   RUN(forward_mxfp4_matches_transformers);
   RUN(greedy_matches_transformers);
+  RUN(container_serves_like_folder);
   return DONE();
 }

@@ -48,8 +48,9 @@ int  moesz_engine_truncate(moesz_engine *e, int pos, moesz_error *err);
  * Views may be F32, BF16 or F16, row-major or transposed (see moesz_matview). */
 typedef struct moesz_expert_mats {
   moesz_matview gate, up, down;
-  moesz_matview gate_up;   /* gpt-oss only: the fused [2n, d] matrix, gate at even rows, up at odd
-                              (gate and up are then left empty); down [d, n] as above */
+  moesz_matview gate_up;   /* gpt-oss only, optional: the fused [2n, d] matrix, gate at even rows, up
+                              at odd (gate and up then left empty); without it gpt-oss's gate and up
+                              are the row halves [0, n) / [n, 2n) of that matrix; down as above */
 } moesz_expert_mats;
 
 /* How the forward pass reaches experts. For each MoE layer and batch the
@@ -79,10 +80,11 @@ typedef struct moesz_expert_provider {
  * (moesz_model_expert). m must outlive the provider. */
 int moesz_expert_provider_mmap(const moesz_model *m, moesz_expert_provider *out,
                                moesz_error *err);
-/* gpt-oss's provider over m (src/infer/provider_oss.c): gate_up and down views
- * into the mapped file for unquantized stacked experts; MXFP4 experts
- * (blocks + scales) dequantised exactly into BF16 buffers held from get() to
- * release(). The engine uses it when it is given no provider for a gpt-oss
+/* gpt-oss's provider over m (src/infer/provider_oss.c): gate and up as the row
+ * halves of the interleaved gate_up (see moesz_model_expert) and down, in
+ * row-major buffers held from get() to release(): copies of unquantized
+ * stacked experts, or MXFP4 experts (blocks + scales) dequantised exactly
+ * into BF16. The engine uses it when it is given no provider for a gpt-oss
  * model. destroy frees it. */
 int moesz_expert_provider_gptoss(const moesz_model *m, moesz_expert_provider *out, moesz_error *err);
 

@@ -198,8 +198,10 @@ typedef struct moesz_mxfp4_view {
 } moesz_mxfp4_view;
 /* MXFP4 view of gpt-oss expert E's gate_up or down matrix in layer L;
  * MOESZ_E_NOTFOUND when that matrix is not stored as MXFP4. For gpt-oss,
- * moesz_model_expert returns the unquantized stacked form's gate_up [2n, d]
- * (interleaved rows) and down views, and refuses gate or up alone. */
+ * moesz_model_expert returns views of the unquantized stacked form: gate_up
+ * [2n, d] (interleaved rows), down [d, n], and as MOESZ_MAT_GATE / _UP the
+ * two row halves [0, n) / [n, 2n) of gate_up (not gate and up: those
+ * interleave), which is how containers store and serve gpt-oss experts. */
 int moesz_model_expert_mxfp4(const moesz_model *m, int layer, int expert, moesz_mat mat, moesz_mxfp4_view *out,
                              moesz_error *err);
 /* How the routed experts are stored: "per-expert", "stacked" ([E, 2n, d] /

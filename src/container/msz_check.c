@@ -7,6 +7,8 @@
  * layer range of a split compression) is checked over its own layers: its
  * records lie in the range, each MoE layer of the range is complete, and a
  * source no record slices belongs to another part. docs/CONTAINER.md "Checks". */
+#include <float.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zstd.h>
@@ -143,6 +145,11 @@ done:
   return rc;
 }
 
+/* The manifest's JSON number for a bound: cJSON prints 15 significant digits
+ * when they read back within an ulp, so a bound the codec derived (rel / std
+ * modes) comes back up to an ulp or two away from the stream's own. */
+static int same_bound(double a, double b) { return fabs(a - b) <= 4 * DBL_EPSILON * fabs(b); }
+
 /* Each blob's own header agrees with its record. */
 static int check_streams(const moesz_msz *c, moesz_error *err) {
   for (size_t i = 0; i < c->nex; i++) {
@@ -157,14 +164,14 @@ static int check_streams(const moesz_msz *c, moesz_error *err) {
         return moesz_error_set(err, MOESZ_E_FORMAT, "record %s: its codec stream holds %zu %s values (checked in %s), "
                                "the manifest says %zu %s", r->name, info.count, moesz_dtype_name(info.in_dtype),
                                moesz_dtype_name(info.out_dtype), n, moesz_dtype_name(r->dtype));
-      if (info.eb != r->eb)
+      if (!same_bound(info.eb, r->eb))
         return moesz_error_set(err, MOESZ_E_FORMAT, "record %s: its codec stream's bound %.17g differs from the "
                                "manifest's %.17g", r->name, info.eb, r->eb);
     } else if (r->method == MOESZ_MSZ_COMPUTE) {
       moesz_cl m;
       int rc = moesz_cl_header(blob, r->len, &m, err);
       if (rc) return moesz_error_wrap(err, rc, "record %s", r->name);
-      if (m.rows != r->shape[0] || m.cols != r->shape[1] || m.eb != r->eb)
+      if (m.rows != r->shape[0] || m.cols != r->shape[1] || !same_bound(m.eb, r->eb))
         return moesz_error_set(err, MOESZ_E_FORMAT, "record %s: its compute layout is [%lld, %lld] at bound %.17g, the "
                                "manifest says [%lld, %lld] at %.17g", r->name, (long long)m.rows, (long long)m.cols, m.eb,
                                (long long)r->shape[0], (long long)r->shape[1], r->eb);

@@ -478,9 +478,9 @@ static int check_expert(const moesz_engine *e, int L, int ex, int shared,
   const moesz_config *c = &e->cfg;
   int64_t n = shared ? c->shared_intermediate : (c->is_moe[L] ? c->moe_intermediate : c->intermediate);
   int64_t d = e->d;
-  if (c->gate_up_interleaved && c->is_moe[L] && !shared) {   /* gpt-oss: gate_up [2n, d], down [d, n] */
+  if (c->gate_up_interleaved && c->is_moe[L] && !shared && mt->gate_up.data) {   /* gpt-oss: gate_up [2n, d], down [d, n] */
     const moesz_matview *g = &mt->gate_up, *dn = &mt->down;
-    if (!g->data || g->rows != 2 * n || g->cols != d || !dn->data || dn->rows != d || dn->cols != n)
+    if (g->rows != 2 * n || g->cols != d || !dn->data || dn->rows != d || dn->cols != n)
       return moesz_error_set(err, MOESZ_E_FORMAT, "layer %d expert %d: gate_up [%lld, %lld] / down [%lld, %lld], "
                              "config says [%lld, %lld] / [%lld, %lld]", L, ex, (long long)g->rows, (long long)g->cols,
                              (long long)dn->rows, (long long)dn->cols, (long long)(2 * n), (long long)d, (long long)d,
@@ -702,7 +702,12 @@ static int moe_block_oss(moesz_engine *e, int L, int n, moesz_error *err) {
       for (int a = g0; a < g1; a++) {
         int x = e->active[a];
         size_t r0 = (size_t)e->off[x];
-        e->jobs[nj++] = job(&e->mats[x].gate_up, xin + r0 * xstep, d, e->hg + r0 * im2, im2, e->cnt[x], 0);
+        if (e->mats[x].gate_up.data) {
+          e->jobs[nj++] = job(&e->mats[x].gate_up, xin + r0 * xstep, d, e->hg + r0 * im2, im2, e->cnt[x], 0);
+        } else {   /* the two row halves of gate_up (a container's gate / up records) */
+          e->jobs[nj++] = job(&e->mats[x].gate, xin + r0 * xstep, d, e->hg + r0 * im2, im2, e->cnt[x], 0);
+          e->jobs[nj++] = job(&e->mats[x].up, xin + r0 * xstep, d, e->hg + r0 * im2 + im, im2, e->cnt[x], 0);
+        }
       }
       rc = moesz_k_linear(&e->kc, e->jobs, nj);
       nj = 0;

@@ -1,8 +1,9 @@
 /* infer/provider_oss.c - owns the expert provider of gpt-oss checkpoints
- * read from a folder: unquantized stacked experts are views into the mapped
- * file (gate_up [2n, d] and down [d, n], transposed as transformers stores
- * them), MXFP4 experts (blocks + e8m0 scales, as published) are dequantised
- * exactly into BF16 buffers on get() and freed on release(). */
+ * read from a folder: gate and up as the two row halves [0, n) / [n, 2n) of
+ * the interleaved gate_up [2n, d], and down [d, n], held from get() to
+ * release() in row-major buffers: unquantized stacked experts copied out of
+ * transformers' [E, in, out] layout in their dtype, MXFP4 experts (blocks +
+ * e8m0 scales, as published) dequantised exactly into BF16. */
 #include <stdlib.h>
 #include <string.h>
 #include "moesz/infer.h"
@@ -11,7 +12,7 @@
 typedef struct oss_prov {
   const moesz_model *m;
   int n_experts;
-  uint16_t **held;   /* [n_experts] BF16 gate_up [2n * d] followed by down [d * n], or NULL */
+  uint16_t **held;   /* [n_experts] gate_up [2n * d] then down [d * n] (BF16, or the checkpoint's dtype), or NULL */
   int *held_layer;   /* [n_experts] */
 } oss_prov;
 
@@ -30,6 +31,18 @@ static int dequant(const moesz_model *m, int L, int e, moesz_mat mat, uint16_t *
   return MOESZ_OK;
 }
 
+/* gate / up as the two row halves of a contiguous gate_up (as a container
+ * serves them, so both paths multiply the same way) */
+static void halves(moesz_expert_mats *o) {
+  moesz_matview g = o->gate_up;
+  size_t es = moesz_dtype_size(g.dtype);
+  g.rows /= 2;
+  o->gate = g;
+  o->up = g;
+  o->up.data = (const char *)g.data + (size_t)g.rows * (size_t)g.ld * es;
+  memset(&o->gate_up, 0, sizeof o->gate_up);
+}
+
 static int oss_get(void *ctx, int layer, int expert, int shared, moesz_expert_mats *o, moesz_error *err) {
   oss_prov *p = ctx;
   const moesz_config *c = &p->m->cfg;
@@ -40,7 +53,7 @@ static int oss_get(void *ctx, int layer, int expert, int shared, moesz_expert_ma
   moesz_mxfp4_view mx;
   int gu_mx = moesz_model_expert_mxfp4(p->m, layer, expert, MOESZ_MAT_GATE_UP, &mx, NULL) == MOESZ_OK;
   int dn_mx = moesz_model_expert_mxfp4(p->m, layer, expert, MOESZ_MAT_DOWN, &mx, NULL) == MOESZ_OK;
-  int rc;
+  int rc = MOESZ_OK;
   if (gu_mx || dn_mx) {
     if (p->held[expert])
       return moesz_error_set(err, MOESZ_E_ARG, "gpt-oss: layer %d expert %d got twice", layer, expert);
@@ -51,15 +64,34 @@ static int oss_get(void *ctx, int layer, int expert, int shared, moesz_expert_ma
     p->held_layer[expert] = layer;
     rc = gu_mx ? dequant(p->m, layer, expert, MOESZ_MAT_GATE_UP, buf, &o->gate_up, err)
                : moesz_model_expert(p->m, layer, expert, 0, MOESZ_MAT_GATE_UP, &o->gate_up, err);
+    if (!rc) halves(o);
     if (!rc)
       rc = dn_mx ? dequant(p->m, layer, expert, MOESZ_MAT_DOWN, buf + 2 * n * d, &o->down, err)
                  : moesz_model_expert(p->m, layer, expert, 0, MOESZ_MAT_DOWN, &o->down, err);
     if (rc) { free(buf); p->held[expert] = NULL; }
     return rc;
   }
-  rc = moesz_model_expert(p->m, layer, expert, 0, MOESZ_MAT_GATE_UP, &o->gate_up, err);
-  if (!rc) rc = moesz_model_expert(p->m, layer, expert, 0, MOESZ_MAT_DOWN, &o->down, err);
-  return rc;
+  /* unquantized: transformers' [E, in, out] layout copied into row-major
+   * buffers, so the kernels multiply as they do a container's decoded experts */
+  moesz_matview v[3];
+  for (int k = 0; k < 3 && !rc; k++) rc = moesz_model_expert(p->m, layer, expert, 0, (moesz_mat)(MOESZ_MAT_GATE + k), &v[k], err);
+  if (rc) return rc;
+  if (p->held[expert])
+    return moesz_error_set(err, MOESZ_E_ARG, "gpt-oss: layer %d expert %d got twice", layer, expert);
+  size_t es = moesz_dtype_size(v[0].dtype), per = (size_t)v[0].rows * (size_t)v[0].cols;
+  char *buf = malloc(es * 3 * per);
+  if (!buf) return moesz_error_set(err, MOESZ_E_NOMEM, "gpt-oss: layer %d expert %d buffer", layer, expert);
+  p->held[expert] = (uint16_t *)(void *)buf;
+  p->held_layer[expert] = layer;
+  moesz_matview *dst[3] = {&o->gate, &o->up, &o->down};
+  for (int k = 0; k < 3; k++) {
+    moesz_matview_gather(&v[k], buf + (size_t)k * per * es);
+    *dst[k] = v[k];
+    dst[k]->data = buf + (size_t)k * per * es;
+    dst[k]->ld = v[k].cols;
+    dst[k]->transposed = 0;
+  }
+  return MOESZ_OK;
 }
 
 static void oss_release(void *ctx, int layer, int expert, int shared) {

@@ -297,16 +297,15 @@ int moesz_model_expert(const moesz_model *m, int layer, int expert, int shared, 
                            c->n_experts);
   int64_t n = c->moe_intermediate, d = c->hidden;
   if (c->arch == MOESZ_ARCH_GPT_OSS) {
-    if (s < 2)
-      return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "layer %d expert %d: gpt-oss interleaves gate and up "
-                             "in one gate_up matrix (no separate %s matrix)", layer, expert, MAT_NAMES[s + 1]);
-    if (!(t = x->stk[layer][s]))
-      return moesz_error_set(err, x->mxb[layer][s] ? MOESZ_E_UNSUPPORTED : MOESZ_E_NOTFOUND,
+    int sl = s < 2 ? 3 : s;   /* gate / up: the two row halves of the interleaved gate_up */
+    if (!(t = x->stk[layer][sl]))
+      return moesz_error_set(err, x->mxb[layer][sl] ? MOESZ_E_UNSUPPORTED : MOESZ_E_NOTFOUND,
                              "layer %d expert %d: %s matrix %s", layer, expert, MAT_NAMES[s + 1],
-                             x->mxb[layer][s] ? "is MXFP4 (moesz_model_expert_mxfp4)" : "missing");
+                             x->mxb[layer][sl] ? "is MXFP4 (moesz_model_expert_mxfp4)" : "missing");
     int64_t rows, cols;
-    logical_shape(s, n, d, &rows, &cols);
-    view_stacked(t, 1, expert, 0, rows, rows, cols, out);
+    logical_shape(sl, n, d, &rows, &cols);
+    if (s < 2) view_stacked(t, 1, expert, s == 0 ? 0 : n, n, 2 * n, d, out);
+    else view_stacked(t, 1, expert, 0, rows, rows, cols, out);
     return MOESZ_OK;
   }
   if (s < 3 && (t = x->legacy[((size_t)layer * (size_t)c->n_experts + (size_t)expert) * 3 +
