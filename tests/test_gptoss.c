@@ -412,6 +412,108 @@ TEST(container_serves_like_folder) {
   moesz_engine_close(ref);
 }
 
+/* MXFP4 experts in containers: zstd keeps the blocks and scales byte for byte
+ * (served and decompressed identically to the folder); codec re-encodes
+ * their exact BF16 values within the bound */
+TEST(container_mxfp4_keep_and_reencode) {
+  const char *dir = FIX "gpt_oss_mxfp4";
+  char msz[64], out[64];
+  snprintf(msz, sizeof msz, "/tmp/moesz-ossmx-%d.msz", (int)getpid());
+  snprintf(out, sizeof out, "/tmp/moesz-ossmx-%d.dir", (int)getpid());
+  moesz_error e = {0};
+  moesz_engine_opts eo = {.threads = 1};
+  moesz_engine *ref = NULL;
+  CHECK_EQ_INT(moesz_engine_open(dir, &eo, &ref, &e), MOESZ_OK);
+  if (!ref) return;
+  fixture f;
+  CHECK(load_fixture(dir, 256, &f) == 0);
+  float *want = malloc(sizeof(float) * 64 * 256), *got = malloc(sizeof(float) * 64 * 256);
+  CHECK(moesz_engine_forward(ref, f.tok, 64, 1, want, &e) == 0);
+  moesz_model *m = NULL;
+  CHECK_EQ_INT(moesz_model_open(dir, &m, &e), MOESZ_OK);
+  /* 0: zstd (kept), 1: codec rel 1e-2 (the bound checked), 2: codec rel 1e-4 (served) */
+  for (int method = 0; m && method < 3; method++) {
+    moesz_msz_opts o;
+    memset(&o, 0, sizeof o);
+    o.method = method ? MOESZ_MSZ_CODEC : MOESZ_MSZ_ZSTD;
+    o.eb = method == 1 ? 1e-2 : 1e-4;
+    o.eb_mode = MOESZ_EB_REL;
+    o.threads = 1;
+    CHECK_MSG(moesz_msz_write(m, msz, &o, NULL, &e) == MOESZ_OK, "write: %s", e.msg);
+    moesz_msz *c = NULL;
+    CHECK_MSG(moesz_msz_open(msz, &c, &e) == MOESZ_OK, "open: %s", e.msg);
+    if (!c) break;
+    const moesz_st *dn = moesz_msz_dense(c);
+    size_t same = 0, nmx = 0, nrec = 0;
+    for (size_t i = 0; i < moesz_st_count(m->st); i++) {
+      const moesz_tensor *t = moesz_st_at(m->st, i), *u = moesz_st_find(dn, t->name);
+      if (!m->roles[i].mx) continue;
+      nmx++;
+      same += u && u->dtype == MOESZ_DT_U8 && u->nbytes == t->nbytes && !memcmp(u->data, t->data, t->nbytes);
+    }
+    for (int L = 0; L < 4; L++)
+      for (int x = 0; x < 6; x++)
+        for (int k = MOESZ_MAT_GATE; k <= MOESZ_MAT_DOWN; k++) nrec += moesz_msz_expert(c, L, x, 0, (moesz_mat)k) != NULL;
+    CHECK_EQ_INT(nmx, 16);
+    if (!method) {   /* kept: all 16 blocks/scales tensors byte for byte, no expert records */
+      CHECK_EQ_INT(same, 16);
+      CHECK_EQ_INT(nrec, 0);
+    } else {         /* re-encoded: 72 BF16 records within the bound of the exact values */
+      CHECK_EQ_INT(same, 0);
+      CHECK_EQ_INT(nrec, 72);
+      CHECK(!moesz_msz_config(c)->mxfp4);
+      const moesz_msz_rec *r = moesz_msz_expert(c, 2, 3, 0, MOESZ_MAT_UP);
+      CHECK(r && r->dtype == MOESZ_DT_BF16 && r->method == MOESZ_MSZ_CODEC && r->eb > 0);
+      moesz_mxfp4_view v;
+      if (r && moesz_model_expert_mxfp4(m, 2, 3, MOESZ_MAT_GATE_UP, &v, &e) == MOESZ_OK) {
+        float *dec = malloc(sizeof(float) * 32 * 64), *ex = malloc(sizeof(float) * 64 * 64);
+        CHECK(moesz_msz_read(c, r, MOESZ_DT_F32, dec, &e) == MOESZ_OK);
+        moesz_mxfp4_to_f32(v.blocks, v.scales, 64 * 2, ex);
+        double worst = 0;
+        for (int i = 0; i < 32 * 64; i++) worst = fmax(worst, fabs(dec[i] - ex[32 * 64 + i]));   /* up = rows [32, 64) */
+        CHECK_MSG(worst <= r->eb * (1 + 1e-6), "re-encoded up: max error %g over bound %g", worst, r->eb);
+        if (method == 1) CHECK(worst > r->eb / 4);   /* a bound that bites */
+        free(dec); free(ex);
+      }
+    }
+    moesz_engine *en = NULL;
+    int rc = moesz_engine_open_msz(msz, NULL, &eo, &en, NULL, &e);
+    CHECK_MSG(rc == MOESZ_OK, "serve: %s", e.msg);
+    if (en) {
+      CHECK(moesz_engine_forward(en, f.tok, 64, 1, got, &e) == 0);
+      size_t diff = 0;
+      int bad = 0;
+      for (size_t i = 0; i < 64 * 256; i++) diff += got[i] != want[i];
+      double mref = compare(&f, 0, 64, got, &bad);
+      if (!method) CHECK_MSG(diff == 0, "kept MXFP4: %zu logits differ from the folder's", diff);
+      else if (method == 2) CHECK_MSG(bad <= 2, "re-encoded MXFP4: %d of 64 argmax differ from transformers", bad);
+      printf("# MXFP4 container %s: %zu of %d logits differ from the folder; %.2e to transformers, %d argmax differ\n",
+             method == 1 ? "codec rel 1e-2" : method ? "codec rel 1e-4" : "kept (zstd)", diff, 64 * 256, mref, bad);
+      moesz_engine_close(en);
+    }
+    if (!method) {   /* decompress: the checkpoint back, blocks and scales byte for byte */
+      CHECK_MSG(moesz_msz_export(c, out, 1, 0, &e) == MOESZ_OK, "export: %s", e.msg);
+      moesz_model *b = NULL;
+      char pa[128];
+      snprintf(pa, sizeof pa, "%s", out);
+      CHECK_MSG(moesz_model_open(pa, &b, &e) == MOESZ_OK, "reopen: %s", e.msg);
+      for (size_t i = 0; b && i < moesz_st_count(m->st); i++) {
+        const moesz_tensor *t = moesz_st_at(m->st, i), *u = moesz_st_find(b->st, t->name);
+        CHECK_MSG(u && u->nbytes == t->nbytes && !memcmp(u->data, t->data, t->nbytes), "%s", t->name);
+      }
+      moesz_model_close(b);
+      char cmd[200];
+      snprintf(cmd, sizeof cmd, "rm -rf %s", out);
+      CHECK(system(cmd) == 0);
+    }
+    moesz_msz_close(c);
+    unlink(msz);
+  }
+  moesz_model_close(m);
+  free(want); free(got); free(f.logits);
+  moesz_engine_close(ref);
+}
+
 int main(void) {
   RUN(config_and_roles);
   RUN(counts_match_transformers);
@@ -420,5 +522,6 @@ int main(void) {
   RUN(forward_mxfp4_matches_transformers);
   RUN(greedy_matches_transformers);
   RUN(container_serves_like_folder);
+  RUN(container_mxfp4_keep_and_reencode);
   return DONE();
 }

@@ -9,6 +9,7 @@
  * source no record slices belongs to another part. docs/CONTAINER.md "Checks". */
 #include <float.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zstd.h>
@@ -29,6 +30,19 @@ static int routed_mats(const moesz_config *cfg, moesz_mat mats[3]) {
   mats[1] = MOESZ_MAT_UP;
   mats[2] = MOESZ_MAT_DOWN;
   return 3;
+}
+
+/* 1 if layer L of a gpt-oss container keeps its MXFP4 experts (blocks and
+ * scales of gate_up and down) in the dense image. */
+static int mx_kept(const moesz_msz *c, int L) {
+  if (c->cfg.arch != MOESZ_ARCH_GPT_OSS || !c->dense) return 0;
+  static const char *T[] = {"gate_up_proj_blocks", "gate_up_proj_scales", "down_proj_blocks", "down_proj_scales"};
+  for (int k = 0; k < 4; k++) {
+    char name[160];
+    snprintf(name, sizeof name, "model.layers.%d.mlp.experts.%s", L, T[k]);
+    if (!moesz_st_find(c->dense, name)) return 0;
+  }
+  return 1;
 }
 
 static int check_routed(const moesz_msz *c, moesz_error *err) {
@@ -55,6 +69,14 @@ static int check_routed(const moesz_msz *c, moesz_error *err) {
     if (!cfg->is_moe[L]) continue;
     if (c->part && (L < c->part_first || L > c->part_last)) continue;   /* another part's layer */
     moe_in_range++;
+    if (mx_kept(c, L)) {   /* gpt-oss MXFP4 experts kept in the dense image: no records */
+      for (int e = 0; e < cfg->n_experts; e++)
+        for (int k = 0; k < nm; k++)
+          if (moesz_msz_expert(c, L, e, 0, mats[k]))
+            return moesz_error_set(err, MOESZ_E_FORMAT, "manifest: layer %d keeps its MXFP4 experts in the dense "
+                                   "image and also has expert records", L);
+      continue;
+    }
     for (int e = 0; e < cfg->n_experts; e++)
       for (int k = 0; k < nm; k++) {
         const moesz_msz_rec *r = moesz_msz_expert(c, L, e, 0, mats[k]);

@@ -75,6 +75,59 @@ static long tensor_holding(const moesz_st *st, const void *p) {
   return -1;
 }
 
+/* gpt-oss MXFP4 experts (docs/CONTAINER.md "MXFP4 experts"). 1 if layer L of
+ * m stores its experts as MXFP4 blocks + scales. */
+static int mx_layer(const moesz_model *m, int L) {
+  moesz_mxfp4_view v;
+  return m->cfg.arch == MOESZ_ARCH_GPT_OSS && m->cfg.is_moe[L] &&
+         moesz_model_expert_mxfp4(m, L, 0, MOESZ_MAT_GATE_UP, &v, NULL) == MOESZ_OK &&
+         moesz_model_expert_mxfp4(m, L, 0, MOESZ_MAT_DOWN, &v, NULL) == MOESZ_OK;
+}
+
+/* The name transformers gives the unquantized tensor of a gpt-oss MXFP4
+ * *_blocks / *_scales tensor (the suffix dropped), or 0 if t is not one. */
+static int mx_plain_name(const moesz_tensor *t, char *out, size_t cap) {
+  size_t n = strlen(t->name);
+  for (int k = 0; k < 2; k++) {
+    const char *suf = k ? "_scales" : "_blocks";
+    size_t ls = strlen(suf);
+    if (n > ls && !strcmp(t->name + n - ls, suf) && n - ls < cap) {
+      memcpy(out, t->name, n - ls);
+      out[n - ls] = 0;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* Re-encoded MXFP4 expert (L, e) matrix mat (gate / up: row halves of
+ * gate_up, down) dequantised exactly into BF16 [rows, cols] at dst. */
+static int mx_dequant(const moesz_model *m, int L, int e, int mat, uint16_t *dst, int64_t *rows, int64_t *cols,
+                      moesz_error *err) {
+  moesz_mxfp4_view v;
+  int rc = moesz_model_expert_mxfp4(m, L, e, mat == MOESZ_MAT_DOWN ? MOESZ_MAT_DOWN : MOESZ_MAT_GATE_UP, &v, err);
+  if (rc) return rc;
+  int64_t r0 = 0, nr = v.rows, g = v.cols / 32;
+  if (mat != MOESZ_MAT_DOWN) { nr = v.rows / 2; r0 = mat == MOESZ_MAT_UP ? nr : 0; }
+  moesz_mxfp4_to_bf16(v.blocks + (size_t)(r0 * g * 16), v.scales + (size_t)(r0 * g), (size_t)(nr * g), dst);
+  *rows = nr;
+  *cols = v.cols;
+  return MOESZ_OK;
+}
+
+/* config.json without its quantization_config (a container whose MXFP4
+ * experts were re-encoded holds them as BF16), malloc'd. */
+static int drop_quant_config(const char *txt, size_t len, char **out, size_t *olen, moesz_error *err) {
+  cJSON *j = cJSON_ParseWithLength(txt, len);
+  if (!j) return moesz_error_set(err, MOESZ_E_FORMAT, "config.json: not valid JSON");
+  cJSON_DeleteItemFromObjectCaseSensitive(j, "quantization_config");
+  *out = cJSON_Print(j);
+  cJSON_Delete(j);
+  if (!*out) return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory");
+  *olen = strlen(*out);
+  return MOESZ_OK;
+}
+
 int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts *o, moesz_msz_summary *sum,
                     moesz_error *err) {
   const moesz_config *cfg = &m->cfg;
@@ -106,6 +159,17 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
   opened = 1;
   uint8_t hdr[MOESZ_MSZ_HEADER] = {0};
   if ((rc = w_put(&w, hdr, sizeof hdr, err))) goto fail;
+  /* MXFP4 experts: kept as they are (lossless methods: the blocks and scales
+   * go into the dense image byte for byte) or re-encoded (codec / compute:
+   * records of their exact BF16 values, whose sources are the unquantized
+   * tensors transformers would hold) */
+  int mx_any = 0, mx_keep = o->method == MOESZ_MSZ_RAW || o->method == MOESZ_MSZ_ZSTD;
+  for (int L = 0; L < cfg->n_layers; L++) mx_any |= mx_layer(m, L);
+  if (mx_any && (o->resmoe || o->part)) {
+    rc = moesz_error_set(err, MOESZ_E_UNSUPPORTED, "MXFP4 experts: %s not supported",
+                         o->resmoe ? "ResMoE" : "part containers are");
+    goto fail;
+  }
 
   /* 1. embedded files */
   for (size_t i = 0; i < sizeof EMBED_FILES / sizeof *EMBED_FILES; i++) {
@@ -115,6 +179,15 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
     int r2 = moesz_file_read_all(p, 256u << 20, &txt, &len, err);
     if (r2 == MOESZ_E_NOTFOUND && i > 0) continue;
     if (r2) { rc = r2; goto fail; }
+    if (i == 0 && mx_any && !mx_keep) {
+      char *t2 = NULL;
+      size_t l2 = 0;
+      r2 = drop_quant_config(txt, len, &t2, &l2, err);
+      free(txt);
+      if (r2) { rc = r2; goto fail; }
+      txt = t2;
+      len = l2;
+    }
     cJSON *fo = cJSON_CreateObject();
     cJSON_AddItemToArray(files, fo);
     rc = put_blob(&w, fo, EMBED_FILES[i], "raw", txt, len, err);
@@ -127,6 +200,10 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
   int nmat = 0, switch_ffn = cfg->arch == MOESZ_ARCH_SWITCH;
   for (int L = 0; L < cfg->n_layers; L++) {
     if (!cfg->is_moe[L]) continue;
+    if (mx_layer(m, L)) {   /* kept: dense; re-encoded: dropped, records have virtual sources */
+      nmat += mx_keep ? 0 : 3 * cfg->n_experts;
+      continue;
+    }
     for (int e = 0; e < cfg->n_experts; e++)
       for (int mat = MOESZ_MAT_GATE; mat <= MOESZ_MAT_DOWN; mat++) {
         if (mat == MOESZ_MAT_UP && switch_ffn) continue;   /* Switch experts: wi (gate), wo (down) */
@@ -143,6 +220,22 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
   if ((rc = moesz_stw_create("(embedded)", &dw, err))) goto fail;
   for (size_t i = 0; i < nt; i++) {
     const moesz_tensor *t = moesz_st_at(m->st, i);
+    char plain[512];
+    if (mx_any && !mx_keep && m->roles[i].role == MOESZ_ROLE_EXPERT && m->roles[i].mx && mx_plain_name(t, plain, sizeof plain)) {
+      if (m->roles[i].mx == 2) continue;   /* one virtual source per blocks/scales pair */
+      /* the tensor transformers holds: gate_up_proj [E, d, 2n] / down_proj [E, n, d], BF16 */
+      int64_t E = cfg->n_experts, d = cfg->hidden, n = cfg->moe_intermediate;
+      int gu = m->roles[i].mat == MOESZ_MAT_GATE_UP;
+      cJSON *so = cJSON_CreateObject();
+      cJSON_AddItemToArray(srcs, so);
+      cJSON_AddStringToObject(so, "name", plain);
+      cJSON_AddStringToObject(so, "dtype", "BF16");
+      cJSON *sh = cJSON_AddArrayToObject(so, "shape");
+      cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)E));
+      cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)(gu ? d : n)));
+      cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)(gu ? 2 * n : d)));
+      continue;
+    }
     if (is_src[i]) {
       cJSON *so = cJSON_CreateObject();
       cJSON_AddItemToArray(srcs, so);
@@ -205,13 +298,36 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
       moesz_progress_step(&prog, done += 3 * cfg->n_experts);
       continue;
     }
+    int mxl = mx_layer(m, L);
+    if (mxl && mx_keep) continue;   /* MXFP4 kept in the dense image */
     for (int e = 0; e < cfg->n_experts; e++)
       for (int mat = MOESZ_MAT_GATE; mat <= MOESZ_MAT_DOWN; mat++) {
         if (mat == MOESZ_MAT_UP && switch_ffn) continue;   /* Switch experts: wi (gate), wo (down) */
         moesz_matview v;
-        if ((rc = moesz_model_expert(m, L, e, 0, (moesz_mat)mat, &v, err))) goto fail;
-        long ti = tensor_holding(m->st, v.data);
-        const moesz_tensor *t = moesz_st_at(m->st, (size_t)ti);
+        char tname[512];
+        const moesz_tensor *t = NULL;
+        uint64_t vt_off = 0, vt_ld = 0;
+        if (mxl) {   /* the exact BF16 values, viewed in the virtual source as transformers lays it out */
+          int64_t rows = mat == MOESZ_MAT_DOWN ? cfg->hidden : cfg->moe_intermediate;
+          int64_t cols = mat == MOESZ_MAT_DOWN ? cfg->moe_intermediate : cfg->hidden;
+          size_t need = (size_t)(rows * cols) * 2 * 2 + ZSTD_compressBound((size_t)(rows * cols) * 2);
+          if (need > bufcap) {
+            uint8_t *nb = realloc(buf, need);
+            if (!nb) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "out of memory for expert buffers"); goto fail; }
+            buf = nb;
+            bufcap = need;
+          }
+          if ((rc = mx_dequant(m, L, e, mat, (uint16_t *)(void *)buf, &rows, &cols, err))) goto fail;
+          v.data = buf; v.dtype = MOESZ_DT_BF16; v.rows = rows; v.cols = cols; v.ld = cols; v.transposed = 0;
+          snprintf(tname, sizeof tname, "model.layers.%d.mlp.experts.%s", L, mat == MOESZ_MAT_DOWN ? "down_proj" : "gate_up_proj");
+          int64_t full = mat == MOESZ_MAT_DOWN ? rows : 2 * rows;   /* [E, cols, full] stored, (r, c) at c * full + r */
+          vt_off = (uint64_t)((int64_t)e * full * cols + (mat == MOESZ_MAT_UP ? rows : 0));
+          vt_ld = (uint64_t)full;
+        } else {
+          if ((rc = moesz_model_expert(m, L, e, 0, (moesz_mat)mat, &v, err))) goto fail;
+          t = moesz_st_at(m->st, (size_t)tensor_holding(m->st, v.data));
+          snprintf(tname, sizeof tname, "%s", t->name);
+        }
         size_t es = moesz_dtype_size(v.dtype), n = (size_t)v.rows * (size_t)v.cols, raw = n * es;
         size_t need = raw + ZSTD_compressBound(raw);
         if (need > bufcap) {
@@ -220,9 +336,9 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
           buf = nb;
           bufcap = need;
         }
-        moesz_matview_gather(&v, buf);
+        if (!mxl) moesz_matview_gather(&v, buf);
         char name[600];
-        snprintf(name, sizeof name, "%s#%d.%s", t->name, e, mat == MOESZ_MAT_GATE ? "gate" : mat == MOESZ_MAT_UP ? "up" : "down");
+        snprintf(name, sizeof name, "%s#%d.%s", tname, e, mat == MOESZ_MAT_GATE ? "gate" : mat == MOESZ_MAT_UP ? "up" : "down");
         double eb = leb, teb = msz_rules_eb(rules, name);   /* --tensor-eb overrides the layer's bound */
         moesz_msz_method method = lmethod;
         if (teb > 0) eb = teb;
@@ -267,10 +383,10 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
         cJSON_AddNumberToObject(xo, "expert", e);
         cJSON_AddNumberToObject(xo, "shared", 0);
         cJSON_AddNumberToObject(xo, "mat", mat);
-        cJSON_AddStringToObject(xo, "tensor", t->name);
-        cJSON_AddNumberToObject(xo, "view_off", (double)(((const uint8_t *)v.data - (const uint8_t *)t->data) / (ptrdiff_t)es));
-        cJSON_AddNumberToObject(xo, "view_ld", (double)v.ld);
-        cJSON_AddNumberToObject(xo, "view_t", v.transposed);
+        cJSON_AddStringToObject(xo, "tensor", tname);
+        cJSON_AddNumberToObject(xo, "view_off", mxl ? (double)vt_off : (double)(((const uint8_t *)v.data - (const uint8_t *)t->data) / (ptrdiff_t)es));
+        cJSON_AddNumberToObject(xo, "view_ld", mxl ? (double)vt_ld : (double)v.ld);
+        cJSON_AddNumberToObject(xo, "view_t", mxl ? 1 : v.transposed);
         s.expert_raw_bytes += raw;
         s.expert_stored_bytes += blen;
         moesz_progress_step(&prog, ++done);
