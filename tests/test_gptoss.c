@@ -514,6 +514,102 @@ TEST(container_mxfp4_keep_and_reencode) {
   moesz_engine_close(ref);
 }
 
+/* synth --like gpt_oss: a checkpoint of gpt-oss-20b's kind (MXFP4 experts,
+ * sinks, biases, windows, YaRN) whose counts match the config's prediction
+ * and which the engine runs */
+TEST(synth_gpt_oss) {
+  char dir[64];
+  snprintf(dir, sizeof dir, "/tmp/moesz-osssyn-%d", (int)getpid());
+  moesz_synth_opts so = {.like = "gpt_oss", .layers = 3, .hidden = 64, .expert_width = 32, .experts = 8,
+                         .top_k = 3, .vocab = 100, .heads = 4, .kv_heads = 2, .dtype = MOESZ_DT_BF16, .seed = 5};
+  moesz_error e = {0};
+  CHECK_MSG(moesz_synth_write(&so, dir, &e) == MOESZ_OK, "%s", e.msg);
+  moesz_model *m = NULL;
+  CHECK_MSG(moesz_model_open(dir, &m, &e) == MOESZ_OK, "%s", e.msg);
+  if (m) {
+    CHECK(m->cfg.arch == MOESZ_ARCH_GPT_OSS && m->cfg.mxfp4 && m->cfg.rope_yarn && m->cfg.sliding_window == 128);
+    CHECK(m->cfg.is_sliding[0] && !m->cfg.is_sliding[1] && m->cfg.is_sliding[2]);
+    CHECK(!strcmp(moesz_model_expert_layout(m), "mxfp4"));
+    moesz_counts k, kc;
+    moesz_model_count(m, &k);
+    moesz_config_count(&m->cfg, &kc);
+    CHECK_EQ_INT(k.total_params, kc.total_params);
+    CHECK_EQ_INT(k.expert_params, 3LL * 8 * 3 * 32 * 64);
+    CHECK_EQ_INT(k.tensors[MOESZ_ROLE_OTHER], 0);
+    moesz_model_close(m);
+  }
+  moesz_engine *en = NULL;
+  CHECK_MSG(moesz_engine_open(dir, NULL, &en, &e) == MOESZ_OK, "%s", e.msg);
+  if (en) {
+    int32_t t[5] = {1, 7, 9, 99, 3};
+    float lg[100 * 5];
+    CHECK(moesz_engine_forward(en, t, 5, 1, lg, &e) == MOESZ_OK);
+    int finite = 1;
+    for (int i = 0; i < 500; i++) finite &= isfinite(lg[i]) != 0;
+    CHECK(finite);
+    moesz_engine_close(en);
+  }
+  so.expert_width = 48;   /* down_proj's 48 columns are not whole MXFP4 groups */
+  so.force = 1;
+  CHECK_EQ_INT(moesz_synth_write(&so, dir, &e), MOESZ_E_ARG);
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  CHECK(system(cmd) == 0);
+}
+
+/* A copy of fixture src in dir without tensor drop (NULL: none), the
+ * blocks of layer 0's down_proj declared [E, 5, ...] when cut. */
+static int copy_without(const char *src, const char *dir, const char *drop, int cut) {
+  char p[256], cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s && cp %s/config.json %s/", dir, dir, src, dir);
+  if (system(cmd)) return -1;
+  moesz_st *st = NULL;
+  if (moesz_st_open(src, &st, NULL)) return -1;
+  moesz_stw *w = NULL;
+  snprintf(p, sizeof p, "%s/model.safetensors", dir);
+  int rc = moesz_stw_create(p, &w, NULL);
+  for (size_t i = 0; !rc && i < moesz_st_count(st); i++) {
+    const moesz_tensor *t = moesz_st_at(st, i);
+    if (drop && !strcmp(t->name, drop)) continue;
+    int64_t sh[MOESZ_MAX_DIMS];
+    memcpy(sh, t->shape, sizeof sh);
+    if (cut && strstr(t->name, "layers.0.mlp.experts.down_proj_blocks")) sh[1] = 5;
+    rc = moesz_stw_add_copy(w, t->name, t->dtype, t->ndim, sh, t->data, NULL);
+  }
+  if (!rc) rc = moesz_stw_commit(w, NULL);
+  else moesz_stw_abort(w);
+  moesz_st_close(st);
+  return rc;
+}
+
+TEST(bad_checkpoints_refused) {
+  char dir[64];
+  snprintf(dir, sizeof dir, "/tmp/moesz-ossbad-%d", (int)getpid());
+  moesz_error e = {0};
+  moesz_engine *en = NULL;
+  moesz_model *m = NULL;
+  struct { const char *src, *drop, *want; int cut; } cases[] = {
+    {FIX "gpt_oss", "model.layers.2.self_attn.sinks", "self_attn.sinks", 0},
+    {FIX "gpt_oss", "model.layers.1.mlp.router.bias", "router.bias", 0},
+    {FIX "gpt_oss", "model.layers.3.mlp.experts.down_proj_bias", "down_proj_bias", 0},
+    {FIX "gpt_oss_mxfp4", "model.layers.1.mlp.experts.gate_up_proj_scales", "gate_up_proj", 0},
+    {FIX "gpt_oss_mxfp4", NULL, "MXFP4", 1},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    CHECK(copy_without(cases[i].src, dir, cases[i].drop, cases[i].cut) == 0);
+    int rc = moesz_engine_open(dir, NULL, &en, &e);
+    CHECK_MSG(rc != MOESZ_OK && strstr(e.msg, cases[i].want), "case %zu: rc %d, message \"%s\"", i, rc, e.msg);
+    if (!rc) moesz_engine_close(en);
+    en = NULL;
+  }
+  /* misshapen blocks refused by the model itself */
+  CHECK(copy_without(FIX "gpt_oss_mxfp4", dir, NULL, 1) == 0);
+  CHECK_EQ_INT(moesz_model_open(dir, &m, &e), MOESZ_E_FORMAT);
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  CHECK(system(cmd) == 0);
+}
+
 int main(void) {
   RUN(config_and_roles);
   RUN(counts_match_transformers);
@@ -523,5 +619,7 @@ int main(void) {
   RUN(greedy_matches_transformers);
   RUN(container_serves_like_folder);
   RUN(container_mxfp4_keep_and_reencode);
+  RUN(synth_gpt_oss);
+  RUN(bad_checkpoints_refused);
   return DONE();
 }

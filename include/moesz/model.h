@@ -247,7 +247,8 @@ int moesz_matview_to_f32(const moesz_matview *v, float *dst, moesz_error *err);
 /* Random-weight checkpoints of real shapes (src/model/synth.c). like names
  * the family whose real config values are used (mixtral: Mixtral-8x7B,
  * olmoe: OLMoE-1B-7B, qwen3_moe: Qwen3-30B-A3B, qwen2_moe: Qwen1.5-MoE-A2.7B,
- * deepseek: DeepSeekMoE-16B, llama: Llama-2-7B); fields > 0 override them. */
+ * deepseek: DeepSeekMoE-16B, llama: Llama-2-7B, gpt_oss: gpt-oss-20b with MXFP4
+ * experts); fields > 0 override them. */
 typedef struct moesz_synth_opts {
   const char *like;
   int layers, experts, top_k, hidden, expert_width, vocab, heads, kv_heads;  /* 0: the family's; experts and

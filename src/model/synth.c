@@ -18,7 +18,8 @@ typedef struct family {
   double theta;
 } family;
 
-/* Real values: Mixtral-8x7B, OLMoE-1B-7B, Qwen3-30B-A3B, Qwen1.5-MoE-A2.7B, DeepSeekMoE-16B, Llama-2-7B. */
+/* Real values: Mixtral-8x7B, OLMoE-1B-7B, Qwen3-30B-A3B, Qwen1.5-MoE-A2.7B, DeepSeekMoE-16B, Llama-2-7B,
+ * gpt-oss-20b (experts in MXFP4 as published; sliding window 128 on even layers, YaRN factor 32). */
 static const family FAMILIES[] = {
   {"mixtral", "MixtralForCausalLM", "mixtral", 32, 4096, 14336, 14336, 8, 2, 0, 32, 8, 128, 32000, 1e6},
   {"olmoe", "OlmoeForCausalLM", "olmoe", 16, 2048, 1024, 1024, 64, 8, 0, 16, 16, 128, 50304, 1e4},
@@ -26,9 +27,10 @@ static const family FAMILIES[] = {
   {"qwen2_moe", "Qwen2MoeForCausalLM", "qwen2_moe", 24, 2048, 5632, 1408, 60, 4, 1, 16, 16, 128, 151936, 1e6},
   {"deepseek", "DeepseekForCausalLM", "deepseek", 28, 2048, 10944, 1408, 64, 6, 2, 16, 16, 128, 102400, 1e4},
   {"llama", "LlamaForCausalLM", "llama", 32, 4096, 11008, 0, 0, 0, 0, 32, 32, 128, 32000, 1e4},
+  {"gpt_oss", "GptOssForCausalLM", "gpt_oss", 24, 2880, 2880, 2880, 32, 4, 0, 64, 8, 64, 201088, 150000},
 };
 
-const char *moesz_synth_families(void) { return "mixtral, olmoe, qwen3_moe, qwen2_moe, deepseek, llama"; }
+const char *moesz_synth_families(void) { return "mixtral, olmoe, qwen3_moe, qwen2_moe, deepseek, llama, gpt_oss"; }
 
 typedef struct rng { uint64_t s[4]; } rng;
 static uint64_t splitmix(uint64_t *x) {
@@ -80,6 +82,38 @@ static int add(gen *g, const char *name, int64_t rows, int64_t cols, int ones, m
   return rc;
 }
 
+/* gpt-oss stacked experts of one layer as published: N(0, std^2) values per
+ * expert matrix quantised to MXFP4, blocks [E, rows, cols/32, 16] and scales
+ * [E, rows, cols/32] (rows = 2n interleaved gate/up, or d for down). */
+static int add_mxfp4(gen *g, const char *name, int64_t E, int64_t rows, int64_t cols, moesz_error *err) {
+  if (cols % 32) return moesz_error_set(err, MOESZ_E_ARG, "synth: %s: MXFP4 needs a multiple of 32 columns (%lld)", name, (long long)cols);
+  size_t per = (size_t)(rows * cols), ng = per / 32;
+  uint8_t *blk = malloc((size_t)E * ng * 16), *sc = malloc((size_t)E * ng);
+  float *f = malloc(per * sizeof *f);
+  int rc = MOESZ_OK;
+  if (!blk || !sc || !f) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "synth: %s: out of memory", name); goto done; }
+  for (int64_t e = 0; e < E; e++) {
+    uint64_t sm = g->seed ^ (0x632be59bd9b4e019ull * ++g->count);
+    rng r = {{splitmix(&sm), splitmix(&sm), splitmix(&sm), splitmix(&sm)}};
+    for (size_t i = 0; i < per; i += 2) {
+      double u = unif(&r), v = unif(&r), rad = sqrt(-2.0 * log(u)) * g->std;
+      f[i] = (float)(rad * cos(2 * M_PI * v));
+      f[i + 1] = (float)(rad * sin(2 * M_PI * v));
+    }
+    moesz_mxfp4_from_f32(f, ng, blk + (size_t)e * ng * 16, sc + (size_t)e * ng);
+  }
+  char nm[300];
+  int64_t sb[4] = {E, rows, cols / 32, 16}, ss[3] = {E, rows, cols / 32};
+  snprintf(nm, sizeof nm, "%s_blocks", name);
+  rc = moesz_stw_add_copy(g->w, nm, MOESZ_DT_U8, 4, sb, blk, err);
+  snprintf(nm, sizeof nm, "%s_scales", name);
+  if (!rc) rc = moesz_stw_add_copy(g->w, nm, MOESZ_DT_U8, 3, ss, sc, err);
+  g->bytes += (size_t)E * ng * 17;
+done:
+  free(blk); free(sc); free(f);
+  return rc;
+}
+
 static int synth_into(const moesz_synth_opts *o, const char *dir, moesz_error *err) {
   const family *fam = NULL;
   for (size_t i = 0; i < sizeof FAMILIES / sizeof *FAMILIES; i++)
@@ -102,7 +136,7 @@ static int synth_into(const moesz_synth_opts *o, const char *dir, moesz_error *e
   if (f.heads % f.kv_heads || f.layers > MOESZ_MAX_LAYERS || f.layers < 1 || f.hidden < 2)
     return moesz_error_set(err, MOESZ_E_ARG, "synth: inconsistent shape (heads %d, kv heads %d, layers %d)", f.heads, f.kv_heads, f.layers);
   int is_mixtral = !strcmp(f.like, "mixtral"), is_ds = !strcmp(f.like, "deepseek"), is_q2 = !strcmp(f.like, "qwen2_moe");
-  int is_q3 = !strcmp(f.like, "qwen3_moe"), is_ol = !strcmp(f.like, "olmoe");
+  int is_q3 = !strcmp(f.like, "qwen3_moe"), is_ol = !strcmp(f.like, "olmoe"), is_oss = !strcmp(f.like, "gpt_oss");
   /* config.json */
   cJSON *c = cJSON_CreateObject();
   cJSON *ar = cJSON_AddArrayToObject(c, "architectures");
@@ -110,7 +144,7 @@ static int synth_into(const moesz_synth_opts *o, const char *dir, moesz_error *e
   cJSON_AddStringToObject(c, "model_type", f.model_type);
   cJSON_AddNumberToObject(c, "vocab_size", f.vocab);
   cJSON_AddNumberToObject(c, "hidden_size", f.hidden);
-  cJSON_AddNumberToObject(c, "intermediate_size", f.experts && (is_mixtral || is_ol) ? f.moe_inter : f.inter);
+  cJSON_AddNumberToObject(c, "intermediate_size", f.experts && (is_mixtral || is_ol || is_oss) ? f.moe_inter : f.inter);
   cJSON_AddNumberToObject(c, "num_hidden_layers", f.layers);
   cJSON_AddNumberToObject(c, "num_attention_heads", f.heads);
   cJSON_AddNumberToObject(c, "num_key_value_heads", f.kv_heads);
@@ -124,9 +158,9 @@ static int synth_into(const moesz_synth_opts *o, const char *dir, moesz_error *e
   cJSON_AddStringToObject(c, "hidden_act", "silu");
   cJSON_AddStringToObject(c, "torch_dtype", o->dtype == MOESZ_DT_F32 ? "float32" : o->dtype == MOESZ_DT_F16 ? "float16" : "bfloat16");
   if (f.experts) {
-    cJSON_AddNumberToObject(c, is_mixtral ? "num_local_experts" : is_ds ? "n_routed_experts" : "num_experts", f.experts);
+    cJSON_AddNumberToObject(c, is_mixtral || is_oss ? "num_local_experts" : is_ds ? "n_routed_experts" : "num_experts", f.experts);
     cJSON_AddNumberToObject(c, "num_experts_per_tok", f.top_k);
-    if (!is_mixtral && !is_ol) cJSON_AddNumberToObject(c, "moe_intermediate_size", f.moe_inter);
+    if (!is_mixtral && !is_ol && !is_oss) cJSON_AddNumberToObject(c, "moe_intermediate_size", f.moe_inter);
     cJSON_AddBoolToObject(c, "norm_topk_prob", is_q3);
   }
   if (is_q2) {
@@ -135,6 +169,23 @@ static int synth_into(const moesz_synth_opts *o, const char *dir, moesz_error *e
     cJSON_AddItemToObject(c, "mlp_only_layers", cJSON_CreateArray());
   }
   if (is_q3) cJSON_AddNumberToObject(c, "decoder_sparse_step", 1), cJSON_AddItemToObject(c, "mlp_only_layers", cJSON_CreateArray());
+  if (is_oss) {   /* gpt-oss-20b's attention and expert settings */
+    cJSON_AddNumberToObject(c, "sliding_window", 128);
+    cJSON_AddBoolToObject(c, "attention_bias", 1);
+    cJSON_AddNumberToObject(c, "swiglu_limit", 7.0);
+    cJSON_AddNumberToObject(c, "swiglu_alpha", 1.702);
+    cJSON *lt = cJSON_AddArrayToObject(c, "layer_types");
+    for (int i = 0; i < f.layers; i++) cJSON_AddItemToArray(lt, cJSON_CreateString(i % 2 ? "full_attention" : "sliding_attention"));
+    cJSON *rs = cJSON_AddObjectToObject(c, "rope_scaling");
+    cJSON_AddStringToObject(rs, "rope_type", "yarn");
+    cJSON_AddNumberToObject(rs, "factor", 32.0);
+    cJSON_AddNumberToObject(rs, "beta_fast", 32.0);
+    cJSON_AddNumberToObject(rs, "beta_slow", 1.0);
+    cJSON_AddBoolToObject(rs, "truncate", 0);
+    cJSON_AddNumberToObject(rs, "original_max_position_embeddings", 4096);
+    cJSON *q = cJSON_AddObjectToObject(c, "quantization_config");
+    cJSON_AddStringToObject(q, "quant_method", "mxfp4");
+  }
   if (is_ds) {
     cJSON_AddNumberToObject(c, "n_shared_experts", f.shared);
     cJSON_AddNumberToObject(c, "first_k_dense_replace", f.layers > 1 ? 1 : 0);
@@ -174,10 +225,23 @@ static int synth_into(const moesz_synth_opts *o, const char *dir, moesz_error *e
     ADD(cfg.n_kv_heads * hd, d, 0, "%s.%d.self_attn.k_proj.weight", p, L);
     ADD(cfg.n_kv_heads * hd, d, 0, "%s.%d.self_attn.v_proj.weight", p, L);
     ADD(d, cfg.n_heads * hd, 0, "%s.%d.self_attn.o_proj.weight", p, L);
-    if (is_q2) {
+    if (is_q2 || is_oss) {
       ADD(cfg.n_heads * hd, 0, 0, "%s.%d.self_attn.q_proj.bias", p, L);
       ADD(cfg.n_kv_heads * hd, 0, 0, "%s.%d.self_attn.k_proj.bias", p, L);
       ADD(cfg.n_kv_heads * hd, 0, 0, "%s.%d.self_attn.v_proj.bias", p, L);
+    }
+    if (is_oss) {
+      ADD(d, 0, 0, "%s.%d.self_attn.o_proj.bias", p, L);
+      ADD(cfg.n_heads, 0, 0, "%s.%d.self_attn.sinks", p, L);
+      ADD(cfg.n_experts, d, 0, "%s.%d.mlp.router.weight", p, L);
+      ADD(cfg.n_experts, 0, 0, "%s.%d.mlp.router.bias", p, L);
+      ADD(cfg.n_experts, 2 * (int64_t)cfg.moe_intermediate, 0, "%s.%d.mlp.experts.gate_up_proj_bias", p, L);
+      ADD(cfg.n_experts, d, 0, "%s.%d.mlp.experts.down_proj_bias", p, L);
+      snprintf(nm, sizeof nm, "%s.%d.mlp.experts.gate_up_proj", p, L);
+      if ((rc = add_mxfp4(&g, nm, cfg.n_experts, 2 * (int64_t)cfg.moe_intermediate, d, err))) goto fail;
+      snprintf(nm, sizeof nm, "%s.%d.mlp.experts.down_proj", p, L);
+      if ((rc = add_mxfp4(&g, nm, cfg.n_experts, d, cfg.moe_intermediate, err))) goto fail;
+      continue;
     }
     if (is_q3) { ADD(hd, 0, 1, "%s.%d.self_attn.q_norm.weight", p, L); ADD(hd, 0, 1, "%s.%d.self_attn.k_norm.weight", p, L); }
     if (is_ol) {
