@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <cjson/cJSON.h>
 #include "harness.h"
+#include "infer/kernels.h"
 #include "moesz/container.h"
 #include "moesz/infer.h"
 #include "moesz/runtime.h"
@@ -270,6 +271,16 @@ TEST(mxfp4_dequant_matches_transformers) {
     bad += !(memcmp(&got[i], &want, 4) == 0 || (isnan(got[i]) && isnan(want)));
   }
   CHECK_MSG(bad == 0, "%zu extreme-scale values differ", bad);
+  uint16_t gotb[256 * 32];
+  moesz_mxfp4_to_bf16(x, x + 4096, 256, gotb);
+  bad = 0;
+  for (int i = 0; i < 256 * 32; i++) {
+    float want;
+    memcpy(&want, x + 4096 + 256 + 4 * i, 4);
+    float gb = moesz_bf16_to_f32(gotb[i]);
+    bad += !(memcmp(&gb, &want, 4) == 0 || (isnan(gb) && isnan(want)));
+  }
+  CHECK_MSG(bad == 0, "%zu extreme-scale values differ in BF16", bad);
   free(x);
   /* quantising the dequantised values gives the codes back (up to +-0) */
   uint8_t blk[16], sc;
@@ -610,10 +621,40 @@ TEST(bad_checkpoints_refused) {
   CHECK(system(cmd) == 0);
 }
 
+/* the MXFP4 matvec (AVX2 and scalar) and row unpacking against a double sum
+ * over transformers-exact dequantised values, scales 0 (subnormal) to 229 in
+ * the rows (larger ones overflow the sums) */
+TEST(mxfp4_kernels) {
+  size_t len = 0;
+  uint8_t *x = slurp(FIX "gpt_oss_mxfp4/extremes.bin", &len);
+  CHECK(x != NULL);
+  if (!x) return;
+  uint8_t sc[256];
+  memcpy(sc, x + 4096, 256);
+  for (int i = 230; i < 256; i++) sc[i] = (uint8_t)(i - 100);   /* 6 * 2^103 * 32 stays finite */
+  enum { R = 8, C = 1024 };   /* 8 rows of 32 groups */
+  moesz_mxfp4_view m = {x, sc, R, C};
+  float w[R * C], xv[C], y0[R], y1[R], un[R * C];
+  moesz_mxfp4_to_f32(x, sc, 256, w);
+  for (int i = 0; i < C; i++) xv[i] = (float)((i * 37) % 29 - 14) / 7.0f;
+  moesz_k_mxfp4_rows(&m, 0, R, xv, y0, 0, 0);
+  moesz_k_mxfp4_rows(&m, 0, R, xv, y1, 0, 1);
+  moesz_k_mxfp4_unpack(&m, 2, 5, un);
+  CHECK(!memcmp(un, w + 2 * C, sizeof(float) * 3 * C));
+  for (int r = 0; r < R; r++) {
+    double ref = 0, mag = 0;
+    for (int c = 0; c < C; c++) { ref += (double)w[r * C + c] * xv[c]; mag += fabs((double)w[r * C + c] * xv[c]); }
+    CHECK_MSG(fabs(y0[r] - ref) <= 1e-5 * mag && fabs(y1[r] - ref) <= 1e-5 * mag,
+              "row %d: scalar %g avx %g reference %g", r, y0[r], y1[r], ref);
+  }
+  free(x);
+}
+
 int main(void) {
   RUN(config_and_roles);
   RUN(counts_match_transformers);
   RUN(mxfp4_dequant_matches_transformers);
+  RUN(mxfp4_kernels);
   RUN(forward_matches_transformers);
   RUN(forward_mxfp4_matches_transformers);
   RUN(greedy_matches_transformers);

@@ -82,9 +82,9 @@ int moesz_expert_provider_mmap(const moesz_model *m, moesz_expert_provider *out,
                                moesz_error *err);
 /* gpt-oss's provider over m (src/infer/provider_oss.c): gate and up as the row
  * halves of the interleaved gate_up (see moesz_model_expert) and down, in
- * row-major buffers held from get() to release(): copies of unquantized
- * stacked experts, or MXFP4 experts (blocks + scales) dequantised exactly
- * into BF16. The engine uses it when it is given no provider for a gpt-oss
+ * row-major buffers held from get() to release() (copies of unquantized
+ * stacked experts), or as MOESZ_VIEW_MXFP4 views of MXFP4 blocks + scales,
+ * which the kernels multiply as they lie. The engine uses it when it is given no provider for a gpt-oss
  * model. destroy frees it. */
 int moesz_expert_provider_gptoss(const moesz_model *m, moesz_expert_provider *out, moesz_error *err);
 

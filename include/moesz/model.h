@@ -166,6 +166,9 @@ int moesz_model_wrap_dense(const moesz_config *cfg, moesz_st *st, const char *pa
  * MOESZ_VIEW_CL holds a matrix in the codec's compute layout: data points to
  * a parsed moesz_cl (moesz/codec.h), ld = cols, transposed = 0. */
 #define MOESZ_VIEW_CL ((moesz_dtype)(MOESZ_DT_COUNT + 1))
+/* A view with dtype MOESZ_VIEW_MXFP4 holds a gpt-oss MXFP4 matrix: data points
+ * to a moesz_mxfp4_view (below), ld = cols, transposed = 0. */
+#define MOESZ_VIEW_MXFP4 ((moesz_dtype)(MOESZ_DT_COUNT + 2))
 typedef struct moesz_matview {
   const void *data;
   moesz_dtype dtype;

@@ -500,7 +500,7 @@ static int check_expert(const moesz_engine *e, int L, int ex, int shared,
                              shared ? "shared expert" : (c->is_moe[L] ? "expert" : "dense MLP"),
                              ex, nm[i], (long long)v[i]->rows, (long long)v[i]->cols,
                              (long long)er, (long long)ec);
-    if (!is_matrix_dtype(v[i]->dtype) && v[i]->dtype != MOESZ_VIEW_CL)
+    if (!is_matrix_dtype(v[i]->dtype) && v[i]->dtype != MOESZ_VIEW_CL && v[i]->dtype != MOESZ_VIEW_MXFP4)
       return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "layer %d expert %d: %s dtype %s", L, ex,
                              nm[i], moesz_dtype_name(v[i]->dtype));
   }

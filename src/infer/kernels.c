@@ -430,6 +430,10 @@ static void lin_task(void *vctx, size_t ti, int tid) {
     c->memo_x[tid] = holds ? jb->x : NULL;
     return;
   }
+  if (w->dtype == MOESZ_VIEW_MXFP4 && jb->n == 1) {   /* gpt-oss MXFP4 (kernels_oss.c) */
+    moesz_k_mxfp4_rows(w->data, r0, r1, jb->x, jb->y + r0, jb->accumulate, simd);
+    return;
+  }
   if (jb->n == 1 && !w->transposed) {
     float *y = jb->y + r0;
 #if MOESZ_X86
@@ -465,6 +469,9 @@ static void lin_task(void *vctx, size_t ti, int tid) {
   if (w->dtype == MOESZ_VIEW_CL) {
     moesz_k_cl_unpack(w->data, r0, r1, pk, simd);
     p = pk;
+  } else if (w->dtype == MOESZ_VIEW_MXFP4) {
+    moesz_k_mxfp4_unpack(w->data, r0, r1, pk);
+    p = pk;
   } else if (w->dtype == MOESZ_DT_F32 && !w->transposed) {
     p = (const float *)w->data + (size_t)r0 * (size_t)w->ld;
     if ((size_t)w->ld != cols) { pack_rows(w, r0, r1, pk); p = pk; }
@@ -491,7 +498,10 @@ int moesz_k_linear(moesz_kctx *c, const moesz_kjob *jobs, int njobs) {
       if (jobs[j].n >= CL_TILE_MIN && jobs[j].w.cols * CH > (int64_t)c->scratch_floats) return MOESZ_E_INTERNAL;
       continue;
     }
-    if (dt != MOESZ_DT_F32 && dt != MOESZ_DT_BF16 && dt != MOESZ_DT_F16) return MOESZ_E_UNSUPPORTED;
+    if (dt == MOESZ_VIEW_MXFP4) {
+      const moesz_mxfp4_view *m = jobs[j].w.data;
+      if (!m || m->rows != jobs[j].w.rows || m->cols != jobs[j].w.cols || m->cols % 32) return MOESZ_E_INTERNAL;
+    } else if (dt != MOESZ_DT_F32 && dt != MOESZ_DT_BF16 && dt != MOESZ_DT_F16) return MOESZ_E_UNSUPPORTED;
     if (jobs[j].w.cols * CH > (int64_t)c->scratch_floats) return MOESZ_E_INTERNAL;
   }
   while (njobs > 0) {
@@ -512,6 +522,7 @@ int moesz_k_linear(moesz_kctx *c, const moesz_kjob *jobs, int njobs) {
          * are short and threads finish together), at least 4 tasks per thread,
          * at least 16 rows, a multiple of 4 */
         int64_t rb = jb->w.dtype == MOESZ_VIEW_CL ? jb->w.cols * 3 / 4 /* about 6 bits a weight */
+                     : jb->w.dtype == MOESZ_VIEW_MXFP4 ? jb->w.cols * 17 / 32 /* 4.25 bits a weight */
                                                   : jb->w.cols * (int64_t)moesz_dtype_size(jb->w.dtype);
         rc = (256 << 10) / (rb > 0 ? rb : 1);
         if (rc > rows / (4 * (int64_t)c->nthreads)) rc = rows / (4 * (int64_t)c->nthreads);

@@ -107,4 +107,10 @@ void moesz_k_swiglu_oss(const float *gu, size_t ldgu, const float *bias, int n, 
  * float32); the cos/sin multiplier (attention factor) is the caller's. */
 void moesz_k_yarn_inv_freq(int dim, float base, float factor, float beta_fast, float beta_slow, int orig_max_pos,
                            int truncate, float *inv_freq);
+/* MXFP4 views (dtype MOESZ_VIEW_MXFP4, data a moesz_mxfp4_view): rows r0..r1
+ * times one token x [cols] -> y[r - r0] (+)=, the e2m1 codes multiplied where
+ * they lie, each group's sum times its scale; and rows r0..r1 unpacked to f32
+ * [r1 - r0, cols] for the batched path. moesz_k_linear calls them. */
+void moesz_k_mxfp4_rows(const moesz_mxfp4_view *m, int64_t r0, int64_t r1, const float *x, float *y, int acc, int simd);
+void moesz_k_mxfp4_unpack(const moesz_mxfp4_view *m, int64_t r0, int64_t r1, float *dst);
 #endif

@@ -1,11 +1,14 @@
 /* infer/kernels_oss.c - the kernels gpt-oss adds to the forward pass:
  * causal attention with a sliding window and per-head learned sink logits
  * (the sink joins the softmax denominator and carries no value), the clamped
- * SwiGLU over interleaved gate/up rows with bias, and YaRN RoPE frequencies
- * as transformers' _compute_yarn_parameters computes them. See kernels.h. */
+ * SwiGLU over interleaved gate/up rows with bias, YaRN RoPE frequencies
+ * as transformers' _compute_yarn_parameters computes them, and matrix-vector
+ * products straight from MXFP4 blocks (AVX2 and scalar) with the row
+ * unpacking the batched path multiplies. See kernels.h. */
 #include "infer/kernels.h"
 #include <math.h>
 #include <string.h>
+#include "moesz/tensor.h"
 
 /* ------------------------------------------------------------ attention */
 
@@ -105,4 +108,78 @@ void moesz_k_yarn_inv_freq(int dim, float base, float factor, float beta_fast, f
     float ef = 1.0f - ramp;   /* extrapolation factor */
     inv_freq[i] = inter * (1.0f - ef) + extra * ef;
   }
+}
+
+/* ---------------------------------------------------------------- MXFP4 */
+
+/* 2^(s - 127) for s < 255 as a float (2^-127 is subnormal, exact); the
+ * scale 255 (2^128) goes through ldexpf. */
+static float mx_scale(uint8_t s) {
+  if (s == 0) return 0x1p-127f;
+  uint32_t u = (uint32_t)s << 23;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+static float mx_group_dot_scalar(const uint8_t *b, const float *x) {
+  float s0 = 0, s1 = 0;
+  for (int i = 0; i < 16; i++) {
+    s0 += moesz_e2m1_to_f32(b[i] & 15) * x[2 * i];
+    s1 += moesz_e2m1_to_f32(b[i] >> 4) * x[2 * i + 1];
+  }
+  return s0 + s1;
+}
+
+static float mx_apply(float dot, uint8_t s) { return s == 255 ? ldexpf(dot, 128) : dot * mx_scale(s); }
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#include "infer/simd.h"
+#define TGT_OSS __attribute__((target("avx2,fma")))
+/* 2 * e2m1 as int8: 0, 1, 2, 3, 4, 6, 8, 12 and their negatives (the 0.5 goes into the scale) */
+TGT_OSS static float mx_row_avx(const uint8_t *blk, const uint8_t *sc, int64_t g, const float *x) {
+  const __m256i lut = _mm256_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12,
+                                       0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
+  const __m128i m4 = _mm_set1_epi8(15);
+  __m256 acc = _mm256_setzero_ps();
+  float tail = 0;
+  for (int64_t k = 0; k < g; k++) {
+    __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(blk + k * 16));
+    __m128i lo = _mm_and_si128(b, m4), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m4);
+    __m256i idx = _mm256_set_m128i(_mm_unpackhi_epi8(lo, hi), _mm_unpacklo_epi8(lo, hi));  /* elements 0..31 */
+    __m256i v = _mm256_shuffle_epi8(lut, idx);
+    const float *xx = x + k * 32;
+    __m128i v0 = _mm256_castsi256_si128(v), v1 = _mm256_extracti128_si256(v, 1);
+    __m256 d = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v0)), _mm256_loadu_ps(xx));
+    d = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(v0, 8))), _mm256_loadu_ps(xx + 8), d);
+    d = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v1)), _mm256_loadu_ps(xx + 16), d);
+    d = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(v1, 8))), _mm256_loadu_ps(xx + 24), d);
+    if (sc[k] == 0 || sc[k] == 255) { tail += mx_apply(0.5f * moesz_hsum8(d), sc[k]); continue; }
+    acc = _mm256_fmadd_ps(d, _mm256_set1_ps(0.5f * mx_scale(sc[k])), acc);
+  }
+  return moesz_hsum8(acc) + tail;
+}
+#endif
+
+void moesz_k_mxfp4_rows(const moesz_mxfp4_view *m, int64_t r0, int64_t r1, const float *x, float *y, int acc, int simd) {
+  int64_t g = m->cols / 32;
+  for (int64_t r = r0; r < r1; r++) {
+    const uint8_t *blk = m->blocks + (size_t)(r * g * 16), *sc = m->scales + (size_t)(r * g);
+    float s = 0;
+#if defined(__x86_64__)
+    if (simd) s = mx_row_avx(blk, sc, g, x);
+    else
+#endif
+    {
+      (void)simd;
+      for (int64_t k = 0; k < g; k++) s += mx_apply(mx_group_dot_scalar(blk + k * 16, x + k * 32), sc[k]);
+    }
+    y[r - r0] = acc ? y[r - r0] + s : s;
+  }
+}
+
+void moesz_k_mxfp4_unpack(const moesz_mxfp4_view *m, int64_t r0, int64_t r1, float *dst) {
+  int64_t g = m->cols / 32;
+  moesz_mxfp4_to_f32(m->blocks + (size_t)(r0 * g * 16), m->scales + (size_t)(r0 * g), (size_t)((r1 - r0) * g), dst);
 }

@@ -1,9 +1,10 @@
 /* infer/provider_oss.c - owns the expert provider of gpt-oss checkpoints
  * read from a folder: gate and up as the two row halves [0, n) / [n, 2n) of
  * the interleaved gate_up [2n, d], and down [d, n], held from get() to
- * release() in row-major buffers: unquantized stacked experts copied out of
- * transformers' [E, in, out] layout in their dtype, MXFP4 experts (blocks +
- * e8m0 scales, as published) dequantised exactly into BF16. */
+ * release(): unquantized stacked experts copied out of transformers' [E, in,
+ * out] layout into row-major buffers of their dtype; MXFP4 experts (blocks +
+ * e8m0 scales, as published) as MOESZ_VIEW_MXFP4 views of the mapped blocks,
+ * which the kernels multiply without dequantising. */
 #include <stdlib.h>
 #include <string.h>
 #include "moesz/infer.h"
@@ -14,33 +15,16 @@ typedef struct oss_prov {
   int n_experts;
   uint16_t **held;   /* [n_experts] gate_up [2n * d] then down [d * n] (BF16, or the checkpoint's dtype), or NULL */
   int *held_layer;   /* [n_experts] */
+  void **spare;      /* [n_experts] released buffers kept for the next get() (no page faults per token) */
+  moesz_mxfp4_view *mxv;   /* [n_experts][3] MXFP4 gate / up / down views handed out by get() */
+  int nspare;
+  size_t bufsize;    /* bytes of one buffer */
 } oss_prov;
 
-static int dequant(const moesz_model *m, int L, int e, moesz_mat mat, uint16_t *dst, moesz_matview *v,
-                   moesz_error *err) {
-  moesz_mxfp4_view mx;
-  int rc = moesz_model_expert_mxfp4(m, L, e, mat, &mx, err);
-  if (rc) return rc;
-  moesz_mxfp4_to_bf16(mx.blocks, mx.scales, (size_t)(mx.rows * (mx.cols / 32)), dst);
-  v->data = dst;
-  v->dtype = MOESZ_DT_BF16;
-  v->rows = mx.rows;
-  v->cols = mx.cols;
-  v->ld = mx.cols;
-  v->transposed = 0;
-  return MOESZ_OK;
-}
-
-/* gate / up as the two row halves of a contiguous gate_up (as a container
- * serves them, so both paths multiply the same way) */
-static void halves(moesz_expert_mats *o) {
-  moesz_matview g = o->gate_up;
-  size_t es = moesz_dtype_size(g.dtype);
-  g.rows /= 2;
-  o->gate = g;
-  o->up = g;
-  o->up.data = (const char *)g.data + (size_t)g.rows * (size_t)g.ld * es;
-  memset(&o->gate_up, 0, sizeof o->gate_up);
+static void *take_buf(oss_prov *p) { return p->nspare ? p->spare[--p->nspare] : malloc(p->bufsize); }
+static void give_buf(oss_prov *p, void *b) {
+  if (p->nspare < p->n_experts) p->spare[p->nspare++] = b;
+  else free(b);
 }
 
 static int oss_get(void *ctx, int layer, int expert, int shared, moesz_expert_mats *o, moesz_error *err) {
@@ -54,22 +38,27 @@ static int oss_get(void *ctx, int layer, int expert, int shared, moesz_expert_ma
   int gu_mx = moesz_model_expert_mxfp4(p->m, layer, expert, MOESZ_MAT_GATE_UP, &mx, NULL) == MOESZ_OK;
   int dn_mx = moesz_model_expert_mxfp4(p->m, layer, expert, MOESZ_MAT_DOWN, &mx, NULL) == MOESZ_OK;
   int rc = MOESZ_OK;
-  if (gu_mx || dn_mx) {
-    if (p->held[expert])
-      return moesz_error_set(err, MOESZ_E_ARG, "gpt-oss: layer %d expert %d got twice", layer, expert);
-    size_t d = (size_t)c->hidden, n = (size_t)c->moe_intermediate;
-    uint16_t *buf = malloc(sizeof(uint16_t) * 3 * n * d);
-    if (!buf) return moesz_error_set(err, MOESZ_E_NOMEM, "gpt-oss: layer %d expert %d buffer", layer, expert);
-    p->held[expert] = buf;
-    p->held_layer[expert] = layer;
-    rc = gu_mx ? dequant(p->m, layer, expert, MOESZ_MAT_GATE_UP, buf, &o->gate_up, err)
-               : moesz_model_expert(p->m, layer, expert, 0, MOESZ_MAT_GATE_UP, &o->gate_up, err);
-    if (!rc) halves(o);
-    if (!rc)
-      rc = dn_mx ? dequant(p->m, layer, expert, MOESZ_MAT_DOWN, buf + 2 * n * d, &o->down, err)
-                 : moesz_model_expert(p->m, layer, expert, 0, MOESZ_MAT_DOWN, &o->down, err);
-    if (rc) { free(buf); p->held[expert] = NULL; }
-    return rc;
+  if (gu_mx || dn_mx) {   /* MXFP4: views of the blocks and scales, multiplied where they lie */
+    if (!gu_mx || !dn_mx)
+      return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "gpt-oss: layer %d mixes MXFP4 and unquantized experts", layer);
+    moesz_mxfp4_view *mv = p->mxv + (size_t)expert * 3;
+    moesz_matview *dst[3] = {&o->gate, &o->up, &o->down};
+    moesz_model_expert_mxfp4(p->m, layer, expert, MOESZ_MAT_GATE_UP, &mv[0], NULL);
+    moesz_model_expert_mxfp4(p->m, layer, expert, MOESZ_MAT_DOWN, &mv[2], NULL);
+    int64_t half = mv[0].rows / 2, g = mv[0].cols / 32;
+    mv[0].rows = half;   /* gate / up: the row halves of the interleaved gate_up */
+    mv[1] = mv[0];
+    mv[1].blocks += (size_t)(half * g * 16);
+    mv[1].scales += (size_t)(half * g);
+    for (int k = 0; k < 3; k++) {
+      dst[k]->data = &mv[k];
+      dst[k]->dtype = MOESZ_VIEW_MXFP4;
+      dst[k]->rows = mv[k].rows;
+      dst[k]->cols = mv[k].cols;
+      dst[k]->ld = mv[k].cols;
+      dst[k]->transposed = 0;
+    }
+    return MOESZ_OK;
   }
   /* unquantized: transformers' [E, in, out] layout copied into row-major
    * buffers, so the kernels multiply as they do a container's decoded experts */
@@ -79,7 +68,7 @@ static int oss_get(void *ctx, int layer, int expert, int shared, moesz_expert_ma
   if (p->held[expert])
     return moesz_error_set(err, MOESZ_E_ARG, "gpt-oss: layer %d expert %d got twice", layer, expert);
   size_t es = moesz_dtype_size(v[0].dtype), per = (size_t)v[0].rows * (size_t)v[0].cols;
-  char *buf = malloc(es * 3 * per);
+  char *buf = es * 3 * per <= p->bufsize ? take_buf(p) : NULL;
   if (!buf) return moesz_error_set(err, MOESZ_E_NOMEM, "gpt-oss: layer %d expert %d buffer", layer, expert);
   p->held[expert] = (uint16_t *)(void *)buf;
   p->held_layer[expert] = layer;
@@ -97,7 +86,7 @@ static int oss_get(void *ctx, int layer, int expert, int shared, moesz_expert_ma
 static void oss_release(void *ctx, int layer, int expert, int shared) {
   oss_prov *p = ctx;
   if (shared || expert < 0 || expert >= p->n_experts || !p->held[expert] || p->held_layer[expert] != layer) return;
-  free(p->held[expert]);
+  give_buf(p, p->held[expert]);
   p->held[expert] = NULL;
 }
 
@@ -105,6 +94,9 @@ static void oss_destroy(void *ctx) {
   oss_prov *p = ctx;
   if (!p) return;
   for (int e = 0; e < p->n_experts; e++) free(p->held[e]);
+  for (int i = 0; i < p->nspare; i++) free(p->spare[i]);
+  free(p->spare);
+  free(p->mxv);
   free(p->held);
   free(p->held_layer);
   free(p);
@@ -117,13 +109,20 @@ int moesz_expert_provider_gptoss(const moesz_model *m, moesz_expert_provider *ou
     return moesz_error_set(err, MOESZ_E_ARG, "expert provider: %s is not gpt-oss", m->cfg.arch_name);
   oss_prov *p = calloc(1, sizeof *p);
   int E = m->cfg.n_experts > 0 ? m->cfg.n_experts : 1;
-  if (p) { p->held = calloc((size_t)E, sizeof *p->held); p->held_layer = calloc((size_t)E, sizeof *p->held_layer); }
-  if (!p || !p->held || !p->held_layer) {
+  if (p) {
+    p->held = calloc((size_t)E, sizeof *p->held);
+    p->held_layer = calloc((size_t)E, sizeof *p->held_layer);
+    p->spare = calloc((size_t)E, sizeof *p->spare);
+    p->mxv = calloc((size_t)E * 3, sizeof *p->mxv);
+  }
+  if (!p || !p->held || !p->held_layer || !p->spare || !p->mxv) {
     oss_destroy(p);
     return moesz_error_set(err, MOESZ_E_NOMEM, "expert provider");
   }
   p->m = m;
   p->n_experts = E;
+  /* the largest expert: gate_up + down in F32 (unquantized F32 checkpoints) */
+  p->bufsize = 3 * (size_t)m->cfg.moe_intermediate * (size_t)m->cfg.hidden * sizeof(float);
   out->ctx = p;
   out->get = oss_get;
   out->release = oss_release;

@@ -40,14 +40,33 @@ void moesz_mxfp4_to_f32(const uint8_t *blocks, const uint8_t *scales, size_t ngr
   }
 }
 
+/* BF16 bits of the e2m1 values at scale 2^0; a power-of-two scale 2^k adds
+ * k to the exponent field (bits 7..14) of the non-zero ones while the result
+ * stays a normal number: 0.5 * 2^k >= 2^-126 and 6 * 2^k < 2^128. */
+static const uint16_t E2M1_BF16[16] = {0x0000, 0x3f00, 0x3f80, 0x3fc0, 0x4000, 0x4040, 0x4080, 0x40c0,
+                                       0x8000, 0xbf00, 0xbf80, 0xbfc0, 0xc000, 0xc040, 0xc080, 0xc0c0};
+
 void moesz_mxfp4_to_bf16(const uint8_t *blocks, const uint8_t *scales, size_t ngroups, uint16_t *dst) {
   float tmp[32];
   for (size_t g = 0; g < ngroups; g++) {
-    moesz_mxfp4_to_f32(blocks + g * 16, scales + g, 1, tmp);
+    const uint8_t *b = blocks + g * 16;
+    uint16_t *o = dst + g * 32;
+    int s = scales[g];
+    if (s >= 2 && s <= 252) {
+      uint16_t tab[16];
+      int delta = (s - 127) * 128;
+      for (int i = 0; i < 16; i++) tab[i] = (E2M1_BF16[i] & 0x7fff) ? (uint16_t)(E2M1_BF16[i] + delta) : E2M1_BF16[i];
+      for (int i = 0; i < 16; i++) {
+        o[2 * i] = tab[b[i] & 15];
+        o[2 * i + 1] = tab[b[i] >> 4];
+      }
+      continue;
+    }
+    moesz_mxfp4_to_f32(b, scales + g, 1, tmp);   /* subnormal or overflowing scales */
     for (int i = 0; i < 32; i++) {
       uint32_t u;
       memcpy(&u, &tmp[i], 4);
-      dst[g * 32 + (size_t)i] = (uint16_t)(u >> 16);   /* exact: at most 2 significant bits */
+      o[i] = (uint16_t)(u >> 16);   /* exact: at most 2 significant bits */
     }
   }
 }
