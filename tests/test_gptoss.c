@@ -13,6 +13,7 @@
 #include "infer/kernels.h"
 #include "moesz/container.h"
 #include "moesz/infer.h"
+#include "moesz/resmoe.h"
 #include "moesz/runtime.h"
 #include "moesz/model.h"
 #include "moesz/tensor.h"
@@ -612,6 +613,26 @@ TEST(bad_checkpoints_refused) {
     CHECK_MSG(rc != MOESZ_OK && strstr(e.msg, cases[i].want), "case %zu: rc %d, message \"%s\"", i, rc, e.msg);
     if (!rc) moesz_engine_close(en);
     en = NULL;
+  }
+  /* ResMoE assumes gate/up/down rows line up neuron by neuron: refused for gpt-oss */
+  CHECK_EQ_INT(moesz_model_open(FIX "gpt_oss", &m, &e), MOESZ_OK);
+  if (m) {
+    moesz_msz_opts o;
+    memset(&o, 0, sizeof o);
+    moesz_resmoe_opts ro;
+    memset(&ro, 0, sizeof ro);
+    uint8_t all[4] = {1, 1, 1, 1};
+    o.method = MOESZ_MSZ_CODEC;
+    o.eb = 1e-3;
+    o.resmoe = &ro;
+    o.resmoe_layers = all;
+    char msz[96];
+    snprintf(msz, sizeof msz, "%.60s.msz", dir);
+    CHECK_EQ_INT(moesz_msz_write(m, msz, &o, NULL, &e), MOESZ_E_UNSUPPORTED);
+    CHECK(access(msz, F_OK) != 0);
+    CHECK_EQ_INT(moesz_resmoe_model(m, dir, &ro, NULL, NULL, 0, &e), MOESZ_E_UNSUPPORTED);
+    moesz_model_close(m);
+    m = NULL;
   }
   /* misshapen blocks refused by the model itself */
   CHECK(copy_without(FIX "gpt_oss_mxfp4", dir, NULL, 1) == 0);

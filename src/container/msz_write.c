@@ -170,6 +170,11 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
                          o->resmoe ? "ResMoE" : "part containers are");
     goto fail;
   }
+  if (cfg->gate_up_interleaved && o->resmoe) {   /* its neuron alignment assumes gate/up/down rows line up */
+    rc = moesz_error_set(err, MOESZ_E_UNSUPPORTED, "ResMoE: gpt-oss experts (interleaved gate/up with biases) are "
+                         "not supported");
+    goto fail;
+  }
 
   /* 1. embedded files */
   for (size_t i = 0; i < sizeof EMBED_FILES / sizeof *EMBED_FILES; i++) {
