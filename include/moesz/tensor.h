@@ -1,4 +1,4 @@
-/* moesz/tensor.h - dtypes and conversions, safetensors reading (mmap, single
+/* moesz/tensor.h - dtypes and conversions (MXFP4 included), safetensors reading (mmap, single
  * file or sharded through model.safetensors.index.json) and atomic writing.
  * Owned by src/tensor. */
 #ifndef MOESZ_TENSOR_H

@@ -6,7 +6,9 @@
  * with its manifest record (count, dtype, bound). A part container (one
  * layer range of a split compression) is checked over its own layers: its
  * records lie in the range, each MoE layer of the range is complete, and a
- * source no record slices belongs to another part. docs/CONTAINER.md "Checks". */
+ * source no record slices belongs to another part; a gpt-oss layer whose
+ * MXFP4 experts are kept in the dense image has no records. docs/CONTAINER.md
+ * "Checks". */
 #include <float.h>
 #include <math.h>
 #include <stdio.h>

@@ -1,7 +1,8 @@
 /* container/msz_write.c - owns writing .msz containers from an open model:
  * embedded files, the dense safetensors image, one blob per routed expert
  * matrix (raw, zstd or codec, per-layer and per-tensor bounds; a part container holds one
- * layer range's experts), the JSON manifest and the header, all through a temporary file renamed on success. */
+ * layer range's experts; gpt-oss MXFP4 experts kept in the dense image or re-encoded from their exact BF16
+ * values), the JSON manifest and the header, all through a temporary file renamed on success. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,8 +1,9 @@
 /* model/model.c - owns moesz_model: a model folder opened as config +
  * safetensors, every tensor classified once, an index from (layer, expert,
  * matrix) to the tensor that holds it (per-expert 2-D tensors or stacked 3-D
- * tensors in either orientation), shape checks against the config, 2-D views
- * of expert matrices and parameter/byte counts by role. */
+ * tensors in either orientation; gpt-oss's interleaved stacked experts and
+ * MXFP4 blocks + scales), shape checks against the config, 2-D views of
+ * expert matrices (MXFP4 views for gpt-oss) and parameter/byte counts by role. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
