@@ -671,6 +671,17 @@ TEST(mxfp4_kernels) {
   free(x);
 }
 
+/* moesz inspect --stats reads MXFP4 experts through their exact values */
+TEST(cli_inspect_stats_mxfp4) {
+  const char *bin = getenv("MOESZ_BIN");
+  if (!bin || !*bin) SKIP("MOESZ_BIN not set (make check sets it)");
+  char cmd[512], out[1 << 16];
+  snprintf(cmd, sizeof cmd, "%s inspect " FIX "gpt_oss_mxfp4 --stats --eb 0.01 2>&1", bin);
+  CHECK_EQ_INT(harness_run_cmd(cmd, out, sizeof out), 0);
+  CHECK_MSG(strstr(out, "experts mxfp4") && strstr(out, "smaller than 4.25-bit") && strstr(out, "3      5        up    32x64"),
+            "%s", out);
+}
+
 int main(void) {
   RUN(config_and_roles);
   RUN(counts_match_transformers);
@@ -683,5 +694,6 @@ int main(void) {
   RUN(container_mxfp4_keep_and_reencode);
   RUN(synth_gpt_oss);
   RUN(bad_checkpoints_refused);
+  RUN(cli_inspect_stats_mxfp4);
   return DONE();
 }
