@@ -329,12 +329,18 @@ static void fused_family(const char *fam) {
   CHECK_EQ_INT(moesz_msz_write(m, msz, &o, &sum, &e), MOESZ_OK);
   CHECK(sum.max_err_over_bound <= 1.0);
   moesz_model_close(m);
-  float *lg[2] = {NULL, NULL};
+  /* 0: decoded to f32; 1: fused, layouts copied into the cache (pread);
+   * 2: fused, layouts used in place from the mapping, under a small budget */
+  float *lg[3] = {NULL, NULL, NULL};
   int V = 0, N = 40;
   int32_t tok[40];
-  for (int k = 0; k < 2; k++) {
+  for (int k = 0; k < 3; k++) {
     moesz_engine_opts eo = {.threads = 2, .max_ctx = 64};
     moesz_cache_opts co = {.policy = MOESZ_CACHE_LRU, .dtype = k ? MOESZ_VIEW_CL : MOESZ_DT_F32};
+    if (k == 2) {
+      co.store.mode = MOESZ_STORE_MMAP;
+      co.budget_bytes = 96u << 10;
+    }
     moesz_engine *en;
     int rc = moesz_engine_open_msz(msz, &co, &eo, &en, NULL, &e);
     CHECK_MSG(rc == 0, "%s: %s", fam, e.msg);
@@ -355,8 +361,11 @@ static void fused_family(const char *fam) {
     }
     CHECK_MSG(worst <= 1e-4 && argmax_same, "%s: max |fused - f32| = %.3g, argmax same %d", fam, worst, argmax_same);
   }
+  if (lg[1] && lg[2])
+    CHECK_MSG(!memcmp(lg[1], lg[2], (size_t)N * (size_t)V * sizeof(float)), "%s: in-place layouts change the logits", fam);
   free(lg[0]);
   free(lg[1]);
+  free(lg[2]);
   unlink(msz);
 }
 
