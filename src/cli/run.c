@@ -32,6 +32,9 @@ static const char *USAGE =
     "  --top-p P            nucleus sampling mass (default 0.95; 1 = off)\n"
     "  --seed S             sampler seed (default 0)\n"
     "  --threads N          worker threads (default: all cores)\n"
+    "  --fast-dot           compute-layout experts: round x to 16 bits per group of 64 (half the\n"
+    "                       multiplies; |x error| <= 2^-16 of the group's largest |x|) instead of\n"
+    "                       splitting it exactly (the f32 product up to rounding; default)\n"
     "  --ctx N              KV cache length (default min(config max positions, 4096))\n"
     "  --ignore-eos         keep generating after the end-of-sequence token\n"
     "\nServing from a .msz container (moesz compress): dense weights stay resident, experts\n"
@@ -209,7 +212,7 @@ int moesz_cli_run(int argc, char **argv) {
   double temperature = 0.8, top_p = 0.95;
   int print_ids = 0, ignore_eos = 0;
   moesz_cache_opts co = {.budget_bytes = 0, .policy = MOESZ_CACHE_LRU, .dtype = MOESZ_DT_COUNT};
-  int store_given = 0;
+  int store_given = 0, fast_dot = 0;
   const char *stats = NULL, *state = NULL;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -266,6 +269,8 @@ int moesz_cli_run(int argc, char **argv) {
     else if (!strcmp(a, "--max-tokens")) {
       NEED_VAL();
       if (parse_int(argv[++i], 0, 1 << 24, &max_tokens)) return usage_err("bad --max-tokens", argv[i]);
+    } else if (!strcmp(a, "--fast-dot")) {
+      fast_dot = 1;
     } else if (!strcmp(a, "--threads")) {
       NEED_VAL();
       if (parse_int(argv[++i], 0, 1024, &threads)) return usage_err("bad --threads", argv[i]);
@@ -320,7 +325,7 @@ int moesz_cli_run(int argc, char **argv) {
 
   /* without a budget every expert stays resident: serve them from the mapping */
   if (!store_given && !co.budget_bytes && !co.budget_auto) co.store.mode = MOESZ_STORE_MMAP;
-  moesz_engine_opts o = {.threads = (int)threads, .max_ctx = (int)ctx};
+  moesz_engine_opts o = {.threads = (int)threads, .max_ctx = (int)ctx, .fast_dot = fast_dot};
   co.miss_threads = threads > 0 ? (int)threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
   moesz_engine *e = NULL;
   moesz_cache *cache = NULL;

@@ -363,6 +363,7 @@ int moesz_engine_open_model(moesz_model *m, int own_model, const moesz_expert_pr
     rc = moesz_error_set(err, MOESZ_E_NOMEM, "kernel scratch");
     goto fail;
   }
+  e->kc.cl_act16 = opts.fast_dot;
   *out = e;
   return MOESZ_OK;
 fail:
