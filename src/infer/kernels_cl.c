@@ -30,6 +30,9 @@
 
 #define G MOESZ_CL_GROUP
 #define TBLK 4          /* tokens per pass over a row's codes */
+#ifndef CL_PF_BYTES
+#define CL_PF_BYTES 1024 /* codes prefetched this far ahead of the group being read (0: none) */
+#endif
 #define XQ_BYTES(ng) ((size_t)(ng) * (G * 4 + 4))   /* quantized x of one token: h, l, scale per group */
 
 /* The row's escapes: sum of w_e * x[c_e]. */
@@ -135,6 +138,7 @@ TGT static inline __attribute__((always_inline)) void row_dot(const moesz_cl *m,
   for (int t = 0; t < TBLK; t++) a[t] = c[t] = _mm256_setzero_ps();
   for (int64_t g = 0; g < ng; g++) {
     int b = moesz_cl_width(m, r, g);
+    if (CL_PF_BYTES) _mm_prefetch((const char *)p + CL_PF_BYTES, _MM_HINT_T0);
     if (!b) continue;
     if (useint && b <= 8) {
       __m256i shuf = _mm256_load_si256((const __m256i *)CL_SHUF16[b]);
@@ -193,6 +197,7 @@ TGT512 static inline __attribute__((always_inline)) void row_dot512(
   const __m512 inv16 = _mm512_set1_ps(1.0f / 65536);
   for (int64_t g = 0; g < ng; g++) {
     int b = moesz_cl_width(m, r, g);
+    if (CL_PF_BYTES) _mm_prefetch((const char *)p + CL_PF_BYTES, _MM_HINT_T0);
     if (!b) continue;
     if (b <= 8) {
       __m512i raw = _mm512_maskz_loadu_epi8(b == 8 ? ~0ull : (1ull << (8 * b)) - 1, p);
