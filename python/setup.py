@@ -63,10 +63,31 @@ class SdistWithSources(sdist):
 
 
 class BinaryDistribution(Distribution):
-    """The wheel holds a compiled library: tag it for the platform."""
+    """The wheel holds a compiled library: it is not pure Python."""
 
     def has_ext_modules(self):
         return True
 
 
-setup(cmdclass={"build_py": BuildWithLib, "sdist": SdistWithSources}, distclass=BinaryDistribution)
+CMDS = {"build_py": BuildWithLib, "sdist": SdistWithSources}
+try:
+    try:
+        from setuptools.command.bdist_wheel import bdist_wheel
+    except ImportError:
+        from wheel.bdist_wheel import bdist_wheel
+
+    class PlatformWheel(bdist_wheel):
+        """Tagged py3-none-<platform>: the library is loaded with ctypes, not against the Python ABI."""
+
+        def finalize_options(self):
+            super().finalize_options()
+            self.root_is_pure = False
+
+        def get_tag(self):
+            return ("py3", "none") + tuple(super().get_tag()[2:])
+
+    CMDS["bdist_wheel"] = PlatformWheel
+except ImportError:
+    pass
+
+setup(cmdclass=CMDS, distclass=BinaryDistribution)

@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""moesz.compress / moesz.decompress from Python against the C bench
+(`moesz codec bench --file`, the plain C calls on one thread) on the same
+array, and against SZ3 through its Python package (PyPI pysz).
+
+The array (N(0, 0.02^2), bf16, ROWS x COLS, the generator of
+bench/codec_peers.py) is written to a temporary safetensors file that the C
+bench reads, so both sides code the same bytes. Each round runs the C bench
+(REPS repetitions, medians) and then the Python calls (REPS repetitions,
+medians) back to back; the table gives the medians over ROUNDS rounds and the
+median of the per-round Python / C ratios. GB/s count bytes of bf16 values
+(2 per value), as the C bench does. moesz runs one thread; decompress is
+timed into a preallocated array (out=, as the C bench) and allocating its
+result. SZ3 has no bf16 input: it codes the float32 widening.
+
+  python3 bench/python_codec.py [--moesz build/moesz] [--rows 2048 --cols 4096] [--reps 5] [--rounds 3]
+"""
+import argparse
+import json
+import os
+import struct
+import subprocess
+import tempfile
+import time
+
+import ml_dtypes
+import numpy as np
+
+import moesz
+
+
+def gaussian_bf16(rows, cols):
+    rng = np.random.default_rng(20261124)
+    return (rng.standard_normal((rows, cols)) * 0.02).astype(np.float32).astype(ml_dtypes.bfloat16)
+
+
+def write_safetensors(path, name, a):
+    hdr = json.dumps({name: {"dtype": "BF16", "shape": list(a.shape), "data_offsets": [0, a.nbytes]}}).encode()
+    hdr += b" " * (-len(hdr) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(hdr)) + hdr + a.tobytes())
+
+
+def med_time(f, reps):
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--moesz", default="build/moesz")
+    ap.add_argument("--rows", type=int, default=2048)
+    ap.add_argument("--cols", type=int, default=4096)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--eb", type=float, default=1e-3)
+    ap.add_argument("--no-pysz", action="store_true")
+    args = ap.parse_args()
+    x = gaussian_bf16(args.rows, args.cols)
+    n, gb = x.size, 2 * x.size / 1e9
+    out = np.empty(n, dtype=ml_dtypes.bfloat16)
+    rows = {}
+    with tempfile.TemporaryDirectory() as d:
+        st = os.path.join(d, "w.safetensors")
+        write_safetensors(st, "w", x)
+        for _ in range(args.rounds):
+            r = subprocess.run([args.moesz, "codec", "bench", "--file", st, "--tensor", "w", "--eb", str(args.eb),
+                                "--reps", str(args.reps), "--threads", "1", "--json"], capture_output=True, text=True,
+                               check=True)
+            for line in r.stdout.splitlines():
+                j = json.loads(line)
+                p = j["pipeline"]
+                buf = moesz.compress(x, eb=args.eb, pipeline=p, threads=1)
+                assert abs(8 * len(buf) / n - j["bits_per_value"]) < 1e-3   # the same stream as the C bench
+                tc = med_time(lambda: moesz.compress(x, eb=args.eb, pipeline=p, threads=1), args.reps)
+                td = med_time(lambda: moesz.decompress(buf, out=out), args.reps)
+                ta = med_time(lambda: moesz.decompress(buf), args.reps)
+                assert np.abs(out.astype(np.float64) - x.reshape(-1).astype(np.float64)).max() <= args.eb
+                rec = rows.setdefault(p, {k: [] for k in ("c_comp", "c_dec", "py_comp", "py_dec", "py_dec_alloc")})
+                rec["bits"] = j["bits_per_value"]
+                rec["c_comp"].append(j["compress_gbps_per_core"])
+                rec["c_dec"].append(j["decompress_gbps_per_core"])
+                rec["py_comp"].append(gb / tc)
+                rec["py_dec"].append(gb / td)
+                rec["py_dec_alloc"].append(gb / ta)
+    med = lambda v: float(np.median(v))  # noqa: E731
+    print("array: %d x %d bf16, N(0, 0.02^2), eb %g; one thread; %d rounds x %d reps (medians)\n"
+          % (args.rows, args.cols, args.eb, args.rounds, args.reps))
+    print("| codec | bits/value | C compress GB/s | Python compress GB/s | Python / C | C decompress GB/s | "
+          "Python decompress (out=) GB/s | Python / C | Python decompress (allocating) GB/s | Python / C |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for p, r in rows.items():
+        ratio = lambda a, b: med([x / y for x, y in zip(r[a], r[b])])  # noqa: E731
+        print("| moesz %s | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f |" % (
+            p, r["bits"], med(r["c_comp"]), med(r["py_comp"]), ratio("py_comp", "c_comp"), med(r["c_dec"]),
+            med(r["py_dec"]), ratio("py_dec", "c_dec"), med(r["py_dec_alloc"]), ratio("py_dec_alloc", "c_dec")))
+    if args.no_pysz:
+        return
+    from pysz import sz, szAlgorithm, szConfig, szErrorBoundMode
+    x32 = x.astype(np.float32)
+    for name, algo in (("SZ3 NOPRED (pysz)", szAlgorithm.NOPRED), ("SZ3 default (pysz)", szAlgorithm.INTERP_LORENZO)):
+        cfg = szConfig(x32.shape)
+        cfg.errorBoundMode = szErrorBoundMode.ABS
+        cfg.absErrorBound = args.eb
+        cfg.cmprAlgo = algo
+        comp, _ = sz.compress(x32, cfg)
+        tc = [med_time(lambda: sz.compress(x32, cfg), args.reps) for _ in range(args.rounds)]
+        td = [med_time(lambda: sz.decompress(comp, np.float32, x32.shape), args.reps) for _ in range(args.rounds)]
+        print("| %s (float32 input) | %.3f | - | %.3f | - | - | %.3f | - | - | - |"
+              % (name, 8 * comp.nbytes / n, gb / med(tc), gb / med(td)))
+
+
+if __name__ == "__main__":
+    main()
