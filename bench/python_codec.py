@@ -11,7 +11,11 @@ medians) back to back; the table gives the medians over ROUNDS rounds and the
 median of the per-round Python / C ratios. GB/s count bytes of bf16 values
 (2 per value), as the C bench does. moesz runs one thread; decompress is
 timed into a preallocated array (out=, as the C bench) and allocating its
-result. SZ3 has no bf16 input: it codes the float32 widening.
+result. A second table isolates the binding's cost on a loaded machine: each
+repetition times moesz.compress / moesz.decompress(out=) and, right after, the
+same C function called bare through ctypes (no checks, no bytes object), and
+reports the median of the per-pair ratios. SZ3 has no bf16 input: it codes
+the float32 widening.
 
   python3 bench/python_codec.py [--moesz build/moesz] [--rows 2048 --cols 4096] [--reps 5] [--rounds 3]
 """
@@ -87,6 +91,30 @@ def main():
                 rec["py_comp"].append(gb / tc)
                 rec["py_dec"].append(gb / td)
                 rec["py_dec_alloc"].append(gb / ta)
+        # binding overhead, interleaved pairs: the API call, then the bare C call through ctypes
+        import ctypes as C
+        from moesz import _lib as L
+        pairs = {}
+        for p in rows:
+            buf = moesz.compress(x, eb=args.eb, pipeline=p, threads=1)
+            prm = L.CodecParams(mode=0, eb=args.eb, pipeline=0 if p == "entropy" else 1, out_dtype=L.DT_COUNT,
+                                threads=1, chunk=0)
+            src, dst, cbuf = C.c_void_p(x.ctypes.data), C.c_void_p(out.ctypes.data), C.c_char_p(buf)
+
+            def bare_comp():
+                o, ln = C.c_void_p(), C.c_size_t()
+                assert L.lib.moesz_codec_compress(src, L.DT_BF16, n, C.byref(prm), C.byref(o), C.byref(ln), None,
+                                                  None) == 0
+                L.free(o)
+
+            def bare_dec():
+                assert L.lib.moesz_codec_decompress(cbuf, len(buf), L.DT_BF16, dst, n, 1, None) == 0
+            rc, rd = [], []
+            for _ in range(args.reps * args.rounds):
+                rc.append(med_time(lambda: moesz.compress(x, eb=args.eb, pipeline=p, threads=1), 1) /
+                          med_time(bare_comp, 1))
+                rd.append(med_time(lambda: moesz.decompress(buf, out=out), 1) / med_time(bare_dec, 1))
+            pairs[p] = (float(np.median(rc)), float(np.median(rd)), len(rc))
     med = lambda v: float(np.median(v))  # noqa: E731
     print("array: %d x %d bf16, N(0, 0.02^2), eb %g; one thread; %d rounds x %d reps (medians)\n"
           % (args.rows, args.cols, args.eb, args.rounds, args.reps))
@@ -98,20 +126,37 @@ def main():
         print("| moesz %s | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f |" % (
             p, r["bits"], med(r["c_comp"]), med(r["py_comp"]), ratio("py_comp", "c_comp"), med(r["c_dec"]),
             med(r["py_dec"]), ratio("py_dec", "c_dec"), med(r["py_dec_alloc"]), ratio("py_dec_alloc", "c_dec")))
+    print("\nBinding overhead (time of the moesz call / time of the bare C call, median of interleaved pairs):\n")
+    print("| codec | compress: moesz.compress / bare C | decompress: moesz.decompress(out=) / bare C | pairs |")
+    print("|---|---|---|---|")
+    for p, (a, b, k) in pairs.items():
+        print("| moesz %s | %.3f | %.3f | %d |" % (p, a, b, k))
     if args.no_pysz:
         return
     from pysz import sz, szAlgorithm, szConfig, szErrorBoundMode
     x32 = x.astype(np.float32)
+    print("\nFrom Python, same process, same values: moesz (bf16 input, bound kept in bf16) and SZ3 through pysz "
+          "(float32 widening; its float32 output rounded to bf16 for the error):\n")
+    print("| codec | bits/value | max err / eb (bf16) | compress GB/s | decompress GB/s |")
+    print("|---|---|---|---|---|")
+    for p in rows:
+        buf = moesz.compress(x, eb=args.eb, pipeline=p, threads=1)
+        tc = med_time(lambda: moesz.compress(x, eb=args.eb, pipeline=p, threads=1), args.reps)
+        td = med_time(lambda: moesz.decompress(buf), args.reps)
+        err = np.abs(moesz.decompress(buf).astype(np.float64) - x.reshape(-1).astype(np.float64)).max()
+        print("| moesz %s (Python) | %.3f | %.3f | %.3f | %.3f |" % (p, 8 * len(buf) / n, err / args.eb, gb / tc,
+                                                                  gb / td))
     for name, algo in (("SZ3 NOPRED (pysz)", szAlgorithm.NOPRED), ("SZ3 default (pysz)", szAlgorithm.INTERP_LORENZO)):
         cfg = szConfig(x32.shape)
         cfg.errorBoundMode = szErrorBoundMode.ABS
         cfg.absErrorBound = args.eb
         cfg.cmprAlgo = algo
         comp, _ = sz.compress(x32, cfg)
-        tc = [med_time(lambda: sz.compress(x32, cfg), args.reps) for _ in range(args.rounds)]
-        td = [med_time(lambda: sz.decompress(comp, np.float32, x32.shape), args.reps) for _ in range(args.rounds)]
-        print("| %s (float32 input) | %.3f | - | %.3f | - | - | %.3f | - | - | - |"
-              % (name, 8 * comp.nbytes / n, gb / med(tc), gb / med(td)))
+        dec, _ = sz.decompress(comp, np.float32, x32.shape)
+        err = np.abs(dec.astype(ml_dtypes.bfloat16).astype(np.float64) - x.astype(np.float64)).max()
+        tc = med_time(lambda: sz.compress(x32, cfg), args.reps)
+        td = med_time(lambda: sz.decompress(comp, np.float32, x32.shape), args.reps)
+        print("| %s | %.3f | %.3f | %.3f | %.3f |" % (name, 8 * comp.nbytes / n, err / args.eb, gb / tc, gb / td))
 
 
 if __name__ == "__main__":

@@ -59,9 +59,12 @@ class Container:
     def __exit__(self, *exc):
         self.close()
 
-    def __del__(self):
-        if getattr(self, "_h", None):
-            self.close()
+    def __del__(self):  # a backstop: close() or the with-block is the way to free the handle
+        try:
+            if getattr(self, "_h", None):
+                self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown may have torn the module down
+            pass
 
     def _handle(self):
         if not self._h:

@@ -122,9 +122,12 @@ class Model:
     def __exit__(self, *exc):
         self.close()
 
-    def __del__(self):
-        if getattr(self, "_e", None) or getattr(self, "_tok", None):
-            self.close()
+    def __del__(self):  # a backstop: close() or the with-block is the way to free the handle
+        try:
+            if getattr(self, "_e", None) or getattr(self, "_tok", None):
+                self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown may have torn the module down
+            pass
 
     def _engine(self):
         if not self._e:

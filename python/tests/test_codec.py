@@ -102,3 +102,26 @@ def test_torch_tensors_same_stream_as_numpy():
         if tdt == torch.bfloat16:     # the same rounding as torch's
             a = t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
         assert moesz.compress(t, eb=1e-3) == moesz.compress(a, eb=1e-3)
+
+
+def test_gil_is_released_during_compress():
+    import threading
+    import time
+    x = weights((2048, 2048), dtype=np.float32)
+    done, span = threading.Event(), []
+
+    def work():
+        t0 = time.perf_counter()
+        moesz.compress(x, eb=1e-4)
+        span.append(time.perf_counter() - t0)
+        done.set()
+
+    th = threading.Thread(target=work)
+    last, gap = time.perf_counter(), 0.0
+    th.start()
+    while not done.is_set():       # this thread keeps running while the other is inside the C call
+        now = time.perf_counter()
+        gap, last = max(gap, now - last), now
+    th.join()
+    assert span[0] > 0.02
+    assert gap < 0.5 * span[0], (gap, span[0])
