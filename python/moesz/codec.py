@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _lib as L
 from ._arrays import bytes_input, float_code, float_input, np_dtype
-from .errors import ArgumentError, raise_for
+from .errors import ArgumentError, float_arg, int_arg, raise_for
 
 _MODES = {"abs": 0, "rel": 1, "std": 2}
 _PIPES = {"entropy": 0, "fast": 1}
@@ -17,9 +17,7 @@ _PIPES = {"entropy": 0, "fast": 1}
 def _threads(threads):
     if threads is None:
         return 1
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-        raise ArgumentError("threads must be a positive integer or None, got %r" % (threads,))
-    return threads
+    return int_arg(threads, "threads", 1, 4096)
 
 
 def compress(array, eb=1e-3, mode="abs", pipeline="entropy", threads=None, out_dtype=None):
@@ -39,10 +37,7 @@ def compress(array, eb=1e-3, mode="abs", pipeline="entropy", threads=None, out_d
         raise ArgumentError("mode must be one of %s, got %r" % (sorted(_MODES), mode))
     if pipeline not in _PIPES:
         raise ArgumentError("pipeline must be one of %s, got %r" % (sorted(_PIPES), pipeline))
-    try:
-        eb = float(eb)
-    except (TypeError, ValueError):
-        raise ArgumentError("eb must be a number, got %r" % (eb,)) from None
+    eb = float_arg(eb, "eb")
     od = float_code(out_dtype)
     p = L.CodecParams(mode=_MODES[mode], eb=eb, pipeline=_PIPES[pipeline],
                       out_dtype=L.DT_COUNT if od is None else od, threads=_threads(threads), chunk=0)

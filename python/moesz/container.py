@@ -10,7 +10,7 @@ import numpy as np
 
 from . import _lib as L
 from ._arrays import float_code, np_dtype
-from .errors import ArgumentError, MoeszError, raise_for
+from .errors import ArgumentError, MoeszError, float_arg, int_arg, raise_for
 
 _METHODS = {0: "raw", 1: "zstd", 2: "codec", 3: "compute", 4: "resmoe"}
 _MATS = {1: "gate", 2: "up", 3: "down"}
@@ -74,6 +74,8 @@ class Container:
     # -- embedded files and records
     def file(self, name):
         """The bytes of an embedded file (``config.json``, ``tokenizer.json``, ...)."""
+        if not isinstance(name, str):
+            raise ArgumentError("file name must be a str, got %r" % (name,))
         with self._lock:
             data = C.c_void_p()
             n = C.c_size_t()
@@ -115,6 +117,7 @@ class Container:
         orientation (Switch experts have no "up"). dtype: float32, float16,
         bfloat16 or None (the original dtype; float32 for compute-layout blobs)."""
         code = float_code(dtype)
+        layer, expert = int_arg(layer, "layer"), int_arg(expert, "expert")
         out = {}
         with self._lock:
             h = self._handle()
@@ -154,6 +157,8 @@ class Container:
             return out
 
     def source(self, i, dtype=None):
+        """Source tensor i (see sources()) decoded: (name, array) in dtype (None: as sources() says)."""
+        i = int_arg(i, "source index", 0, 2**62)
         with self._lock:
             h = self._handle()
             t = L.Tensor()
@@ -227,29 +232,25 @@ def compress_model(src, dst, eb=1e-3, layer_eb=None, method="sz", pipeline="entr
             raise ArgumentError("pipeline='compute' needs method='sz'")
         o.method = 3
     o.eb_mode = {"abs": 0, "rel": 1, "std": 2}[mode]
-    o.eb = float(eb)
+    o.eb = float_arg(eb, "eb")
     o.pipeline = 1 if pipeline == "fast" else 0
-    o.threads = int(threads or 1)
+    o.threads = 1 if threads is None else int_arg(threads, "threads", 1, 4096)
     keep_alive = []
     if layer_eb:
         arr = (C.c_double * L.MAX_LAYERS)()
         for k, v in dict(layer_eb).items():
-            if not 0 <= int(k) < L.MAX_LAYERS:
-                raise ArgumentError("layer_eb: layer %r out of range" % (k,))
-            arr[int(k)] = float(v)
+            arr[int_arg(k, "layer_eb layer", 0, L.MAX_LAYERS - 1)] = float_arg(v, "layer_eb bound")
         o.layer_eb = C.cast(arr, C.POINTER(C.c_double))
         keep_alive.append(arr)
     if method == "resmoe":
         if residual not in ("prune", "svd"):
             raise ArgumentError("residual must be prune or svd, got %r" % (residual,))
-        if not 0 < float(keep) <= 1:
+        if not 0 < float_arg(keep, "keep") <= 1:
             raise ArgumentError("keep must be in (0, 1], got %r" % (keep,))
         ro = L.ResmoeOpts(method=0, residual=0 if residual == "prune" else 1, keep=float(keep))
         lay = (C.c_uint8 * L.MAX_LAYERS)()
         for i in (range(L.MAX_LAYERS) if resmoe_layers is None else resmoe_layers):
-            if not 0 <= int(i) < L.MAX_LAYERS:
-                raise ArgumentError("resmoe_layers: layer %r out of range" % (i,))
-            lay[int(i)] = 1
+            lay[int_arg(i, "resmoe_layers layer", 0, L.MAX_LAYERS - 1)] = 1
         o.resmoe = C.pointer(ro)
         o.resmoe_layers = C.cast(lay, C.POINTER(C.c_uint8))
         keep_alive += [ro, lay]

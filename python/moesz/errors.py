@@ -73,3 +73,21 @@ def raise_for(rc, err, what=None):
     if what:
         msg = "%s: %s" % (what, msg)
     raise _BY_CODE.get(rc, MoeszError)(msg, rc)
+
+
+def int_arg(v, name, lo=-2**31, hi=2**31 - 1):
+    """v as an int in [lo, hi] (ctypes would truncate larger values silently), else ArgumentError."""
+    if isinstance(v, bool) or not hasattr(v, "__index__"):
+        raise ArgumentError("%s must be an integer, got %r" % (name, v))
+    v = v.__index__()
+    if not lo <= v <= hi:
+        raise ArgumentError("%s = %d outside [%d, %d]" % (name, v, lo, hi))
+    return v
+
+
+def float_arg(v, name):
+    """v as a float, else ArgumentError."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise ArgumentError("%s must be a number, got %r" % (name, v)) from None

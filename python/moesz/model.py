@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _lib as L
 from .container import _path
-from .errors import ArgumentError, raise_for
+from .errors import ArgumentError, float_arg, int_arg, raise_for
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
           "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40, "t": 10**12, "tb": 10**12}
@@ -22,16 +22,11 @@ def _bytes(mem):
     if isinstance(mem, bool):
         raise ArgumentError("mem must be bytes (int), a size such as '4MiB', 'auto' or None")
     if isinstance(mem, int):
-        if mem <= 0:
-            raise ArgumentError("mem must be > 0 bytes")
-        return mem
+        return int_arg(mem, "mem", 1, 2**63 - 1)
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(mem))
     if not m or m.group(2).lower() not in _UNITS:
         raise ArgumentError("mem %r: bytes, or a number with B, KB, MB, GB, KiB, MiB, GiB" % (mem,))
-    v = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-    if v <= 0:
-        raise ArgumentError("mem must be > 0 bytes")
-    return v
+    return int_arg(int(float(m.group(1)) * _UNITS[m.group(2).lower()]), "mem", 1, 2**63 - 1)
 
 
 def _ids(ids):
@@ -61,7 +56,9 @@ class Model:
         self._cache = C.c_void_p()
         self._tok = C.c_void_p()
         self.is_msz = bool(L.lib.moesz_engine_is_msz(_path(path)))
-        eo = L.EngineOpts(threads=int(threads or 0), max_ctx=int(max_ctx or 0))
+        threads = None if threads is None else int_arg(threads, "threads", 1, 4096)
+        max_ctx = None if max_ctx is None else int_arg(max_ctx, "max_ctx", 1)
+        eo = L.EngineOpts(threads=threads or 0, max_ctx=max_ctx or 0)
         err = L.Error()
         if self.is_msz:
             co = L.CacheOpts(dtype=L.DT_COUNT)
@@ -190,11 +187,12 @@ class Model:
         ``seed``). Returns the new text for a text prompt, else the new ids."""
         text = isinstance(prompt, str)
         a = _ids(self.encode(prompt) if text else prompt)
-        if max_new_tokens < 0:
-            raise ArgumentError("max_new_tokens must be >= 0")
+        max_new_tokens = int_arg(max_new_tokens, "max_new_tokens", 0)
+        temperature, top_p = float_arg(temperature, "temperature"), float_arg(top_p, "top_p")
+        seed = int_arg(seed, "seed", -2**63, 2**64 - 1)
         eos = L.lib.moesz_tok_eos(self._tok) if self._tok else -1
         s = L.Sampler()
-        L.lib.moesz_sampler_init(C.byref(s), float(temperature), float(top_p), int(seed) & (2**64 - 1))
+        L.lib.moesz_sampler_init(C.byref(s), temperature, top_p, seed & (2**64 - 1))
         new = []
         try:
             with self._lock:
@@ -220,8 +218,9 @@ class Model:
                          dtype=np.int32)
         if ids.size < 2:
             raise ArgumentError("perplexity needs at least 2 tokens")
-        if not (2 <= int(ctx) and 1 <= int(stride) <= int(ctx)):
-            raise ArgumentError("need ctx >= 2 and 1 <= stride <= ctx")
+        ctx, stride = int_arg(ctx, "ctx", 2), int_arg(stride, "stride", 1)
+        if stride > ctx:
+            raise ArgumentError("need 1 <= stride <= ctx")
         r = L.PplResult()
         err = L.Error()
         with self._lock:

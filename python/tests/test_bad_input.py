@@ -140,3 +140,34 @@ def test_model_bad_input(tiny_msz, tiny):
         moesz.Model(tiny_msz, mem="lots")
     with pytest.raises(moesz.ArgumentError):
         moesz.Model(tiny, mem="4MiB")
+
+
+def test_out_of_range_integers_are_refused_not_truncated(tiny_msz, tiny, tmp_path):
+    a = np.zeros(100, np.float32)
+    with pytest.raises(moesz.ArgumentError):
+        moesz.compress(a, threads=2**40)
+    with pytest.raises(moesz.ArgumentError):
+        moesz.compress(a, eb="x")
+    with moesz.Container(tiny_msz) as c:
+        for bad in ((2**40, 0), (0, 2**32), ("a", 0), (0.5, 0)):
+            with pytest.raises(moesz.ArgumentError):
+                c.expert(*bad)
+        with pytest.raises(moesz.ArgumentError):
+            c.source(-1)
+        with pytest.raises(moesz.ArgumentError):
+            c.file(3)
+        with pytest.raises(moesz.NotFound):
+            c.file("nope.json")
+    for kw in ({"threads": -5}, {"threads": 2**40}, {"eb": "x"}, {"layer_eb": {300: 1e-3}}, {"method": "lzma"},
+               {"pipeline": "compute", "method": "zstd"}, {"method": "resmoe", "keep": 2}):
+        with pytest.raises(moesz.ArgumentError):
+            moesz.compress_model(tiny, tmp_path / "x.msz", **kw)
+    assert not os.listdir(tmp_path)
+    for kw in ({"max_ctx": -3}, {"threads": 2**40}, {"mem": 2**70}, {"mem": 0}, {"store": "tape"}):
+        with pytest.raises(moesz.ArgumentError):
+            moesz.Model(tiny_msz, **kw)
+    with moesz.Model(tiny_msz) as m:
+        with pytest.raises(moesz.ArgumentError):
+            m.generate([1, 2], max_new_tokens=-1)
+        with pytest.raises(moesz.ArgumentError):
+            m.perplexity("some text here for the model", ctx=8, stride=9)
