@@ -6,9 +6,9 @@ array, and against SZ3 through its Python package (PyPI pysz).
 The array (N(0, 0.02^2), bf16, ROWS x COLS, the generator of
 bench/codec_peers.py) is written to a temporary safetensors file that the C
 bench reads, so both sides code the same bytes. Each round runs the C bench
-(REPS repetitions, medians) and then the Python calls (REPS repetitions,
-medians) back to back; the table gives the medians over ROUNDS rounds and the
-median of the per-round Python / C ratios. GB/s count bytes of bf16 values
+(REPS repetitions, medians) and the Python calls (REPS repetitions, medians)
+back to back, alternating which goes first; the table gives the medians over
+ROUNDS rounds and the median of the per-round Python / C ratios. GB/s count bytes of bf16 values
 (2 per value), as the C bench does. moesz runs one thread; decompress is
 timed into a preallocated array (out=, as the C bench) and allocating its
 result. A second table isolates the binding's cost on a loaded machine: each
@@ -71,19 +71,30 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         st = os.path.join(d, "w.safetensors")
         write_safetensors(st, "w", x)
-        for _ in range(args.rounds):
-            r = subprocess.run([args.moesz, "codec", "bench", "--file", st, "--tensor", "w", "--eb", str(args.eb),
-                                "--reps", str(args.reps), "--threads", "1", "--json"], capture_output=True, text=True,
-                               check=True)
-            for line in r.stdout.splitlines():
-                j = json.loads(line)
-                p = j["pipeline"]
-                buf = moesz.compress(x, eb=args.eb, pipeline=p, threads=1)
-                assert abs(8 * len(buf) / n - j["bits_per_value"]) < 1e-3   # the same stream as the C bench
-                tc = med_time(lambda: moesz.compress(x, eb=args.eb, pipeline=p, threads=1), args.reps)
-                td = med_time(lambda: moesz.decompress(buf, out=out), args.reps)
-                ta = med_time(lambda: moesz.decompress(buf), args.reps)
-                assert np.abs(out.astype(np.float64) - x.reshape(-1).astype(np.float64)).max() <= args.eb
+        bufs = {p: moesz.compress(x, eb=args.eb, pipeline=p, threads=1) for p in ("entropy", "fast")}
+        for rnd in range(args.rounds):
+            def c_part():
+                r = subprocess.run([args.moesz, "codec", "bench", "--file", st, "--tensor", "w", "--eb",
+                                    str(args.eb), "--reps", str(args.reps), "--threads", "1", "--json"],
+                                   capture_output=True, text=True, check=True)
+                return {j["pipeline"]: j for j in map(json.loads, r.stdout.splitlines())}
+
+            def py_part():
+                res = {}
+                for p, buf in bufs.items():
+                    tc = med_time(lambda: moesz.compress(x, eb=args.eb, pipeline=p, threads=1), args.reps)
+                    td = med_time(lambda: moesz.decompress(buf, out=out), args.reps)
+                    ta = med_time(lambda: moesz.decompress(buf), args.reps)
+                    assert np.abs(out.astype(np.float64) - x.reshape(-1).astype(np.float64)).max() <= args.eb
+                    res[p] = (tc, td, ta)
+                return res
+            if rnd % 2:       # alternate which side runs first, so load drift does not favour one
+                py, cj = py_part(), c_part()
+            else:
+                cj, py = c_part(), py_part()
+            for p, (tc, td, ta) in py.items():
+                j = cj[p]
+                assert abs(8 * len(bufs[p]) / n - j["bits_per_value"]) < 1e-3   # the same stream as the C bench
                 rec = rows.setdefault(p, {k: [] for k in ("c_comp", "c_dec", "py_comp", "py_dec", "py_dec_alloc")})
                 rec["bits"] = j["bits_per_value"]
                 rec["c_comp"].append(j["compress_gbps_per_core"])
