@@ -89,3 +89,24 @@ def test_to_state_dict_torch(tiny_msz):
     k = "model.layers.2.block_sparse_moe.experts.4.w2.weight"
     assert sd[k].dtype == torch.bfloat16 and sd32[k].dtype == torch.float32
     assert np.array_equal(sd32[k].numpy(), np_sd[k].astype(np.float32))
+
+
+def test_compute_layout_and_resmoe_containers(tiny, tmp_path):
+    orig = read_safetensors(os.path.join(tiny, "model.safetensors"))
+    moesz.compress_model(tiny, tmp_path / "c.msz", pipeline="compute", eb=1e-3)
+    with moesz.Container(tmp_path / "c.msz") as c:
+        assert {r["method"] for r in c.records} == {"compute"}
+        g = c.expert(1, 2)["gate"]           # the compute layout's bound holds in float32: decoded as float32
+        assert g.dtype == np.float32
+        o = orig["model.layers.1.block_sparse_moe.experts.2.w1.weight"].astype(np.float32)
+        assert 0 < np.abs(g - o).max() <= 1e-3
+        assert {s[1] for s in c.sources()} == {"float32"}
+    s = moesz.compress_model(tiny, tmp_path / "r.msz", method="resmoe", resmoe_layers=[6, 7], eb=1e-3)
+    assert s["resmoe_layers"] == 2
+    with moesz.Container(tmp_path / "r.msz") as c:
+        by = {r["layer"]: r["method"] for r in c.records}
+        assert by[6] == by[7] == "resmoe" and by[0] == "codec"
+        e = c.expert(7, 3)
+        assert e["down"].shape == orig["model.layers.7.block_sparse_moe.experts.3.w2.weight"].shape
+    with moesz.Model(tmp_path / "r.msz", mem="2MiB") as m:
+        assert m.logits([1, 2, 3]).shape == (3, m.vocab)
