@@ -114,6 +114,18 @@ uint64_t moesz_msz_file_size(const moesz_msz *c);
  * always refused. */
 int moesz_msz_export(const moesz_msz *c, const char *dir, int force, int progress, moesz_error *err);
 
+/* Source tensors: the checkpoint tensors the expert matrices were cut from
+ * (one per expert matrix, or one stacked tensor per layer), as
+ * moesz_msz_export writes them. moesz_msz_source fills out's name (valid
+ * while c is open), dtype (the one export writes: the original, or F32 where
+ * compute-layout blobs slice the tensor), ndim, shape, numel and nbytes;
+ * data = NULL. moesz_msz_source_read decodes source tensor i, reassembled
+ * from its blobs, into dst (numel values of out_dtype: F32, F16, BF16, the
+ * original dtype, or MOESZ_DT_COUNT = the dtype moesz_msz_source reports). */
+size_t moesz_msz_source_count(const moesz_msz *c);
+int moesz_msz_source(const moesz_msz *c, size_t i, moesz_tensor *out, moesz_error *err);
+int moesz_msz_source_read(const moesz_msz *c, size_t i, moesz_dtype out_dtype, void *dst, moesz_error *err);
+
 /* ResMoE layers (docs/CONTAINER.md "ResMoE layers", src/container/msz_resmoe.c). */
 typedef struct moesz_msz_resmoe_layer {
   int layer;
@@ -166,6 +178,12 @@ typedef struct moesz_msz_opts {
   /* per-tensor bounds; a rule that matches no written matrix is an error (MOESZ_E_ARG) */
   const moesz_msz_tensor_eb *tensor_eb;   /* [n_tensor_eb] or NULL */
   int n_tensor_eb;
+  /* progress callback (optional; the Python package's progress=): called on
+   * the writing thread after each expert matrix (a ResMoE layer: all its
+   * matrices at once) with the matrices done and the total; a non-zero return
+   * stops the write with MOESZ_E_ARG "cancelled", and nothing is written */
+  int (*on_progress)(void *ctx, uint64_t done, uint64_t total);
+  void *progress_ctx;
 } moesz_msz_opts;
 
 /* Per-run results of moesz_msz_write. */

@@ -75,6 +75,12 @@ static long tensor_holding(const moesz_st *st, const void *p) {
   return -1;
 }
 
+/* The caller's progress callback (opts.on_progress), if any; non-zero from it cancels the write. */
+static int progress_cb(const moesz_msz_opts *o, int done, int total, moesz_error *err) {
+  if (!o->on_progress || !o->on_progress(o->progress_ctx, (uint64_t)done, (uint64_t)total)) return MOESZ_OK;
+  return moesz_error_set(err, MOESZ_E_ARG, "cancelled by the progress callback after %d of %d matrices", done, total);
+}
+
 int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts *o, moesz_msz_summary *sum,
                     moesz_error *err) {
   const moesz_config *cfg = &m->cfg;
@@ -203,6 +209,7 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
       }
       if ((rc = msz_resmoe_write_layer(m, L, leb, o, put_blob_fn, &w, exps, rmj, &s, err))) goto fail;
       moesz_progress_step(&prog, done += 3 * cfg->n_experts);
+      if ((rc = progress_cb(o, done, nmat, err))) goto fail;
       continue;
     }
     for (int e = 0; e < cfg->n_experts; e++)
@@ -274,6 +281,7 @@ int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts
         s.expert_raw_bytes += raw;
         s.expert_stored_bytes += blen;
         moesz_progress_step(&prog, ++done);
+        if ((rc = progress_cb(o, done, nmat, err))) goto fail;
       }
   }
   moesz_progress_end(&prog);
