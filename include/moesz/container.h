@@ -205,4 +205,40 @@ int moesz_msz_codec_options(const char *pipeline, const char *eb_mode, moesz_msz
 /* Writes m as a container at path (temporary file + rename). */
 int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts *o,
                     moesz_msz_summary *sum, moesz_error *err);
+
+/* Streaming writer (what moesz_msz_write runs on): open, the embedded files
+ * (config.json first), the expert sources (the original tensors the expert
+ * matrices come from), the dense image once, then each expert matrix in
+ * (layer, expert, gate/up/down) order, then commit, which writes the manifest
+ * and header and renames the temporary file into place (abort removes it).
+ * Each call copies or encodes what it is given, so the caller holds one
+ * matrix at a time. n_mats sizes the progress bar (opts.progress). */
+typedef struct moesz_msz_writer moesz_msz_writer;
+typedef struct moesz_msz_expert_in {
+  int layer, expert;
+  moesz_mat mat;            /* GATE / UP / DOWN */
+  const char *tensor;       /* source tensor (added with moesz_msz_writer_source) */
+  moesz_dtype dtype;
+  int64_t rows, cols;       /* logical matrix */
+  const void *data;         /* [rows, cols] contiguous, of dtype */
+  uint64_t view_off, view_ld;  /* where it sits in the source tensor (elements) */
+  int view_t;               /* 1: stored transposed in the source */
+} moesz_msz_expert_in;
+int moesz_msz_writer_open(const char *path, const moesz_msz_opts *o, int n_mats, moesz_msz_writer **out,
+                          moesz_error *err);
+int moesz_msz_writer_file(moesz_msz_writer *w, const char *name, const void *data, size_t len, moesz_error *err);
+int moesz_msz_writer_source(moesz_msz_writer *w, const char *name, moesz_dtype dtype, int ndim, const int64_t *shape,
+                            moesz_error *err);
+int moesz_msz_writer_dense(moesz_msz_writer *w, const moesz_stw *dense, moesz_error *err);
+int moesz_msz_writer_expert(moesz_msz_writer *w, const moesz_msz_expert_in *in, moesz_error *err);
+/* Frees w either way; fills sum on success. */
+int moesz_msz_writer_commit(moesz_msz_writer *w, moesz_msz_summary *sum, moesz_error *err);
+void moesz_msz_writer_abort(moesz_msz_writer *w);   /* frees w, writes nothing; NULL is a no-op */
+/* Writes the checkpoint moesz_synth_write would (same options, same seed)
+ * straight into a container at path, streaming (one expert matrix generated
+ * while the previous one is encoded): byte for byte the container that
+ * moesz_msz_write writes from that folder with the same o. Parts and ResMoE
+ * need the folder (MOESZ_E_ARG). */
+int moesz_msz_synth_write(const moesz_synth_opts *so, const char *path, const moesz_msz_opts *o,
+                          moesz_msz_summary *sum, moesz_error *err);
 #endif

@@ -222,5 +222,29 @@ typedef struct moesz_synth_opts {
  * beside DIR renamed to DIR at the end. An existing non-empty DIR is refused
  * (MOESZ_E_ARG) unless force, which replaces a model folder whole. */
 int moesz_synth_write(const moesz_synth_opts *o, const char *dir, moesz_error *err);
+/* The checkpoint as a plan: config.json text and every tensor in file order,
+ * each generated alone by moesz_synth_fill (its own random stream), so a
+ * writer may produce them in any order and hold one at a time. */
+typedef struct moesz_synth_tensor {
+  char name[128];
+  int64_t rows, cols;       /* cols = 0: 1-D [rows] */
+  int ones;                 /* 1: all ones (norms), else N(0, std^2) */
+  uint64_t count;           /* seed index: position in file order, from 1 */
+  int layer, expert;        /* a routed expert matrix: its layer and expert; -1 otherwise */
+  moesz_mat mat;            /* routed expert matrix: GATE / UP / DOWN; 0 otherwise */
+} moesz_synth_tensor;
+typedef struct moesz_synth_plan {
+  char *config_json;        /* config.json text as the folder holds it */
+  moesz_synth_tensor *t;    /* [n] in file order */
+  size_t n;
+  moesz_dtype dtype;
+  double std;
+  uint64_t seed;
+} moesz_synth_plan;
+int moesz_synth_plan_make(const moesz_synth_opts *o, moesz_synth_plan *p, moesz_error *err);
+void moesz_synth_plan_free(moesz_synth_plan *p);
+/* Writes tensor t's values (rows * max(cols, 1) of p->dtype) to out: the
+ * bytes the folder's model.safetensors holds for it. */
+int moesz_synth_fill(const moesz_synth_plan *p, const moesz_synth_tensor *t, void *out, moesz_error *err);
 const char *moesz_synth_families(void);
 #endif

@@ -2,7 +2,10 @@
  * (`moesz synth --like olmoe ...`): the family's real config values with
  * optional overrides, written as config.json + model.safetensors in the
  * family's Hugging Face naming, weights ~ N(0, std^2), norms = 1. For scale
- * and speed tests; deterministic for a seed. */
+ * and speed tests; deterministic for a seed. The checkpoint is first laid
+ * out as a plan (config text + one entry per tensor, each with its own seed
+ * index), so a tensor can be generated alone, in any order: the container
+ * module streams a plan into a .msz without the folder (msz_synth.c). */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -46,41 +49,65 @@ static uint64_t next(rng *r) {
 }
 static double unif(rng *r) { return ((double)(next(r) >> 11) + 0.5) * 0x1p-53; }
 
-typedef struct gen {
-  moesz_stw *w;
-  moesz_dtype dtype;
-  double std;
-  uint64_t seed, count;
-  uint64_t bytes;
-} gen;
-
-/* Adds tensor name [rows, cols] (cols = 0: 1-D [rows]) filled with N(0, std^2), or ones. */
-static int add(gen *g, const char *name, int64_t rows, int64_t cols, int ones, moesz_error *err) {
-  size_t n = (size_t)rows * (size_t)(cols ? cols : 1);
-  float *f = malloc(n * sizeof *f);
-  void *out = malloc(n * moesz_dtype_size(g->dtype));
-  if (!f || !out) { free(f); free(out); return moesz_error_set(err, MOESZ_E_NOMEM, "synth: %s: out of memory", name); }
-  uint64_t sm = g->seed ^ (0x632be59bd9b4e019ull * ++g->count);
+/* Fills n values of tensor t (f32 scratch, converted to the plan's dtype in
+ * chunks): N(0, std^2) by Box-Muller from the tensor's own stream, or ones.
+ * The chunk is even, so the pairs fall as in one pass. */
+int moesz_synth_fill(const moesz_synth_plan *p, const moesz_synth_tensor *t, void *out, moesz_error *err) {
+  enum { CHUNK = 1 << 14 };
+  size_t n = (size_t)t->rows * (size_t)(t->cols ? t->cols : 1), es = moesz_dtype_size(p->dtype);
+  float *f = malloc(CHUNK * sizeof *f);
+  if (!f) return moesz_error_set(err, MOESZ_E_NOMEM, "synth: %s: out of memory", t->name);
+  uint64_t sm = p->seed ^ (0x632be59bd9b4e019ull * t->count);
   rng r = {{splitmix(&sm), splitmix(&sm), splitmix(&sm), splitmix(&sm)}};
-  if (ones) {
-    for (size_t i = 0; i < n; i++) f[i] = 1.0f;
-  } else {
-    for (size_t i = 0; i + 1 < n + 1; i += 2) {    /* Box-Muller, two values per draw */
-      double u = unif(&r), v = unif(&r), rad = sqrt(-2.0 * log(u)) * g->std;
-      f[i] = (float)(rad * cos(2 * M_PI * v));
-      if (i + 1 < n) f[i + 1] = (float)(rad * sin(2 * M_PI * v));
+  for (size_t at = 0; at < n; at += CHUNK) {
+    size_t m = n - at < CHUNK ? n - at : CHUNK;
+    if (t->ones) {
+      for (size_t i = 0; i < m; i++) f[i] = 1.0f;
+    } else {
+      for (size_t i = 0; i < m; i += 2) {    /* Box-Muller, two values per draw */
+        double u = unif(&r), v = unif(&r), rad = sqrt(-2.0 * log(u)) * p->std;
+        f[i] = (float)(rad * cos(2 * M_PI * v));
+        if (i + 1 < m) f[i + 1] = (float)(rad * sin(2 * M_PI * v));
+      }
     }
+    moesz_from_f32(p->dtype, f, (uint8_t *)out + at * es, m);
   }
-  moesz_from_f32(g->dtype, f, out, n);
   free(f);
-  int64_t shape[2] = {rows, cols};
-  int rc = moesz_stw_add_copy(g->w, name, g->dtype, cols ? 2 : 1, shape, out, err);
-  free(out);
-  g->bytes += n * moesz_dtype_size(g->dtype);
-  return rc;
+  return MOESZ_OK;
 }
 
-static int synth_into(const moesz_synth_opts *o, const char *dir, moesz_error *err) {
+void moesz_synth_plan_free(moesz_synth_plan *p) {
+  if (!p) return;
+  free(p->config_json);
+  free(p->t);
+  memset(p, 0, sizeof *p);
+}
+
+/* Appends tensor name [rows, cols] to the plan; its seed index is its position (from 1). */
+static int plan_add(moesz_synth_plan *p, size_t *cap, const char *name, int64_t rows, int64_t cols, int ones, int layer,
+                    int expert, moesz_mat mat, moesz_error *err) {
+  if (p->n == *cap) {
+    size_t nc = *cap ? 2 * *cap : 256;
+    moesz_synth_tensor *nt = realloc(p->t, nc * sizeof *nt);
+    if (!nt) return moesz_error_set(err, MOESZ_E_NOMEM, "synth: out of memory");
+    p->t = nt;
+    *cap = nc;
+  }
+  moesz_synth_tensor *t = &p->t[p->n++];
+  memset(t, 0, sizeof *t);
+  snprintf(t->name, sizeof t->name, "%s", name);
+  t->rows = rows;
+  t->cols = cols;
+  t->ones = ones;
+  t->count = p->n;
+  t->layer = layer;
+  t->expert = expert;
+  t->mat = mat;
+  return MOESZ_OK;
+}
+
+int moesz_synth_plan_make(const moesz_synth_opts *o, moesz_synth_plan *p, moesz_error *err) {
+  memset(p, 0, sizeof *p);
   const family *fam = NULL;
   for (size_t i = 0; i < sizeof FAMILIES / sizeof *FAMILIES; i++)
     if (!strcmp(o->like, FAMILIES[i].like)) fam = &FAMILIES[i];
@@ -146,80 +173,107 @@ static int synth_into(const moesz_synth_opts *o, const char *dir, moesz_error *e
   if (!txt) return moesz_error_set(err, MOESZ_E_NOMEM, "synth: out of memory");
   moesz_config cfg;
   int rc = moesz_config_parse(txt, strlen(txt), &cfg, err);
-  char path[4096];
-  if (!rc && moesz_path_join(path, sizeof path, dir, "config.json")) rc = moesz_error_set(err, MOESZ_E_ARG, "path too long");
-  if (!rc) {
-    moesz_afile af;
-    rc = moesz_afile_open(&af, path, err);
-    if (!rc) rc = moesz_afile_write(&af, txt, strlen(txt), err);
-    if (!rc) rc = moesz_afile_commit(&af, err);
-    else moesz_afile_abort(&af);
-  }
-  free(txt);
-  if (rc) return rc;
-  /* tensors */
-  gen g = {.dtype = o->dtype, .std = o->std > 0 ? o->std : 0.02, .seed = o->seed};
-  if (moesz_path_join(path, sizeof path, dir, "model.safetensors")) return moesz_error_set(err, MOESZ_E_ARG, "path too long");
-  if ((rc = moesz_stw_create(path, &g.w, err))) return rc;
+  if (rc) { free(txt); return rc; }
+  p->config_json = txt;
+  p->dtype = o->dtype;
+  p->std = o->std > 0 ? o->std : 0.02;
+  p->seed = o->seed;
+  size_t cap = 0;
   int64_t d = cfg.hidden, hd = cfg.head_dim, V = cfg.vocab;
   char nm[256];
-#define ADD(rows, cols, ones, ...) do { snprintf(nm, sizeof nm, __VA_ARGS__); \
-    if ((rc = add(&g, nm, rows, cols, ones, err))) goto fail; } while (0)
+#define ADDX(L, e, mat, rows, cols, ones, ...) do { snprintf(nm, sizeof nm, __VA_ARGS__); \
+    if ((rc = plan_add(p, &cap, nm, rows, cols, ones, L, e, mat, err))) goto fail; } while (0)
+#define ADD(rows, cols, ones, ...) ADDX(-1, -1, (moesz_mat)0, rows, cols, ones, __VA_ARGS__)
   ADD(V, d, 0, "model.embed_tokens.weight");
   for (int L = 0; L < cfg.n_layers; L++) {
-    const char *p = "model.layers";
-    ADD(d, 0, 1, "%s.%d.input_layernorm.weight", p, L);
-    ADD(d, 0, 1, "%s.%d.post_attention_layernorm.weight", p, L);
-    ADD(cfg.n_heads * hd, d, 0, "%s.%d.self_attn.q_proj.weight", p, L);
-    ADD(cfg.n_kv_heads * hd, d, 0, "%s.%d.self_attn.k_proj.weight", p, L);
-    ADD(cfg.n_kv_heads * hd, d, 0, "%s.%d.self_attn.v_proj.weight", p, L);
-    ADD(d, cfg.n_heads * hd, 0, "%s.%d.self_attn.o_proj.weight", p, L);
+    const char *pf = "model.layers";
+    ADD(d, 0, 1, "%s.%d.input_layernorm.weight", pf, L);
+    ADD(d, 0, 1, "%s.%d.post_attention_layernorm.weight", pf, L);
+    ADD(cfg.n_heads * hd, d, 0, "%s.%d.self_attn.q_proj.weight", pf, L);
+    ADD(cfg.n_kv_heads * hd, d, 0, "%s.%d.self_attn.k_proj.weight", pf, L);
+    ADD(cfg.n_kv_heads * hd, d, 0, "%s.%d.self_attn.v_proj.weight", pf, L);
+    ADD(d, cfg.n_heads * hd, 0, "%s.%d.self_attn.o_proj.weight", pf, L);
     if (is_q2) {
-      ADD(cfg.n_heads * hd, 0, 0, "%s.%d.self_attn.q_proj.bias", p, L);
-      ADD(cfg.n_kv_heads * hd, 0, 0, "%s.%d.self_attn.k_proj.bias", p, L);
-      ADD(cfg.n_kv_heads * hd, 0, 0, "%s.%d.self_attn.v_proj.bias", p, L);
+      ADD(cfg.n_heads * hd, 0, 0, "%s.%d.self_attn.q_proj.bias", pf, L);
+      ADD(cfg.n_kv_heads * hd, 0, 0, "%s.%d.self_attn.k_proj.bias", pf, L);
+      ADD(cfg.n_kv_heads * hd, 0, 0, "%s.%d.self_attn.v_proj.bias", pf, L);
     }
-    if (is_q3) { ADD(hd, 0, 1, "%s.%d.self_attn.q_norm.weight", p, L); ADD(hd, 0, 1, "%s.%d.self_attn.k_norm.weight", p, L); }
+    if (is_q3) { ADD(hd, 0, 1, "%s.%d.self_attn.q_norm.weight", pf, L); ADD(hd, 0, 1, "%s.%d.self_attn.k_norm.weight", pf, L); }
     if (is_ol) {
-      ADD(cfg.n_heads * hd, 0, 1, "%s.%d.self_attn.q_norm.weight", p, L);
-      ADD(cfg.n_kv_heads * hd, 0, 1, "%s.%d.self_attn.k_norm.weight", p, L);
+      ADD(cfg.n_heads * hd, 0, 1, "%s.%d.self_attn.q_norm.weight", pf, L);
+      ADD(cfg.n_kv_heads * hd, 0, 1, "%s.%d.self_attn.k_norm.weight", pf, L);
     }
     if (!cfg.is_moe[L]) {
-      ADD(cfg.intermediate, d, 0, "%s.%d.mlp.gate_proj.weight", p, L);
-      ADD(cfg.intermediate, d, 0, "%s.%d.mlp.up_proj.weight", p, L);
-      ADD(d, cfg.intermediate, 0, "%s.%d.mlp.down_proj.weight", p, L);
+      ADD(cfg.intermediate, d, 0, "%s.%d.mlp.gate_proj.weight", pf, L);
+      ADD(cfg.intermediate, d, 0, "%s.%d.mlp.up_proj.weight", pf, L);
+      ADD(d, cfg.intermediate, 0, "%s.%d.mlp.down_proj.weight", pf, L);
       continue;
     }
     const char *blk = is_mixtral ? "block_sparse_moe" : "mlp";
-    ADD(cfg.n_experts, d, 0, "%s.%d.%s.gate.weight", p, L, blk);
+    ADD(cfg.n_experts, d, 0, "%s.%d.%s.gate.weight", pf, L, blk);
     int64_t n = cfg.moe_intermediate;
     for (int e = 0; e < cfg.n_experts; e++) {
       if (is_mixtral) {
-        ADD(n, d, 0, "%s.%d.block_sparse_moe.experts.%d.w1.weight", p, L, e);
-        ADD(d, n, 0, "%s.%d.block_sparse_moe.experts.%d.w2.weight", p, L, e);
-        ADD(n, d, 0, "%s.%d.block_sparse_moe.experts.%d.w3.weight", p, L, e);
+        ADDX(L, e, MOESZ_MAT_GATE, n, d, 0, "%s.%d.block_sparse_moe.experts.%d.w1.weight", pf, L, e);
+        ADDX(L, e, MOESZ_MAT_DOWN, d, n, 0, "%s.%d.block_sparse_moe.experts.%d.w2.weight", pf, L, e);
+        ADDX(L, e, MOESZ_MAT_UP, n, d, 0, "%s.%d.block_sparse_moe.experts.%d.w3.weight", pf, L, e);
       } else {
-        ADD(n, d, 0, "%s.%d.mlp.experts.%d.gate_proj.weight", p, L, e);
-        ADD(n, d, 0, "%s.%d.mlp.experts.%d.up_proj.weight", p, L, e);
-        ADD(d, n, 0, "%s.%d.mlp.experts.%d.down_proj.weight", p, L, e);
+        ADDX(L, e, MOESZ_MAT_GATE, n, d, 0, "%s.%d.mlp.experts.%d.gate_proj.weight", pf, L, e);
+        ADDX(L, e, MOESZ_MAT_UP, n, d, 0, "%s.%d.mlp.experts.%d.up_proj.weight", pf, L, e);
+        ADDX(L, e, MOESZ_MAT_DOWN, d, n, 0, "%s.%d.mlp.experts.%d.down_proj.weight", pf, L, e);
       }
     }
     if (is_q2 || is_ds) {
       const char *sh = is_q2 ? "shared_expert" : "shared_experts";
       int64_t sn = cfg.shared_intermediate;
-      ADD(sn, d, 0, "%s.%d.mlp.%s.gate_proj.weight", p, L, sh);
-      ADD(sn, d, 0, "%s.%d.mlp.%s.up_proj.weight", p, L, sh);
-      ADD(d, sn, 0, "%s.%d.mlp.%s.down_proj.weight", p, L, sh);
-      if (is_q2) ADD(1, d, 0, "%s.%d.mlp.shared_expert_gate.weight", p, L);
+      ADD(sn, d, 0, "%s.%d.mlp.%s.gate_proj.weight", pf, L, sh);
+      ADD(sn, d, 0, "%s.%d.mlp.%s.up_proj.weight", pf, L, sh);
+      ADD(d, sn, 0, "%s.%d.mlp.%s.down_proj.weight", pf, L, sh);
+      if (is_q2) ADD(1, d, 0, "%s.%d.mlp.shared_expert_gate.weight", pf, L);
     }
   }
   ADD(d, 0, 1, "model.norm.weight");
   ADD(V, d, 0, "lm_head.weight");
 #undef ADD
-  rc = moesz_stw_meta(g.w, "format", "pt", err);
-  if (!rc) return moesz_stw_commit(g.w, err);
+#undef ADDX
+  return MOESZ_OK;
 fail:
-  moesz_stw_abort(g.w);
+  moesz_synth_plan_free(p);
+  return rc;
+}
+
+static int synth_into(const moesz_synth_opts *o, const char *dir, moesz_error *err) {
+  moesz_synth_plan p;
+  int rc = moesz_synth_plan_make(o, &p, err);
+  if (rc) return rc;
+  char path[4096];
+  if (moesz_path_join(path, sizeof path, dir, "config.json")) rc = moesz_error_set(err, MOESZ_E_ARG, "path too long");
+  if (!rc) {
+    moesz_afile af;
+    rc = moesz_afile_open(&af, path, err);
+    if (!rc) rc = moesz_afile_write(&af, p.config_json, strlen(p.config_json), err);
+    if (!rc) rc = moesz_afile_commit(&af, err);
+    else moesz_afile_abort(&af);
+  }
+  if (!rc && moesz_path_join(path, sizeof path, dir, "model.safetensors")) rc = moesz_error_set(err, MOESZ_E_ARG, "path too long");
+  moesz_stw *w = NULL;
+  if (!rc) rc = moesz_stw_create(path, &w, err);
+  void *buf = NULL;
+  for (size_t i = 0; !rc && i < p.n; i++) {
+    const moesz_synth_tensor *t = &p.t[i];
+    size_t n = (size_t)t->rows * (size_t)(t->cols ? t->cols : 1);
+    void *nb = realloc(buf, n * moesz_dtype_size(p.dtype));
+    if (!nb) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "synth: %s: out of memory", t->name); break; }
+    buf = nb;
+    if ((rc = moesz_synth_fill(&p, t, buf, err))) break;
+    int64_t shape[2] = {t->rows, t->cols};
+    rc = moesz_stw_add_copy(w, t->name, p.dtype, t->cols ? 2 : 1, shape, buf, err);
+  }
+  free(buf);
+  if (!rc) rc = moesz_stw_meta(w, "format", "pt", err);
+  if (!rc) rc = moesz_stw_commit(w, err);
+  else moesz_stw_abort(w);
+  moesz_synth_plan_free(&p);
   return rc;
 }
 
