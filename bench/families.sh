@@ -1,27 +1,28 @@
 #!/bin/sh
 # bench/families.sh - decode speed of the DeepSeek-V3 (MLA) and GLM-4.5
 # synthetics against the OLMoE synthetic of the same size: hidden 2048, 16
-# heads, 64 experts of width 1024, top-8, vocab 50304, LAYERS layers (the
-# first dense for deepseek_v3 / glm4_moe, as `synth --layers` writes them),
-# BF16, all experts mapped. Prompt and decode tokens/s of `moesz run`,
+# heads, 64 experts of width 1024, top-8, vocab 50304, LAYERS MoE layers
+# (deepseek_v3 / glm4_moe get one more layer, the dense first layer `synth
+# --layers` writes for them), BF16, all experts mapped. Prompt and decode tokens/s of `moesz run`,
 # alternating the models, medians over REPS, same-run ratios against OLMoE;
 # and the KV-cache bytes per token of each.
 #
 #   sh bench/families.sh [DIR]     (DIR: where the models go)
 #
-# Env: MOESZ_BIN (build/moesz), LAYERS (8), THREADS (2), PROMPT (32), GEN (32), REPS (3).
+# Env: MOESZ_BIN (build/moesz), LAYERS (4), THREADS (2), PROMPT (32), GEN (32), REPS (3).
 set -eu
 MOESZ_BIN=${MOESZ_BIN:-build/moesz}
 DIR=${1:-/tmp/moesz_bench_families}
-LAYERS=${LAYERS:-8}
+LAYERS=${LAYERS:-4}
 THREADS=${THREADS:-2}
 PROMPT=${PROMPT:-32}
 GEN=${GEN:-32}
 REPS=${REPS:-3}
 mkdir -p "$DIR"
-shape="--layers $LAYERS --hidden 2048 --heads 16 --kv-heads 16 --experts 64 --expert-width 1024 --top-k 8 --vocab 50304"
+shape="--hidden 2048 --heads 16 --kv-heads 16 --experts 64 --expert-width 1024 --top-k 8 --vocab 50304"
 for fam in olmoe deepseek_v3 glm4_moe; do
-  [ -f "$DIR/$fam/model.safetensors" ] || "$MOESZ_BIN" synth --like "$fam" $shape -o "$DIR/$fam" >/dev/null
+  n=$LAYERS; [ "$fam" = olmoe ] || n=$((LAYERS + 1))
+  [ -f "$DIR/$fam/model.safetensors" ] || "$MOESZ_BIN" synth --like "$fam" --layers "$n" $shape -o "$DIR/$fam" >/dev/null
 done
 ids=$(awk -v n="$PROMPT" 'BEGIN { s = ""; for (i = 0; i < n; i++) s = s (i ? "," : "") (i * 7919) % 50000 + 10; print s }')
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }

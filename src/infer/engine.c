@@ -327,8 +327,8 @@ int moesz_engine_open_model(moesz_model *m, int own_model, const moesz_expert_pr
   e->nkv = c->n_kv_heads > 0 ? c->n_kv_heads : c->n_heads;
   e->hd = c->head_dim > 0 ? c->head_dim : (c->n_heads > 0 ? c->hidden / c->n_heads : 0);
   e->vocab = c->vocab;
-  if (e->d <= 0 || e->nh <= 0 || e->hd <= 0 || e->hd % 2 || e->nh % e->nkv || e->vocab <= 0 ||
-      c->n_layers <= 0 || c->n_layers > MOESZ_MAX_LAYERS) {
+  if (e->d <= 0 || e->nh <= 0 || e->hd <= 0 || (e->hd % 2 && !c->kv_lora_rank) || e->nh % e->nkv ||
+      e->vocab <= 0 || c->n_layers <= 0 || c->n_layers > MOESZ_MAX_LAYERS) {
     rc = moesz_error_set(err, MOESZ_E_FORMAT,
                          "%s: config not usable for inference (hidden %d, heads %d/%d, head_dim "
                          "%d, vocab %d, layers %d)", m->path, e->d, e->nh, e->nkv, e->hd,
@@ -673,8 +673,10 @@ static int layer_forward(moesz_engine *e, int L, int pos0, int n, moesz_error *e
   }
   for (int t = 0; t < n; t++) {
     if (e->rd < e->hd) {   /* partial rotary (GLM): the first rd dims of each head */
-      for (int h = 0; h < e->nh; h++) moesz_k_rope(e->q + (size_t)t * qw + (size_t)h * e->hd, 1, e->rd, pos0 + t, e->inv_freq);
-      for (int h = 0; h < e->nkv; h++) moesz_k_rope(kc + (size_t)t * kvw + (size_t)h * e->hd, 1, e->rd, pos0 + t, e->inv_freq);
+      for (int h = 0; h < e->nh; h++)
+        moesz_k_rope(e->q + (size_t)t * qw + (size_t)h * e->hd, 1, e->rd, pos0 + t, e->inv_freq);
+      for (int h = 0; h < e->nkv; h++)
+        moesz_k_rope(kc + (size_t)t * kvw + (size_t)h * e->hd, 1, e->rd, pos0 + t, e->inv_freq);
       continue;
     }
     moesz_k_rope(e->q + (size_t)t * qw, e->nh, e->hd, pos0 + t, e->inv_freq);

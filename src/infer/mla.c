@@ -215,7 +215,8 @@ int moesz_mla_open(const moesz_config *c, const moesz_st *st, int max_ctx, int b
     }
     if (!rc) rc = bind_m(st, L, "kv_a_proj_with_mqa.weight", (int64_t)lat, d, &l->kv_a, err);
     if (!rc) rc = bind_v(st, L, "kv_a_layernorm.weight", m->kvl, &l->kv_a_norm, err);
-    if (!rc) rc = bind_m(st, L, "kv_b_proj.weight", (int64_t)m->nh * (m->nope + m->vd), m->kvl, &l->kv_b, err);
+    if (!rc)
+      rc = bind_m(st, L, "kv_b_proj.weight", (int64_t)m->nh * (m->nope + m->vd), m->kvl, &l->kv_b, err);
     if (!rc) rc = bind_m(st, L, "o_proj.weight", d, (int64_t)m->nh * m->vd, &l->o, err);
     if (!rc && m->nope > 0) rc = make_uk_t(m, l, err);
   }

@@ -402,7 +402,8 @@ static int parse_deepseek_v3(const cfgp *p, moesz_config *c) {
   TRY(get_int(p, "v_head_dim", 0, 128, 1, CFG_MAX_DIM, &c->v_head_dim));
   TRY(get_bool(p, "rope_interleave", 1, &c->rope_interleave));
   if (c->qk_rope_dim % 2)
-    return moesz_error_set(p->err, MOESZ_E_FORMAT, "config: \"qk_rope_head_dim\" (%d) is odd", c->qk_rope_dim);
+    return moesz_error_set(p->err, MOESZ_E_FORMAT, "config: \"qk_rope_head_dim\" (%d) is odd",
+                           c->qk_rope_dim);
   int ab;
   TRY(get_bool(p, "attention_bias", 0, &ab));
   if (ab)
