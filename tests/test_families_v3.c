@@ -86,6 +86,17 @@ TEST(config_keys) {
   CHECK_EQ_INT(c.first_k_dense, 3);
   CHECK_EQ_INT(c.is_moe[2] + 2 * c.is_moe[3], 2);
   CHECK_EQ_INT(c.n_group * 100 + c.topk_group, 804);
+  /* the Hub's DeepSeek-V3 config.json form: rope_scaling with "type" */
+  CHECK_EQ_INT(parse("{\"architectures\":[\"DeepseekV3ForCausalLM\"],\"num_hidden_layers\":4,"
+                     "\"hidden_size\":64,\"vocab_size\":10,\"num_attention_heads\":2,\"max_position_embeddings\":"
+                     "163840,\"rope_scaling\":{\"beta_fast\":32,\"beta_slow\":1,\"factor\":40,\"mscale\":1.0,"
+                     "\"mscale_all_dim\":1.0,\"original_max_position_embeddings\":4096,\"type\":\"yarn\"}}",
+                     &c, &e), 0);
+  CHECK_EQ_INT(c.yarn, 1);
+  CHECK_NEAR(c.yarn_factor, 40, 0);
+  CHECK_EQ_INT(c.yarn_orig_max_pos, 4096);
+  CHECK_EQ_INT(c.yarn_truncate, 1);
+  CHECK_NEAR(c.yarn_mscale, 1.0, 0);
   CHECK_EQ_INT(parse("{\"architectures\":[\"Glm4MoeForCausalLM\"],\"num_hidden_layers\":2,"
                      "\"hidden_size\":64,\"vocab_size\":10,\"num_attention_heads\":2}", &c, &e), 0);
   CHECK_EQ_INT(c.rotary_dim, 16);       /* 0.5 of head_dim 32 */
