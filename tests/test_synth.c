@@ -9,7 +9,8 @@
 #include "moesz.h"
 
 TEST(every_family_is_well_formed) {
-  const char *fam[] = {"mixtral", "olmoe", "qwen3_moe", "qwen2_moe", "deepseek", "llama"};
+  const char *fam[] = {"mixtral", "olmoe", "qwen3_moe", "qwen2_moe", "deepseek", "llama", "deepseek_v3",
+                       "glm4_moe"};
   for (size_t i = 0; i < sizeof fam / sizeof *fam; i++) {
     char dir[128];
     snprintf(dir, sizeof dir, "/tmp/moesz_synth_%ld_%s", (long)getpid(), fam[i]);

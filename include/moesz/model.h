@@ -14,6 +14,8 @@ typedef enum moesz_arch {
   MOESZ_ARCH_OLMOE,       /* OlmoeForCausalLM */
   MOESZ_ARCH_DEEPSEEK,    /* DeepseekForCausalLM (v1, model_type "deepseek") */
   MOESZ_ARCH_SWITCH,      /* SwitchTransformersForConditionalGeneration (compression only) */
+  MOESZ_ARCH_DEEPSEEK_V3, /* DeepseekV3ForCausalLM (DeepSeek-V3/R1, Kimi-K2: MLA, sigmoid group routing) */
+  MOESZ_ARCH_GLM4_MOE,    /* Glm4MoeForCausalLM (GLM-4.5/4.6) */
   MOESZ_ARCH_COUNT
 } moesz_arch;
 
@@ -51,6 +53,25 @@ typedef struct moesz_config {
   int n_moe_layers;        /* count of is_moe[] set */
   int rel_buckets;         /* Switch relative_attention_num_buckets (0 otherwise) */
   uint8_t is_moe[MOESZ_MAX_LAYERS]; /* [n_layers] 1 if layer L has routed experts */
+  /* DeepSeek-V3 multi-head latent attention (all 0 for the other families) */
+  int q_lora_rank;         /* q_a_proj [q_lora_rank, d] -> norm -> q_b_proj; 0: plain q_proj */
+  int kv_lora_rank;        /* latent width c_kv; > 0 marks MLA */
+  int qk_nope_dim;         /* qk_nope_head_dim: per-head query/key part without RoPE */
+  int qk_rope_dim;         /* qk_rope_head_dim: decoupled RoPE part (shared by all heads for keys) */
+  int v_head_dim;          /* per-head value width */
+  int rope_interleave;     /* 1: RoPE rotates pairs (2i, 2i+1) (DeepSeek-V3 rope_interleave) */
+  /* sigmoid routing with a selection-only correction bias (DeepSeek-V3, GLM-4.5) */
+  int score_sigmoid;       /* 1: scores = sigmoid(logits); mlp.gate.e_score_correction_bias [E] */
+  int n_group, topk_group; /* group-limited top-k: E experts in n_group groups, keep topk_group */
+  float routed_scale;      /* routed_scaling_factor (1 when absent) */
+  int rotary_dim;          /* dims of each head that RoPE rotates (GLM partial_rotary_factor);
+                              0 = the whole head */
+  /* YaRN RoPE scaling (rope_scaling / rope_parameters type "yarn"); yarn = 0: none */
+  int yarn;
+  float yarn_factor, yarn_beta_fast, yarn_beta_slow, yarn_mscale, yarn_mscale_all_dim;
+  float yarn_attn_factor;  /* attention_factor; 0 = derived from mscale / mscale_all_dim */
+  int yarn_orig_max_pos;   /* original_max_position_embeddings */
+  int yarn_truncate;       /* round the correction range (default 1) */
 } moesz_config;
 
 const char *moesz_arch_name(moesz_arch a);
@@ -78,6 +99,9 @@ typedef enum moesz_role {
   MOESZ_ROLE_ATTN_O_BIAS,  /* Llama attention_bias = true */
   MOESZ_ROLE_ATTN_REL_BIAS,/* Switch/T5 relative_attention_bias [buckets, heads] */
   MOESZ_ROLE_CROSS_ATTN_NORM, /* Switch decoder: layer norm before cross-attention */
+  MOESZ_ROLE_ATTN_LATENT,  /* MLA low-rank projections: q_a_proj, q_b_proj, kv_a_proj_with_mqa, kv_b_proj */
+  MOESZ_ROLE_LATENT_NORM,  /* MLA q_a_layernorm, kv_a_layernorm */
+  MOESZ_ROLE_ROUTER_BIAS,  /* mlp.gate.e_score_correction_bias [n_experts] */
   MOESZ_ROLE_COUNT
 } moesz_role;
 

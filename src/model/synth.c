@@ -21,7 +21,8 @@ typedef struct family {
   double theta;
 } family;
 
-/* Real values: Mixtral-8x7B, OLMoE-1B-7B, Qwen3-30B-A3B, Qwen1.5-MoE-A2.7B, DeepSeekMoE-16B, Llama-2-7B. */
+/* Real values: Mixtral-8x7B, OLMoE-1B-7B, Qwen3-30B-A3B, Qwen1.5-MoE-A2.7B, DeepSeekMoE-16B, Llama-2-7B,
+ * DeepSeek-V3 (head_dim: qk_nope + qk_rope), GLM-4.5 (the rest of their keys: synth_v3_glm below). */
 static const family FAMILIES[] = {
   {"mixtral", "MixtralForCausalLM", "mixtral", 32, 4096, 14336, 14336, 8, 2, 0, 32, 8, 128, 32000, 1e6},
   {"olmoe", "OlmoeForCausalLM", "olmoe", 16, 2048, 1024, 1024, 64, 8, 0, 16, 16, 128, 50304, 1e4},
@@ -29,9 +30,41 @@ static const family FAMILIES[] = {
   {"qwen2_moe", "Qwen2MoeForCausalLM", "qwen2_moe", 24, 2048, 5632, 1408, 60, 4, 1, 16, 16, 128, 151936, 1e6},
   {"deepseek", "DeepseekForCausalLM", "deepseek", 28, 2048, 10944, 1408, 64, 6, 2, 16, 16, 128, 102400, 1e4},
   {"llama", "LlamaForCausalLM", "llama", 32, 4096, 11008, 0, 0, 0, 0, 32, 32, 128, 32000, 1e4},
+  {"deepseek_v3", "DeepseekV3ForCausalLM", "deepseek_v3", 61, 7168, 18432, 2048, 256, 8, 1, 128, 128, 192, 129280, 1e4},
+  {"glm4_moe", "Glm4MoeForCausalLM", "glm4_moe", 92, 5120, 12288, 1536, 160, 8, 1, 96, 8, 128, 151552, 1e6},
 };
 
-const char *moesz_synth_families(void) { return "mixtral, olmoe, qwen3_moe, qwen2_moe, deepseek, llama"; }
+/* DeepSeek-V3 MLA shape (kept under --hidden / --heads overrides). */
+enum { V3_Q_LORA = 1536, V3_KV_LORA = 512, V3_NOPE = 128, V3_ROPE = 64, V3_V = 128 };
+
+/* The keys DeepSeek-V3 and GLM-4.5 add: routing (sigmoid, groups, scaling),
+ * dense first layers (3 as published; 1 under --layers), MLA (V3), partial
+ * rotary / q-k norm / bias (GLM). */
+static void synth_v3_glm(cJSON *c, const family *f, int is_v3, int real_layers) {
+  cJSON_AddNumberToObject(c, "n_routed_experts", f->experts);
+  cJSON_AddNumberToObject(c, "n_shared_experts", f->shared);
+  cJSON_AddNumberToObject(c, "n_group", is_v3 && f->experts % 8 == 0 ? 8 : 1);
+  cJSON_AddNumberToObject(c, "topk_group", is_v3 && f->experts % 8 == 0 ? 4 : 1);
+  cJSON_AddNumberToObject(c, "routed_scaling_factor", 2.5);
+  cJSON_AddNumberToObject(c, "first_k_dense_replace", real_layers ? 3 : f->layers > 1 ? 1 : 0);
+  cJSON_AddStringToObject(c, "scoring_func", "sigmoid");
+  if (is_v3) {
+    cJSON_AddNumberToObject(c, "q_lora_rank", V3_Q_LORA);
+    cJSON_AddNumberToObject(c, "kv_lora_rank", V3_KV_LORA);
+    cJSON_AddNumberToObject(c, "qk_nope_head_dim", V3_NOPE);
+    cJSON_AddNumberToObject(c, "qk_rope_head_dim", V3_ROPE);
+    cJSON_AddNumberToObject(c, "v_head_dim", V3_V);
+    cJSON_AddBoolToObject(c, "rope_interleave", 1);
+  } else {
+    cJSON_AddNumberToObject(c, "partial_rotary_factor", 0.5);
+    cJSON_AddBoolToObject(c, "use_qk_norm", 1);
+    cJSON_AddBoolToObject(c, "attention_bias", 1);
+  }
+}
+
+const char *moesz_synth_families(void) {
+  return "mixtral, olmoe, qwen3_moe, qwen2_moe, deepseek, llama, deepseek_v3, glm4_moe";
+}
 
 typedef struct rng { uint64_t s[4]; } rng;
 static uint64_t splitmix(uint64_t *x) {
@@ -119,13 +152,16 @@ int moesz_synth_plan_make(const moesz_synth_opts *o, moesz_synth_plan *p, moesz_
   if (o->layers > 0) f.layers = o->layers;
   if (o->experts > 0 && f.experts) f.experts = o->experts;
   if (o->top_k > 0 && f.top_k) f.top_k = o->top_k;
+  int is_v3 = !strcmp(f.like, "deepseek_v3"), is_glm = !strcmp(f.like, "glm4_moe");
+  if (o->hidden > 0 && (is_v3 || is_glm)) f.inter = (int)((int64_t)f.inter * o->hidden / f.hidden);
   if (o->hidden > 0) f.hidden = o->hidden;
   if (o->expert_width > 0) { if (f.experts) f.moe_inter = o->expert_width; else f.inter = o->expert_width; }
   if (o->vocab > 0) f.vocab = o->vocab;
   if (o->heads > 0) f.heads = o->heads;
   if (o->kv_heads > 0) f.kv_heads = o->kv_heads;
-  if (o->hidden > 0 || o->heads > 0) f.head_dim = f.hidden / f.heads;
+  if ((o->hidden > 0 || o->heads > 0) && !is_v3 && !is_glm) f.head_dim = f.hidden / f.heads;
   if (f.top_k > f.experts) f.top_k = f.experts;   /* the family's default top-k, above a smaller --experts */
+  if (is_v3) f.kv_heads = f.heads;                /* MLA: one latent, every head its own K/V */
   if (f.heads % f.kv_heads || f.layers > MOESZ_MAX_LAYERS || f.layers < 1 || f.hidden < 2)
     return moesz_error_set(err, MOESZ_E_ARG, "synth: inconsistent shape (heads %d, kv heads %d, layers %d)", f.heads, f.kv_heads, f.layers);
   int is_mixtral = !strcmp(f.like, "mixtral"), is_ds = !strcmp(f.like, "deepseek"), is_q2 = !strcmp(f.like, "qwen2_moe");
@@ -141,7 +177,7 @@ int moesz_synth_plan_make(const moesz_synth_opts *o, moesz_synth_plan *p, moesz_
   cJSON_AddNumberToObject(c, "num_hidden_layers", f.layers);
   cJSON_AddNumberToObject(c, "num_attention_heads", f.heads);
   cJSON_AddNumberToObject(c, "num_key_value_heads", f.kv_heads);
-  cJSON_AddNumberToObject(c, "head_dim", f.head_dim);
+  if (!is_v3) cJSON_AddNumberToObject(c, "head_dim", f.head_dim);
   cJSON_AddNumberToObject(c, "max_position_embeddings", 4096);
   cJSON_AddNumberToObject(c, "rms_norm_eps", 1e-5);
   cJSON_AddNumberToObject(c, "rope_theta", f.theta);
@@ -150,11 +186,17 @@ int moesz_synth_plan_make(const moesz_synth_opts *o, moesz_synth_plan *p, moesz_
   cJSON_AddNumberToObject(c, "eos_token_id", 2);
   cJSON_AddStringToObject(c, "hidden_act", "silu");
   cJSON_AddStringToObject(c, "torch_dtype", o->dtype == MOESZ_DT_F32 ? "float32" : o->dtype == MOESZ_DT_F16 ? "float16" : "bfloat16");
-  if (f.experts) {
+  if (is_v3 || is_glm) synth_v3_glm(c, &f, is_v3, o->layers <= 0);
+  if (f.experts && !is_v3 && !is_glm) {
     cJSON_AddNumberToObject(c, is_mixtral ? "num_local_experts" : is_ds ? "n_routed_experts" : "num_experts", f.experts);
     cJSON_AddNumberToObject(c, "num_experts_per_tok", f.top_k);
     if (!is_mixtral && !is_ol) cJSON_AddNumberToObject(c, "moe_intermediate_size", f.moe_inter);
     cJSON_AddBoolToObject(c, "norm_topk_prob", is_q3);
+  }
+  if (f.experts && (is_v3 || is_glm)) {
+    cJSON_AddNumberToObject(c, "num_experts_per_tok", f.top_k);
+    cJSON_AddNumberToObject(c, "moe_intermediate_size", f.moe_inter);
+    cJSON_AddBoolToObject(c, "norm_topk_prob", 1);
   }
   if (is_q2) {
     cJSON_AddNumberToObject(c, "shared_expert_intermediate_size", 4 * f.moe_inter);
@@ -189,16 +231,27 @@ int moesz_synth_plan_make(const moesz_synth_opts *o, moesz_synth_plan *p, moesz_
     const char *pf = "model.layers";
     ADD(d, 0, 1, "%s.%d.input_layernorm.weight", pf, L);
     ADD(d, 0, 1, "%s.%d.post_attention_layernorm.weight", pf, L);
-    ADD(cfg.n_heads * hd, d, 0, "%s.%d.self_attn.q_proj.weight", pf, L);
-    ADD(cfg.n_kv_heads * hd, d, 0, "%s.%d.self_attn.k_proj.weight", pf, L);
-    ADD(cfg.n_kv_heads * hd, d, 0, "%s.%d.self_attn.v_proj.weight", pf, L);
-    ADD(d, cfg.n_heads * hd, 0, "%s.%d.self_attn.o_proj.weight", pf, L);
-    if (is_q2) {
+    if (is_v3) {
+      int64_t nh = cfg.n_heads;
+      ADD(cfg.q_lora_rank, d, 0, "%s.%d.self_attn.q_a_proj.weight", pf, L);
+      ADD(cfg.q_lora_rank, 0, 1, "%s.%d.self_attn.q_a_layernorm.weight", pf, L);
+      ADD(nh * hd, cfg.q_lora_rank, 0, "%s.%d.self_attn.q_b_proj.weight", pf, L);
+      ADD(cfg.kv_lora_rank + cfg.qk_rope_dim, d, 0, "%s.%d.self_attn.kv_a_proj_with_mqa.weight", pf, L);
+      ADD(cfg.kv_lora_rank, 0, 1, "%s.%d.self_attn.kv_a_layernorm.weight", pf, L);
+      ADD(nh * (cfg.qk_nope_dim + cfg.v_head_dim), cfg.kv_lora_rank, 0, "%s.%d.self_attn.kv_b_proj.weight", pf, L);
+      ADD(d, nh * cfg.v_head_dim, 0, "%s.%d.self_attn.o_proj.weight", pf, L);
+    } else {
+      ADD(cfg.n_heads * hd, d, 0, "%s.%d.self_attn.q_proj.weight", pf, L);
+      ADD(cfg.n_kv_heads * hd, d, 0, "%s.%d.self_attn.k_proj.weight", pf, L);
+      ADD(cfg.n_kv_heads * hd, d, 0, "%s.%d.self_attn.v_proj.weight", pf, L);
+      ADD(d, cfg.n_heads * hd, 0, "%s.%d.self_attn.o_proj.weight", pf, L);
+    }
+    if (is_q2 || is_glm) {
       ADD(cfg.n_heads * hd, 0, 0, "%s.%d.self_attn.q_proj.bias", pf, L);
       ADD(cfg.n_kv_heads * hd, 0, 0, "%s.%d.self_attn.k_proj.bias", pf, L);
       ADD(cfg.n_kv_heads * hd, 0, 0, "%s.%d.self_attn.v_proj.bias", pf, L);
     }
-    if (is_q3) { ADD(hd, 0, 1, "%s.%d.self_attn.q_norm.weight", pf, L); ADD(hd, 0, 1, "%s.%d.self_attn.k_norm.weight", pf, L); }
+    if (is_q3 || is_glm) { ADD(hd, 0, 1, "%s.%d.self_attn.q_norm.weight", pf, L); ADD(hd, 0, 1, "%s.%d.self_attn.k_norm.weight", pf, L); }
     if (is_ol) {
       ADD(cfg.n_heads * hd, 0, 1, "%s.%d.self_attn.q_norm.weight", pf, L);
       ADD(cfg.n_kv_heads * hd, 0, 1, "%s.%d.self_attn.k_norm.weight", pf, L);
@@ -211,6 +264,7 @@ int moesz_synth_plan_make(const moesz_synth_opts *o, moesz_synth_plan *p, moesz_
     }
     const char *blk = is_mixtral ? "block_sparse_moe" : "mlp";
     ADD(cfg.n_experts, d, 0, "%s.%d.%s.gate.weight", pf, L, blk);
+    if (cfg.score_sigmoid) ADD(cfg.n_experts, 0, 0, "%s.%d.mlp.gate.e_score_correction_bias", pf, L);
     int64_t n = cfg.moe_intermediate;
     for (int e = 0; e < cfg.n_experts; e++) {
       if (is_mixtral) {
@@ -223,7 +277,7 @@ int moesz_synth_plan_make(const moesz_synth_opts *o, moesz_synth_plan *p, moesz_
         ADDX(L, e, MOESZ_MAT_DOWN, d, n, 0, "%s.%d.mlp.experts.%d.down_proj.weight", pf, L, e);
       }
     }
-    if (is_q2 || is_ds) {
+    if (is_q2 || is_ds || is_v3 || is_glm) {
       const char *sh = is_q2 ? "shared_expert" : "shared_experts";
       int64_t sn = cfg.shared_intermediate;
       ADD(sn, d, 0, "%s.%d.mlp.%s.gate_proj.weight", pf, L, sh);
