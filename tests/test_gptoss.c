@@ -121,7 +121,7 @@ TEST(config_and_roles) {
   CHECK(c.is_sliding[0] && !c.is_sliding[1] && c.is_sliding[2] && !c.is_sliding[3]);
   CHECK(c.attn_sinks && c.router_bias && c.expert_bias && c.gate_up_interleaved && c.qkv_bias);
   CHECK_NEAR(c.swiglu_alpha, 1.702, 1e-6); CHECK_NEAR(c.swiglu_limit, 1.0, 0);
-  CHECK(c.rope_yarn && !c.yarn_truncate && !c.mxfp4);
+  CHECK(c.yarn && !c.yarn_truncate && !c.mxfp4);
   CHECK_NEAR(c.yarn_factor, 4, 0); CHECK_EQ_INT(c.yarn_orig_max_pos, 32);
   CHECK_NEAR(c.yarn_attn_factor, 0.1 * log(4.0) + 1.0, 1e-6);
   CHECK_NEAR(c.rope_theta, 150000, 0);
@@ -155,7 +155,7 @@ TEST(config_and_roles) {
   moesz_tensor_classify(&c, "model.layers.1.self_attn.sinks", &r);
   CHECK_EQ_INT(r.role, MOESZ_ROLE_ATTN_SINKS); CHECK_EQ_INT(r.layer, 1);
   moesz_tensor_classify(&c, "model.layers.0.mlp.router.bias", &r);
-  CHECK_EQ_INT(r.role, MOESZ_ROLE_ROUTER_BIAS);
+  CHECK_EQ_INT(r.role, MOESZ_ROLE_ROUTER_LINEAR_BIAS);
   moesz_tensor_classify(&c, "model.layers.0.mlp.router.weight", &r);
   CHECK_EQ_INT(r.role, MOESZ_ROLE_ROUTER);
   moesz_tensor_classify(&c, "model.layers.3.mlp.experts.gate_up_proj", &r);
@@ -539,7 +539,7 @@ TEST(synth_gpt_oss) {
   moesz_model *m = NULL;
   CHECK_MSG(moesz_model_open(dir, &m, &e) == MOESZ_OK, "%s", e.msg);
   if (m) {
-    CHECK(m->cfg.arch == MOESZ_ARCH_GPT_OSS && m->cfg.mxfp4 && m->cfg.rope_yarn && m->cfg.sliding_window == 128);
+    CHECK(m->cfg.arch == MOESZ_ARCH_GPT_OSS && m->cfg.mxfp4 && m->cfg.yarn && m->cfg.sliding_window == 128);
     CHECK(m->cfg.is_sliding[0] && !m->cfg.is_sliding[1] && m->cfg.is_sliding[2]);
     CHECK(!strcmp(moesz_model_expert_layout(m), "mxfp4"));
     moesz_counts k, kc;
@@ -564,6 +564,16 @@ TEST(synth_gpt_oss) {
   so.expert_width = 48;   /* down_proj's 48 columns are not whole MXFP4 groups */
   so.force = 1;
   CHECK_EQ_INT(moesz_synth_write(&so, dir, &e), MOESZ_E_ARG);
+  /* synth --msz: the MXFP4 experts need the folder; refused with a clear error, nothing written */
+  char mp[96];
+  snprintf(mp, sizeof mp, "%s.msz", dir);
+  so.expert_width = 32;
+  moesz_msz_opts mo;
+  memset(&mo, 0, sizeof mo);
+  mo.method = MOESZ_MSZ_ZSTD;
+  CHECK_EQ_INT(moesz_msz_synth_write(&so, mp, &mo, NULL, &e), MOESZ_E_UNSUPPORTED);
+  CHECK(strstr(e.msg, "MXFP4") != NULL);
+  CHECK(access(mp, F_OK) != 0);
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
   CHECK(system(cmd) == 0);

@@ -18,6 +18,10 @@ typedef struct moesz_engine_opts {
   int expert_group;   /* routed experts held (got, not released) at once; 0 = all the
                          experts a layer needs for the current batch */
   int scalar;         /* 1 = scalar kernels only (tests); 0 = AVX2 when the CPU has it */
+  int fast_dot;       /* compute-layout experts: 0 = x split in two 16-bit halves per group of 64
+                         (the f32 product with the decoded weights up to rounding); 1 = x rounded
+                         to 16 bits per group (half the multiplies; |x error| <= 2^-16 of the
+                         group's largest |x|) */
 } moesz_engine_opts;
 
 /* model_dir: a Hugging Face model folder (config.json + safetensors).

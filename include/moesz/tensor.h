@@ -99,4 +99,6 @@ typedef int (*moesz_stw_sink)(void *ctx, const void *buf, size_t n, moesz_error 
 int moesz_stw_emit(const moesz_stw *w, moesz_stw_sink sink, void *ctx, moesz_error *err);
 /* Bytes moesz_stw_emit will produce (0 on error). */
 uint64_t moesz_stw_size(const moesz_stw *w, moesz_error *err);
+/* Bytes of tensor data added so far (the image less its header). */
+uint64_t moesz_stw_data_bytes(const moesz_stw *w);
 #endif

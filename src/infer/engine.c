@@ -4,8 +4,10 @@
  * projection, clip_qkv, GQA, rotate-half RoPE), dense MLP and MoE blocks
  * (fp32 router softmax, top-k, per-family renormalisation, shared experts
  * with or without sigmoid gate) with experts reached through the provider,
- * final norm and lm_head (tied or not); gpt-oss's sinks, sliding windows,
- * YaRN and biased clamped-SwiGLU experts (moe_block_oss, kernels_oss.c).
+ * final norm and lm_head (tied or not). DeepSeek-V3's latent attention and
+ * the sigmoid group router of DeepSeek-V3 / GLM-4.5 live in mla.c / route.c;
+ * GLM's partial rotary is here; gpt-oss's sinks, sliding windows, YaRN and
+ * biased clamped-SwiGLU experts (moe_block_oss, kernels_oss.c).
  * Semantics: docs/INFERENCE.md. */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -15,6 +17,7 @@
 #include "base/pool.h"
 #include "base/util.h"
 #include "infer/kernels.h"
+#include "infer/mla.h"
 #include "moesz/infer.h"
 #include "moesz/tensor.h"
 
@@ -27,6 +30,7 @@ typedef struct layer_w {
   float *q_norm, *k_norm;               /* [hd] (per head) or [nh*hd]/[nkv*hd] (whole) */
   moesz_matview router;                 /* [E, d] (MoE layers) */
   moesz_matview shared_gate;            /* [1, d] (Qwen2-MoE) */
+  float *router_bias;                   /* [E] e_score_correction_bias (sigmoid routing) */
   float *sinks, *router_b;              /* gpt-oss: [nh], [E] */
   float *gu_b, *dn_b;                   /* gpt-oss expert biases: [E, 2n], [E, d] */
   int has[8];                           /* presence flags, see bind_tensor */
@@ -68,6 +72,9 @@ struct moesz_engine {
   float *hg, *hu;                       /* [BMAX*k, inter_max] */
   float *moe;                           /* [BMAX, d] */
   float *sg;                            /* [BMAX] shared gate logits */
+  moesz_mla *mla;                       /* DeepSeek-V3 latent attention (NULL otherwise) */
+  int rd;                               /* rotated dims per head (GLM partial rotary; hd otherwise) */
+  float *rtmp;                          /* [3E] sigmoid router scratch */
   moesz_kjob *jobs;                     /* [2E + 4] */
   moesz_engine_stats st;
 };
@@ -147,7 +154,12 @@ static int bind_tensor(moesz_engine *e, const moesz_tensor *t, const moesz_tenso
   default: break;
   }
   if (!l) return MOESZ_OK;
+  if (c->kv_lora_rank > 0 && (r->role == MOESZ_ROLE_ATTN_Q || r->role == MOESZ_ROLE_ATTN_O))
+    return MOESZ_OK;   /* MLA binds its own (mla.c) */
   switch (r->role) {
+  case MOESZ_ROLE_ROUTER_BIAS:
+    if (!c->is_moe[r->layer]) return MOESZ_OK;
+    return bind_vec(t, c->n_experts, &l->router_bias, err);
   case MOESZ_ROLE_ATTN_NORM: l->has[H_ANORM] = 1; return bind_vec(t, d, &l->attn_norm, err);
   case MOESZ_ROLE_FFN_NORM: l->has[H_FNORM] = 1; return bind_vec(t, d, &l->ffn_norm, err);
   case MOESZ_ROLE_ATTN_Q: l->has[H_Q] = 1; return bind_mat(t, e->qw, d, &l->wq, err);
@@ -164,7 +176,7 @@ static int bind_tensor(moesz_engine *e, const moesz_tensor *t, const moesz_tenso
     l->has[H_ROUTER] = 1;
     return bind_mat(t, c->n_experts, d, &l->router, err);
   case MOESZ_ROLE_ATTN_SINKS: return bind_vec(t, e->nh, &l->sinks, err);
-  case MOESZ_ROLE_ROUTER_BIAS:
+  case MOESZ_ROLE_ROUTER_LINEAR_BIAS:
     if (!c->is_moe[r->layer]) return MOESZ_OK;
     return bind_vec(t, c->n_experts, &l->router_b, err);
   case MOESZ_ROLE_EXPERT_BIAS:   /* [E, rows] read as one vector */
@@ -216,10 +228,12 @@ static int bind_all(moesz_engine *e, moesz_error *err) {
     layer_w *l = &e->L[L];
     if (!l->has[H_ANORM]) return missing(err, L, "input_layernorm");
     if (!l->has[H_FNORM]) return missing(err, L, "post_attention_layernorm");
-    if (!l->has[H_Q]) return missing(err, L, "q_proj");
-    if (!l->has[H_K]) return missing(err, L, "k_proj");
-    if (!l->has[H_V]) return missing(err, L, "v_proj");
-    if (!l->has[H_O]) return missing(err, L, "o_proj");
+    if (!l->has[H_Q] && !c->kv_lora_rank) return missing(err, L, "q_proj");
+    if (!l->has[H_K] && !c->kv_lora_rank) return missing(err, L, "k_proj");
+    if (!l->has[H_V] && !c->kv_lora_rank) return missing(err, L, "v_proj");
+    if (!l->has[H_O] && !c->kv_lora_rank) return missing(err, L, "o_proj");
+    if (c->is_moe[L] && c->score_sigmoid && !l->router_bias)
+      return missing(err, L, "router correction bias (mlp.gate.e_score_correction_bias)");
     if (c->qkv_bias && (!l->bq || !l->bk || !l->bv)) return missing(err, L, "q/k/v_proj bias");
     if (c->qk_norm && (!l->q_norm || !l->k_norm)) return missing(err, L, "q_norm/k_norm");
     if (c->is_moe[L] && !l->has[H_ROUTER]) return missing(err, L, "router (mlp.gate)");
@@ -247,7 +261,8 @@ static const char *rope_kind(const cJSON *o) {
  * variants, MLP biases, sliding-window attention inside the context. A
  * sliding window that is at least the KV cache length changes nothing, so the
  * context is capped at the window instead. */
-static int check_config_features(const char *dir, const moesz_config *c, int *max_ctx, moesz_error *err) {
+static int check_config_features(const char *dir, const moesz_config *c, int *max_ctx,
+                                 moesz_error *err) {
   char path[4200];
   if (!moesz_path_is_dir(dir) || moesz_path_join(path, sizeof path, dir, "config.json")) return MOESZ_OK;
   char *txt = NULL;
@@ -265,7 +280,8 @@ static int check_config_features(const char *dir, const moesz_config *c, int *ma
   if (cJSON_IsString(act) && strcmp(act->valuestring, "silu") && strcmp(act->valuestring, "swish"))
     rc = moesz_error_set(err, MOESZ_E_UNSUPPORTED, "%s: hidden_act \"%s\" (only silu)", dir,
                          act->valuestring);
-  else if (((rs && strcmp(rs, "default")) || (rp && strcmp(rp, "default"))) && !c->rope_yarn)
+  else if (((rs && strcmp(rs, "default")) || (rp && strcmp(rp, "default"))) &&
+           !(c->yarn && (c->kv_lora_rank > 0 || c->arch == MOESZ_ARCH_GPT_OSS)))   /* YaRN: mla.c, gpt-oss */
     rc = moesz_error_set(err, MOESZ_E_UNSUPPORTED, "%s: RoPE scaling \"%s\" not implemented", dir,
                          rs && strcmp(rs, "default") ? rs : rp);
   else if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "mlp_bias")))
@@ -282,7 +298,7 @@ static int alloc_buffers(moesz_engine *e, moesz_error *err) {
   size_t E = c->n_experts > 0 ? (size_t)c->n_experts : 1;
   size_t K = c->top_k > 0 ? (size_t)c->top_k : 1;
   size_t d = (size_t)e->d, rows = BMAX * K, im = (size_t)e->inter_max;
-  size_t kv = (size_t)c->n_layers * (size_t)e->max_ctx * (size_t)e->kvw, tmp;
+  size_t kv = c->kv_lora_rank > 0 ? 1 : (size_t)c->n_layers * (size_t)e->max_ctx * (size_t)e->kvw, tmp;
   if (!moesz_mul_ok(kv, sizeof(float), &tmp))
     return moesz_error_set(err, MOESZ_E_NOMEM, "KV cache size overflows");
 #define A(p, n) do { (p) = calloc((n), sizeof *(p)); \
@@ -297,6 +313,7 @@ static int alloc_buffers(moesz_engine *e, moesz_error *err) {
   A(e->hg, rows * im); A(e->hu, rows * im);
   A(e->moe, BMAX * d); A(e->sg, BMAX);
   A(e->jobs, 2 * E + 4);
+  A(e->rtmp, 3 * E);
 #undef A
   return MOESZ_OK;
 }
@@ -331,8 +348,8 @@ int moesz_engine_open_model(moesz_model *m, int own_model, const moesz_expert_pr
   e->nkv = c->n_kv_heads > 0 ? c->n_kv_heads : c->n_heads;
   e->hd = c->head_dim > 0 ? c->head_dim : (c->n_heads > 0 ? c->hidden / c->n_heads : 0);
   e->vocab = c->vocab;
-  if (e->d <= 0 || e->nh <= 0 || e->hd <= 0 || e->hd % 2 || e->nh % e->nkv || e->vocab <= 0 ||
-      c->n_layers <= 0 || c->n_layers > MOESZ_MAX_LAYERS) {
+  if (e->d <= 0 || e->nh <= 0 || e->hd <= 0 || (e->hd % 2 && !c->kv_lora_rank) || e->nh % e->nkv ||
+      e->vocab <= 0 || c->n_layers <= 0 || c->n_layers > MOESZ_MAX_LAYERS) {
     rc = moesz_error_set(err, MOESZ_E_FORMAT,
                          "%s: config not usable for inference (hidden %d, heads %d/%d, head_dim "
                          "%d, vocab %d, layers %d)", m->path, e->d, e->nh, e->nkv, e->hd,
@@ -365,16 +382,18 @@ int moesz_engine_open_model(moesz_model *m, int own_model, const moesz_expert_pr
   if ((rc = check_config_features(m->path, c, &e->max_ctx, err))) goto fail;
   e->group = opts.expert_group > 0 ? opts.expert_group : (c->n_experts > 0 ? c->n_experts : 1);
   e->L = calloc((size_t)c->n_layers, sizeof *e->L);
+  e->rd = c->rotary_dim > 0 && c->rotary_dim < e->hd ? c->rotary_dim : e->hd;
   e->inv_freq = calloc((size_t)e->hd / 2, sizeof(float));
   if (!e->L || !e->inv_freq) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "engine"); goto fail; }
   /* as transformers: inv_freq = 1 / theta^(arange(0, hd, 2) / hd) in float32 */
-  for (int i = 0; i < e->hd / 2; i++) {
-    float ex = (float)(2 * i) / (float)e->hd;
+  for (int i = 0; i < e->rd / 2; i++) {
+    float ex = (float)(2 * i) / (float)e->rd;
     e->inv_freq[i] = 1.0f / powf(c->rope_theta > 0 ? c->rope_theta : 10000.0f, ex);
   }
   e->att_scale = (float)(1.0 / sqrt((double)e->hd));
-  if (c->rope_yarn) {   /* YaRN: scaled frequencies; cos and sin times attention_factor scale q.k by its square */
-    moesz_k_yarn_inv_freq(e->hd, c->rope_theta, c->yarn_factor, c->yarn_beta_fast, c->yarn_beta_slow,
+  if (c->yarn && c->kv_lora_rank == 0) {   /* YaRN: scaled frequencies; cos and sin times
+                                              attention_factor scale q.k by its square (MLA: mla.c) */
+    moesz_k_yarn_inv_freq(e->rd, c->rope_theta, c->yarn_factor, c->yarn_beta_fast, c->yarn_beta_slow,
                           c->yarn_orig_max_pos, c->yarn_truncate, e->inv_freq);
     e->att_scale *= c->yarn_attn_factor * c->yarn_attn_factor;
   }
@@ -383,16 +402,22 @@ int moesz_engine_open_model(moesz_model *m, int own_model, const moesz_expert_pr
     e->own_prov = 1;
   }
   if ((rc = bind_all(e, err))) { moesz_error_wrap(err, rc, "%s", m->path); goto fail; }
+  if (c->kv_lora_rank > 0 && (rc = moesz_mla_open(c, m->st, e->max_ctx, BMAX, &e->mla, err))) {
+    moesz_error_wrap(err, rc, "%s", m->path);
+    goto fail;
+  }
   if ((rc = alloc_buffers(e, err))) goto fail;
   e->pool = moesz_pool_create(opts.threads);
   if (!e->pool) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "thread pool"); goto fail; }
   size_t maxc = (size_t)(e->d > e->inter_max ? e->d : e->inter_max);
   if ((size_t)e->qw > maxc) maxc = (size_t)e->qw;
+  if (e->mla && (size_t)moesz_mla_max_cols(e->mla) > maxc) maxc = (size_t)moesz_mla_max_cols(e->mla);
   if (moesz_kctx_init(&e->kc, e->pool, opts.scalar ? 0 : -1,
                       moesz_k_scratch_need(maxc, (size_t)e->max_ctx))) {
     rc = moesz_error_set(err, MOESZ_E_NOMEM, "kernel scratch");
     goto fail;
   }
+  e->kc.cl_act16 = opts.fast_dot;
   *out = e;
   return MOESZ_OK;
 fail:
@@ -419,7 +444,7 @@ void moesz_engine_close(moesz_engine *e) {
     for (int L = 0; L < e->cfg.n_layers; L++) {
       layer_w *l = &e->L[L];
       free(l->attn_norm); free(l->ffn_norm); free(l->bq); free(l->bk); free(l->bv); free(l->bo);
-      free(l->q_norm); free(l->k_norm);
+      free(l->q_norm); free(l->k_norm); free(l->router_bias);
       free(l->sinks); free(l->router_b); free(l->gu_b); free(l->dn_b);
     }
   free(e->L);
@@ -428,7 +453,8 @@ void moesz_engine_close(moesz_engine *e) {
   free(e->x); free(e->xn); free(e->q); free(e->att); free(e->rl); free(e->topi); free(e->topw);
   free(e->cnt); free(e->off); free(e->fill); free(e->active); free(e->row_tok); free(e->row_w);
   free(e->mats); free(e->xg); free(e->yd); free(e->hg); free(e->hu); free(e->moe); free(e->sg);
-  free(e->jobs);
+  free(e->jobs); free(e->rtmp);
+  moesz_mla_close(e->mla);
   moesz_kctx_free(&e->kc);
   moesz_pool_destroy(e->pool);
   if (e->own_prov && e->prov.destroy) e->prov.destroy(e->prov.ctx);
@@ -554,9 +580,15 @@ static int moe_block(moesz_engine *e, int L, int n, moesz_error *err) {
   memset(e->cnt, 0, sizeof(int32_t) * (size_t)E);
   for (int t = 0; t < n; t++) {
     float *p = e->rl + (size_t)t * E;
-    moesz_k_softmax(p, E);
     int32_t *ti = e->topi + (size_t)t * K;
     float *tw = e->topw + (size_t)t * K;
+    if (c->score_sigmoid) {   /* DeepSeek-V3 / GLM-4.5 (route.c) */
+      moesz_route_sigmoid_groups(p, l->router_bias, E, c->n_group, c->topk_group, K, c->norm_topk_prob,
+                                 c->routed_scale, ti, tw, e->rtmp);
+      for (int j = 0; j < K; j++) e->cnt[ti[j]]++;
+      continue;
+    }
+    moesz_k_softmax(p, E);
     topk(p, E, K, ti, tw);
     if (e->renorm) {
       float s = 0;
@@ -746,6 +778,10 @@ static int layer_forward(moesz_engine *e, int L, int pos0, int n, moesz_error *e
   int rc;
   /* attention */
   moesz_k_rmsnorm(e->xn, d, e->x, d, l->attn_norm, n, e->d, c->norm_eps);
+  if (e->mla) {
+    if ((rc = moesz_mla_forward(e->mla, &e->kc, L, e->xn, n, pos0, e->x, err))) return rc;
+    goto mlp;
+  }
   moesz_kjob j[3] = {job(&l->wq, e->xn, d, e->q, qw, n, 0), job(&l->wk, e->xn, d, kc, kvw, n, 0),
                      job(&l->wv, e->xn, d, vc, kvw, n, 0)};
   if ((rc = moesz_k_linear(&e->kc, j, 3))) return moesz_error_set(err, rc, "layer %d: qkv", L);
@@ -766,6 +802,13 @@ static int layer_forward(moesz_engine *e, int L, int pos0, int n, moesz_error *e
     moesz_k_rmsnorm(kc, (size_t)e->hd, kc, (size_t)e->hd, l->k_norm, n * e->nkv, e->hd, c->norm_eps);
   }
   for (int t = 0; t < n; t++) {
+    if (e->rd < e->hd) {   /* partial rotary (GLM): the first rd dims of each head */
+      for (int h = 0; h < e->nh; h++)
+        moesz_k_rope(e->q + (size_t)t * qw + (size_t)h * e->hd, 1, e->rd, pos0 + t, e->inv_freq);
+      for (int h = 0; h < e->nkv; h++)
+        moesz_k_rope(kc + (size_t)t * kvw + (size_t)h * e->hd, 1, e->rd, pos0 + t, e->inv_freq);
+      continue;
+    }
     moesz_k_rope(e->q + (size_t)t * qw, e->nh, e->hd, pos0 + t, e->inv_freq);
     moesz_k_rope(kc + (size_t)t * kvw, e->nkv, e->hd, pos0 + t, e->inv_freq);
   }
@@ -780,7 +823,7 @@ static int layer_forward(moesz_engine *e, int L, int pos0, int n, moesz_error *e
   j[0] = job(&l->wo, e->att, qw, e->x, d, n, 1);
   if ((rc = moesz_k_linear(&e->kc, j, 1))) return moesz_error_set(err, rc, "layer %d: o_proj", L);
   if (l->bo) add_bias(e->x, d, l->bo, n, e->d);
-  /* MLP */
+mlp:
   moesz_k_rmsnorm(e->xn, d, e->x, d, l->ffn_norm, n, e->d, c->norm_eps);
   if (c->is_moe[L]) return c->gate_up_interleaved ? moe_block_oss(e, L, n, err) : moe_block(e, L, n, err);
   moesz_expert_mats mt;

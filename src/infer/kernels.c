@@ -424,7 +424,7 @@ static void lin_task(void *vctx, size_t ti, int tid) {
     uint64_t key = c->gen | (1ull << 63);
     int have = jb->n == 1 && c->memo_gen[tid] == key && c->memo_x[tid] == jb->x;
     int holds = moesz_k_cl_rows(w->data, r0, r1, jb->x + (size_t)t0 * jb->ldx, jb->ldx, t1 - t0,
-                                jb->y + (size_t)t0 * jb->ldy + r0, jb->ldy, jb->accumulate, simd,
+                                jb->y + (size_t)t0 * jb->ldy + r0, jb->ldy, jb->accumulate, simd, c->cl_act16,
                                 use_scr ? c->scratch[tid] : NULL, have);
     c->memo_gen[tid] = holds ? key : 0;
     c->memo_x[tid] = holds ? jb->x : NULL;
@@ -683,11 +683,12 @@ static int avx512_check(void) {
   size_t sb = moesz_k_cl_scratch_bytes(C);
   void *scr = aligned_alloc(64, (sb + 63) / 64 * 64);
   ok = ok && scr;
-  for (int nt = 1; ok && nt <= 3; nt += 2) {
-    moesz_k_cl_rows(&m, 0, R, x, C, nt, y2, R, 0, 1, scr, 0);
-    moesz_k_cl_rows(&m, 0, R, x, C, nt, y5, R, 0, 2, scr, 0);
-    ok = close_enough(y5, y2, nt * R);
-  }
+  for (int nt = 1; ok && nt <= 3; nt += 2)
+    for (int a16 = 0; ok && a16 <= 1; a16++) {
+      moesz_k_cl_rows(&m, 0, R, x, C, nt, y2, R, 0, 1, a16, scr, 0);
+      moesz_k_cl_rows(&m, 0, R, x, C, nt, y5, R, 0, 2, a16, scr, 0);
+      ok = close_enough(y5, y2, nt * R);
+    }
   if (scr) free(scr);
   moesz_cl_free(&m);
   free(buf);

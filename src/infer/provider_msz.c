@@ -93,7 +93,7 @@ int moesz_engine_open_msz(const char *path, const moesz_cache_opts *co, const mo
   if (!rc) rc = moesz_model_wrap_dense(moesz_msz_config(s->c), (moesz_st *)moesz_msz_dense(s->c), path, &s->dense, err);
   if (!rc) rc = moesz_expert_provider_mmap(s->dense, &s->inplace, err);
   /* the storage tier reads blobs from the file unless the in-memory path is asked for */
-  moesz_cache_opts cop = {.dtype = MOESZ_DT_COUNT};
+  moesz_cache_opts cop = {.dtype = MOESZ_DT_COUNT, .store.mode = MOESZ_STORE_MMAP};   /* no budget: in memory */
   if (co) cop = *co;
   if (cop.store.mode != MOESZ_STORE_MMAP && !cop.store.path) cop.store.path = path;
   /* gpt-oss MXFP4 experts kept as they are: dequantised from the mapping on get() */

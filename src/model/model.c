@@ -447,31 +447,47 @@ void moesz_config_count(const moesz_config *c, moesz_counts *k) {
   for (int L = 0; L < c->n_layers; L++) {
     add(k, MOESZ_ROLE_ATTN_NORM, d);
     add(k, MOESZ_ROLE_FFN_NORM, d);
-    add(k, MOESZ_ROLE_ATTN_Q, qd * d);
-    add(k, MOESZ_ROLE_ATTN_K, kvd * d);
-    add(k, MOESZ_ROLE_ATTN_V, kvd * d);
-    add(k, MOESZ_ROLE_ATTN_O, d * qd);
-    if (c->qkv_bias) {
-      add(k, MOESZ_ROLE_ATTN_Q_BIAS, qd);
-      add(k, MOESZ_ROLE_ATTN_K_BIAS, kvd);
-      add(k, MOESZ_ROLE_ATTN_V_BIAS, kvd);
-      if (c->arch != MOESZ_ARCH_QWEN2_MOE) add(k, MOESZ_ROLE_ATTN_O_BIAS, d);
-    }
-    if (c->attn_sinks) add(k, MOESZ_ROLE_ATTN_SINKS, c->n_heads);
-    if (c->qk_norm == 1) {
-      add(k, MOESZ_ROLE_Q_NORM, c->head_dim);
-      add(k, MOESZ_ROLE_K_NORM, c->head_dim);
-    } else if (c->qk_norm == 2) {
-      add(k, MOESZ_ROLE_Q_NORM, qd);
-      add(k, MOESZ_ROLE_K_NORM, kvd);
+    if (c->kv_lora_rank > 0) {   /* MLA: q (low-rank or plain), latent kv, o */
+      int64_t ql = c->q_lora_rank, kl = c->kv_lora_rank, nh = c->n_heads;
+      if (ql > 0) {
+        add(k, MOESZ_ROLE_ATTN_LATENT, ql * d + qd * ql);
+        add(k, MOESZ_ROLE_LATENT_NORM, ql);
+      } else {
+        add(k, MOESZ_ROLE_ATTN_Q, qd * d);
+      }
+      add(k, MOESZ_ROLE_ATTN_LATENT, (kl + c->qk_rope_dim) * d +
+                                     nh * (c->qk_nope_dim + c->v_head_dim) * kl);
+      add(k, MOESZ_ROLE_LATENT_NORM, kl);
+      add(k, MOESZ_ROLE_ATTN_O, d * nh * c->v_head_dim);
+    } else {
+      add(k, MOESZ_ROLE_ATTN_Q, qd * d);
+      add(k, MOESZ_ROLE_ATTN_K, kvd * d);
+      add(k, MOESZ_ROLE_ATTN_V, kvd * d);
+      add(k, MOESZ_ROLE_ATTN_O, d * qd);
+      if (c->qkv_bias) {
+        add(k, MOESZ_ROLE_ATTN_Q_BIAS, qd);
+        add(k, MOESZ_ROLE_ATTN_K_BIAS, kvd);
+        add(k, MOESZ_ROLE_ATTN_V_BIAS, kvd);
+        if (c->arch != MOESZ_ARCH_QWEN2_MOE && c->arch != MOESZ_ARCH_GLM4_MOE)
+          add(k, MOESZ_ROLE_ATTN_O_BIAS, d);
+      }
+      if (c->qk_norm == 1) {
+        add(k, MOESZ_ROLE_Q_NORM, c->head_dim);
+        add(k, MOESZ_ROLE_K_NORM, c->head_dim);
+      } else if (c->qk_norm == 2) {
+        add(k, MOESZ_ROLE_Q_NORM, qd);
+        add(k, MOESZ_ROLE_K_NORM, kvd);
+      }
+      if (c->attn_sinks) add(k, MOESZ_ROLE_ATTN_SINKS, c->n_heads);
     }
     if (!c->is_moe[L]) {
       add(k, MOESZ_ROLE_DENSE_MLP, 3 * (int64_t)c->intermediate * d);
       continue;
     }
     add(k, MOESZ_ROLE_ROUTER, E * d);
+    if (c->score_sigmoid) add(k, MOESZ_ROLE_ROUTER_BIAS, E);
     add(k, MOESZ_ROLE_EXPERT, E * 3 * n * d);
-    if (c->router_bias) add(k, MOESZ_ROLE_ROUTER_BIAS, E);
+    if (c->router_bias) add(k, MOESZ_ROLE_ROUTER_LINEAR_BIAS, E);
     if (c->expert_bias) add(k, MOESZ_ROLE_EXPERT_BIAS, E * (2 * n + d));
     if (c->n_shared) add(k, MOESZ_ROLE_SHARED_EXPERT, 3 * (int64_t)c->shared_intermediate * d);
     if (c->has_shared_gate) add(k, MOESZ_ROLE_SHARED_GATE, d);
