@@ -109,6 +109,12 @@ typedef struct moesz_sweep_opts {
   size_t ctx, stride;      /* perplexity windows (moesz_eval_ppl) */
   int threads;             /* engine and codec threads; 0 = all cores */
   int progress;            /* progress with ETA on stderr */
+  /* task accuracy per cell (moesz_eval_task, BOS as the tokenizer adds it):
+   * DIR/tasks.csv and tasks.md; the unperturbed model's accuracy beside it */
+  const char *const *tasks;   /* [n_tasks] JSON-lines task files, or NULL */
+  int n_tasks;
+  size_t task_limit;       /* items per task, 0 = all */
+  const moesz_tok *tok;    /* the model's tokenizer (needed with tasks) */
 } moesz_sweep_opts;
 
 /* One cell's results, one row of DIR/results.csv. */
@@ -128,19 +134,39 @@ typedef struct moesz_sweep_row {
 
 typedef struct moesz_sweep_summary { int cells, skipped, ran; } moesz_sweep_summary;
 
+/* One task result of one cell, one row of DIR/tasks.csv. */
+typedef struct moesz_sweep_task_row {
+  char group[48];
+  int first, last;
+  moesz_sweep_err err;
+  int eb_mode;
+  double eb;
+  int seed;
+  size_t tokens;           /* the cell's key, as in results.csv */
+  char task[64];           /* the task file's name without folder and .jsonl */
+  size_t items;            /* items scored */
+  double acc, acc_norm;    /* perturbed model (acc_norm 0 for tasks without it) */
+  double ref_acc, ref_acc_norm;   /* the unperturbed model on the same items */
+} moesz_sweep_task_row;
+
 /* Runs every cell of o over ids[0..n) with model m (its routed experts
  * perturbed through an expert provider; the reference is m itself) and
  * writes DIR/results.csv (rewritten atomically after each cell; cells already
  * in it with the same key - group, layers, error, eb mode, eb, seed, tokens -
  * are skipped, so an interrupted sweep resumes), results.json, results.md
  * and one SVG per metric (kl.svg, top1.svg, ppl.svg: metric vs eb per group
- * and error). dir is created if absent. */
+ * and error). With tasks, each cell also scores them on the perturbed model
+ * into DIR/tasks.csv (same resume rule: a cell runs again only for what is
+ * missing from either file) and tasks.md. dir is created if absent. */
 int moesz_sweep_run(moesz_model *m, const int32_t *ids, size_t n, const moesz_sweep_opts *o, const char *dir,
                     moesz_sweep_summary *sum, moesz_error *err);
 /* Parses the text of a results.csv (len bytes, need not be NUL-terminated)
  * into *rows (caller frees); a header other than the sweep's, or a line that
  * is not a well-formed row, is MOESZ_E_FORMAT naming the line. */
 int moesz_sweep_csv_parse(const char *text, size_t len, moesz_sweep_row **rows, size_t *n, moesz_error *err);
+/* Parses the text of a tasks.csv as moesz_sweep_csv_parse does results.csv. */
+int moesz_sweep_tasks_csv_parse(const char *text, size_t len, moesz_sweep_task_row **rows, size_t *n,
+                                moesz_error *err);
 /* Writes results.json, results.md and the SVGs of rows into dir (sweep_report.c). */
 int moesz_sweep_report(const moesz_sweep_row *rows, size_t n, const char *dir, moesz_error *err);
 /* ------------------------------------------------------------- policy
