@@ -169,8 +169,12 @@ def write_readme(d, cfg, card, log):
     w(f"A small Mixture-of-Experts language model in the {'Qwen3-MoE' if qwen else 'Mixtral'} format, trained from scratch on CPU by\n"
       "`tools/train_moe.py`. **It is a small research model**: it exists so that moesz has a real trained MoE\n"
       "to ship and to measure on (compression error, ResMoE, layer sensitivity, serving under a memory budget)\n"
-      "where no pretrained checkpoint can be downloaded. It writes plausible short English but knows little;\n"
-      "do not use it for anything that needs correct answers.\n")
+      "where no pretrained checkpoint can be downloaded. "
+      + ("It writes plausible short English but knows little;\n"
+         if not qwen else
+         "This one is the deeper, narrower second model of the layer-sensitivity\n"
+         "study (docs/EXPERIMENTS.md); trained for a short run, it knows even less than moesz-mix-tiny;\n")
+      + "do not use it for anything that needs correct answers.\n")
     w("## Architecture\n")
     w(f"`{arch}`: {L} layers, hidden {cfg.hidden_size}, {E} experts of width {width} "
       f"with top-{cfg.num_experts_per_tok} routing, {cfg.num_attention_heads} attention heads / {cfg.num_key_value_heads} "
@@ -219,11 +223,15 @@ def write_readme(d, cfg, card, log):
     w(f"Share of routed token slots per expert (top-{cfg.num_experts_per_tok}, averaged over code, Wikipedia, Shakespeare and held-out\n"
       f"stories, 8,192 tokens each). Smallest share: {100 * card['min_expert_share']:.1f}%"
       + (" - every expert above 2% in every layer." if card['min_expert_share'] >= 0.02 else
-         " - **below the 2% the issue asks for in some layer**. Why: transformers' Mixtral load-balancing loss\n"
-         "concatenates the router statistics of all layers before balancing, so it is satisfied when expert e is\n"
-         "busy in one layer and idle in another (the training aux loss stayed at its balanced value, 2.0, while\n"
-         "single experts went idle per layer). A per-layer balancing loss is the fix for the next training run;\n"
-         "for compression studies the skew is realistic (real MoE routers are skewed too).") + "\n")
+         (" - **below the 2% the issue asks for in some layer**. Why: transformers' Mixtral load-balancing loss\n"
+          "concatenates the router statistics of all layers before balancing, so it is satisfied when expert e is\n"
+          "busy in one layer and idle in another (the training aux loss stayed at its balanced value, 2.0, while\n"
+          "single experts went idle per layer). A per-layer balancing loss is the fix for the next training run;\n"
+          "for compression studies the skew is realistic (real MoE routers are skewed too)."
+          if a.get("balance") != "per-layer" else
+          " - **below 2% in some layer** (table below): the per-layer balancing loss, at this coefficient and this\n"
+          "short a run, did not keep every expert of every layer busy. Those experts are still stored and compressed\n"
+          "like the others; a layer with an idle expert routes its tokens over fewer experts.")) + "\n")
     w("| layer | " + " | ".join(f"e{e}" for e in range(E)) + " |")
     w("|---|" + "---|" * E)
     for l in range(L):
