@@ -6,6 +6,7 @@
 # calibration tokens and on held-out text (KL, top-1, ppl via moesz ppl --ref).
 #
 #   sh bench/policy.sh MODEL CALIB HELDOUT ["TARGETS"="0.005 0.01"] [TOKENS=2048] [HELD_TOKENS=8192]
+#   (POLICY_EB=LIST passes --policy-eb; default: compress's candidate list)
 set -eu
 MOESZ_BIN=${MOESZ_BIN:-build/moesz}
 MODEL=$1; CALIB=$2; HELD=$3
@@ -15,7 +16,7 @@ HTOK=${6:-8192}
 OUT=${OUT:-/tmp/moesz_policy_bench}
 THREADS=${THREADS:-2}
 mkdir -p "$OUT"
-val() { sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\).*/\1/p"; }
+val() { sed -n -e "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" -e t -e "s/.*\"$1\":\([^,}\"]*\).*/\1/p"; }
 measure() {   # container text tokens ctx -> "kl top1 ppl ref_ppl"
   p=$("$MOESZ_BIN" ppl "$1" "$2" --ref "$MODEL" --limit-tokens "$3" --ctx 512 --stride 512 --threads "$THREADS" --json 2>/dev/null)
   echo "$(echo "$p" | val kl) $(echo "$p" | val top1) $(echo "$p" | val ppl) $(echo "$p" | val ref_ppl)"
@@ -30,7 +31,7 @@ echo "|---|---|---|---|---|---|---|---|---|"
 for T in $TARGETS; do
   t0=$(date +%s)
   j=$("$MOESZ_BIN" compress "$MODEL" -o "$OUT/p.msz" --target-kl "$T" --calib "$CALIB" --calib-tokens "$TOKENS" \
-       --policy-dir "$OUT/sweep" --threads "$THREADS" -q --json 2>"$OUT/policy_$T.log")
+       --policy-dir "$OUT/sweep" ${POLICY_EB:+--policy-eb "$POLICY_EB"} --threads "$THREADS" -q --json 2>"$OUT/policy_$T.log")
   t1=$(date +%s)
   spec=$(echo "$j" | val layer_eb); pb=$(echo "$j" | val expert_stored_bytes); tries=$(echo "$j" | val tries)
   # uniform: the largest eb whose bytes are >= ... i.e. the smallest container not larger than the policy's
