@@ -6,7 +6,7 @@
  * bundled model with a short calibration text: the verified KL is within the
  * target, `moesz ppl --ref` measures the same KL, the printed spec
  * reproduces the container byte for byte, a later run reuses the sweep, and
- * the usage errors. */
+ * the usage errors; the perplexity target on the same cells. */
 #include "harness.h"
 #include <sys/stat.h>
 #include <unistd.h>
@@ -161,6 +161,18 @@ TEST(compress_target_kl_on_bundled_model) {
   snprintf(cmd, sizeof cmd, "wc -l < %s/p.msz.policy/results.csv", TMP);
   CHECK_EQ_INT(harness_run_cmd(cmd, v, sizeof v), 0);
   CHECK_EQ_INT(atoi(v), 1 + 8 * 2);
+  /* the perplexity target on the same cells: the measured rise is within it */
+  snprintf(cmd, sizeof cmd, "%s compress " MODEL " -o %s/r.msz --target-ppl-rise 0.005 --calib %s --calib-tokens 384 "
+           "--calib-ctx 128 --policy-eb 5e-3,2e-2 --policy-dir %s/p.msz.policy --threads 2 --json -q 2>/dev/null",
+           bin(), TMP, calib, TMP);
+  CHECK_EQ_INT(harness_run_cmd(cmd, out, sizeof out), 0);
+  CHECK(!jget(out, "metric", v, sizeof v) && !strcmp(v, "ppl-rise"));
+  double ppl = 0, ref = 1;
+  CHECK(!jget(out, "ppl", v, sizeof v));
+  ppl = atof(v);
+  CHECK(!jget(out, "ref_ppl", v, sizeof v));
+  ref = atof(v);
+  CHECK_MSG(ppl > 0 && ppl / ref - 1 <= 0.005, "ppl %g against %g", ppl, ref);
   /* a target below what the smallest bound gives: an error, no output left */
   snprintf(cmd, sizeof cmd, "%s compress " MODEL " -o %s/s.msz --target-kl 1e-5 --calib %s --calib-tokens 384 "
            "--calib-ctx 128 --policy-eb 5e-3,2e-2 --policy-dir %s/p.msz.policy --threads 2 -q 2>&1", bin(), TMP,
