@@ -1,14 +1,14 @@
-/* tests/test_bundled.c - the bundled model end to end: the tokenizer and the
- * engine reproduce transformers' greedy continuations recorded in the model
- * card (models/moesz-mix-tiny/card.json, made by tools/model_card.py), from
- * the folder and from a codec-compressed container at a tight bound. */
+/* tests/test_bundled.c - the bundled models end to end: the tokenizer and the
+ * engine reproduce transformers' greedy continuations recorded in each model
+ * card (models/moesz-mix-tiny/card.json and models/moesz-qwen3-deep/card.json,
+ * made by tools/model_card.py), from the folder and from a codec-compressed
+ * container at a tight bound. */
 #include "harness.h"
 #include <cjson/cJSON.h>
 #include <unistd.h>
 #include "moesz.h"
 #include "base/util.h"
 
-#define MODEL "models/moesz-mix-tiny"
 
 static int greedy(moesz_engine *e, const int32_t *p, size_t n, int32_t *out, int k) {
   int V = moesz_engine_vocab(e);
@@ -23,22 +23,24 @@ static int greedy(moesz_engine *e, const int32_t *p, size_t n, int32_t *out, int
   return rc;
 }
 
-TEST(greedy_continuations_match_transformers) {
+static void check_model(const char *model) {
+  char path[256];
   char *txt;
   size_t len;
-  CHECK_EQ_INT(moesz_file_read_all(MODEL "/card.json", 1 << 20, &txt, &len, NULL), MOESZ_OK);
+  snprintf(path, sizeof path, "%s/card.json", model);
+  CHECK_EQ_INT(moesz_file_read_all(path, 1 << 20, &txt, &len, NULL), MOESZ_OK);
   cJSON *card = cJSON_Parse(txt);
   free(txt);
   moesz_tok *t;
-  CHECK_EQ_INT(moesz_tok_load(MODEL, &t, NULL), MOESZ_OK);
+  CHECK_EQ_INT(moesz_tok_load(model, &t, NULL), MOESZ_OK);
   moesz_engine_opts o = {.threads = 2, .max_ctx = 128};
   moesz_engine *e;
-  CHECK_EQ_INT(moesz_engine_open(MODEL, &o, &e, NULL), MOESZ_OK);
+  CHECK_EQ_INT(moesz_engine_open(model, &o, &e, NULL), MOESZ_OK);
   /* the same model served from a container at eb = 1e-4 (below bf16's resolution for most weights) */
   char msz[128];
   snprintf(msz, sizeof msz, "/tmp/moesz_bundled_%ld.msz", (long)getpid());
   moesz_model *m;
-  CHECK_EQ_INT(moesz_model_open(MODEL, &m, NULL), MOESZ_OK);
+  CHECK_EQ_INT(moesz_model_open(model, &m, NULL), MOESZ_OK);
   moesz_msz_opts mo = {.method = MOESZ_MSZ_CODEC, .eb = 1e-4, .threads = 1};
   CHECK_EQ_INT(moesz_msz_write(m, msz, &mo, NULL, NULL), MOESZ_OK);
   moesz_model_close(m);
@@ -78,7 +80,16 @@ TEST(greedy_continuations_match_transformers) {
   unlink(msz);
 }
 
+TEST(greedy_continuations_match_transformers) { check_model("models/moesz-mix-tiny"); }
+
+/* the second, deeper model (Qwen3-MoE layout: per-head q/k norm, renormalised top-k) */
+TEST(deep_model_matches_transformers) {
+  if (access("models/moesz-qwen3-deep/card.json", R_OK)) SKIP("models/moesz-qwen3-deep absent");
+  check_model("models/moesz-qwen3-deep");
+}
+
 int main(void) {
   RUN(greedy_continuations_match_transformers);
+  RUN(deep_model_matches_transformers);
   return DONE();
 }

@@ -64,8 +64,9 @@ def main():
     ap.add_argument("--moesz", default=os.path.join(os.path.dirname(__file__), "..", "build", "moesz"))
     ap.add_argument("--wikitext-tokens", type=int, default=100000)
     ap.add_argument("--reproduced", help="train_log.json of a second run with the same seed (stopped early) to compare")
+    ap.add_argument("--threads", type=int, default=2, help="torch and moesz threads (default 2)")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     d = args.model
     tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(d, "tokenizer.json"), bos_token="<s>", eos_token="</s>", pad_token="<pad>")
     model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
@@ -89,7 +90,7 @@ def main():
                                     "seconds": time.time() - t0}
         print(name, card["perplexity"][name], flush=True)
     # routing
-    E = cfg.num_local_experts
+    E = n_experts(cfg)
     domains = {"code": "olmoe-sample-github_oss_with_stack.txt", "prose (wikipedia)": "olmoe-sample-wikipedia.txt",
                "shakespeare": "tinyshakespeare.txt", "stories (held out)": None}
     dist = {}
@@ -111,7 +112,7 @@ def main():
         moesz = None
         if os.path.exists(args.moesz):
             r = subprocess.run([args.moesz, "run", d, "--prompt-ids", ",".join(map(str, ids)), "--print-ids", "--temperature", "0",
-                                "--max-tokens", "40", "--threads", "2"], capture_output=True, text=True)
+                                "--max-tokens", "40", "--threads", str(args.threads)], capture_output=True, text=True)
             moesz = [int(x) for x in r.stdout.split()]
         card["examples"].append({"prompt": prompt, "continuation": tok.decode(out), "ids": out, "moesz_ids": moesz,
                                  "moesz_matches": moesz == out[:len(moesz)] if moesz is not None else None})
@@ -132,7 +133,7 @@ def main():
     k = 20
     plt.plot([s["step"] for s in st], ce, alpha=0.3, label="cross-entropy")
     plt.plot([s["step"] for s in st][k - 1:], np.convolve(ce, np.ones(k) / k, mode="valid"), label=f"mean of {k}")
-    plt.xlabel("step (16 x 256 tokens)")
+    plt.xlabel(f"step ({log['args']['batch']} x {log['args']['seq']} tokens)")
     plt.ylabel("nats / token")
     plt.legend()
     plt.tight_layout()
@@ -140,26 +141,49 @@ def main():
     write_readme(d, cfg, card, log)
 
 
+def n_experts(cfg):
+    return getattr(cfg, "num_local_experts", None) or cfg.num_experts
+
+
+def train_command(d, a):
+    """The train_moe.py command line of the run: the options that differ from their defaults."""
+    import train_moe
+    defaults = vars(train_moe.parser().parse_args([]))
+    opts = [f"--{k.replace('_', '-')} {v}" for k, v in a.items()
+            if k in defaults and k not in ("out", "data", "minutes", "save_every") and defaults[k] != v]
+    return " ".join(["python3 tools/train_moe.py", f"--out {d}"] + opts)
+
+
 def write_readme(d, cfg, card, log):
     a = log["args"]
     pp = card["perplexity"]
-    L, E = cfg.num_hidden_layers, cfg.num_local_experts
+    L, E = cfg.num_hidden_layers, n_experts(cfg)
+    qwen = cfg.model_type == "qwen3_moe"
+    name = os.path.basename(os.path.normpath(d))
+    arch = cfg.architectures[0] if getattr(cfg, "architectures", None) else type(cfg).__name__
+    width = cfg.moe_intermediate_size if qwen else cfg.intermediate_size
     load = np.array(card["expert_load"])
     lines = []
     w = lines.append
-    w("# moesz-mix-tiny\n")
-    w("A small Mixture-of-Experts language model in the Mixtral format, trained from scratch on CPU by\n"
+    w(f"# {name}\n")
+    w(f"A small Mixture-of-Experts language model in the {'Qwen3-MoE' if qwen else 'Mixtral'} format, trained from scratch on CPU by\n"
       "`tools/train_moe.py`. **It is a small research model**: it exists so that moesz has a real trained MoE\n"
       "to ship and to measure on (compression error, ResMoE, layer sensitivity, serving under a memory budget)\n"
-      "where no pretrained checkpoint can be downloaded. It writes plausible short English but knows little;\n"
-      "do not use it for anything that needs correct answers.\n")
+      "where no pretrained checkpoint can be downloaded. "
+      + ("It writes plausible short English but knows little;\n"
+         if not qwen else
+         "This one is the deeper, narrower second model of the layer-sensitivity\n"
+         "study (docs/EXPERIMENTS.md); trained for a short run, it knows even less than moesz-mix-tiny;\n")
+      + "do not use it for anything that needs correct answers.\n")
     w("## Architecture\n")
-    w(f"`MixtralForCausalLM`: {L} layers, hidden {cfg.hidden_size}, {E} experts of width {cfg.intermediate_size} "
+    w(f"`{arch}`: {L} layers, hidden {cfg.hidden_size}, {E} experts of width {width} "
       f"with top-{cfg.num_experts_per_tok} routing, {cfg.num_attention_heads} attention heads / {cfg.num_key_value_heads} "
       f"KV heads (GQA) of dimension {cfg.head_dim}, RoPE theta {cfg.rope_theta if hasattr(cfg, 'rope_theta') else 1e4}, "
       f"vocabulary {cfg.vocab_size} (byte-level BPE trained on the training text), untied embeddings. "
       f"{card['params']:,} parameters; weights shipped in BF16 ({os.path.getsize(os.path.join(d, 'model.safetensors')) / 1e6:.1f} MB) "
-      "in the Hub's per-expert layout (`block_sparse_moe.experts.E.w1/w2/w3`).\n")
+      + ("in the Hub's per-expert layout (`mlp.experts.E.gate_proj/up_proj/down_proj`, router `mlp.gate`); "
+         "per-head RMS norm on queries and keys, top-k routing weights renormalised.\n" if qwen else
+         "in the Hub's per-expert layout (`block_sparse_moe.experts.E.w1/w2/w3`).\n"))
     w("## Data\n")
     w("From `../shared/data/text`: trained on the first 90% of `tinystories-valid.txt` (cut at a line boundary),\n"
       "`tinyshakespeare.txt` and the five `olmoe-sample-*.txt` files (arXiv, books, C4, GitHub code, Wikipedia):\n"
@@ -171,8 +195,11 @@ def write_readme(d, cfg, card, log):
       f"batch {a['batch']} x {a['seq']} tokens, {len(log['steps'])} steps, router load-balancing loss coefficient {a['aux']}\n"
       f"({a.get('balance', 'pooled')}: " + ("the Switch loss taken in each layer and averaged, so each layer balances its own experts" if a.get('balance') == 'per-layer' else "transformers' loss over all layers' router statistics pooled") + "),\n"
       f"seed {a['seed']}. Trained in {log['seconds'] / 60:.0f} minutes on 2 shared CPU cores ({a['threads']} torch threads).\n"
-      "Reproduce: `python3 tools/train_moe.py --out models/moesz-mix-tiny` (all defaults; same seed, same loss\n"
-      "curve up to floating-point nondeterminism of multithreaded kernels), then `python3 tools/model_card.py models/moesz-mix-tiny`.\n")
+      + ("Reproduce: `python3 tools/train_moe.py --out models/moesz-mix-tiny` (all defaults; same seed, same loss\n"
+         "curve up to floating-point nondeterminism of multithreaded kernels), then `python3 tools/model_card.py models/moesz-mix-tiny`.\n"
+         if name == "moesz-mix-tiny" else
+         f"Reproduce: `{train_command('models/' + name, a)}` (same seed, same loss curve up to floating-point\n"
+         f"nondeterminism), then `python3 tools/model_card.py models/{name}`.\n"))
     if card.get("reproduced"):
         r = card["reproduced"]
         if r["max_abs_diff"] == 0:
@@ -185,22 +212,26 @@ def write_readme(d, cfg, card, log):
     w("## Held-out perplexity\n")
     w("Sliding windows of 512 tokens with stride 256 (Hugging Face perplexity guide), against a unigram model\n"
       "(training-token frequencies, add-one smoothing) on the same tokens:\n")
-    w("| text | tokens | moesz-mix-tiny | unigram |")
+    w(f"| text | tokens | {name} | unigram |")
     w("|---|---|---|---|")
     for k, v in pp.items():
         w(f"| {k} | {v['tokens']:,} | {v['model']:.2f} | {v['unigram']:.1f} |")
     w("\n(WikiText: the first 100,000 tokens of the test split, read byte for byte: the file has CRLF line ends, and the\n"
       "model, trained on LF text, pays for the unseen `\\r` tokens.) `moesz ppl` reproduces these figures from C:\n"
-      "`build/moesz ppl models/moesz-mix-tiny ../shared/data/text/wikitext-2-raw-test.txt --limit-tokens 100000`.\n")
+      f"`build/moesz ppl models/{name} ../shared/data/text/wikitext-2-raw-test.txt --limit-tokens 100000`.\n")
     w("## Expert load\n")
-    w("Share of routed token slots per expert (top-2, averaged over code, Wikipedia, Shakespeare and held-out\n"
+    w(f"Share of routed token slots per expert (top-{cfg.num_experts_per_tok}, averaged over code, Wikipedia, Shakespeare and held-out\n"
       f"stories, 8,192 tokens each). Smallest share: {100 * card['min_expert_share']:.1f}%"
       + (" - every expert above 2% in every layer." if card['min_expert_share'] >= 0.02 else
-         " - **below the 2% the issue asks for in some layer**. Why: transformers' Mixtral load-balancing loss\n"
-         "concatenates the router statistics of all layers before balancing, so it is satisfied when expert e is\n"
-         "busy in one layer and idle in another (the training aux loss stayed at its balanced value, 2.0, while\n"
-         "single experts went idle per layer). A per-layer balancing loss is the fix for the next training run;\n"
-         "for compression studies the skew is realistic (real MoE routers are skewed too).") + "\n")
+         (" - **below the 2% the issue asks for in some layer**. Why: transformers' Mixtral load-balancing loss\n"
+          "concatenates the router statistics of all layers before balancing, so it is satisfied when expert e is\n"
+          "busy in one layer and idle in another (the training aux loss stayed at its balanced value, 2.0, while\n"
+          "single experts went idle per layer). A per-layer balancing loss is the fix for the next training run;\n"
+          "for compression studies the skew is realistic (real MoE routers are skewed too)."
+          if a.get("balance") != "per-layer" else
+          " - **below 2% in some layer** (table below): the per-layer balancing loss, at this coefficient and this\n"
+          "short a run, did not keep every expert of every layer busy. Those experts are still stored and compressed\n"
+          "like the others; a layer with an idle expert routes its tokens over fewer experts.")) + "\n")
     w("| layer | " + " | ".join(f"e{e}" for e in range(E)) + " |")
     w("|---|" + "---|" * E)
     for l in range(L):
@@ -215,7 +246,7 @@ def write_readme(d, cfg, card, log):
     w("\n## Example generations (greedy, 40 tokens)\n")
     for ex in card["examples"]:
         w(f"- `{ex['prompt']!r}` -> {ex['continuation']!r}  (moesz run: {'same ids' if ex['moesz_matches'] else 'differs' if ex['moesz_matches'] is not None else 'not run'})")
-    w("\nThe `moesz run` check: `build/moesz run models/moesz-mix-tiny --prompt-ids IDS --print-ids --temperature 0 --max-tokens 40`\n"
+    w(f"\nThe `moesz run` check: `build/moesz run models/{name} --prompt-ids IDS --print-ids --temperature 0 --max-tokens 40`\n"
       "against transformers' greedy `generate` on the same ids (`tools/model_card.py`).\n")
     open(os.path.join(d, "README.md"), "w").write("\n".join(lines) + "\n")
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Trains moesz's bundled model, a small MixtralForCausalLM, from scratch on CPU.
+"""Trains moesz's bundled models, small MoE language models, from scratch on CPU.
 
   python3 tools/train_moe.py --out models/moesz-mix-tiny            # defaults below
   nice python3 tools/train_moe.py --out DIR                       # the shipped run (all defaults)
+  python3 tools/train_moe.py --family qwen3_moe --out models/moesz-qwen3-deep --layers 16 \
+      --expert-width 96 --steps 600                                  # the deeper second model (its card has the command)
 
 Data (../shared/data/text, or --data / $MOESZ_DATA/text):
   train   : tinystories-valid.txt (first 90% of its bytes), tinyshakespeare.txt,
@@ -10,10 +12,12 @@ Data (../shared/data/text, or --data / $MOESZ_DATA/text):
   held out: wikitext-2-raw-test.txt (never read here) and the last 10% of
             tinystories-valid.txt (cut at a line boundary) -- used only by tools/model_card.py
 Tokenizer: byte-level BPE trained with `tokenizers` on the training text.
-Model: 8 layers, hidden 128, 8 experts of width 256, top-2, 4 heads / 2 KV heads,
+Model (--family mixtral, default): 8 layers, hidden 128, 8 experts of width 256, top-2, 4 heads / 2 KV heads,
 router load-balancing loss taken per layer (see balance_loss). Deterministic for a seed (torch.manual_seed, fixed data
 order, cosine schedule over --steps); --minutes is only a safety stop.
-Writes the checkpoint in the Hub's per-expert Mixtral layout, BF16, plus
+--family qwen3_moe: Qwen3MoeForCausalLM (per-head RMS norm on q and k, top-k weights renormalised,
+every layer MoE) with the same sizes unless given.
+Writes the checkpoint in the Hub's per-expert layout of the family, BF16, plus
 train_log.json (hyper-parameters, loss per step).
 """
 import argparse, json, math, os, random, time
@@ -83,6 +87,18 @@ def balance_loss(router_logits, top_k, per_layer):
 
 
 def build_model(vocab, args):
+    if args.family == "qwen3_moe":
+        from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+        cfg = Qwen3MoeConfig(vocab_size=vocab, hidden_size=args.hidden, intermediate_size=args.expert_width * 4,
+                             moe_intermediate_size=args.expert_width, num_hidden_layers=args.layers,
+                             num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
+                             head_dim=args.hidden // args.heads, max_position_embeddings=args.seq * 2,
+                             num_experts=args.experts, num_experts_per_tok=args.top_k, decoder_sparse_step=1,
+                             mlp_only_layers=[], norm_topk_prob=True, router_aux_loss_coef=args.aux,
+                             output_router_logits=True, rope_theta=10000.0, rms_norm_eps=1e-6,
+                             tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+                             attention_bias=False, sliding_window=None, use_sliding_window=False)
+        return Qwen3MoeForCausalLM(cfg)
     from transformers import MixtralConfig, MixtralForCausalLM
     cfg = MixtralConfig(vocab_size=vocab, hidden_size=args.hidden, intermediate_size=args.expert_width,
                         num_hidden_layers=args.layers, num_attention_heads=args.heads,
@@ -95,10 +111,12 @@ def build_model(vocab, args):
     return MixtralForCausalLM(cfg)
 
 
-def main():
+def parser():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", help="folder of the text files (default ../shared/data/text)")
     ap.add_argument("--out", default="models/moesz-mix-tiny")
+    ap.add_argument("--family", choices=["mixtral", "qwen3_moe"], default="mixtral",
+                    help="architecture and checkpoint layout (default mixtral)")
     ap.add_argument("--vocab", type=int, default=4096)
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--hidden", type=int, default=128)
@@ -119,7 +137,11 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--save-every", type=int, default=200)
-    args = ap.parse_args()
+    return ap
+
+
+def main():
+    args = parser().parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -187,19 +209,23 @@ def save(model, tok, args, log, seconds):
         sd[k] = v.detach()
     # transformers 5 keeps experts stacked in memory; write the Hub's per-expert layout
     per = {}
+    qwen = args.family == "qwen3_moe"
+    # Hub names: Mixtral block_sparse_moe.experts.E.w1/w3/w2 and block_sparse_moe.gate,
+    # Qwen3-MoE mlp.experts.E.gate_proj/up_proj/down_proj and mlp.gate
+    names = ("gate_proj", "up_proj", "down_proj") if qwen else ("w1", "w3", "w2")
     for k, v in sd.items():
         if ".mlp.experts.gate_up_proj" in k or ".mlp.experts.down_proj" in k:
             layer = k.split(".")[2]
-            base = f"model.layers.{layer}.block_sparse_moe.experts"
+            base = f"model.layers.{layer}.{'mlp' if qwen else 'block_sparse_moe'}.experts"
             if k.endswith("gate_up_proj"):
                 n = v.shape[1] // 2
                 for e in range(v.shape[0]):
-                    per[f"{base}.{e}.w1.weight"] = v[e, :n].contiguous()
-                    per[f"{base}.{e}.w3.weight"] = v[e, n:].contiguous()
+                    per[f"{base}.{e}.{names[0]}.weight"] = v[e, :n].contiguous()
+                    per[f"{base}.{e}.{names[1]}.weight"] = v[e, n:].contiguous()
             else:
                 for e in range(v.shape[0]):
-                    per[f"{base}.{e}.w2.weight"] = v[e].contiguous()
-        elif ".mlp.gate.weight" in k:
+                    per[f"{base}.{e}.{names[2]}.weight"] = v[e].contiguous()
+        elif ".mlp.gate.weight" in k and not qwen:
             per[k.replace(".mlp.gate.weight", ".block_sparse_moe.gate.weight")] = v
         else:
             per[k] = v
@@ -208,7 +234,7 @@ def save(model, tok, args, log, seconds):
     save_file(per, tmp, metadata={"format": "pt"})
     os.replace(tmp, os.path.join(out, "model.safetensors"))
     cfg = model.config.to_dict()
-    cfg["architectures"] = ["MixtralForCausalLM"]
+    cfg["architectures"] = ["Qwen3MoeForCausalLM" if args.family == "qwen3_moe" else "MixtralForCausalLM"]
     cfg["output_router_logits"] = False
     cfg["dtype"] = "bfloat16"
     with open(os.path.join(out, "config.json"), "w") as f:

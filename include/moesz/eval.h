@@ -8,6 +8,7 @@
 #include "moesz/base.h"
 #include "moesz/infer.h"
 #include "moesz/text.h"
+#include "moesz/container.h"
 
 /* One window of the sliding-window scheme: tokens [begin, end) are fed, the
  * predictions of tokens [score_from, end) are scored (score_from >= begin + 1). */
@@ -108,6 +109,12 @@ typedef struct moesz_sweep_opts {
   size_t ctx, stride;      /* perplexity windows (moesz_eval_ppl) */
   int threads;             /* engine and codec threads; 0 = all cores */
   int progress;            /* progress with ETA on stderr */
+  /* task accuracy per cell (moesz_eval_task, BOS as the tokenizer adds it):
+   * DIR/tasks.csv and tasks.md; the unperturbed model's accuracy beside it */
+  const char *const *tasks;   /* [n_tasks] JSON-lines task files, or NULL */
+  int n_tasks;
+  size_t task_limit;       /* items per task, 0 = all */
+  const moesz_tok *tok;    /* the model's tokenizer (needed with tasks) */
 } moesz_sweep_opts;
 
 /* One cell's results, one row of DIR/results.csv. */
@@ -127,19 +134,115 @@ typedef struct moesz_sweep_row {
 
 typedef struct moesz_sweep_summary { int cells, skipped, ran; } moesz_sweep_summary;
 
+/* One task result of one cell, one row of DIR/tasks.csv. */
+typedef struct moesz_sweep_task_row {
+  char group[48];
+  int first, last;
+  moesz_sweep_err err;
+  int eb_mode;
+  double eb;
+  int seed;
+  size_t tokens;           /* the cell's key, as in results.csv */
+  char task[64];           /* the task file's name without folder and .jsonl */
+  size_t items;            /* items scored */
+  double acc, acc_norm;    /* perturbed model (acc_norm 0 for tasks without it) */
+  double ref_acc, ref_acc_norm;   /* the unperturbed model on the same items */
+} moesz_sweep_task_row;
+
 /* Runs every cell of o over ids[0..n) with model m (its routed experts
  * perturbed through an expert provider; the reference is m itself) and
  * writes DIR/results.csv (rewritten atomically after each cell; cells already
  * in it with the same key - group, layers, error, eb mode, eb, seed, tokens -
  * are skipped, so an interrupted sweep resumes), results.json, results.md
  * and one SVG per metric (kl.svg, top1.svg, ppl.svg: metric vs eb per group
- * and error). dir is created if absent. */
+ * and error). With tasks, each cell also scores them on the perturbed model
+ * into DIR/tasks.csv (same resume rule: a cell runs again only for what is
+ * missing from either file) and tasks.md. dir is created if absent. */
 int moesz_sweep_run(moesz_model *m, const int32_t *ids, size_t n, const moesz_sweep_opts *o, const char *dir,
                     moesz_sweep_summary *sum, moesz_error *err);
 /* Parses the text of a results.csv (len bytes, need not be NUL-terminated)
  * into *rows (caller frees); a header other than the sweep's, or a line that
  * is not a well-formed row, is MOESZ_E_FORMAT naming the line. */
 int moesz_sweep_csv_parse(const char *text, size_t len, moesz_sweep_row **rows, size_t *n, moesz_error *err);
+/* Parses the text of a tasks.csv as moesz_sweep_csv_parse does results.csv. */
+int moesz_sweep_tasks_csv_parse(const char *text, size_t len, moesz_sweep_task_row **rows, size_t *n,
+                                moesz_error *err);
 /* Writes results.json, results.md and the SVGs of rows into dir (sweep_report.c). */
 int moesz_sweep_report(const moesz_sweep_row *rows, size_t n, const char *dir, moesz_error *err);
+/* ------------------------------------------------------------- policy
+ * Per-layer bounds chosen under a quality target (src/eval/policy.c,
+ * docs/EVAL.md "Bound policy", `moesz compress --target-kl`): each MoE
+ * layer's sensitivity is measured with the sweep (codec cells, one layer at a
+ * time, every candidate bound: the metric's rise and the layer's stored
+ * expert bytes), the bounds that minimise the predicted bytes under the
+ * target are chosen assuming the layers' rises add up, the container is
+ * written and its rise measured end to end; a miss tightens the budget and
+ * tries again. */
+typedef enum moesz_policy_metric {
+  MOESZ_POLICY_KL = 0,     /* target: mean KL(original || compressed) per token, nats */
+  MOESZ_POLICY_PPL         /* target: relative perplexity rise, ppl / ppl_original - 1 */
+} moesz_policy_metric;
+
+/* The measurements a plan is made from; layer i at bound j costs
+ * cost[i * n_ebs + j] (KL, or log(ppl / ppl_original) for the perplexity
+ * target) and bytes[i * n_ebs + j] stored expert bytes. */
+typedef struct moesz_policy_table {
+  int n_layers;            /* layers planned */
+  int n_ebs;               /* candidate bounds, ascending */
+  const double *ebs;       /* [n_ebs] */
+  const double *cost;      /* [n_layers * n_ebs] */
+  const uint64_t *bytes;   /* [n_layers * n_ebs] */
+} moesz_policy_table;
+
+/* Greedy marginal bytes per unit of cost: every layer starts at the smallest
+ * bound; a layer's cost is made non-decreasing in the bound (the running
+ * maximum, negatives clipped to 0, so noise in the measurements cannot buy a
+ * bound); while a move fits the budget, the move (a layer to any larger
+ * bound that saves bytes) with the most bytes saved per unit of added cost
+ * is taken (cost-free moves first). choice[i]: index into ebs. The sums of
+ * the chosen cells are the prediction. MOESZ_E_RANGE when even the smallest
+ * bounds exceed the budget. */
+int moesz_policy_plan(const moesz_policy_table *t, double budget, int *choice, double *pred_cost,
+                      uint64_t *pred_bytes, moesz_error *err);
+
+/* Writes bounds (layer_eb[L] > 0, 0 = no bound given) as a --layer-eb spec,
+ * runs of equal bounds merged ("0-1:0.002,2-7:0.01"), each bound printed with
+ * the fewest digits that read back to the same double. -1 if it does not fit. */
+int moesz_policy_spec(const double *layer_eb, int n_layers, char *out, size_t cap);
+
+struct moesz_policy_result;
+typedef struct moesz_policy_opts {
+  moesz_policy_metric metric;
+  double target;           /* > 0: KL nats/token, or the relative perplexity rise (0.01 = 1%) */
+  const double *ebs;       /* [n_ebs] candidate bounds, ascending, > 0 (in msz->eb_mode) */
+  int n_ebs;
+  size_t ctx, stride;      /* windows over the calibration tokens (moesz_eval_ppl) */
+  int tries;               /* compress + verify rounds, >= 1 */
+  int threads;             /* engine and codec threads; 0 = all cores */
+  int progress;            /* the sweep's progress line and one line per try on stderr */
+  const moesz_msz_opts *msz;   /* container options (method MOESZ_MSZ_CODEC); layer_eb is the policy's */
+  /* called after each try with its plan and measurement (res as returned); may be NULL */
+  void (*report)(void *user, const struct moesz_policy_result *res);
+  void *user;
+} moesz_policy_opts;
+
+typedef struct moesz_policy_result {
+  double *layer_eb;        /* [n_layers] chosen bounds (0 for layers without experts); caller frees */
+  int tries;               /* rounds run */
+  double budget;           /* the budget of the plan that was kept (target, or tightened) */
+  double predicted;        /* the plan's predicted cost (KL, or log of the perplexity ratio) */
+  uint64_t predicted_bytes;   /* the plan's predicted expert bytes (sum of the chosen cells) */
+  double kl, top1, ppl, ref_ppl;   /* measured end to end on the calibration tokens */
+  size_t tokens;           /* scored tokens */
+  moesz_msz_summary msz;   /* the written container */
+} moesz_policy_result;
+
+/* Measures (sweep cells in sweep_dir: results.csv there is reused, so a rerun
+ * with another target costs no new cell), plans, writes the container at out
+ * and verifies it on ids[0..n); retries with a tighter budget when the
+ * measured rise exceeds the target. On success out holds the container
+ * whose measured rise is within the target; when no try meets it, out is
+ * removed and MOESZ_E_RANGE returned (res still holds the last try). */
+int moesz_policy_run(moesz_model *m, const int32_t *ids, size_t n, const moesz_policy_opts *o, const char *sweep_dir,
+                     const char *out, moesz_policy_result *res, moesz_error *err);
 #endif

@@ -28,6 +28,21 @@ int moesz_cli_inspect_msz(const char *path, int json);
 int moesz_cli_compress_resmoe(const moesz_config *c, const char *residual, const char *keep, const char *base,
                               const char *spec, moesz_resmoe_opts *o, uint8_t *layers);
 
+/* `moesz compress --target-kl / --target-ppl-rise` (compress_policy.c). */
+typedef struct moesz_cli_policy {
+  double target;           /* KL nats/token, or relative perplexity rise */
+  int ppl;                 /* 1: the target is a perplexity rise */
+  const char *calib;       /* calibration text */
+  const char *ebs;         /* candidate bounds "a,b,..." or NULL (default list) */
+  const char *dir;         /* sweep folder or NULL (OUT.policy) */
+  size_t limit;            /* calibration tokens kept, 0 = all */
+  size_t ctx;              /* window */
+  int tries;
+} moesz_cli_policy;
+/* Runs the policy over m with container options mo (writes out); 0, 1 or 2. */
+int moesz_cli_compress_policy(moesz_model *m, const char *out, const moesz_msz_opts *mo, const moesz_cli_policy *a,
+                              int json);
+
 /* The tokenizer of a model: MODEL/tokenizer.json, the tokenizer.json
  * embedded in a .msz container, or a tokenizer.json path. */
 int moesz_cli_tok_load(const char *model, moesz_tok **out, moesz_error *err);

@@ -32,6 +32,15 @@ static void usage(FILE *f) {
     "  gpt-oss MXFP4 experts (docs/CONTAINER.md \"MXFP4 experts\"): zstd and raw keep their blocks and\n"
     "                         scales byte for byte; sz re-encodes their exact BF16 values under the bound\n"
     "                         (the container is then an unquantized checkpoint); resmoe and --layers refused\n"
+    "  Bound policy (per-layer bounds chosen under a quality target; docs/EVAL.md \"Bound policy\"):\n"
+    "  --target-kl X          mean KL(original || compressed) per token, nats, on the calibration text\n"
+    "  --target-ppl-rise P    or: relative perplexity rise on it (0.01 = 1%%)\n"
+    "  --calib FILE           calibration text (needed with a target)\n"
+    "  --calib-tokens N       its first N tokens (default 4096; 0 = all)   --calib-ctx N  window (default 512)\n"
+    "  --policy-eb LIST       candidate bounds, ascending (default 5e-4,1e-3,2e-3,3e-3,5e-3,7e-3,1e-2,\n"
+    "                         1.5e-2,2e-2,3e-2; in --eb-mode units)\n"
+    "  --policy-dir DIR       the per-layer sweep's folder (default OUT.policy; reused by later runs)\n"
+    "  --tries N              compress + verify rounds before giving up (default 4)\n"
     "  ResMoE (--method resmoe; chosen layers as barycenter + residuals, others as sz; docs/RESMOE.md):\n"
     "  --residual R           prune (default) | svd\n"
     "  --keep F               fraction of each expert's parameters kept in its residual, in (0, 1] (default 0.25)\n"
@@ -107,7 +116,13 @@ int moesz_cli_compress(int argc, char **argv) {
     {"tensor-eb", required_argument, 0, 'T'},
     {"residual", required_argument, 0, 'R'}, {"keep", required_argument, 0, 'K'},
     {"resmoe-layers", required_argument, 0, 'Y'}, {"base", required_argument, 0, 'B'},
+    {"target-kl", required_argument, 0, 'X'}, {"target-ppl-rise", required_argument, 0, 'P'},
+    {"calib", required_argument, 0, 'C'}, {"calib-tokens", required_argument, 0, 'N'},
+    {"calib-ctx", required_argument, 0, 'W'}, {"policy-eb", required_argument, 0, 'E'},
+    {"policy-dir", required_argument, 0, 'D'}, {"tries", required_argument, 0, 'r'},
     {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+  moesz_cli_policy pol = {.limit = 4096, .ctx = 512, .tries = 4};
+  int targets = 0;
   const char *rm_residual = "prune", *rm_keep = NULL, *rm_layers = NULL, *rm_base = "barycenter";
   const char *out = NULL, *method = "sz", *codec = "entropy", *mode = "abs", *layer_spec = NULL, *layers = NULL, *tensor_spec = NULL;
   double eb = 1e-3;
@@ -143,11 +158,47 @@ int moesz_cli_compress(int argc, char **argv) {
       case 'K': rm_keep = optarg; break;
       case 'Y': rm_layers = optarg; break;
       case 'B': rm_base = optarg; break;
+      case 'X': case 'P':
+        pol.target = strtod(optarg, &end);
+        if (end == optarg || *end || !(pol.target > 0) || !isfinite(pol.target)) {
+          fprintf(stderr, "moesz compress: bad --%s '%s' (a number > 0)\n", ch == 'X' ? "target-kl" : "target-ppl-rise", optarg);
+          return 2;
+        }
+        pol.ppl = ch == 'P';
+        targets++;
+        break;
+      case 'C': pol.calib = optarg; break;
+      case 'E': pol.ebs = optarg; break;
+      case 'D': pol.dir = optarg; break;
+      case 'N': case 'W': case 'r': {
+        long long v = strtoll(optarg, &end, 10);
+        long long lo = ch == 'N' ? 0 : ch == 'W' ? 2 : 1, hi = ch == 'N' ? (1LL << 40) : ch == 'W' ? (1 << 20) : 100;
+        if (end == optarg || *end || v < lo || v > hi) {
+          fprintf(stderr, "moesz compress: bad --%s '%s' (an integer in %lld-%lld)\n",
+                  ch == 'N' ? "calib-tokens" : ch == 'W' ? "calib-ctx" : "tries", optarg, lo, hi);
+          return 2;
+        }
+        if (ch == 'N') pol.limit = (size_t)v;
+        else if (ch == 'W') pol.ctx = (size_t)v;
+        else pol.tries = (int)v;
+        break;
+      }
       case 'h': usage(stdout); return 0;
       default: usage(stderr); return 2;
     }
   }
   if (optind != argc - 1 || !out) { usage(stderr); return 2; }
+  if (targets > 1) { fprintf(stderr, "moesz compress: give one of --target-kl and --target-ppl-rise\n"); return 2; }
+  if (targets != !!pol.calib) {
+    fprintf(stderr, "moesz compress: %s\n", targets ? "a target needs --calib FILE" : "--calib needs --target-kl or --target-ppl-rise");
+    return 2;
+  }
+  if (targets && (strcmp(method, "sz") || (strcmp(codec, "entropy") && strcmp(codec, "fast")) || layer_spec || tensor_spec || layers)) {
+    fprintf(stderr, "moesz compress: a target chooses the layer bounds itself: it works with --method sz (codec entropy "
+            "or fast) and without --layer-eb, --tensor-eb or --layers\n");
+    return 2;
+  }
+  if (!targets && (pol.ebs || pol.dir)) { fprintf(stderr, "moesz compress: --policy-eb and --policy-dir need a target\n"); return 2; }
   moesz_msz_opts o;
   memset(&o, 0, sizeof o);
   if (!strcmp(method, "sz")) o.method = MOESZ_MSZ_CODEC;
@@ -220,6 +271,12 @@ int moesz_cli_compress(int argc, char **argv) {
         o.part_last = L;
       }
     free(mark);
+  }
+  if (targets) {
+    moesz_cli_output(out);
+    int st = moesz_cli_compress_policy(m, out, &o, &pol, json);
+    moesz_model_close(m);
+    return st;
   }
   double *leb = NULL;
   if (layer_spec) {

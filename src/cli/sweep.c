@@ -29,6 +29,9 @@ static void usage(FILE *f) {
     "  --seeds N            noise kinds: N seeds per cell for error bars (default 1)\n"
     "  --limit-tokens N     score only the first N tokens of the text (default 4096; 0 = all)\n"
     "  --ctx N              perplexity window (default 512); --stride N (default: ctx)\n"
+    "  --task FILE.jsonl    also score this task on every cell (repeatable, at most 16; formats as\n"
+    "                       `moesz eval`): DIR/tasks.csv and tasks.md, the original's accuracy beside\n"
+    "  --task-limit N       items per task (default 200; 0 = all)\n"
     "  --threads N          worker threads (default: all cores)\n"
     "  -o, --output DIR     results folder (created if absent)\n"
     "  --progress / -q, --quiet  progress with ETA on stderr on / off (default: on when stderr is a tty)\n");
@@ -61,7 +64,11 @@ int moesz_cli_sweep(int argc, char **argv) {
     {"seeds", required_argument, 0, 's'}, {"limit-tokens", required_argument, 0, 'l'},
     {"ctx", required_argument, 0, 'c'}, {"stride", required_argument, 0, 'S'}, {"threads", required_argument, 0, 't'},
     {"output", required_argument, 0, 'o'}, {"progress", no_argument, 0, 'p'}, {"quiet", no_argument, 0, 'q'},
+    {"task", required_argument, 0, 'k'}, {"task-limit", required_argument, 0, 'K'},
     {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+  const char *tasks[16];
+  int n_tasks = 0;
+  long task_limit = 200;
   const char *text = NULL, *ebs_s = NULL, *mode = "abs", *groups_s = "auto", *errs_s = "codec", *out = NULL;
   long seeds = 1, limit = 4096, ctx = 512, stride = 0, threads = 0;
   int per_layer = 0, progress = isatty(2);
@@ -78,6 +85,11 @@ int moesz_cli_sweep(int argc, char **argv) {
       case 'E': errs_s = optarg; break;
       case 's': num = &seeds; lo = 1; hi = 1000; break;
       case 'l': num = &limit; lo = 0; hi = 1L << 40; break;
+      case 'K': num = &task_limit; lo = 0; hi = 1L << 30; break;
+      case 'k':
+        if (n_tasks == 16) { fprintf(stderr, "moesz sweep: at most 16 --task files\n"); return 2; }
+        tasks[n_tasks++] = optarg;
+        break;
       case 'c': num = &ctx; lo = 2; hi = 1 << 20; break;
       case 'S': num = &stride; lo = 1; hi = 1 << 20; break;
       case 't': num = &threads; lo = 0; hi = 1024; break;
@@ -127,6 +139,9 @@ int moesz_cli_sweep(int argc, char **argv) {
   o.stride = (size_t)stride;
   o.threads = (int)threads;
   o.progress = progress;
+  o.tasks = n_tasks ? tasks : NULL;
+  o.n_tasks = n_tasks;
+  o.task_limit = (size_t)task_limit;
 
   moesz_error e = {0};
   moesz_model *m = NULL;
@@ -141,13 +156,14 @@ int moesz_cli_sweep(int argc, char **argv) {
   if (moesz_sweep_groups(&m->cfg, groups_s, per_layer, &groups, &o.n_groups, &e)) { status = 2; goto fail; }
   o.groups = groups;
   if (moesz_cli_tok_load(argv[optind], &t, &e)) goto fail;
+  o.tok = t;
   if (moesz_file_read_all(text, 1u << 30, &txt, &len, &e)) goto fail;
   if (moesz_tok_encode(t, txt, len, 0, &ids, &n, &e)) goto fail;
   if (limit && (size_t)limit < n) n = (size_t)limit;
   if (n < 2) { moesz_error_set(&e, MOESZ_E_ARG, "%s: fewer than 2 tokens", text); goto fail; }
   /* an interrupt removes the temporaries of the files being rewritten */
   static const char *OUTS[] = {"results.csv", "results.json", "results.md", "kl.svg", "top1.svg", "ppl.svg",
-                               "kl_per_layer.svg"};
+                               "kl_per_layer.svg", "tasks.csv", "tasks.md"};
   for (size_t i = 0; i < sizeof OUTS / sizeof *OUTS; i++) {
     char p[4096];
     if (!moesz_path_join(p, sizeof p, out, OUTS[i])) moesz_cli_output(p);
@@ -155,7 +171,8 @@ int moesz_cli_sweep(int argc, char **argv) {
   moesz_sweep_summary s;
   if (moesz_sweep_run(m, ids, n, &o, out, &s, &e)) goto fail;
   printf("%d cells: %d run, %d already in %s/results.csv; wrote results.csv, results.json, results.md, kl.svg, "
-         "top1.svg, ppl.svg%s\n", s.cells, s.ran, s.skipped, out, per_layer ? ", kl_per_layer.svg" : "");
+         "top1.svg, ppl.svg%s%s\n", s.cells, s.ran, s.skipped, out, per_layer ? ", kl_per_layer.svg" : "",
+         n_tasks ? ", tasks.csv, tasks.md" : "");
   status = 0;
 fail:
   if (status == 1 || status == 2) moesz_cli_fail("sweep", &e);

@@ -2,8 +2,9 @@
  * the perturbing expert provider (a group's routed expert matrices replaced
  * by F32 copies with Gaussian or uniform noise or the codec's round trip,
  * every other expert served from the model's mapping), the cell loop scored
- * with moesz_eval_ppl against the unperturbed model, and results.csv: read
- * back to skip cells already done, rewritten atomically after each cell.
+ * with moesz_eval_ppl against the unperturbed model (and, with task files,
+ * moesz_eval_task on both), and results.csv / tasks.csv: read back to skip
+ * cells already done, rewritten atomically after each cell.
  * docs/EVAL.md "Sweep". */
 #include <errno.h>
 #include <math.h>
@@ -362,6 +363,141 @@ static int csv_write(const char *dir, const moesz_sweep_row *rows, size_t n, moe
   return rc;
 }
 
+/* ------------------------------------------------------------- tasks.csv */
+
+static const char *TASK_HEADER = "group,first,last,error,eb_mode,eb,seed,tokens,task,items,acc,acc_norm,ref_acc,"
+                                 "ref_acc_norm";
+
+/* "name" of ".../name.jsonl" into out (letters, digits, _ - . only); -1 if it is not such a name. */
+static int task_name(const char *path, char *out, size_t cap) {
+  const char *b = strrchr(path, '/');
+  b = b ? b + 1 : path;
+  size_t n = strlen(b);
+  if (n > 6 && !strcmp(b + n - 6, ".jsonl")) n -= 6;
+  if (!n || n >= cap || n >= 64) return -1;
+  memcpy(out, b, n);
+  out[n] = 0;
+  return name_ok(out) ? 0 : -1;
+}
+
+static void task_key(const moesz_sweep_task_row *r, char *out, size_t cap) {
+  snprintf(out, cap, "%s|%d|%d|%s|%s|%.9g|%d|%zu|%s|%zu", r->group, r->first, r->last, moesz_sweep_err_name(r->err),
+           MODE_NAMES[r->eb_mode], r->eb, r->seed, r->tokens, r->task, r->items);
+}
+
+static int task_csv_parse(char *txt, const char *path, moesz_sweep_task_row **rows, size_t *n, moesz_error *err) {
+  size_t cap = 16, k = 0, lineno = 1;
+  *rows = NULL;
+  *n = 0;
+  moesz_sweep_task_row *r = malloc(cap * sizeof *r);
+  if (!r) return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory");
+  char *rest = txt, *line = strsep(&rest, "\n");
+  if (!line || strcmp(line, TASK_HEADER)) {
+    free(r);
+    return moesz_error_set(err, MOESZ_E_FORMAT, "%s: not a sweep tasks file (its header is not '%s'); move it "
+                           "away or choose another -o", path, TASK_HEADER);
+  }
+  while ((line = strsep(&rest, "\n"))) {
+    lineno++;
+    if (!*line) continue;
+    if (k == cap) {
+      moesz_sweep_task_row *nr = realloc(r, 2 * cap * sizeof *r);
+      if (!nr) { free(r); return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory"); }
+      r = nr;
+      cap *= 2;
+    }
+    moesz_sweep_task_row *x = &r[k];
+    memset(x, 0, sizeof *x);
+    char *f[14], *p = line;
+    int nf = 0;
+    for (char *t; nf < 14 && (t = strsep(&p, ","));) f[nf++] = t;
+    int ok = nf == 14 && !p && name_ok(f[0]) && !moesz_sweep_err_parse(f[3], &x->err) && name_ok(f[8]) &&
+             strlen(f[8]) < sizeof x->task;
+    if (ok) {
+      snprintf(x->group, sizeof x->group, "%s", f[0]);
+      snprintf(x->task, sizeof x->task, "%s", f[8]);
+      x->eb_mode = -1;
+      for (int i = 0; i < 3; i++)
+        if (!strcmp(f[4], MODE_NAMES[i])) x->eb_mode = i;
+      char *end;
+      double *d[] = {&x->acc, &x->acc_norm, &x->ref_acc, &x->ref_acc_norm};
+      x->first = (int)strtol(f[1], &end, 10); ok &= !*end && end != f[1];
+      x->last = (int)strtol(f[2], &end, 10); ok &= !*end && end != f[2];
+      x->eb = strtod(f[5], &end); ok &= !*end && end != f[5];
+      x->seed = (int)strtol(f[6], &end, 10); ok &= !*end && end != f[6];
+      x->tokens = (size_t)strtoull(f[7], &end, 10); ok &= !*end && end != f[7];
+      x->items = (size_t)strtoull(f[9], &end, 10); ok &= !*end && end != f[9];
+      for (int i = 0; i < 4; i++) {
+        *d[i] = strtod(f[10 + i], &end);
+        ok &= !*end && end != f[10 + i] && *d[i] >= 0 && *d[i] <= 1;
+      }
+      ok &= x->eb_mode >= 0 && x->first >= 0 && x->first <= x->last && x->eb > 0 && x->seed >= 0 && x->items > 0;
+    }
+    if (!ok) {
+      free(r);
+      return moesz_error_set(err, MOESZ_E_FORMAT, "%s line %zu: not a sweep task row", path, lineno);
+    }
+    k++;
+  }
+  *rows = r;
+  *n = k;
+  return MOESZ_OK;
+}
+
+int moesz_sweep_tasks_csv_parse(const char *text, size_t len, moesz_sweep_task_row **rows, size_t *n,
+                                moesz_error *err) {
+  *rows = NULL;
+  *n = 0;
+  if (memchr(text, 0, len)) return moesz_error_set(err, MOESZ_E_FORMAT, "tasks.csv: holds a NUL byte");
+  char *t = malloc(len + 1);
+  if (!t) return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory");
+  memcpy(t, text, len);
+  t[len] = 0;
+  int rc = task_csv_parse(t, "tasks.csv", rows, n, err);
+  free(t);
+  return rc;
+}
+
+static int put_atomic(const char *dir, const char *name, const moesz_buf *b, moesz_error *err) {
+  char path[4096];
+  int rc = moesz_path_join(path, sizeof path, dir, name);
+  if (rc) return moesz_error_set(err, rc, "output folder name too long");
+  if (b->oom) return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory");
+  moesz_afile af;
+  if ((rc = moesz_afile_open(&af, path, err))) return rc;
+  if ((rc = moesz_afile_write(&af, b->p, b->n, err))) { moesz_afile_abort(&af); return rc; }
+  return moesz_afile_commit(&af, err);
+}
+
+/* tasks.csv, and tasks.md: one line per row, the unperturbed accuracy beside. */
+static int task_write(const char *dir, const moesz_sweep_task_row *rows, size_t n, moesz_error *err) {
+  moesz_buf b = {0}, m = {0};
+  char line[1024];
+  moesz_buf_put(&b, TASK_HEADER, strlen(TASK_HEADER));
+  moesz_buf_put(&b, "\n", 1);
+  const char *hd = "# Task accuracy per sweep cell\n\nOnly the group's routed experts are perturbed; accuracy as "
+                   "lm-evaluation-harness scores it (docs/EVAL.md \"Tasks\"), the unperturbed model's on the same "
+                   "items in brackets.\n\n| group | layers | error | eb | seed | task | items | acc | acc_norm |\n"
+                   "|---|---|---|---|---|---|---|---|---|\n";
+  moesz_buf_put(&m, hd, strlen(hd));
+  for (size_t i = 0; i < n; i++) {
+    const moesz_sweep_task_row *r = &rows[i];
+    int k = snprintf(line, sizeof line, "%s,%d,%d,%s,%s,%.9g,%d,%zu,%s,%zu,%.9g,%.9g,%.9g,%.9g\n", r->group, r->first,
+                     r->last, moesz_sweep_err_name(r->err), MODE_NAMES[r->eb_mode], r->eb, r->seed, r->tokens, r->task,
+                     r->items, r->acc, r->acc_norm, r->ref_acc, r->ref_acc_norm);
+    moesz_buf_put(&b, line, (size_t)k);
+    k = snprintf(line, sizeof line, "| %s | %d-%d | %s | %g (%s) | %d | %s | %zu | %.4f (%.4f) | %.4f (%.4f) |\n",
+                 r->group, r->first, r->last, moesz_sweep_err_name(r->err), r->eb, MODE_NAMES[r->eb_mode], r->seed,
+                 r->task, r->items, r->acc, r->ref_acc, r->acc_norm, r->ref_acc_norm);
+    moesz_buf_put(&m, line, (size_t)k);
+  }
+  int rc = put_atomic(dir, "tasks.csv", &b, err);
+  if (!rc) rc = put_atomic(dir, "tasks.md", &m, err);
+  free(b.p);
+  free(m.p);
+  return rc;
+}
+
 /* ------------------------------------------------------------ the sweep */
 
 int moesz_sweep_run(moesz_model *m, const int32_t *ids, size_t n, const moesz_sweep_opts *o, const char *dir,
@@ -376,14 +512,33 @@ int moesz_sweep_run(moesz_model *m, const int32_t *ids, size_t n, const moesz_sw
     if (!name_ok(o->groups[i].name) || o->groups[i].first < 0 || o->groups[i].last >= cfg->n_layers ||
         o->groups[i].first > o->groups[i].last)
       return moesz_error_set(err, MOESZ_E_ARG, "sweep: bad group %d", i);
-  if (mkdir(dir, 0777) && errno != EEXIST) return moesz_error_set(err, MOESZ_E_IO, "%s: %s", dir, strerror(errno));
-  if (!moesz_path_is_dir(dir)) return moesz_error_set(err, MOESZ_E_ARG, "%s is not a folder", dir);
-  if (moesz_output_check_model(dir, 1, m->path, "output folder", err)) return MOESZ_E_ARG;
+  if (o->n_tasks < 0 || o->n_tasks > 16 || (o->n_tasks > 0 && (!o->tasks || !o->tok)))
+    return moesz_error_set(err, MOESZ_E_ARG, "sweep: at most 16 tasks, with their files and the tokenizer");
+  char (*tnames)[64] = NULL;
+  if (o->n_tasks) {
+    if (!(tnames = calloc((size_t)o->n_tasks, sizeof *tnames))) return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory");
+    for (int i = 0; i < o->n_tasks; i++) {
+      int bad = task_name(o->tasks[i], tnames[i], sizeof tnames[i]);
+      for (int j = 0; j < i && !bad; j++) bad = !strcmp(tnames[i], tnames[j]) ? 2 : 0;
+      if (bad) {
+        free(tnames);
+        return moesz_error_set(err, MOESZ_E_ARG, bad == 2 ? "sweep: task %s given twice" :
+                               "sweep: task file name '%s' (the name, less .jsonl, must be letters, digits, _ - .)",
+                               o->tasks[i]);
+      }
+    }
+  }
+  moesz_task_result *tref = NULL;
+  moesz_sweep_task_row *trows = NULL;
+  size_t ntrows = 0;
+  if (mkdir(dir, 0777) && errno != EEXIST) { free(tnames); return moesz_error_set(err, MOESZ_E_IO, "%s: %s", dir, strerror(errno)); }
+  if (!moesz_path_is_dir(dir)) { free(tnames); return moesz_error_set(err, MOESZ_E_ARG, "%s is not a folder", dir); }
+  if (moesz_output_check_model(dir, 1, m->path, "output folder", err)) { free(tnames); return MOESZ_E_ARG; }
 
   /* scored tokens (part of a cell's key) */
   size_t nw = moesz_ppl_windows(n, o->ctx, o->stride, NULL, 0), tokens = 0;
   moesz_window *win = malloc((nw + 1) * sizeof *win);
-  if (!win) return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory");
+  if (!win) { free(tnames); return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory"); }
   moesz_ppl_windows(n, o->ctx, o->stride, win, nw);
   for (size_t k = 0; k < nw; k++) tokens += win[k].end - win[k].score_from;
   free(win);
@@ -393,19 +548,32 @@ int moesz_sweep_run(moesz_model *m, const int32_t *ids, size_t n, const moesz_sw
   size_t len, nrows = 0, cap;
   moesz_sweep_row *rows = NULL;
   int rc = moesz_path_join(path, sizeof path, dir, "results.csv");
-  if (rc) return moesz_error_set(err, rc, "output folder name too long");
+  if (rc) { free(tnames); return moesz_error_set(err, rc, "output folder name too long"); }
   rc = moesz_file_read_all(path, 1u << 28, &txt, &len, err);
   if (rc == MOESZ_E_NOTFOUND) rc = MOESZ_OK;
   else if (!rc && memchr(txt, 0, len)) rc = moesz_error_set(err, MOESZ_E_FORMAT, "%s: holds a NUL byte", path);
   else if (!rc) rc = csv_parse(txt, path, &rows, &nrows, err);
   free(txt);
-  if (rc) return rc;
+  txt = NULL;
+  if (!rc && o->n_tasks) {
+    if ((rc = moesz_path_join(path, sizeof path, dir, "tasks.csv"))) rc = moesz_error_set(err, rc, "output folder name too long");
+    else if ((rc = moesz_file_read_all(path, 1u << 28, &txt, &len, err)) == MOESZ_E_NOTFOUND) rc = MOESZ_OK;
+    else if (!rc && memchr(txt, 0, len)) rc = moesz_error_set(err, MOESZ_E_FORMAT, "%s: holds a NUL byte", path);
+    else if (!rc) rc = task_csv_parse(txt, path, &trows, &ntrows, err);
+    free(txt);
+  }
+  if (rc) { free(rows); free(tnames); return rc; }
   int ncell = 0;
   for (int e = 0; e < o->n_errs; e++) ncell += o->n_groups * o->n_ebs * (o->errs[e] == MOESZ_SWEEP_CODEC ? 1 : o->seeds);
   cap = nrows + (size_t)ncell + 1;
   moesz_sweep_row *nr = realloc(rows, cap * sizeof *rows);
-  if (!nr) { free(rows); return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory"); }
+  if (!nr) { free(rows); free(trows); free(tnames); return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory"); }
   rows = nr;
+  size_t tcap = ntrows + (size_t)ncell * (size_t)o->n_tasks + 1;
+  moesz_sweep_task_row *ntr = realloc(trows, tcap * sizeof *trows);
+  tref = calloc((size_t)o->n_tasks + 1, sizeof *tref);
+  if (!ntr || !tref) { free(ntr ? ntr : trows); free(rows); free(tref); free(tnames); return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory"); }
+  trows = ntr;
 
   sweep_state st = {.m = m, .n_experts = cfg->n_experts > 0 ? cfg->n_experts : 1, .first = 1, .last = 0};
   size_t nslot = (size_t)cfg->n_layers * (size_t)st.n_experts * 3;
@@ -418,6 +586,11 @@ int moesz_sweep_run(moesz_model *m, const int32_t *ids, size_t n, const moesz_sw
   moesz_expert_provider prov = {.ctx = &st, .get = pert_get, .release = pert_release};
   if ((rc = moesz_engine_open_model(m, 0, NULL, 0, &eo, &ref, err))) goto done;
   if ((rc = moesz_engine_open_model(m, 0, &prov, 0, &eo, &pe, err))) goto done;
+  /* the unperturbed model's accuracy: the baseline of every task row (and its item count, part of the key) */
+  for (int ti = 0; ti < o->n_tasks && !rc; ti++)
+    if ((rc = moesz_eval_task(ref, o->tok, o->tasks[ti], o->task_limit, MOESZ_BOS_AUTO, 0, &tref[ti], err)))
+      moesz_error_wrap(err, rc, "sweep: task %s on the original model", o->tasks[ti]);
+  if (rc) goto done;
 
   /* count what is left, for the progress line's ETA */
   int left = 0;
@@ -442,18 +615,59 @@ int moesz_sweep_run(moesz_model *m, const int32_t *ids, size_t n, const moesz_sw
             r.seed = seed;
             r.tokens = tokens;
             row_key(&r, key, sizeof key);
-            int have = 0;
+            int have = 0, need_task = 0;
             for (size_t i = 0; i < nrows && !have; i++) {
               row_key(&rows[i], k2, sizeof k2);
               have = !strcmp(key, k2);
             }
-            if (!pass) { S.cells++; S.skipped += have; left += !have; continue; }
-            if (have) continue;
+            /* the cell's task rows: tr[ti] filled as the row it should be, missing[ti] if not in tasks.csv */
+            moesz_sweep_task_row tr[16];
+            int missing[16];
+            for (int ti = 0; ti < o->n_tasks && ti < 16; ti++) {
+              moesz_sweep_task_row *x = &tr[ti];
+              memset(x, 0, sizeof *x);
+              memcpy(x->group, r.group, sizeof x->group);
+              x->first = r.first; x->last = r.last; x->err = r.err; x->eb_mode = r.eb_mode; x->eb = r.eb;
+              x->seed = seed; x->tokens = tokens; x->items = tref[ti].n;
+              snprintf(x->task, sizeof x->task, "%s", tnames[ti]);
+              x->ref_acc = tref[ti].acc;
+              x->ref_acc_norm = tref[ti].cloze ? 0 : tref[ti].acc_norm;
+              task_key(x, key, sizeof key);
+              missing[ti] = 1;
+              for (size_t i = 0; i < ntrows && missing[ti]; i++) {
+                task_key(&trows[i], k2, sizeof k2);
+                missing[ti] = strcmp(key, k2) != 0;
+              }
+              need_task |= missing[ti];
+            }
+            row_key(&r, key, sizeof key);
+            int skip = have && !need_task;
+            if (!pass) { S.cells++; S.skipped += skip; left += !skip; continue; }
+            if (skip) continue;
             double t0 = moesz_time_now();
             if ((rc = perturb(&st, &o->groups[gi], r.err, r.eb_mode, r.eb, seed, o->threads > 0 ? o->threads : 1,
                               &r.raw_bytes, &r.stored_bytes, err))) {
               moesz_error_wrap(err, rc, "sweep cell %s", key);
               break;
+            }
+            for (int ti = 0; ti < o->n_tasks && !rc; ti++) {
+              if (!missing[ti]) continue;
+              moesz_task_result res;
+              if ((rc = moesz_eval_task(pe, o->tok, o->tasks[ti], o->task_limit, MOESZ_BOS_AUTO, 0, &res, err))) {
+                moesz_error_wrap(err, rc, "sweep cell %s task %s", key, tnames[ti]);
+                break;
+              }
+              tr[ti].acc = res.acc;
+              tr[ti].acc_norm = res.cloze ? 0 : res.acc_norm;
+              trows[ntrows++] = tr[ti];
+            }
+            if (rc) { drop_weights(&st); break; }
+            if (have) {
+              drop_weights(&st);
+              S.ran++;
+              if ((rc = task_write(dir, trows, ntrows, err))) break;
+              moesz_progress_step(&pr, ++done_cells);
+              continue;
             }
             moesz_ppl_result pr2;
             rc = moesz_eval_ppl(pe, ref, ids, n, o->ctx, o->stride, 0, &pr2, err);
@@ -468,6 +682,7 @@ int moesz_sweep_run(moesz_model *m, const int32_t *ids, size_t n, const moesz_sw
             rows[nrows++] = r;
             S.ran++;
             if ((rc = csv_write(dir, rows, nrows, err))) break;
+            if (o->n_tasks && (rc = task_write(dir, trows, ntrows, err))) break;
             moesz_progress_step(&pr, ++done_cells);
           }
     if (pass) moesz_progress_end(&pr);
@@ -480,6 +695,9 @@ done:
   free(st.w);
   free(st.shape);
   free(rows);
+  free(trows);
+  free(tref);
+  free(tnames);
   if (sum) *sum = S;
   return rc;
 }
