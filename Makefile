@@ -24,7 +24,7 @@ endif
 WARN    := -Wall -Wextra -Werror -Wno-unused-parameter
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -ffp-contract=off -fPIC -pthread \
            -Iinclude -Isrc -I/usr/include/x86_64-linux-gnu/openblas-pthread
-LDLIBS  := -lutf8proc -lzstd -lopenblas -llapacke -lpcre2-8 -lcjson -lxxhash -lm -lpthread
+LDLIBS  := -lutf8proc -lzstd -lopenblas -llapacke -lpcre2-8 -lcjson -lxxhash -lmicrohttpd -lm -lpthread
 
 LIB_SRC := $(sort $(filter-out src/cli/%,$(wildcard src/*/*.c)))
 CLI_SRC := $(sort $(wildcard src/cli/*.c))

@@ -609,15 +609,19 @@ static int moe_block(moesz_engine *e, int L, int n, moesz_error *err) {
   return MOESZ_OK;
 }
 
-static int layer_forward(moesz_engine *e, int L, int pos0, int n, moesz_error *err) {
+/* Attention of layer L for n rows of x (one sequence, positions pos0..) whose
+ * KV cache for this layer starts at kbase / vbase [ctx][kvw]; x gets the
+ * attention output added. Scratch: e->xn, e->q, e->att rows 0..n-1. */
+static int attn_block(moesz_engine *e, int L, float *x, float *kbase, float *vbase, int pos0, int n,
+                      moesz_error *err) {
   const moesz_config *c = &e->cfg;
   layer_w *l = &e->L[L];
   size_t d = (size_t)e->d, qw = (size_t)e->qw, kvw = (size_t)e->kvw;
-  float *kc = e->kcache + ((size_t)L * (size_t)e->max_ctx + (size_t)pos0) * kvw;
-  float *vc = e->vcache + ((size_t)L * (size_t)e->max_ctx + (size_t)pos0) * kvw;
+  float *kc = kbase + (size_t)pos0 * kvw;
+  float *vc = vbase + (size_t)pos0 * kvw;
   int rc;
   /* attention */
-  moesz_k_rmsnorm(e->xn, d, e->x, d, l->attn_norm, n, e->d, c->norm_eps);
+  moesz_k_rmsnorm(e->xn, d, x, d, l->attn_norm, n, e->d, c->norm_eps);
   moesz_kjob j[3] = {job(&l->wq, e->xn, d, e->q, qw, n, 0), job(&l->wk, e->xn, d, kc, kvw, n, 0),
                      job(&l->wv, e->xn, d, vc, kvw, n, 0)};
   if ((rc = moesz_k_linear(&e->kc, j, 3))) return moesz_error_set(err, rc, "layer %d: qkv", L);
@@ -641,13 +645,21 @@ static int layer_forward(moesz_engine *e, int L, int pos0, int n, moesz_error *e
     moesz_k_rope(e->q + (size_t)t * qw, e->nh, e->hd, pos0 + t, e->inv_freq);
     moesz_k_rope(kc + (size_t)t * kvw, e->nkv, e->hd, pos0 + t, e->inv_freq);
   }
-  moesz_k_attention(&e->kc, e->q, qw, e->kcache + (size_t)L * (size_t)e->max_ctx * kvw,
-                    e->vcache + (size_t)L * (size_t)e->max_ctx * kvw, pos0, n, e->nh, e->nkv,
+  moesz_k_attention(&e->kc, e->q, qw, kbase, vbase, pos0, n, e->nh, e->nkv,
                     e->hd, e->att_scale, e->att, qw);
-  j[0] = job(&l->wo, e->att, qw, e->x, d, n, 1);
+  j[0] = job(&l->wo, e->att, qw, x, d, n, 1);
   if ((rc = moesz_k_linear(&e->kc, j, 1))) return moesz_error_set(err, rc, "layer %d: o_proj", L);
-  if (l->bo) add_bias(e->x, d, l->bo, n, e->d);
-  /* MLP */
+  if (l->bo) add_bias(x, d, l->bo, n, e->d);
+  return MOESZ_OK;
+}
+
+/* The MLP (dense or MoE) of layer L on rows 0..n-1 of e->x (any mix of
+ * sequences: experts are fetched once for all of them). */
+static int mlp_block(moesz_engine *e, int L, int n, moesz_error *err) {
+  const moesz_config *c = &e->cfg;
+  layer_w *l = &e->L[L];
+  size_t d = (size_t)e->d;
+  int rc;
   moesz_k_rmsnorm(e->xn, d, e->x, d, l->ffn_norm, n, e->d, c->norm_eps);
   if (c->is_moe[L]) return moe_block(e, L, n, err);
   moesz_expert_mats mt;
@@ -656,6 +668,12 @@ static int layer_forward(moesz_engine *e, int L, int pos0, int n, moesz_error *e
   e->prov.release(e->prov.ctx, L, 0, 0);
   if (rc) return moesz_error_set(err, rc, "layer %d: MLP matmul failed", L);
   return MOESZ_OK;
+}
+
+static int layer_forward(moesz_engine *e, int L, int pos0, int n, moesz_error *err) {
+  size_t lo = (size_t)L * (size_t)e->max_ctx * (size_t)e->kvw;
+  int rc = attn_block(e, L, e->x, e->kcache + lo, e->vcache + lo, pos0, n, err);
+  return rc ? rc : mlp_block(e, L, n, err);
 }
 
 int moesz_engine_forward(moesz_engine *e, const int32_t *tokens, size_t n, int all_logits,
@@ -692,6 +710,105 @@ int moesz_engine_forward(moesz_engine *e, const int32_t *tokens, size_t n, int a
   }
   if (rc) { e->pos = start; return rc; }
   e->st.tokens += n;
+  e->st.forward_calls++;
+  e->st.seconds += moesz_time_now() - t0;
+  return MOESZ_OK;
+}
+
+/* ------------------------------------------------- several sequences */
+
+/* A sequence: its own KV cache and position; the engine's weights, scratch
+ * and expert provider are shared. Used by moesz_engine_step. */
+struct moesz_seq {
+  const moesz_engine *e;
+  int max_ctx, pos;
+  float *kcache, *vcache;               /* [n_layers][max_ctx][kvw] */
+};
+
+int moesz_seq_create(moesz_engine *e, int max_ctx, moesz_seq **out, moesz_error *err) {
+  if (!e || !out) return moesz_error_set(err, MOESZ_E_ARG, "sequence: NULL argument");
+  *out = NULL;
+  if (max_ctx <= 0) max_ctx = e->max_ctx;
+  if (max_ctx > e->max_ctx)
+    return moesz_error_set(err, MOESZ_E_RANGE, "sequence context %d > the engine's %d", max_ctx, e->max_ctx);
+  size_t kv = (size_t)e->cfg.n_layers * (size_t)max_ctx * (size_t)e->kvw;
+  moesz_seq *s = calloc(1, sizeof *s);
+  if (s) { s->kcache = malloc(kv * sizeof(float)); s->vcache = malloc(kv * sizeof(float)); }
+  if (!s || !s->kcache || !s->vcache) {
+    moesz_seq_free(s);
+    return moesz_error_set(err, MOESZ_E_NOMEM, "sequence KV cache (%zu floats)", 2 * kv);
+  }
+  s->e = e;
+  s->max_ctx = max_ctx;
+  *out = s;
+  return MOESZ_OK;
+}
+
+void moesz_seq_free(moesz_seq *s) {
+  if (!s) return;
+  free(s->kcache);
+  free(s->vcache);
+  free(s);
+}
+void moesz_seq_reset(moesz_seq *s) { s->pos = 0; }
+int moesz_seq_pos(const moesz_seq *s) { return s->pos; }
+int moesz_seq_max_ctx(const moesz_seq *s) { return s->max_ctx; }
+int moesz_engine_step_capacity(const moesz_engine *e) { (void)e; return BMAX; }
+
+int moesz_engine_step(moesz_engine *e, const moesz_step_item *it, int n_items, moesz_error *err) {
+  if (!e || (!it && n_items)) return moesz_error_set(err, MOESZ_E_ARG, "step: NULL argument");
+  if (n_items <= 0) return moesz_error_set(err, MOESZ_E_ARG, "step: no sequences");
+  int total = 0;
+  for (int i = 0; i < n_items; i++) {
+    const moesz_step_item *a = &it[i];
+    if (!a->seq || a->seq->e != e || !a->tokens || !a->logits || a->n <= 0)
+      return moesz_error_set(err, MOESZ_E_ARG, "step: item %d: bad sequence, tokens or logits", i);
+    for (int j = 0; j < i; j++)
+      if (it[j].seq == a->seq) return moesz_error_set(err, MOESZ_E_ARG, "step: sequence given twice");
+    if (a->n > a->seq->max_ctx - a->seq->pos)
+      return moesz_error_set(err, MOESZ_E_RANGE, "context overflow: %d tokens cached + %d new > context "
+                             "length %d", a->seq->pos, a->n, a->seq->max_ctx);
+    for (int t = 0; t < a->n; t++)
+      if (a->tokens[t] < 0 || a->tokens[t] >= e->vocab)
+        return moesz_error_set(err, MOESZ_E_RANGE, "token id %d outside the vocabulary [0, %d)",
+                               (int)a->tokens[t], e->vocab);
+    total += a->n;
+    if (total > BMAX)
+      return moesz_error_set(err, MOESZ_E_RANGE, "step: more than %d tokens at once", BMAX);
+  }
+  double t0 = moesz_time_now();
+  size_t d = (size_t)e->d, es = moesz_dtype_size(e->embed.dtype);
+  /* rows of every item one after another in e->x */
+  for (int i = 0, r = 0; i < n_items; r += it[i].n, i++)
+    for (int t = 0; t < it[i].n; t++) {
+      const char *row = (const char *)e->embed.data + (size_t)it[i].tokens[t] * d * es;
+      moesz_to_f32(e->embed.dtype, row, e->x + (size_t)(r + t) * d, d);
+    }
+  int rc = MOESZ_OK;
+  for (int L = 0; L < e->cfg.n_layers && !rc; L++) {
+    for (int i = 0, r = 0; i < n_items && !rc; r += it[i].n, i++) {
+      moesz_seq *s = it[i].seq;
+      size_t lo = (size_t)L * (size_t)s->max_ctx * (size_t)e->kvw;
+      rc = attn_block(e, L, e->x + (size_t)r * d, s->kcache + lo, s->vcache + lo, s->pos, it[i].n, err);
+    }
+    if (!rc) rc = mlp_block(e, L, total, err);
+  }
+  if (rc) return rc;   /* positions unchanged: the rows written past them are ignored */
+  /* final norm of the rows that want logits, packed; one lm_head job per item */
+  int nr = 0, nj = 0;
+  for (int i = 0, r = 0; i < n_items; r += it[i].n, i++) {
+    int r0 = it[i].all_logits ? r : r + it[i].n - 1, k = r + it[i].n - r0;
+    moesz_k_rmsnorm(e->xn + (size_t)nr * d, d, e->x + (size_t)r0 * d, d, e->final_norm, k, e->d,
+                    e->cfg.norm_eps);
+    e->jobs[nj++] = job(&e->lm_head, e->xn + (size_t)nr * d, d, it[i].logits, (size_t)e->vocab, k, 0);
+    nr += k;
+    if (nj == 2 * e->cfg.n_experts + 4 || i == n_items - 1) {
+      if ((rc = moesz_k_linear(&e->kc, e->jobs, nj))) return moesz_error_set(err, rc, "lm_head");
+      nj = 0;
+    }
+  }
+  for (int i = 0; i < n_items; i++) it[i].seq->pos += it[i].n;
+  e->st.tokens += (uint64_t)total;
   e->st.forward_calls++;
   e->st.seconds += moesz_time_now() - t0;
   return MOESZ_OK;
