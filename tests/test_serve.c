@@ -16,6 +16,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 #include "harness.h"
+#include "harness_engine.h"
 #include "moesz.h"
 
 #define MODEL "models/moesz-mix-tiny"
@@ -128,23 +129,28 @@ static long rss_kb(void) {
 
 /* ------------------------------------------------------------- fixtures */
 
-typedef struct srv { moesz_engine *e; moesz_tok *tok; moesz_server *s; int port; } srv;
+typedef struct srv { moesz_engine *e; moesz_tok *tok; moesz_server *s; moesz_cache *cache; int port; } srv;
 
-static int srv_open(srv *x, const moesz_serve_opts *o) {
+/* msz: serve that container under a 2 MiB expert budget instead of MODEL's files. */
+static int srv_open_from(srv *x, const moesz_serve_opts *o, const char *msz) {
   memset(x, 0, sizeof *x);
   moesz_engine_opts eo = {.threads = 2};
   moesz_error err = {0};
-  if (moesz_engine_open(MODEL, &eo, &x->e, &err) || moesz_tok_load(MODEL, &x->tok, &err)) {
+  moesz_cache_opts co = {.budget_bytes = 2u << 20, .policy = MOESZ_CACHE_LRU, .dtype = MOESZ_DT_COUNT};
+  int rc = msz ? moesz_engine_open_msz(msz, &co, &eo, &x->e, &x->cache, &err) : moesz_engine_open(MODEL, &eo, &x->e, &err);
+  if (rc || moesz_tok_load(MODEL, &x->tok, &err)) {
     fprintf(stderr, "  %s\n", err.msg);
     return -1;
   }
   moesz_serve_opts so = o ? *o : (moesz_serve_opts){0};
   so.port = 0;
   so.model_id = "tiny";
-  if (moesz_serve_start(x->e, NULL, x->tok, &so, &x->s, &err)) { fprintf(stderr, "  %s\n", err.msg); return -1; }
+  if (moesz_serve_start(x->e, x->cache, x->tok, &so, &x->s, &err)) { fprintf(stderr, "  %s\n", err.msg); return -1; }
   x->port = moesz_serve_port(x->s);
   return 0;
 }
+
+static int srv_open(srv *x, const moesz_serve_opts *o) { return srv_open_from(x, o, NULL); }
 
 static void srv_close(srv *x) {
   moesz_serve_stop(x->s);
@@ -463,6 +469,85 @@ TEST(bad_requests) {
   srv_close(&x);
 }
 
+
+/* Likelihood scoring through the server as lm-evaluation-harness's
+ * local-completions model does it (prompt = context + continuation ids,
+ * echo, logprobs, max_tokens 0; sum of the continuation's log-probs) gives
+ * the accuracy `moesz eval` gives on the first 24 COPA items, and each
+ * log-likelihood within 2e-3. */
+TEST(eval_through_server) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/eval/copa.jsonl", harness_data_dir());
+  FILE *f = fopen(path, "r");
+  if (!f) SKIP("%s absent", path);
+  srv x;
+  if (srv_open(&x, NULL)) { CHECK(0); fclose(f); return; }
+  moesz_engine *e;
+  moesz_engine_opts eo = {.threads = 2};
+  CHECK_EQ_INT(moesz_engine_open(MODEL, &eo, &e, NULL), 0);
+  moesz_task_result want;
+  CHECK_EQ_INT(moesz_eval_task(e, x.tok, path, 24, MOESZ_BOS_AUTO, 0, &want, NULL), 0);
+  char line[4096];
+  int n = 0, right = 0;
+  double maxd = 0;
+  while (n < 24 && fgets(line, sizeof line, f)) {
+    cJSON *j = cJSON_Parse(line);
+    const cJSON *q = cJSON_GetObjectItem(j, "query"), *ch = cJSON_GetObjectItem(j, "choices");
+    int gold = (int)cJSON_GetObjectItem(j, "gold")->valuedouble, nc = cJSON_GetArraySize(ch);
+    /* every choice of the item in one request: a batch of prompts */
+    size_t cap = 65536, bl = 0;
+    char *body = malloc(cap);
+    bl += (size_t)snprintf(body, cap, "{\"prompt\":[");
+    size_t ncont[8];
+    double ref[8];
+    for (int c = 0; c < nc && c < 8; c++) {
+      char cont[1024];
+      snprintf(cont, sizeof cont, " %s", cJSON_GetArrayItem(ch, c)->valuestring);
+      int32_t *ci, *wi;
+      size_t cn, wn;
+      CHECK_EQ_INT(moesz_eval_encode_pair(x.tok, q->valuestring, cont, MOESZ_BOS_AUTO, &ci, &cn, &wi, &wn, NULL), 0);
+      ncont[c] = wn;
+      CHECK_EQ_INT(moesz_eval_loglik(e, ci, cn, wi, wn, &ref[c], NULL, NULL), 0);
+      bl += (size_t)snprintf(body + bl, cap - bl, "%s[", c ? "," : "");
+      for (size_t k = 0; k < cn + wn; k++)
+        bl += (size_t)snprintf(body + bl, cap - bl, "%s%d", k ? "," : "", k < cn ? ci[k] : wi[k - cn]);
+      bl += (size_t)snprintf(body + bl, cap - bl, "]");
+      free(ci);
+      free(wi);
+    }
+    snprintf(body + bl, cap - bl, "],\"max_tokens\":0,\"echo\":true,\"logprobs\":1,\"temperature\":0}");
+    resp r = post(x.port, "/v1/completions", body);
+    CHECK_EQ_INT(r.status, 200);
+    cJSON *a = r.body ? cJSON_Parse(r.body) : NULL;
+    int best = -1;
+    double bestll = 0;
+    for (int c = 0; c < nc && c < 8; c++) {
+      const cJSON *lp = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(a, "choices"), c),
+                                                               "logprobs"), "token_logprobs");
+      int tot = cJSON_GetArraySize(lp);
+      double ll = 0;
+      for (int k = tot - (int)ncont[c]; k < tot && k >= 0; k++) ll += cJSON_GetArrayItem(lp, k)->valuedouble;
+      if (fabs(ll - ref[c]) > maxd) maxd = fabs(ll - ref[c]);
+      if (best < 0 || ll > bestll) { best = c; bestll = ll; }
+    }
+    right += best == gold;
+    n++;
+    cJSON_Delete(a);
+    free(r.body);
+    free(body);
+    cJSON_Delete(j);
+  }
+  fclose(f);
+  CHECK_EQ_INT(n, (int)want.n);
+  CHECK_MSG(fabs((double)right / n - want.acc) < 1e-9, "acc through the server %g, moesz eval %g", (double)right / n,
+            want.acc);
+  CHECK_MSG(maxd < 2e-3, "log-likelihoods differ by up to %g", maxd);
+  printf("  copa (first %d): acc %.4f through the server, %.4f by moesz eval; max |d loglik| %.2g\n", n,
+         (double)right / n, want.acc, maxd);
+  moesz_engine_close(e);
+  srv_close(&x);
+}
+
 /* --------------------------------------------------------- load test */
 
 typedef struct load_arg { int port, id, bad, fivexx; } load_arg;
@@ -589,7 +674,10 @@ TEST(page_in_browser) {
   if (!br) SKIP("no chromium (Debian package chromium) installed");
   srv x;
   moesz_serve_opts o = {.max_tokens = 400};
-  if (srv_open(&x, &o)) { CHECK(0); return; }
+  char msz[64];
+  snprintf(msz, sizeof msz, "/tmp/moesz_test_serve_%d.msz", (int)getpid());
+  CHECK_EQ_INT(harness_write_msz(MODEL, MOESZ_MSZ_CODEC, msz), 0);
+  if (srv_open_from(&x, &o, msz)) { CHECK(0); unlink(msz); return; }
   pthread_t th;
   slow_arg a = {x.port};
   pthread_create(&th, NULL, slow_main, &a);
@@ -604,8 +692,18 @@ TEST(page_in_browser) {
     snprintf(id, sizeof id, "id=\"layer-%d\"", l);
     CHECK_MSG(strstr(out, id) != NULL, "no row %s in the DOM", id);
   }
+  CHECK_MSG(strstr(out, "class=\"R\"") != NULL, "no resident expert shown");
+  /* a screenshot beside the binary, as a build artefact */
+  const char *bin = getenv("MOESZ_BIN");
+  if (bin && strrchr(bin, '/')) {
+    snprintf(cmd, sizeof cmd, "timeout 60 %s --headless --no-sandbox --disable-gpu --virtual-time-budget=3000 "
+             "--window-size=1100,700 --screenshot=%.*s/serve_page.png http://127.0.0.1:%d/ >/dev/null 2>&1", br,
+             (int)(strrchr(bin, '/') - bin), bin, x.port);
+    CHECK_EQ_INT(harness_run_cmd(cmd, out, sizeof out), 0);
+  }
   pthread_join(th, NULL);
   srv_close(&x);
+  unlink(msz);
 }
 
 int main(void) {
@@ -613,6 +711,7 @@ int main(void) {
   RUN(completion_matches_run);
   RUN(concurrent_greedy_identical);
   RUN(echo_logprobs);
+  RUN(eval_through_server);
   RUN(bad_requests);
   RUN(load_mixed);
   RUN(openai_client);
