@@ -578,7 +578,11 @@ static void *load_main(void *p) {
     int want = kind == 2 ? 400 : kind == 3 ? 413 : kind == 4 ? 0 : 200;
     if (r.status >= 500 || r.status < 0) a->fivexx++;
     if (r.status != want && !(r.status == 429)) a->bad++;
-    if (want == 200 && r.status == 200 && kind == 1 && !stream_text(&r)) a->bad++;
+    if (want == 200 && r.status == 200 && kind == 1) {
+      char *t = stream_text(&r);
+      if (!t) a->bad++;
+      free(t);
+    }
     free(r.body);
   }
   return NULL;
@@ -612,8 +616,10 @@ TEST(load_mixed) {
   CHECK_EQ_INT(st.errors_5xx, 0);
   CHECK_MSG(st.cancelled > 0, "no sequence was cancelled by a client going away");
   CHECK_MSG(st.step_seqs > st.steps, "steps never held two sequences");
-  /* resident memory flat after the first round (the sanitizer build keeps freed memory in quarantine) */
+  /* resident memory flat after the first round (AddressSanitizer keeps freed memory in quarantine) */
+#if !defined(__SANITIZE_ADDRESS__)
   if (rss[2] > 0) CHECK_MSG(rss[2] - rss[1] < 8192, "RSS grew from %ld kB to %ld kB", rss[1], rss[2]);
+#endif
   printf("  load: %llu requests, %llu generated tokens in %llu steps (%.2f sequences per step), %llu cancelled; "
          "RSS %ld -> %ld -> %ld kB\n", (unsigned long long)st.requests, (unsigned long long)st.completion_tokens,
          (unsigned long long)st.steps, (double)st.step_seqs / (double)(st.steps ? st.steps : 1),
