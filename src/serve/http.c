@@ -19,8 +19,6 @@
 #include "base/util.h"
 #include "serve/serve_internal.h"
 
-enum { EP_NONE = 0, EP_COMPLETIONS, EP_CHAT };
-
 typedef struct conn {
   moesz_server *s;
   char *body;
@@ -94,16 +92,7 @@ static int conn_fd(struct MHD_Connection *c) {
 
 /* ------------------------------------------------------------- requests */
 
-typedef struct gen_req {      /* one parsed generation request */
-  int ep, stream, n;          /* n prompts */
-  int queued;                 /* r[0 .. queued-1] were handed to the scheduler */
-  serve_req **r;              /* [n] */
-  char **echo_text;           /* [n] prompt text for echo (owned) */
-  char id[48];
-  long created;
-} gen_req;
-
-static void gen_free(moesz_server *s, gen_req *g, int cancel) {
+void serve_gen_free(moesz_server *s, gen_req *g, int cancel) {
   for (int i = 0; i < g->n; i++) {
     if (!g->r[i]) continue;
     if (cancel) {
@@ -234,8 +223,7 @@ static char *chat_text(moesz_server *s, const cJSON *msgs, char *why, size_t wn)
   return b;
 }
 
-/* Parses and validates body into *out; 0, or an HTTP status with why set. */
-static unsigned parse_gen(moesz_server *s, int ep, const char *body, size_t len, gen_req **out, const char **code,
+unsigned serve_parse_gen(moesz_server *s, int ep, const char *body, size_t len, gen_req **out, const char **code,
                           char *why, size_t wn) {
   *out = NULL;
   *code = NULL;
@@ -377,7 +365,7 @@ static unsigned parse_gen(moesz_server *s, int ep, const char *body, size_t len,
 done:
   free(ctext);
   cJSON_Delete(j);
-  if (st && g) { gen_free(s, g, 0); g = NULL; }
+  if (st && g) { serve_gen_free(s, g, 0); g = NULL; }
   *out = g;
   return st;
 }
@@ -601,7 +589,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
 
 static void sse_free(void *cls) {
   sse *x = cls;
-  gen_free(x->s, x->g, 1);   /* a stream cut short cancels its sequence */
+  serve_gen_free(x->s, x->g, 1);   /* a stream cut short cancels its sequence */
   free(x->pend);
   free(x);
 }
@@ -614,7 +602,7 @@ static enum MHD_Result do_generate(moesz_server *s, struct MHD_Connection *c, in
   gen_req *g;
   const char *code;
   char why[400];
-  unsigned st = parse_gen(s, ep, k->body ? k->body : "", k->len, &g, &code, why, sizeof why);
+  unsigned st = serve_parse_gen(s, ep, k->body ? k->body : "", k->len, &g, &code, why, sizeof why);
   if (st) return fail(s, c, st, code, "%s", why);
   pthread_mutex_lock(&s->mu);
   unsigned long long id = ++s->ids;
@@ -625,7 +613,7 @@ static enum MHD_Result do_generate(moesz_server *s, struct MHD_Connection *c, in
     int rc = serve_submit(s, g->r[i]);
     if (!rc) g->queued++;
     if (rc) {
-      gen_free(s, g, 1);
+      serve_gen_free(s, g, 1);
       return rc == 429 ? fail(s, c, 429, NULL, "too many requests waiting (%d); try again", s->o.queue_max)
                        : fail(s, c, 503, NULL, "the server is stopping");
     }
@@ -633,7 +621,7 @@ static enum MHD_Result do_generate(moesz_server *s, struct MHD_Connection *c, in
   int fd = conn_fd(c);
   if (g->stream) {
     sse *x = calloc(1, sizeof *x);
-    if (!x) { gen_free(s, g, 1); return fail(s, c, 500, NULL, "out of memory"); }
+    if (!x) { serve_gen_free(s, g, 1); return fail(s, c, 500, NULL, "out of memory"); }
     x->s = s;
     x->g = g;
     x->fd = fd;
@@ -661,7 +649,7 @@ static enum MHD_Result do_generate(moesz_server *s, struct MHD_Connection *c, in
     pthread_cond_timedwait(&s->progress, &s->mu, &ts);
     if (client_gone(fd)) {
       pthread_mutex_unlock(&s->mu);
-      gen_free(s, g, 1);
+      serve_gen_free(s, g, 1);
       return MHD_NO;      /* nobody to answer: close */
     }
   }
@@ -671,11 +659,11 @@ static enum MHD_Result do_generate(moesz_server *s, struct MHD_Connection *c, in
       char msg[220];
       snprintf(msg, sizeof msg, "%s", g->r[i]->finish == FIN_ERROR ? g->r[i]->errmsg : "the server is stopping");
       int err = g->r[i]->finish == FIN_ERROR;
-      gen_free(s, g, 0);
+      serve_gen_free(s, g, 0);
       return fail(s, c, err ? 500 : 503, NULL, "%s", msg);
     }
   cJSON *o = whole_answer(s, g);
-  gen_free(s, g, 0);
+  serve_gen_free(s, g, 0);
   return answer_json(s, c, 200, o);
 }
 

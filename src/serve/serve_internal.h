@@ -95,6 +95,24 @@ serve_req *serve_req_new(void);
 int  serve_req_buffers(serve_req *r, moesz_error *err);   /* after prompt / max_tokens are set */
 
 /* http.c */
+enum { EP_NONE = 0, EP_COMPLETIONS, EP_CHAT };
+typedef struct gen_req {      /* one parsed generation request */
+  int ep, stream, n;          /* n prompts */
+  int queued;                 /* r[0 .. queued-1] were handed to the scheduler */
+  serve_req **r;              /* [n] */
+  char **echo_text;           /* [n] prompt text for echo (owned) */
+  char id[48];
+  long created;
+} gen_req;
+/* Parses and validates a request body for endpoint ep (EP_COMPLETIONS or
+ * EP_CHAT) into *out (reads s->tok, s->o, s->vocab, s->ctx, s->chat,
+ * s->model_id only); 0, or the HTTP status to answer with why (and *code,
+ * the OpenAI error code or NULL) set. */
+unsigned serve_parse_gen(moesz_server *s, int ep, const char *body, size_t len, gen_req **out, const char **code,
+                         char *why, size_t wn);
+/* Drops g's requests (cancelling queued ones when cancel != 0) and frees g. */
+void serve_gen_free(moesz_server *s, gen_req *g, int cancel);
+
 int  serve_http_start(moesz_server *s, moesz_error *err);
 void serve_http_stop(moesz_server *s);
 
