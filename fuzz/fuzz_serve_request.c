@@ -5,6 +5,7 @@
  * input must be refused with a 4xx and a message, or parse into requests
  * whose prompts and limits hold. */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "moesz.h"
