@@ -240,6 +240,50 @@ TEST(step_matches_forward) {
   moesz_engine_close(e);
 }
 
+/* The same on every family's fixture (q/k/v bias, q/k norms per head and over
+ * the projection, clip_qkv, shared experts, dense layers): two sequences of
+ * different lengths in one step, then two decode steps together, against
+ * each alone. */
+TEST(step_matches_forward_families) {
+  static const char *fams[] = {"llama", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek"};
+  for (size_t f = 0; f < sizeof fams / sizeof *fams; f++) {
+    char dir[128];
+    snprintf(dir, sizeof dir, "tests/fixtures/%s", fams[f]);
+    moesz_engine *e;
+    moesz_engine_opts eo = {.threads = 2};
+    moesz_error err = {0};
+    if (moesz_engine_open(dir, &eo, &e, &err)) { CHECK_MSG(0, "%s: %s", dir, err.msg); continue; }
+    int V = moesz_engine_vocab(e);
+    int32_t a[7], b[3];
+    for (int i = 0; i < 7; i++) a[i] = (int32_t)((i * 7 + 3) % V);
+    for (int i = 0; i < 3; i++) b[i] = (int32_t)((i * 5 + 1) % V);
+    moesz_seq *sa, *sb;
+    CHECK_EQ_INT(moesz_seq_create(e, 16, &sa, NULL), 0);
+    CHECK_EQ_INT(moesz_seq_create(e, 16, &sb, NULL), 0);
+    float *lg = malloc(sizeof(float) * 2 * (size_t)V), *ref = malloc(sizeof(float) * (size_t)V);
+    moesz_step_item it[2] = {{sa, a, 5, 0, lg}, {sb, b, 2, 0, lg + V}};
+    CHECK_EQ_INT(moesz_engine_step(e, it, 2, NULL), 0);
+    it[0] = (moesz_step_item){sa, a + 5, 2, 0, lg};
+    it[1] = (moesz_step_item){sb, b + 2, 1, 0, lg + V};
+    CHECK_EQ_INT(moesz_engine_step(e, it, 2, NULL), 0);
+    double maxd = 0;
+    for (int i = 0; i < 2; i++) {
+      moesz_engine_reset(e);
+      CHECK_EQ_INT(moesz_engine_forward(e, i ? b : a, i ? 3 : 7, 0, ref, NULL), 0);
+      for (int v = 0; v < V; v++) {
+        double dd = fabs((double)ref[v] - lg[(size_t)i * (size_t)V + (size_t)v]);
+        if (dd > maxd) maxd = dd;
+      }
+    }
+    CHECK_MSG(maxd < 1e-4, "%s: batched vs alone logits differ by %g", fams[f], maxd);
+    moesz_seq_free(sa);
+    moesz_seq_free(sb);
+    free(lg);
+    free(ref);
+    moesz_engine_close(e);
+  }
+}
+
 /* A completion at temperature 0, whole and streamed, is the text `moesz run`
  * prints for the same prompt; so are four at once. */
 TEST(completion_matches_run) {
@@ -714,6 +758,7 @@ TEST(page_in_browser) {
 
 int main(void) {
   RUN(step_matches_forward);
+  RUN(step_matches_forward_families);
   RUN(completion_matches_run);
   RUN(concurrent_greedy_identical);
   RUN(echo_logprobs);

@@ -64,6 +64,7 @@ struct moesz_engine {
   float *hg, *hu;                       /* [BMAX*k, inter_max] */
   float *moe;                           /* [BMAX, d] */
   float *sg;                            /* [BMAX] shared gate logits */
+  float *kst, *vst;                     /* [BMAX, kvw] k / v rows of a several-sequence step */
   moesz_kjob *jobs;                     /* [2E + 4] */
   moesz_engine_stats st;
 };
@@ -275,6 +276,7 @@ static int alloc_buffers(moesz_engine *e, moesz_error *err) {
   A(e->xg, rows * d); A(e->yd, rows * d);
   A(e->hg, rows * im); A(e->hu, rows * im);
   A(e->moe, BMAX * d); A(e->sg, BMAX);
+  A(e->kst, BMAX * (size_t)e->kvw); A(e->vst, BMAX * (size_t)e->kvw);
   A(e->jobs, 2 * E + 4);
 #undef A
   return MOESZ_OK;
@@ -397,7 +399,7 @@ void moesz_engine_close(moesz_engine *e) {
   free(e->x); free(e->xn); free(e->q); free(e->att); free(e->rl); free(e->topi); free(e->topw);
   free(e->cnt); free(e->off); free(e->fill); free(e->active); free(e->row_tok); free(e->row_w);
   free(e->mats); free(e->xg); free(e->yd); free(e->hg); free(e->hu); free(e->moe); free(e->sg);
-  free(e->jobs);
+  free(e->jobs); free(e->kst); free(e->vst);
   moesz_kctx_free(&e->kc);
   moesz_pool_destroy(e->pool);
   if (e->own_prov && e->prov.destroy) e->prov.destroy(e->prov.ctx);
@@ -609,6 +611,8 @@ static int moe_block(moesz_engine *e, int L, int n, moesz_error *err) {
   return MOESZ_OK;
 }
 
+static void qkv_post(moesz_engine *e, int L, float *q, float *kc, float *vc, int pos0, int n);
+
 /* Attention of layer L for n rows of x (one sequence, positions pos0..) whose
  * KV cache for this layer starts at kbase / vbase [ctx][kvw]; x gets the
  * attention output added. Scratch: e->xn, e->q, e->att rows 0..n-1. */
@@ -625,32 +629,41 @@ static int attn_block(moesz_engine *e, int L, float *x, float *kbase, float *vba
   moesz_kjob j[3] = {job(&l->wq, e->xn, d, e->q, qw, n, 0), job(&l->wk, e->xn, d, kc, kvw, n, 0),
                      job(&l->wv, e->xn, d, vc, kvw, n, 0)};
   if ((rc = moesz_k_linear(&e->kc, j, 3))) return moesz_error_set(err, rc, "layer %d: qkv", L);
-  if (l->bq) add_bias(e->q, qw, l->bq, n, e->qw);
-  if (l->bk) add_bias(kc, kvw, l->bk, n, e->kvw);
-  if (l->bv) add_bias(vc, kvw, l->bv, n, e->kvw);
-  if (c->qk_norm == 2) {   /* OLMoE: over the whole projection */
-    moesz_k_rmsnorm(e->q, qw, e->q, qw, l->q_norm, n, e->qw, c->norm_eps);
-    moesz_k_rmsnorm(kc, kvw, kc, kvw, l->k_norm, n, e->kvw, c->norm_eps);
-  }
-  if (c->clip_qkv > 0) {
-    clamp_rows(e->q, qw, n, e->qw, c->clip_qkv);
-    clamp_rows(kc, kvw, n, e->kvw, c->clip_qkv);
-    clamp_rows(vc, kvw, n, e->kvw, c->clip_qkv);
-  }
-  if (c->qk_norm == 1) {   /* Qwen3: per head */
-    moesz_k_rmsnorm(e->q, (size_t)e->hd, e->q, (size_t)e->hd, l->q_norm, n * e->nh, e->hd, c->norm_eps);
-    moesz_k_rmsnorm(kc, (size_t)e->hd, kc, (size_t)e->hd, l->k_norm, n * e->nkv, e->hd, c->norm_eps);
-  }
-  for (int t = 0; t < n; t++) {
-    moesz_k_rope(e->q + (size_t)t * qw, e->nh, e->hd, pos0 + t, e->inv_freq);
-    moesz_k_rope(kc + (size_t)t * kvw, e->nkv, e->hd, pos0 + t, e->inv_freq);
-  }
+  qkv_post(e, L, e->q, kc, vc, pos0, n);
   moesz_k_attention(&e->kc, e->q, qw, kbase, vbase, pos0, n, e->nh, e->nkv,
                     e->hd, e->att_scale, e->att, qw);
   j[0] = job(&l->wo, e->att, qw, x, d, n, 1);
   if ((rc = moesz_k_linear(&e->kc, j, 1))) return moesz_error_set(err, rc, "layer %d: o_proj", L);
   if (l->bo) add_bias(x, d, l->bo, n, e->d);
   return MOESZ_OK;
+}
+
+/* After the q/k/v projections of n rows at positions pos0..: biases, q/k
+ * norms, clip_qkv and RoPE on q [n, qw] and the rows k, v [n, kvw]. */
+static void qkv_post(moesz_engine *e, int L, float *q, float *kc, float *vc, int pos0, int n) {
+  const moesz_config *c = &e->cfg;
+  layer_w *l = &e->L[L];
+  size_t qw = (size_t)e->qw, kvw = (size_t)e->kvw;
+  if (l->bq) add_bias(q, qw, l->bq, n, e->qw);
+  if (l->bk) add_bias(kc, kvw, l->bk, n, e->kvw);
+  if (l->bv) add_bias(vc, kvw, l->bv, n, e->kvw);
+  if (c->qk_norm == 2) {   /* OLMoE: over the whole projection */
+    moesz_k_rmsnorm(q, qw, q, qw, l->q_norm, n, e->qw, c->norm_eps);
+    moesz_k_rmsnorm(kc, kvw, kc, kvw, l->k_norm, n, e->kvw, c->norm_eps);
+  }
+  if (c->clip_qkv > 0) {
+    clamp_rows(q, qw, n, e->qw, c->clip_qkv);
+    clamp_rows(kc, kvw, n, e->kvw, c->clip_qkv);
+    clamp_rows(vc, kvw, n, e->kvw, c->clip_qkv);
+  }
+  if (c->qk_norm == 1) {   /* Qwen3: per head */
+    moesz_k_rmsnorm(q, (size_t)e->hd, q, (size_t)e->hd, l->q_norm, n * e->nh, e->hd, c->norm_eps);
+    moesz_k_rmsnorm(kc, (size_t)e->hd, kc, (size_t)e->hd, l->k_norm, n * e->nkv, e->hd, c->norm_eps);
+  }
+  for (int t = 0; t < n; t++) {
+    moesz_k_rope(q + (size_t)t * qw, e->nh, e->hd, pos0 + t, e->inv_freq);
+    moesz_k_rope(kc + (size_t)t * kvw, e->nkv, e->hd, pos0 + t, e->inv_freq);
+  }
 }
 
 /* The MLP (dense or MoE) of layer L on rows 0..n-1 of e->x (any mix of
@@ -755,6 +768,35 @@ int moesz_seq_pos(const moesz_seq *s) { return s->pos; }
 int moesz_seq_max_ctx(const moesz_seq *s) { return s->max_ctx; }
 int moesz_engine_step_capacity(const moesz_engine *e) { (void)e; return BMAX; }
 
+/* Attention of layer L for every item of a step (rows one after another in
+ * e->x): the q/k/v and o projections over all rows at once (weights read
+ * once), k / v rows copied into each sequence's cache, attention per
+ * sequence. */
+static int attn_multi(moesz_engine *e, int L, const moesz_step_item *it, int ni, int total, moesz_error *err) {
+  layer_w *l = &e->L[L];
+  size_t d = (size_t)e->d, qw = (size_t)e->qw, kvw = (size_t)e->kvw;
+  int rc;
+  moesz_k_rmsnorm(e->xn, d, e->x, d, l->attn_norm, total, e->d, e->cfg.norm_eps);
+  moesz_kjob j[3] = {job(&l->wq, e->xn, d, e->q, qw, total, 0), job(&l->wk, e->xn, d, e->kst, kvw, total, 0),
+                     job(&l->wv, e->xn, d, e->vst, kvw, total, 0)};
+  if ((rc = moesz_k_linear(&e->kc, j, 3))) return moesz_error_set(err, rc, "layer %d: qkv", L);
+  for (int i = 0, r = 0; i < ni; r += it[i].n, i++) {
+    moesz_seq *s = it[i].seq;
+    size_t lo = (size_t)L * (size_t)s->max_ctx * kvw, n = (size_t)it[i].n;
+    float *kb = s->kcache + lo, *vb = s->vcache + lo;
+    float *kc = kb + (size_t)s->pos * kvw, *vc = vb + (size_t)s->pos * kvw;
+    memcpy(kc, e->kst + (size_t)r * kvw, n * kvw * sizeof(float));
+    memcpy(vc, e->vst + (size_t)r * kvw, n * kvw * sizeof(float));
+    qkv_post(e, L, e->q + (size_t)r * qw, kc, vc, s->pos, it[i].n);
+    moesz_k_attention(&e->kc, e->q + (size_t)r * qw, qw, kb, vb, s->pos, it[i].n, e->nh, e->nkv, e->hd,
+                      e->att_scale, e->att + (size_t)r * qw, qw);
+  }
+  j[0] = job(&l->wo, e->att, qw, e->x, d, total, 1);
+  if ((rc = moesz_k_linear(&e->kc, j, 1))) return moesz_error_set(err, rc, "layer %d: o_proj", L);
+  if (l->bo) add_bias(e->x, d, l->bo, total, e->d);
+  return MOESZ_OK;
+}
+
 int moesz_engine_step(moesz_engine *e, const moesz_step_item *it, int n_items, moesz_error *err) {
   if (!e || (!it && n_items)) return moesz_error_set(err, MOESZ_E_ARG, "step: NULL argument");
   if (n_items <= 0) return moesz_error_set(err, MOESZ_E_ARG, "step: no sequences");
@@ -786,21 +828,25 @@ int moesz_engine_step(moesz_engine *e, const moesz_step_item *it, int n_items, m
     }
   int rc = MOESZ_OK;
   for (int L = 0; L < e->cfg.n_layers && !rc; L++) {
-    for (int i = 0, r = 0; i < n_items && !rc; r += it[i].n, i++) {
-      moesz_seq *s = it[i].seq;
+    if (n_items == 1) {   /* one sequence: exactly the path of moesz_engine_forward */
+      moesz_seq *s = it[0].seq;
       size_t lo = (size_t)L * (size_t)s->max_ctx * (size_t)e->kvw;
-      rc = attn_block(e, L, e->x + (size_t)r * d, s->kcache + lo, s->vcache + lo, s->pos, it[i].n, err);
-    }
+      rc = attn_block(e, L, e->x, s->kcache + lo, s->vcache + lo, s->pos, it[0].n, err);
+    } else rc = attn_multi(e, L, it, n_items, total, err);
     if (!rc) rc = mlp_block(e, L, total, err);
   }
   if (rc) return rc;   /* positions unchanged: the rows written past them are ignored */
-  /* final norm of the rows that want logits, packed; one lm_head job per item */
+  /* final norm of the rows that want logits, packed; one lm_head job per run of
+   * items whose logits lie one after another (a server's buffer: the weights
+   * are read once for all of them), else per item */
   int nr = 0, nj = 0;
   for (int i = 0, r = 0; i < n_items; r += it[i].n, i++) {
     int r0 = it[i].all_logits ? r : r + it[i].n - 1, k = r + it[i].n - r0;
     moesz_k_rmsnorm(e->xn + (size_t)nr * d, d, e->x + (size_t)r0 * d, d, e->final_norm, k, e->d,
                     e->cfg.norm_eps);
-    e->jobs[nj++] = job(&e->lm_head, e->xn + (size_t)nr * d, d, it[i].logits, (size_t)e->vocab, k, 0);
+    moesz_kjob *pj = nj ? &e->jobs[nj - 1] : NULL;
+    if (pj && pj->y + (size_t)pj->n * (size_t)e->vocab == it[i].logits) pj->n += k;
+    else e->jobs[nj++] = job(&e->lm_head, e->xn + (size_t)nr * d, d, it[i].logits, (size_t)e->vocab, k, 0);
     nr += k;
     if (nj == 2 * e->cfg.n_experts + 4 || i == n_items - 1) {
       if ((rc = moesz_k_linear(&e->kc, e->jobs, nj))) return moesz_error_set(err, rc, "lm_head");
