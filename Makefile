@@ -76,8 +76,9 @@ check:
 	@MOESZ_BIN=$(BUILD)/moesz sh tests/run.sh $(TESTS)
 
 # The threaded modules (codec workers, expert cache and prefetch, thread
-# pool) under ThreadSanitizer: `make TSAN=1 check-tsan`.
-TSAN_TESTS := $(BUILD)/tests/test_codec $(BUILD)/tests/test_runtime $(BUILD)/tests/test_base $(BUILD)/tests/test_hardening
+# pool, the server's scheduler and connection threads) under ThreadSanitizer:
+# `make TSAN=1 check-tsan`.
+TSAN_TESTS := $(BUILD)/tests/test_codec $(BUILD)/tests/test_runtime $(BUILD)/tests/test_base $(BUILD)/tests/test_hardening $(BUILD)/tests/test_serve
 check-tsan:
 	@$(MAKE) --no-print-directory TSAN=1 $(TSAN_TESTS) $(BUILD)/moesz
 	@TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" MOESZ_BIN=$(BUILD)/moesz sh tests/run.sh $(TSAN_TESTS)
