@@ -3,17 +3,19 @@
 # 2, 4 and 8 concurrent clients (continuous batching: one engine step for
 # every active request), and the expert bytes read from the container per
 # generated token. The server runs the bundled model's container under a
-# cache budget of BUDGET_PCT % of the decoded experts; each client sends
-# REQS completions of MAX_TOKENS tokens one after another (temperature 0.8,
-# its own seeds; EOS may end one early: tokens are counted from /metrics).
-# Medians of REPS runs per client count.
+# cache budget of BUDGET_PCT % of the decoded experts; each client (a thread
+# of build/bench/serve_client, `make benches`) sends REQS completions of
+# MAX_TOKENS tokens one after another (temperature 0.8, its own seeds; EOS
+# may end one early: tokens are counted from the answers' usage). Medians of
+# REPS runs per client count.
 #
 #   sh bench/serve_batch.sh [MODEL_DIR]
 #
-# Env: MOESZ_BIN (build/moesz), REPS (3), REQS (4), MAX_TOKENS (48),
+# Env: MOESZ_BIN (build/moesz), CLIENT (build/bench/serve_client), REPS (3), REQS (4), MAX_TOKENS (48),
 # THREADS (2), BUDGET_PCT (25), POLICY (lfru), PORT (18181).
 set -eu
 MOESZ_BIN=${MOESZ_BIN:-build/moesz}
+CLIENT=${CLIENT:-build/bench/serve_client}
 MODEL=${1:-models/moesz-mix-tiny}
 REPS=${REPS:-3}
 REQS=${REQS:-4}
@@ -38,14 +40,6 @@ for i in $(seq 50); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 
 
 # sum of a metric's samples (all layers)
 metric() { curl -sf "http://127.0.0.1:$PORT/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%.0f\n", s }'; }
-client() {   # client id, run id
-  for r in $(seq "$REQS"); do
-    curl -sf "http://127.0.0.1:$PORT/v1/completions" -H 'Content-Type: application/json' \
-      -d "{\"prompt\":\"Once upon a time, a little $1 said\",\"max_tokens\":$MAX_TOKENS,\"temperature\":0.8,\"seed\":$(($1 * 100 + $2 * 10 + r))}" \
-      >/dev/null || echo "client $1: request failed" >&2
-  done
-}
-now() { date +%s.%N; }
 
 echo "model $MODEL as a container (eb 1e-3), budget $budget bytes ($BUDGET_PCT% of $experts decoded expert bytes), $POLICY,"
 echo "$THREADS threads; each client: $REQS requests x $MAX_TOKENS tokens; medians of $REPS runs"
@@ -56,17 +50,14 @@ base=""
 for c in 1 2 4 8; do
   : > "$work/tps"; : > "$work/bpt"; : > "$work/tpstep"
   for rep in $(seq "$REPS"); do
-    t0=$(metric moesz_completion_tokens_total); b0=$(metric moesz_expert_bytes_read_total)
+    b0=$(metric moesz_expert_bytes_read_total)
     s0=$(metric moesz_engine_steps_total); r0=$(metric moesz_engine_step_tokens_total)
-    start=$(now)
-    pids=""
-    for k in $(seq "$c"); do client "$k" "$rep" & pids="$pids $!"; done
-    wait $pids
-    end=$(now)
-    t1=$(metric moesz_completion_tokens_total); b1=$(metric moesz_expert_bytes_read_total)
+    set -- $("$CLIENT" "$PORT" "$c" "$REQS" "$MAX_TOKENS" "$rep")
+    [ "$3" = 0 ] || echo "$3 requests failed" >&2
+    b1=$(metric moesz_expert_bytes_read_total)
     s1=$(metric moesz_engine_steps_total); r1=$(metric moesz_engine_step_tokens_total)
-    awk -v t="$((t1 - t0))" -v a="$start" -v b="$end" 'BEGIN { printf "%.2f\n", t / (b - a) }' >> "$work/tps"
-    awk -v t="$((t1 - t0))" -v by="$((b1 - b0))" 'BEGIN { printf "%.0f\n", t ? by / t : 0 }' >> "$work/bpt"
+    awk -v t="$1" -v s="$2" 'BEGIN { printf "%.2f\n", t / s }' >> "$work/tps"
+    awk -v t="$1" -v by="$((b1 - b0))" 'BEGIN { printf "%.0f\n", t ? by / t : 0 }' >> "$work/bpt"
     awk -v s="$((s1 - s0))" -v r="$((r1 - r0))" 'BEGIN { printf "%.2f\n", s ? r / s : 0 }' >> "$work/tpstep"
   done
   tps=$(median < "$work/tps"); bpt=$(median < "$work/bpt"); tpstep=$(median < "$work/tpstep")
