@@ -19,8 +19,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         moesz_cl_decode(&m, w);
         for (int64_t i = 0; i < m.cols * 3; i++) x[i] = (float)(i % 5) - 2;
         for (int simd = 0; simd < 2; simd++) {
-          moesz_k_cl_rows(&m, 0, m.rows, x, (size_t)m.cols, 1, y, (size_t)m.rows, 0, simd && moesz_k_cpu_simd(), NULL, 0);
-          moesz_k_cl_rows(&m, 0, m.rows, x, (size_t)m.cols, 3, y, (size_t)m.rows, 0, simd && moesz_k_cpu_simd(), NULL, 0);
+          moesz_k_cl_rows(&m, 0, m.rows, x, (size_t)m.cols, 1, y, (size_t)m.rows, 0, simd && moesz_k_cpu_simd(), 0, NULL, 0);
+          moesz_k_cl_rows(&m, 0, m.rows, x, (size_t)m.cols, 3, y, (size_t)m.rows, 0, simd && moesz_k_cpu_simd(), 0, NULL, 0);
         }
       }
       free(w); free(x); free(y);

@@ -163,7 +163,10 @@ TEST(errors_for_bad_arguments) {
   CHECK(moesz_cl_encode(x, MOESZ_DT_F32, 1, 70000, MOESZ_EB_ABS, 1e-3, 1, &buf, &len, NULL, &err) == MOESZ_E_ARG);
 }
 
-/* y = W x through moesz_k_linear against a double product with the decoded weights. */
+/* y = W x through moesz_k_linear against a double product with the decoded
+ * weights: equal up to f32 rounding, plus, where x is rounded to 16 bits per
+ * group of 64 (kc->cl_act16, SIMD integer path), that rounding's bound
+ * sum |w_c| * max|x_g| / 32767 / 2. */
 static int check_fused(moesz_kctx *kc, int rows, int cols, int nt, int acc, double rscale) {
   size_t n = (size_t)rows * (size_t)cols;
   float *f = malloc(n * 4), *w = malloc(n * 4);
@@ -185,10 +188,16 @@ static int check_fused(moesz_kctx *kc, int rows, int cols, int nt, int acc, doub
   bad = moesz_k_linear(kc, &j, 1) != MOESZ_OK;
   for (int t = 0; t < nt && !bad; t++)
     for (int r = 0; r < rows && !bad; r++) {
-      double s = acc ? 0.25 : 0, mag = 0;
+      double s = acc ? 0.25 : 0, mag = 0, x16 = 0;
       for (int c = 0; c < cols; c++) {
         s += (double)w[(size_t)r * cols + c] * x[(size_t)t * ldx + c];
         mag += fabs((double)w[(size_t)r * cols + c] * x[(size_t)t * ldx + c]);
+        if (c % 64 == 0) {
+          double mx = 0;
+          for (int i = c; i < c + 64 && i < cols; i++) mx = fmax(mx, fabs(x[(size_t)t * ldx + i]));
+          x16 = mx / 32767 / 2;
+        }
+        if (kc->simd && kc->cl_act16) mag += fabs((double)w[(size_t)r * cols + c]) * x16 * 1e5;
       }
       if (fabs(y[(size_t)t * ldy + r] - s) > 1e-5 * (mag + 1e-3)) {
         fprintf(stderr, "  fused %dx%d nt=%d simd=%d thr=%d: y[%d,%d]=%.9g ref %.9g\n", rows, cols, nt, kc->simd,
@@ -208,10 +217,11 @@ TEST(fused_kernels_match_decoded_weights) {
   static const int cols[] = {1, 63, 64, 65, 130, 256};
   static const int nts[] = {1, 2, 3, 4, 5, 9, 34, 70};
   moesz_pool *pool = moesz_pool_create(3);
-  for (int thr = 0; thr < 2; thr++)
+  for (int thr = 0; thr < 4; thr++)
     for (int simd = 0; simd < 3; simd++) {   /* scalar, AVX2, the best the CPU has */
       moesz_kctx kc;
-      CHECK(moesz_kctx_init(&kc, thr ? pool : NULL, simd == 2 ? -1 : simd, moesz_k_scratch_need(256, 16)) == 0);
+      CHECK(moesz_kctx_init(&kc, thr % 2 ? pool : NULL, simd == 2 ? -1 : simd, moesz_k_scratch_need(256, 16)) == 0);
+      kc.cl_act16 = thr >= 2;   /* x split exactly, or rounded to 16 bits */
       int cases = 0, ok = 0;
       for (int a = 0; a < 4; a++)
         for (int b = 0; b < 6; b++)
@@ -293,8 +303,8 @@ TEST(hostile_layouts_rejected) {
       float *w = malloc((size_t)m.rows * (size_t)m.cols * 4);
       moesz_cl_decode(&m, w);
       int64_t nr = m.rows < rows ? m.rows : rows;
-      moesz_k_cl_rows(&m, 0, nr, x, 130, 1, y, 1, 0, 0, NULL, 0);
-      moesz_k_cl_rows(&m, 0, nr, x, 130, 1, y, 1, 0, moesz_k_cpu_simd(), NULL, 0);
+      moesz_k_cl_rows(&m, 0, nr, x, 130, 1, y, 1, 0, 0, 0, NULL, 0);
+      moesz_k_cl_rows(&m, 0, nr, x, 130, 1, y, 1, 0, moesz_k_cpu_simd(), 0, NULL, 0);
       moesz_cl_free(&m);
       free(w);
     }
@@ -329,12 +339,19 @@ static void fused_family(const char *fam) {
   CHECK_EQ_INT(moesz_msz_write(m, msz, &o, &sum, &e), MOESZ_OK);
   CHECK(sum.max_err_over_bound <= 1.0);
   moesz_model_close(m);
-  float *lg[2] = {NULL, NULL};
+  /* 0: decoded to f32; 1: fused, layouts copied into the cache (pread);
+   * 2: fused, layouts used in place from the mapping, under a small budget;
+   * 3: fused with x rounded to 16 bits a group (fast_dot) */
+  float *lg[4] = {NULL, NULL, NULL, NULL};
   int V = 0, N = 40;
   int32_t tok[40];
-  for (int k = 0; k < 2; k++) {
-    moesz_engine_opts eo = {.threads = 2, .max_ctx = 64};
+  for (int k = 0; k < 4; k++) {
+    moesz_engine_opts eo = {.threads = 2, .max_ctx = 64, .fast_dot = k == 3};
     moesz_cache_opts co = {.policy = MOESZ_CACHE_LRU, .dtype = k ? MOESZ_VIEW_CL : MOESZ_DT_F32};
+    if (k == 2) {
+      co.store.mode = MOESZ_STORE_MMAP;
+      co.budget_bytes = 96u << 10;
+    }
     moesz_engine *en;
     int rc = moesz_engine_open_msz(msz, &co, &eo, &en, NULL, &e);
     CHECK_MSG(rc == 0, "%s: %s", fam, e.msg);
@@ -355,8 +372,22 @@ static void fused_family(const char *fam) {
     }
     CHECK_MSG(worst <= 1e-4 && argmax_same, "%s: max |fused - f32| = %.3g, argmax same %d", fam, worst, argmax_same);
   }
-  free(lg[0]);
-  free(lg[1]);
+  if (lg[1] && lg[2])
+    CHECK_MSG(!memcmp(lg[1], lg[2], (size_t)N * (size_t)V * sizeof(float)), "%s: in-place layouts change the logits", fam);
+  if (lg[0] && lg[3]) {
+    /* 16-bit x: not the f32 product up to summation order, but far inside
+     * the weights' own bound (measured 1.0-2.6e-4 on these logits) */
+    double worst = 0;
+    int argmax_same = 1;
+    for (int t = 0; t < N; t++) {
+      const float *a = lg[0] + (size_t)t * (size_t)V, *b = lg[3] + (size_t)t * (size_t)V;
+      for (int i = 0; i < V; i++) worst = fmax(worst, fabs((double)a[i] - (double)b[i]));
+      argmax_same &= moesz_argmax(a, V) == moesz_argmax(b, V);
+    }
+    CHECK_MSG(worst <= 1e-3 && argmax_same, "%s: fast_dot: max |fused - f32| = %.3g, argmax same %d", fam, worst,
+              argmax_same);
+  }
+  for (int k = 0; k < 4; k++) free(lg[k]);
   unlink(msz);
 }
 

@@ -230,6 +230,16 @@ TEST(resmoe_and_synth_need_force) {
   CHECK_EQ_INT(cli("synth --like olmoe --layers 1 --hidden 32 --expert-width 16 --vocab 64 --heads 2 "
                    "--kv-heads 2 --experts 4 --seed 9 -o %s/s --force", T), 0);
   CHECK(sh("cmp -s %s/s/model.safetensors %s/s1", T, T) != 0);
+  /* --msz: the same checkpoint straight into a container, equal to synth + compress */
+  CHECK_EQ_INT(cli("synth --like olmoe --layers 1 --hidden 32 --expert-width 16 --vocab 64 --heads 2 "
+                   "--kv-heads 2 --experts 4 --seed 9 --msz --codec compute -q -o %s/d.msz", T), 0);
+  CHECK_EQ_INT(cli("compress %s/s --method sz --codec compute -q -o %s/c.msz", T, T), 0);
+  CHECK_EQ_INT(sh("cmp -s %s/d.msz %s/c.msz", T, T), 0);
+  CHECK_EQ_INT(cli("synth --like olmoe --layers 1 --eb 1e-3 -o %s/x", T), 2);   /* --eb without --msz */
+  CHECK_MSG(strstr(OUT, "need --msz") != NULL, "%s", OUT);
+  CHECK_EQ_INT(cli("synth --like olmoe --layers 1 --msz --method zstd --codec fast -o %s/x.msz", T), 2);
+  CHECK_EQ_INT(cli("synth --like olmoe --layers 1 --msz --method lz4 -o %s/x.msz", T), 2);
+  CHECK(!exists("%s/x.msz", T));
   CHECK_EQ_INT(cli("resmoe tests/fixtures/mixtral -o %s/s --keep 0.5", T), 1);
   CHECK_MSG(strstr(OUT, "not empty") != NULL, "%s", OUT);
   CHECK_EQ_INT(cli("resmoe tests/fixtures/mixtral -o %s/s --keep 0.5 --force --report %s/s/report.json", T, T), 0);

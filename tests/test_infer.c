@@ -110,7 +110,7 @@ static void check_family(const char *dir, const moesz_engine_opts *o, double tol
 }
 
 static const char *FAMILIES[] = {"llama", "mixtral", "mixtral_stacked", "qwen2_moe", "qwen3_moe",
-                                 "olmoe", "deepseek"};
+                                 "olmoe", "deepseek", "deepseek_v3", "deepseek_v3_plain", "glm4_moe"};
 #define NFAM (int)(sizeof FAMILIES / sizeof *FAMILIES)
 
 TEST(families_match_transformers) {

@@ -241,11 +241,14 @@ TEST(step_matches_forward) {
 }
 
 /* The same on every family's fixture (q/k/v bias, q/k norms per head and over
- * the projection, clip_qkv, shared experts, dense layers): two sequences of
- * different lengths in one step, then two decode steps together, against
- * each alone. */
+ * the projection, clip_qkv, shared experts, dense layers, DeepSeek-V3's
+ * latent attention and sigmoid group routing, GLM's partial rotary, gpt-oss's
+ * sinks, sliding windows (8 here, passed by the 12 tokens), biases and MXFP4
+ * experts): two sequences of different lengths in one step, then two more
+ * steps together, against each alone. */
 TEST(step_matches_forward_families) {
-  static const char *fams[] = {"llama", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek"};
+  static const char *fams[] = {"llama", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek",
+                               "deepseek_v3", "deepseek_v3_plain", "glm4_moe", "gpt_oss", "gpt_oss_mxfp4"};
   for (size_t f = 0; f < sizeof fams / sizeof *fams; f++) {
     char dir[128];
     snprintf(dir, sizeof dir, "tests/fixtures/%s", fams[f]);
@@ -254,22 +257,25 @@ TEST(step_matches_forward_families) {
     moesz_error err = {0};
     if (moesz_engine_open(dir, &eo, &e, &err)) { CHECK_MSG(0, "%s: %s", dir, err.msg); continue; }
     int V = moesz_engine_vocab(e);
-    int32_t a[7], b[3];
-    for (int i = 0; i < 7; i++) a[i] = (int32_t)((i * 7 + 3) % V);
-    for (int i = 0; i < 3; i++) b[i] = (int32_t)((i * 5 + 1) % V);
+    int32_t a[12], b[4];
+    for (int i = 0; i < 12; i++) a[i] = (int32_t)((i * 7 + 3) % V);
+    for (int i = 0; i < 4; i++) b[i] = (int32_t)((i * 5 + 1) % V);
     moesz_seq *sa, *sb;
     CHECK_EQ_INT(moesz_seq_create(e, 16, &sa, NULL), 0);
     CHECK_EQ_INT(moesz_seq_create(e, 16, &sb, NULL), 0);
     float *lg = malloc(sizeof(float) * 2 * (size_t)V), *ref = malloc(sizeof(float) * (size_t)V);
-    moesz_step_item it[2] = {{sa, a, 5, 0, lg}, {sb, b, 2, 0, lg + V}};
+    moesz_step_item it[2] = {{sa, a, 9, 0, lg}, {sb, b, 2, 0, lg + V}};
     CHECK_EQ_INT(moesz_engine_step(e, it, 2, NULL), 0);
-    it[0] = (moesz_step_item){sa, a + 5, 2, 0, lg};
+    it[0] = (moesz_step_item){sa, a + 9, 2, 0, lg};
     it[1] = (moesz_step_item){sb, b + 2, 1, 0, lg + V};
+    CHECK_EQ_INT(moesz_engine_step(e, it, 2, NULL), 0);
+    it[0] = (moesz_step_item){sa, a + 11, 1, 0, lg};
+    it[1] = (moesz_step_item){sb, b + 3, 1, 0, lg + V};
     CHECK_EQ_INT(moesz_engine_step(e, it, 2, NULL), 0);
     double maxd = 0;
     for (int i = 0; i < 2; i++) {
       moesz_engine_reset(e);
-      CHECK_EQ_INT(moesz_engine_forward(e, i ? b : a, i ? 3 : 7, 0, ref, NULL), 0);
+      CHECK_EQ_INT(moesz_engine_forward(e, i ? b : a, i ? 4 : 12, 0, ref, NULL), 0);
       for (int v = 0; v < V; v++) {
         double dd = fabs((double)ref[v] - lg[(size_t)i * (size_t)V + (size_t)v]);
         if (dd > maxd) maxd = dd;

@@ -22,6 +22,14 @@ The same `ref_forward` is checked against transformers on every other decoder
 family before any file is written, so the DeepSeek logits come from code that
 reproduces transformers to float32 rounding on the families it knows.
 
+DeepSeek-V3 (`deepseek_v3`: low-rank q, YaRN, interleaved RoPE, 8 experts in 4
+groups keeping 2; `deepseek_v3_plain`: q_proj, rotate-half RoPE, one group) and
+GLM-4.5 (`glm4_moe`: partial rotary, q/k norm, attention bias, 2 groups keeping
+1) come from transformers too, with a random e_score_correction_bias (a buffer
+transformers initialises to 0); their expected.json also holds a 32-token
+greedy continuation of the first 5 tokens (`greedy`) and the stored value count
+(`params_stored`, buffers included). `--only-sigmoid` rewrites just these three.
+
 Switch Transformers is compression-only: its fixture has config, weights and
 counts, no logits. `mixtral_stacked` holds the same weights as `mixtral` in
 the stacked 3-D expert layout of transformers 5.x modules
@@ -30,7 +38,7 @@ router mlp.gate.weight): transformers 5.x converts back to the per-expert Hub
 layout in save_pretrained, so this script writes the module state dict
 directly, and checks that transformers loads it to the same logits.
 
-Usage: python3 tools/make_fixtures.py [--out tests/fixtures]
+Usage: python3 tools/make_fixtures.py [--out tests/fixtures] [--only-sigmoid]
 """
 import argparse
 import json
@@ -283,12 +291,17 @@ def hf_family(out, name, cfg_cls, model_cls, kw, family, toks, is_moe_fn, quirks
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures"))
+    ap.add_argument("--only-sigmoid", action="store_true",
+                    help="write only the DeepSeek-V3 / GLM-4.5 fixtures (the others stay as they are)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     out = os.path.abspath(a.out)
     os.makedirs(out, exist_ok=True)
     toks = tokens()
     import transformers as T
+    if a.only_sigmoid:
+        make_sigmoid_families(out, toks)
+        return 0
 
     base = dict(vocab_size=VOCAB, hidden_size=32, num_attention_heads=4, max_position_embeddings=128,
                 bos_token_id=1, eos_token_id=2, pad_token_id=0)
@@ -336,6 +349,7 @@ def main():
     make_mixtral_stacked(out, mix_model, mix_cfg, mix_logits, toks)
     make_deepseek(out, toks)
     make_switch(out)
+    make_sigmoid_families(out, toks)
     total = 0
     for root, _, files in os.walk(out):
         if any(root.endswith(f) for f in ("tensor",)):
@@ -512,6 +526,123 @@ def make_deepseek(out, toks):
                              for k in ("gate", "up", "down")})
     write_common(d, toks, logits, expected)
     print("deepseek: written with the reference forward")
+
+
+# ---------------------------------------------------------------------------
+# DeepSeek-V3 (MLA) and GLM-4.5: transformers is the oracle
+# ---------------------------------------------------------------------------
+
+GREEDY_PROMPT = 5
+GREEDY_STEPS = 32
+
+
+def greedy_ids(model, toks, eos):
+    """Greedy continuation of toks (full forward per step, stops before EOS)."""
+    ids, gen = list(toks), []
+    with torch.no_grad():
+        for _ in range(GREEDY_STEPS):
+            nxt = int(model(torch.tensor([ids])).logits[0, -1].argmax())
+            if nxt == eos:
+                break
+            gen.append(nxt)
+            ids.append(nxt)
+    return gen
+
+
+def hf_sigmoid_family(out, name, cfg_cls, model_cls, kw, family, toks, quirks):
+    """A DeepSeek-V3 / GLM-4.5 fixture: random weights (perturb), a random
+    e_score_correction_bias (a buffer transformers leaves at 0), logits of the
+    64 tokens and a 32-step greedy continuation, all from transformers."""
+    torch.manual_seed(SEED)
+    cfg = cfg_cls(**kw)
+    model = model_cls(cfg).eval()
+    perturb(model, SEED + len(name))
+    g = torch.Generator().manual_seed(SEED + 5 * len(name))
+    with torch.no_grad():
+        for k, b in model.named_buffers():
+            if k.endswith("e_score_correction_bias"):
+                b.copy_(0.1 * torch.randn(b.shape, generator=g))
+    d = os.path.join(out, name)
+    shutil.rmtree(d, ignore_errors=True)
+    model.save_pretrained(d)
+    p = os.path.join(d, "generation_config.json")
+    if os.path.exists(p):
+        os.remove(p)
+    with torch.no_grad():
+        logits = model(torch.tensor([toks])).logits[0]
+    # the saved folder must load back to the same logits (buffers included)
+    back = model_cls.from_pretrained(d).eval()
+    with torch.no_grad():
+        diff = (back(torch.tensor([toks])).logits[0] - logits).abs().max().item()
+    assert diff == 0.0, f"{name}: reload changes the logits ({diff})"
+    sd = load_file(os.path.join(d, "model.safetensors"))
+    nl = cfg.num_hidden_layers
+    is_moe = [i >= cfg.first_k_dense_replace for i in range(nl)]
+    total = model.num_parameters()
+    experts = routed_expert_params(model.named_parameters())
+    stored = sum(v.numel() for v in sd.values())
+    expected = dict(family=family, architecture=type(model).__name__, vocab=cfg.vocab_size, dtype="F32",
+                    seq=SEQ, params_total=total, params_experts=experts, params_other=total - experts,
+                    params_stored=stored, n_tensors=len(sd), is_moe=is_moe,
+                    oracle="transformers " + __import__("transformers").__version__, quirks=quirks,
+                    logits_max_abs=float(logits.abs().max()),
+                    greedy=dict(prompt=toks[:GREEDY_PROMPT],
+                                generated=greedy_ids(model, toks[:GREEDY_PROMPT], cfg.eos_token_id)))
+    write_common(d, toks, logits, expected)
+    print(f"{name}: {len(sd)} tensors, {stored} values, greedy {len(expected['greedy']['generated'])} ids")
+
+
+def make_sigmoid_families(out, toks):
+    import transformers as T
+    base = dict(vocab_size=VOCAB, hidden_size=32, num_attention_heads=4, bos_token_id=1, eos_token_id=2,
+                pad_token_id=0, tie_word_embeddings=False)
+    yarn = dict(rope_type="yarn", type="yarn", factor=4.0, original_max_position_embeddings=32, beta_fast=32.0,
+                beta_slow=1.0, mscale=1.0, mscale_all_dim=0.8, rope_theta=10000.0)
+    # DeepSeek-V3: q low-rank, YaRN (64 tokens > original 32), 8 experts in 4 groups (keep 2),
+    # top-3, a dense first layer, one shared expert, v_head_dim != qk_nope_head_dim.
+    v3 = dict(base, intermediate_size=40, moe_intermediate_size=12, num_hidden_layers=3, num_key_value_heads=4,
+              n_routed_experts=8, num_experts_per_tok=3, n_group=4, topk_group=2, n_shared_experts=1,
+              first_k_dense_replace=1, routed_scaling_factor=2.5, norm_topk_prob=True, q_lora_rank=16,
+              kv_lora_rank=12, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=6, rope_interleave=True,
+              max_position_embeddings=128)
+    v3.update(rope_kw(T.DeepseekV3Config, yarn))
+    hf_sigmoid_family(out, "deepseek_v3", T.DeepseekV3Config, T.DeepseekV3ForCausalLM, v3, "deepseek_v3", toks,
+                      ["MLA q_lora_rank 16, kv_lora_rank 12, nope 8 + rope 4, v 6",
+                       "YaRN factor 4 from 32 positions, mscale 1 / mscale_all_dim 0.8",
+                       "rope_interleave", "8 experts in 4 groups, topk_group 2, top-3",
+                       "sigmoid + e_score_correction_bias", "routed_scaling_factor 2.5",
+                       "first_k_dense_replace 1", "1 shared expert"])
+    # the other branches: plain q_proj (q_lora_rank null), rotate-half RoPE without scaling,
+    # no renormalisation, one group
+    v3b = dict(base, intermediate_size=24, moe_intermediate_size=8, num_hidden_layers=2, num_key_value_heads=4,
+               n_routed_experts=6, num_experts_per_tok=2, n_group=1, topk_group=1, n_shared_experts=2,
+               first_k_dense_replace=1, routed_scaling_factor=1.0, norm_topk_prob=False, q_lora_rank=None,
+               kv_lora_rank=8, qk_nope_head_dim=4, qk_rope_head_dim=4, v_head_dim=8, rope_interleave=False,
+               max_position_embeddings=128, rope_theta=10000.0)
+    hf_sigmoid_family(out, "deepseek_v3_plain", T.DeepseekV3Config, T.DeepseekV3ForCausalLM, v3b, "deepseek_v3",
+                      toks, ["q_lora_rank null (q_proj)", "rope_interleave false, no scaling",
+                             "norm_topk_prob false", "n_group 1", "2 shared experts"])
+    # GLM-4.5: partial rotary 0.5 of head_dim 16 (!= 32 / 4), q/k norm, attention bias, GQA 4/2,
+    # 8 experts in 2 groups (keep 1), top-3, dense first layer.
+    glm = dict(base, intermediate_size=40, moe_intermediate_size=12, num_hidden_layers=3, num_key_value_heads=2,
+               head_dim=16, partial_rotary_factor=0.5, use_qk_norm=True, attention_bias=True,
+               n_routed_experts=8, num_experts_per_tok=3, n_group=2, topk_group=1, n_shared_experts=1,
+               first_k_dense_replace=1, routed_scaling_factor=1.5, norm_topk_prob=True,
+               max_position_embeddings=128, rope_theta=10000.0)
+    hf_sigmoid_family(out, "glm4_moe", T.Glm4MoeConfig, T.Glm4MoeForCausalLM, glm, "glm4_moe", toks,
+                      ["partial_rotary_factor 0.5 (8 of 16 dims)", "use_qk_norm", "attention_bias (q/k/v)",
+                       "gqa 4/2", "8 experts in 2 groups, topk_group 1, top-3", "routed_scaling_factor 1.5",
+                       "first_k_dense_replace 1"])
+
+
+def rope_kw(cfg_cls, yarn):
+    """rope_scaling (transformers 4.x) or rope_parameters (5.x) for a config class."""
+    import inspect
+    params = inspect.signature(cfg_cls.__init__).parameters
+    if "rope_parameters" in params:
+        return dict(rope_parameters=dict(yarn))
+    y = {k: v for k, v in yarn.items() if k != "rope_theta"}
+    return dict(rope_scaling=y, rope_theta=yarn["rope_theta"])
 
 
 def make_switch(out):

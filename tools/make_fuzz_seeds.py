@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the seed corpus of fuzz/fuzz_model.c: byte 0 selects the tiny
 configuration built into the target (0 Mixtral, 1 Qwen2-MoE, 2 DeepSeek,
-3 Switch), the rest is a complete safetensors checkpoint for it.
+3 Switch, 4 gpt-oss), the rest is a complete safetensors checkpoint for it.
 Usage: python3 tools/make_fuzz_seeds.py [--out fuzz/corpus/fuzz_model]"""
 import argparse
 import os
@@ -101,6 +101,26 @@ def switch():
     return t
 
 
+def gpt_oss(mxfp4):
+    """1 layer, hidden 32, 2 experts of width 32 (MXFP4 needs 32-column groups)."""
+    d, n, E = 32, 32, 2
+    t = {"model.embed_tokens.weight": w(4, d), "model.norm.weight": w(d), "lm_head.weight": w(4, d)}
+    p = "model.layers.0."
+    t.update({p + "input_layernorm.weight": w(d), p + "post_attention_layernorm.weight": w(d),
+              p + "self_attn.sinks": w(2), p + "mlp.router.weight": w(E, d), p + "mlp.router.bias": w(E),
+              p + "mlp.experts.gate_up_proj_bias": w(E, 2 * n), p + "mlp.experts.down_proj_bias": w(E, d)})
+    x = p + "mlp.experts."
+    if mxfp4:
+        codes = lambda *s: (np.arange(int(np.prod(s))) * 37 % 256).astype(np.uint8).reshape(s)
+        t.update({x + "gate_up_proj_blocks": codes(E, 2 * n, d // 32, 16),
+                  x + "gate_up_proj_scales": np.full((E, 2 * n, d // 32), 124, np.uint8),
+                  x + "down_proj_blocks": codes(E, d, n // 32, 16),
+                  x + "down_proj_scales": np.full((E, d, n // 32), 125, np.uint8)})
+    else:
+        t.update({x + "gate_up_proj": w(E, d, 2 * n), x + "down_proj": w(E, n, d)})
+    return t
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "fuzz", "corpus", "fuzz_model"))
@@ -108,7 +128,8 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     seeds = {"mixtral": (0, mixtral()), "mixtral_stacked": (0, mixtral(True)),
              "mixtral_stacked_t": (0, mixtral(True, True)), "qwen2": (1, qwen2()),
-             "deepseek": (2, deepseek()), "switch": (3, switch())}
+             "deepseek": (2, deepseek()), "switch": (3, switch()),
+             "gpt_oss_mxfp4": (4, gpt_oss(True)), "gpt_oss_stacked": (4, gpt_oss(False))}
     for name, (sel, t) in seeds.items():
         with open(os.path.join(a.out, name + ".bin"), "wb") as f:
             f.write(bytes([sel]) + save(t))

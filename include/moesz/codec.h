@@ -124,6 +124,11 @@ int moesz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t co
  * with pointers into buf, which must be 4-byte aligned and outlive m, plus
  * the row offsets it derives (8 bytes a row, freed by moesz_cl_free). */
 int moesz_cl_parse(const void *buf, size_t len, moesz_cl *m, moesz_error *err);
+/* As moesz_cl_parse; flags MOESZ_CL_VERIFIED skips the layout's own checksum
+ * when the caller has just verified the same bytes (a container blob's
+ * checksum); every width, count and escape is still checked. */
+#define MOESZ_CL_VERIFIED 1u
+int moesz_cl_parse_ex(const void *buf, size_t len, unsigned flags, moesz_cl *m, moesz_error *err);
 void moesz_cl_free(moesz_cl *m);
 /* The header alone (magic, version, fields, the length it implies; no checksum,
  * no per-row checks): fills m's shape, step, eb and counts, nothing to free. */

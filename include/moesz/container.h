@@ -114,6 +114,18 @@ uint64_t moesz_msz_file_size(const moesz_msz *c);
  * always refused. */
 int moesz_msz_export(const moesz_msz *c, const char *dir, int force, int progress, moesz_error *err);
 
+/* Source tensors: the checkpoint tensors the expert matrices were cut from
+ * (one per expert matrix, or one stacked tensor per layer), as
+ * moesz_msz_export writes them. moesz_msz_source fills out's name (valid
+ * while c is open), dtype (the one export writes: the original, or F32 where
+ * compute-layout blobs slice the tensor), ndim, shape, numel and nbytes;
+ * data = NULL. moesz_msz_source_read decodes source tensor i, reassembled
+ * from its blobs, into dst (numel values of out_dtype: F32, F16, BF16, the
+ * original dtype, or MOESZ_DT_COUNT = the dtype moesz_msz_source reports). */
+size_t moesz_msz_source_count(const moesz_msz *c);
+int moesz_msz_source(const moesz_msz *c, size_t i, moesz_tensor *out, moesz_error *err);
+int moesz_msz_source_read(const moesz_msz *c, size_t i, moesz_dtype out_dtype, void *dst, moesz_error *err);
+
 /* ResMoE layers (docs/CONTAINER.md "ResMoE layers", src/container/msz_resmoe.c). */
 typedef struct moesz_msz_resmoe_layer {
   int layer;
@@ -166,6 +178,12 @@ typedef struct moesz_msz_opts {
   /* per-tensor bounds; a rule that matches no written matrix is an error (MOESZ_E_ARG) */
   const moesz_msz_tensor_eb *tensor_eb;   /* [n_tensor_eb] or NULL */
   int n_tensor_eb;
+  /* progress callback (optional; the Python package's progress=): called on
+   * the writing thread after each expert matrix (a ResMoE layer: all its
+   * matrices at once) with the matrices done and the total; a non-zero return
+   * stops the write with MOESZ_E_ARG "cancelled", and nothing is written */
+  int (*on_progress)(void *ctx, uint64_t done, uint64_t total);
+  void *progress_ctx;
 } moesz_msz_opts;
 
 /* Per-run results of moesz_msz_write. */
@@ -187,4 +205,40 @@ int moesz_msz_codec_options(const char *pipeline, const char *eb_mode, moesz_msz
 /* Writes m as a container at path (temporary file + rename). */
 int moesz_msz_write(const moesz_model *m, const char *path, const moesz_msz_opts *o,
                     moesz_msz_summary *sum, moesz_error *err);
+
+/* Streaming writer (what moesz_msz_write runs on): open, the embedded files
+ * (config.json first), the expert sources (the original tensors the expert
+ * matrices come from), the dense image once, then each expert matrix in
+ * (layer, expert, gate/up/down) order, then commit, which writes the manifest
+ * and header and renames the temporary file into place (abort removes it).
+ * Each call copies or encodes what it is given, so the caller holds one
+ * matrix at a time. n_mats sizes the progress bar (opts.progress). */
+typedef struct moesz_msz_writer moesz_msz_writer;
+typedef struct moesz_msz_expert_in {
+  int layer, expert;
+  moesz_mat mat;            /* GATE / UP / DOWN */
+  const char *tensor;       /* source tensor (added with moesz_msz_writer_source) */
+  moesz_dtype dtype;
+  int64_t rows, cols;       /* logical matrix */
+  const void *data;         /* [rows, cols] contiguous, of dtype */
+  uint64_t view_off, view_ld;  /* where it sits in the source tensor (elements) */
+  int view_t;               /* 1: stored transposed in the source */
+} moesz_msz_expert_in;
+int moesz_msz_writer_open(const char *path, const moesz_msz_opts *o, int n_mats, moesz_msz_writer **out,
+                          moesz_error *err);
+int moesz_msz_writer_file(moesz_msz_writer *w, const char *name, const void *data, size_t len, moesz_error *err);
+int moesz_msz_writer_source(moesz_msz_writer *w, const char *name, moesz_dtype dtype, int ndim, const int64_t *shape,
+                            moesz_error *err);
+int moesz_msz_writer_dense(moesz_msz_writer *w, const moesz_stw *dense, moesz_error *err);
+int moesz_msz_writer_expert(moesz_msz_writer *w, const moesz_msz_expert_in *in, moesz_error *err);
+/* Frees w either way; fills sum on success. */
+int moesz_msz_writer_commit(moesz_msz_writer *w, moesz_msz_summary *sum, moesz_error *err);
+void moesz_msz_writer_abort(moesz_msz_writer *w);   /* frees w, writes nothing; NULL is a no-op */
+/* Writes the checkpoint moesz_synth_write would (same options, same seed)
+ * straight into a container at path, streaming (one expert matrix generated
+ * while the previous one is encoded): byte for byte the container that
+ * moesz_msz_write writes from that folder with the same o. Parts and ResMoE
+ * need the folder (MOESZ_E_ARG). */
+int moesz_msz_synth_write(const moesz_synth_opts *so, const char *path, const moesz_msz_opts *o,
+                          moesz_msz_summary *sum, moesz_error *err);
 #endif

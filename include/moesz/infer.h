@@ -1,5 +1,5 @@
 /* moesz/infer.h - the inference engine: forward pass per family (Llama,
- * Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, DeepSeekMoE v1) with the semantics
+ * Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, DeepSeekMoE v1, gpt-oss) with the semantics
  * transformers implements, KV cache, batched prompt processing, the expert
  * provider interface through which every expert matrix is reached, and the
  * sampler. Owned by src/infer (see docs/INFERENCE.md). */
@@ -18,6 +18,10 @@ typedef struct moesz_engine_opts {
   int expert_group;   /* routed experts held (got, not released) at once; 0 = all the
                          experts a layer needs for the current batch */
   int scalar;         /* 1 = scalar kernels only (tests); 0 = AVX2 when the CPU has it */
+  int fast_dot;       /* compute-layout experts: 0 = x split in two 16-bit halves per group of 64
+                         (the f32 product with the decoded weights up to rounding); 1 = x rounded
+                         to 16 bits per group (half the multiplies; |x error| <= 2^-16 of the
+                         group's largest |x|) */
 } moesz_engine_opts;
 
 /* model_dir: a Hugging Face model folder (config.json + safetensors).
@@ -79,6 +83,9 @@ int  moesz_engine_step_capacity(const moesz_engine *e);
  * Views may be F32, BF16 or F16, row-major or transposed (see moesz_matview). */
 typedef struct moesz_expert_mats {
   moesz_matview gate, up, down;
+  moesz_matview gate_up;   /* gpt-oss only, optional: the fused [2n, d] matrix, gate at even rows, up
+                              at odd (gate and up then left empty); without it gpt-oss's gate and up
+                              are the row halves [0, n) / [n, 2n) of that matrix; down as above */
 } moesz_expert_mats;
 
 /* How the forward pass reaches experts. For each MoE layer and batch the
@@ -108,6 +115,13 @@ typedef struct moesz_expert_provider {
  * (moesz_model_expert). m must outlive the provider. */
 int moesz_expert_provider_mmap(const moesz_model *m, moesz_expert_provider *out,
                                moesz_error *err);
+/* gpt-oss's provider over m (src/infer/provider_oss.c): gate and up as the row
+ * halves of the interleaved gate_up (see moesz_model_expert) and down, in
+ * row-major buffers held from get() to release() (copies of unquantized
+ * stacked experts), or as MOESZ_VIEW_MXFP4 views of MXFP4 blocks + scales,
+ * which the kernels multiply as they lie. The engine uses it when it is given no provider for a gpt-oss
+ * model. destroy frees it. */
+int moesz_expert_provider_gptoss(const moesz_model *m, moesz_expert_provider *out, moesz_error *err);
 
 /* Opens an engine over an open model, with experts reached through prov
  * (NULL = the mmap provider). own_model != 0 hands m to the engine (closed by

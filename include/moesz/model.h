@@ -14,6 +14,9 @@ typedef enum moesz_arch {
   MOESZ_ARCH_OLMOE,       /* OlmoeForCausalLM */
   MOESZ_ARCH_DEEPSEEK,    /* DeepseekForCausalLM (v1, model_type "deepseek") */
   MOESZ_ARCH_SWITCH,      /* SwitchTransformersForConditionalGeneration (compression only) */
+  MOESZ_ARCH_DEEPSEEK_V3, /* DeepseekV3ForCausalLM (DeepSeek-V3/R1, Kimi-K2: MLA, sigmoid group routing) */
+  MOESZ_ARCH_GLM4_MOE,    /* Glm4MoeForCausalLM (GLM-4.5/4.6) */
+  MOESZ_ARCH_GPT_OSS,     /* GptOssForCausalLM */
   MOESZ_ARCH_COUNT
 } moesz_arch;
 
@@ -51,6 +54,39 @@ typedef struct moesz_config {
   int n_moe_layers;        /* count of is_moe[] set */
   int rel_buckets;         /* Switch relative_attention_num_buckets (0 otherwise) */
   uint8_t is_moe[MOESZ_MAX_LAYERS]; /* [n_layers] 1 if layer L has routed experts */
+  /* DeepSeek-V3 multi-head latent attention (all 0 for the other families) */
+  int q_lora_rank;         /* q_a_proj [q_lora_rank, d] -> norm -> q_b_proj; 0: plain q_proj */
+  int kv_lora_rank;        /* latent width c_kv; > 0 marks MLA */
+  int qk_nope_dim;         /* qk_nope_head_dim: per-head query/key part without RoPE */
+  int qk_rope_dim;         /* qk_rope_head_dim: decoupled RoPE part (shared by all heads for keys) */
+  int v_head_dim;          /* per-head value width */
+  int rope_interleave;     /* 1: RoPE rotates pairs (2i, 2i+1) (DeepSeek-V3 rope_interleave) */
+  /* sigmoid routing with a selection-only correction bias (DeepSeek-V3, GLM-4.5) */
+  int score_sigmoid;       /* 1: scores = sigmoid(logits); mlp.gate.e_score_correction_bias [E] */
+  int n_group, topk_group; /* group-limited top-k: E experts in n_group groups, keep topk_group */
+  float routed_scale;      /* routed_scaling_factor (1 when absent) */
+  int rotary_dim;          /* dims of each head that RoPE rotates (GLM partial_rotary_factor);
+                              0 = the whole head */
+  /* gpt-oss (GptOssForCausalLM); zero for the other families */
+  int sliding_window;      /* keys a sliding layer sees, itself included (0 = none) */
+  uint8_t is_sliding[MOESZ_MAX_LAYERS]; /* [n_layers] 1: layer_types[L] is "sliding_attention" */
+  int attn_sinks;          /* per-head learned sink logit in the attention softmax */
+  int router_bias;         /* router linear has a bias (role ROUTER_LINEAR_BIAS); top-k of logits, then softmax */
+  int expert_bias;         /* gate_up / down projections of the experts have biases */
+  int gate_up_interleaved; /* fused gate_up rows: gate at even, up at odd */
+  float swiglu_alpha;      /* gate * sigmoid(alpha * gate) (1.702); 0 = plain SiLU */
+  float swiglu_limit;      /* gate <= limit, |up| <= limit, output (up + 1) * glu */
+  int mxfp4;               /* quantization_config.quant_method == "mxfp4" */
+  /* YaRN RoPE scaling (rope_scaling / rope_parameters type "yarn"; DeepSeek-V3, GLM-4.5,
+     gpt-oss), as transformers' _compute_yarn_parameters; yarn = 0: none */
+  int yarn;
+  float yarn_factor, yarn_beta_fast, yarn_beta_slow;
+  float yarn_mscale, yarn_mscale_all_dim; /* DeepSeek mscale / mscale_all_dim (0 = absent) */
+  float yarn_attn_factor;  /* the cos/sin multiplier, resolved at parse time: attention_factor if
+                              given, else mscale(factor, mscale) / mscale(factor, mscale_all_dim)
+                              when both are set, else 0.1 ln(factor) + 1 (1 for factor <= 1) */
+  int yarn_orig_max_pos;   /* original_max_position_embeddings */
+  int yarn_truncate;       /* floor/ceil the correction range (default 1) */
 } moesz_config;
 
 const char *moesz_arch_name(moesz_arch a);
@@ -78,6 +114,12 @@ typedef enum moesz_role {
   MOESZ_ROLE_ATTN_O_BIAS,  /* Llama attention_bias = true */
   MOESZ_ROLE_ATTN_REL_BIAS,/* Switch/T5 relative_attention_bias [buckets, heads] */
   MOESZ_ROLE_CROSS_ATTN_NORM, /* Switch decoder: layer norm before cross-attention */
+  MOESZ_ROLE_ATTN_LATENT,  /* MLA low-rank projections: q_a_proj, q_b_proj, kv_a_proj_with_mqa, kv_b_proj */
+  MOESZ_ROLE_LATENT_NORM,  /* MLA q_a_layernorm, kv_a_layernorm */
+  MOESZ_ROLE_ROUTER_BIAS,  /* mlp.gate.e_score_correction_bias [n_experts] */
+  MOESZ_ROLE_ATTN_SINKS,   /* gpt-oss self_attn.sinks [n_heads] */
+  MOESZ_ROLE_ROUTER_LINEAR_BIAS, /* gpt-oss mlp.router.bias [n_experts] (added to the router logits) */
+  MOESZ_ROLE_EXPERT_BIAS,  /* gpt-oss stacked expert biases: gate_up [E, 2n], down [E, d] (mat says which) */
   MOESZ_ROLE_COUNT
 } moesz_role;
 
@@ -96,6 +138,8 @@ typedef struct moesz_tensor_role {
   moesz_mat mat;
   int stacked;             /* 1 if the tensor holds all experts of the layer (3-D) */
   int cross;               /* Switch decoder: 1 for the cross-attention q/k/v/o */
+  int mx;                  /* MXFP4 expert tensors: 1 *_blocks [E, rows, cols/32, 16] U8,
+                              2 *_scales [E, rows, cols/32] U8 (e8m0); 0 otherwise */
 } moesz_tensor_role;
 
 /* 1 for roles whose tensors are routed-expert weights (what the codec and
@@ -144,6 +188,9 @@ int moesz_model_wrap_dense(const moesz_config *cfg, moesz_st *st, const char *pa
  * MOESZ_VIEW_CL holds a matrix in the codec's compute layout: data points to
  * a parsed moesz_cl (moesz/codec.h), ld = cols, transposed = 0. */
 #define MOESZ_VIEW_CL ((moesz_dtype)(MOESZ_DT_COUNT + 1))
+/* A view with dtype MOESZ_VIEW_MXFP4 holds a gpt-oss MXFP4 matrix: data points
+ * to a moesz_mxfp4_view (below), ld = cols, transposed = 0. */
+#define MOESZ_VIEW_MXFP4 ((moesz_dtype)(MOESZ_DT_COUNT + 2))
 typedef struct moesz_matview {
   const void *data;
   moesz_dtype dtype;
@@ -165,9 +212,26 @@ int moesz_model_expert(const moesz_model *m, int layer, int expert, int shared,
  * self-attention tensors (cross = 0); of several embeddings or final norms
  * the first by name. */
 const moesz_tensor *moesz_model_tensor(const moesz_model *m, moesz_role role, int layer);
+/* gpt-oss experts published in MXFP4: one expert's matrix as packed e2m1
+ * values (two per byte, low nibble first) and one e8m0 scale per 32 values
+ * (value = fp4 * 2^(scale - 127)), in nn.Linear orientation: gate_up [2n, d]
+ * (gate at even rows, up at odd), down [d, n]. */
+typedef struct moesz_mxfp4_view {
+  const uint8_t *blocks;   /* [rows, cols / 32, 16] */
+  const uint8_t *scales;   /* [rows, cols / 32] */
+  int64_t rows, cols;
+} moesz_mxfp4_view;
+/* MXFP4 view of gpt-oss expert E's gate_up or down matrix in layer L;
+ * MOESZ_E_NOTFOUND when that matrix is not stored as MXFP4. For gpt-oss,
+ * moesz_model_expert returns views of the unquantized stacked form: gate_up
+ * [2n, d] (interleaved rows), down [d, n], and as MOESZ_MAT_GATE / _UP the
+ * two row halves [0, n) / [n, 2n) of gate_up (not gate and up: those
+ * interleave), which is how containers store and serve gpt-oss experts. */
+int moesz_model_expert_mxfp4(const moesz_model *m, int layer, int expert, moesz_mat mat, moesz_mxfp4_view *out,
+                             moesz_error *err);
 /* How the routed experts are stored: "per-expert", "stacked" ([E, 2n, d] /
  * [E, d, n]), "stacked-transposed" ([E, d, 2n] / [E, n, d]), "mixed" or
- * "none" (no MoE layer). */
+ * "mxfp4" (gpt-oss blocks + scales) or "none" (no MoE layer). */
 const char *moesz_model_expert_layout(const moesz_model *m);
 /* Dense layers (is_moe[L] == 0; every Llama layer) are the one-expert case:
  * expert 0, shared 0 of such a layer returns its dense MLP matrix. */
@@ -208,7 +272,8 @@ int moesz_matview_to_f32(const moesz_matview *v, float *dst, moesz_error *err);
 /* Random-weight checkpoints of real shapes (src/model/synth.c). like names
  * the family whose real config values are used (mixtral: Mixtral-8x7B,
  * olmoe: OLMoE-1B-7B, qwen3_moe: Qwen3-30B-A3B, qwen2_moe: Qwen1.5-MoE-A2.7B,
- * deepseek: DeepSeekMoE-16B, llama: Llama-2-7B); fields > 0 override them. */
+ * deepseek: DeepSeekMoE-16B, llama: Llama-2-7B, gpt_oss: gpt-oss-20b with MXFP4
+ * experts); fields > 0 override them. */
 typedef struct moesz_synth_opts {
   const char *like;
   int layers, experts, top_k, hidden, expert_width, vocab, heads, kv_heads;  /* 0: the family's; experts and
@@ -222,5 +287,36 @@ typedef struct moesz_synth_opts {
  * beside DIR renamed to DIR at the end. An existing non-empty DIR is refused
  * (MOESZ_E_ARG) unless force, which replaces a model folder whole. */
 int moesz_synth_write(const moesz_synth_opts *o, const char *dir, moesz_error *err);
+/* The checkpoint as a plan: config.json text and every tensor in file order,
+ * each generated alone by moesz_synth_fill (its own random stream), so a
+ * writer may produce them in any order and hold one at a time. */
+typedef struct moesz_synth_tensor {
+  char name[128];
+  int64_t rows, cols;       /* cols = 0: 1-D [rows] */
+  int ones;                 /* 1: all ones (norms), else N(0, std^2) */
+  uint64_t count;           /* seed index: position in file order, from 1 */
+  int layer, expert;        /* a routed expert matrix: its layer and expert; -1 otherwise */
+  moesz_mat mat;            /* routed expert matrix: GATE / UP / DOWN; 0 otherwise */
+  int mx;                   /* gpt-oss MXFP4 stacked experts [stack, rows, cols] (N(0, std^2) quantised):
+                               1 = the _blocks U8 [stack, rows, cols/32, 16], 2 = the _scales U8
+                               [stack, rows, cols/32] (same seed index as its blocks); 0 otherwise */
+  int64_t stack;            /* mx: experts stacked */
+} moesz_synth_tensor;
+typedef struct moesz_synth_plan {
+  char *config_json;        /* config.json text as the folder holds it */
+  moesz_synth_tensor *t;    /* [n] in file order */
+  size_t n;
+  moesz_dtype dtype;
+  double std;
+  uint64_t seed;
+} moesz_synth_plan;
+int moesz_synth_plan_make(const moesz_synth_opts *o, moesz_synth_plan *p, moesz_error *err);
+void moesz_synth_plan_free(moesz_synth_plan *p);
+/* Tensor t's dtype, rank and shape in the folder's model.safetensors; returns its bytes. */
+size_t moesz_synth_tensor_shape(const moesz_synth_plan *p, const moesz_synth_tensor *t, moesz_dtype *dtype,
+                                int *ndim, int64_t shape[4]);
+/* Writes tensor t's values (rows * max(cols, 1) of p->dtype; mx: its MXFP4
+ * blocks or scales) to out: the bytes the folder's model.safetensors holds for it. */
+int moesz_synth_fill(const moesz_synth_plan *p, const moesz_synth_tensor *t, void *out, moesz_error *err);
 const char *moesz_synth_families(void);
 #endif

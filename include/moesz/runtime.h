@@ -70,6 +70,9 @@ void moesz_store_close(moesz_store *s);
 int moesz_store_fetch(moesz_store *s, const moesz_msz_rec *const *r, int n, const void **data,
                       moesz_store_buf **buf, moesz_store_io *io, moesz_error *err);
 void moesz_store_release(moesz_store *s, moesz_store_buf *buf);
+/* 1 when fetches return pointers into the container's mapping (mmap mode):
+ * the bytes stay valid while the container is open, after the release. */
+int moesz_store_in_place(const moesz_store *s);
 void moesz_store_stats_get(moesz_store *s, moesz_store_stats *out);
 /* Why O_DIRECT is not in use when it was asked for ("" otherwise); read it
  * when no fetch is in flight (a fetch may set it on its first read). */

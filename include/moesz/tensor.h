@@ -1,4 +1,4 @@
-/* moesz/tensor.h - dtypes and conversions, safetensors reading (mmap, single
+/* moesz/tensor.h - dtypes and conversions (MXFP4 included), safetensors reading (mmap, single
  * file or sharded through model.safetensors.index.json) and atomic writing.
  * Owned by src/tensor. */
 #ifndef MOESZ_TENSOR_H
@@ -32,6 +32,16 @@ void moesz_f32_to_f16_n(const float *src, uint16_t *dst, size_t n);
 int moesz_to_f32(moesz_dtype t, const void *src, float *dst, size_t n);
 /* f32 to F32/F16/BF16. */
 int moesz_from_f32(moesz_dtype t, const float *src, void *dst, size_t n);
+
+/* MXFP4 (OCP microscaling, as gpt-oss publishes its experts; src/tensor/mxfp4.c):
+ * groups of 32 e2m1 values in 16 bytes (element 2i in the low nibble of byte
+ * i, 2i+1 in the high one) with one e8m0 scale byte each, value = e2m1 *
+ * 2^(scale - 127). Dequantisation is exact in F32 and BF16; quantisation
+ * picks scale 2^(floor(log2 max|x|) - 2) and the nearest e2m1 value. */
+float moesz_e2m1_to_f32(uint8_t nibble);
+void moesz_mxfp4_to_f32(const uint8_t *blocks, const uint8_t *scales, size_t ngroups, float *dst);
+void moesz_mxfp4_to_bf16(const uint8_t *blocks, const uint8_t *scales, size_t ngroups, uint16_t *dst);
+void moesz_mxfp4_from_f32(const float *src, size_t ngroups, uint8_t *blocks, uint8_t *scales);
 
 #define MOESZ_MAX_DIMS 8
 
@@ -89,4 +99,6 @@ typedef int (*moesz_stw_sink)(void *ctx, const void *buf, size_t n, moesz_error 
 int moesz_stw_emit(const moesz_stw *w, moesz_stw_sink sink, void *ctx, moesz_error *err);
 /* Bytes moesz_stw_emit will produce (0 on error). */
 uint64_t moesz_stw_size(const moesz_stw *w, moesz_error *err);
+/* Bytes of tensor data added so far (the image less its header). */
+uint64_t moesz_stw_data_bytes(const moesz_stw *w);
 #endif

@@ -56,8 +56,22 @@ static int collect_stats(const moesz_model *m, double eb, int progress, stat_row
         stat_row r = {L, e, shared, !c->is_moe[L], (moesz_mat)mats[mi], {0}, {0}};
         int rc = moesz_model_expert(m, L, e, shared, r.mat, &r.v, NULL);
         if (rc == MOESZ_E_NOTFOUND) continue; /* Switch has no up; dense layers of odd shape */
+        float *deq = NULL;   /* gpt-oss MXFP4: the matrix (a row half of gate_up, or down) dequantised */
+        moesz_mxfp4_view mx;
+        if (rc == MOESZ_E_UNSUPPORTED && !shared &&
+            !moesz_model_expert_mxfp4(m, L, e, r.mat == MOESZ_MAT_DOWN ? MOESZ_MAT_DOWN : MOESZ_MAT_GATE_UP, &mx, NULL)) {
+          int64_t nr = r.mat == MOESZ_MAT_DOWN ? mx.rows : mx.rows / 2, r0 = r.mat == MOESZ_MAT_UP ? nr : 0, g = mx.cols / 32;
+          if (!(deq = malloc(sizeof(float) * (size_t)(nr * mx.cols)))) { free(rows); return moesz_error_set(err, MOESZ_E_NOMEM, "stats"); }
+          moesz_mxfp4_to_f32(mx.blocks + (size_t)(r0 * g * 16), mx.scales + (size_t)(r0 * g), (size_t)(nr * g), deq);
+          moesz_matview dv = {deq, MOESZ_DT_F32, nr, mx.cols, mx.cols, 0};
+          r.v = dv;
+          rc = MOESZ_OK;
+        }
         if (rc) { free(rows); return moesz_model_expert(m, L, e, shared, r.mat, &r.v, err); }
-        if ((rc = moesz_matview_stats(&r.v, eb, &r.s, err))) {
+        rc = moesz_matview_stats(&r.v, eb, &r.s, err);
+        free(deq);
+        r.v.data = NULL;
+        if (rc) {
           free(rows);
           return moesz_error_wrap(err, rc, "layer %d expert %d %s", L, e, MATS[r.mat]);
         }
@@ -97,10 +111,12 @@ static const char *layer_kind(const moesz_config *c, int L) {
   return c->is_moe[L] ? "moe" : "dense";
 }
 
-static int dtype_bits_of_experts(const moesz_model *m) {
-  for (size_t i = 0; i < moesz_st_count(m->st); i++)
+static double dtype_bits_of_experts(const moesz_model *m) {
+  for (size_t i = 0; i < moesz_st_count(m->st); i++) {
+    if (m->roles[i].mx) return 4.25;   /* MXFP4: 4 bits + an 8-bit scale per 32 values */
     if (m->roles[i].role == MOESZ_ROLE_EXPERT || m->roles[i].role == MOESZ_ROLE_DENSE_MLP)
-      return (int)moesz_dtype_size(moesz_st_at(m->st, i)->dtype) * 8;
+      return (double)moesz_dtype_size(moesz_st_at(m->st, i)->dtype) * 8;
+  }
   return 32;
 }
 
@@ -176,8 +192,8 @@ static void print_text(const char *path, const moesz_config *c, const moesz_mode
   int64_t v;
   double h = mean_expert_entropy(rows, nrows, &v);
   if (v) {
-    int bits = dtype_bits_of_experts(m);
-    printf("\nrouted experts: mean H = %.3f bits/value over %lld values; rate limit %.2fx smaller than %d-bit\n",
+    double bits = dtype_bits_of_experts(m);
+    printf("\nrouted experts: mean H = %.3f bits/value over %lld values; rate limit %.2fx smaller than %g-bit\n",
            h, (long long)v, h > 0 ? bits / h : 0.0, bits);
   }
 }

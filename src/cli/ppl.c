@@ -19,6 +19,7 @@ static const char *USAGE =
   "  --ids              FILE holds token ids (whitespace or comma separated) instead of text\n"
   "  --limit-tokens N   score only the first N tokens\n"
   "  --threads N        threads per engine (default: all cores)\n"
+  "  --fast-dot         compute-layout experts: x rounded to 16 bits per group (see moesz run --help)\n"
   "  --json             one JSON object on stdout\n";
 
 static int read_ids(const char *path, int32_t **ids, size_t *n, moesz_error *e) {
@@ -48,7 +49,7 @@ int moesz_cli_ppl(int argc, char **argv) {
   if (moesz_cli_wants_help(argc, argv)) { fputs(USAGE, stdout); return 0; }
   const char *model = NULL, *file = NULL, *ref = NULL, *tokp = NULL;
   long ctx = 512, stride = 256, limit = 0, threads = 0;
-  int json = 0, as_ids = 0;
+  int json = 0, as_ids = 0, fast_dot = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     int hv = i + 1 < argc;
@@ -59,6 +60,7 @@ int moesz_cli_ppl(int argc, char **argv) {
     else if (!strcmp(a, "--limit-tokens") && hv) limit = atol(argv[++i]);
     else if (!strcmp(a, "--threads") && hv) threads = atol(argv[++i]);
     else if (!strcmp(a, "--ids")) as_ids = 1;
+    else if (!strcmp(a, "--fast-dot")) fast_dot = 1;
     else if (!strcmp(a, "--json")) json = 1;
     else if (a[0] == '-' && a[1]) { fprintf(stderr, "moesz ppl: bad option '%s'\n\n%s", a, USAGE); return 2; }
     else if (!model) model = a;
@@ -86,7 +88,7 @@ int moesz_cli_ppl(int argc, char **argv) {
     if (rc) return moesz_cli_fail("ppl", &e);
   }
   if (limit && (size_t)limit < n) n = (size_t)limit;
-  moesz_engine_opts o = {.threads = (int)threads, .max_ctx = (int)ctx};
+  moesz_engine_opts o = {.threads = (int)threads, .max_ctx = (int)ctx, .fast_dot = fast_dot};
   moesz_engine *en = NULL, *er = NULL;
   int status = 0;
   if (moesz_engine_open(model, &o, &en, &e) || (ref && moesz_engine_open(ref, &o, &er, &e))) {

@@ -32,6 +32,9 @@ static const char *USAGE =
     "  --top-p P            nucleus sampling mass (default 0.95; 1 = off)\n"
     "  --seed S             sampler seed (default 0)\n"
     "  --threads N          worker threads (default: all cores)\n"
+    "  --fast-dot           compute-layout experts: round x to 16 bits per group of 64 (half the\n"
+    "                       multiplies; |x error| <= 2^-16 of the group's largest |x|) instead of\n"
+    "                       splitting it exactly (the f32 product up to rounding; default)\n"
     "  --ctx N              KV cache length (default min(config max positions, 4096))\n"
     "  --ignore-eos         keep generating after the end-of-sequence token\n"
     "\nServing from a .msz container (moesz compress): dense weights stay resident, experts\n"
@@ -47,10 +50,11 @@ static const char *USAGE =
     "                       compute layout for a --codec compute container) | f32 | bf16 | f16 |\n"
     "                       compute (needs a --codec compute container; bf16/f16 are refused there:\n"
     "                       its bound holds in f32; f16 refuses an expert with |x| > 65504)\n"
-    "  --store MODE         where expert blobs are read from: direct (default: pread with\n"
-    "                       O_DIRECT where the file system allows it, else buffered, with a\n"
-    "                       note) | buffered (pread through the page cache) | mmap (the\n"
-    "                       container's mapping: the in-memory path)\n"
+    "  --store MODE         where expert blobs are read from: direct (pread with O_DIRECT where\n"
+    "                       the file system allows it, else buffered, with a note) | buffered\n"
+    "                       (pread through the page cache) | mmap (the container's mapping: the\n"
+    "                       in-memory path; compute layouts are used in place, not copied).\n"
+    "                       Default: direct under --mem, mmap without a budget\n"
     "  --link-gbps X        pace every expert read like a link of X GB/s (1e9 bytes/s;\n"
     "                       0.001-10000; default: unthrottled), prefetch included\n"
     "  --link-latency-us Y  add Y microseconds to every read request (0-1e7; default 0)\n"
@@ -208,6 +212,7 @@ int moesz_cli_run(int argc, char **argv) {
   double temperature = 0.8, top_p = 0.95;
   int print_ids = 0, ignore_eos = 0;
   moesz_cache_opts co = {.budget_bytes = 0, .policy = MOESZ_CACHE_LRU, .dtype = MOESZ_DT_COUNT};
+  int store_given = 0, fast_dot = 0;
   const char *stats = NULL, *state = NULL;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -242,6 +247,7 @@ int moesz_cli_run(int argc, char **argv) {
     } else if (!strcmp(a, "--store")) {
       NEED_VAL();
       if (moesz_store_mode_parse(argv[++i], &co.store.mode)) return usage_err("bad --store (direct, buffered, mmap)", argv[i]);
+      store_given = 1;
     } else if (!strcmp(a, "--link-gbps") || !strcmp(a, "--link-latency-us")) {
       NEED_VAL();
       int gbps = !strcmp(a, "--link-gbps");
@@ -263,6 +269,8 @@ int moesz_cli_run(int argc, char **argv) {
     else if (!strcmp(a, "--max-tokens")) {
       NEED_VAL();
       if (parse_int(argv[++i], 0, 1 << 24, &max_tokens)) return usage_err("bad --max-tokens", argv[i]);
+    } else if (!strcmp(a, "--fast-dot")) {
+      fast_dot = 1;
     } else if (!strcmp(a, "--threads")) {
       NEED_VAL();
       if (parse_int(argv[++i], 0, 1024, &threads)) return usage_err("bad --threads", argv[i]);
@@ -315,13 +323,15 @@ int moesz_cli_run(int argc, char **argv) {
     }
   }
 
-  moesz_engine_opts o = {.threads = (int)threads, .max_ctx = (int)ctx};
+  /* without a budget every expert stays resident: serve them from the mapping */
+  if (!store_given && !co.budget_bytes && !co.budget_auto) co.store.mode = MOESZ_STORE_MMAP;
+  moesz_engine_opts o = {.threads = (int)threads, .max_ctx = (int)ctx, .fast_dot = fast_dot};
   co.miss_threads = threads > 0 ? (int)threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
   moesz_engine *e = NULL;
   moesz_cache *cache = NULL;
   int is_msz = moesz_engine_is_msz(model);
   if (!is_msz && (co.budget_bytes || co.budget_auto || co.prefetch || stats || co.store.link_gbps > 0 ||
-                  co.store.link_latency_us > 0 || co.store.mode != MOESZ_STORE_DIRECT || state))
+                  co.store.link_latency_us > 0 || store_given || state))
     fprintf(stderr, "moesz run: note: --mem/--prefetch/--stats/--store/--link-*/--cache-state apply to .msz "
             "containers; %s is served from its files\n", model);
   if (is_msz ? moesz_engine_open_msz(model, &co, &o, &e, &cache, &err) : moesz_engine_open(model, &o, &e, &err)) {

@@ -6,7 +6,12 @@
  * with its manifest record (count, dtype, bound). A part container (one
  * layer range of a split compression) is checked over its own layers: its
  * records lie in the range, each MoE layer of the range is complete, and a
- * source no record slices belongs to another part. docs/CONTAINER.md "Checks". */
+ * source no record slices belongs to another part; a gpt-oss layer whose
+ * MXFP4 experts are kept in the dense image has no records. docs/CONTAINER.md
+ * "Checks". */
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zstd.h>
@@ -27,6 +32,19 @@ static int routed_mats(const moesz_config *cfg, moesz_mat mats[3]) {
   mats[1] = MOESZ_MAT_UP;
   mats[2] = MOESZ_MAT_DOWN;
   return 3;
+}
+
+/* 1 if layer L of a gpt-oss container keeps its MXFP4 experts (blocks and
+ * scales of gate_up and down) in the dense image. */
+static int mx_kept(const moesz_msz *c, int L) {
+  if (c->cfg.arch != MOESZ_ARCH_GPT_OSS || !c->dense) return 0;
+  static const char *T[] = {"gate_up_proj_blocks", "gate_up_proj_scales", "down_proj_blocks", "down_proj_scales"};
+  for (int k = 0; k < 4; k++) {
+    char name[160];
+    snprintf(name, sizeof name, "model.layers.%d.mlp.experts.%s", L, T[k]);
+    if (!moesz_st_find(c->dense, name)) return 0;
+  }
+  return 1;
 }
 
 static int check_routed(const moesz_msz *c, moesz_error *err) {
@@ -53,6 +71,14 @@ static int check_routed(const moesz_msz *c, moesz_error *err) {
     if (!cfg->is_moe[L]) continue;
     if (c->part && (L < c->part_first || L > c->part_last)) continue;   /* another part's layer */
     moe_in_range++;
+    if (mx_kept(c, L)) {   /* gpt-oss MXFP4 experts kept in the dense image: no records */
+      for (int e = 0; e < cfg->n_experts; e++)
+        for (int k = 0; k < nm; k++)
+          if (moesz_msz_expert(c, L, e, 0, mats[k]))
+            return moesz_error_set(err, MOESZ_E_FORMAT, "manifest: layer %d keeps its MXFP4 experts in the dense "
+                                   "image and also has expert records", L);
+      continue;
+    }
     for (int e = 0; e < cfg->n_experts; e++)
       for (int k = 0; k < nm; k++) {
         const moesz_msz_rec *r = moesz_msz_expert(c, L, e, 0, mats[k]);
@@ -143,6 +169,11 @@ done:
   return rc;
 }
 
+/* The manifest's JSON number for a bound: cJSON prints 15 significant digits
+ * when they read back within an ulp, so a bound the codec derived (rel / std
+ * modes) comes back up to an ulp or two away from the stream's own. */
+static int same_bound(double a, double b) { return fabs(a - b) <= 4 * DBL_EPSILON * fabs(b); }
+
 /* Each blob's own header agrees with its record. */
 static int check_streams(const moesz_msz *c, moesz_error *err) {
   for (size_t i = 0; i < c->nex; i++) {
@@ -157,14 +188,14 @@ static int check_streams(const moesz_msz *c, moesz_error *err) {
         return moesz_error_set(err, MOESZ_E_FORMAT, "record %s: its codec stream holds %zu %s values (checked in %s), "
                                "the manifest says %zu %s", r->name, info.count, moesz_dtype_name(info.in_dtype),
                                moesz_dtype_name(info.out_dtype), n, moesz_dtype_name(r->dtype));
-      if (info.eb != r->eb)
+      if (!same_bound(info.eb, r->eb))
         return moesz_error_set(err, MOESZ_E_FORMAT, "record %s: its codec stream's bound %.17g differs from the "
                                "manifest's %.17g", r->name, info.eb, r->eb);
     } else if (r->method == MOESZ_MSZ_COMPUTE) {
       moesz_cl m;
       int rc = moesz_cl_header(blob, r->len, &m, err);
       if (rc) return moesz_error_wrap(err, rc, "record %s", r->name);
-      if (m.rows != r->shape[0] || m.cols != r->shape[1] || m.eb != r->eb)
+      if (m.rows != r->shape[0] || m.cols != r->shape[1] || !same_bound(m.eb, r->eb))
         return moesz_error_set(err, MOESZ_E_FORMAT, "record %s: its compute layout is [%lld, %lld] at bound %.17g, the "
                                "manifest says [%lld, %lld] at %.17g", r->name, (long long)m.rows, (long long)m.cols, m.eb,
                                (long long)r->shape[0], (long long)r->shape[1], r->eb);

@@ -3,7 +3,8 @@
  * source tensors reassembled from their decoded blobs in the original dtype
  * (F32 where compute-layout blobs slice them), written as model.safetensors;
  * the whole folder is written beside the target and renamed into place at
- * the end (base/util.h moesz_adir). */
+ * the end (base/util.h moesz_adir); one source tensor reassembled in memory
+ * (moesz_msz_source_read, for bindings that load a state dict). */
 #include <stdlib.h>
 #include <string.h>
 #include "base/util.h"
@@ -20,6 +21,57 @@ static void scatter(const msz_expert *x, const uint8_t *src, uint8_t *dst, size_
         memcpy(dst + (x->view_off + (uint64_t)c * x->view_ld + (uint64_t)r) * es, src + ((size_t)r * (size_t)cols + (size_t)c) * es, es);
     }
   }
+}
+
+/* The dtype export writes source tensor i in: its own, or F32 where compute-layout blobs slice it. */
+static moesz_dtype source_dtype(const moesz_msz *c, size_t i) {
+  for (size_t k = 0; k < c->nex; k++)
+    if ((size_t)c->ex[k].tensor == i && c->ex[k].rec.method == MOESZ_MSZ_COMPUTE) return MOESZ_DT_F32;
+  return c->src[i].dtype;
+}
+
+size_t moesz_msz_source_count(const moesz_msz *c) { return c->nsrc; }
+
+int moesz_msz_source(const moesz_msz *c, size_t i, moesz_tensor *out, moesz_error *err) {
+  if (i >= c->nsrc) return moesz_error_set(err, MOESZ_E_RANGE, "source tensor %zu of %zu", i, c->nsrc);
+  const msz_src *s = &c->src[i];
+  memset(out, 0, sizeof *out);
+  out->name = s->name;
+  out->dtype = source_dtype(c, i);
+  out->ndim = s->ndim;
+  memcpy(out->shape, s->shape, sizeof out->shape);
+  out->numel = (size_t)s->numel;
+  out->nbytes = out->numel * moesz_dtype_size(out->dtype);
+  out->shard = -1;
+  return MOESZ_OK;
+}
+
+int moesz_msz_source_read(const moesz_msz *c, size_t i, moesz_dtype out_dtype, void *dst, moesz_error *err) {
+  if (i >= c->nsrc) return moesz_error_set(err, MOESZ_E_RANGE, "source tensor %zu of %zu", i, c->nsrc);
+  moesz_dtype dt = out_dtype == MOESZ_DT_COUNT ? source_dtype(c, i) : out_dtype;
+  if (dt != MOESZ_DT_F32 && dt != MOESZ_DT_F16 && dt != MOESZ_DT_BF16 && dt != c->src[i].dtype)
+    return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "%s: cannot decode to %s", c->src[i].name, moesz_dtype_name(dt));
+  size_t es = moesz_dtype_size(dt);
+  uint8_t *tmp = NULL;
+  size_t tmpcap = 0;
+  int rc = MOESZ_OK, found = 0;
+  for (size_t k = 0; k < c->nex && !rc; k++) {
+    const msz_expert *x = &c->ex[k];
+    if ((size_t)x->tensor != i) continue;
+    found++;
+    size_t need = x->rec.raw_bytes / moesz_dtype_size(x->rec.dtype) * es;
+    if (need > tmpcap) {
+      uint8_t *nt = realloc(tmp, need);
+      if (!nt) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "out of memory"); break; }
+      tmp = nt;
+      tmpcap = need;
+    }
+    if ((rc = moesz_msz_read(c, &x->rec, dt, tmp, err))) break;
+    scatter(x, tmp, dst, es);
+  }
+  free(tmp);
+  if (!rc && !found) rc = moesz_error_set(err, MOESZ_E_INTERNAL, "%s: no expert blob slices it", c->src[i].name);
+  return rc;
 }
 
 static int export_into(const moesz_msz *c, const char *dir, int progress, moesz_error *err) {

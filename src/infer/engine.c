@@ -4,7 +4,11 @@
  * projection, clip_qkv, GQA, rotate-half RoPE), dense MLP and MoE blocks
  * (fp32 router softmax, top-k, per-family renormalisation, shared experts
  * with or without sigmoid gate) with experts reached through the provider,
- * final norm and lm_head (tied or not). Semantics: docs/INFERENCE.md. */
+ * final norm and lm_head (tied or not). DeepSeek-V3's latent attention and
+ * the sigmoid group router of DeepSeek-V3 / GLM-4.5 live in mla.c / route.c;
+ * GLM's partial rotary is here; gpt-oss's sinks, sliding windows, YaRN and
+ * biased clamped-SwiGLU experts (moe_block_oss, kernels_oss.c).
+ * Semantics: docs/INFERENCE.md. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -13,6 +17,7 @@
 #include "base/pool.h"
 #include "base/util.h"
 #include "infer/kernels.h"
+#include "infer/mla.h"
 #include "moesz/infer.h"
 #include "moesz/tensor.h"
 
@@ -25,6 +30,9 @@ typedef struct layer_w {
   float *q_norm, *k_norm;               /* [hd] (per head) or [nh*hd]/[nkv*hd] (whole) */
   moesz_matview router;                 /* [E, d] (MoE layers) */
   moesz_matview shared_gate;            /* [1, d] (Qwen2-MoE) */
+  float *router_bias;                   /* [E] e_score_correction_bias (sigmoid routing) */
+  float *sinks, *router_b;              /* gpt-oss: [nh], [E] */
+  float *gu_b, *dn_b;                   /* gpt-oss expert biases: [E, 2n], [E, d] */
   int has[8];                           /* presence flags, see bind_tensor */
 } layer_w;
 
@@ -65,6 +73,9 @@ struct moesz_engine {
   float *moe;                           /* [BMAX, d] */
   float *sg;                            /* [BMAX] shared gate logits */
   float *kst, *vst;                     /* [BMAX, kvw] k / v rows of a several-sequence step */
+  moesz_mla *mla;                       /* DeepSeek-V3 latent attention (NULL otherwise) */
+  int rd;                               /* rotated dims per head (GLM partial rotary; hd otherwise) */
+  float *rtmp;                          /* [3E] sigmoid router scratch */
   moesz_kjob *jobs;                     /* [2E + 4] */
   moesz_engine_stats st;
 };
@@ -144,7 +155,12 @@ static int bind_tensor(moesz_engine *e, const moesz_tensor *t, const moesz_tenso
   default: break;
   }
   if (!l) return MOESZ_OK;
+  if (c->kv_lora_rank > 0 && (r->role == MOESZ_ROLE_ATTN_Q || r->role == MOESZ_ROLE_ATTN_O))
+    return MOESZ_OK;   /* MLA binds its own (mla.c) */
   switch (r->role) {
+  case MOESZ_ROLE_ROUTER_BIAS:
+    if (!c->is_moe[r->layer]) return MOESZ_OK;
+    return bind_vec(t, c->n_experts, &l->router_bias, err);
   case MOESZ_ROLE_ATTN_NORM: l->has[H_ANORM] = 1; return bind_vec(t, d, &l->attn_norm, err);
   case MOESZ_ROLE_FFN_NORM: l->has[H_FNORM] = 1; return bind_vec(t, d, &l->ffn_norm, err);
   case MOESZ_ROLE_ATTN_Q: l->has[H_Q] = 1; return bind_mat(t, e->qw, d, &l->wq, err);
@@ -160,6 +176,19 @@ static int bind_tensor(moesz_engine *e, const moesz_tensor *t, const moesz_tenso
     if (!c->is_moe[r->layer]) return MOESZ_OK;
     l->has[H_ROUTER] = 1;
     return bind_mat(t, c->n_experts, d, &l->router, err);
+  case MOESZ_ROLE_ATTN_SINKS: return bind_vec(t, e->nh, &l->sinks, err);
+  case MOESZ_ROLE_ROUTER_LINEAR_BIAS:
+    if (!c->is_moe[r->layer]) return MOESZ_OK;
+    return bind_vec(t, c->n_experts, &l->router_b, err);
+  case MOESZ_ROLE_EXPERT_BIAS:   /* [E, rows] read as one vector */
+    if (!c->is_moe[r->layer] || t->ndim != 2) return MOESZ_OK;
+    {
+      moesz_tensor flat = *t;
+      flat.ndim = 1;
+      flat.shape[0] = t->shape[0] * t->shape[1];
+      int64_t want = (int64_t)c->n_experts * (r->mat == MOESZ_MAT_DOWN ? d : 2 * (int64_t)c->moe_intermediate);
+      return bind_vec(&flat, want, r->mat == MOESZ_MAT_DOWN ? &l->dn_b : &l->gu_b, err);
+    }
   case MOESZ_ROLE_SHARED_GATE:
     if (!c->is_moe[r->layer]) return MOESZ_OK;
     l->has[H_SGATE] = 1;
@@ -200,15 +229,21 @@ static int bind_all(moesz_engine *e, moesz_error *err) {
     layer_w *l = &e->L[L];
     if (!l->has[H_ANORM]) return missing(err, L, "input_layernorm");
     if (!l->has[H_FNORM]) return missing(err, L, "post_attention_layernorm");
-    if (!l->has[H_Q]) return missing(err, L, "q_proj");
-    if (!l->has[H_K]) return missing(err, L, "k_proj");
-    if (!l->has[H_V]) return missing(err, L, "v_proj");
-    if (!l->has[H_O]) return missing(err, L, "o_proj");
+    if (!l->has[H_Q] && !c->kv_lora_rank) return missing(err, L, "q_proj");
+    if (!l->has[H_K] && !c->kv_lora_rank) return missing(err, L, "k_proj");
+    if (!l->has[H_V] && !c->kv_lora_rank) return missing(err, L, "v_proj");
+    if (!l->has[H_O] && !c->kv_lora_rank) return missing(err, L, "o_proj");
+    if (c->is_moe[L] && c->score_sigmoid && !l->router_bias)
+      return missing(err, L, "router correction bias (mlp.gate.e_score_correction_bias)");
     if (c->qkv_bias && (!l->bq || !l->bk || !l->bv)) return missing(err, L, "q/k/v_proj bias");
     if (c->qk_norm && (!l->q_norm || !l->k_norm)) return missing(err, L, "q_norm/k_norm");
     if (c->is_moe[L] && !l->has[H_ROUTER]) return missing(err, L, "router (mlp.gate)");
     if (c->is_moe[L] && c->has_shared_gate && !l->has[H_SGATE])
       return missing(err, L, "shared_expert_gate");
+    if (c->attn_sinks && !l->sinks) return missing(err, L, "self_attn.sinks");
+    if (c->is_moe[L] && c->router_bias && !l->router_b) return missing(err, L, "mlp.router.bias");
+    if (c->is_moe[L] && c->expert_bias && (!l->gu_b || !l->dn_b))
+      return missing(err, L, "mlp.experts.gate_up_proj_bias / down_proj_bias");
   }
   return MOESZ_OK;
 }
@@ -227,7 +262,8 @@ static const char *rope_kind(const cJSON *o) {
  * variants, MLP biases, sliding-window attention inside the context. A
  * sliding window that is at least the KV cache length changes nothing, so the
  * context is capped at the window instead. */
-static int check_config_features(const char *dir, int *max_ctx, moesz_error *err) {
+static int check_config_features(const char *dir, const moesz_config *c, int *max_ctx,
+                                 moesz_error *err) {
   char path[4200];
   if (!moesz_path_is_dir(dir) || moesz_path_join(path, sizeof path, dir, "config.json")) return MOESZ_OK;
   char *txt = NULL;
@@ -245,13 +281,14 @@ static int check_config_features(const char *dir, int *max_ctx, moesz_error *err
   if (cJSON_IsString(act) && strcmp(act->valuestring, "silu") && strcmp(act->valuestring, "swish"))
     rc = moesz_error_set(err, MOESZ_E_UNSUPPORTED, "%s: hidden_act \"%s\" (only silu)", dir,
                          act->valuestring);
-  else if ((rs && strcmp(rs, "default")) || (rp && strcmp(rp, "default")))
+  else if (((rs && strcmp(rs, "default")) || (rp && strcmp(rp, "default"))) &&
+           !(c->yarn && (c->kv_lora_rank > 0 || c->arch == MOESZ_ARCH_GPT_OSS)))   /* YaRN: mla.c, gpt-oss */
     rc = moesz_error_set(err, MOESZ_E_UNSUPPORTED, "%s: RoPE scaling \"%s\" not implemented", dir,
                          rs && strcmp(rs, "default") ? rs : rp);
   else if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "mlp_bias")))
     rc = moesz_error_set(err, MOESZ_E_UNSUPPORTED, "%s: mlp_bias not implemented", dir);
   else if (cJSON_IsNumber(sw) && sw->valuedouble >= 1 && !cJSON_IsFalse(usw) && !cJSON_IsNull(usw) &&
-           sw->valuedouble < *max_ctx)
+           sw->valuedouble < *max_ctx && c->arch != MOESZ_ARCH_GPT_OSS)   /* gpt-oss: windows as configured */
     *max_ctx = (int)sw->valuedouble;  /* exact up to the window */
   cJSON_Delete(root);
   return rc;
@@ -262,7 +299,7 @@ static int alloc_buffers(moesz_engine *e, moesz_error *err) {
   size_t E = c->n_experts > 0 ? (size_t)c->n_experts : 1;
   size_t K = c->top_k > 0 ? (size_t)c->top_k : 1;
   size_t d = (size_t)e->d, rows = BMAX * K, im = (size_t)e->inter_max;
-  size_t kv = (size_t)c->n_layers * (size_t)e->max_ctx * (size_t)e->kvw, tmp;
+  size_t kv = c->kv_lora_rank > 0 ? 1 : (size_t)c->n_layers * (size_t)e->max_ctx * (size_t)e->kvw, tmp;
   if (!moesz_mul_ok(kv, sizeof(float), &tmp))
     return moesz_error_set(err, MOESZ_E_NOMEM, "KV cache size overflows");
 #define A(p, n) do { (p) = calloc((n), sizeof *(p)); \
@@ -278,6 +315,7 @@ static int alloc_buffers(moesz_engine *e, moesz_error *err) {
   A(e->moe, BMAX * d); A(e->sg, BMAX);
   A(e->kst, BMAX * (size_t)e->kvw); A(e->vst, BMAX * (size_t)e->kvw);
   A(e->jobs, 2 * E + 4);
+  A(e->rtmp, 3 * E);
 #undef A
   return MOESZ_OK;
 }
@@ -312,8 +350,8 @@ int moesz_engine_open_model(moesz_model *m, int own_model, const moesz_expert_pr
   e->nkv = c->n_kv_heads > 0 ? c->n_kv_heads : c->n_heads;
   e->hd = c->head_dim > 0 ? c->head_dim : (c->n_heads > 0 ? c->hidden / c->n_heads : 0);
   e->vocab = c->vocab;
-  if (e->d <= 0 || e->nh <= 0 || e->hd <= 0 || e->hd % 2 || e->nh % e->nkv || e->vocab <= 0 ||
-      c->n_layers <= 0 || c->n_layers > MOESZ_MAX_LAYERS) {
+  if (e->d <= 0 || e->nh <= 0 || e->hd <= 0 || (e->hd % 2 && !c->kv_lora_rank) || e->nh % e->nkv ||
+      e->vocab <= 0 || c->n_layers <= 0 || c->n_layers > MOESZ_MAX_LAYERS) {
     rc = moesz_error_set(err, MOESZ_E_FORMAT,
                          "%s: config not usable for inference (hidden %d, heads %d/%d, head_dim "
                          "%d, vocab %d, layers %d)", m->path, e->d, e->nh, e->nkv, e->hd,
@@ -335,7 +373,7 @@ int moesz_engine_open_model(moesz_model *m, int own_model, const moesz_expert_pr
     e->renorm = c->norm_topk_prob && c->top_k > 1;
     e->renorm_eps = 1e-20f;
   }
-  e->inter_max = c->intermediate;
+  e->inter_max = c->gate_up_interleaved ? 2 * c->moe_intermediate : c->intermediate;
   if (c->moe_intermediate > e->inter_max) e->inter_max = c->moe_intermediate;
   if (c->shared_intermediate > e->inter_max) e->inter_max = c->shared_intermediate;
   if (e->inter_max <= 0) {
@@ -343,33 +381,50 @@ int moesz_engine_open_model(moesz_model *m, int own_model, const moesz_expert_pr
     goto fail;
   }
   e->max_ctx = opts.max_ctx > 0 ? opts.max_ctx : (c->max_pos > 0 && c->max_pos < 4096 ? c->max_pos : 4096);
-  if ((rc = check_config_features(m->path, &e->max_ctx, err))) goto fail;
+  if ((rc = check_config_features(m->path, c, &e->max_ctx, err))) goto fail;
   e->group = opts.expert_group > 0 ? opts.expert_group : (c->n_experts > 0 ? c->n_experts : 1);
   e->L = calloc((size_t)c->n_layers, sizeof *e->L);
+  e->rd = c->rotary_dim > 0 && c->rotary_dim < e->hd ? c->rotary_dim : e->hd;
   e->inv_freq = calloc((size_t)e->hd / 2, sizeof(float));
   if (!e->L || !e->inv_freq) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "engine"); goto fail; }
   /* as transformers: inv_freq = 1 / theta^(arange(0, hd, 2) / hd) in float32 */
-  for (int i = 0; i < e->hd / 2; i++) {
-    float ex = (float)(2 * i) / (float)e->hd;
+  for (int i = 0; i < e->rd / 2; i++) {
+    float ex = (float)(2 * i) / (float)e->rd;
     e->inv_freq[i] = 1.0f / powf(c->rope_theta > 0 ? c->rope_theta : 10000.0f, ex);
   }
   e->att_scale = (float)(1.0 / sqrt((double)e->hd));
+  if (c->yarn && c->kv_lora_rank == 0) {   /* YaRN: scaled frequencies; cos and sin times
+                                              attention_factor scale q.k by its square (MLA: mla.c) */
+    moesz_k_yarn_inv_freq(e->rd, c->rope_theta, c->yarn_factor, c->yarn_beta_fast, c->yarn_beta_slow,
+                          c->yarn_orig_max_pos, c->yarn_truncate, e->inv_freq);
+    e->att_scale *= c->yarn_attn_factor * c->yarn_attn_factor;
+  }
+  if (c->arch == MOESZ_ARCH_GPT_OSS && !prov) {
+    if ((rc = moesz_expert_provider_gptoss(m, &e->prov, err))) goto fail;
+    e->own_prov = 1;
+  }
   if ((rc = bind_all(e, err))) { moesz_error_wrap(err, rc, "%s", m->path); goto fail; }
+  if (c->kv_lora_rank > 0 && (rc = moesz_mla_open(c, m->st, e->max_ctx, BMAX, &e->mla, err))) {
+    moesz_error_wrap(err, rc, "%s", m->path);
+    goto fail;
+  }
   if ((rc = alloc_buffers(e, err))) goto fail;
   e->pool = moesz_pool_create(opts.threads);
   if (!e->pool) { rc = moesz_error_set(err, MOESZ_E_NOMEM, "thread pool"); goto fail; }
   size_t maxc = (size_t)(e->d > e->inter_max ? e->d : e->inter_max);
   if ((size_t)e->qw > maxc) maxc = (size_t)e->qw;
+  if (e->mla && (size_t)moesz_mla_max_cols(e->mla) > maxc) maxc = (size_t)moesz_mla_max_cols(e->mla);
   if (moesz_kctx_init(&e->kc, e->pool, opts.scalar ? 0 : -1,
                       moesz_k_scratch_need(maxc, (size_t)e->max_ctx))) {
     rc = moesz_error_set(err, MOESZ_E_NOMEM, "kernel scratch");
     goto fail;
   }
+  e->kc.cl_act16 = opts.fast_dot;
   *out = e;
   return MOESZ_OK;
 fail:
   e->own_model = 0;      /* on failure the caller keeps m and prov */
-  e->own_prov = 0;
+  if (prov) e->own_prov = 0;   /* a provider the engine made itself is freed */
   moesz_engine_close(e);
   return rc;
 }
@@ -391,7 +446,8 @@ void moesz_engine_close(moesz_engine *e) {
     for (int L = 0; L < e->cfg.n_layers; L++) {
       layer_w *l = &e->L[L];
       free(l->attn_norm); free(l->ffn_norm); free(l->bq); free(l->bk); free(l->bv); free(l->bo);
-      free(l->q_norm); free(l->k_norm);
+      free(l->q_norm); free(l->k_norm); free(l->router_bias);
+      free(l->sinks); free(l->router_b); free(l->gu_b); free(l->dn_b);
     }
   free(e->L);
   free(e->final_norm); free(e->inv_freq);
@@ -399,7 +455,8 @@ void moesz_engine_close(moesz_engine *e) {
   free(e->x); free(e->xn); free(e->q); free(e->att); free(e->rl); free(e->topi); free(e->topw);
   free(e->cnt); free(e->off); free(e->fill); free(e->active); free(e->row_tok); free(e->row_w);
   free(e->mats); free(e->xg); free(e->yd); free(e->hg); free(e->hu); free(e->moe); free(e->sg);
-  free(e->jobs); free(e->kst); free(e->vst);
+  free(e->jobs); free(e->kst); free(e->vst); free(e->rtmp);
+  moesz_mla_close(e->mla);
   moesz_kctx_free(&e->kc);
   moesz_pool_destroy(e->pool);
   if (e->own_prov && e->prov.destroy) e->prov.destroy(e->prov.ctx);
@@ -449,6 +506,18 @@ static int check_expert(const moesz_engine *e, int L, int ex, int shared,
   const moesz_config *c = &e->cfg;
   int64_t n = shared ? c->shared_intermediate : (c->is_moe[L] ? c->moe_intermediate : c->intermediate);
   int64_t d = e->d;
+  if (c->gate_up_interleaved && c->is_moe[L] && !shared && mt->gate_up.data) {   /* gpt-oss: gate_up [2n, d], down [d, n] */
+    const moesz_matview *g = &mt->gate_up, *dn = &mt->down;
+    if (g->rows != 2 * n || g->cols != d || !dn->data || dn->rows != d || dn->cols != n)
+      return moesz_error_set(err, MOESZ_E_FORMAT, "layer %d expert %d: gate_up [%lld, %lld] / down [%lld, %lld], "
+                             "config says [%lld, %lld] / [%lld, %lld]", L, ex, (long long)g->rows, (long long)g->cols,
+                             (long long)dn->rows, (long long)dn->cols, (long long)(2 * n), (long long)d, (long long)d,
+                             (long long)n);
+    if ((!is_matrix_dtype(g->dtype) && g->dtype != MOESZ_VIEW_CL) || (!is_matrix_dtype(dn->dtype) && dn->dtype != MOESZ_VIEW_CL))
+      return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "layer %d expert %d: dtype %s / %s", L, ex,
+                             moesz_dtype_name(g->dtype), moesz_dtype_name(dn->dtype));
+    return MOESZ_OK;
+  }
   const moesz_matview *v[3] = {&mt->gate, &mt->up, &mt->down};
   static const char *nm[3] = {"gate", "up", "down"};
   for (int i = 0; i < 3; i++) {
@@ -459,7 +528,7 @@ static int check_expert(const moesz_engine *e, int L, int ex, int shared,
                              shared ? "shared expert" : (c->is_moe[L] ? "expert" : "dense MLP"),
                              ex, nm[i], (long long)v[i]->rows, (long long)v[i]->cols,
                              (long long)er, (long long)ec);
-    if (!is_matrix_dtype(v[i]->dtype) && v[i]->dtype != MOESZ_VIEW_CL)
+    if (!is_matrix_dtype(v[i]->dtype) && v[i]->dtype != MOESZ_VIEW_CL && v[i]->dtype != MOESZ_VIEW_MXFP4)
       return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "layer %d expert %d: %s dtype %s", L, ex,
                              nm[i], moesz_dtype_name(v[i]->dtype));
   }
@@ -513,9 +582,15 @@ static int moe_block(moesz_engine *e, int L, int n, moesz_error *err) {
   memset(e->cnt, 0, sizeof(int32_t) * (size_t)E);
   for (int t = 0; t < n; t++) {
     float *p = e->rl + (size_t)t * E;
-    moesz_k_softmax(p, E);
     int32_t *ti = e->topi + (size_t)t * K;
     float *tw = e->topw + (size_t)t * K;
+    if (c->score_sigmoid) {   /* DeepSeek-V3 / GLM-4.5 (route.c) */
+      moesz_route_sigmoid_groups(p, l->router_bias, E, c->n_group, c->topk_group, K, c->norm_topk_prob,
+                                 c->routed_scale, ti, tw, e->rtmp);
+      for (int j = 0; j < K; j++) e->cnt[ti[j]]++;
+      continue;
+    }
+    moesz_k_softmax(p, E);
     topk(p, E, K, ti, tw);
     if (e->renorm) {
       float s = 0;
@@ -611,35 +686,109 @@ static int moe_block(moesz_engine *e, int L, int n, moesz_error *err) {
   return MOESZ_OK;
 }
 
-static void qkv_post(moesz_engine *e, int L, float *q, float *kc, float *vc, int pos0, int n);
-
-/* Attention of layer L for n rows of x (one sequence, positions pos0..) whose
- * KV cache for this layer starts at kbase / vbase [ctx][kvw]; x gets the
- * attention output added. Scratch: e->xn, e->q, e->att rows 0..n-1. */
-static int attn_block(moesz_engine *e, int L, float *x, float *kbase, float *vbase, int pos0, int n,
-                      moesz_error *err) {
+/* gpt-oss MoE block: router logits + bias, top-k of the logits, softmax over
+ * the k chosen; per expert gate_up = W x + b (gate at even, up at odd
+ * columns), h = (clamp(up) + 1) * g sigmoid(alpha g) with g = min(gate,
+ * limit), y = down h + b; output sum of weight * y (transformers'
+ * GptOssTopKRouter / GptOssExperts). */
+static int moe_block_oss(moesz_engine *e, int L, int n, moesz_error *err) {
   const moesz_config *c = &e->cfg;
   layer_w *l = &e->L[L];
-  size_t d = (size_t)e->d, qw = (size_t)e->qw, kvw = (size_t)e->kvw;
-  float *kc = kbase + (size_t)pos0 * kvw;
-  float *vc = vbase + (size_t)pos0 * kvw;
-  int rc;
-  /* attention */
-  moesz_k_rmsnorm(e->xn, d, x, d, l->attn_norm, n, e->d, c->norm_eps);
-  moesz_kjob j[3] = {job(&l->wq, e->xn, d, e->q, qw, n, 0), job(&l->wk, e->xn, d, kc, kvw, n, 0),
-                     job(&l->wv, e->xn, d, vc, kvw, n, 0)};
-  if ((rc = moesz_k_linear(&e->kc, j, 3))) return moesz_error_set(err, rc, "layer %d: qkv", L);
-  qkv_post(e, L, e->q, kc, vc, pos0, n);
-  moesz_k_attention(&e->kc, e->q, qw, kbase, vbase, pos0, n, e->nh, e->nkv,
-                    e->hd, e->att_scale, e->att, qw);
-  j[0] = job(&l->wo, e->att, qw, x, d, n, 1);
-  if ((rc = moesz_k_linear(&e->kc, j, 1))) return moesz_error_set(err, rc, "layer %d: o_proj", L);
-  if (l->bo) add_bias(x, d, l->bo, n, e->d);
+  int E = c->n_experts, K = c->top_k, rc = MOESZ_OK;
+  size_t d = (size_t)e->d, im = (size_t)c->moe_intermediate, im2 = 2 * im;
+  moesz_kjob j0 = job(&l->router, e->xn, d, e->rl, (size_t)E, n, 0);
+  if ((rc = moesz_k_linear(&e->kc, &j0, 1))) return moesz_error_set(err, rc, "router");
+  add_bias(e->rl, (size_t)E, l->router_b, n, E);
+  memset(e->cnt, 0, sizeof(int32_t) * (size_t)E);
+  for (int t = 0; t < n; t++) {
+    int32_t *ti = e->topi + (size_t)t * K;
+    float *tw = e->topw + (size_t)t * K;
+    topk(e->rl + (size_t)t * E, E, K, ti, tw);
+    moesz_k_softmax(tw, K);
+    for (int j = 0; j < K; j++) e->cnt[ti[j]]++;
+  }
+  int nact = 0;
+  e->off[0] = 0;
+  for (int x = 0; x < E; x++) {
+    e->off[x + 1] = e->off[x] + e->cnt[x];
+    e->fill[x] = e->off[x];
+    if (e->cnt[x]) e->active[nact++] = x;
+  }
+  for (int t = 0; t < n; t++)
+    for (int j = 0; j < K; j++) {
+      int x = e->topi[(size_t)t * K + j], r = e->fill[x]++;
+      e->row_tok[r] = t;
+      e->row_w[r] = e->topw[(size_t)t * K + j];
+      if (n > 1) memcpy(e->xg + (size_t)r * d, e->xn + (size_t)t * d, d * sizeof(float));
+    }
+  const float *xin = n > 1 ? e->xg : e->xn;
+  size_t xstep = n > 1 ? d : 0;
+  if (e->prov.route) e->prov.route(e->prov.ctx, L, e->active, nact, e->xn, n);
+  memset(e->moe, 0, sizeof(float) * (size_t)n * d);
+  for (int g0 = 0; g0 < nact; g0 += e->group) {
+    int g1 = g0 + e->group < nact ? g0 + e->group : nact, got = g0, nj = 0;
+    for (; got < g1; got++) {
+      int x = e->active[got];
+      if ((rc = get_expert(e, L, x, 0, &e->mats[x], err))) break;
+      e->st.expert_tokens += (uint64_t)e->cnt[x];
+    }
+    if (!rc) {
+      for (int a = g0; a < g1; a++) {
+        int x = e->active[a];
+        size_t r0 = (size_t)e->off[x];
+        if (e->mats[x].gate_up.data) {
+          e->jobs[nj++] = job(&e->mats[x].gate_up, xin + r0 * xstep, d, e->hg + r0 * im2, im2, e->cnt[x], 0);
+        } else {   /* the two row halves of gate_up (a container's gate / up records) */
+          e->jobs[nj++] = job(&e->mats[x].gate, xin + r0 * xstep, d, e->hg + r0 * im2, im2, e->cnt[x], 0);
+          e->jobs[nj++] = job(&e->mats[x].up, xin + r0 * xstep, d, e->hg + r0 * im2 + im, im2, e->cnt[x], 0);
+        }
+      }
+      rc = moesz_k_linear(&e->kc, e->jobs, nj);
+      nj = 0;
+      for (int a = g0; a < g1 && !rc; a++) {
+        int x = e->active[a];
+        size_t r0 = (size_t)e->off[x];
+        moesz_k_swiglu_oss(e->hg + r0 * im2, im2, l->gu_b + (size_t)x * im2, e->cnt[x], (int)im, c->swiglu_alpha,
+                           c->swiglu_limit, e->hu + r0 * im, im);
+        e->jobs[nj++] = job(&e->mats[x].down, e->hu + r0 * im, im, e->yd + r0 * d, d, e->cnt[x], 0);
+      }
+      if (!rc) rc = moesz_k_linear(&e->kc, e->jobs, nj);
+      if (rc) moesz_error_set(err, rc, "layer %d: expert matmul failed", L);
+    }
+    for (int a = g0; a < got; a++) e->prov.release(e->prov.ctx, L, e->active[a], 0);
+    if (rc) return rc;
+    for (int a = g0; a < g1; a++) {
+      int x = e->active[a];
+      const float *b = l->dn_b + (size_t)x * d;
+      for (int r = e->off[x]; r < e->off[x + 1]; r++) {
+        float w = e->row_w[r], *o = e->moe + (size_t)e->row_tok[r] * d;
+        const float *y = e->yd + (size_t)r * d;
+        for (size_t i = 0; i < d; i++) o[i] += (y[i] + b[i]) * w;
+      }
+    }
+  }
+  for (size_t i = 0; i < (size_t)n * d; i++) e->x[i] += e->moe[i];
   return MOESZ_OK;
 }
 
+/* Attention of layer L over n rows whose KV cache for this layer starts at
+ * kbase / vbase [ctx][kvw]: the plain kernel, or with sinks and a sliding
+ * window (gpt-oss). */
+static void attend(moesz_engine *e, int L, const float *q, const float *kbase, const float *vbase, int pos0,
+                   int n, float *att) {
+  const moesz_config *c = &e->cfg;
+  layer_w *l = &e->L[L];
+  size_t qw = (size_t)e->qw;
+  if (l->sinks || c->is_sliding[L])   /* gpt-oss */
+    moesz_k_attention_sinks(&e->kc, q, qw, kbase, vbase, pos0, n, e->nh, e->nkv, e->hd, e->att_scale,
+                            c->is_sliding[L] ? c->sliding_window : 0, l->sinks, att, qw);
+  else
+    moesz_k_attention(&e->kc, q, qw, kbase, vbase, pos0, n, e->nh, e->nkv, e->hd, e->att_scale, att, qw);
+}
+
 /* After the q/k/v projections of n rows at positions pos0..: biases, q/k
- * norms, clip_qkv and RoPE on q [n, qw] and the rows k, v [n, kvw]. */
+ * norms, clip_qkv and RoPE (partial for GLM) on q [n, qw] and the rows k, v
+ * [n, kvw]. */
 static void qkv_post(moesz_engine *e, int L, float *q, float *kc, float *vc, int pos0, int n) {
   const moesz_config *c = &e->cfg;
   layer_w *l = &e->L[L];
@@ -661,9 +810,44 @@ static void qkv_post(moesz_engine *e, int L, float *q, float *kc, float *vc, int
     moesz_k_rmsnorm(kc, (size_t)e->hd, kc, (size_t)e->hd, l->k_norm, n * e->nkv, e->hd, c->norm_eps);
   }
   for (int t = 0; t < n; t++) {
+    if (e->rd < e->hd) {   /* partial rotary (GLM): the first rd dims of each head */
+      for (int h = 0; h < e->nh; h++)
+        moesz_k_rope(q + (size_t)t * qw + (size_t)h * e->hd, 1, e->rd, pos0 + t, e->inv_freq);
+      for (int h = 0; h < e->nkv; h++)
+        moesz_k_rope(kc + (size_t)t * kvw + (size_t)h * e->hd, 1, e->rd, pos0 + t, e->inv_freq);
+      continue;
+    }
     moesz_k_rope(q + (size_t)t * qw, e->nh, e->hd, pos0 + t, e->inv_freq);
     moesz_k_rope(kc + (size_t)t * kvw, e->nkv, e->hd, pos0 + t, e->inv_freq);
   }
+}
+
+/* Attention of layer L for n rows of x (one sequence, positions pos0..); x
+ * gets the attention output added. kcache / vcache are the sequence's caches
+ * for every layer, [n_layers][ctx][kvw]; with MLA kcache is its latent cache
+ * [n_layers][ctx][kv_lora_rank + rope dims] (NULL: the engine's own) and
+ * vcache is unused. Scratch: e->xn, e->q, e->att rows 0..n-1. */
+static int attn_block(moesz_engine *e, int L, float *x, float *kcache, float *vcache, int ctx, int pos0,
+                      int n, moesz_error *err) {
+  const moesz_config *c = &e->cfg;
+  layer_w *l = &e->L[L];
+  size_t d = (size_t)e->d, qw = (size_t)e->qw, kvw = (size_t)e->kvw;
+  int rc;
+  moesz_k_rmsnorm(e->xn, d, x, d, l->attn_norm, n, e->d, c->norm_eps);
+  if (e->mla)
+    return kcache ? moesz_mla_forward_at(e->mla, &e->kc, L, e->xn, n, pos0, kcache, ctx, x, err)
+                  : moesz_mla_forward(e->mla, &e->kc, L, e->xn, n, pos0, x, err);
+  float *kbase = kcache + (size_t)L * (size_t)ctx * kvw, *vbase = vcache + (size_t)L * (size_t)ctx * kvw;
+  float *kc = kbase + (size_t)pos0 * kvw, *vc = vbase + (size_t)pos0 * kvw;
+  moesz_kjob j[3] = {job(&l->wq, e->xn, d, e->q, qw, n, 0), job(&l->wk, e->xn, d, kc, kvw, n, 0),
+                     job(&l->wv, e->xn, d, vc, kvw, n, 0)};
+  if ((rc = moesz_k_linear(&e->kc, j, 3))) return moesz_error_set(err, rc, "layer %d: qkv", L);
+  qkv_post(e, L, e->q, kc, vc, pos0, n);
+  attend(e, L, e->q, kbase, vbase, pos0, n, e->att);
+  j[0] = job(&l->wo, e->att, qw, x, d, n, 1);
+  if ((rc = moesz_k_linear(&e->kc, j, 1))) return moesz_error_set(err, rc, "layer %d: o_proj", L);
+  if (l->bo) add_bias(x, d, l->bo, n, e->d);
+  return MOESZ_OK;
 }
 
 /* The MLP (dense or MoE) of layer L on rows 0..n-1 of e->x (any mix of
@@ -674,7 +858,7 @@ static int mlp_block(moesz_engine *e, int L, int n, moesz_error *err) {
   size_t d = (size_t)e->d;
   int rc;
   moesz_k_rmsnorm(e->xn, d, e->x, d, l->ffn_norm, n, e->d, c->norm_eps);
-  if (c->is_moe[L]) return moe_block(e, L, n, err);
+  if (c->is_moe[L]) return c->gate_up_interleaved ? moe_block_oss(e, L, n, err) : moe_block(e, L, n, err);
   moesz_expert_mats mt;
   if ((rc = get_expert(e, L, 0, 0, &mt, err))) return rc;
   rc = run_mlp(e, &mt, e->xn, n, e->x, 1);
@@ -684,11 +868,9 @@ static int mlp_block(moesz_engine *e, int L, int n, moesz_error *err) {
 }
 
 static int layer_forward(moesz_engine *e, int L, int pos0, int n, moesz_error *err) {
-  size_t lo = (size_t)L * (size_t)e->max_ctx * (size_t)e->kvw;
-  int rc = attn_block(e, L, e->x, e->kcache + lo, e->vcache + lo, pos0, n, err);
+  int rc = attn_block(e, L, e->x, e->mla ? NULL : e->kcache, e->vcache, e->max_ctx, pos0, n, err);
   return rc ? rc : mlp_block(e, L, n, err);
 }
-
 int moesz_engine_forward(moesz_engine *e, const int32_t *tokens, size_t n, int all_logits,
                          float *logits, moesz_error *err) {
   if (!e || (!tokens && n) || !logits) return moesz_error_set(err, MOESZ_E_ARG, "forward: NULL argument");
@@ -735,7 +917,9 @@ int moesz_engine_forward(moesz_engine *e, const int32_t *tokens, size_t n, int a
 struct moesz_seq {
   const moesz_engine *e;
   int max_ctx, pos;
-  float *kcache, *vcache;               /* [n_layers][max_ctx][kvw] */
+  float *kcache, *vcache;               /* [n_layers][max_ctx][kvw]; MLA: kcache is the latent
+                                           cache [n_layers][max_ctx][kv_lora_rank + rope dims],
+                                           vcache NULL */
 };
 
 int moesz_seq_create(moesz_engine *e, int max_ctx, moesz_seq **out, moesz_error *err) {
@@ -744,12 +928,16 @@ int moesz_seq_create(moesz_engine *e, int max_ctx, moesz_seq **out, moesz_error 
   if (max_ctx <= 0) max_ctx = e->max_ctx;
   if (max_ctx > e->max_ctx)
     return moesz_error_set(err, MOESZ_E_RANGE, "sequence context %d > the engine's %d", max_ctx, e->max_ctx);
-  size_t kv = (size_t)e->cfg.n_layers * (size_t)max_ctx * (size_t)e->kvw;
+  size_t row = e->mla ? (size_t)(moesz_mla_cache_bytes(&e->cfg) / sizeof(float)) : (size_t)e->kvw;
+  size_t kv = (size_t)e->cfg.n_layers * (size_t)max_ctx * row;
   moesz_seq *s = calloc(1, sizeof *s);
-  if (s) { s->kcache = malloc(kv * sizeof(float)); s->vcache = malloc(kv * sizeof(float)); }
-  if (!s || !s->kcache || !s->vcache) {
+  if (s) {
+    s->kcache = malloc(kv * sizeof(float));
+    if (!e->mla) s->vcache = malloc(kv * sizeof(float));
+  }
+  if (!s || !s->kcache || (!e->mla && !s->vcache)) {
     moesz_seq_free(s);
-    return moesz_error_set(err, MOESZ_E_NOMEM, "sequence KV cache (%zu floats)", 2 * kv);
+    return moesz_error_set(err, MOESZ_E_NOMEM, "sequence KV cache (%zu floats)", (e->mla ? 1 : 2) * kv);
   }
   s->e = e;
   s->max_ctx = max_ctx;
@@ -771,11 +959,21 @@ int moesz_engine_step_capacity(const moesz_engine *e) { (void)e; return BMAX; }
 /* Attention of layer L for every item of a step (rows one after another in
  * e->x): the q/k/v and o projections over all rows at once (weights read
  * once), k / v rows copied into each sequence's cache, attention per
- * sequence. */
+ * sequence (with sinks / sliding windows where the layer has them). MLA
+ * (DeepSeek-V3) runs each sequence through attn_block, the path of
+ * moesz_engine_forward, against that sequence's latent cache. */
 static int attn_multi(moesz_engine *e, int L, const moesz_step_item *it, int ni, int total, moesz_error *err) {
   layer_w *l = &e->L[L];
   size_t d = (size_t)e->d, qw = (size_t)e->qw, kvw = (size_t)e->kvw;
   int rc;
+  if (e->mla) {
+    for (int i = 0, r = 0; i < ni; r += it[i].n, i++) {
+      moesz_seq *s = it[i].seq;
+      if ((rc = attn_block(e, L, e->x + (size_t)r * d, s->kcache, NULL, s->max_ctx, s->pos, it[i].n, err)))
+        return rc;
+    }
+    return MOESZ_OK;
+  }
   moesz_k_rmsnorm(e->xn, d, e->x, d, l->attn_norm, total, e->d, e->cfg.norm_eps);
   moesz_kjob j[3] = {job(&l->wq, e->xn, d, e->q, qw, total, 0), job(&l->wk, e->xn, d, e->kst, kvw, total, 0),
                      job(&l->wv, e->xn, d, e->vst, kvw, total, 0)};
@@ -788,8 +986,7 @@ static int attn_multi(moesz_engine *e, int L, const moesz_step_item *it, int ni,
     memcpy(kc, e->kst + (size_t)r * kvw, n * kvw * sizeof(float));
     memcpy(vc, e->vst + (size_t)r * kvw, n * kvw * sizeof(float));
     qkv_post(e, L, e->q + (size_t)r * qw, kc, vc, s->pos, it[i].n);
-    moesz_k_attention(&e->kc, e->q + (size_t)r * qw, qw, kb, vb, s->pos, it[i].n, e->nh, e->nkv, e->hd,
-                      e->att_scale, e->att + (size_t)r * qw, qw);
+    attend(e, L, e->q + (size_t)r * qw, kb, vb, s->pos, it[i].n, e->att + (size_t)r * qw);
   }
   j[0] = job(&l->wo, e->att, qw, e->x, d, total, 1);
   if ((rc = moesz_k_linear(&e->kc, j, 1))) return moesz_error_set(err, rc, "layer %d: o_proj", L);
@@ -830,8 +1027,7 @@ int moesz_engine_step(moesz_engine *e, const moesz_step_item *it, int n_items, m
   for (int L = 0; L < e->cfg.n_layers && !rc; L++) {
     if (n_items == 1) {   /* one sequence: exactly the path of moesz_engine_forward */
       moesz_seq *s = it[0].seq;
-      size_t lo = (size_t)L * (size_t)s->max_ctx * (size_t)e->kvw;
-      rc = attn_block(e, L, e->x, s->kcache + lo, s->vcache + lo, s->pos, it[0].n, err);
+      rc = attn_block(e, L, e->x, s->kcache, s->vcache, s->max_ctx, s->pos, it[0].n, err);
     } else rc = attn_multi(e, L, it, n_items, total, err);
     if (!rc) rc = mlp_block(e, L, total, err);
   }

@@ -424,10 +424,14 @@ static void lin_task(void *vctx, size_t ti, int tid) {
     uint64_t key = c->gen | (1ull << 63);
     int have = jb->n == 1 && c->memo_gen[tid] == key && c->memo_x[tid] == jb->x;
     int holds = moesz_k_cl_rows(w->data, r0, r1, jb->x + (size_t)t0 * jb->ldx, jb->ldx, t1 - t0,
-                                jb->y + (size_t)t0 * jb->ldy + r0, jb->ldy, jb->accumulate, simd,
+                                jb->y + (size_t)t0 * jb->ldy + r0, jb->ldy, jb->accumulate, simd, c->cl_act16,
                                 use_scr ? c->scratch[tid] : NULL, have);
     c->memo_gen[tid] = holds ? key : 0;
     c->memo_x[tid] = holds ? jb->x : NULL;
+    return;
+  }
+  if (w->dtype == MOESZ_VIEW_MXFP4 && jb->n == 1) {   /* gpt-oss MXFP4 (kernels_oss.c) */
+    moesz_k_mxfp4_rows(w->data, r0, r1, jb->x, jb->y + r0, jb->accumulate, simd);
     return;
   }
   if (jb->n == 1 && !w->transposed) {
@@ -465,6 +469,9 @@ static void lin_task(void *vctx, size_t ti, int tid) {
   if (w->dtype == MOESZ_VIEW_CL) {
     moesz_k_cl_unpack(w->data, r0, r1, pk, simd);
     p = pk;
+  } else if (w->dtype == MOESZ_VIEW_MXFP4) {
+    moesz_k_mxfp4_unpack(w->data, r0, r1, pk);
+    p = pk;
   } else if (w->dtype == MOESZ_DT_F32 && !w->transposed) {
     p = (const float *)w->data + (size_t)r0 * (size_t)w->ld;
     if ((size_t)w->ld != cols) { pack_rows(w, r0, r1, pk); p = pk; }
@@ -491,7 +498,10 @@ int moesz_k_linear(moesz_kctx *c, const moesz_kjob *jobs, int njobs) {
       if (jobs[j].n >= CL_TILE_MIN && jobs[j].w.cols * CH > (int64_t)c->scratch_floats) return MOESZ_E_INTERNAL;
       continue;
     }
-    if (dt != MOESZ_DT_F32 && dt != MOESZ_DT_BF16 && dt != MOESZ_DT_F16) return MOESZ_E_UNSUPPORTED;
+    if (dt == MOESZ_VIEW_MXFP4) {
+      const moesz_mxfp4_view *m = jobs[j].w.data;
+      if (!m || m->rows != jobs[j].w.rows || m->cols != jobs[j].w.cols || m->cols % 32) return MOESZ_E_INTERNAL;
+    } else if (dt != MOESZ_DT_F32 && dt != MOESZ_DT_BF16 && dt != MOESZ_DT_F16) return MOESZ_E_UNSUPPORTED;
     if (jobs[j].w.cols * CH > (int64_t)c->scratch_floats) return MOESZ_E_INTERNAL;
   }
   while (njobs > 0) {
@@ -512,6 +522,7 @@ int moesz_k_linear(moesz_kctx *c, const moesz_kjob *jobs, int njobs) {
          * are short and threads finish together), at least 4 tasks per thread,
          * at least 16 rows, a multiple of 4 */
         int64_t rb = jb->w.dtype == MOESZ_VIEW_CL ? jb->w.cols * 3 / 4 /* about 6 bits a weight */
+                     : jb->w.dtype == MOESZ_VIEW_MXFP4 ? jb->w.cols * 17 / 32 /* 4.25 bits a weight */
                                                   : jb->w.cols * (int64_t)moesz_dtype_size(jb->w.dtype);
         rc = (256 << 10) / (rb > 0 ? rb : 1);
         if (rc > rows / (4 * (int64_t)c->nthreads)) rc = rows / (4 * (int64_t)c->nthreads);
@@ -672,11 +683,12 @@ static int avx512_check(void) {
   size_t sb = moesz_k_cl_scratch_bytes(C);
   void *scr = aligned_alloc(64, (sb + 63) / 64 * 64);
   ok = ok && scr;
-  for (int nt = 1; ok && nt <= 3; nt += 2) {
-    moesz_k_cl_rows(&m, 0, R, x, C, nt, y2, R, 0, 1, scr, 0);
-    moesz_k_cl_rows(&m, 0, R, x, C, nt, y5, R, 0, 2, scr, 0);
-    ok = close_enough(y5, y2, nt * R);
-  }
+  for (int nt = 1; ok && nt <= 3; nt += 2)
+    for (int a16 = 0; ok && a16 <= 1; a16++) {
+      moesz_k_cl_rows(&m, 0, R, x, C, nt, y2, R, 0, 1, a16, scr, 0);
+      moesz_k_cl_rows(&m, 0, R, x, C, nt, y5, R, 0, 2, a16, scr, 0);
+      ok = close_enough(y5, y2, nt * R);
+    }
   if (scr) free(scr);
   moesz_cl_free(&m);
   free(buf);

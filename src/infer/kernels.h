@@ -26,6 +26,9 @@ typedef struct moesz_kctx {
   const float **memo_x;    /* [nthreads] which x it holds (for the compute layout: split x, with the
                               gen's top bit set) */
   int no_int;              /* 1: compute-layout kernels take the float path only (benchmarks) */
+  int cl_act16;            /* compute layout, integer path: 0 = x split into two 16-bit halves per group
+                              (the f32 product up to rounding); 1 = x rounded to 16 bits per group of 64
+                              (one multiply a code; |x error| <= 2^-16 of the group's largest |x|) */
 } moesz_kctx;
 
 /* 1 if this CPU runs the AVX2+FMA+F16C kernels. */
@@ -64,7 +67,7 @@ int moesz_k_linear(moesz_kctx *c, const moesz_kjob *jobs, int njobs);
  * views of dtype MOESZ_VIEW_CL. */
 struct moesz_cl;
 int moesz_k_cl_rows(const struct moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt,
-                    float *y, size_t ldy, int acc, int simd, void *scratch, int have_xq);
+                    float *y, size_t ldy, int acc, int simd, int act16, void *scratch, int have_xq);
 size_t moesz_k_cl_scratch_bytes(int64_t cols);
 /* Rows r0..r1 of a compute-layout matrix as f32 into dst [r1 - r0, cols]: the
  * tile the batched (prompt) path multiplies, as it does for BF16 rows. */
@@ -91,4 +94,26 @@ void moesz_k_silu_mul(float *g, const float *u, size_t n);
 void moesz_k_attention(moesz_kctx *c, const float *q, size_t ldq, const float *kc,
                        const float *vc, int pos0, int n, int nh, int nkv, int hd, float scale,
                        float *out, size_t ldo);
+
+/* gpt-oss (kernels_oss.c). Attention as moesz_k_attention over the keys of
+ * positions [p - window + 1, p] (window <= 0: all), with sinks[h] (NULL:
+ * none) joining head h's softmax denominator as one more logit. */
+void moesz_k_attention_sinks(moesz_kctx *c, const float *q, size_t ldq, const float *kc, const float *vc,
+                             int pos0, int n, int nh, int nkv, int hd, float scale, int window,
+                             const float *sinks, float *out, size_t ldo);
+/* h[t, i] = (clamp(u, -limit, limit) + 1) * g * sigmoid(alpha * g) with
+ * g = min(gu[t, 2i] + b[2i], limit), u = gu[t, 2i+1] + b[2i+1] (b may be NULL),
+ * for n rows of width outputs (gu [n, 2 width], row strides ldgu / ldh). */
+void moesz_k_swiglu_oss(const float *gu, size_t ldgu, const float *bias, int n, int width, float alpha,
+                        float limit, float *h, size_t ldh);
+/* YaRN inverse frequencies [dim / 2] (transformers' _compute_yarn_parameters,
+ * float32); the cos/sin multiplier (attention factor) is the caller's. */
+void moesz_k_yarn_inv_freq(int dim, float base, float factor, float beta_fast, float beta_slow, int orig_max_pos,
+                           int truncate, float *inv_freq);
+/* MXFP4 views (dtype MOESZ_VIEW_MXFP4, data a moesz_mxfp4_view): rows r0..r1
+ * times one token x [cols] -> y[r - r0] (+)=, the e2m1 codes multiplied where
+ * they lie, each group's sum times its scale; and rows r0..r1 unpacked to f32
+ * [r1 - r0, cols] for the batched path. moesz_k_linear calls them. */
+void moesz_k_mxfp4_rows(const moesz_mxfp4_view *m, int64_t r0, int64_t r1, const float *x, float *y, int acc, int simd);
+void moesz_k_mxfp4_unpack(const moesz_mxfp4_view *m, int64_t r0, int64_t r1, float *dst);
 #endif

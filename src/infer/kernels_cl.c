@@ -30,6 +30,9 @@
 
 #define G MOESZ_CL_GROUP
 #define TBLK 4          /* tokens per pass over a row's codes */
+#ifndef CL_PF_BYTES
+#define CL_PF_BYTES 1024 /* codes prefetched this far ahead of the group being read (0: none) */
+#endif
 #define XQ_BYTES(ng) ((size_t)(ng) * (G * 4 + 4))   /* quantized x of one token: h, l, scale per group */
 
 /* The row's escapes: sum of w_e * x[c_e]. */
@@ -128,13 +131,14 @@ TGT static int quant_x(const float *x, int64_t cols, int64_t ng, int16_t *h, int
  * and escapes). */
 TGT static inline __attribute__((always_inline)) void row_dot(const moesz_cl *m, int64_t r, int nt, const float *const *xr, const float *const *xt,
                                const int16_t *const *xh, const int16_t *const *xl, const float *const *xs, int useint,
-                               float *sums) {
+                               int lo, float *sums) {
   int64_t full = m->cols / G, ng = m->ngroups;
   const uint8_t *p = m->data + m->row_off[r];
   __m256 a[TBLK], c[TBLK];
   for (int t = 0; t < TBLK; t++) a[t] = c[t] = _mm256_setzero_ps();
   for (int64_t g = 0; g < ng; g++) {
     int b = moesz_cl_width(m, r, g);
+    if (CL_PF_BYTES) _mm_prefetch((const char *)p + CL_PF_BYTES, _MM_HINT_T0);
     if (!b) continue;
     if (useint && b <= 8) {
       __m256i shuf = _mm256_load_si256((const __m256i *)CL_SHUF16[b]);
@@ -147,13 +151,14 @@ TGT static inline __attribute__((always_inline)) void row_dot(const moesz_cl *m,
         __m256i q = UNPACK16(p + j * 2 * b, shuf, mul, sra);
         for (int t = 0; t < nt; t++) {
           ih[t] = _mm256_add_epi32(ih[t], _mm256_madd_epi16(q, _mm256_loadu_si256((const __m256i *)(xh[t] + g * G + 16 * j))));
-          il[t] = _mm256_add_epi32(il[t], _mm256_madd_epi16(q, _mm256_loadu_si256((const __m256i *)(xl[t] + g * G + 16 * j))));
+          if (lo)
+            il[t] = _mm256_add_epi32(il[t], _mm256_madd_epi16(q, _mm256_loadu_si256((const __m256i *)(xl[t] + g * G + 16 * j))));
         }
       }
       for (int t = 0; t < nt; t++) {
         __m256 sv = _mm256_set1_ps(xs[t][g]);
         a[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ih[t]), sv, a[t]);
-        c[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(il[t]), _mm256_mul_ps(sv, _mm256_set1_ps(1.0f / 65536)), c[t]);
+        if (lo) c[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(il[t]), _mm256_mul_ps(sv, _mm256_set1_ps(1.0f / 65536)), c[t]);
       }
     } else {
       __m256i shuf = _mm256_load_si256((const __m256i *)CL_SHUF[b]);
@@ -183,7 +188,7 @@ TGT static inline __attribute__((always_inline)) void row_dot(const moesz_cl *m,
 
 TGT512 static inline __attribute__((always_inline)) void row_dot512(
     const moesz_cl *m, int64_t r, int nt, const float *const *xr, const float *const *xt, const int16_t *const *xh,
-    const int16_t *const *xl, const float *const *xs, float *sums) {
+    const int16_t *const *xl, const float *const *xs, int lo, float *sums) {
   int64_t full = m->cols / G, ng = m->ngroups;
   const uint8_t *p = m->data + m->row_off[r];
   __m512 a[TBLK], c[TBLK];
@@ -192,23 +197,26 @@ TGT512 static inline __attribute__((always_inline)) void row_dot512(
   const __m512 inv16 = _mm512_set1_ps(1.0f / 65536);
   for (int64_t g = 0; g < ng; g++) {
     int b = moesz_cl_width(m, r, g);
+    if (CL_PF_BYTES) _mm_prefetch((const char *)p + CL_PF_BYTES, _MM_HINT_T0);
     if (!b) continue;
     if (b <= 8) {
       __m512i raw = _mm512_maskz_loadu_epi8(b == 8 ? ~0ull : (1ull << (8 * b)) - 1, p);
-      __m512i lo = _mm512_permutexvar_epi8(_mm512_load_si512((const void *)CL_PERM512[b]), raw);
-      __m512i hi = _mm512_permutexvar_epi8(_mm512_load_si512((const void *)(CL_PERM512[b] + 64)), raw);
+      __m512i q0 = _mm512_permutexvar_epi8(_mm512_load_si512((const void *)CL_PERM512[b]), raw);
+      __m512i q1 = _mm512_permutexvar_epi8(_mm512_load_si512((const void *)(CL_PERM512[b] + 64)), raw);
       __m128i sra = _mm_cvtsi32_si128(16 - b);
-      lo = _mm512_sra_epi16(_mm512_sllv_epi16(lo, _mm512_load_si512((const void *)CL_SHL512[b])), sra);
-      hi = _mm512_sra_epi16(_mm512_sllv_epi16(hi, _mm512_load_si512((const void *)(CL_SHL512[b] + 32))), sra);
+      q0 = _mm512_sra_epi16(_mm512_sllv_epi16(q0, _mm512_load_si512((const void *)CL_SHL512[b])), sra);
+      q1 = _mm512_sra_epi16(_mm512_sllv_epi16(q1, _mm512_load_si512((const void *)(CL_SHL512[b] + 32))), sra);
       for (int t = 0; t < nt; t++) {
         const int16_t *h = xh[t] + g * G, *l = xl[t] + g * G;
-        __m512i ih = _mm512_dpwssd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512((const void *)h));
-        ih = _mm512_dpwssd_epi32(ih, hi, _mm512_loadu_si512((const void *)(h + 32)));
-        __m512i il = _mm512_dpwssd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512((const void *)l));
-        il = _mm512_dpwssd_epi32(il, hi, _mm512_loadu_si512((const void *)(l + 32)));
+        __m512i ih = _mm512_dpwssd_epi32(_mm512_setzero_si512(), q0, _mm512_loadu_si512((const void *)h));
+        ih = _mm512_dpwssd_epi32(ih, q1, _mm512_loadu_si512((const void *)(h + 32)));
         __m512 sv = _mm512_set1_ps(xs[t][g]);
         a[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ih), sv, a[t]);
-        c[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(il), _mm512_mul_ps(sv, inv16), c[t]);
+        if (lo) {
+          __m512i il = _mm512_dpwssd_epi32(_mm512_setzero_si512(), q0, _mm512_loadu_si512((const void *)l));
+          il = _mm512_dpwssd_epi32(il, q1, _mm512_loadu_si512((const void *)(l + 32)));
+          c[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(il), _mm512_mul_ps(sv, inv16), c[t]);
+        }
       }
     } else {
       __m256i shuf = _mm256_load_si256((const __m256i *)CL_SHUF[b]);
@@ -230,16 +238,20 @@ TGT512 static inline __attribute__((always_inline)) void row_dot512(
 /* As cl_avx2, integer path only (x split; the caller checked it is finite). */
 TGT512 static void cl_avx512(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt, float *y,
                              size_t ldy, int acc, const float *const *xtp, const int16_t *const *xh,
-                             const int16_t *const *xl, const float *const *xs) {
+                             const int16_t *const *xl, const float *const *xs, int lo) {
   const float *xr[TBLK];
   for (int t = 0; t < nt; t++) xr[t] = x + (size_t)t * ldx;
   for (int64_t r = r0; r < r1; r++) {
     float sums[TBLK];
-    switch (nt) {
-      case 1: row_dot512(m, r, 1, xr, xtp, xh, xl, xs, sums); break;
-      case 2: row_dot512(m, r, 2, xr, xtp, xh, xl, xs, sums); break;
-      case 3: row_dot512(m, r, 3, xr, xtp, xh, xl, xs, sums); break;
-      default: row_dot512(m, r, TBLK, xr, xtp, xh, xl, xs, sums); break;
+    switch ((nt < TBLK ? nt : TBLK) * 2 + lo) {   /* constants per copy: accumulators stay in registers */
+      case 2: row_dot512(m, r, 1, xr, xtp, xh, xl, xs, 0, sums); break;
+      case 3: row_dot512(m, r, 1, xr, xtp, xh, xl, xs, 1, sums); break;
+      case 4: row_dot512(m, r, 2, xr, xtp, xh, xl, xs, 0, sums); break;
+      case 5: row_dot512(m, r, 2, xr, xtp, xh, xl, xs, 1, sums); break;
+      case 6: row_dot512(m, r, 3, xr, xtp, xh, xl, xs, 0, sums); break;
+      case 7: row_dot512(m, r, 3, xr, xtp, xh, xl, xs, 1, sums); break;
+      case 8: row_dot512(m, r, TBLK, xr, xtp, xh, xl, xs, 0, sums); break;
+      default: row_dot512(m, r, TBLK, xr, xtp, xh, xl, xs, 1, sums); break;
     }
     for (int t = 0; t < nt; t++) {
       float v = sums[t] * m->step + esc_dot(m, r, xr[t]);
@@ -251,7 +263,7 @@ TGT512 static void cl_avx512(const moesz_cl *m, int64_t r0, int64_t r1, const fl
 
 /* nt <= TBLK tokens, rows r0..r1. scratch: XQ_BYTES(ng) per token, or NULL (float path only). */
 TGT static int cl_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt, float *y,
-                       size_t ldy, int acc, uint8_t *scratch, int have_xq, int level) {
+                       size_t ldy, int acc, uint8_t *scratch, int have_xq, int level, int lo) {
   int64_t full = m->cols / G, ng = m->ngroups;
   float xt[TBLK][G] __attribute__((aligned(32)));
   const float *xr[TBLK], *xtp[TBLK], *xs[TBLK];
@@ -273,16 +285,20 @@ TGT static int cl_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x
     }
   }
   if (useint && level >= 2) {
-    cl_avx512(m, r0, r1, x, ldx, nt, y, ldy, acc, xtp, xh, xl, xs);
+    cl_avx512(m, r0, r1, x, ldx, nt, y, ldy, acc, xtp, xh, xl, xs, lo);
     return useint;
   }
   for (int64_t r = r0; r < r1; r++) {
     float sums[TBLK];
-    switch (nt) {   /* a constant token count per copy: accumulators stay in registers */
-      case 1: row_dot(m, r, 1, xr, xtp, xh, xl, xs, useint, sums); break;
-      case 2: row_dot(m, r, 2, xr, xtp, xh, xl, xs, useint, sums); break;
-      case 3: row_dot(m, r, 3, xr, xtp, xh, xl, xs, useint, sums); break;
-      default: row_dot(m, r, TBLK, xr, xtp, xh, xl, xs, useint, sums); break;
+    switch ((nt < TBLK ? nt : TBLK) * 2 + lo) {   /* constants per copy: accumulators stay in registers */
+      case 2: row_dot(m, r, 1, xr, xtp, xh, xl, xs, useint, 0, sums); break;
+      case 3: row_dot(m, r, 1, xr, xtp, xh, xl, xs, useint, 1, sums); break;
+      case 4: row_dot(m, r, 2, xr, xtp, xh, xl, xs, useint, 0, sums); break;
+      case 5: row_dot(m, r, 2, xr, xtp, xh, xl, xs, useint, 1, sums); break;
+      case 6: row_dot(m, r, 3, xr, xtp, xh, xl, xs, useint, 0, sums); break;
+      case 7: row_dot(m, r, 3, xr, xtp, xh, xl, xs, useint, 1, sums); break;
+      case 8: row_dot(m, r, TBLK, xr, xtp, xh, xl, xs, useint, 0, sums); break;
+      default: row_dot(m, r, TBLK, xr, xtp, xh, xl, xs, useint, 1, sums); break;
     }
     for (int t = 0; t < nt; t++) {
       float v = sums[t] * m->step + esc_dot(m, r, xr[t]);
@@ -333,19 +349,19 @@ void moesz_k_cl_unpack(const moesz_cl *m, int64_t r0, int64_t r1, float *dst, in
 size_t moesz_k_cl_scratch_bytes(int64_t cols) { return XQ_BYTES((cols + G - 1) / G) * TBLK; }
 
 int moesz_k_cl_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt, float *y,
-                    size_t ldy, int acc, int simd, void *scratch, int have_xq) {
+                    size_t ldy, int acc, int simd, int act16, void *scratch, int have_xq) {
 #if MOESZ_X86
   if (simd) {
     int ok = 1;
     for (int t = 0; t < nt; t += TBLK) {
       int k = nt - t < TBLK ? nt - t : TBLK;
       ok &= cl_avx2(m, r0, r1, x + (size_t)t * ldx, ldx, k, y + (size_t)t * ldy, ldy, acc, scratch, have_xq && nt == 1,
-                    simd);
+                    simd, !act16);
     }
     return ok && scratch && nt == 1;
   }
 #else
-  (void)simd; (void)scratch; (void)have_xq;
+  (void)simd; (void)scratch; (void)have_xq; (void)act16;
 #endif
   cl_scalar(m, r0, r1, x, ldx, nt, y, ldy, acc);
   return 0;

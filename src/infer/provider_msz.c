@@ -4,7 +4,9 @@
  * (src/runtime) under its byte budget, read from the file by its store
  * (pread / O_DIRECT behind the link model; the mapping only when asked),
  * with the router's choices passed on for next-layer prefetch, and the
- * engine's expert group sized so pinned experts fit the budget. */
+ * engine's expert group sized so pinned experts fit the budget; gpt-oss
+ * MXFP4 experts a container keeps in its dense image are dequantised from
+ * the mapping on get() (provider_oss.c), outside the cache. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,14 +18,23 @@ typedef struct msz_served {
   moesz_cache *k;
   moesz_model *dense;            /* config + dense tensors of the container */
   moesz_expert_provider inplace; /* shared experts / dense MLPs, zero-copy */
+  moesz_expert_provider mx;      /* gpt-oss MXFP4 experts kept in the dense image (ctx NULL: none) */
 } msz_served;
 
+/* gpt-oss layer whose MXFP4 experts the container keeps in its dense image */
+static int mx_kept(const msz_served *s, int layer) {
+  moesz_mxfp4_view v;
+  return s->mx.ctx && moesz_model_expert_mxfp4(s->dense, layer, 0, MOESZ_MAT_GATE_UP, &v, NULL) == MOESZ_OK;
+}
+
 static int routed(const msz_served *s, int layer, int expert, int shared) {
-  return !shared && expert >= 0 && layer >= 0 && layer < s->dense->cfg.n_layers && s->dense->cfg.is_moe[layer];
+  return !shared && expert >= 0 && layer >= 0 && layer < s->dense->cfg.n_layers && s->dense->cfg.is_moe[layer] &&
+         !mx_kept(s, layer);
 }
 
 static int served_get(void *ctx, int layer, int expert, int shared, moesz_expert_mats *out, moesz_error *err) {
   msz_served *s = ctx;
+  if (!shared && mx_kept(s, layer)) return s->mx.get(s->mx.ctx, layer, expert, shared, out, err);
   if (!routed(s, layer, expert, shared)) return s->inplace.get(s->inplace.ctx, layer, expert, shared, out, err);
   moesz_matview v[3];
   int rc = moesz_cache_get(s->k, layer, expert, v, err);
@@ -36,6 +47,10 @@ static int served_get(void *ctx, int layer, int expert, int shared, moesz_expert
 
 static void served_release(void *ctx, int layer, int expert, int shared) {
   msz_served *s = ctx;
+  if (!shared && mx_kept(s, layer)) {
+    s->mx.release(s->mx.ctx, layer, expert, shared);
+    return;
+  }
   if (!routed(s, layer, expert, shared)) {
     if (s->inplace.release) s->inplace.release(s->inplace.ctx, layer, expert, shared);
     return;
@@ -45,6 +60,7 @@ static void served_release(void *ctx, int layer, int expert, int shared) {
 
 static void served_route(void *ctx, int layer, const int32_t *experts, int n, const float *hidden, int n_tokens) {
   msz_served *s = ctx;
+  if (mx_kept(s, layer)) return;
   moesz_cache_observe(s->k, layer, experts, n, hidden, n_tokens);
 }
 
@@ -52,6 +68,7 @@ static void served_destroy(void *ctx) {
   msz_served *s = ctx;
   if (!s) return;
   if (s->inplace.destroy) s->inplace.destroy(s->inplace.ctx);
+  if (s->mx.destroy) s->mx.destroy(s->mx.ctx);
   moesz_cache_destroy(s->k);
   moesz_model_close(s->dense);
   moesz_msz_close(s->c);
@@ -76,10 +93,19 @@ int moesz_engine_open_msz(const char *path, const moesz_cache_opts *co, const mo
   if (!rc) rc = moesz_model_wrap_dense(moesz_msz_config(s->c), (moesz_st *)moesz_msz_dense(s->c), path, &s->dense, err);
   if (!rc) rc = moesz_expert_provider_mmap(s->dense, &s->inplace, err);
   /* the storage tier reads blobs from the file unless the in-memory path is asked for */
-  moesz_cache_opts cop = {.dtype = MOESZ_DT_COUNT};
+  moesz_cache_opts cop = {.dtype = MOESZ_DT_COUNT, .store.mode = MOESZ_STORE_MMAP};   /* no budget: in memory */
   if (co) cop = *co;
   if (cop.store.mode != MOESZ_STORE_MMAP && !cop.store.path) cop.store.path = path;
-  if (!rc && s->dense->cfg.n_experts > 0) rc = moesz_cache_create(s->c, &cop, &s->k, err);
+  /* gpt-oss MXFP4 experts kept as they are: dequantised from the mapping on get() */
+  int kept = 0, any_rec = 0;
+  for (int L = 0; !rc && L < s->dense->cfg.n_layers; L++) {
+    moesz_mxfp4_view v;
+    if (!s->dense->cfg.is_moe[L]) continue;
+    if (moesz_model_expert_mxfp4(s->dense, L, 0, MOESZ_MAT_GATE_UP, &v, NULL) == MOESZ_OK) kept = 1;
+    else any_rec = 1;
+  }
+  if (!rc && kept) rc = moesz_expert_provider_gptoss(s->dense, &s->mx, err);
+  if (!rc && s->dense->cfg.n_experts > 0 && (any_rec || !kept)) rc = moesz_cache_create(s->c, &cop, &s->k, err);
   if (rc) { served_destroy(s); return rc; }
   moesz_expert_provider p;
   memset(&p, 0, sizeof p);

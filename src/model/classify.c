@@ -6,7 +6,12 @@
  * stacked 3-D layout of transformers 5.x modules (`experts.gate_up_proj`,
  * `experts.down_proj`, optionally with a `.weight` suffix) are recognised.
  * Names outside a family's rules, layers >= n_layers and experts >=
- * n_experts are MOESZ_ROLE_OTHER. Rules per family: docs/MODELS.md. */
+ * n_experts are MOESZ_ROLE_OTHER. DeepSeek-V3's multi-head latent attention
+ * (q_a/q_b/kv_a/kv_b projections and their norms) and the router's
+ * e_score_correction_bias (ROUTER_BIAS) have roles of their own. gpt-oss adds
+ * attention sinks, the router linear's bias (ROUTER_LINEAR_BIAS), stacked
+ * expert biases and MXFP4 blocks/scales tensors. Rules per family:
+ * docs/MODELS.md. */
 #include <string.h>
 #include "moesz/model.h"
 
@@ -14,7 +19,8 @@ static const char *ROLE_NAMES[MOESZ_ROLE_COUNT] = {
   "other", "embed", "lm_head", "final_norm", "attn_norm", "ffn_norm",
   "attn_q", "attn_k", "attn_v", "attn_o", "attn_q_bias", "attn_k_bias", "attn_v_bias",
   "q_norm", "k_norm", "router", "expert", "shared_expert", "shared_gate", "dense_mlp",
-  "attn_o_bias", "attn_rel_bias", "cross_attn_norm",
+  "attn_o_bias", "attn_rel_bias", "cross_attn_norm", "attn_latent", "latent_norm", "router_bias",
+  "attn_sinks", "router_linear_bias", "expert_bias",
 };
 
 const char *moesz_role_name(moesz_role r) {
@@ -90,12 +96,40 @@ static moesz_mat stacked_mat_of(const char *s, int *ok) {
   return MOESZ_MAT_NONE;
 }
 
+/* gpt-oss MoE block: router.{weight,bias}; experts.{gate_up_proj,down_proj}
+ * stacked (transformers' [E, d, 2n] / [E, n, d]), their _bias [E, 2n] /
+ * [E, d], or as published in MXFP4: _blocks [E, rows, cols/32, 16] and
+ * _scales [E, rows, cols/32] with rows = 2n / d (nn.Linear orientation). */
+static void classify_gptoss_mlp(const char *s, moesz_tensor_role *o) {
+  if (!strcmp(s, "router.weight")) { set(o, MOESZ_ROLE_ROUTER, MOESZ_MAT_NONE); return; }
+  if (!strcmp(s, "router.bias")) { set(o, MOESZ_ROLE_ROUTER_LINEAR_BIAS, MOESZ_MAT_NONE); return; }
+  if (!eat(&s, "experts.")) return;
+  moesz_mat m;
+  if (eat(&s, "gate_up_proj")) m = MOESZ_MAT_GATE_UP;
+  else if (eat(&s, "down_proj")) m = MOESZ_MAT_DOWN;
+  else return;
+  if (!*s) set(o, MOESZ_ROLE_EXPERT, m);
+  else if (!strcmp(s, "_bias")) set(o, MOESZ_ROLE_EXPERT_BIAS, m);
+  else if (!strcmp(s, "_blocks")) { set(o, MOESZ_ROLE_EXPERT, m); o->mx = 1; }
+  else if (!strcmp(s, "_scales")) { set(o, MOESZ_ROLE_EXPERT, m); o->mx = 2; }
+  else return;
+  o->stacked = 1;
+}
+
 /* The MLP part of decoder layer L (after "mlp." or "block_sparse_moe."). */
 static void classify_mlp(const moesz_config *c, int L, const char *s, moesz_tensor_role *o) {
   int ok, e;
   moesz_mat m;
+  if (c->arch == MOESZ_ARCH_GPT_OSS) {
+    if (c->is_moe[L]) classify_gptoss_mlp(s, o);
+    return;
+  }
   if (c->is_moe[L]) {
     if (!strcmp(s, "gate.weight")) { set(o, MOESZ_ROLE_ROUTER, MOESZ_MAT_NONE); return; }
+    if (c->score_sigmoid && !strcmp(s, "gate.e_score_correction_bias")) {
+      set(o, MOESZ_ROLE_ROUTER_BIAS, MOESZ_MAT_NONE);
+      return;
+    }
     if (eat(&s, "experts.")) {
       if (eat_index(&s, &e)) {
         m = mat_of(c, s, &ok);
@@ -123,7 +157,8 @@ static void classify_mlp(const moesz_config *c, int L, const char *s, moesz_tens
         return;
       }
     }
-    if (c->arch == MOESZ_ARCH_DEEPSEEK && c->n_shared && eat(&s, "shared_experts.")) {
+    if ((c->arch == MOESZ_ARCH_DEEPSEEK || c->arch == MOESZ_ARCH_DEEPSEEK_V3 ||
+         c->arch == MOESZ_ARCH_GLM4_MOE) && c->n_shared && eat(&s, "shared_experts.")) {
       m = mat_of(c, s, &ok);
       if (ok) { set(o, MOESZ_ROLE_SHARED_EXPERT, m); o->expert = 0; }
       return;
@@ -156,14 +191,37 @@ static void classify_decoder(const moesz_config *c, const char *name, moesz_tens
     {"self_attn.o_proj.bias", MOESZ_ROLE_ATTN_O_BIAS, 2},
     {"self_attn.q_norm.weight", MOESZ_ROLE_Q_NORM, 3},
     {"self_attn.k_norm.weight", MOESZ_ROLE_K_NORM, 3},
+    {"self_attn.sinks", MOESZ_ROLE_ATTN_SINKS, 4},
   };
+  if (c->kv_lora_rank > 0) {   /* MLA (DeepSeek-V3): q_proj only without q_lora_rank */
+    static const struct { const char *n; moesz_role r; int q_lora; } MLA[] = {
+      {"self_attn.q_a_proj.weight", MOESZ_ROLE_ATTN_LATENT, 1},
+      {"self_attn.q_b_proj.weight", MOESZ_ROLE_ATTN_LATENT, 1},
+      {"self_attn.q_a_layernorm.weight", MOESZ_ROLE_LATENT_NORM, 1},
+      {"self_attn.q_proj.weight", MOESZ_ROLE_ATTN_Q, 0},
+      {"self_attn.kv_a_proj_with_mqa.weight", MOESZ_ROLE_ATTN_LATENT, -1},
+      {"self_attn.kv_b_proj.weight", MOESZ_ROLE_ATTN_LATENT, -1},
+      {"self_attn.kv_a_layernorm.weight", MOESZ_ROLE_LATENT_NORM, -1},
+      {"self_attn.o_proj.weight", MOESZ_ROLE_ATTN_O, -1},
+      {"input_layernorm.weight", MOESZ_ROLE_ATTN_NORM, -1},
+      {"post_attention_layernorm.weight", MOESZ_ROLE_FFN_NORM, -1},
+    };
+    for (size_t i = 0; i < sizeof MLA / sizeof MLA[0]; i++) {
+      if (strcmp(s, MLA[i].n)) continue;
+      if (MLA[i].q_lora >= 0 && MLA[i].q_lora != (c->q_lora_rank > 0)) break;
+      set(o, MLA[i].r, MOESZ_MAT_NONE);
+      return;
+    }
+    if (strncmp(s, "mlp.", 4)) { o->layer = -1; return; }
+  }
   for (size_t i = 0; i < sizeof ATTN / sizeof ATTN[0]; i++) {
     if (strcmp(s, ATTN[i].n)) continue;
     int need = ATTN[i].need;
     /* o_proj bias: Llama/DeepSeek/OLMoE/Qwen3 attention_bias adds it; Qwen2's qkv_bias does not. */
     if ((need == 1 && !c->qkv_bias) ||
-        (need == 2 && (!c->qkv_bias || c->arch == MOESZ_ARCH_QWEN2_MOE)) ||
-        (need == 3 && !c->qk_norm)) {
+        (need == 2 && (!c->qkv_bias || c->arch == MOESZ_ARCH_QWEN2_MOE ||
+                        c->arch == MOESZ_ARCH_GLM4_MOE)) ||
+        (need == 3 && !c->qk_norm) || (need == 4 && !c->attn_sinks)) {
       o->layer = -1;
       return;
     }
@@ -248,5 +306,6 @@ void moesz_tensor_classify(const moesz_config *cfg, const char *name, moesz_tens
     out->mat = MOESZ_MAT_NONE;
     out->stacked = 0;
     out->cross = 0;
+    out->mx = 0;
   }
 }

@@ -1,6 +1,6 @@
 /* model/config.c - owns config.json parsing: Hugging Face config text ->
  * moesz_config for each supported family (Mixtral, Qwen2-MoE, Qwen3-MoE,
- * OLMoE, DeepSeekMoE v1, Switch Transformers, Llama), with the defaults the
+ * OLMoE, DeepSeekMoE v1, DeepSeek-V3, GLM-4.5, Switch Transformers, Llama, gpt-oss), with the defaults the
  * transformers configuration classes use when a key is absent, and strict
  * checks (missing, non-numeric, NaN, negative or absurd values are errors that
  * name the key). docs/MODELS.md lists the keys read per family. */
@@ -25,6 +25,9 @@ static const struct { const char *arch; const char *model_type; moesz_arch id; }
   {"OlmoeForCausalLM", "olmoe", MOESZ_ARCH_OLMOE},
   {"DeepseekForCausalLM", "deepseek", MOESZ_ARCH_DEEPSEEK},
   {"SwitchTransformersForConditionalGeneration", "switch_transformers", MOESZ_ARCH_SWITCH},
+  {"DeepseekV3ForCausalLM", "deepseek_v3", MOESZ_ARCH_DEEPSEEK_V3},
+  {"Glm4MoeForCausalLM", "glm4_moe", MOESZ_ARCH_GLM4_MOE},
+  {"GptOssForCausalLM", "gpt_oss", MOESZ_ARCH_GPT_OSS},
 };
 #define NARCHS (sizeof ARCHS / sizeof ARCHS[0])
 
@@ -297,6 +300,227 @@ static int parse_deepseek(const cfgp *p, moesz_config *c) {
   return MOESZ_OK;
 }
 
+/* ---- DeepSeek-V3 / GLM-4.5 ------------------------------------------------ */
+
+/* transformers' get_mscale: 0.1 m ln(scale) + 1, 1 for scale <= 1 */
+static double yarn_get_mscale(double scale, double m) { return scale <= 1 ? 1.0 : 0.1 * m * log(scale) + 1.0; }
+
+/* YaRN from rope_scaling (transformers 4.x, Hub configs) or rope_parameters
+ * (5.x): type/rope_type "yarn" with factor, original_max_position_embeddings,
+ * beta_fast, beta_slow, mscale, mscale_all_dim, attention_factor, truncate
+ * (DeepSeek-V3, GLM-4.5, gpt-oss: one set of fields for all). attention_factor
+ * is resolved here as transformers' _compute_yarn_parameters does, so
+ * yarn_attn_factor is always the cos/sin multiplier.
+ * Other types are left to the engine, which refuses what it does not implement. */
+static int parse_yarn(const cfgp *p, moesz_config *c) {
+  static const char *KEYS[] = {"rope_scaling", "rope_parameters"};
+  for (int k = 0; k < 2; k++) {
+    const cJSON *o = cJSON_GetObjectItemCaseSensitive(p->root, KEYS[k]);
+    if (!o || !cJSON_IsObject(o)) continue;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "rope_type");
+    if (!cJSON_IsString(t)) t = cJSON_GetObjectItemCaseSensitive(o, "type");
+    if (!cJSON_IsString(t) || strcmp(t->valuestring, "yarn")) continue;
+    cfgp sub = {o, p->err};
+    double f, bf, bs, ms, msa, af;
+    int rc;
+    if ((rc = get_num(&sub, "factor", 1, 0, 1e-6, 1e6, &f)) ||
+        (rc = get_num(&sub, "beta_fast", 0, 32, 1e-6, 1e6, &bf)) ||
+        (rc = get_num(&sub, "beta_slow", 0, 1, 1e-6, 1e6, &bs)) ||
+        (rc = get_num(&sub, "mscale", 0, 0, 0, 1e6, &ms)) ||
+        (rc = get_num(&sub, "mscale_all_dim", 0, 0, 0, 1e6, &msa)) ||
+        (rc = get_num(&sub, "attention_factor", 0, 0, 0, 1e6, &af)) ||
+        (rc = get_int(&sub, "original_max_position_embeddings", 0, c->max_pos, 1, 1 << 30,
+                      &c->yarn_orig_max_pos)) ||
+        (rc = get_bool(&sub, "truncate", 1, &c->yarn_truncate)))
+      return moesz_error_wrap(p->err, rc, "%s", KEYS[k]);
+    if (c->yarn_orig_max_pos <= 0)
+      return moesz_error_set(p->err, MOESZ_E_FORMAT, "config: %s: yarn without "
+                             "\"original_max_position_embeddings\" or \"max_position_embeddings\"", KEYS[k]);
+    c->yarn = 1;
+    c->yarn_factor = (float)f;
+    c->yarn_beta_fast = (float)bf;
+    c->yarn_beta_slow = (float)bs;
+    c->yarn_mscale = (float)ms;
+    c->yarn_mscale_all_dim = (float)msa;
+    if (af <= 0)
+      af = ms > 0 && msa > 0 ? yarn_get_mscale(f, ms) / yarn_get_mscale(f, msa) : yarn_get_mscale(f, 1.0);
+    c->yarn_attn_factor = (float)af;
+    return MOESZ_OK;
+  }
+  return MOESZ_OK;
+}
+
+/* Routing shared by DeepSeek-V3 and GLM-4.5: sigmoid scores, correction bias,
+ * n_group groups of which topk_group are kept, routed_scaling_factor. */
+static int parse_group_routing(const cfgp *p, moesz_config *c, int def_group, int def_topk_group,
+                               double def_scale) {
+  TRY(get_int(p, "n_group", 0, def_group, 1, CFG_MAX_EXPERTS, &c->n_group));
+  TRY(get_int(p, "topk_group", 0, def_topk_group, 1, CFG_MAX_EXPERTS, &c->topk_group));
+  double sc;
+  TRY(get_num(p, "routed_scaling_factor", 0, def_scale, 0, 1e6, &sc));
+  c->routed_scale = (float)sc;
+  char sf[32];
+  TRY(get_string(p, "scoring_func", sf, sizeof sf));
+  if (sf[0] && strcmp(sf, "sigmoid"))
+    return moesz_error_set(p->err, MOESZ_E_UNSUPPORTED,
+                           "config: \"scoring_func\" \"%s\" (this family routes with sigmoid)", sf);
+  c->score_sigmoid = 1;
+  if (c->n_experts > 0) {
+    if (c->n_experts % c->n_group)
+      return moesz_error_set(p->err, MOESZ_E_FORMAT,
+                             "config: %d experts do not split into \"n_group\" = %d groups",
+                             c->n_experts, c->n_group);
+    if (c->topk_group > c->n_group)
+      return moesz_error_set(p->err, MOESZ_E_FORMAT, "config: \"topk_group\" (%d) exceeds \"n_group\" (%d)",
+                             c->topk_group, c->n_group);
+    if (c->n_experts / c->n_group < 2 && c->n_group > 1)
+      return moesz_error_set(p->err, MOESZ_E_FORMAT,
+                             "config: groups of fewer than 2 experts (group score is a top-2 sum)");
+    if ((long long)c->topk_group * (c->n_experts / c->n_group) < c->top_k)
+      return moesz_error_set(p->err, MOESZ_E_FORMAT,
+                             "config: \"topk_group\" %d groups of %d experts hold fewer than "
+                             "\"num_experts_per_tok\" = %d", c->topk_group, c->n_experts / c->n_group,
+                             c->top_k);
+  }
+  TRY(get_int(p, "n_shared_experts", 0, 1, 0, CFG_MAX_EXPERTS, &c->n_shared));
+  TRY(get_int(p, "first_k_dense_replace", 0, c->first_k_dense, 0, MOESZ_MAX_LAYERS, &c->first_k_dense));
+  TRY(get_int(p, "moe_layer_freq", 0, 1, 1, MOESZ_MAX_LAYERS, &c->moe_layer_freq));
+  TRY(get_bool(p, "norm_topk_prob", 1, &c->norm_topk_prob));
+  TRY(get_bool(p, "tie_word_embeddings", 0, &c->tie_embeddings));
+  if ((long long)c->moe_intermediate * c->n_shared > CFG_MAX_DIM)
+    return moesz_error_set(p->err, MOESZ_E_FORMAT, "config: \"n_shared_experts\" too large");
+  c->shared_intermediate = c->moe_intermediate * c->n_shared;
+  for (int i = 0; i < c->n_layers; i++)
+    c->is_moe[i] = c->n_experts > 0 && i >= c->first_k_dense && i % c->moe_layer_freq == 0;
+  return MOESZ_OK;
+}
+
+/* DeepSeek-V3 / R1 / Kimi-K2 (transformers DeepseekV3Config defaults). */
+static int parse_deepseek_v3(const cfgp *p, moesz_config *c) {
+  TRY(parse_decoder_common(p, c, 1e-6f, 10000.0));
+  TRY(get_int(p, "intermediate_size", 0, 18432, 1, CFG_MAX_DIM, &c->intermediate));
+  TRY(get_int(p, "moe_intermediate_size", 0, 2048, 1, CFG_MAX_DIM, &c->moe_intermediate));
+  TRY(parse_experts(p, c, "n_routed_experts", 256, 8));
+  if (!has(p, "q_lora_rank") && cJSON_GetObjectItemCaseSensitive(p->root, "q_lora_rank"))
+    c->q_lora_rank = 0;                      /* null: plain q_proj */
+  else
+    TRY(get_int(p, "q_lora_rank", 0, 1536, 1, CFG_MAX_DIM, &c->q_lora_rank));
+  TRY(get_int(p, "kv_lora_rank", 0, 512, 1, CFG_MAX_DIM, &c->kv_lora_rank));
+  TRY(get_int(p, "qk_nope_head_dim", 0, 128, 0, CFG_MAX_DIM, &c->qk_nope_dim));
+  TRY(get_int(p, "qk_rope_head_dim", 0, 64, 2, CFG_MAX_DIM, &c->qk_rope_dim));
+  TRY(get_int(p, "v_head_dim", 0, 128, 1, CFG_MAX_DIM, &c->v_head_dim));
+  TRY(get_bool(p, "rope_interleave", 1, &c->rope_interleave));
+  if (c->qk_rope_dim % 2)
+    return moesz_error_set(p->err, MOESZ_E_FORMAT, "config: \"qk_rope_head_dim\" (%d) is odd",
+                           c->qk_rope_dim);
+  int ab;
+  TRY(get_bool(p, "attention_bias", 0, &ab));
+  if (ab)
+    return moesz_error_set(p->err, MOESZ_E_UNSUPPORTED,
+                           "config: \"attention_bias\" true for DeepSeek-V3 (not implemented)");
+  /* head_dim in a transformers config is the RoPE part; the query/key head is nope + rope */
+  c->head_dim = c->qk_nope_dim + c->qk_rope_dim;
+  c->n_kv_heads = c->n_heads;
+  c->first_k_dense = 3;
+  TRY(parse_group_routing(p, c, 8, 4, 2.5));
+  return parse_yarn(p, c);
+}
+
+/* GLM-4.5 / 4.6 (transformers Glm4MoeConfig defaults). */
+static int parse_glm4_moe(const cfgp *p, moesz_config *c) {
+  TRY(parse_decoder_common(p, c, 1e-5f, 10000.0));
+  TRY(get_int(p, "intermediate_size", 0, 10944, 1, CFG_MAX_DIM, &c->intermediate));
+  TRY(get_int(p, "moe_intermediate_size", 0, 1408, 1, CFG_MAX_DIM, &c->moe_intermediate));
+  TRY(parse_experts(p, c, "n_routed_experts", 128, 8));
+  TRY(get_bool(p, "attention_bias", 0, &c->qkv_bias));
+  int qkn;
+  TRY(get_bool(p, "use_qk_norm", 0, &qkn));
+  c->qk_norm = qkn ? 1 : 0;
+  double prf;   /* top level (Hub configs) or inside rope_parameters (transformers 5.x) */
+  const cJSON *rp = cJSON_GetObjectItemCaseSensitive(p->root, "rope_parameters");
+  if (!has(p, "partial_rotary_factor") && rp && cJSON_IsObject(rp)) {
+    cfgp sub = {rp, p->err};
+    int rc = get_num(&sub, "partial_rotary_factor", 0, 0.5, 1e-6, 1.0, &prf);
+    if (rc) return moesz_error_wrap(p->err, rc, "rope_parameters");
+  } else {
+    TRY(get_num(p, "partial_rotary_factor", 0, 0.5, 1e-6, 1.0, &prf));
+  }
+  c->rotary_dim = (int)(c->head_dim * prf);   /* int(head_dim * factor), as transformers */
+  if (c->rotary_dim < 2 || c->rotary_dim % 2)
+    return moesz_error_set(p->err, MOESZ_E_FORMAT,
+                           "config: \"partial_rotary_factor\" %g gives %d rotary dims of %d (need an "
+                           "even number >= 2)", prf, c->rotary_dim, c->head_dim);
+  if (c->rotary_dim == c->head_dim) c->rotary_dim = 0;
+  c->first_k_dense = 1;
+  TRY(parse_group_routing(p, c, 1, 1, 1.0));
+  return parse_yarn(p, c);
+}
+
+/* gpt-oss: every layer MoE (num_local_experts, top-k of the router logits
+ * then softmax), layer_types alternating sliding / full attention (default:
+ * even layers sliding), attention sinks, q/k/v/o biases, expert biases,
+ * clamped SwiGLU (alpha 1.702, swiglu_limit), MXFP4 experts as published. */
+static int parse_gptoss(const cfgp *p, moesz_config *c) {
+  TRY(parse_decoder_common(p, c, 1e-5f, 150000.0));
+  TRY(get_int(p, "intermediate_size", 0, 2880, 1, CFG_MAX_DIM, &c->intermediate));
+  c->moe_intermediate = c->intermediate;
+  TRY(parse_experts(p, c, "num_local_experts", 128, 4));
+  TRY(get_bool(p, "attention_bias", 1, &c->qkv_bias));
+  TRY(get_bool(p, "tie_word_embeddings", 0, &c->tie_embeddings));
+  TRY(get_int(p, "sliding_window", 0, 128, 0, 1 << 30, &c->sliding_window));
+  double lim, alpha;
+  TRY(get_num(p, "swiglu_limit", 0, 7.0, 0, 1e30, &lim));
+  TRY(get_num(p, "swiglu_alpha", 0, 1.702, 0, 1e30, &alpha));
+  c->swiglu_limit = (float)lim;
+  c->swiglu_alpha = (float)alpha;
+  c->attn_sinks = c->router_bias = c->expert_bias = c->gate_up_interleaved = 1;
+  c->moe_layer_freq = 1;
+  for (int i = 0; i < c->n_layers; i++) {
+    c->is_moe[i] = c->n_experts > 0;
+    c->is_sliding[i] = (i + 1) % 2 != 0;
+  }
+  const cJSON *lt = cJSON_GetObjectItemCaseSensitive(p->root, "layer_types");
+  if (lt && !cJSON_IsNull(lt)) {
+    if (!cJSON_IsArray(lt) || cJSON_GetArraySize(lt) != c->n_layers)
+      return moesz_error_set(p->err, MOESZ_E_FORMAT, "config: \"layer_types\" is not a list of %d strings",
+                             c->n_layers);
+    int i = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, lt) {
+      if (cJSON_IsString(e) && !strcmp(e->valuestring, "sliding_attention")) c->is_sliding[i] = 1;
+      else if (cJSON_IsString(e) && !strcmp(e->valuestring, "full_attention")) c->is_sliding[i] = 0;
+      else return moesz_error_set(p->err, MOESZ_E_FORMAT, "config: \"layer_types\"[%d] is neither "
+                                  "\"sliding_attention\" nor \"full_attention\"", i);
+      i++;
+    }
+  }
+  if (c->sliding_window == 0)
+    for (int i = 0; i < c->n_layers; i++) c->is_sliding[i] = 0;
+  const cJSON *q = cJSON_GetObjectItemCaseSensitive(p->root, "quantization_config");
+  if (q && !cJSON_IsNull(q)) {
+    cfgp sub = {q, p->err};
+    char qm[32];
+    if (!cJSON_IsObject(q)) return moesz_error_set(p->err, MOESZ_E_FORMAT, "config: \"quantization_config\" is not an object");
+    TRY(get_string(&sub, "quant_method", qm, sizeof qm));
+    if (strcmp(qm, "mxfp4"))
+      return moesz_error_set(p->err, MOESZ_E_UNSUPPORTED, "config: quantization \"%s\" (gpt-oss: mxfp4 or none)", qm);
+    c->mxfp4 = 1;
+  }
+  /* RoPE scaling: YaRN (parse_yarn) or none; other types are refused here */
+  static const char *RK[] = {"rope_scaling", "rope_parameters"};
+  for (int k = 0; k < 2; k++) {
+    const cJSON *o = cJSON_GetObjectItemCaseSensitive(p->root, RK[k]);
+    if (!o || cJSON_IsNull(o)) continue;
+    if (!cJSON_IsObject(o)) return moesz_error_set(p->err, MOESZ_E_FORMAT, "config: \"%s\" is not an object", RK[k]);
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "rope_type");
+    if (!cJSON_IsString(t)) t = cJSON_GetObjectItemCaseSensitive(o, "type");
+    if (cJSON_IsString(t) && strcmp(t->valuestring, "yarn") && strcmp(t->valuestring, "default"))
+      return moesz_error_set(p->err, MOESZ_E_UNSUPPORTED, "config: RoPE scaling \"%s\" (gpt-oss: yarn or none)",
+                             t->valuestring);
+  }
+  return parse_yarn(p, c);
+}
+
 /* Switch Transformers: encoder blocks then decoder blocks form layers
  * [0, n_enc) and [n_enc, n_enc + n_dec). Block i of a stack is sparse iff
  * step == 1 or i % step == 1 (transformers' SwitchTransformersStack). */
@@ -389,7 +613,7 @@ int moesz_config_parse(const char *json, size_t len, moesz_config *out, moesz_er
       rc = moesz_error_set(err, MOESZ_E_UNSUPPORTED,
                            "config: unsupported architecture \"%s\" (model_type \"%s\"); supported: "
                            "Llama, Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, DeepSeekMoE v1, "
-                           "Switch Transformers", arch, out->model_type);
+                           "DeepSeek-V3, GLM-4.5, Switch Transformers, gpt-oss", arch, out->model_type);
     else if (out->model_type[0])
       rc = moesz_error_set(err, MOESZ_E_UNSUPPORTED,
                            "config: unsupported model_type \"%s\" and no \"architectures\"",
@@ -411,6 +635,9 @@ int moesz_config_parse(const char *json, size_t len, moesz_config *out, moesz_er
     case MOESZ_ARCH_OLMOE: rc = parse_olmoe(&p, out); break;
     case MOESZ_ARCH_DEEPSEEK: rc = parse_deepseek(&p, out); break;
     case MOESZ_ARCH_SWITCH: rc = parse_switch(&p, out); break;
+    case MOESZ_ARCH_DEEPSEEK_V3: rc = parse_deepseek_v3(&p, out); break;
+    case MOESZ_ARCH_GLM4_MOE: rc = parse_glm4_moe(&p, out); break;
+    case MOESZ_ARCH_GPT_OSS: rc = parse_gptoss(&p, out); break;
     default: rc = moesz_error_set(err, MOESZ_E_INTERNAL, "config: arch table"); break;
   }
   if (rc) goto done;

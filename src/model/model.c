@@ -1,8 +1,9 @@
 /* model/model.c - owns moesz_model: a model folder opened as config +
  * safetensors, every tensor classified once, an index from (layer, expert,
  * matrix) to the tensor that holds it (per-expert 2-D tensors or stacked 3-D
- * tensors in either orientation), shape checks against the config, 2-D views
- * of expert matrices and parameter/byte counts by role. */
+ * tensors in either orientation; gpt-oss's interleaved stacked experts and
+ * MXFP4 blocks + scales), shape checks against the config, 2-D views of
+ * expert matrices (MXFP4 views for gpt-oss) and parameter/byte counts by role. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,8 @@ struct moesz_model_index {
   const moesz_tensor *shared[MOESZ_MAX_LAYERS][3];
   const moesz_tensor *dense[MOESZ_MAX_LAYERS][3];
   const moesz_tensor *by_role[MOESZ_MAX_LAYERS + 1][MOESZ_ROLE_COUNT]; /* [L + 1]; 0: model-wide */
+  const moesz_tensor *mxb[MOESZ_MAX_LAYERS][NSLOT]; /* gpt-oss MXFP4 *_blocks [E, rows, cols/32, 16] */
+  const moesz_tensor *mxs[MOESZ_MAX_LAYERS][NSLOT]; /* gpt-oss MXFP4 *_scales [E, rows, cols/32] */
 };
 
 static const char *MAT_NAMES[] = {"none", "gate", "up", "down", "gate_up"};
@@ -58,6 +61,52 @@ static int check_stacked(const moesz_tensor *t, int64_t E, int64_t rows, int64_t
                          (long long)cols, (long long)rows);
 }
 
+static int shape_is(const moesz_tensor *t, int nd, int64_t a, int64_t b, int64_t c, int64_t d) {
+  int64_t want[4] = {a, b, c, d};
+  if (t->ndim != nd) return 0;
+  for (int i = 0; i < nd; i++)
+    if (t->shape[i] != want[i]) return 0;
+  return 1;
+}
+
+/* gpt-oss expert tensors of one layer: stacked as transformers holds them
+ * (gate_up_proj [E, d, 2n], down_proj [E, n, d]: always the [E, in, out]
+ * orientation, also when the sizes make it ambiguous), their biases [E, 2n]
+ * / [E, d], or MXFP4 blocks [E, rows, cols/32, 16] and scales [E, rows,
+ * cols/32] (U8) in the nn.Linear orientation (rows = 2n / d). */
+static int gptoss_index(moesz_model_index *x, const moesz_config *c, const moesz_tensor *t,
+                        const moesz_tensor_role *r, moesz_error *err) {
+  int s = slot_of(r->mat), L = r->layer;
+  int64_t E = c->n_experts, d = c->hidden, n = c->moe_intermediate;
+  int64_t rows = s == 3 ? 2 * n : d, cols = s == 3 ? d : n;
+  if (r->role == MOESZ_ROLE_EXPERT_BIAS) {
+    if (!shape_is(t, 2, E, rows, 0, 0))
+      return moesz_error_set(err, MOESZ_E_FORMAT, "tensor %s: shape does not match the config (expected "
+                             "[%lld, %lld])", t->name, (long long)E, (long long)rows);
+    return MOESZ_OK;
+  }
+  if (r->mx) {
+    if (cols % 32)
+      return moesz_error_set(err, MOESZ_E_FORMAT, "tensor %s: MXFP4 needs a multiple of 32 input "
+                             "columns (config gives %lld)", t->name, (long long)cols);
+    int ok = t->dtype == MOESZ_DT_U8 &&
+             (r->mx == 1 ? shape_is(t, 4, E, rows, cols / 32, 16) : shape_is(t, 3, E, rows, cols / 32, 0));
+    if (!ok)
+      return moesz_error_set(err, MOESZ_E_FORMAT, "tensor %s: MXFP4 %s must be U8 [%lld, %lld, %lld%s]",
+                             t->name, r->mx == 1 ? "blocks" : "scales", (long long)E, (long long)rows,
+                             (long long)(cols / 32), r->mx == 1 ? ", 16" : "");
+    if (r->mx == 1) x->mxb[L][s] = t;
+    else x->mxs[L][s] = t;
+    return MOESZ_OK;
+  }
+  if (!shape_is(t, 3, E, cols, rows, 0))
+    return moesz_error_set(err, MOESZ_E_FORMAT, "tensor %s: shape does not match the config (expected "
+                           "[%lld, %lld, %lld])", t->name, (long long)E, (long long)cols, (long long)rows);
+  x->stk[L][s] = t;
+  x->stk_t[L][s] = 1;
+  return MOESZ_OK;
+}
+
 static int build_index(moesz_model *m, moesz_error *err) {
   const moesz_config *c = &m->cfg;
   moesz_model_index *x = calloc(1, sizeof *x);
@@ -80,6 +129,10 @@ static int build_index(moesz_model *m, moesz_error *err) {
     int64_t rows, cols;
     if (!r->cross && r->role != MOESZ_ROLE_OTHER && !x->by_role[r->layer + 1][r->role])
       x->by_role[r->layer + 1][r->role] = t;
+    if (c->arch == MOESZ_ARCH_GPT_OSS && (r->role == MOESZ_ROLE_EXPERT || r->role == MOESZ_ROLE_EXPERT_BIAS)) {
+      if ((rc = gptoss_index(x, c, t, r, err))) return rc;
+      continue;
+    }
     switch (r->role) {
       case MOESZ_ROLE_EXPERT:
         if (r->stacked) {
@@ -109,6 +162,15 @@ static int build_index(moesz_model *m, moesz_error *err) {
   /* Every routed expert matrix of every MoE layer must be reachable (unless
    * the experts live elsewhere, as in a container). */
   if (m->experts_elsewhere) return MOESZ_OK;
+  if (c->arch == MOESZ_ARCH_GPT_OSS) {
+    for (int L = 0; L < c->n_layers; L++)
+      for (int s = 2; c->is_moe[L] && s <= 3; s++)
+        if (!x->stk[L][s] && !(x->mxb[L][s] && x->mxs[L][s]))
+          return moesz_error_set(err, MOESZ_E_FORMAT, "layer %d: experts.%s missing from the checkpoint "
+                                 "(neither stacked nor MXFP4 blocks + scales)", L,
+                                 s == 3 ? "gate_up_proj" : "down_proj");
+    return MOESZ_OK;
+  }
   int nmat = c->arch == MOESZ_ARCH_SWITCH ? 2 : 3;
   static const int SWITCH_SLOTS[] = {0, 2}, SWIGLU_SLOTS[] = {0, 1, 2};
   const int *slots = c->arch == MOESZ_ARCH_SWITCH ? SWITCH_SLOTS : SWIGLU_SLOTS;
@@ -235,6 +297,18 @@ int moesz_model_expert(const moesz_model *m, int layer, int expert, int shared, 
     return moesz_error_set(err, MOESZ_E_RANGE, "layer %d: expert %d outside [0, %d)", layer, expert,
                            c->n_experts);
   int64_t n = c->moe_intermediate, d = c->hidden;
+  if (c->arch == MOESZ_ARCH_GPT_OSS) {
+    int sl = s < 2 ? 3 : s;   /* gate / up: the two row halves of the interleaved gate_up */
+    if (!(t = x->stk[layer][sl]))
+      return moesz_error_set(err, x->mxb[layer][sl] ? MOESZ_E_UNSUPPORTED : MOESZ_E_NOTFOUND,
+                             "layer %d expert %d: %s matrix %s", layer, expert, MAT_NAMES[s + 1],
+                             x->mxb[layer][sl] ? "is MXFP4 (moesz_model_expert_mxfp4)" : "missing");
+    int64_t rows, cols;
+    logical_shape(sl, n, d, &rows, &cols);
+    if (s < 2) view_stacked(t, 1, expert, s == 0 ? 0 : n, n, 2 * n, d, out);
+    else view_stacked(t, 1, expert, 0, rows, rows, cols, out);
+    return MOESZ_OK;
+  }
   if (s < 3 && (t = x->legacy[((size_t)layer * (size_t)c->n_experts + (size_t)expert) * 3 +
                               (size_t)s])) {
     view_2d(t, out);
@@ -254,6 +328,27 @@ int moesz_model_expert(const moesz_model *m, int layer, int expert, int shared, 
                          MAT_NAMES[s + 1]);
 }
 
+int moesz_model_expert_mxfp4(const moesz_model *m, int layer, int expert, moesz_mat mat, moesz_mxfp4_view *out,
+                             moesz_error *err) {
+  if (!m || !out) return moesz_error_set(err, MOESZ_E_ARG, "model_expert_mxfp4: NULL argument");
+  memset(out, 0, sizeof *out);
+  const moesz_config *c = &m->cfg;
+  if (layer < 0 || layer >= c->n_layers || !c->is_moe[layer] || expert < 0 || expert >= c->n_experts)
+    return moesz_error_set(err, MOESZ_E_RANGE, "layer %d expert %d: no such routed expert", layer, expert);
+  if (mat != MOESZ_MAT_GATE_UP && mat != MOESZ_MAT_DOWN)
+    return moesz_error_set(err, MOESZ_E_ARG, "model_expert_mxfp4: gate_up or down only");
+  int s = slot_of(mat);
+  const moesz_tensor *b = m->idx->mxb[layer][s], *sc = m->idx->mxs[layer][s];
+  if (!b || !sc)
+    return moesz_error_set(err, MOESZ_E_NOTFOUND, "layer %d: %s is not stored as MXFP4", layer, MAT_NAMES[s + 1]);
+  int64_t rows = b->shape[1], g = b->shape[2];
+  out->rows = rows;
+  out->cols = g * 32;
+  out->blocks = (const uint8_t *)b->data + (size_t)expert * (size_t)rows * (size_t)g * 16;
+  out->scales = (const uint8_t *)sc->data + (size_t)expert * (size_t)rows * (size_t)g;
+  return MOESZ_OK;
+}
+
 const moesz_tensor *moesz_model_tensor(const moesz_model *m, moesz_role role, int layer) {
   if (!m || !m->idx || (unsigned)role >= MOESZ_ROLE_COUNT || layer < -1 || layer >= m->cfg.n_layers)
     return NULL;
@@ -270,6 +365,7 @@ const char *moesz_model_expert_layout(const moesz_model *m) {
     const moesz_tensor_role *r = &m->roles[i];
     if (r->role != MOESZ_ROLE_EXPERT) continue;
     if (!r->stacked) legacy = 1;
+    else if (r->mx) return "mxfp4";
     else if (m->idx->stk_t[r->layer][slot_of(r->mat)]) stk_t = 1;
     else stk = 1;
   }
@@ -296,15 +392,17 @@ void moesz_model_count(const moesz_model *m, moesz_counts *out) {
     if (r == MOESZ_ROLE_EMBED && m->cfg.arch == MOESZ_ARCH_SWITCH && have_shared_w &&
         strcmp(t->name, "shared.weight"))
       continue;
-    out->params[r] += (int64_t)t->numel;
+    /* MXFP4 (gpt-oss): a blocks byte holds two parameters; scales hold none */
+    int64_t np = m->roles[i].mx == 1 ? 2 * (int64_t)t->numel : m->roles[i].mx == 2 ? 0 : (int64_t)t->numel;
+    out->params[r] += np;
     out->bytes[r] += (int64_t)t->nbytes;
-    out->total_params += (int64_t)t->numel;
+    out->total_params += np;
     out->total_bytes += (int64_t)t->nbytes;
     if (moesz_role_is_expert(r)) {
-      out->expert_params += (int64_t)t->numel;
+      out->expert_params += np;
       out->expert_bytes += (int64_t)t->nbytes;
     } else {
-      out->other_params += (int64_t)t->numel;
+      out->other_params += np;
       out->other_bytes += (int64_t)t->nbytes;
     }
   }
@@ -349,29 +447,48 @@ void moesz_config_count(const moesz_config *c, moesz_counts *k) {
   for (int L = 0; L < c->n_layers; L++) {
     add(k, MOESZ_ROLE_ATTN_NORM, d);
     add(k, MOESZ_ROLE_FFN_NORM, d);
-    add(k, MOESZ_ROLE_ATTN_Q, qd * d);
-    add(k, MOESZ_ROLE_ATTN_K, kvd * d);
-    add(k, MOESZ_ROLE_ATTN_V, kvd * d);
-    add(k, MOESZ_ROLE_ATTN_O, d * qd);
-    if (c->qkv_bias) {
-      add(k, MOESZ_ROLE_ATTN_Q_BIAS, qd);
-      add(k, MOESZ_ROLE_ATTN_K_BIAS, kvd);
-      add(k, MOESZ_ROLE_ATTN_V_BIAS, kvd);
-      if (c->arch != MOESZ_ARCH_QWEN2_MOE) add(k, MOESZ_ROLE_ATTN_O_BIAS, d);
-    }
-    if (c->qk_norm == 1) {
-      add(k, MOESZ_ROLE_Q_NORM, c->head_dim);
-      add(k, MOESZ_ROLE_K_NORM, c->head_dim);
-    } else if (c->qk_norm == 2) {
-      add(k, MOESZ_ROLE_Q_NORM, qd);
-      add(k, MOESZ_ROLE_K_NORM, kvd);
+    if (c->kv_lora_rank > 0) {   /* MLA: q (low-rank or plain), latent kv, o */
+      int64_t ql = c->q_lora_rank, kl = c->kv_lora_rank, nh = c->n_heads;
+      if (ql > 0) {
+        add(k, MOESZ_ROLE_ATTN_LATENT, ql * d + qd * ql);
+        add(k, MOESZ_ROLE_LATENT_NORM, ql);
+      } else {
+        add(k, MOESZ_ROLE_ATTN_Q, qd * d);
+      }
+      add(k, MOESZ_ROLE_ATTN_LATENT, (kl + c->qk_rope_dim) * d +
+                                     nh * (c->qk_nope_dim + c->v_head_dim) * kl);
+      add(k, MOESZ_ROLE_LATENT_NORM, kl);
+      add(k, MOESZ_ROLE_ATTN_O, d * nh * c->v_head_dim);
+    } else {
+      add(k, MOESZ_ROLE_ATTN_Q, qd * d);
+      add(k, MOESZ_ROLE_ATTN_K, kvd * d);
+      add(k, MOESZ_ROLE_ATTN_V, kvd * d);
+      add(k, MOESZ_ROLE_ATTN_O, d * qd);
+      if (c->qkv_bias) {
+        add(k, MOESZ_ROLE_ATTN_Q_BIAS, qd);
+        add(k, MOESZ_ROLE_ATTN_K_BIAS, kvd);
+        add(k, MOESZ_ROLE_ATTN_V_BIAS, kvd);
+        if (c->arch != MOESZ_ARCH_QWEN2_MOE && c->arch != MOESZ_ARCH_GLM4_MOE)
+          add(k, MOESZ_ROLE_ATTN_O_BIAS, d);
+      }
+      if (c->qk_norm == 1) {
+        add(k, MOESZ_ROLE_Q_NORM, c->head_dim);
+        add(k, MOESZ_ROLE_K_NORM, c->head_dim);
+      } else if (c->qk_norm == 2) {
+        add(k, MOESZ_ROLE_Q_NORM, qd);
+        add(k, MOESZ_ROLE_K_NORM, kvd);
+      }
+      if (c->attn_sinks) add(k, MOESZ_ROLE_ATTN_SINKS, c->n_heads);
     }
     if (!c->is_moe[L]) {
       add(k, MOESZ_ROLE_DENSE_MLP, 3 * (int64_t)c->intermediate * d);
       continue;
     }
     add(k, MOESZ_ROLE_ROUTER, E * d);
+    if (c->score_sigmoid) add(k, MOESZ_ROLE_ROUTER_BIAS, E);
     add(k, MOESZ_ROLE_EXPERT, E * 3 * n * d);
+    if (c->router_bias) add(k, MOESZ_ROLE_ROUTER_LINEAR_BIAS, E);
+    if (c->expert_bias) add(k, MOESZ_ROLE_EXPERT_BIAS, E * (2 * n + d));
     if (c->n_shared) add(k, MOESZ_ROLE_SHARED_EXPERT, 3 * (int64_t)c->shared_intermediate * d);
     if (c->has_shared_gate) add(k, MOESZ_ROLE_SHARED_GATE, d);
   }

@@ -50,6 +50,9 @@ int moesz_resmoe_model(const moesz_model *m, const char *out_dir, const moesz_re
                        const char *report_path, int progress, moesz_error *err) {
   const moesz_config *c = &m->cfg;
   if (c->n_experts < 2) return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "resmoe: %s has no routed experts (%s is not a MoE model)", m->path, c->arch_name);
+  if (c->gate_up_interleaved)   /* gpt-oss: gate/up rows interleave, and the experts carry biases */
+    return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "resmoe: %s: gpt-oss experts (interleaved gate/up with biases) "
+                           "are not supported", m->path);
   int mats[3] = {MOESZ_MAT_GATE, MOESZ_MAT_UP, MOESZ_MAT_DOWN}, nm = c->arch == MOESZ_ARCH_SWITCH ? 2 : 3;
   if (nm == 2) mats[1] = MOESZ_MAT_DOWN;
   int rc = moesz_output_check_model(out_dir, 1, m->path, "output", err);

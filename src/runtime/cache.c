@@ -131,14 +131,17 @@ static void free_entry_data(entry *x) {
   x->data = NULL;
 }
 
-/* A compute-layout blob (its verified stored bytes) copied to dst (64-byte
- * aligned) and parsed into cl. */
+/* A compute-layout blob (its stored bytes, verified by the store) parsed
+ * into cl: copied to dst (64-byte aligned) first, or, with dst NULL, in place
+ * (the store's mapping, which outlives the entry). */
 static int hold_cl(const moesz_msz_rec *r, const void *blob, uint8_t *dst, moesz_cl *cl, moesz_error *err) {
   if (r->method != MOESZ_MSZ_COMPUTE)
     return moesz_error_set(err, MOESZ_E_UNSUPPORTED,
                            "blob %s: the compute layout needs a container written with --codec compute", r->name);
-  memcpy(dst, blob, r->len);
-  int rc = moesz_cl_parse(dst, r->len, cl, err);
+  if (!dst && (uintptr_t)blob % 64)
+    return moesz_error_set(err, MOESZ_E_FORMAT, "blob %s: not 64-byte aligned in the container", r->name);
+  if (dst) memcpy(dst, blob, r->len);
+  int rc = moesz_cl_parse_ex(dst ? (const void *)dst : blob, r->len, MOESZ_CL_VERIFIED, cl, err);
   if (rc) return moesz_error_wrap(err, rc, "blob %s", r->name);
   if (cl->rows != r->shape[0] || cl->cols != r->shape[1]) {
     moesz_cl_free(cl);
@@ -225,8 +228,9 @@ static int fetch_blobs(moesz_cache *k, int L, int e, const moesz_msz_rec *r[3], 
 }
 
 /* Bytes to entry: decodes the three blobs (verified stored bytes) into buf
- * (entry_bytes() long), or keeps compute-layout blobs as they are, and sets
- * x's views. The one place that knows blob kinds and cache dtypes. */
+ * (entry_bytes() long), or keeps compute-layout blobs as they are (copied
+ * into buf, or in place when buf is NULL: see in_place()), and sets x's
+ * views. The one place that knows blob kinds and cache dtypes. */
 static int decode_entry(moesz_cache *k, const moesz_msz_rec *const r[3], const void *const data[3], uint8_t *buf,
                         entry *x, moesz_codec_ctx *cx, moesz_error *err) {
   size_t off = 0;
@@ -235,7 +239,7 @@ static int decode_entry(moesz_cache *k, const moesz_msz_rec *const r[3], const v
     return moesz_runtime_resmoe_restore(k->rm, r[0]->layer, r[0]->expert, data[0], out_dtype(k, r[0]), buf, x->v, err);
   for (int m = 0; m < 3; m++) {
     moesz_dtype dt = out_dtype(k, r[m]);
-    int rc = dt == MOESZ_VIEW_CL ? hold_cl(r[m], data[m], buf + off, &x->cl[m], err)
+    int rc = dt == MOESZ_VIEW_CL ? hold_cl(r[m], data[m], buf ? buf + off : NULL, &x->cl[m], err)
                                  : moesz_msz_decode_ctx(k->c, r[m], data[m], dt, buf + off, cx, err);
     if (!rc && dt == MOESZ_DT_F16 && r[m]->dtype != MOESZ_DT_F16) {
       /* F16 holds |x| <= 65504: a weight beyond it would become Inf */
@@ -264,6 +268,19 @@ static int decode_entry(moesz_cache *k, const moesz_msz_rec *const r[3], const v
     off += held_bytes(k->o.dtype, r[m]);
   }
   return MOESZ_OK;
+}
+
+/* 1 when expert (L, e) is held without a copy: its three blobs stay compute
+ * layouts and the store reads in place from the container's mapping (the
+ * entry then owns no buffer; its bytes are the mapped pages it uses, counted
+ * against the budget like a copy). */
+static int in_place(moesz_cache *k, int L, int e) {
+  if (!moesz_store_in_place(k->store)) return 0;
+  for (int m = 0; m < 3; m++) {
+    const moesz_msz_rec *r = moesz_msz_expert(k->c, L, e, 0, (moesz_mat)(MOESZ_MAT_GATE + m));
+    if (!r || out_dtype(k, r) != MOESZ_VIEW_CL) return 0;
+  }
+  return 1;
 }
 
 enum { LOAD_DEMAND = 0, LOAD_PREFETCH, LOAD_PRELOAD };
@@ -296,7 +313,10 @@ static int load(moesz_cache *k, int L, int e, entry *x, int kind, moesz_error *e
   pthread_mutex_unlock(&k->mu);
 
   int rc = MOESZ_OK;
-  if (!buf && !(buf = slab_alloc(need)))
+  if (in_place(k, L, e)) {
+    slab_free(buf, need);   /* a buffer handed over by an eviction is not needed */
+    buf = NULL;
+  } else if (!buf && !(buf = slab_alloc(need)))
     rc = moesz_error_set(err, MOESZ_E_NOMEM, "expert cache: out of memory (%llu bytes)", (unsigned long long)need);
   const moesz_msz_rec *r[3] = {0};
   const void *data[3] = {0};

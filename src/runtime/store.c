@@ -51,6 +51,8 @@ struct moesz_store {
 };
 
 static const char *MODES[] = {"direct", "buffered", "mmap"};
+int moesz_store_in_place(const moesz_store *s) { return s && s->o.mode == MOESZ_STORE_MMAP; }
+
 const char *moesz_store_mode_name(moesz_store_mode m) { return (unsigned)m < 3 ? MODES[m] : "?"; }
 int moesz_store_mode_parse(const char *s, moesz_store_mode *out) {
   for (int i = 0; i < 3; i++)

@@ -170,6 +170,12 @@ static int build_header(const moesz_stw *w, sbuf *b, moesz_error *err) {
   return MOESZ_OK;
 }
 
+uint64_t moesz_stw_data_bytes(const moesz_stw *w) {
+  uint64_t total = 0;
+  for (size_t i = 0; i < w->n; i++) total += w->e[i].nbytes;
+  return total;
+}
+
 uint64_t moesz_stw_size(const moesz_stw *w, moesz_error *err) {
   sbuf b = {0};
   uint64_t total = 0;
