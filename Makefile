@@ -24,7 +24,7 @@ endif
 WARN    := -Wall -Wextra -Werror -Wno-unused-parameter
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -ffp-contract=off -fPIC -pthread \
            -Iinclude -Isrc -I/usr/include/x86_64-linux-gnu/openblas-pthread
-LDLIBS  := -lutf8proc -lzstd -lopenblas -llapacke -lpcre2-8 -lcjson -lxxhash -lm -lpthread
+LDLIBS  := -lutf8proc -lzstd -lopenblas -llapacke -lpcre2-8 -lcjson -lxxhash -lmicrohttpd -lm -lpthread
 
 LIB_SRC := $(sort $(filter-out src/cli/%,$(wildcard src/*/*.c)))
 CLI_SRC := $(sort $(wildcard src/cli/*.c))
@@ -76,8 +76,9 @@ check:
 	@MOESZ_BIN=$(BUILD)/moesz sh tests/run.sh $(TESTS)
 
 # The threaded modules (codec workers, expert cache and prefetch, thread
-# pool) under ThreadSanitizer: `make TSAN=1 check-tsan`.
-TSAN_TESTS := $(BUILD)/tests/test_codec $(BUILD)/tests/test_runtime $(BUILD)/tests/test_base $(BUILD)/tests/test_hardening
+# pool, the server's scheduler and connection threads) under ThreadSanitizer:
+# `make TSAN=1 check-tsan`.
+TSAN_TESTS := $(BUILD)/tests/test_codec $(BUILD)/tests/test_runtime $(BUILD)/tests/test_base $(BUILD)/tests/test_hardening $(BUILD)/tests/test_serve
 check-tsan:
 	@$(MAKE) --no-print-directory TSAN=1 $(TSAN_TESTS) $(BUILD)/moesz
 	@TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" MOESZ_BIN=$(BUILD)/moesz sh tests/run.sh $(TSAN_TESTS)

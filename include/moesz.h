@@ -22,5 +22,6 @@
 #include "moesz/text.h"
 #include "moesz/infer.h"
 #include "moesz/eval.h"
+#include "moesz/serve.h"
 
 #endif

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages moesz builds against (only those missing).
 set -e
-PKGS="build-essential pkg-config libutf8proc-dev libzstd-dev libopenblas-dev liblapacke-dev libpcre2-dev libcjson-dev libxxhash-dev"
+PKGS="build-essential pkg-config libutf8proc-dev libzstd-dev libopenblas-dev liblapacke-dev libpcre2-dev libcjson-dev libxxhash-dev libmicrohttpd-dev"
 [ -n "$MOESZ_FUZZ" ] && PKGS="$PKGS clang libclang-rt-14-dev"
 MISSING=""
 for p in $PKGS; do

@@ -8,7 +8,7 @@
 
 #define MAXMOD 32
 static const char *MODS[] = {"base", "tensor", "codec", "model", "resmoe", "container",
-                             "runtime", "infer", "text", "eval", "cli"};
+                             "runtime", "infer", "text", "eval", "serve", "cli"};
 #define NMODS (int)(sizeof MODS / sizeof MODS[0])
 
 /* ALLOWED[i] lists the modules module i may include (besides itself). */
@@ -23,7 +23,8 @@ static const char *ALLOWED[] = {
   /* infer */     "base tensor model codec resmoe container runtime",
   /* text */      "base",
   /* eval */      "base tensor model codec resmoe container runtime infer text",
-  /* cli */       "base tensor model codec resmoe container runtime infer text eval",
+  /* serve */     "base tensor model codec resmoe container runtime infer text eval",
+  /* cli */       "base tensor model codec resmoe container runtime infer text eval serve",
 };
 
 static int mod_index(const char *name, size_t len) {

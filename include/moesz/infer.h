@@ -45,6 +45,37 @@ int  moesz_engine_forward(moesz_engine *e, const int32_t *tokens, size_t n, int 
  * rescore several continuations of a shared prefix. */
 int  moesz_engine_truncate(moesz_engine *e, int pos, moesz_error *err);
 
+/* Several sequences at once (a server's concurrent requests). A sequence
+ * owns its KV cache and position; the engine's weights, scratch and expert
+ * provider are shared. max_ctx <= moesz_engine_max_ctx (0 = that). A
+ * sequence is used with the engine that created it, and must be freed
+ * before the engine is closed. */
+typedef struct moesz_seq moesz_seq;
+int  moesz_seq_create(moesz_engine *e, int max_ctx, moesz_seq **out, moesz_error *err);
+void moesz_seq_free(moesz_seq *s);                     /* NULL ok */
+void moesz_seq_reset(moesz_seq *s);                    /* position 0, memory kept */
+int  moesz_seq_pos(const moesz_seq *s);                /* tokens in its KV cache */
+int  moesz_seq_max_ctx(const moesz_seq *s);
+
+typedef struct moesz_step_item {
+  moesz_seq *seq;
+  const int32_t *tokens;  /* [n] appended at the sequence's position */
+  int n;
+  int all_logits;         /* 1: logits [n, vocab]; 0: the last token's [vocab] */
+  float *logits;
+} moesz_step_item;
+/* One forward step over several sequences (each at most once): every item's
+ * tokens go through each layer together, attention per sequence against its
+ * own KV cache, and the MLP / MoE block over all rows at once, so a routed
+ * expert is fetched once (one provider get) for every token of every
+ * sequence routed to it. Logits equal those of moesz_engine_forward on each
+ * sequence alone. At most moesz_engine_step_capacity tokens in all;
+ * MOESZ_E_RANGE for more, an id outside the vocab or a context overflow,
+ * MOESZ_E_ARG for a bad item (nothing is appended then; on any error no
+ * position moves). */
+int  moesz_engine_step(moesz_engine *e, const moesz_step_item *items, int n_items, moesz_error *err);
+int  moesz_engine_step_capacity(const moesz_engine *e);
+
 /* ------------------------------------------------------ expert provider */
 
 /* The three matrices of one expert in nn.Linear orientation:

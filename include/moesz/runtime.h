@@ -154,6 +154,21 @@ void moesz_cache_observe(moesz_cache *k, int layer, const int32_t *experts, int 
 /* Queues experts of layer for background decoding (no-op without prefetch threads). */
 void moesz_cache_prefetch(moesz_cache *k, int layer, const int32_t *experts, int n);
 void moesz_cache_stats_get(moesz_cache *k, moesz_cache_stats *out);
+/* The counters of one layer (their sums over layers are the cache's gets,
+ * hits, misses, prefetch_waits, bytes_read, bytes_decoded, prefetch_issued
+ * and stall_seconds), and where each of its experts is now. */
+typedef struct moesz_cache_layer_stats {
+  uint64_t gets, hits, misses, prefetch_waits, prefetch_issued;
+  uint64_t bytes_read, bytes_decoded;
+  double stall_seconds;
+} moesz_cache_layer_stats;
+enum { MOESZ_EXPERT_STORED = 0, MOESZ_EXPERT_LOADING = 1, MOESZ_EXPERT_RESIDENT = 2 };
+int moesz_cache_layers(const moesz_cache *k);
+int moesz_cache_experts(const moesz_cache *k);
+/* Fills out and, if states is not NULL, states[moesz_cache_experts(k)] with
+ * MOESZ_EXPERT_*; MOESZ_E_RANGE for a layer outside the model. Safe to call
+ * from any thread while the cache serves. */
+int moesz_cache_layer_stats_get(moesz_cache *k, int layer, moesz_cache_layer_stats *out, uint8_t *states);
 /* --mem auto. The budget from available memory:
  *   budget = available - dense - I/O buffers - routers - reserve,
  *   reserve = max(512 MiB, available / 8) (KV cache, activations, program, other processes),

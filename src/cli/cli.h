@@ -19,6 +19,7 @@ int moesz_cli_sweep(int argc, char **argv);
 int moesz_cli_codec(int argc, char **argv);
 int moesz_cli_synth(int argc, char **argv);
 int moesz_cli_tokenize(int argc, char **argv);
+int moesz_cli_serve(int argc, char **argv);
 
 /* `moesz inspect X.msz`: the container's summary (inspect_msz.c). */
 int moesz_cli_inspect_msz(const char *path, int json);

@@ -19,6 +19,7 @@ typedef int (*cmd_fn)(int, char **);
 #pragma weak moesz_cli_codec
 #pragma weak moesz_cli_synth
 #pragma weak moesz_cli_tokenize
+#pragma weak moesz_cli_serve
 
 static const struct { const char *name; cmd_fn fn; const char *help; } CMDS[] = {
   {"inspect", moesz_cli_inspect, "architecture, layers, experts, parameter counts, tensor statistics"},
@@ -33,6 +34,7 @@ static const struct { const char *name; cmd_fn fn; const char *help; } CMDS[] = 
   {"codec", moesz_cli_codec, "error-bounded codec tools (codec bench)"},
   {"synth", moesz_cli_synth, "random-weight checkpoints of real shapes"},
   {"tokenize", moesz_cli_tokenize, "encode/decode text with a tokenizer.json"},
+  {"serve", moesz_cli_serve, "OpenAI-compatible HTTP server with batched decoding"},
 };
 #define NCMDS (sizeof CMDS / sizeof CMDS[0])
 

@@ -72,6 +72,7 @@ struct moesz_engine {
   float *hg, *hu;                       /* [BMAX*k, inter_max] */
   float *moe;                           /* [BMAX, d] */
   float *sg;                            /* [BMAX] shared gate logits */
+  float *kst, *vst;                     /* [BMAX, kvw] k / v rows of a several-sequence step */
   moesz_mla *mla;                       /* DeepSeek-V3 latent attention (NULL otherwise) */
   int rd;                               /* rotated dims per head (GLM partial rotary; hd otherwise) */
   float *rtmp;                          /* [3E] sigmoid router scratch */
@@ -312,6 +313,7 @@ static int alloc_buffers(moesz_engine *e, moesz_error *err) {
   A(e->xg, rows * d); A(e->yd, rows * d);
   A(e->hg, rows * im); A(e->hu, rows * im);
   A(e->moe, BMAX * d); A(e->sg, BMAX);
+  A(e->kst, BMAX * (size_t)e->kvw); A(e->vst, BMAX * (size_t)e->kvw);
   A(e->jobs, 2 * E + 4);
   A(e->rtmp, 3 * E);
 #undef A
@@ -453,7 +455,7 @@ void moesz_engine_close(moesz_engine *e) {
   free(e->x); free(e->xn); free(e->q); free(e->att); free(e->rl); free(e->topi); free(e->topw);
   free(e->cnt); free(e->off); free(e->fill); free(e->active); free(e->row_tok); free(e->row_w);
   free(e->mats); free(e->xg); free(e->yd); free(e->hg); free(e->hu); free(e->moe); free(e->sg);
-  free(e->jobs); free(e->rtmp);
+  free(e->jobs); free(e->kst); free(e->vst); free(e->rtmp);
   moesz_mla_close(e->mla);
   moesz_kctx_free(&e->kc);
   moesz_pool_destroy(e->pool);
@@ -769,61 +771,92 @@ static int moe_block_oss(moesz_engine *e, int L, int n, moesz_error *err) {
   return MOESZ_OK;
 }
 
-static int layer_forward(moesz_engine *e, int L, int pos0, int n, moesz_error *err) {
+/* Attention of layer L over n rows whose KV cache for this layer starts at
+ * kbase / vbase [ctx][kvw]: the plain kernel, or with sinks and a sliding
+ * window (gpt-oss). */
+static void attend(moesz_engine *e, int L, const float *q, const float *kbase, const float *vbase, int pos0,
+                   int n, float *att) {
   const moesz_config *c = &e->cfg;
   layer_w *l = &e->L[L];
-  size_t d = (size_t)e->d, qw = (size_t)e->qw, kvw = (size_t)e->kvw;
-  float *kc = e->kcache + ((size_t)L * (size_t)e->max_ctx + (size_t)pos0) * kvw;
-  float *vc = e->vcache + ((size_t)L * (size_t)e->max_ctx + (size_t)pos0) * kvw;
-  int rc;
-  /* attention */
-  moesz_k_rmsnorm(e->xn, d, e->x, d, l->attn_norm, n, e->d, c->norm_eps);
-  if (e->mla) {
-    if ((rc = moesz_mla_forward(e->mla, &e->kc, L, e->xn, n, pos0, e->x, err))) return rc;
-    goto mlp;
-  }
-  moesz_kjob j[3] = {job(&l->wq, e->xn, d, e->q, qw, n, 0), job(&l->wk, e->xn, d, kc, kvw, n, 0),
-                     job(&l->wv, e->xn, d, vc, kvw, n, 0)};
-  if ((rc = moesz_k_linear(&e->kc, j, 3))) return moesz_error_set(err, rc, "layer %d: qkv", L);
-  if (l->bq) add_bias(e->q, qw, l->bq, n, e->qw);
+  size_t qw = (size_t)e->qw;
+  if (l->sinks || c->is_sliding[L])   /* gpt-oss */
+    moesz_k_attention_sinks(&e->kc, q, qw, kbase, vbase, pos0, n, e->nh, e->nkv, e->hd, e->att_scale,
+                            c->is_sliding[L] ? c->sliding_window : 0, l->sinks, att, qw);
+  else
+    moesz_k_attention(&e->kc, q, qw, kbase, vbase, pos0, n, e->nh, e->nkv, e->hd, e->att_scale, att, qw);
+}
+
+/* After the q/k/v projections of n rows at positions pos0..: biases, q/k
+ * norms, clip_qkv and RoPE (partial for GLM) on q [n, qw] and the rows k, v
+ * [n, kvw]. */
+static void qkv_post(moesz_engine *e, int L, float *q, float *kc, float *vc, int pos0, int n) {
+  const moesz_config *c = &e->cfg;
+  layer_w *l = &e->L[L];
+  size_t qw = (size_t)e->qw, kvw = (size_t)e->kvw;
+  if (l->bq) add_bias(q, qw, l->bq, n, e->qw);
   if (l->bk) add_bias(kc, kvw, l->bk, n, e->kvw);
   if (l->bv) add_bias(vc, kvw, l->bv, n, e->kvw);
   if (c->qk_norm == 2) {   /* OLMoE: over the whole projection */
-    moesz_k_rmsnorm(e->q, qw, e->q, qw, l->q_norm, n, e->qw, c->norm_eps);
+    moesz_k_rmsnorm(q, qw, q, qw, l->q_norm, n, e->qw, c->norm_eps);
     moesz_k_rmsnorm(kc, kvw, kc, kvw, l->k_norm, n, e->kvw, c->norm_eps);
   }
   if (c->clip_qkv > 0) {
-    clamp_rows(e->q, qw, n, e->qw, c->clip_qkv);
+    clamp_rows(q, qw, n, e->qw, c->clip_qkv);
     clamp_rows(kc, kvw, n, e->kvw, c->clip_qkv);
     clamp_rows(vc, kvw, n, e->kvw, c->clip_qkv);
   }
   if (c->qk_norm == 1) {   /* Qwen3: per head */
-    moesz_k_rmsnorm(e->q, (size_t)e->hd, e->q, (size_t)e->hd, l->q_norm, n * e->nh, e->hd, c->norm_eps);
+    moesz_k_rmsnorm(q, (size_t)e->hd, q, (size_t)e->hd, l->q_norm, n * e->nh, e->hd, c->norm_eps);
     moesz_k_rmsnorm(kc, (size_t)e->hd, kc, (size_t)e->hd, l->k_norm, n * e->nkv, e->hd, c->norm_eps);
   }
   for (int t = 0; t < n; t++) {
     if (e->rd < e->hd) {   /* partial rotary (GLM): the first rd dims of each head */
       for (int h = 0; h < e->nh; h++)
-        moesz_k_rope(e->q + (size_t)t * qw + (size_t)h * e->hd, 1, e->rd, pos0 + t, e->inv_freq);
+        moesz_k_rope(q + (size_t)t * qw + (size_t)h * e->hd, 1, e->rd, pos0 + t, e->inv_freq);
       for (int h = 0; h < e->nkv; h++)
         moesz_k_rope(kc + (size_t)t * kvw + (size_t)h * e->hd, 1, e->rd, pos0 + t, e->inv_freq);
       continue;
     }
-    moesz_k_rope(e->q + (size_t)t * qw, e->nh, e->hd, pos0 + t, e->inv_freq);
+    moesz_k_rope(q + (size_t)t * qw, e->nh, e->hd, pos0 + t, e->inv_freq);
     moesz_k_rope(kc + (size_t)t * kvw, e->nkv, e->hd, pos0 + t, e->inv_freq);
   }
-  if (l->sinks || c->is_sliding[L])   /* gpt-oss */
-    moesz_k_attention_sinks(&e->kc, e->q, qw, e->kcache + (size_t)L * (size_t)e->max_ctx * kvw,
-                            e->vcache + (size_t)L * (size_t)e->max_ctx * kvw, pos0, n, e->nh, e->nkv, e->hd,
-                            e->att_scale, c->is_sliding[L] ? c->sliding_window : 0, l->sinks, e->att, qw);
-  else
-    moesz_k_attention(&e->kc, e->q, qw, e->kcache + (size_t)L * (size_t)e->max_ctx * kvw,
-                      e->vcache + (size_t)L * (size_t)e->max_ctx * kvw, pos0, n, e->nh, e->nkv,
-                      e->hd, e->att_scale, e->att, qw);
-  j[0] = job(&l->wo, e->att, qw, e->x, d, n, 1);
+}
+
+/* Attention of layer L for n rows of x (one sequence, positions pos0..); x
+ * gets the attention output added. kcache / vcache are the sequence's caches
+ * for every layer, [n_layers][ctx][kvw]; with MLA kcache is its latent cache
+ * [n_layers][ctx][kv_lora_rank + rope dims] (NULL: the engine's own) and
+ * vcache is unused. Scratch: e->xn, e->q, e->att rows 0..n-1. */
+static int attn_block(moesz_engine *e, int L, float *x, float *kcache, float *vcache, int ctx, int pos0,
+                      int n, moesz_error *err) {
+  const moesz_config *c = &e->cfg;
+  layer_w *l = &e->L[L];
+  size_t d = (size_t)e->d, qw = (size_t)e->qw, kvw = (size_t)e->kvw;
+  int rc;
+  moesz_k_rmsnorm(e->xn, d, x, d, l->attn_norm, n, e->d, c->norm_eps);
+  if (e->mla)
+    return kcache ? moesz_mla_forward_at(e->mla, &e->kc, L, e->xn, n, pos0, kcache, ctx, x, err)
+                  : moesz_mla_forward(e->mla, &e->kc, L, e->xn, n, pos0, x, err);
+  float *kbase = kcache + (size_t)L * (size_t)ctx * kvw, *vbase = vcache + (size_t)L * (size_t)ctx * kvw;
+  float *kc = kbase + (size_t)pos0 * kvw, *vc = vbase + (size_t)pos0 * kvw;
+  moesz_kjob j[3] = {job(&l->wq, e->xn, d, e->q, qw, n, 0), job(&l->wk, e->xn, d, kc, kvw, n, 0),
+                     job(&l->wv, e->xn, d, vc, kvw, n, 0)};
+  if ((rc = moesz_k_linear(&e->kc, j, 3))) return moesz_error_set(err, rc, "layer %d: qkv", L);
+  qkv_post(e, L, e->q, kc, vc, pos0, n);
+  attend(e, L, e->q, kbase, vbase, pos0, n, e->att);
+  j[0] = job(&l->wo, e->att, qw, x, d, n, 1);
   if ((rc = moesz_k_linear(&e->kc, j, 1))) return moesz_error_set(err, rc, "layer %d: o_proj", L);
-  if (l->bo) add_bias(e->x, d, l->bo, n, e->d);
-mlp:
+  if (l->bo) add_bias(x, d, l->bo, n, e->d);
+  return MOESZ_OK;
+}
+
+/* The MLP (dense or MoE) of layer L on rows 0..n-1 of e->x (any mix of
+ * sequences: experts are fetched once for all of them). */
+static int mlp_block(moesz_engine *e, int L, int n, moesz_error *err) {
+  const moesz_config *c = &e->cfg;
+  layer_w *l = &e->L[L];
+  size_t d = (size_t)e->d;
+  int rc;
   moesz_k_rmsnorm(e->xn, d, e->x, d, l->ffn_norm, n, e->d, c->norm_eps);
   if (c->is_moe[L]) return c->gate_up_interleaved ? moe_block_oss(e, L, n, err) : moe_block(e, L, n, err);
   moesz_expert_mats mt;
@@ -834,6 +867,10 @@ mlp:
   return MOESZ_OK;
 }
 
+static int layer_forward(moesz_engine *e, int L, int pos0, int n, moesz_error *err) {
+  int rc = attn_block(e, L, e->x, e->mla ? NULL : e->kcache, e->vcache, e->max_ctx, pos0, n, err);
+  return rc ? rc : mlp_block(e, L, n, err);
+}
 int moesz_engine_forward(moesz_engine *e, const int32_t *tokens, size_t n, int all_logits,
                          float *logits, moesz_error *err) {
   if (!e || (!tokens && n) || !logits) return moesz_error_set(err, MOESZ_E_ARG, "forward: NULL argument");
@@ -868,6 +905,152 @@ int moesz_engine_forward(moesz_engine *e, const int32_t *tokens, size_t n, int a
   }
   if (rc) { e->pos = start; return rc; }
   e->st.tokens += n;
+  e->st.forward_calls++;
+  e->st.seconds += moesz_time_now() - t0;
+  return MOESZ_OK;
+}
+
+/* ------------------------------------------------- several sequences */
+
+/* A sequence: its own KV cache and position; the engine's weights, scratch
+ * and expert provider are shared. Used by moesz_engine_step. */
+struct moesz_seq {
+  const moesz_engine *e;
+  int max_ctx, pos;
+  float *kcache, *vcache;               /* [n_layers][max_ctx][kvw]; MLA: kcache is the latent
+                                           cache [n_layers][max_ctx][kv_lora_rank + rope dims],
+                                           vcache NULL */
+};
+
+int moesz_seq_create(moesz_engine *e, int max_ctx, moesz_seq **out, moesz_error *err) {
+  if (!e || !out) return moesz_error_set(err, MOESZ_E_ARG, "sequence: NULL argument");
+  *out = NULL;
+  if (max_ctx <= 0) max_ctx = e->max_ctx;
+  if (max_ctx > e->max_ctx)
+    return moesz_error_set(err, MOESZ_E_RANGE, "sequence context %d > the engine's %d", max_ctx, e->max_ctx);
+  size_t row = e->mla ? (size_t)(moesz_mla_cache_bytes(&e->cfg) / sizeof(float)) : (size_t)e->kvw;
+  size_t kv = (size_t)e->cfg.n_layers * (size_t)max_ctx * row;
+  moesz_seq *s = calloc(1, sizeof *s);
+  if (s) {
+    s->kcache = malloc(kv * sizeof(float));
+    if (!e->mla) s->vcache = malloc(kv * sizeof(float));
+  }
+  if (!s || !s->kcache || (!e->mla && !s->vcache)) {
+    moesz_seq_free(s);
+    return moesz_error_set(err, MOESZ_E_NOMEM, "sequence KV cache (%zu floats)", (e->mla ? 1 : 2) * kv);
+  }
+  s->e = e;
+  s->max_ctx = max_ctx;
+  *out = s;
+  return MOESZ_OK;
+}
+
+void moesz_seq_free(moesz_seq *s) {
+  if (!s) return;
+  free(s->kcache);
+  free(s->vcache);
+  free(s);
+}
+void moesz_seq_reset(moesz_seq *s) { s->pos = 0; }
+int moesz_seq_pos(const moesz_seq *s) { return s->pos; }
+int moesz_seq_max_ctx(const moesz_seq *s) { return s->max_ctx; }
+int moesz_engine_step_capacity(const moesz_engine *e) { (void)e; return BMAX; }
+
+/* Attention of layer L for every item of a step (rows one after another in
+ * e->x): the q/k/v and o projections over all rows at once (weights read
+ * once), k / v rows copied into each sequence's cache, attention per
+ * sequence (with sinks / sliding windows where the layer has them). MLA
+ * (DeepSeek-V3) runs each sequence through attn_block, the path of
+ * moesz_engine_forward, against that sequence's latent cache. */
+static int attn_multi(moesz_engine *e, int L, const moesz_step_item *it, int ni, int total, moesz_error *err) {
+  layer_w *l = &e->L[L];
+  size_t d = (size_t)e->d, qw = (size_t)e->qw, kvw = (size_t)e->kvw;
+  int rc;
+  if (e->mla) {
+    for (int i = 0, r = 0; i < ni; r += it[i].n, i++) {
+      moesz_seq *s = it[i].seq;
+      if ((rc = attn_block(e, L, e->x + (size_t)r * d, s->kcache, NULL, s->max_ctx, s->pos, it[i].n, err)))
+        return rc;
+    }
+    return MOESZ_OK;
+  }
+  moesz_k_rmsnorm(e->xn, d, e->x, d, l->attn_norm, total, e->d, e->cfg.norm_eps);
+  moesz_kjob j[3] = {job(&l->wq, e->xn, d, e->q, qw, total, 0), job(&l->wk, e->xn, d, e->kst, kvw, total, 0),
+                     job(&l->wv, e->xn, d, e->vst, kvw, total, 0)};
+  if ((rc = moesz_k_linear(&e->kc, j, 3))) return moesz_error_set(err, rc, "layer %d: qkv", L);
+  for (int i = 0, r = 0; i < ni; r += it[i].n, i++) {
+    moesz_seq *s = it[i].seq;
+    size_t lo = (size_t)L * (size_t)s->max_ctx * kvw, n = (size_t)it[i].n;
+    float *kb = s->kcache + lo, *vb = s->vcache + lo;
+    float *kc = kb + (size_t)s->pos * kvw, *vc = vb + (size_t)s->pos * kvw;
+    memcpy(kc, e->kst + (size_t)r * kvw, n * kvw * sizeof(float));
+    memcpy(vc, e->vst + (size_t)r * kvw, n * kvw * sizeof(float));
+    qkv_post(e, L, e->q + (size_t)r * qw, kc, vc, s->pos, it[i].n);
+    attend(e, L, e->q + (size_t)r * qw, kb, vb, s->pos, it[i].n, e->att + (size_t)r * qw);
+  }
+  j[0] = job(&l->wo, e->att, qw, e->x, d, total, 1);
+  if ((rc = moesz_k_linear(&e->kc, j, 1))) return moesz_error_set(err, rc, "layer %d: o_proj", L);
+  if (l->bo) add_bias(e->x, d, l->bo, total, e->d);
+  return MOESZ_OK;
+}
+
+int moesz_engine_step(moesz_engine *e, const moesz_step_item *it, int n_items, moesz_error *err) {
+  if (!e || (!it && n_items)) return moesz_error_set(err, MOESZ_E_ARG, "step: NULL argument");
+  if (n_items <= 0) return moesz_error_set(err, MOESZ_E_ARG, "step: no sequences");
+  int total = 0;
+  for (int i = 0; i < n_items; i++) {
+    const moesz_step_item *a = &it[i];
+    if (!a->seq || a->seq->e != e || !a->tokens || !a->logits || a->n <= 0)
+      return moesz_error_set(err, MOESZ_E_ARG, "step: item %d: bad sequence, tokens or logits", i);
+    for (int j = 0; j < i; j++)
+      if (it[j].seq == a->seq) return moesz_error_set(err, MOESZ_E_ARG, "step: sequence given twice");
+    if (a->n > a->seq->max_ctx - a->seq->pos)
+      return moesz_error_set(err, MOESZ_E_RANGE, "context overflow: %d tokens cached + %d new > context "
+                             "length %d", a->seq->pos, a->n, a->seq->max_ctx);
+    for (int t = 0; t < a->n; t++)
+      if (a->tokens[t] < 0 || a->tokens[t] >= e->vocab)
+        return moesz_error_set(err, MOESZ_E_RANGE, "token id %d outside the vocabulary [0, %d)",
+                               (int)a->tokens[t], e->vocab);
+    total += a->n;
+    if (total > BMAX)
+      return moesz_error_set(err, MOESZ_E_RANGE, "step: more than %d tokens at once", BMAX);
+  }
+  double t0 = moesz_time_now();
+  size_t d = (size_t)e->d, es = moesz_dtype_size(e->embed.dtype);
+  /* rows of every item one after another in e->x */
+  for (int i = 0, r = 0; i < n_items; r += it[i].n, i++)
+    for (int t = 0; t < it[i].n; t++) {
+      const char *row = (const char *)e->embed.data + (size_t)it[i].tokens[t] * d * es;
+      moesz_to_f32(e->embed.dtype, row, e->x + (size_t)(r + t) * d, d);
+    }
+  int rc = MOESZ_OK;
+  for (int L = 0; L < e->cfg.n_layers && !rc; L++) {
+    if (n_items == 1) {   /* one sequence: exactly the path of moesz_engine_forward */
+      moesz_seq *s = it[0].seq;
+      rc = attn_block(e, L, e->x, s->kcache, s->vcache, s->max_ctx, s->pos, it[0].n, err);
+    } else rc = attn_multi(e, L, it, n_items, total, err);
+    if (!rc) rc = mlp_block(e, L, total, err);
+  }
+  if (rc) return rc;   /* positions unchanged: the rows written past them are ignored */
+  /* final norm of the rows that want logits, packed; one lm_head job per run of
+   * items whose logits lie one after another (a server's buffer: the weights
+   * are read once for all of them), else per item */
+  int nr = 0, nj = 0;
+  for (int i = 0, r = 0; i < n_items; r += it[i].n, i++) {
+    int r0 = it[i].all_logits ? r : r + it[i].n - 1, k = r + it[i].n - r0;
+    moesz_k_rmsnorm(e->xn + (size_t)nr * d, d, e->x + (size_t)r0 * d, d, e->final_norm, k, e->d,
+                    e->cfg.norm_eps);
+    moesz_kjob *pj = nj ? &e->jobs[nj - 1] : NULL;
+    if (pj && pj->y + (size_t)pj->n * (size_t)e->vocab == it[i].logits) pj->n += k;
+    else e->jobs[nj++] = job(&e->lm_head, e->xn + (size_t)nr * d, d, it[i].logits, (size_t)e->vocab, k, 0);
+    nr += k;
+    if (nj == 2 * e->cfg.n_experts + 4 || i == n_items - 1) {
+      if ((rc = moesz_k_linear(&e->kc, e->jobs, nj))) return moesz_error_set(err, rc, "lm_head");
+      nj = 0;
+    }
+  }
+  for (int i = 0; i < n_items; i++) it[i].seq->pos += it[i].n;
+  e->st.tokens += (uint64_t)total;
   e->st.forward_calls++;
   e->st.seconds += moesz_time_now() - t0;
   return MOESZ_OK;

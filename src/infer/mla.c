@@ -229,12 +229,18 @@ static moesz_kjob mkjob(const moesz_matview *w, const float *x, size_t ldx, floa
 
 int moesz_mla_forward(moesz_mla *m, moesz_kctx *kc, int L, const float *xn, int n, int pos0, float *x,
                       moesz_error *err) {
-  if (L < 0 || L >= m->nl || n <= 0 || n > m->bmax || pos0 < 0 || pos0 + n > m->max_ctx)
+  return moesz_mla_forward_at(m, kc, L, xn, n, pos0, m->cache, m->max_ctx, x, err);
+}
+
+int moesz_mla_forward_at(moesz_mla *m, moesz_kctx *kc, int L, const float *xn, int n, int pos0,
+                         float *cache_all, int ctx, float *x, moesz_error *err) {
+  if (L < 0 || L >= m->nl || n <= 0 || n > m->bmax || pos0 < 0 || ctx <= 0 || ctx > m->max_ctx ||
+      pos0 + n > ctx || !cache_all)
     return moesz_error_set(err, MOESZ_E_RANGE, "MLA: layer %d, %d tokens at %d out of range", L, n, pos0);
   mla_layer *l = &m->L[L];
   size_t d = (size_t)m->d, lat = (size_t)(m->kvl + m->r), nh = (size_t)m->nh, qk = (size_t)m->qk;
   size_t qw = nh * qk, lw = nh * lat, ow = nh * (size_t)m->vd;
-  float *cache = m->cache + (size_t)L * (size_t)m->max_ctx * lat;
+  float *cache = cache_all + (size_t)L * (size_t)ctx * lat;
   float *crow = cache + (size_t)pos0 * lat;
   int rc;
   /* queries and the latent of the new tokens (straight into the cache) */

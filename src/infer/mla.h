@@ -25,6 +25,11 @@ int moesz_mla_max_cols(const moesz_mla *m);
  * o_proj(attention) to the residual x [n, d]. */
 int moesz_mla_forward(moesz_mla *m, moesz_kctx *kc, int L, const float *xn, int n, int pos0,
                       float *x, moesz_error *err);
+/* The same against another latent cache cache_all [n_layers][ctx][kv_lora_rank
+ * + qk_rope_head_dim] (a sequence of moesz_engine_step), ctx <= the
+ * max_ctx given to moesz_mla_open. */
+int moesz_mla_forward_at(moesz_mla *m, moesz_kctx *kc, int L, const float *xn, int n, int pos0,
+                         float *cache_all, int ctx, float *x, moesz_error *err);
 /* Bytes per token per layer of the f32 cache: MLA keeps kv_lora_rank +
  * qk_rope_head_dim floats; expanded K/V would keep n_heads * (qk_nope +
  * qk_rope + v_head_dim) floats. */

@@ -74,6 +74,7 @@ struct moesz_cache {
   float **router;            /* [n_layers] router weights [n_experts, d] in f32, NULL for dense layers */
   char budget_note[256];     /* how --mem auto chose the budget */
   moesz_runtime_resmoe *rm;  /* ResMoE layers: pinned barycenters (rt_resmoe.c), NULL if none */
+  moesz_cache_layer_stats *lst; /* [n_layers] the counters per layer */
 };
 
 static entry *at(moesz_cache *k, int L, int e) { return &k->ent[(size_t)L * (size_t)k->n_experts + (size_t)e]; }
@@ -355,6 +356,8 @@ static int load(moesz_cache *k, int L, int e, entry *x, int kind, moesz_error *e
     }
     k->st.bytes_read += io.bytes;
     k->st.bytes_decoded += need;
+    k->lst[L].bytes_read += io.bytes;
+    k->lst[L].bytes_decoded += need;
     if (kind == LOAD_PRELOAD) k->st.preloaded++;
   }
   pthread_cond_broadcast(&k->ready);
@@ -377,7 +380,8 @@ int moesz_cache_get(moesz_cache *k, int L, int e, moesz_matview mats[3], moesz_e
   double t0 = moesz_time_now();
   if (x->state == E_READY) {
     k->st.hits++;
-  } else {
+  }
+  if (x->state != E_READY) {
     int waited = 0;
     /* wait out a prefetch in flight; load if it failed or was evicted */
     while (x->state != E_READY) {
@@ -392,14 +396,14 @@ int moesz_cache_get(moesz_cache *k, int L, int e, moesz_matview mats[3], moesz_e
       if (rc) break;
       waited = 0;
     }
-    if (!rc) {
-      if (waited) k->st.prefetch_waits++;
-      else k->st.misses++;
-    } else {
-      k->st.misses++;
-    }
+    if (!rc && waited) { k->st.prefetch_waits++; k->lst[L].prefetch_waits++; }
+    else { k->st.misses++; k->lst[L].misses++; }
     k->st.stall_seconds += moesz_time_now() - t0;
+    k->lst[L].stall_seconds += moesz_time_now() - t0;
+  } else {
+    k->lst[L].hits++;
   }
+  k->lst[L].gets++;
   if (!rc) {
     if (x->prefetched) { k->st.prefetch_used++; x->prefetched = 0; }
     x->pins++;
@@ -453,6 +457,7 @@ void moesz_cache_prefetch(moesz_cache *k, int L, const int32_t *experts, int n) 
     k->queue[(k->qhead + k->qlen) % PF_QUEUE] = i;
     k->qlen++;
     k->st.prefetch_issued++;
+    k->lst[L].prefetch_issued++;
   }
   pthread_cond_broadcast(&k->work);
   pthread_mutex_unlock(&k->mu);
@@ -522,8 +527,9 @@ int moesz_cache_create(const moesz_msz *c, const moesz_cache_opts *o, moesz_cach
   pthread_cond_init(&k->ready, NULL);
   pthread_cond_init(&k->work, NULL);
   k->ent = calloc((size_t)k->n_layers * (size_t)k->n_experts, sizeof *k->ent);
+  k->lst = calloc((size_t)k->n_layers, sizeof *k->lst);
   k->router = calloc((size_t)k->n_layers, sizeof *k->router);
-  if (!k->ent || !k->router) { moesz_cache_destroy(k); return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory"); }
+  if (!k->ent || !k->lst || !k->router) { moesz_cache_destroy(k); return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory"); }
   if (k->o.budget_auto) {
     uint64_t avail;
     moesz_budget_auto ba;
@@ -592,6 +598,7 @@ void moesz_cache_destroy(moesz_cache *k) {
     for (int L = 0; L < k->n_layers; L++) free(k->router[L]);
   free(k->router);
   free(k->ent);
+  free(k->lst);
   pthread_mutex_destroy(&k->mu);
   pthread_cond_destroy(&k->ready);
   pthread_cond_destroy(&k->work);
@@ -770,4 +777,20 @@ int moesz_cache_state_load(moesz_cache *k, const char *path, int *loaded, uint64
   free(freq);
   free(ord);
   return rc;
+}
+
+int moesz_cache_layers(const moesz_cache *k) { return k->n_layers; }
+int moesz_cache_experts(const moesz_cache *k) { return k->n_experts; }
+
+int moesz_cache_layer_stats_get(moesz_cache *k, int layer, moesz_cache_layer_stats *out, uint8_t *states) {
+  if (layer < 0 || layer >= k->n_layers) return MOESZ_E_RANGE;
+  pthread_mutex_lock(&k->mu);
+  *out = k->lst[layer];
+  for (int e = 0; states && e < k->n_experts; e++) {
+    const entry *x = at(k, layer, e);
+    states[e] = x->state == E_READY ? MOESZ_EXPERT_RESIDENT : x->state == E_LOADING ? MOESZ_EXPERT_LOADING
+                                                                                    : MOESZ_EXPERT_STORED;
+  }
+  pthread_mutex_unlock(&k->mu);
+  return MOESZ_OK;
 }
