@@ -322,6 +322,18 @@ TEST(hostile_layouts_rejected) {
   free(cp); free(buf); free(f); free(x);
 }
 
+/* Largest |a - b| over N rows of V logits; *argmax_same: every row's argmax agrees. */
+static double logit_diff(const float *a, const float *b, int N, int V, int *argmax_same) {
+  double worst = 0;
+  *argmax_same = 1;
+  for (int t = 0; t < N; t++) {
+    const float *x = a + (size_t)t * (size_t)V, *y = b + (size_t)t * (size_t)V;
+    for (int i = 0; i < V; i++) worst = fmax(worst, fabs((double)x[i] - (double)y[i]));
+    *argmax_same &= moesz_argmax(x, V) == moesz_argmax(y, V);
+  }
+  return worst;
+}
+
 static void fused_family(const char *fam) {
   char dir[128], msz[128];
   snprintf(dir, sizeof dir, "tests/fixtures/%s", fam);
@@ -362,31 +374,16 @@ static void fused_family(const char *fam) {
     CHECK(lg[k] != NULL);
     moesz_engine_close(en);
   }
-  if (lg[0] && lg[1]) {
-    double worst = 0;
-    int argmax_same = 1;
-    for (int t = 0; t < N; t++) {
-      const float *a = lg[0] + (size_t)t * (size_t)V, *b = lg[1] + (size_t)t * (size_t)V;
-      for (int i = 0; i < V; i++) worst = fmax(worst, fabs((double)a[i] - (double)b[i]));
-      argmax_same &= moesz_argmax(a, V) == moesz_argmax(b, V);
-    }
-    CHECK_MSG(worst <= 1e-4 && argmax_same, "%s: max |fused - f32| = %.3g, argmax same %d", fam, worst, argmax_same);
-  }
+  int argmax_same = 0;
+  double worst = lg[0] && lg[1] ? logit_diff(lg[0], lg[1], N, V, &argmax_same) : 0;
+  CHECK_MSG(worst <= 1e-4 && argmax_same, "%s: max |fused - f32| = %.3g, argmax same %d", fam, worst, argmax_same);
   if (lg[1] && lg[2])
     CHECK_MSG(!memcmp(lg[1], lg[2], (size_t)N * (size_t)V * sizeof(float)), "%s: in-place layouts change the logits", fam);
-  if (lg[0] && lg[3]) {
-    /* 16-bit x: not the f32 product up to summation order, but far inside
-     * the weights' own bound (measured 1.0-2.6e-4 on these logits) */
-    double worst = 0;
-    int argmax_same = 1;
-    for (int t = 0; t < N; t++) {
-      const float *a = lg[0] + (size_t)t * (size_t)V, *b = lg[3] + (size_t)t * (size_t)V;
-      for (int i = 0; i < V; i++) worst = fmax(worst, fabs((double)a[i] - (double)b[i]));
-      argmax_same &= moesz_argmax(a, V) == moesz_argmax(b, V);
-    }
-    CHECK_MSG(worst <= 1e-3 && argmax_same, "%s: fast_dot: max |fused - f32| = %.3g, argmax same %d", fam, worst,
-              argmax_same);
-  }
+  /* 16-bit x: not the f32 product up to summation order, but far inside the
+   * weights' own bound (measured 1.0-2.6e-4 on these logits) */
+  worst = lg[0] && lg[3] ? logit_diff(lg[0], lg[3], N, V, &argmax_same) : 0;
+  CHECK_MSG(worst <= 1e-3 && argmax_same, "%s: fast_dot: max |fused - f32| = %.3g, argmax same %d", fam, worst,
+            argmax_same);
   for (int k = 0; k < 4; k++) free(lg[k]);
   unlink(msz);
 }

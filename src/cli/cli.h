@@ -62,4 +62,6 @@ int moesz_cli_fail(const char *cmd, const moesz_error *e);
 int moesz_cli_wants_help(int argc, char **argv);
 /* Parses a byte size with optional K/M/G/KiB/MiB/GiB suffix; -1 on error. */
 long long moesz_cli_parse_bytes(const char *s);
+/* A whole decimal integer in [lo, hi] into *out; -1 (out untouched) otherwise. */
+int moesz_cli_parse_long(const char *s, long lo, long hi, long *out);
 #endif

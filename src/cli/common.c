@@ -1,5 +1,6 @@
 /* cli/common.c - helpers shared by the subcommand files. */
 #include <ctype.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include "cli/cli.h"
@@ -14,6 +15,15 @@ int moesz_cli_wants_help(int argc, char **argv) {
     if (!strcmp(argv[i], "--")) break;
     if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return 1;
   }
+  return 0;
+}
+
+int moesz_cli_parse_long(const char *s, long lo, long hi, long *out) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || end == s || *end || v < lo || v > hi) return -1;
+  *out = v;
   return 0;
 }
 

@@ -71,15 +71,6 @@ static int usage_err(const char *msg, const char *arg) {
   return 2;
 }
 
-static int parse_int(const char *s, long lo, long hi, long *out) {
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (errno || end == s || *end || v < lo || v > hi) return -1;
-  *out = v;
-  return 0;
-}
-
 static int parse_float(const char *s, double lo, double hi, double *out) {
   char *end;
   errno = 0;
@@ -268,18 +259,18 @@ int moesz_cli_run(int argc, char **argv) {
     }
     else if (!strcmp(a, "--max-tokens")) {
       NEED_VAL();
-      if (parse_int(argv[++i], 0, 1 << 24, &max_tokens)) return usage_err("bad --max-tokens", argv[i]);
+      if (moesz_cli_parse_long(argv[++i], 0, 1 << 24, &max_tokens)) return usage_err("bad --max-tokens", argv[i]);
     } else if (!strcmp(a, "--fast-dot")) {
       fast_dot = 1;
     } else if (!strcmp(a, "--threads")) {
       NEED_VAL();
-      if (parse_int(argv[++i], 0, 1024, &threads)) return usage_err("bad --threads", argv[i]);
+      if (moesz_cli_parse_long(argv[++i], 0, 1024, &threads)) return usage_err("bad --threads", argv[i]);
     } else if (!strcmp(a, "--ctx")) {
       NEED_VAL();
-      if (parse_int(argv[++i], 1, 1 << 24, &ctx)) return usage_err("bad --ctx", argv[i]);
+      if (moesz_cli_parse_long(argv[++i], 1, 1 << 24, &ctx)) return usage_err("bad --ctx", argv[i]);
     } else if (!strcmp(a, "--seed")) {
       NEED_VAL();
-      if (parse_int(argv[++i], 0, LONG_MAX, &seed)) return usage_err("bad --seed", argv[i]);
+      if (moesz_cli_parse_long(argv[++i], 0, LONG_MAX, &seed)) return usage_err("bad --seed", argv[i]);
     } else if (!strcmp(a, "--temperature")) {
       NEED_VAL();
       if (parse_float(argv[++i], 0, 100, &temperature)) return usage_err("bad --temperature", argv[i]);

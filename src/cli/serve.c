@@ -33,21 +33,12 @@ static const char *USAGE =
     "  --mem BYTES|auto     expert cache budget (default unlimited)\n"
     "  --cache POLICY       lru (default) | lfu | lfru\n"
     "  --prefetch           predict the next MoE layer's experts and decode them ahead\n"
-    "  --store MODE         direct (default) | buffered | mmap\n"
+    "  --store MODE         direct | buffered | mmap (default: direct under --mem, mmap without)\n"
     "  -h, --help           this text\n";
 
 static int usage_err(const char *msg, const char *arg) {
   fprintf(stderr, "moesz serve: %s%s%s\n%s", msg, arg ? ": " : "", arg ? arg : "", USAGE);
   return 2;
-}
-
-static int parse_long(const char *s, long lo, long hi, long *out) {
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (errno || end == s || *end || v < lo || v > hi) return -1;
-  *out = v;
-  return 0;
 }
 
 /* The chat_template of MODEL's tokenizer_config.json (folder or embedded in
@@ -86,12 +77,13 @@ int moesz_cli_serve(int argc, char **argv) {
   long long body = 1 << 20;
   const char *host = "127.0.0.1";
   moesz_cache_opts co = {.budget_bytes = 0, .policy = MOESZ_CACHE_LRU, .dtype = MOESZ_DT_COUNT};
+  int store_given = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     int has_val = i + 1 < argc;
 #define NEED_VAL() do { if (!has_val) return usage_err("missing value for", a); } while (0)
 #define INTOPT(flag, var, lo, hi) else if (!strcmp(a, flag)) { NEED_VAL(); \
-      if (parse_long(argv[++i], lo, hi, &var)) return usage_err("bad " flag, argv[i]); }
+      if (moesz_cli_parse_long(argv[++i], lo, hi, &var)) return usage_err("bad " flag, argv[i]); }
     if (!strcmp(a, "--host")) { NEED_VAL(); host = argv[++i]; }
     INTOPT("--port", port, 0, 65535)
     INTOPT("--max-batch", max_batch, 1, 64)
@@ -120,6 +112,7 @@ int moesz_cli_serve(int argc, char **argv) {
     } else if (!strcmp(a, "--store")) {
       NEED_VAL();
       if (moesz_store_mode_parse(argv[++i], &co.store.mode)) return usage_err("bad --store (direct, buffered, mmap)", argv[i]);
+      store_given = 1;
     } else if (a[0] == '-' && a[1]) return usage_err("unknown option", a);
     else if (!model) model = a;
     else return usage_err("unexpected argument", a);
@@ -139,12 +132,14 @@ int moesz_cli_serve(int argc, char **argv) {
   moesz_error err = {0};
   moesz_tok *tok = NULL;
   if (moesz_cli_tok_load(model, &tok, &err)) return moesz_cli_fail("serve", &err);
+  /* without a budget every expert stays resident: serve them from the mapping (as moesz run) */
+  if (!store_given && !co.budget_bytes && !co.budget_auto) co.store.mode = MOESZ_STORE_MMAP;
   moesz_engine_opts o = {.threads = (int)threads, .max_ctx = (int)ctx};
   co.miss_threads = threads > 0 ? (int)threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
   moesz_engine *e = NULL;
   moesz_cache *cache = NULL;
   int is_msz = moesz_engine_is_msz(model);
-  if (!is_msz && (co.budget_bytes || co.budget_auto || co.prefetch || co.store.mode != MOESZ_STORE_DIRECT))
+  if (!is_msz && (co.budget_bytes || co.budget_auto || co.prefetch || store_given))
     fprintf(stderr, "moesz serve: note: --mem/--prefetch/--store apply to .msz containers; %s is served from its "
             "files\n", model);
   if (is_msz ? moesz_engine_open_msz(model, &co, &o, &e, &cache, &err) : moesz_engine_open(model, &o, &e, &err)) {
