@@ -558,6 +558,29 @@ static int get_expert(moesz_engine *e, int L, int ex, int shared, moesz_expert_m
   return rc;
 }
 
+/* Rows grouped by expert (expert order), tokens in order within each, from
+ * the routing in e->topi / e->topw [n, K] and the counts e->cnt [E]: offsets
+ * e->off, row token and weight, the gathered inputs e->xg (n > 1), and the
+ * active experts e->active; returns how many are active. */
+static int group_rows(moesz_engine *e, int n, int E, int K) {
+  size_t d = (size_t)e->d;
+  int nact = 0;
+  e->off[0] = 0;
+  for (int x = 0; x < E; x++) {
+    e->off[x + 1] = e->off[x] + e->cnt[x];
+    e->fill[x] = e->off[x];
+    if (e->cnt[x]) e->active[nact++] = x;
+  }
+  for (int t = 0; t < n; t++)
+    for (int j = 0; j < K; j++) {
+      int x = e->topi[(size_t)t * K + j], r = e->fill[x]++;
+      e->row_tok[r] = t;
+      e->row_w[r] = e->topw[(size_t)t * K + j];
+      if (n > 1) memcpy(e->xg + (size_t)r * d, e->xn + (size_t)t * d, d * sizeof(float));
+    }
+  return nact;
+}
+
 /* Top-k of p[E] (largest first, lower index first on ties). */
 static void topk(const float *p, int E, int k, int32_t *idx, float *w) {
   for (int j = 0; j < k; j++) { idx[j] = -1; w[j] = -1; }
@@ -600,22 +623,7 @@ static int moe_block(moesz_engine *e, int L, int n, moesz_error *err) {
     }
     for (int j = 0; j < K; j++) e->cnt[ti[j]]++;
   }
-  /* rows grouped by expert (expert order), tokens in order within each */
-  int nact = 0;
-  e->off[0] = 0;
-  for (int x = 0; x < E; x++) {
-    e->off[x + 1] = e->off[x] + e->cnt[x];
-    e->fill[x] = e->off[x];
-    if (e->cnt[x]) e->active[nact++] = x;
-  }
-  for (int t = 0; t < n; t++)
-    for (int j = 0; j < K; j++) {
-      int x = e->topi[(size_t)t * K + j];
-      int r = e->fill[x]++;
-      e->row_tok[r] = t;
-      e->row_w[r] = e->topw[(size_t)t * K + j];
-      if (n > 1) memcpy(e->xg + (size_t)r * d, e->xn + (size_t)t * d, d * sizeof(float));
-    }
+  int nact = group_rows(e, n, E, K);
   /* one token: every expert reads xn itself (no gathered copies) */
   const float *xin = n > 1 ? e->xg : e->xn;
   size_t xstep = n > 1 ? d : 0;
@@ -707,20 +715,7 @@ static int moe_block_oss(moesz_engine *e, int L, int n, moesz_error *err) {
     moesz_k_softmax(tw, K);
     for (int j = 0; j < K; j++) e->cnt[ti[j]]++;
   }
-  int nact = 0;
-  e->off[0] = 0;
-  for (int x = 0; x < E; x++) {
-    e->off[x + 1] = e->off[x] + e->cnt[x];
-    e->fill[x] = e->off[x];
-    if (e->cnt[x]) e->active[nact++] = x;
-  }
-  for (int t = 0; t < n; t++)
-    for (int j = 0; j < K; j++) {
-      int x = e->topi[(size_t)t * K + j], r = e->fill[x]++;
-      e->row_tok[r] = t;
-      e->row_w[r] = e->topw[(size_t)t * K + j];
-      if (n > 1) memcpy(e->xg + (size_t)r * d, e->xn + (size_t)t * d, d * sizeof(float));
-    }
+  int nact = group_rows(e, n, E, K);
   const float *xin = n > 1 ? e->xg : e->xn;
   size_t xstep = n > 1 ? d : 0;
   if (e->prov.route) e->prov.route(e->prov.ctx, L, e->active, nact, e->xn, n);
