@@ -46,10 +46,13 @@ class Model:
     size such as ``"4MiB"``, ``"auto"`` from available memory, or None =
     unlimited) with eviction policy ``cache`` (``"lru"``, ``"lfu"``, ``"lfru"``),
     next-layer ``prefetch``, read through ``store`` (``"direct"``: pread with
-    O_DIRECT, ``"buffered"`` or ``"mmap"``). ``threads``: compute threads (None:
-    all cores); ``max_ctx``: KV cache length (None: min(max positions, 4096))."""
+    O_DIRECT, ``"buffered"`` or ``"mmap"``; None: direct under a budget, mmap
+    without, as ``moesz run``). ``threads``: compute threads (None: all cores);
+    ``max_ctx``: KV cache length (None: min(max positions, 4096)); ``fast_dot``:
+    compute-layout experts round x to 16 bits per group (``moesz run --fast-dot``)."""
 
-    def __init__(self, path, mem=None, cache="lfru", prefetch=False, threads=None, max_ctx=None, store="direct"):
+    def __init__(self, path, mem=None, cache="lfru", prefetch=False, threads=None, max_ctx=None, store=None,
+                 fast_dot=False):
         self.path = os.fspath(path)
         self._lock = threading.RLock()
         self._e = C.c_void_p()
@@ -58,7 +61,7 @@ class Model:
         self.is_msz = bool(L.lib.moesz_engine_is_msz(_path(path)))
         threads = None if threads is None else int_arg(threads, "threads", 1, 4096)
         max_ctx = None if max_ctx is None else int_arg(max_ctx, "max_ctx", 1)
-        eo = L.EngineOpts(threads=threads or 0, max_ctx=max_ctx or 0)
+        eo = L.EngineOpts(threads=threads or 0, max_ctx=max_ctx or 0, fast_dot=int(bool(fast_dot)))
         err = L.Error()
         if self.is_msz:
             co = L.CacheOpts(dtype=L.DT_COUNT)
@@ -73,6 +76,8 @@ class Model:
             co.prefetch = int(bool(prefetch))
             co.prefetch_threads = 1
             co.miss_threads = int(threads or os.cpu_count() or 1)
+            if store is None:
+                store = "mmap" if mem is None else "direct"
             if store not in _STORE:
                 raise ArgumentError("store must be direct, buffered or mmap, got %r" % (store,))
             co.store.mode = _STORE[store]
