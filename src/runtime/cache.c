@@ -9,7 +9,9 @@
  * from the store (src/runtime/store.c: pread / O_DIRECT behind the link
  * model, or the container's mapping), and decode_entry() turns those bytes
  * into the entry's matrices. A new blob kind or cache dtype changes only
- * decode_entry() (and entry_bytes()).
+ * decode_entry() (and entry_bytes()). Compute-layout blobs read in place
+ * (store in mmap mode) are parsed where they lie: the entry then owns no
+ * buffer (in_place()).
  *
  * Budget: an entry's decoded bytes count from the moment its load is
  * admitted (before reading), so loads in flight and prefetched experts are
