@@ -58,7 +58,7 @@ $(BUILD)/moesz: $(CLI_OBJ) $(BUILD)/libmoesz.a
 	@$(if $(Q),echo "  LINK    $@")
 	$(Q)$(CC) $(LDSAN) -pthread -o $@ $(CLI_OBJ) $(BUILD)/libmoesz.a $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/harness.h tests/harness_engine.h tests/harness_tok.h $(BUILD)/libmoesz.a
+$(BUILD)/tests/%: tests/%.c tests/harness.h tests/harness_engine.h tests/harness_tok.h tests/harness_fixture.h $(BUILD)/libmoesz.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  TEST    $<")
 	$(Q)$(CC) $(CFLAGS) -Itests -o $@ $< $(BUILD)/libmoesz.a $(LDSAN) $(LDLIBS)

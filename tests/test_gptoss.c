@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <cjson/cJSON.h>
 #include "harness.h"
+#include "harness_fixture.h"
 #include "infer/kernels.h"
 #include "moesz/container.h"
 #include "moesz/infer.h"
@@ -33,81 +34,6 @@ static void *slurp(const char *path, size_t *len) {
   return b;
 }
 
-typedef struct { int32_t tok[64]; int n, vocab; float *logits; } fixture;
-
-static int load_fixture(const char *dir, int vocab, fixture *f) {
-  char p[512];
-  snprintf(p, sizeof p, "%s/tokens.txt", dir);
-  FILE *fp = fopen(p, "r");
-  if (!fp) return -1;
-  f->n = 0;
-  while (f->n < 64 && fscanf(fp, "%d", &f->tok[f->n]) == 1) f->n++;
-  fclose(fp);
-  snprintf(p, sizeof p, "%s/logits.f32", dir);
-  size_t len = 0;
-  f->logits = slurp(p, &len);
-  f->vocab = vocab;
-  if (!f->logits || len != sizeof(float) * (size_t)f->n * (size_t)vocab) { free(f->logits); return -1; }
-  return 0;
-}
-
-static double compare(const fixture *f, int r0, int nr, const float *got, int *bad) {
-  double m = 0;
-  for (int r = 0; r < nr; r++) {
-    const float *ref = f->logits + (size_t)(r0 + r) * f->vocab, *g = got + (size_t)r * f->vocab;
-    for (int i = 0; i < f->vocab; i++) {
-      double dd = fabs((double)ref[i] - g[i]);
-      if (!(dd <= m)) m = dd;
-    }
-    if (moesz_argmax(ref, f->vocab) != moesz_argmax(g, f->vocab)) (*bad)++;
-  }
-  return m;
-}
-
-static void check_logits(const char *dir, const moesz_engine_opts *o) {
-  moesz_error err = {0};
-  moesz_engine *e = NULL;
-  int rc = moesz_engine_open(dir, o, &e, &err);
-  CHECK_MSG(rc == 0, "%s: %s", dir, err.msg);
-  if (rc) return;
-  fixture f;
-  CHECK_MSG(load_fixture(dir, moesz_engine_vocab(e), &f) == 0, "%s: fixture files", dir);
-  int V = f.vocab, bad = 0;
-  float *lg = malloc(sizeof(float) * (size_t)f.n * V);
-  CHECK(moesz_engine_forward(e, f.tok, (size_t)f.n, 1, lg, &err) == 0);
-  double m1 = compare(&f, 0, f.n, lg, &bad);
-  CHECK_MSG(m1 <= 1e-4 && bad == 0, "%s batch: max |diff| %g, %d argmax mismatches", dir, m1, bad);
-  moesz_engine_reset(e);
-  double m2 = 0;
-  bad = 0;
-  for (int t = 0; t < f.n; t++) {
-    CHECK(moesz_engine_forward(e, &f.tok[t], 1, 0, lg, &err) == 0);
-    double m = compare(&f, t, 1, lg, &bad);
-    if (!(m <= m2)) m2 = m;
-  }
-  CHECK_MSG(m2 <= 1e-4 && bad == 0, "%s decode: max |diff| %g, %d argmax mismatches", dir, m2, bad);
-  /* uneven chunks across the window edge, then truncate and redo the tail */
-  moesz_engine_reset(e);
-  double m3 = 0;
-  bad = 0;
-  int cut[4] = {0, 5, 13, f.n};
-  for (int c = 0; c < 3; c++) {
-    int nn = cut[c + 1] - cut[c];
-    CHECK(moesz_engine_forward(e, f.tok + cut[c], (size_t)nn, 1, lg, &err) == 0);
-    double m = compare(&f, cut[c], nn, lg, &bad);
-    if (!(m <= m3)) m3 = m;
-  }
-  CHECK(moesz_engine_truncate(e, 20, &err) == 0);
-  CHECK(moesz_engine_forward(e, f.tok + 20, (size_t)(f.n - 20), 0, lg, &err) == 0);
-  double m = compare(&f, f.n - 1, 1, lg, &bad);
-  if (!(m <= m3)) m3 = m;
-  CHECK_MSG(m3 <= 1e-4 && bad == 0, "%s chunks: max |diff| %g, %d argmax mismatches", dir, m3, bad);
-  printf("# %-28s threads %d scalar %d group %d: max |diff| batch %.2e decode %.2e chunks %.2e\n", dir,
-         o->threads, o->scalar, o->expert_group, m1, m2, m3);
-  free(lg);
-  free(f.logits);
-  moesz_engine_close(e);
-}
 
 TEST(config_and_roles) {
   moesz_config c;
@@ -296,14 +222,14 @@ TEST(mxfp4_dequant_matches_transformers) {
 
 TEST(forward_matches_transformers) {
   moesz_engine_opts o2 = {.threads = 2}, o1 = {.threads = 1, .scalar = 1, .expert_group = 1};
-  check_logits(FIX "gpt_oss", &o2);
-  check_logits(FIX "gpt_oss", &o1);
+  harness_check_engine(FIX "gpt_oss", &o2, 1e-4, 5, 13);
+  harness_check_engine(FIX "gpt_oss", &o1, 1e-4, 5, 13);
 }
 
 TEST(forward_mxfp4_matches_transformers) {
   moesz_engine_opts o2 = {.threads = 2}, o1 = {.threads = 1, .scalar = 1, .expert_group = 1};
-  check_logits(FIX "gpt_oss_mxfp4", &o2);
-  check_logits(FIX "gpt_oss_mxfp4", &o1);
+  harness_check_engine(FIX "gpt_oss_mxfp4", &o2, 1e-4, 5, 13);
+  harness_check_engine(FIX "gpt_oss_mxfp4", &o1, 1e-4, 5, 13);
 }
 
 static void check_greedy(const char *dir) {

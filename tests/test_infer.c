@@ -11,103 +11,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "harness.h"
+#include "harness_fixture.h"
 #include "moesz/infer.h"
 #include "moesz/model.h"
 #include "moesz/tensor.h"
 
 #define FIX "tests/fixtures/"
-
-typedef struct {
-  int32_t tok[256];
-  int n, vocab;
-  float *logits;   /* [n, vocab] */
-} fixture;
-
-static int load_fixture(const char *dir, int vocab, fixture *f) {
-  char p[512];
-  snprintf(p, sizeof p, "%s/tokens.txt", dir);
-  FILE *fp = fopen(p, "r");
-  if (!fp) return -1;
-  f->n = 0;
-  while (f->n < 256 && fscanf(fp, "%d", &f->tok[f->n]) == 1) f->n++;
-  fclose(fp);
-  f->vocab = vocab;
-  snprintf(p, sizeof p, "%s/logits.f32", dir);
-  fp = fopen(p, "rb");
-  if (!fp) return -1;
-  f->logits = malloc(sizeof(float) * (size_t)f->n * vocab);
-  size_t got = fread(f->logits, sizeof(float), (size_t)f->n * vocab, fp);
-  int extra = fgetc(fp) != EOF;
-  fclose(fp);
-  if (got != (size_t)f->n * vocab || extra) { free(f->logits); return -1; }
-  return 0;
-}
-
-/* max |diff| over rows [r0, r0 + nr) and whether each row's argmax agrees */
-static double compare(const fixture *f, int r0, int nr, const float *got, int *argmax_bad) {
-  double m = 0;
-  for (int r = 0; r < nr; r++) {
-    const float *ref = f->logits + (size_t)(r0 + r) * f->vocab, *g = got + (size_t)r * f->vocab;
-    for (int i = 0; i < f->vocab; i++) {
-      double dd = fabs((double)ref[i] - g[i]);
-      if (!(dd <= m)) m = dd;   /* NaN propagates as a failure */
-    }
-    if (moesz_argmax(ref, f->vocab) != moesz_argmax(g, f->vocab)) (*argmax_bad)++;
-  }
-  return m;
-}
-
-/* Batch, token-by-token and chunked runs of one fixture under opts. */
-static void check_family(const char *dir, const moesz_engine_opts *o, double tol) {
-  moesz_error err = {0};
-  moesz_engine *e = NULL;
-  int rc = moesz_engine_open(dir, o, &e, &err);
-  CHECK_MSG(rc == 0, "%s: %s", dir, err.msg);
-  if (rc) return;
-  fixture f;
-  CHECK_MSG(load_fixture(dir, moesz_engine_vocab(e), &f) == 0, "%s: fixture files", dir);
-  int V = f.vocab, bad = 0;
-  float *lg = malloc(sizeof(float) * (size_t)f.n * V);
-  /* 1. the whole sequence as one batch */
-  CHECK(moesz_engine_forward(e, f.tok, (size_t)f.n, 1, lg, &err) == 0);
-  CHECK_EQ_INT(moesz_engine_pos(e), f.n);
-  double m1 = compare(&f, 0, f.n, lg, &bad);
-  CHECK_MSG(m1 <= tol, "%s batch: max |diff| %g", dir, m1);
-  CHECK_MSG(bad == 0, "%s batch: %d argmax mismatches", dir, bad);
-  /* 2. token by token (last-position logits) */
-  moesz_engine_reset(e);
-  double m2 = 0;
-  bad = 0;
-  for (int t = 0; t < f.n; t++) {
-    CHECK(moesz_engine_forward(e, &f.tok[t], 1, 0, lg, &err) == 0);
-    double m = compare(&f, t, 1, lg, &bad);
-    if (!(m <= m2)) m2 = m;
-  }
-  CHECK_MSG(m2 <= tol, "%s decode: max |diff| %g", dir, m2);
-  CHECK_MSG(bad == 0, "%s decode: %d argmax mismatches", dir, bad);
-  /* 3. uneven chunks: 7, 1, rest (all logits), then truncate and redo the tail */
-  moesz_engine_reset(e);
-  double m3 = 0;
-  bad = 0;
-  int cut[4] = {0, 7, 8, f.n};
-  for (int c = 0; c < 3; c++) {
-    int nn = cut[c + 1] - cut[c];
-    CHECK(moesz_engine_forward(e, f.tok + cut[c], (size_t)nn, 1, lg, &err) == 0);
-    double m = compare(&f, cut[c], nn, lg, &bad);
-    if (!(m <= m3)) m3 = m;
-  }
-  CHECK(moesz_engine_truncate(e, 20, &err) == 0);
-  CHECK(moesz_engine_forward(e, f.tok + 20, (size_t)(f.n - 20), 0, lg, &err) == 0);
-  double m = compare(&f, f.n - 1, 1, lg, &bad);
-  if (!(m <= m3)) m3 = m;
-  CHECK_MSG(m3 <= tol, "%s chunks: max |diff| %g", dir, m3);
-  CHECK_MSG(bad == 0, "%s chunks: %d argmax mismatches", dir, bad);
-  printf("# %-28s threads %d scalar %d: max |diff| batch %.2e decode %.2e chunks %.2e\n", dir,
-         o ? o->threads : 0, o ? o->scalar : 0, m1, m2, m3);
-  free(lg);
-  free(f.logits);
-  moesz_engine_close(e);
-}
 
 static const char *FAMILIES[] = {"llama", "mixtral", "mixtral_stacked", "qwen2_moe", "qwen3_moe",
                                  "olmoe", "deepseek", "deepseek_v3", "deepseek_v3_plain", "glm4_moe"};
@@ -118,7 +27,7 @@ TEST(families_match_transformers) {
   for (int i = 0; i < NFAM; i++) {
     char d[256];
     snprintf(d, sizeof d, FIX "%s", FAMILIES[i]);
-    check_family(d, &o, 1e-4);
+    harness_check_engine(d, &o, 1e-4, 7, 8);
   }
 }
 
@@ -128,14 +37,14 @@ TEST(families_scalar_single_thread_grouped) {
   for (int i = 0; i < NFAM; i++) {
     char d[256];
     snprintf(d, sizeof d, FIX "%s", FAMILIES[i]);
-    check_family(d, &o, 1e-4);
+    harness_check_engine(d, &o, 1e-4, 7, 8);
   }
 }
 
 TEST(bf16_f16_weights) {
   moesz_engine_opts o = {.threads = 2};
-  check_family(FIX "olmoe_bf16", &o, 1e-4);
-  check_family(FIX "olmoe_f16", &o, 1e-4);
+  harness_check_engine(FIX "olmoe_bf16", &o, 1e-4, 7, 8);
+  harness_check_engine(FIX "olmoe_f16", &o, 1e-4, 7, 8);
 }
 
 TEST(stories260K_real_llama) {
