@@ -13,7 +13,9 @@
 #      time), CODEC (compute | entropy | fast; sz at EB 1e-3), THREADS (2),
 #      MEM (3GiB expert budget), PROMPT (16 tokens), GEN (8 decode tokens),
 #      SPEEDS ("1 4 0"; GB/s, 0 = unthrottled from the page cache, "disk" =
-#      O_DIRECT from this machine's disk, unpaced), WARM (1: read the
+#      O_DIRECT from this machine's disk, unpaced), STORE (buffered: how the
+#      paced rows read; direct where the container is larger than the page
+#      cache can hold), PREFETCH (1: --prefetch; 0: demand loads only), WARM (1: read the
 #      container once first, so the paced rows measure the link and not the
 #      disk where the page cache can hold the file), KEEP (0: delete the
 #      container at the end; an existing one is reused, not rewritten).
@@ -30,6 +32,10 @@ PROMPT=${PROMPT:-16}
 GEN=${GEN:-8}
 SPEEDS=${SPEEDS:-"1 4 0"}
 KEEP=${KEEP:-0}
+STORE=${STORE:-buffered}
+PREFETCH=${PREFETCH:-1}
+pf=""
+[ "$PREFETCH" = 1 ] && pf=--prefetch
 WARM=${WARM:-1}
 WORK=${1:-/tmp/moesz_flagship}
 mkdir -p "$WORK"
@@ -49,7 +55,7 @@ size=$(wc -c < "$C")
 ids=$(awk -v n="$PROMPT" 'BEGIN { for (i = 0; i < n; i++) printf "%s%d", (i ? "," : ""), (i * 7919 + 11) % 31990 + 3 }')
 
 echo "model: Mixtral-8x7B-shaped, $LAYERS of 32 layers, random weights; container $C ($(awk -v s="$size" 'BEGIN { printf "%.2f", s / 1e9 }') GB, sz --codec $CODEC at eb $EB)"
-echo "serve: prompt $PROMPT tokens, $GEN greedy decode tokens, --threads $THREADS --mem $MEM --cache lfru --prefetch"
+echo "serve: prompt $PROMPT tokens, $GEN greedy decode tokens, --threads $THREADS --mem $MEM --cache lfru $pf"
 echo
 echo "| link | prompt tok/s | decode tok/s | GB over the link (MB/token) | hit rate | stall s (link / decode / prefetch wait) | compute s | expert peak MB / budget MB | peak RSS MB (VmHWM) | dense MB |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
@@ -57,10 +63,10 @@ for g in $SPEEDS; do
   case $g in
     0) link=""; store=buffered; label=unthrottled ;;
     disk) link=""; store=direct; label="disk (O_DIRECT)" ;;
-    *) link="--link-gbps $g"; store=buffered; label="$g GB/s" ;;
+    *) link="--link-gbps $g"; store=$STORE; label="$g GB/s" ;;
   esac
   out=$("$MOESZ_BIN" run "$C" --prompt-ids "$ids" --print-ids --temperature 0 --ignore-eos --max-tokens "$GEN" \
-        --threads "$THREADS" --mem "$MEM" --cache lfru --prefetch --store "$store" $link --stats json 2>&1 >/dev/null)
+        --threads "$THREADS" --mem "$MEM" --cache lfru $pf --store "$store" $link --stats json 2>&1 >/dev/null)
   dtps=$(echo "$out" | sed -n 's/.*generated: [0-9]* tokens, [0-9.]* s, \([0-9.]*\) tok\/s.*/\1/p')
   ptps=$(echo "$out" | sed -n 's/^prompt: [0-9]* tokens, [0-9.]* s, \([0-9.]*\) tok\/s.*/\1/p')
   js=$(echo "$out" | grep '^{' | tr -d '\n')

@@ -346,7 +346,10 @@ static int parse_rows(moesz_cl *m, uint64_t rows, uint64_t cols, uint64_t ng, ui
   uint64_t off = 0;
   for (uint64_t r = 0; r < rows; r++) {
     m->row_off[r] = (uint32_t)off;
-    for (uint64_t g = 0; g < ng; g++) off += 8u * (uint64_t)moesz_cl_width(m, (int64_t)r, (int64_t)g);
+    const uint8_t *w = m->widths + r * wstride;
+    uint32_t sum = 0;   /* two widths a byte; with ng odd the last high nibble is padding, checked below */
+    for (uint64_t i = 0; i < wstride; i++) sum += (uint32_t)(w[i] & 15) + (uint32_t)(w[i] >> 4);
+    off += 8u * (uint64_t)sum;
     if (off > dbytes) { moesz_cl_free(m); return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: widths exceed the data"); }
     if (ng & 1 && m->widths[r * wstride + wstride - 1] >> 4) {
       moesz_cl_free(m);

@@ -82,16 +82,26 @@ struct moesz_cache {
 static entry *at(moesz_cache *k, int L, int e) { return &k->ent[(size_t)L * (size_t)k->n_experts + (size_t)e]; }
 
 /* Entry buffers: large ones are mapped and unmapped, so resident memory
- * follows the budget exactly (no allocator arenas holding freed experts). */
+ * follows the budget exactly (no allocator arenas holding freed experts).
+ * A mapping's length is rounded up to a granule of 1/128 to 1/256 of it, so
+ * experts of nearly the same size (compute layouts differ by a few KB) share
+ * one length and an evicted expert's mapping is handed to the next load
+ * (drop()) instead of being unmapped and faulted in again. */
+static size_t slab_len(size_t n) {
+  if (n < SLAB_MMAP) return n;
+  size_t g = 64u << 10;
+  while (g < n / 256) g *= 2;
+  return (n + g - 1) / g * g;
+}
 static void *slab_alloc(size_t n) {
   if (n < SLAB_MMAP) return aligned_alloc(64, (n + 63) / 64 * 64 + 64);   /* compute layouts need 64 */
-  void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void *p = mmap(NULL, slab_len(n), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   return p == MAP_FAILED ? NULL : p;
 }
 static void slab_free(void *p, size_t n) {
   if (!p) return;
   if (n < SLAB_MMAP) free(p);
-  else munmap(p, n);
+  else munmap(p, slab_len(n));
 }
 
 /* What a blob becomes in the cache: a decoded dtype, or MOESZ_VIEW_CL (the
@@ -161,13 +171,15 @@ static double score(const moesz_cache *k, const entry *x) {
   }
 }
 
-/* Evicts x (mutex held); hands its buffer to *reuse when it has exactly
- * reuse_bytes and *reuse is empty, else frees it. */
+/* Evicts x (mutex held); hands its buffer to *reuse when *reuse is empty
+ * and the buffer has the length a reuse_bytes one would get, else frees it. */
 static void drop(moesz_cache *k, entry *x, void **reuse, uint64_t reuse_bytes) {
   if (x->is_cl)
     for (int m = 0; m < 3; m++) moesz_cl_free(&x->cl[m]);
   x->is_cl = 0;
-  if (reuse && !*reuse && x->bytes == reuse_bytes) *reuse = x->data;
+  if (reuse && !*reuse && (x->bytes == reuse_bytes || (x->bytes >= SLAB_MMAP && reuse_bytes >= SLAB_MMAP &&
+                                                      slab_len(x->bytes) == slab_len(reuse_bytes))))
+    *reuse = x->data;
   else slab_free(x->data, x->bytes);
   x->data = NULL;
   x->state = E_EMPTY;
