@@ -2,7 +2,7 @@
  * served through pread / O_DIRECT identical to the in-memory path and the
  * original folder; the budget is never exceeded with prefetch on (the
  * bundled model's reproduction included) and a prompt streams its experts
- * through it; peak RSS stays within dense + budget + I/O buffers + slack
+ * through it; prefetch backs off a layer whose predictions go unused; peak RSS stays within dense + budget + I/O buffers + slack
  * while the mapping path does not; link pacing within 5% on a read loop;
  * short reads, corrupted blobs and bad link options give clear errors. */
 #include "harness.h"
@@ -147,6 +147,72 @@ TEST(budget_never_exceeded_with_prefetch) {
       CHECK(s.resident_bytes <= co.budget_bytes);
       moesz_engine_close(en);
     }
+  unlink(msz);
+}
+
+/* Next-layer prediction that is mostly wrong stops costing bytes: when the
+ * experts a layer's predictions brought in keep being evicted unused, the
+ * cache predicts that layer only now and then (PF_PROBE), and still does. */
+static void wait_idle(moesz_cache *k, int L) {
+  uint8_t st[64];
+  moesz_cache_layer_stats ls;
+  for (int spin = 0; spin < 5000; spin++) {
+    moesz_cache_layer_stats_get(k, L, &ls, st);
+    int busy = 0;
+    for (int e = 0; e < moesz_cache_experts(k); e++) busy |= st[e] == MOESZ_EXPERT_LOADING;
+    if (!busy) return;
+    usleep(1000);
+  }
+}
+TEST(prefetch_backs_off_when_predictions_go_unused) {
+  char msz[192];
+  snprintf(msz, sizeof msz, "%s_backoff.msz", TMP);
+  CHECK_EQ_INT(harness_write_msz("tests/fixtures/mixtral", MOESZ_MSZ_CODEC, msz), MOESZ_OK);
+  moesz_msz *c = NULL;
+  CHECK_EQ_INT(moesz_msz_open(msz, &c, NULL), MOESZ_OK);
+  if (!c) return;
+  moesz_cache *k = NULL;
+  moesz_cache_opts co = {.policy = MOESZ_CACHE_LRU, .dtype = MOESZ_DT_COUNT, .prefetch = 1, .prefetch_threads = 1};
+  CHECK_EQ_INT(moesz_cache_create(c, &co, &k, NULL), MOESZ_OK);
+  if (!k) { moesz_msz_close(c); return; }
+  moesz_cache_stats s;
+  moesz_cache_stats_get(k, &s);
+  moesz_cache_destroy(k);
+  co.budget_bytes = s.expert_bytes * 2;   /* the two predicted experts, or two others */
+  CHECK_EQ_INT(moesz_cache_create(c, &co, &k, NULL), MOESZ_OK);
+  if (!k) { moesz_msz_close(c); return; }
+  float h[32];
+  for (int i = 0; i < 32; i++) h[i] = (float)((i * 7) % 5) - 2.0f;
+  uint64_t issued_first = 0;
+  int E = moesz_cache_experts(k);
+  for (int it = 0; it < 64; it++) {
+    moesz_cache_observe(k, 0, NULL, 0, h, 1);   /* predicts two experts of layer 1 */
+    wait_idle(k, 1);
+    uint8_t st[64];
+    moesz_cache_layer_stats ls;
+    moesz_cache_layer_stats_get(k, 1, &ls, st);
+    /* use two experts the prediction did not bring in: they evict it */
+    int used = 0;
+    for (int e = 0; e < E && used < 2; e++) {
+      if (st[e] == MOESZ_EXPERT_RESIDENT) continue;
+      moesz_matview mv[3];
+      CHECK_EQ_INT(moesz_cache_get(k, 1, e, mv, NULL), MOESZ_OK);
+      moesz_cache_release(k, 1, e);
+      used++;
+    }
+    if (it == 31) { moesz_cache_stats_get(k, &s); issued_first = s.prefetch_issued; }
+  }
+  moesz_cache_stats_get(k, &s);
+  printf("# prefetch back-off: %llu issued in the first 32 rounds, %llu in the last 32 (up to 2 a round without the back-off), "
+         "%llu wasted, %llu used\n", (unsigned long long)issued_first,
+         (unsigned long long)(s.prefetch_issued - issued_first), (unsigned long long)s.prefetch_wasted,
+         (unsigned long long)s.prefetch_used);
+  CHECK_MSG(issued_first >= 4 && issued_first <= 20, "first 32 rounds: %llu issued", (unsigned long long)issued_first);
+  uint64_t late = s.prefetch_issued - issued_first;
+  CHECK_MSG(late >= 2 && late <= 12, "last 32 rounds: %llu issued (probing 1 in 8)", (unsigned long long)late);
+  CHECK(s.prefetch_used == 0 && s.prefetch_wasted >= 4);
+  moesz_cache_destroy(k);
+  moesz_msz_close(c);
   unlink(msz);
 }
 
@@ -620,6 +686,7 @@ int main(void) {
   RUN(store_logits_match_olmoe);
   RUN(store_logits_match_qwen2_moe);
   RUN(budget_never_exceeded_with_prefetch);
+  RUN(prefetch_backs_off_when_predictions_go_unused);
   RUN(bundled_prefetch_stays_in_budget);
   RUN(peak_rss_within_dense_budget_buffers);
   RUN(link_pacing_accuracy);

@@ -55,6 +55,9 @@ typedef struct entry {
 #define LFRU_HALF_LIFE 256.0 /* requests */
 #define PF_QUEUE 1024
 #define SLAB_MMAP (256u << 10) /* entry buffers this large come straight from mmap */
+#define PF_MIN_ACC 0.5f        /* a layer whose predictions are used less often than this is not prefetched... */
+#define PF_PROBE 8             /* ...but for one prediction in this many, which keeps measuring it */
+#define PF_ALPHA 0.125f        /* weight of the newest outcome in a layer's running accuracy */
 
 struct moesz_cache {
   const moesz_msz *c;
@@ -77,9 +80,14 @@ struct moesz_cache {
   char budget_note[256];     /* how --mem auto chose the budget */
   moesz_runtime_resmoe *rm;  /* ResMoE layers: pinned barycenters (rt_resmoe.c), NULL if none */
   moesz_cache_layer_stats *lst; /* [n_layers] the counters per layer */
+  struct { float acc; uint32_t seen; } *pf; /* [n_layers] running share of prefetches used (1 at start),
+                                             * predictions seen while below PF_MIN_ACC */
 };
 
 static entry *at(moesz_cache *k, int L, int e) { return &k->ent[(size_t)L * (size_t)k->n_experts + (size_t)e]; }
+
+/* A prefetched expert of layer L was used (1) or evicted unused (0). */
+static void pf_outcome(moesz_cache *k, int L, int used) { k->pf[L].acc += PF_ALPHA * ((float)used - k->pf[L].acc); }
 
 /* Entry buffers: large ones are mapped and unmapped, so resident memory
  * follows the budget exactly (no allocator arenas holding freed experts).
@@ -185,7 +193,10 @@ static void drop(moesz_cache *k, entry *x, void **reuse, uint64_t reuse_bytes) {
   x->state = E_EMPTY;
   k->st.resident_bytes -= x->bytes;
   k->st.evictions++;
-  if (x->prefetched) k->st.prefetch_wasted++;
+  if (x->prefetched) {
+    k->st.prefetch_wasted++;
+    pf_outcome(k, (int)((size_t)(x - k->ent) / (size_t)k->n_experts), 0);
+  }
   x->prefetched = 0;
 }
 
@@ -419,7 +430,7 @@ int moesz_cache_get(moesz_cache *k, int L, int e, moesz_matview mats[3], moesz_e
   }
   k->lst[L].gets++;
   if (!rc) {
-    if (x->prefetched) { k->st.prefetch_used++; x->prefetched = 0; }
+    if (x->prefetched) { k->st.prefetch_used++; x->prefetched = 0; pf_outcome(k, L, 1); }
     x->pins++;
     memcpy(mats, x->v, sizeof x->v);
   }
@@ -485,6 +496,12 @@ void moesz_cache_observe(moesz_cache *k, int L, const int32_t *experts, int n_ex
   for (int j = L + 1; j < k->n_layers; j++)
     if (k->router[j]) { next = j; break; }
   if (next < 0) return;
+  /* a layer whose predictions mostly go unused costs link bytes that demand
+   * loads need: predict it only now and then, to keep measuring */
+  pthread_mutex_lock(&k->mu);
+  int skip = k->pf[next].acc < PF_MIN_ACC && k->pf[next].seen++ % PF_PROBE != 0;
+  pthread_mutex_unlock(&k->mu);
+  if (skip) return;
   /* Route the current MoE input through the next MoE layer's router: the
    * union of each token's top-k (the last 16 tokens of a long batch). */
   const float *R = k->router[next];
@@ -542,8 +559,10 @@ int moesz_cache_create(const moesz_msz *c, const moesz_cache_opts *o, moesz_cach
   pthread_cond_init(&k->work, NULL);
   k->ent = calloc((size_t)k->n_layers * (size_t)k->n_experts, sizeof *k->ent);
   k->lst = calloc((size_t)k->n_layers, sizeof *k->lst);
+  k->pf = calloc((size_t)k->n_layers, sizeof *k->pf);
+  for (int L = 0; k->pf && L < k->n_layers; L++) k->pf[L].acc = 1;
   k->router = calloc((size_t)k->n_layers, sizeof *k->router);
-  if (!k->ent || !k->lst || !k->router) { moesz_cache_destroy(k); return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory"); }
+  if (!k->ent || !k->lst || !k->pf || !k->router) { moesz_cache_destroy(k); return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory"); }
   if (k->o.budget_auto) {
     uint64_t avail;
     moesz_budget_auto ba;
@@ -613,6 +632,7 @@ void moesz_cache_destroy(moesz_cache *k) {
   free(k->router);
   free(k->ent);
   free(k->lst);
+  free(k->pf);
   pthread_mutex_destroy(&k->mu);
   pthread_cond_destroy(&k->ready);
   pthread_cond_destroy(&k->work);
