@@ -25,6 +25,14 @@ typedef struct moesz_kctx {
   uint64_t *memo_gen;      /* [nthreads] call in which scratch holds split x (BF16) */
   const float **memo_x;    /* [nthreads] which x it holds (for the compute layout: split x, with the
                               gen's top bit set) */
+  uint64_t *memo_shape;    /* [nthreads] small-batch split x: its token count and stride */
+  int sb_max;              /* products of 2..sb_max tokens (at most 16) over row-major BF16/F16 rows
+                              take the small-batch path (per token the one-token sums, each weight row
+                              read once for several tokens); more tokens, and F32 rows, the packed path.
+                              Default 12; 0 or 1: packed from 2 tokens (benchmarks) */
+  int64_t serial_macs;     /* a moesz_k_linear / moesz_k_attention call of fewer multiply-adds runs its
+                              tasks on the calling thread (same tasks, same results): a pool wake-up
+                              costs about as much as 2^18 of one core's. Default 2^18; 0: always the pool */
   int no_int;              /* 1: compute-layout kernels take the float path only (benchmarks) */
   int cl_act16;            /* compute layout, integer path: 0 = x split into two 16-bit halves per group
                               (the f32 product up to rounding); 1 = x rounded to 16 bits per group of 64
