@@ -379,7 +379,7 @@ static void mm_avx(const float *p, int nr, const float *x, size_t ldx, int nt, s
       }                                                                                  \
       _Pragma("GCC unroll 4") for (int j = 0; j < T; j++) s[j] = moesz_hsum8(a[j]);      \
     }                                                                                    \
-    for (int j = 0; j < T; j++) {                                                        \
+    _Pragma("GCC unroll 8") for (int j = 0; j < T; j++) {                                \
       for (size_t kk = k; kk < cols; kk++) s[j] += ld1(dt, w0, kk) * x[(size_t)j * ldx + kk]; \
       float *o = y + (size_t)j * ldy;                                                    \
       *o = acc ? *o + s[j] : s[j];                                                       \
@@ -423,7 +423,7 @@ SB_AVX(sb_f16, ld8_f16, 1)
         b0[j] = _mm256_fmadd_ps(vo, _mm256_loadu_ps(q + 8), b0[j]);                      \
       }                                                                                  \
     }                                                                                    \
-    for (int j = 0; j < T; j++) {                                                        \
+    _Pragma("GCC unroll 8") for (int j = 0; j < T; j++) {                                \
       float s = moesz_hsum8(_mm256_add_ps(_mm256_add_ps(a0[j], b0[j]), _mm256_add_ps(a1[j], b1[j]))); \
       for (k = n16; k < cols; k++) s += moesz_bf16_to_f32(w0[k]) * x[(size_t)j * ldx + k]; \
       float *o = y + (size_t)j * ldy;                                                    \
@@ -545,7 +545,7 @@ TGT512 static void mv512_f32(const moesz_matview *w, int64_t r0, int64_t r1, con
         a1[j] = _mm512_fmadd_ps(u, _mm512_loadu_ps(x + (size_t)j * ldx + k + 16), a1[j]); \
       }                                                                                  \
     }                                                                                    \
-    for (int j = 0; j < T; j++) {                                                        \
+    _Pragma("GCC unroll 8") for (int j = 0; j < T; j++) {                                \
       float s = _mm512_reduce_add_ps(_mm512_add_ps(a0[j], a1[j]));                       \
       for (size_t kk = k; kk < cols; kk++) s += moesz_bf16_to_f32(w0[kk]) * x[(size_t)j * ldx + kk]; \
       float *o = y + (size_t)j * ldy;                                                    \
