@@ -631,11 +631,22 @@ static int moe_block(moesz_engine *e, int L, int n, moesz_error *err) {
   memset(e->moe, 0, sizeof(float) * (size_t)n * d);
   for (int g0 = 0; g0 < nact; g0 += e->group) {
     int g1 = g0 + e->group < nact ? g0 + e->group : nact, got = g0;
-    for (; got < g1; got++) {
-      int x = e->active[got];
-      if ((rc = get_expert(e, L, x, 0, &e->mats[x], err))) break;
-      e->st.expert_tokens += (uint64_t)e->cnt[x];
-    }
+    if (e->prov.get_many && g1 - g0 > 1) {   /* the provider loads the missing ones at once */
+      rc = e->prov.get_many(e->prov.ctx, L, e->active + g0, g1 - g0, e->mats, err);
+      if (rc) moesz_error_wrap(err, rc, "layer %d", L);
+      else got = g1;
+      for (int a = g0; a < got && !rc; a++) {
+        int x = e->active[a];
+        e->st.expert_gets++;
+        e->st.expert_tokens += (uint64_t)e->cnt[x];
+        rc = check_expert(e, L, x, 0, &e->mats[x], err);
+      }
+    } else
+      for (; got < g1; got++) {
+        int x = e->active[got];
+        if ((rc = get_expert(e, L, x, 0, &e->mats[x], err))) break;
+        e->st.expert_tokens += (uint64_t)e->cnt[x];
+      }
     if (!rc) {
       /* gate and up of every expert of the group in one parallel region */
       int nj = 0;

@@ -1,9 +1,13 @@
-/* infer/kernels.c - linear (matvec / packed blocked matmul), rmsnorm, rope,
- * softmax, silu, attention; the dispatch of compute-layout views to
- * kernels_cl.c; the one-time check of the AVX-512 paths. See kernels.h. The
- * AVX2 and AVX-512 functions carry __attribute__((target(...))) so the file
- * builds for any x86-64 and picks them at run time; each has a scalar twin
- * computing the same sums (up to summation order). */
+/* infer/kernels.c - linear (matvec for one token; the small-batch path for
+ * 2..kctx.sb_max tokens over BF16/F16 rows, which gives each token the
+ * one-token sums bit for bit while reading each weight row once; packed
+ * blocked matmul beyond, and for F32 rows), rmsnorm, rope, softmax, silu,
+ * attention; small calls run on the caller's thread (kctx.serial_macs); the
+ * dispatch of compute-layout views to kernels_cl.c; the one-time check of
+ * the AVX-512 paths. See kernels.h. The AVX2 and AVX-512 functions carry
+ * __attribute__((target(...))) so the file builds for any x86-64 and picks
+ * them at run time; each has a scalar twin computing the same sums (up to
+ * summation order). */
 #include "infer/kernels.h"
 #include "infer/simd.h"
 #include <math.h>
@@ -914,8 +918,9 @@ void moesz_k_attention(moesz_kctx *c, const float *q, size_t ldq, const float *k
 /* The AVX-512 paths run only where the CPU has them, which the machines that
  * build and test this project may not: before a context uses them they are
  * checked once per process against the AVX2 kernels on small fixed inputs
- * (BF16 and F32 matvecs, the BF16 small-batch kernel; compute-layout groups of every width, one and three
- * tokens), and a disagreement keeps the context on AVX2. The answer is a fact
+ * (BF16 and F32 matvecs, the BF16 small-batch kernel; compute-layout groups
+ * of every width, one and three tokens), and a disagreement keeps the
+ * context on AVX2. The answer is a fact
  * about this CPU and build, kept in a write-once cache like cpuid's. */
 static int close_enough(const float *a, const float *b, int n) {
   for (int i = 0; i < n; i++)

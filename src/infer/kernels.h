@@ -1,11 +1,13 @@
 /* infer/kernels.h - the hot loops of the forward pass: linear layers over
  * F32/BF16/F16 weights and the codec's compute layout (matrix-vector for one
- * token, packed blocked matrix-matrix for batches), RMSNorm, RoPE
+ * token, a small-batch path for a few tokens over BF16/F16 rows, packed
+ * blocked matrix-matrix for larger batches), RMSNorm, RoPE
  * (rotate-half), softmax, SiLU, causal attention with GQA over an f32 KV
  * cache. AVX2+FMA(+F16C) and, for matvecs and the compute layout, AVX-512
  * versions are picked at run time (cpuid; kctx.simd) with scalar fallbacks
  * that compute the same function. Multithreaded over output rows (linear) and
- * (token, head) pairs (attention) through base/pool. Owned by src/infer. */
+ * (token, head) pairs (attention) through base/pool; calls with little work
+ * run on the caller's thread. Owned by src/infer. */
 #ifndef MOESZ_INFER_KERNELS_H
 #define MOESZ_INFER_KERNELS_H
 #include <stddef.h>
