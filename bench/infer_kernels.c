@@ -6,7 +6,7 @@
  * threads. Weights N(0, 0.02^2).
  * Medians of 7 runs; the last column is the same-run speed over BF16 with the
  * same kernel and threads. Then the small-batch table: 1..16 tokens (a
- * batched decode step's rows per expert) over BF16 and F32 rows with the
+ * batched decode step's rows per expert) over BF16 and F16 rows with the
  * small-batch path (kctx.sb_max 16) and the packed path (sb_max 0), best simd
  * level, max_threads threads; sb_max's default is where the packed path
  * starts to win.
@@ -145,7 +145,7 @@ int main(int argc, char **argv) {
     if (moesz_kctx_init(&kc, pool, -1, moesz_k_scratch_need((size_t)cols, 16))) return 1;
     static const int ns[] = {1, 2, 3, 4, 5, 6, 8, 10, 12, 16};
     for (int d = 0; d < 2; d++) {
-      moesz_matview v = {d ? (const void *)wf : (const void *)wb, d ? MOESZ_DT_F32 : MOESZ_DT_BF16, rows, cols,
+      moesz_matview v = {d ? (const void *)wh : (const void *)wb, d ? MOESZ_DT_F16 : MOESZ_DT_BF16, rows, cols,
                          cols, 0};
       double one = 0;
       for (size_t i = 0; i < sizeof ns / sizeof *ns; i++) {
@@ -157,7 +157,7 @@ int main(int argc, char **argv) {
         run(&kc, &j, 2);
         double tpk = run(&kc, &j, 7);
         if (ns[i] == 1) one = tsb;
-        printf("| %s | %d | %.4f | %.4f | %.2fx | %.2f |\n", d ? "F32" : "BF16", ns[i], tsb * 1e3, tpk * 1e3,
+        printf("| %s | %d | %.4f | %.4f | %.2fx | %.2f |\n", d ? "F16" : "BF16", ns[i], tsb * 1e3, tpk * 1e3,
                tpk / tsb, tsb / (ns[i] * one));
         fflush(stdout);
       }
