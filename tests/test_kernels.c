@@ -331,6 +331,58 @@ TEST(serial_small_work_same_results) {
   moesz_pool_destroy(pool);
 }
 
+/* moesz_k_linear_on runs moesz_k_linear's tasks on one thread (inside a
+ * region of the pool, as the engine's per-expert tasks do): the same results,
+ * bit for bit, for one token, a small batch and the packed path, several jobs
+ * (gate and up reading one x: the split-x memo), from each thread of a region. */
+typedef struct { moesz_kctx *kc; const moesz_kjob *jobs; int nj; int rc[8]; } on_ctx;
+static void on_task(void *vctx, size_t i, int tid) {
+  on_ctx *o = vctx;
+  o->rc[i] = moesz_k_linear_on(o->kc, o->jobs + 2 * i, 2, tid);
+}
+
+TEST(linear_on_thread_same_results) {
+  moesz_pool *pool = moesz_pool_create(2);
+  moesz_kctx kc;
+  CHECK(moesz_kctx_init(&kc, pool, -1, moesz_k_scratch_need(96, 64)) == 0);
+  static const moesz_dtype dts[] = {MOESZ_DT_F32, MOESZ_DT_BF16, MOESZ_DT_F16};
+  static const int ns[] = {1, 4, 20};
+  for (int d = 0; d < 3; d++)
+    for (int i = 0; i < 3; i++) {
+      enum { R = 70, C = 96, T = 4 };   /* T tasks of two jobs each */
+      moesz_matview v[2];
+      static float ref[2][R * C], x[20 * C], ys[2 * T][20 * R], yo[2 * T][20 * R];
+      void *buf[2];
+      for (int j = 0; j < 2; j++) buf[j] = make_view(dts[d], R, C, 0, 0, &v[j], ref[j]);
+      for (int k = 0; k < 20 * C; k++) x[k] = frand();
+      moesz_kjob js[2 * T], jo[2 * T];
+      for (int j = 0; j < 2 * T; j++) {
+        const float *xj = x + (size_t)(j / 2 % 2) * C;   /* tasks 0, 2 and 1, 3 read different rows */
+        js[j] = (moesz_kjob){v[j % 2], xj, C, ys[j], R, ns[i] - (j / 2 % 2 && ns[i] > 1), 0};
+        jo[j] = js[j];
+        jo[j].y = yo[j];
+      }
+      memset(ys, 0, sizeof ys);
+      memset(yo, 0, sizeof yo);
+      kc.serial_macs = 0;
+      for (int t = 0; t < T; t++) CHECK(moesz_k_linear(&kc, js + 2 * t, 2) == 0);
+      on_ctx o = {&kc, jo, 2 * T, {0}};
+      moesz_pool_run(pool, T, on_task, &o);
+      for (int t = 0; t < T; t++) CHECK_EQ_INT(o.rc[t], 0);
+      CHECK(!memcmp(ys, yo, sizeof ys));
+      /* a normal call after the region: its memo is not fooled by the region's */
+      kc.serial_macs = 1 << 30;
+      memset(yo[0], 0, sizeof yo[0]);
+      CHECK(moesz_k_linear(&kc, &jo[0], 1) == 0);
+      CHECK(!memcmp(ys[0], yo[0], sizeof yo[0]));
+      for (int j = 0; j < 2; j++) free(buf[j]);
+    }
+  CHECK_EQ_INT(moesz_k_linear_on(&kc, NULL, 0, 2), MOESZ_E_INTERNAL);
+  CHECK_EQ_INT(moesz_k_linear_on(&kc, NULL, 0, -1), MOESZ_E_INTERNAL);
+  moesz_kctx_free(&kc);
+  moesz_pool_destroy(pool);
+}
+
 int main(void) {
   printf("# simd available: %d\n", moesz_k_cpu_simd());
   RUN(linear_all_paths);
@@ -338,6 +390,7 @@ int main(void) {
   RUN(linear_bf16_split_x_reuse);
   RUN(linear_small_batch);
   RUN(serial_small_work_same_results);
+  RUN(linear_on_thread_same_results);
   RUN(rmsnorm_rope_softmax_silu);
   RUN(attention_gqa_causal);
   return DONE();

@@ -754,7 +754,8 @@ static void lin_task(void *vctx, size_t ti, int tid) {
   mm_scalar(p, (int)(r1 - r0), x, jb->ldx, t1 - t0, cols, y, jb->ldy, jb->accumulate);
 }
 
-int moesz_k_linear(moesz_kctx *c, const moesz_kjob *jobs, int njobs) {
+/* Checks the jobs' views: MOESZ_OK, MOESZ_E_UNSUPPORTED or MOESZ_E_INTERNAL. */
+static int lin_check(const moesz_kctx *c, const moesz_kjob *jobs, int njobs) {
   for (int j = 0; j < njobs; j++) {
     moesz_dtype dt = jobs[j].w.dtype;
     if (dt == MOESZ_VIEW_CL) {
@@ -769,46 +770,81 @@ int moesz_k_linear(moesz_kctx *c, const moesz_kjob *jobs, int njobs) {
     } else if (dt != MOESZ_DT_F32 && dt != MOESZ_DT_BF16 && dt != MOESZ_DT_F16) return MOESZ_E_UNSUPPORTED;
     if (jobs[j].w.cols * CH > (int64_t)c->scratch_floats) return MOESZ_E_INTERNAL;
   }
+  return MOESZ_OK;
+}
+
+/* Splits jobs[0..nj) (nj <= MAXJ) into tasks (L->first, rchunk, nrch); returns
+ * their multiply-adds. The split depends on the jobs and c->nthreads only, so
+ * moesz_k_linear and moesz_k_linear_on run the same tasks. */
+static double lin_plan(moesz_kctx *c, const moesz_kjob *jobs, int nj, lin_ctx *L) {
+  L->c = c;
+  L->jobs = jobs;
+  L->njobs = nj;
+  L->first[0] = 0;
+  for (int j = 0; j < nj; j++) {
+    const moesz_kjob *jb = &jobs[j];
+    int64_t rows = jb->w.rows, rc;
+    size_t ntb = 1;
+    if (jb->n <= 0 || rows <= 0) { L->rchunk[j] = 1; L->nrch[j] = 1; L->first[j + 1] = L->first[j]; continue; }
+    if ((jb->n == 1 && !jb->w.transposed) || small_batch(c, jb)) {
+      /* one token or a small batch: chunks of about 256 KiB of weights (so the last chunks of a region
+       * are short and threads finish together), at least 4 tasks per thread,
+       * at least 16 rows, a multiple of 4 */
+      int64_t rb = jb->w.dtype == MOESZ_VIEW_CL ? jb->w.cols * 3 / 4 /* about 6 bits a weight */
+                   : jb->w.dtype == MOESZ_VIEW_MXFP4 ? jb->w.cols * 17 / 32 /* 4.25 bits a weight */
+                                                : jb->w.cols * (int64_t)moesz_dtype_size(jb->w.dtype);
+      rc = (256 << 10) / (rb > 0 ? rb : 1);
+      if (rc > rows / (4 * (int64_t)c->nthreads)) rc = rows / (4 * (int64_t)c->nthreads);
+      rc = (rc + 3) / 4 * 4;
+      if (rc < 16) rc = 16;
+      if (c->nthreads == 1) rc = rows;
+    } else {
+      rc = CH;
+      ntb = (size_t)((jb->n + TB - 1) / TB);
+    }
+    L->rchunk[j] = rc;
+    L->nrch[j] = (rows + rc - 1) / rc;
+    L->first[j + 1] = L->first[j] + (size_t)L->nrch[j] * ntb;
+  }
+  double macs = 0;
+  for (int j = 0; j < nj; j++) macs += (double)jobs[j].w.rows * (double)jobs[j].w.cols * (double)jobs[j].n;
+  return macs;
+}
+
+int moesz_k_linear(moesz_kctx *c, const moesz_kjob *jobs, int njobs) {
+  int rc = lin_check(c, jobs, njobs);
+  if (rc) return rc;
   while (njobs > 0) {
     int nj = njobs > MAXJ ? MAXJ : njobs;
     c->gen++;
     lin_ctx L;
-    L.c = c;
-    L.jobs = jobs;
-    L.njobs = nj;
-    L.first[0] = 0;
-    for (int j = 0; j < nj; j++) {
-      const moesz_kjob *jb = &jobs[j];
-      int64_t rows = jb->w.rows, rc;
-      size_t ntb = 1;
-      if (jb->n <= 0 || rows <= 0) { L.rchunk[j] = 1; L.nrch[j] = 1; L.first[j + 1] = L.first[j]; continue; }
-      if ((jb->n == 1 && !jb->w.transposed) || small_batch(c, jb)) {
-        /* one token or a small batch: chunks of about 256 KiB of weights (so the last chunks of a region
-         * are short and threads finish together), at least 4 tasks per thread,
-         * at least 16 rows, a multiple of 4 */
-        int64_t rb = jb->w.dtype == MOESZ_VIEW_CL ? jb->w.cols * 3 / 4 /* about 6 bits a weight */
-                     : jb->w.dtype == MOESZ_VIEW_MXFP4 ? jb->w.cols * 17 / 32 /* 4.25 bits a weight */
-                                                  : jb->w.cols * (int64_t)moesz_dtype_size(jb->w.dtype);
-        rc = (256 << 10) / (rb > 0 ? rb : 1);
-        if (rc > rows / (4 * (int64_t)c->nthreads)) rc = rows / (4 * (int64_t)c->nthreads);
-        rc = (rc + 3) / 4 * 4;
-        if (rc < 16) rc = 16;
-        if (c->nthreads == 1) rc = rows;
-      } else {
-        rc = CH;
-        ntb = (size_t)((jb->n + TB - 1) / TB);
-      }
-      L.rchunk[j] = rc;
-      L.nrch[j] = (rows + rc - 1) / rc;
-      L.first[j + 1] = L.first[j] + (size_t)L.nrch[j] * ntb;
-    }
+    double macs = lin_plan(c, jobs, nj, &L);
     /* jobs with no work have no tasks; lin_task's job search skips them.
      * Little work runs on the calling thread: waking the pool costs more. */
-    double macs = 0;
-    for (int j = 0; j < nj; j++) macs += (double)jobs[j].w.rows * (double)jobs[j].w.cols * (double)jobs[j].n;
     if (macs < (double)c->serial_macs)
       for (size_t i = 0; i < L.first[nj]; i++) lin_task(&L, i, 0);
     else moesz_pool_run(c->pool, L.first[nj], lin_task, &L);
+    jobs += nj;
+    njobs -= nj;
+  }
+  return MOESZ_OK;
+}
+
+int moesz_k_linear_on(moesz_kctx *c, const moesz_kjob *jobs, int njobs, int tid) {
+  if (tid < 0 || tid >= c->nthreads) return MOESZ_E_INTERNAL;
+  int rc = lin_check(c, jobs, njobs);
+  if (rc) return rc;
+  while (njobs > 0) {
+    int nj = njobs > MAXJ ? MAXJ : njobs;
+    /* c->gen is shared by the threads of the region and stays as it is: the
+     * thread's own memo is forgotten instead, so it spans this call only */
+    c->memo_gen[tid] = 0;
+    c->memo_x[tid] = NULL;
+    lin_ctx L;
+    lin_plan(c, jobs, nj, &L);
+    for (size_t i = 0; i < L.first[nj]; i++) lin_task(&L, i, tid);
+    c->memo_gen[tid] = 0;
+    c->memo_x[tid] = NULL;
     jobs += nj;
     njobs -= nj;
   }

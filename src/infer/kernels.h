@@ -67,6 +67,12 @@ typedef struct moesz_kjob {
  * chunks of every job). MOESZ_E_UNSUPPORTED for a dtype other than
  * F32/BF16/F16. */
 int moesz_k_linear(moesz_kctx *c, const moesz_kjob *jobs, int njobs);
+/* The same tasks as moesz_k_linear (so the same results, bit for bit), all on
+ * the calling thread, using thread tid's scratch: for a task of a region of
+ * c->pool (tid its thread) that runs several products itself, e.g. one MoE
+ * expert's gate, up and down. Never wakes the pool. MOESZ_E_INTERNAL for tid
+ * outside [0, nthreads). */
+int moesz_k_linear_on(moesz_kctx *c, const moesz_kjob *jobs, int njobs, int tid);
 
 /* Rows r0..r1 of a compute-layout matrix (moesz/codec.h) times nt tokens
  * x [nt, cols] (row stride ldx): y[t * ldy + (r - r0)] (+)= step * sum q x +
