@@ -5,9 +5,13 @@
  * bits (fast_dot), and its float path), AVX2 and scalar, 1..N
  * threads. Weights N(0, 0.02^2).
  * Medians of 7 runs; the last column is the same-run speed over BF16 with the
- * same kernel and threads.
+ * same kernel and threads. Then the small-batch table: 1..16 tokens (a
+ * batched decode step's rows per expert) over BF16 and F16 rows with the
+ * small-batch path (kctx.sb_max 16) and the packed path (sb_max 0), best simd
+ * level, max_threads threads; sb_max's default is where the packed path
+ * starts to win.
  *
- *   build/bench/infer_kernels [rows cols tokens max_threads [simd-only]]
+ *   build/bench/infer_kernels [rows cols tokens max_threads [simd-only [small-batch-only]]]
  */
 #include <math.h>
 #include <stdio.h>
@@ -39,7 +43,8 @@ static double run(moesz_kctx *kc, moesz_kjob *j, int reps) {
 int main(int argc, char **argv) {
   int rows = argc > 1 ? atoi(argv[1]) : 8192, cols = argc > 2 ? atoi(argv[2]) : 2048;
   int ntok = argc > 3 ? atoi(argv[3]) : 64, maxthr = argc > 4 ? atoi(argv[4]) : 2;
-  int simd_only = argc > 5 && atoi(argv[5]) != 0;
+  int simd_only = argc > 5 && atoi(argv[5]) != 0, sb_only = argc > 6 && atoi(argv[6]) != 0;
+  if (ntok < 16) ntok = 16;   /* the small-batch table goes to 16 tokens */
   size_t n = (size_t)rows * cols;
   float *wf = malloc(n * sizeof(float));
   uint16_t *wb = malloc(n * 2), *wh = malloc(n * 2);
@@ -73,7 +78,7 @@ int main(int argc, char **argv) {
                                  "compute (int16 path, AVX2 only)", "compute (int16 path, 16-bit x: fast_dot)"};
   double bf1[2][17], bfn[2][17];
   int order[7] = {1, 3, 6, 5, 4, 0, 2};
-  for (int oi = 0; oi < 7; oi++)
+  for (int oi = 0; oi < (sb_only ? 0 : 7); oi++)
     for (int simd = 1; simd >= simd_only; simd--)
       for (int th = 1; th <= maxthr && th <= 16; th++) {
         moesz_pool *pool = th > 1 ? moesz_pool_create(th) : NULL;
@@ -130,6 +135,36 @@ int main(int argc, char **argv) {
         moesz_kctx_free(&kc);
         moesz_pool_destroy(pool);
       }
+  /* small batches: the small-batch path against the packed one */
+  printf("\n# small batch: %d x %d, %d threads, best simd level\n", rows, cols, maxthr);
+  printf("| dtype | tokens | small-batch ms | packed ms | packed / small-batch | small-batch / (tokens x one-token) |\n"
+         "|---|---|---|---|---|---|\n");
+  {
+    moesz_pool *pool = maxthr > 1 ? moesz_pool_create(maxthr) : NULL;
+    moesz_kctx kc;
+    if (moesz_kctx_init(&kc, pool, -1, moesz_k_scratch_need((size_t)cols, 16))) return 1;
+    static const int ns[] = {1, 2, 3, 4, 5, 6, 8, 10, 12, 16};
+    for (int d = 0; d < 2; d++) {
+      moesz_matview v = {d ? (const void *)wh : (const void *)wb, d ? MOESZ_DT_F16 : MOESZ_DT_BF16, rows, cols,
+                         cols, 0};
+      double one = 0;
+      for (size_t i = 0; i < sizeof ns / sizeof *ns; i++) {
+        moesz_kjob j = {v, x, (size_t)cols, y, (size_t)rows, ns[i], 0};
+        kc.sb_max = 16;
+        run(&kc, &j, 2);
+        double tsb = run(&kc, &j, 7);
+        kc.sb_max = 0;
+        run(&kc, &j, 2);
+        double tpk = run(&kc, &j, 7);
+        if (ns[i] == 1) one = tsb;
+        printf("| %s | %d | %.4f | %.4f | %.2fx | %.2f |\n", d ? "F16" : "BF16", ns[i], tsb * 1e3, tpk * 1e3,
+               tpk / tsb, tsb / (ns[i] * one));
+        fflush(stdout);
+      }
+    }
+    moesz_kctx_free(&kc);
+    moesz_pool_destroy(pool);
+  }
   free(wf); free(wb); free(wh); free(x); free(y); free(clbuf); moesz_cl_free(&cl); free(wdec);
   return 0;
 }

@@ -7,7 +7,9 @@
 # of build/bench/serve_client, `make benches`) sends REQS completions of
 # MAX_TOKENS tokens one after another (temperature 0.8, its own seeds; EOS
 # may end one early: tokens are counted from the answers' usage). Medians of
-# REPS runs per client count.
+# REPS runs per client count. The last column is the server's CPU time (user +
+# system, /proc) per generated token: less swayed than wall time by other
+# jobs on a shared machine.
 #
 #   sh bench/serve_batch.sh [MODEL_DIR]
 #
@@ -38,30 +40,35 @@ budget=$((experts * BUDGET_PCT / 100))
 srv=$!
 for i in $(seq 50); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break; sleep 0.2; done
 
+tck=$(getconf CLK_TCK)
+cpu() { awk '{ print $14 + $15 }' "/proc/$srv/stat"; }
 # sum of a metric's samples (all layers)
 metric() { curl -sf "http://127.0.0.1:$PORT/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%.0f\n", s }'; }
 
 echo "model $MODEL as a container (eb 1e-3), budget $budget bytes ($BUDGET_PCT% of $experts decoded expert bytes), $POLICY,"
 echo "$THREADS threads; each client: $REQS requests x $MAX_TOKENS tokens; medians of $REPS runs"
 echo
-echo "| clients | aggregate tok/s | vs 1 client | tokens per engine step | expert bytes read per token |"
-echo "|---|---|---|---|---|"
+echo "| clients | aggregate tok/s | vs 1 client | tokens per engine step | expert bytes read per token | server CPU ms per token |"
+echo "|---|---|---|---|---|---|"
 base=""
 for c in 1 2 4 8; do
-  : > "$work/tps"; : > "$work/bpt"; : > "$work/tpstep"
+  : > "$work/tps"; : > "$work/bpt"; : > "$work/tpstep"; : > "$work/cpt"
   for rep in $(seq "$REPS"); do
     b0=$(metric moesz_expert_bytes_read_total)
     s0=$(metric moesz_engine_steps_total); r0=$(metric moesz_engine_step_tokens_total)
+    c0=$(cpu)
     set -- $("$CLIENT" "$PORT" "$c" "$REQS" "$MAX_TOKENS" "$rep")
     [ "$3" = 0 ] || echo "$3 requests failed" >&2
+    c1=$(cpu)
     b1=$(metric moesz_expert_bytes_read_total)
     s1=$(metric moesz_engine_steps_total); r1=$(metric moesz_engine_step_tokens_total)
     awk -v t="$1" -v s="$2" 'BEGIN { printf "%.2f\n", t / s }' >> "$work/tps"
     awk -v t="$1" -v by="$((b1 - b0))" 'BEGIN { printf "%.0f\n", t ? by / t : 0 }' >> "$work/bpt"
     awk -v s="$((s1 - s0))" -v r="$((r1 - r0))" 'BEGIN { printf "%.2f\n", s ? r / s : 0 }' >> "$work/tpstep"
+    awk -v t="$1" -v c="$((c1 - c0))" -v k="$tck" 'BEGIN { printf "%.3f\n", t ? c * 1000 / k / t : 0 }' >> "$work/cpt"
   done
-  tps=$(median < "$work/tps"); bpt=$(median < "$work/bpt"); tpstep=$(median < "$work/tpstep")
+  tps=$(median < "$work/tps"); bpt=$(median < "$work/bpt"); tpstep=$(median < "$work/tpstep"); cpt=$(median < "$work/cpt")
   [ -z "$base" ] && base=$tps
   ratio=$(awk -v a="$tps" -v b="$base" 'BEGIN { printf "%.2f", a / b }')
-  echo "| $c | $tps | ${ratio}x | $tpstep | $bpt |"
+  echo "| $c | $tps | ${ratio}x | $tpstep | $bpt | $cpt |"
 done

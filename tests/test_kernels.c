@@ -1,6 +1,8 @@
 /* tests/test_kernels.c - infer kernels against naive double-precision
  * references: linear (F32/BF16/F16, row-major and transposed views, odd
- * sizes, 1..70 tokens, accumulate, scalar and AVX2, 1 and 3 threads),
+ * sizes, 1..70 tokens, accumulate, scalar and AVX2, 1 and 3 threads; the
+ * small-batch path against the reference and bit-for-bit against one-token
+ * calls; small work on the calling thread against the pool, bit for bit),
  * rmsnorm, rope, softmax, silu, attention with GQA. */
 #include <math.h>
 #include <stdint.h>
@@ -77,6 +79,7 @@ TEST(linear_all_paths) {
     for (int simd = 0; simd < 3; simd++) {   /* scalar, AVX2, the best the CPU has (AVX-512) */
       moesz_kctx kc;
       CHECK(moesz_kctx_init(&kc, thr ? pool : NULL, simd == 2 ? -1 : simd, moesz_k_scratch_need(128, 128)) == 0);
+      kc.serial_macs = 0;   /* small products through the pool too */
       int cases = 0, ok = 0;
       for (int d = 0; d < 3; d++)
         for (int a = 0; a < 7; a++)
@@ -234,11 +237,160 @@ TEST(linear_bf16_split_x_reuse) {
   moesz_pool_destroy(pool);
 }
 
+/* The small-batch path (2..sb_max tokens over row-major F32/BF16/F16 rows):
+ * against the double reference for 1..9 tokens (9 > sb_max: the packed
+ * path), odd shapes, accumulate on and off, every simd level, 1 and 3
+ * threads; and for BF16/F16 per token bit-for-bit the result of a one-token
+ * call, so a token's output does not depend on the batch it shares a product
+ * with (F32 rows keep the packed path: checked against the reference). */
+TEST(linear_small_batch) {
+  static const int rows[] = {1, 3, 5, 17, 38, 67};
+  static const int cols[] = {1, 7, 9, 16, 33, 70, 130};
+  static const moesz_dtype dts[] = {MOESZ_DT_F32, MOESZ_DT_BF16, MOESZ_DT_F16};
+  moesz_pool *pool = moesz_pool_create(3);
+  for (int thr = 0; thr < 2; thr++)
+    for (int simd = 0; simd < 3; simd++) {
+      moesz_kctx kc;
+      CHECK(moesz_kctx_init(&kc, thr ? pool : NULL, simd == 2 ? -1 : simd, moesz_k_scratch_need(160, 16)) == 0);
+      kc.serial_macs = 0;
+      CHECK(kc.sb_max >= 4 && kc.sb_max <= 16);
+      int cases = 0, ok = 0, same = 0, want_same = 0;
+      for (int d = 0; d < 3; d++)
+        for (int a = 0; a < 6; a++)
+          for (int b = 0; b < 7; b++)
+            for (int n = 1; n <= 9; n++) {
+              if ((a + b + n + d) % 2) continue;
+              int acc = (a + n) % 2;
+              cases++;
+              ok += check_linear(&kc, dts[d], rows[a], cols[b], n, 0, acc);
+              /* n tokens at once against n one-token calls (x stride cols + 3, y stride rows + 1) */
+              moesz_matview v;
+              float *ref = malloc(sizeof(float) * (size_t)rows[a] * cols[b]);
+              void *buf = make_view(dts[d], rows[a], cols[b], 0, 2, &v, ref);
+              size_t ldx = (size_t)cols[b] + 3, ldy = (size_t)rows[a] + 1;
+              float *x = malloc(sizeof(float) * ldx * n), *y = malloc(sizeof(float) * ldy * n);
+              float *y1 = malloc(sizeof(float) * ldy * n);
+              for (size_t i = 0; i < ldx * n; i++) x[i] = frand();
+              for (size_t i = 0; i < ldy * n; i++) y[i] = y1[i] = frand();
+              moesz_kjob jn = {v, x, ldx, y, ldy, n, acc};
+              CHECK(moesz_k_linear(&kc, &jn, 1) == 0);
+              for (int t = 0; t < n; t++) {
+                moesz_kjob j1 = {v, x + (size_t)t * ldx, ldx, y1 + (size_t)t * ldy, ldy, 1, acc};
+                CHECK(moesz_k_linear(&kc, &j1, 1) == 0);
+              }
+              if (n <= kc.sb_max && dts[d] != MOESZ_DT_F32) {
+                want_same++;
+                same += !memcmp(y, y1, sizeof(float) * ldy * n);
+              }
+              free(buf); free(ref); free(x); free(y); free(y1);
+            }
+      CHECK_EQ_INT(ok, cases);
+      CHECK_EQ_INT(same, want_same);
+      /* the packed path (sb_max 0) agrees with the reference too */
+      kc.sb_max = 0;
+      CHECK(check_linear(&kc, MOESZ_DT_BF16, 37, 70, 3, 0, 1));
+      CHECK(check_linear(&kc, MOESZ_DT_F32, 5, 33, 2, 0, 0));
+      moesz_kctx_free(&kc);
+    }
+  moesz_pool_destroy(pool);
+}
+
+/* Products and attention below kctx.serial_macs run on the calling thread:
+ * the same results, bit for bit, as through the pool. */
+TEST(serial_small_work_same_results) {
+  moesz_pool *pool = moesz_pool_create(3);
+  moesz_kctx kc;
+  CHECK(moesz_kctx_init(&kc, pool, -1, moesz_k_scratch_need(96, 64)) == 0);
+  CHECK(kc.serial_macs > 0);
+  static const moesz_dtype dts[] = {MOESZ_DT_F32, MOESZ_DT_BF16, MOESZ_DT_F16};
+  static const int ns[] = {1, 3, 20};
+  for (int d = 0; d < 3; d++)
+    for (int i = 0; i < 3; i++) {
+      moesz_matview v;
+      float ref[45 * 96], x[20 * 96], ys[20 * 45], yp[20 * 45];
+      void *buf = make_view(dts[d], 45, 96, 0, 0, &v, ref);
+      for (int k = 0; k < 20 * 96; k++) x[k] = frand();
+      moesz_kjob js = {v, x, 96, ys, 45, ns[i], 0}, jp = {v, x, 96, yp, 45, ns[i], 0};
+      kc.serial_macs = 1 << 30;
+      CHECK(moesz_k_linear(&kc, &js, 1) == 0);
+      kc.serial_macs = 0;
+      CHECK(moesz_k_linear(&kc, &jp, 1) == 0);
+      CHECK(!memcmp(ys, yp, sizeof(float) * 45 * (size_t)ns[i]));
+      free(buf);
+    }
+  enum { NH = 4, NKV = 2, HD = 16, P = 40, N = 3 };
+  static float q[N * NH * HD], kc_[P * NKV * HD], vc[P * NKV * HD], os[N * NH * HD], op[N * NH * HD];
+  for (int k = 0; k < N * NH * HD; k++) q[k] = frand();
+  for (int k = 0; k < P * NKV * HD; k++) { kc_[k] = frand(); vc[k] = frand(); }
+  kc.serial_macs = 1 << 30;
+  moesz_k_attention(&kc, q, NH * HD, kc_, vc, P - N, N, NH, NKV, HD, 0.25f, os, NH * HD);
+  kc.serial_macs = 0;
+  moesz_k_attention(&kc, q, NH * HD, kc_, vc, P - N, N, NH, NKV, HD, 0.25f, op, NH * HD);
+  CHECK(!memcmp(os, op, sizeof os));
+  moesz_kctx_free(&kc);
+  moesz_pool_destroy(pool);
+}
+
+/* moesz_k_linear_on runs moesz_k_linear's tasks on one thread (inside a
+ * region of the pool, as the engine's per-expert tasks do): the same results,
+ * bit for bit, for one token, a small batch and the packed path, several jobs
+ * (gate and up reading one x: the split-x memo), from each thread of a region. */
+typedef struct { moesz_kctx *kc; const moesz_kjob *jobs; int nj; int rc[8]; } on_ctx;
+static void on_task(void *vctx, size_t i, int tid) {
+  on_ctx *o = vctx;
+  o->rc[i] = moesz_k_linear_on(o->kc, o->jobs + 2 * i, 2, tid);
+}
+
+TEST(linear_on_thread_same_results) {
+  moesz_pool *pool = moesz_pool_create(2);
+  moesz_kctx kc;
+  CHECK(moesz_kctx_init(&kc, pool, -1, moesz_k_scratch_need(96, 64)) == 0);
+  static const moesz_dtype dts[] = {MOESZ_DT_F32, MOESZ_DT_BF16, MOESZ_DT_F16};
+  static const int ns[] = {1, 4, 20};
+  for (int d = 0; d < 3; d++)
+    for (int i = 0; i < 3; i++) {
+      enum { R = 70, C = 96, T = 4 };   /* T tasks of two jobs each */
+      moesz_matview v[2];
+      static float ref[2][R * C], x[20 * C], ys[2 * T][20 * R], yo[2 * T][20 * R];
+      void *buf[2];
+      for (int j = 0; j < 2; j++) buf[j] = make_view(dts[d], R, C, 0, 0, &v[j], ref[j]);
+      for (int k = 0; k < 20 * C; k++) x[k] = frand();
+      moesz_kjob js[2 * T], jo[2 * T];
+      for (int j = 0; j < 2 * T; j++) {
+        const float *xj = x + (size_t)(j / 2 % 2) * C;   /* tasks 0, 2 and 1, 3 read different rows */
+        js[j] = (moesz_kjob){v[j % 2], xj, C, ys[j], R, ns[i] - (j / 2 % 2 && ns[i] > 1), 0};
+        jo[j] = js[j];
+        jo[j].y = yo[j];
+      }
+      memset(ys, 0, sizeof ys);
+      memset(yo, 0, sizeof yo);
+      kc.serial_macs = 0;
+      for (int t = 0; t < T; t++) CHECK(moesz_k_linear(&kc, js + 2 * t, 2) == 0);
+      on_ctx o = {&kc, jo, 2 * T, {0}};
+      moesz_pool_run(pool, T, on_task, &o);
+      for (int t = 0; t < T; t++) CHECK_EQ_INT(o.rc[t], 0);
+      CHECK(!memcmp(ys, yo, sizeof ys));
+      /* a normal call after the region: its memo is not fooled by the region's */
+      kc.serial_macs = 1 << 30;
+      memset(yo[0], 0, sizeof yo[0]);
+      CHECK(moesz_k_linear(&kc, &jo[0], 1) == 0);
+      CHECK(!memcmp(ys[0], yo[0], sizeof yo[0]));
+      for (int j = 0; j < 2; j++) free(buf[j]);
+    }
+  CHECK_EQ_INT(moesz_k_linear_on(&kc, NULL, 0, 2), MOESZ_E_INTERNAL);
+  CHECK_EQ_INT(moesz_k_linear_on(&kc, NULL, 0, -1), MOESZ_E_INTERNAL);
+  moesz_kctx_free(&kc);
+  moesz_pool_destroy(pool);
+}
+
 int main(void) {
   printf("# simd available: %d\n", moesz_k_cpu_simd());
   RUN(linear_all_paths);
   RUN(linear_multi_job_and_bad_dtype);
   RUN(linear_bf16_split_x_reuse);
+  RUN(linear_small_batch);
+  RUN(serial_small_work_same_results);
+  RUN(linear_on_thread_same_results);
   RUN(rmsnorm_rope_softmax_silu);
   RUN(attention_gqa_causal);
   return DONE();

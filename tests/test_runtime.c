@@ -1,6 +1,7 @@
 /* tests/test_runtime.c - serving from a .msz container through the expert
  * cache: logits identical to the engine on the original folder under every
- * policy and budget (lossless container), prefetch on and off, and the
+ * policy and budget (lossless container), prefetch on and off, a layer's
+ * missing experts loaded one by one and at once (miss threads), and the
  * counters add up (gets = hits + misses + waits; the budget holds unless
  * pinned experts alone exceed it). */
 #include "harness.h"
@@ -37,9 +38,10 @@ static void check_family(const char *fam) {
   uint64_t budgets[] = {0, one * (uint64_t)cfg->top_k, one * (uint64_t)cfg->n_experts};
   for (int pol = 0; pol < 3; pol++)
     for (int b = 0; b < 3; b++)
-      for (int pf = 0; pf < 2; pf++) {
+      for (int pf = 0; pf < 3; pf++) {
+        /* pf 2: no prefetch, 3 miss threads: under a budget a layer's missing experts load at once */
         moesz_cache_opts co = {.budget_bytes = budgets[b], .policy = (moesz_cache_policy)pol,
-                               .dtype = MOESZ_DT_COUNT, .prefetch = pf};
+                               .dtype = MOESZ_DT_COUNT, .prefetch = pf == 1, .miss_threads = pf == 2 ? 3 : 0};
         moesz_engine *en;
         moesz_cache *k;
         int rc = moesz_engine_open_msz(MSZ, &co, &eo, &en, &k, &e);
@@ -59,7 +61,7 @@ static void check_family(const char *fam) {
         if (budgets[b] && !s.over_budget) CHECK_MSG(s.peak_bytes <= budgets[b] + one * 2, "peak %llu", (unsigned long long)s.peak_bytes);
         if (b == 0) CHECK_EQ_INT(s.evictions, 0);
         if (b == 1) CHECK(s.evictions > 0);
-        if (!pf) CHECK_EQ_INT(s.prefetch_issued, 0);
+        if (pf != 1) CHECK_EQ_INT(s.prefetch_issued, 0);
         free(got);
         moesz_engine_close(en);
       }

@@ -160,6 +160,47 @@ static void srv_close(srv *x) {
 
 /* ---------------------------------------------------------------- tests */
 
+/* A batched decode step of four sequences on two threads runs each layer's
+ * routed experts as one region of the pool, one task per expert (their
+ * products each too small to share out on this model: hidden 128, experts of
+ * 256, at most 3 tokens an expert for 2^16 x 3 multiply-adds < 2^18); the
+ * logits equal, bit for bit, those of an engine on one thread, whose experts
+ * run one product after another. */
+TEST(step_expert_tasks_same_results) {
+  moesz_engine *e[2];
+  for (int k = 0; k < 2; k++) {
+    moesz_engine_opts eo = {.threads = 2 - k};
+    if (moesz_engine_open(MODEL, &eo, &e[k], NULL)) { CHECK(0); return; }
+  }
+  int V = moesz_engine_vocab(e[0]);
+  enum { NS = 4 };
+  int32_t p[NS][5] = {{1, 50, 60, 70, 80}, {1, 7, 300, 9, 11}, {1, 2000, 33, 44, 55}, {1, 900, 901, 902, 903}};
+  moesz_seq *s[2][NS];
+  float *lg[2];
+  for (int k = 0; k < 2; k++) {
+    lg[k] = malloc(sizeof(float) * (size_t)V * NS);
+    for (int i = 0; i < NS; i++) CHECK_EQ_INT(moesz_seq_create(e[k], 32, &s[k][i], NULL), 0);
+  }
+  moesz_step_item it[NS];
+  int32_t next[NS];
+  for (int step = 0; step < 8; step++) {
+    for (int k = 0; k < 2; k++) {
+      for (int i = 0; i < NS; i++)
+        it[i] = step < 5 ? (moesz_step_item){s[k][i], &p[i][step], 1, 0, lg[k] + (size_t)i * (size_t)V}
+                         : (moesz_step_item){s[k][i], &next[i], 1, 0, lg[k] + (size_t)i * (size_t)V};
+      CHECK_EQ_INT(moesz_engine_step(e[k], it, NS, NULL), 0);
+    }
+    CHECK_MSG(!memcmp(lg[0], lg[1], sizeof(float) * (size_t)V * NS), "step %d: two threads differ from one",
+              step);
+    for (int i = 0; i < NS; i++) next[i] = moesz_argmax(lg[0] + (size_t)i * (size_t)V, V);
+  }
+  for (int k = 0; k < 2; k++) {
+    for (int i = 0; i < NS; i++) moesz_seq_free(s[k][i]);
+    free(lg[k]);
+    moesz_engine_close(e[k]);
+  }
+}
+
 /* Three sequences (different prompts and lengths) through batched steps give
  * the logits each gives alone through moesz_engine_forward, and a batched
  * decode step asks the provider for fewer experts than the sequences alone. */
@@ -764,6 +805,7 @@ TEST(page_in_browser) {
 
 int main(void) {
   RUN(step_matches_forward);
+  RUN(step_expert_tasks_same_results);
   RUN(step_matches_forward_families);
   RUN(completion_matches_run);
   RUN(concurrent_greedy_identical);

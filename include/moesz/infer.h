@@ -109,6 +109,12 @@ typedef struct moesz_expert_provider {
   void (*route)(void *ctx, int layer, const int32_t *experts, int n_experts,
                 const float *hidden, int n_tokens);
   void (*destroy)(void *ctx);      /* optional; called by moesz_engine_close if owned */
+  /* optional: get() of the n distinct routed experts experts[0..n) of a layer
+   * into out[experts[i]], all or nothing (on failure none stays held). The
+   * container's provider loads the missing ones at once on its own threads;
+   * NULL: the engine calls get() one by one. */
+  int  (*get_many)(void *ctx, int layer, const int32_t *experts, int n, moesz_expert_mats *out,
+                   moesz_error *err);
 } moesz_expert_provider;
 
 /* The default provider: zero-copy views into m's mmap'd safetensors

@@ -11,6 +11,7 @@
  * Semantics: docs/INFERENCE.md. */
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -594,6 +595,50 @@ static void topk(const float *p, int E, int k, int32_t *idx, float *w) {
   }
 }
 
+/* The routed experts of a group as one region of the pool, one task per
+ * expert: its gate and up, SiLU and down on the task's thread
+ * (moesz_k_linear_on: the tasks moesz_k_linear would run, so the same sums).
+ * For a batch whose products are each too small to share out: one wake-up
+ * per layer instead of two, and both threads busy. */
+typedef struct {
+  moesz_engine *e;
+  const int32_t *act;                   /* [ntask] experts */
+  const float *xin;
+  size_t xstep;
+  atomic_int rc;
+} xpar_ctx;
+
+static void xpar_task(void *vctx, size_t i, int tid) {
+  xpar_ctx *X = vctx;
+  moesz_engine *e = X->e;
+  int x = X->act[i];
+  size_t d = (size_t)e->d, im = (size_t)e->cfg.moe_intermediate, r0 = (size_t)e->off[x];
+  moesz_kjob j[2] = {job(&e->mats[x].gate, X->xin + r0 * X->xstep, d, e->hg + r0 * im, im, e->cnt[x], 0),
+                     job(&e->mats[x].up, X->xin + r0 * X->xstep, d, e->hu + r0 * im, im, e->cnt[x], 0)};
+  int rc = moesz_k_linear_on(&e->kc, j, 2, tid);
+  if (!rc) {
+    moesz_k_silu_mul(e->hg + r0 * im, e->hu + r0 * im, (size_t)e->cnt[x] * im);
+    j[0] = job(&e->mats[x].down, e->hg + r0 * im, im, e->yd + r0 * d, d, e->cnt[x], 0);
+    rc = moesz_k_linear_on(&e->kc, j, 1, tid);
+  }
+  if (rc) atomic_store(&X->rc, rc);
+}
+
+/* 1 when experts active[g0..g1) of an n-token step run as one region
+ * (xpar_task): several tokens, two or more threads and experts, every
+ * expert's gate + up below kctx.serial_macs (each would run on one thread
+ * anyway), all of them together at or above it. */
+static int xpar_pays(const moesz_engine *e, int g0, int g1, int n) {
+  if (n < 2 || g1 - g0 < 2 || e->kc.nthreads < 2 || !e->pool) return 0;
+  double one = 2.0 * (double)e->d * (double)e->cfg.moe_intermediate, all = 0;
+  for (int a = g0; a < g1; a++) {
+    double m = one * (double)e->cnt[e->active[a]];
+    if (m >= (double)e->kc.serial_macs) return 0;
+    all += 1.5 * m;
+  }
+  return all >= (double)e->kc.serial_macs;
+}
+
 static int moe_block(moesz_engine *e, int L, int n, moesz_error *err) {
   const moesz_config *c = &e->cfg;
   layer_w *l = &e->L[L];
@@ -631,12 +676,28 @@ static int moe_block(moesz_engine *e, int L, int n, moesz_error *err) {
   memset(e->moe, 0, sizeof(float) * (size_t)n * d);
   for (int g0 = 0; g0 < nact; g0 += e->group) {
     int g1 = g0 + e->group < nact ? g0 + e->group : nact, got = g0;
-    for (; got < g1; got++) {
-      int x = e->active[got];
-      if ((rc = get_expert(e, L, x, 0, &e->mats[x], err))) break;
-      e->st.expert_tokens += (uint64_t)e->cnt[x];
-    }
-    if (!rc) {
+    if (e->prov.get_many && g1 - g0 > 1) {   /* the provider loads the missing ones at once */
+      rc = e->prov.get_many(e->prov.ctx, L, e->active + g0, g1 - g0, e->mats, err);
+      if (rc) moesz_error_wrap(err, rc, "layer %d", L);
+      else got = g1;
+      for (int a = g0; a < got && !rc; a++) {
+        int x = e->active[a];
+        e->st.expert_gets++;
+        e->st.expert_tokens += (uint64_t)e->cnt[x];
+        rc = check_expert(e, L, x, 0, &e->mats[x], err);
+      }
+    } else
+      for (; got < g1; got++) {
+        int x = e->active[got];
+        if ((rc = get_expert(e, L, x, 0, &e->mats[x], err))) break;
+        e->st.expert_tokens += (uint64_t)e->cnt[x];
+      }
+    if (!rc && xpar_pays(e, g0, g1, n)) {
+      xpar_ctx X = {.e = e, .act = e->active + g0, .xin = xin, .xstep = xstep};
+      atomic_init(&X.rc, MOESZ_OK);
+      moesz_pool_run(e->pool, (size_t)(g1 - g0), xpar_task, &X);
+      if ((rc = atomic_load(&X.rc))) moesz_error_set(err, rc, "layer %d: expert matmul failed", L);
+    } else if (!rc) {
       /* gate and up of every expert of the group in one parallel region */
       int nj = 0;
       for (int a = g0; a < g1; a++) {

@@ -1,9 +1,13 @@
-/* infer/kernels.c - linear (matvec / packed blocked matmul), rmsnorm, rope,
- * softmax, silu, attention; the dispatch of compute-layout views to
- * kernels_cl.c; the one-time check of the AVX-512 paths. See kernels.h. The
- * AVX2 and AVX-512 functions carry __attribute__((target(...))) so the file
- * builds for any x86-64 and picks them at run time; each has a scalar twin
- * computing the same sums (up to summation order). */
+/* infer/kernels.c - linear (matvec for one token; the small-batch path for
+ * 2..kctx.sb_max tokens over BF16/F16 rows, which gives each token the
+ * one-token sums bit for bit while reading each weight row once; packed
+ * blocked matmul beyond, and for F32 rows), rmsnorm, rope, softmax, silu,
+ * attention; small calls run on the caller's thread (kctx.serial_macs); the
+ * dispatch of compute-layout views to kernels_cl.c; the one-time check of
+ * the AVX-512 paths. See kernels.h. The AVX2 and AVX-512 functions carry
+ * __attribute__((target(...))) so the file builds for any x86-64 and picks
+ * them at run time; each has a scalar twin computing the same sums (up to
+ * summation order). */
 #include "infer/kernels.h"
 #include "infer/simd.h"
 #include <math.h>
@@ -22,6 +26,9 @@
 
 #define CH 16     /* rows per packed tile (batched path) */
 #define TB 33     /* tokens per block (batched path), multiple of 3 */
+#define SB_MAX 12 /* default kctx.sb_max (bench/infer_kernels: the small-batch path against the
+                     packed one for 2..16 tokens) */
+#define SERIAL_MACS (1 << 18)   /* default kctx.serial_macs */
 #define CL_TILE_MIN 8  /* compute layout: from this many tokens, unpack a tile of rows and multiply it
                           as the batched path does (fewer tokens: fused kernels over the codes) */
 
@@ -43,11 +50,14 @@ int moesz_kctx_init(moesz_kctx *c, moesz_pool *pool, int simd, size_t scratch_fl
   int have = moesz_k_cpu_simd();
   if (have && moesz_cpu_avx512_vnni() && avx512_agrees()) have = 2;
   c->simd = simd < 0 ? have : (simd && have ? (simd < have ? simd : have) : 0);
+  c->sb_max = SB_MAX;
+  c->serial_macs = SERIAL_MACS;
   c->scratch_floats = scratch_floats;
   c->scratch = calloc((size_t)c->nthreads, sizeof *c->scratch);
   c->memo_gen = calloc((size_t)c->nthreads, sizeof *c->memo_gen);
   c->memo_x = calloc((size_t)c->nthreads, sizeof *c->memo_x);
-  if (!c->scratch || !c->memo_gen || !c->memo_x) { moesz_kctx_free(c); return MOESZ_E_NOMEM; }
+  c->memo_shape = calloc((size_t)c->nthreads, sizeof *c->memo_shape);
+  if (!c->scratch || !c->memo_gen || !c->memo_x || !c->memo_shape) { moesz_kctx_free(c); return MOESZ_E_NOMEM; }
   for (int i = 0; i < c->nthreads; i++) {
     c->scratch[i] = aligned_alloc(64, ((scratch_floats * sizeof(float)) + 63) / 64 * 64);
     if (!c->scratch[i]) { moesz_kctx_free(c); return MOESZ_E_NOMEM; }
@@ -62,9 +72,11 @@ void moesz_kctx_free(moesz_kctx *c) {
   free(c->scratch);
   free(c->memo_gen);
   free(c->memo_x);
+  free(c->memo_shape);
   c->scratch = NULL;
   c->memo_gen = NULL;
   c->memo_x = NULL;
+  c->memo_shape = NULL;
 }
 
 /* ------------------------------------------------------------ conversion */
@@ -148,6 +160,42 @@ static void mm_scalar(const float *p, int nr, const float *x, size_t ldx, int nt
       float *o = y + (size_t)t * ldy + r;
       *o = acc ? *o + s : s;
     }
+}
+
+/* Small-batch path: rows r0..r1 of a row-major view times n tokens x [n,
+ * cols] (row stride ldx) -> y[t * ldy + (r - r0)], each weight row read once
+ * for a block of tokens (from L1 for the next block). Per token these are the
+ * sums of the one-token matvec of the same simd level, in the same order, so
+ * a token's result does not depend on how many tokens share the product. */
+static void sb_scalar(const moesz_matview *w, int64_t r0, int64_t r1, const float *x, size_t ldx, int n,
+                      float *y, size_t ldy, int acc) {
+  size_t cols = (size_t)w->cols, es = moesz_dtype_size(w->dtype);
+  for (int64_t r = r0; r < r1; r++) {
+    const void *row = (const char *)w->data + (size_t)r * (size_t)w->ld * es;
+    for (int t0 = 0; t0 < n; t0 += 4) {
+      int nt = n - t0 < 4 ? n - t0 : 4;
+      float s[4][4] = {{0}};
+      size_t c = 0;
+      for (; c + 4 <= cols; c += 4) {
+        float w0 = ld1(w->dtype, row, c), w1 = ld1(w->dtype, row, c + 1);
+        float w2 = ld1(w->dtype, row, c + 2), w3 = ld1(w->dtype, row, c + 3);
+        for (int j = 0; j < nt; j++) {
+          const float *xj = x + (size_t)(t0 + j) * ldx;
+          s[j][0] += w0 * xj[c]; s[j][1] += w1 * xj[c + 1];
+          s[j][2] += w2 * xj[c + 2]; s[j][3] += w3 * xj[c + 3];
+        }
+      }
+      for (; c < cols; c++) {
+        float w0 = ld1(w->dtype, row, c);
+        for (int j = 0; j < nt; j++) s[j][0] += w0 * x[(size_t)(t0 + j) * ldx + c];
+      }
+      for (int j = 0; j < nt; j++) {
+        float v = (s[j][0] + s[j][1]) + (s[j][2] + s[j][3]);
+        float *o = y + (size_t)(t0 + j) * ldy + (r - r0);
+        *o = acc ? *o + v : v;
+      }
+    }
+  }
 }
 
 /* --------------------------------------------------------- AVX2 kernels */
@@ -302,6 +350,128 @@ static void mm_avx(const float *p, int nr, const float *x, size_t ldx, int nt, s
   }
 }
 
+/* Small-batch AVX2 kernels, one weight row against T tokens. F16 mirrors
+ * MV_AVX: rows of a full block of 4 (four = 1) sum 16 columns a step in two
+ * chains, the last rows % 4 rows 8 columns in one. BF16 mirrors
+ * mv_avx_bf16_eo against each token's split x (xs + t * ldxs). */
+#define SB_AVX(NAME, LD8, T)                                                             \
+  TGT static void NAME##_##T(const void *w0, moesz_dtype dt, size_t cols, int four, const float *x, \
+                             size_t ldx, float *y, size_t ldy, int acc) {                \
+    __m256 a[T], b[T];                                                                   \
+    float s[T];                                                                          \
+    _Pragma("GCC unroll 4") for (int j = 0; j < T; j++) a[j] = b[j] = _mm256_setzero_ps(); \
+    size_t k = 0;                                                                        \
+    if (four) {                                                                          \
+      for (; k + 16 <= cols; k += 16) {                                                  \
+        __m256 wa = LD8(w0, k), wb = LD8(w0, k + 8);                                     \
+        _Pragma("GCC unroll 4") for (int j = 0; j < T; j++) {                            \
+          a[j] = _mm256_fmadd_ps(wa, _mm256_loadu_ps(x + (size_t)j * ldx + k), a[j]);    \
+          b[j] = _mm256_fmadd_ps(wb, _mm256_loadu_ps(x + (size_t)j * ldx + k + 8), b[j]); \
+        }                                                                                \
+      }                                                                                  \
+      for (; k + 8 <= cols; k += 8) {                                                    \
+        __m256 wa = LD8(w0, k);                                                          \
+        _Pragma("GCC unroll 4") for (int j = 0; j < T; j++)                              \
+          a[j] = _mm256_fmadd_ps(wa, _mm256_loadu_ps(x + (size_t)j * ldx + k), a[j]);    \
+      }                                                                                  \
+      _Pragma("GCC unroll 4") for (int j = 0; j < T; j++) s[j] = moesz_hsum8(_mm256_add_ps(a[j], b[j])); \
+    } else {                                                                             \
+      for (; k + 8 <= cols; k += 8) {                                                    \
+        __m256 wa = LD8(w0, k);                                                          \
+        _Pragma("GCC unroll 4") for (int j = 0; j < T; j++)                              \
+          a[j] = _mm256_fmadd_ps(wa, _mm256_loadu_ps(x + (size_t)j * ldx + k), a[j]);    \
+      }                                                                                  \
+      _Pragma("GCC unroll 4") for (int j = 0; j < T; j++) s[j] = moesz_hsum8(a[j]);      \
+    }                                                                                    \
+    _Pragma("GCC unroll 8") for (int j = 0; j < T; j++) {                                \
+      for (size_t kk = k; kk < cols; kk++) s[j] += ld1(dt, w0, kk) * x[(size_t)j * ldx + kk]; \
+      float *o = y + (size_t)j * ldy;                                                    \
+      *o = acc ? *o + s[j] : s[j];                                                       \
+    }                                                                                    \
+  }
+SB_AVX(sb_f16, ld8_f16, 4)
+SB_AVX(sb_f16, ld8_f16, 3)
+SB_AVX(sb_f16, ld8_f16, 2)
+SB_AVX(sb_f16, ld8_f16, 1)
+
+#define SB_EO(T)                                                                         \
+  TGT static void sb_eo_##T(const uint16_t *w0, size_t cols, const float *x, size_t ldx,  \
+                            const float *xs, size_t ldxs, float *y, size_t ldy, int acc) { \
+    size_t n16 = cols / 16 * 16, n32 = cols / 32 * 32;                                   \
+    const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);                              \
+    __m256 a0[T], b0[T], a1[T], b1[T];                                                   \
+    _Pragma("GCC unroll 4") for (int j = 0; j < T; j++) a0[j] = b0[j] = a1[j] = b1[j] = _mm256_setzero_ps(); \
+    size_t k = 0;                                                                        \
+    for (; k < n32; k += 32) {                                                           \
+      __m256i v = _mm256_loadu_si256((const __m256i *)(w0 + k));                         \
+      __m256i u = _mm256_loadu_si256((const __m256i *)(w0 + k + 16));                    \
+      __m256 ve = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));                         \
+      __m256 vo = _mm256_castsi256_ps(_mm256_and_si256(v, hi));                          \
+      __m256 ue = _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));                         \
+      __m256 uo = _mm256_castsi256_ps(_mm256_and_si256(u, hi));                          \
+      _Pragma("GCC unroll 4") for (int j = 0; j < T; j++) {                              \
+        const float *q = xs + (size_t)j * ldxs + k;                                      \
+        a0[j] = _mm256_fmadd_ps(ve, _mm256_loadu_ps(q), a0[j]);                          \
+        b0[j] = _mm256_fmadd_ps(vo, _mm256_loadu_ps(q + 8), b0[j]);                      \
+        a1[j] = _mm256_fmadd_ps(ue, _mm256_loadu_ps(q + 16), a1[j]);                     \
+        b1[j] = _mm256_fmadd_ps(uo, _mm256_loadu_ps(q + 24), b1[j]);                     \
+      }                                                                                  \
+    }                                                                                    \
+    if (k < n16) {                                                                       \
+      __m256i v = _mm256_loadu_si256((const __m256i *)(w0 + k));                         \
+      __m256 ve = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));                         \
+      __m256 vo = _mm256_castsi256_ps(_mm256_and_si256(v, hi));                          \
+      _Pragma("GCC unroll 4") for (int j = 0; j < T; j++) {                              \
+        const float *q = xs + (size_t)j * ldxs + k;                                      \
+        a0[j] = _mm256_fmadd_ps(ve, _mm256_loadu_ps(q), a0[j]);                          \
+        b0[j] = _mm256_fmadd_ps(vo, _mm256_loadu_ps(q + 8), b0[j]);                      \
+      }                                                                                  \
+    }                                                                                    \
+    _Pragma("GCC unroll 8") for (int j = 0; j < T; j++) {                                \
+      float s = moesz_hsum8(_mm256_add_ps(_mm256_add_ps(a0[j], b0[j]), _mm256_add_ps(a1[j], b1[j]))); \
+      for (k = n16; k < cols; k++) s += moesz_bf16_to_f32(w0[k]) * x[(size_t)j * ldx + k]; \
+      float *o = y + (size_t)j * ldy;                                                    \
+      *o = acc ? *o + s : s;                                                             \
+    }                                                                                    \
+  }
+SB_EO(3)
+SB_EO(2)
+SB_EO(1)
+
+/* Rows r0..r1 times n tokens with the kernels above (xs: the tokens' split x
+ * for BF16, stride ldxs). */
+TGT static void sb_avx(const moesz_matview *w, int64_t r0, int64_t r1, const float *x, size_t ldx,
+                       const float *xs, size_t ldxs, int n, float *y, size_t ldy, int acc) {
+  size_t cols = (size_t)w->cols, es = moesz_dtype_size(w->dtype);
+  int64_t full = w->rows / 4 * 4;   /* rows below this sit in a 4-row block of MV_AVX */
+  for (int64_t r = r0; r < r1; r++) {
+    const void *w0 = (const char *)w->data + (size_t)r * (size_t)w->ld * es;
+    float *yr = y + (r - r0);
+    int four = r < full;
+    if (w->dtype == MOESZ_DT_BF16) {
+      int t = 0;
+      for (; t + 3 <= n; t += 3)
+        sb_eo_3(w0, cols, x + (size_t)t * ldx, ldx, xs + (size_t)t * ldxs, ldxs, yr + (size_t)t * ldy, ldy, acc);
+      if (n - t == 2) sb_eo_2(w0, cols, x + (size_t)t * ldx, ldx, xs + (size_t)t * ldxs, ldxs, yr + (size_t)t * ldy, ldy, acc);
+      else if (n - t == 1) sb_eo_1(w0, cols, x + (size_t)t * ldx, ldx, xs + (size_t)t * ldxs, ldxs, yr + (size_t)t * ldy, ldy, acc);
+      continue;
+    }
+    int t = 0;
+    const float *xt = x;
+    float *yt = yr;
+#define SB_CALL(NAME)                                                                    \
+    for (; t + 4 <= n; t += 4, xt += 4 * ldx, yt += 4 * ldy) NAME##_4(w0, w->dtype, cols, four, xt, ldx, yt, ldy, acc); \
+    switch (n - t) {                                                                     \
+    case 3: NAME##_3(w0, w->dtype, cols, four, xt, ldx, yt, ldy, acc); break;            \
+    case 2: NAME##_2(w0, w->dtype, cols, four, xt, ldx, yt, ldy, acc); break;            \
+    case 1: NAME##_1(w0, w->dtype, cols, four, xt, ldx, yt, ldy, acc); break;            \
+    default: break;                                                                      \
+    }
+    SB_CALL(sb_f16)
+#undef SB_CALL
+  }
+}
+
 /* AVX-512 matvecs (F, BW): BF16 widened exactly (zero-extend, shift left 16),
  * 32 weights per step in two chains; F32 4 rows x 16 columns. Same sums as
  * the AVX2 kernels up to summation order. */
@@ -360,6 +530,56 @@ TGT512 static void mv512_f32(const moesz_matview *w, int64_t r0, int64_t r1, con
   }
 }
 
+/* Small-batch AVX-512 BF16 kernel, one weight row against T tokens: per
+ * token the sums of mv512_bf16 in its order. */
+#define SB512(T)                                                                         \
+  TGT512 static void sb512_bf16_##T(const uint16_t *w0, size_t cols, const float *x, size_t ldx, \
+                                    float *y, size_t ldy, int acc) {                     \
+    size_t n32 = cols / 32 * 32;                                                         \
+    __m512 a0[T], a1[T];                                                                 \
+    _Pragma("GCC unroll 8") for (int j = 0; j < T; j++) a0[j] = a1[j] = _mm512_setzero_ps(); \
+    size_t k = 0;                                                                        \
+    for (; k < n32; k += 32) {                                                           \
+      __m512 v = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(            \
+          _mm256_loadu_si256((const __m256i *)(w0 + k))), 16));                          \
+      __m512 u = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(            \
+          _mm256_loadu_si256((const __m256i *)(w0 + k + 16))), 16));                     \
+      _Pragma("GCC unroll 8") for (int j = 0; j < T; j++) {                              \
+        a0[j] = _mm512_fmadd_ps(v, _mm512_loadu_ps(x + (size_t)j * ldx + k), a0[j]);     \
+        a1[j] = _mm512_fmadd_ps(u, _mm512_loadu_ps(x + (size_t)j * ldx + k + 16), a1[j]); \
+      }                                                                                  \
+    }                                                                                    \
+    _Pragma("GCC unroll 8") for (int j = 0; j < T; j++) {                                \
+      float s = _mm512_reduce_add_ps(_mm512_add_ps(a0[j], a1[j]));                       \
+      for (size_t kk = k; kk < cols; kk++) s += moesz_bf16_to_f32(w0[kk]) * x[(size_t)j * ldx + kk]; \
+      float *o = y + (size_t)j * ldy;                                                    \
+      *o = acc ? *o + s : s;                                                             \
+    }                                                                                    \
+  }
+
+SB512(4)
+SB512(3)
+SB512(2)
+SB512(1)
+
+TGT512 static void sb512_bf16(const moesz_matview *w, int64_t r0, int64_t r1, const float *x, size_t ldx, int n,
+                         float *y, size_t ldy, int acc) {
+  size_t cols = (size_t)w->cols;
+  for (int64_t r = r0; r < r1; r++) {
+    const uint16_t *w0 = (const uint16_t *)w->data + (size_t)r * (size_t)w->ld;
+    int t = 0;
+    const float *xt = x;
+    float *yt = y + (r - r0);
+    for (; t + 4 <= n; t += 4, xt += 4 * ldx, yt += 4 * ldy) sb512_bf16_4(w0, cols, xt, ldx, yt, ldy, acc);
+    switch (n - t) {
+    case 3: sb512_bf16_3(w0, cols, xt, ldx, yt, ldy, acc); break;
+    case 2: sb512_bf16_2(w0, cols, xt, ldx, yt, ldy, acc); break;
+    case 1: sb512_bf16_1(w0, cols, xt, ldx, yt, ldy, acc); break;
+    default: break;
+    }
+  }
+}
+
 TGT static float dot_avx(const float *a, const float *b, int n) {
   __m256 s0 = _mm256_setzero_ps(), s1 = s0;
   int k = 0;
@@ -400,6 +620,47 @@ typedef struct {
   int64_t rchunk[MAXJ];      /* rows per task */
   int64_t nrch[MAXJ];        /* row chunks per job */
 } lin_ctx;
+
+/* 1 if job jb takes the small-batch path: 2..sb_max tokens (at most CH: the
+ * split x of every token fits the scratch) over row-major BF16/F16 rows. F32
+ * rows keep the packed path, which multiplies them where they lie 4 rows x 3
+ * tokens at a time and measured faster (bench/results/serve.md). */
+static int small_batch(const moesz_kctx *c, const moesz_kjob *jb) {
+  moesz_dtype dt = jb->w.dtype;
+  return jb->n > 1 && jb->n <= c->sb_max && jb->n <= CH && !jb->w.transposed &&
+         (dt == MOESZ_DT_BF16 || dt == MOESZ_DT_F16);
+}
+
+/* Rows r0..r1 of a small-batch job (thread tid). */
+static void sb_rows(moesz_kctx *c, const moesz_kjob *jb, int64_t r0, int64_t r1, int tid) {
+  const moesz_matview *w = &jb->w;
+  float *y = jb->y + r0;
+#if MOESZ_X86
+  if (c->simd >= 2 && w->dtype == MOESZ_DT_BF16) {
+    sb512_bf16(w, r0, r1, jb->x, jb->ldx, jb->n, y, jb->ldy, jb->accumulate);
+    return;
+  }
+  if (c->simd) {
+    size_t cols = (size_t)w->cols;
+    const float *xs = NULL;
+    if (w->dtype == MOESZ_DT_BF16) {
+      /* the tokens' split x, reused by this thread for every task of the call on the same x */
+      uint64_t key = c->gen | (1ull << 62), shape = ((uint64_t)jb->n << 40) ^ (uint64_t)jb->ldx;
+      if (c->memo_gen[tid] != key || c->memo_x[tid] != jb->x || c->memo_shape[tid] != shape) {
+        for (int t = 0; t < jb->n; t++)
+          split_even_odd(jb->x + (size_t)t * jb->ldx, cols, c->scratch[tid] + (size_t)t * cols);
+        c->memo_gen[tid] = key;
+        c->memo_x[tid] = jb->x;
+        c->memo_shape[tid] = shape;
+      }
+      xs = c->scratch[tid];
+    }
+    sb_avx(w, r0, r1, jb->x, jb->ldx, xs, cols, jb->n, y, jb->ldy, jb->accumulate);
+    return;
+  }
+#endif
+  sb_scalar(w, r0, r1, jb->x, jb->ldx, jb->n, y, jb->ldy, jb->accumulate);
+}
 
 static void lin_task(void *vctx, size_t ti, int tid) {
   lin_ctx *L = vctx;
@@ -461,6 +722,10 @@ static void lin_task(void *vctx, size_t ti, int tid) {
     mv_scalar(w, r0, r1, jb->x, y, jb->accumulate);
     return;
   }
+  if (small_batch(L->c, jb)) {
+    sb_rows(L->c, jb, r0, r1, tid);
+    return;
+  }
   /* packed path: tile rows r0..r1 as f32, tokens in blocks of TB */
   float *pk = L->c->scratch[tid];
   L->c->memo_x[tid] = NULL;   /* scratch no longer holds a split x */
@@ -489,7 +754,8 @@ static void lin_task(void *vctx, size_t ti, int tid) {
   mm_scalar(p, (int)(r1 - r0), x, jb->ldx, t1 - t0, cols, y, jb->ldy, jb->accumulate);
 }
 
-int moesz_k_linear(moesz_kctx *c, const moesz_kjob *jobs, int njobs) {
+/* Checks the jobs' views: MOESZ_OK, MOESZ_E_UNSUPPORTED or MOESZ_E_INTERNAL. */
+static int lin_check(const moesz_kctx *c, const moesz_kjob *jobs, int njobs) {
   for (int j = 0; j < njobs; j++) {
     moesz_dtype dt = jobs[j].w.dtype;
     if (dt == MOESZ_VIEW_CL) {
@@ -504,41 +770,81 @@ int moesz_k_linear(moesz_kctx *c, const moesz_kjob *jobs, int njobs) {
     } else if (dt != MOESZ_DT_F32 && dt != MOESZ_DT_BF16 && dt != MOESZ_DT_F16) return MOESZ_E_UNSUPPORTED;
     if (jobs[j].w.cols * CH > (int64_t)c->scratch_floats) return MOESZ_E_INTERNAL;
   }
+  return MOESZ_OK;
+}
+
+/* Splits jobs[0..nj) (nj <= MAXJ) into tasks (L->first, rchunk, nrch); returns
+ * their multiply-adds. The split depends on the jobs and c->nthreads only, so
+ * moesz_k_linear and moesz_k_linear_on run the same tasks. */
+static double lin_plan(moesz_kctx *c, const moesz_kjob *jobs, int nj, lin_ctx *L) {
+  L->c = c;
+  L->jobs = jobs;
+  L->njobs = nj;
+  L->first[0] = 0;
+  for (int j = 0; j < nj; j++) {
+    const moesz_kjob *jb = &jobs[j];
+    int64_t rows = jb->w.rows, rc;
+    size_t ntb = 1;
+    if (jb->n <= 0 || rows <= 0) { L->rchunk[j] = 1; L->nrch[j] = 1; L->first[j + 1] = L->first[j]; continue; }
+    if ((jb->n == 1 && !jb->w.transposed) || small_batch(c, jb)) {
+      /* one token or a small batch: chunks of about 256 KiB of weights (so the last chunks of a region
+       * are short and threads finish together), at least 4 tasks per thread,
+       * at least 16 rows, a multiple of 4 */
+      int64_t rb = jb->w.dtype == MOESZ_VIEW_CL ? jb->w.cols * 3 / 4 /* about 6 bits a weight */
+                   : jb->w.dtype == MOESZ_VIEW_MXFP4 ? jb->w.cols * 17 / 32 /* 4.25 bits a weight */
+                                                : jb->w.cols * (int64_t)moesz_dtype_size(jb->w.dtype);
+      rc = (256 << 10) / (rb > 0 ? rb : 1);
+      if (rc > rows / (4 * (int64_t)c->nthreads)) rc = rows / (4 * (int64_t)c->nthreads);
+      rc = (rc + 3) / 4 * 4;
+      if (rc < 16) rc = 16;
+      if (c->nthreads == 1) rc = rows;
+    } else {
+      rc = CH;
+      ntb = (size_t)((jb->n + TB - 1) / TB);
+    }
+    L->rchunk[j] = rc;
+    L->nrch[j] = (rows + rc - 1) / rc;
+    L->first[j + 1] = L->first[j] + (size_t)L->nrch[j] * ntb;
+  }
+  double macs = 0;
+  for (int j = 0; j < nj; j++) macs += (double)jobs[j].w.rows * (double)jobs[j].w.cols * (double)jobs[j].n;
+  return macs;
+}
+
+int moesz_k_linear(moesz_kctx *c, const moesz_kjob *jobs, int njobs) {
+  int rc = lin_check(c, jobs, njobs);
+  if (rc) return rc;
   while (njobs > 0) {
     int nj = njobs > MAXJ ? MAXJ : njobs;
     c->gen++;
     lin_ctx L;
-    L.c = c;
-    L.jobs = jobs;
-    L.njobs = nj;
-    L.first[0] = 0;
-    for (int j = 0; j < nj; j++) {
-      const moesz_kjob *jb = &jobs[j];
-      int64_t rows = jb->w.rows, rc;
-      size_t ntb = 1;
-      if (jb->n <= 0 || rows <= 0) { L.rchunk[j] = 1; L.nrch[j] = 1; L.first[j + 1] = L.first[j]; continue; }
-      if (jb->n == 1 && !jb->w.transposed) {
-        /* chunks of about 256 KiB of weights (so the last chunks of a region
-         * are short and threads finish together), at least 4 tasks per thread,
-         * at least 16 rows, a multiple of 4 */
-        int64_t rb = jb->w.dtype == MOESZ_VIEW_CL ? jb->w.cols * 3 / 4 /* about 6 bits a weight */
-                     : jb->w.dtype == MOESZ_VIEW_MXFP4 ? jb->w.cols * 17 / 32 /* 4.25 bits a weight */
-                                                  : jb->w.cols * (int64_t)moesz_dtype_size(jb->w.dtype);
-        rc = (256 << 10) / (rb > 0 ? rb : 1);
-        if (rc > rows / (4 * (int64_t)c->nthreads)) rc = rows / (4 * (int64_t)c->nthreads);
-        rc = (rc + 3) / 4 * 4;
-        if (rc < 16) rc = 16;
-        if (c->nthreads == 1) rc = rows;
-      } else {
-        rc = CH;
-        ntb = (size_t)((jb->n + TB - 1) / TB);
-      }
-      L.rchunk[j] = rc;
-      L.nrch[j] = (rows + rc - 1) / rc;
-      L.first[j + 1] = L.first[j] + (size_t)L.nrch[j] * ntb;
-    }
-    /* jobs with no work have no tasks; lin_task's job search skips them */
-    moesz_pool_run(c->pool, L.first[nj], lin_task, &L);
+    double macs = lin_plan(c, jobs, nj, &L);
+    /* jobs with no work have no tasks; lin_task's job search skips them.
+     * Little work runs on the calling thread: waking the pool costs more. */
+    if (macs < (double)c->serial_macs)
+      for (size_t i = 0; i < L.first[nj]; i++) lin_task(&L, i, 0);
+    else moesz_pool_run(c->pool, L.first[nj], lin_task, &L);
+    jobs += nj;
+    njobs -= nj;
+  }
+  return MOESZ_OK;
+}
+
+int moesz_k_linear_on(moesz_kctx *c, const moesz_kjob *jobs, int njobs, int tid) {
+  if (tid < 0 || tid >= c->nthreads) return MOESZ_E_INTERNAL;
+  int rc = lin_check(c, jobs, njobs);
+  if (rc) return rc;
+  while (njobs > 0) {
+    int nj = njobs > MAXJ ? MAXJ : njobs;
+    /* c->gen is shared by the threads of the region and stays as it is: the
+     * thread's own memo is forgotten instead, so it spans this call only */
+    c->memo_gen[tid] = 0;
+    c->memo_x[tid] = NULL;
+    lin_ctx L;
+    lin_plan(c, jobs, nj, &L);
+    for (size_t i = 0; i < L.first[nj]; i++) lin_task(&L, i, tid);
+    c->memo_gen[tid] = 0;
+    c->memo_x[tid] = NULL;
     jobs += nj;
     njobs -= nj;
   }
@@ -637,7 +943,10 @@ void moesz_k_attention(moesz_kctx *c, const float *q, size_t ldq, const float *k
                        const float *vc, int pos0, int n, int nh, int nkv, int hd, float scale,
                        float *out, size_t ldo) {
   att_ctx A = {c, q, kc, vc, ldq, ldo, out, pos0, n, nh, nkv, hd, scale};
-  moesz_pool_run(c->pool, (size_t)n * (size_t)nh, att_task, &A);
+  size_t nt = (size_t)n * (size_t)nh;
+  if (2.0 * (double)nt * (double)(pos0 + n) * (double)hd < (double)c->serial_macs)
+    for (size_t i = 0; i < nt; i++) att_task(&A, i, 0);
+  else moesz_pool_run(c->pool, nt, att_task, &A);
 }
 
 /* ------------------------------------------------- AVX-512 self-check */
@@ -645,8 +954,9 @@ void moesz_k_attention(moesz_kctx *c, const float *q, size_t ldq, const float *k
 /* The AVX-512 paths run only where the CPU has them, which the machines that
  * build and test this project may not: before a context uses them they are
  * checked once per process against the AVX2 kernels on small fixed inputs
- * (BF16 and F32 matvecs; compute-layout groups of every width, one and three
- * tokens), and a disagreement keeps the context on AVX2. The answer is a fact
+ * (BF16 and F32 matvecs, the BF16 small-batch kernel; compute-layout groups
+ * of every width, one and three tokens), and a disagreement keeps the
+ * context on AVX2. The answer is a fact
  * about this CPU and build, kept in a write-once cache like cpuid's. */
 static int close_enough(const float *a, const float *b, int n) {
   for (int i = 0; i < n; i++)
@@ -672,6 +982,13 @@ static int avx512_check(void) {
   mv_avx_bf16_eo(&vb, 0, R, x, xs, y2, 0);
   mv512_bf16(&vb, 0, R, x, y5, 0);
   if (!close_enough(y5, y2, R)) return 0;
+  /* the small-batch kernel: 3 tokens, y [token][row] */
+  for (int t = 0; t < 3; t++) {
+    split_even_odd(x + t * C, C, xs);
+    mv_avx_bf16_eo(&vb, 0, R, x + t * C, xs, y2 + t * R, 0);
+  }
+  sb512_bf16(&vb, 0, R, x, C, 3, y5, R, 0);
+  if (!close_enough(y5, y2, 3 * R)) return 0;
   mv_avx_f32(&vf, 0, R, x, y2, 0);
   mv512_f32(&vf, 0, R, x, y5, 0);
   if (!close_enough(y5, y2, R)) return 0;

@@ -1,11 +1,13 @@
 /* infer/kernels.h - the hot loops of the forward pass: linear layers over
  * F32/BF16/F16 weights and the codec's compute layout (matrix-vector for one
- * token, packed blocked matrix-matrix for batches), RMSNorm, RoPE
+ * token, a small-batch path for a few tokens over BF16/F16 rows, packed
+ * blocked matrix-matrix for larger batches), RMSNorm, RoPE
  * (rotate-half), softmax, SiLU, causal attention with GQA over an f32 KV
  * cache. AVX2+FMA(+F16C) and, for matvecs and the compute layout, AVX-512
  * versions are picked at run time (cpuid; kctx.simd) with scalar fallbacks
  * that compute the same function. Multithreaded over output rows (linear) and
- * (token, head) pairs (attention) through base/pool. Owned by src/infer. */
+ * (token, head) pairs (attention) through base/pool; calls with little work
+ * run on the caller's thread. Owned by src/infer. */
 #ifndef MOESZ_INFER_KERNELS_H
 #define MOESZ_INFER_KERNELS_H
 #include <stddef.h>
@@ -25,6 +27,14 @@ typedef struct moesz_kctx {
   uint64_t *memo_gen;      /* [nthreads] call in which scratch holds split x (BF16) */
   const float **memo_x;    /* [nthreads] which x it holds (for the compute layout: split x, with the
                               gen's top bit set) */
+  uint64_t *memo_shape;    /* [nthreads] small-batch split x: its token count and stride */
+  int sb_max;              /* products of 2..sb_max tokens (at most 16) over row-major BF16/F16 rows
+                              take the small-batch path (per token the one-token sums, each weight row
+                              read once for several tokens); more tokens, and F32 rows, the packed path.
+                              Default 12; 0 or 1: packed from 2 tokens (benchmarks) */
+  int64_t serial_macs;     /* a moesz_k_linear / moesz_k_attention call of fewer multiply-adds runs its
+                              tasks on the calling thread (same tasks, same results): a pool wake-up
+                              costs about as much as 2^18 of one core's. Default 2^18; 0: always the pool */
   int no_int;              /* 1: compute-layout kernels take the float path only (benchmarks) */
   int cl_act16;            /* compute layout, integer path: 0 = x split into two 16-bit halves per group
                               (the f32 product up to rounding); 1 = x rounded to 16 bits per group of 64
@@ -57,6 +67,12 @@ typedef struct moesz_kjob {
  * chunks of every job). MOESZ_E_UNSUPPORTED for a dtype other than
  * F32/BF16/F16. */
 int moesz_k_linear(moesz_kctx *c, const moesz_kjob *jobs, int njobs);
+/* The same tasks as moesz_k_linear (so the same results, bit for bit), all on
+ * the calling thread, using thread tid's scratch: for a task of a region of
+ * c->pool (tid its thread) that runs several products itself, e.g. one MoE
+ * expert's gate, up and down. Never wakes the pool. MOESZ_E_INTERNAL for tid
+ * outside [0, nthreads). */
+int moesz_k_linear_on(moesz_kctx *c, const moesz_kjob *jobs, int njobs, int tid);
 
 /* Rows r0..r1 of a compute-layout matrix (moesz/codec.h) times nt tokens
  * x [nt, cols] (row stride ldx): y[t * ldy + (r - r0)] (+)= step * sum q x +

@@ -3,13 +3,16 @@
  * are read in place, routed experts come through the expert cache
  * (src/runtime) under its byte budget, read from the file by its store
  * (pread / O_DIRECT behind the link model; the mapping only when asked),
- * with the router's choices passed on for next-layer prefetch, and the
- * engine's expert group sized so pinned experts fit the budget; gpt-oss
+ * with the router's choices passed on for next-layer prefetch, a layer's
+ * missing experts loaded at once on its own threads (get_many, under a
+ * budget with miss_threads > 1), and the engine's expert group sized so
+ * pinned experts fit the budget; gpt-oss
  * MXFP4 experts a container keeps in its dense image are dequantised from
  * the mapping on get() (provider_oss.c), outside the cache. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "base/pool.h"
 #include "moesz/infer.h"
 #include "moesz/runtime.h"
 
@@ -19,6 +22,12 @@ typedef struct msz_served {
   moesz_model *dense;            /* config + dense tensors of the container */
   moesz_expert_provider inplace; /* shared experts / dense MLPs, zero-copy */
   moesz_expert_provider mx;      /* gpt-oss MXFP4 experts kept in the dense image (ctx NULL: none) */
+  moesz_pool *pool;              /* loads several missing experts of a layer at once (NULL: one thread) */
+  uint8_t *states;               /* [n_experts] get_many: residency of the layer's experts */
+  int32_t *miss;                 /* [n_experts] get_many: the experts to load */
+  uint8_t *held;                 /* [n_experts] get_many: held by this call */
+  int *rc;                       /* [n_experts] get_many: each load's status */
+  moesz_error *errs;             /* [n_experts] get_many: each load's error */
 } msz_served;
 
 /* gpt-oss layer whose MXFP4 experts the container keeps in its dense image */
@@ -58,6 +67,55 @@ static void served_release(void *ctx, int layer, int expert, int shared) {
   moesz_cache_release(s->k, layer, expert);
 }
 
+typedef struct {
+  msz_served *s;
+  int layer;
+  moesz_expert_mats *out;
+} many_ctx;
+
+static void many_task(void *vctx, size_t i, int tid) {
+  (void)tid;
+  many_ctx *m = vctx;
+  int x = m->s->miss[i];
+  m->s->rc[i] = served_get(m->s, m->layer, x, 0, &m->out[x], &m->s->errs[i]);
+}
+
+/* get() of a layer's routed experts: the resident ones first (pinned, so the
+ * loads cannot evict them), then the missing ones, at once on the pool when
+ * there are two or more (a batched step's layer often misses several). */
+static int served_get_many(void *ctx, int layer, const int32_t *ex, int n, moesz_expert_mats *out,
+                           moesz_error *err) {
+  msz_served *s = ctx;
+  int nm = 0, rc = MOESZ_OK;
+  moesz_cache_layer_stats ls;
+  int par = s->pool && n > 1 && routed(s, layer, ex[0], 0) &&
+            moesz_cache_layer_stats_get(s->k, layer, &ls, s->states) == MOESZ_OK;
+  for (int i = 0; i < n; i++) {
+    memset(&out[ex[i]], 0, sizeof out[ex[i]]);
+    s->held[ex[i]] = 0;
+  }
+  for (int i = 0; i < n && !rc; i++) {
+    if (par && s->states[ex[i]] != MOESZ_EXPERT_RESIDENT) { s->miss[nm++] = ex[i]; continue; }
+    rc = served_get(s, layer, ex[i], 0, &out[ex[i]], err);
+    s->held[ex[i]] = !rc;
+  }
+  if (!rc && nm) {
+    many_ctx m = {s, layer, out};
+    moesz_pool_run(nm > 1 ? s->pool : NULL, (size_t)nm, many_task, &m);
+    for (int i = 0; i < nm; i++) {
+      s->held[s->miss[i]] = !s->rc[i];
+      if (s->rc[i] && !rc) {
+        rc = s->rc[i];
+        if (err) *err = s->errs[i];
+      }
+    }
+  }
+  if (rc)   /* all or nothing */
+    for (int i = 0; i < n; i++)
+      if (s->held[ex[i]]) served_release(s, layer, ex[i], 0);
+  return rc;
+}
+
 static void served_route(void *ctx, int layer, const int32_t *experts, int n, const float *hidden, int n_tokens) {
   msz_served *s = ctx;
   if (mx_kept(s, layer)) return;
@@ -69,6 +127,8 @@ static void served_destroy(void *ctx) {
   if (!s) return;
   if (s->inplace.destroy) s->inplace.destroy(s->inplace.ctx);
   if (s->mx.destroy) s->mx.destroy(s->mx.ctx);
+  moesz_pool_destroy(s->pool);
+  free(s->states); free(s->miss); free(s->held); free(s->rc); free(s->errs);
   moesz_cache_destroy(s->k);
   moesz_model_close(s->dense);
   moesz_msz_close(s->c);
@@ -113,6 +173,21 @@ int moesz_engine_open_msz(const char *path, const moesz_cache_opts *co, const mo
   p.get = served_get;
   p.release = served_release;
   p.route = s->k ? served_route : NULL;
+  /* under a budget with several threads, a layer's missing experts load at once */
+  if (s->k && cop.budget_bytes && cop.miss_threads > 1) {
+    int E = s->dense->cfg.n_experts;
+    s->states = calloc((size_t)E, sizeof *s->states);
+    s->miss = calloc((size_t)E, sizeof *s->miss);
+    s->held = calloc((size_t)E, sizeof *s->held);
+    s->rc = calloc((size_t)E, sizeof *s->rc);
+    s->errs = calloc((size_t)E, sizeof *s->errs);
+    s->pool = moesz_pool_create(cop.miss_threads);
+    if (!s->states || !s->miss || !s->held || !s->rc || !s->errs || !s->pool) {
+      served_destroy(s);
+      return moesz_error_set(err, MOESZ_E_NOMEM, "out of memory");
+    }
+    p.get_many = served_get_many;
+  }
   p.destroy = served_destroy;
   /* under a budget, hold at most as many routed experts at once as fit in
    * it, so a prompt batch that routes to every expert of a layer streams

@@ -22,7 +22,9 @@
  *
  * Locking: one mutex guards every entry's state and the counters; reading
  * and decoding run unlocked with the entry marked LOADING, and waiters sleep
- * on `ready`. */
+ * on `ready`. Demand loads may run on several threads at once (a provider
+ * getting a layer's experts together): one at a time decodes through
+ * miss_ctx, the others on their own thread. */
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -64,6 +66,7 @@ struct moesz_cache {
   moesz_cache_opts o;
   moesz_store *store;        /* the slow tier (owned) */
   moesz_codec_ctx *miss_ctx; /* misses decode codec streams through it (miss_threads; the forward pass's thread) */
+  int miss_busy;             /* a demand load holds miss_ctx (others, loading at the same time, go without) */
   int n_layers, n_experts, top_k, d;
   entry *ent;                /* [n_layers * n_experts] */
   pthread_mutex_t mu;
@@ -335,6 +338,13 @@ static int load(moesz_cache *k, int L, int e, entry *x, int kind, moesz_error *e
   }
   k->st.resident_bytes += need;    /* admitted: counts from now on */
   if (k->st.resident_bytes > k->st.peak_bytes) k->st.peak_bytes = k->st.resident_bytes;
+  /* a miss decodes on the caller and the cores its forward pass leaves idle
+   * meanwhile (miss_ctx); demand loads running at once take turns with it */
+  moesz_codec_ctx *cx = NULL;
+  if (kind == LOAD_DEMAND && k->miss_ctx && !k->miss_busy) {
+    cx = k->miss_ctx;
+    k->miss_busy = 1;
+  }
   pthread_mutex_unlock(&k->mu);
 
   int rc = MOESZ_OK;
@@ -349,13 +359,13 @@ static int load(moesz_cache *k, int L, int e, entry *x, int kind, moesz_error *e
   moesz_store_io io = {0};
   if (!rc) rc = fetch_blobs(k, L, e, r, data, &sb, &io, err);
   double t0 = moesz_time_now();
-  /* a miss decodes on the caller and the cores its forward pass leaves idle meanwhile */
-  if (!rc) rc = decode_entry(k, r, data, buf, x, kind == LOAD_DEMAND ? k->miss_ctx : NULL, err);
+  if (!rc) rc = decode_entry(k, r, data, buf, x, cx, err);
   double dt = moesz_time_now() - t0;
   moesz_store_release(k->store, sb);
   if (rc) { slab_free(buf, need); buf = NULL; }
 
   pthread_mutex_lock(&k->mu);
+  if (cx) k->miss_busy = 0;
   k->loading--;
   k->st.decode_seconds += dt;
   k->st.link_wait_seconds += io.link_wait_seconds;

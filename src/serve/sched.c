@@ -5,7 +5,7 @@
  * read (continuous batching: a request joins or leaves between steps), so a
  * MoE layer fetches each expert once for all tokens routed to it. After a
  * step it records prompt log-probs, samples, applies stop strings, and
- * wakes the HTTP side. A cancelled request (client gone) leaves at the next
+ * wakes the HTTP side (once per step). A cancelled request (client gone) leaves at the next
  * step boundary; its sequence is kept for the next request. */
 #include <math.h>
 #include <stdio.h>
@@ -190,8 +190,7 @@ static void next_token(moesz_server *s, serve_req *r, const float *lg) {
   }
   if (apply_stop(r, before)) { finish(s, r, FIN_STOP); return; }
   if (r->n_gen >= r->max_tokens || moesz_seq_pos(r->seq) >= s->ctx) { finish(s, r, FIN_LENGTH); return; }
-  r->last = t;
-  pthread_cond_broadcast(&s->progress);
+  r->last = t;   /* the waiters are woken once per step, after every request's token */
 }
 
 /* Makes r active (mutex held): a sequence, a sampler, a text stream. */
@@ -299,6 +298,7 @@ static void *sched_main(void *arg) {
       }
       next_token(s, r, lg);
     }
+    pthread_cond_broadcast(&s->progress);
     /* requests that finished (or failed) leave the active set */
     for (int i = 0; i < s->n_act;) {
       serve_req *r = s->act[i];
