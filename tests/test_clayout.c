@@ -238,13 +238,14 @@ TEST(fused_kernels_match_decoded_weights) {
 
 /* Every group width 0..15 in one layout (group g of row r filled with codes
  * spanning width (r + g) % 16, plus escapes), column counts giving odd and even
- * group counts and a partial last group: the one-token fused kernels (scalar,
+ * group counts and a partial last group, and rows mostly of one width with a
+ * few groups of any other: the one-token fused kernels (scalar,
  * AVX2, the best the CPU has; x split exactly and rounded to 16 bits) against
  * a double product with the decoded weights, and the SIMD sums against the
  * scalar twin's. */
 TEST(fused_one_token_every_width) {
-  static const int colsv[] = {64 * 5, 64 * 6 + 17, 64 * 3 + 1, 63};
-  for (int ci = 0; ci < 4; ci++) {
+  static const int colsv[] = {64 * 5, 64 * 6 + 17, 64 * 3 + 1, 63, 64 * 40 + 3, 64 * 40};
+  for (int ci = 0; ci < 6; ci++) {
     int rows = 19, cols = colsv[ci];
     size_t n = (size_t)rows * (size_t)cols;
     float *f = malloc(n * 4), *w = malloc(n * 4), *x = malloc((size_t)cols * 4), y[3][19];
@@ -262,7 +263,10 @@ TEST(fused_one_token_every_width) {
     free(buf);
     for (int r = 0; r < rows; r++)
       for (int c = 0; c < cols; c++) {
+        /* the last two shapes: rows mostly of one width 3..6 (the kernels' copies
+         * for a row's usual width), every 19th group of another */
         int b = (r + c / 64) % 16, q = 0;
+        if (ci >= 4 && (c / 64) % 19 != 7) b = 3 + r % 4;
         if (b) q = (int)(urand() * (double)(1 << b)) - (1 << (b - 1));
         if (b && c % 64 < 2) q = c % 64 ? (1 << (b - 1)) - 1 : -(1 << (b - 1));   /* both ends of the range */
         f[(size_t)r * cols + c] = (float)q * step;

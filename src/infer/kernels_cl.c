@@ -36,6 +36,9 @@
 #ifndef CL_ROW1
 #define CL_ROW1 1        /* one token: row_dot1 (0: the generic row_dot, for comparison) */
 #endif
+#ifndef CL_UNIFORM
+#define CL_UNIFORM 1     /* row_dot1 copies per usual width (0: off, for comparison) */
+#endif
 #define XQ_BYTES(ng) ((size_t)(ng) * (G * 4 + 4))   /* quantized x of one token: h, l, scale per group */
 
 /* The row's escapes: sum of w_e * x[c_e]. */
@@ -228,13 +231,28 @@ TGT static inline __attribute__((always_inline)) void group1(const uint8_t *p, s
   }
 }
 
+/* The width b in {3, 4, 5, 6} that both groups of at least 7 in 8 of row r's
+ * width bytes have, or 0: row_dot1 then takes those pairs with constant
+ * offsets (the branch is predictable only where the width rarely changes). */
+TGT static inline size_t row_usual_width(const moesz_cl *m, int64_t r) {
+  const uint8_t *wd = m->widths + r * m->wstride;
+  size_t nb = (size_t)(m->ngroups >> 1), same = 0, u = nb ? wd[0] : 0;
+  if (!nb || (u & 15) != (u >> 4) || (u & 15) < 3 || (u & 15) > 6) return 0;
+  __m128i v = _mm_set1_epi8((char)u);
+  size_t i = 0;
+  for (; i + 16 <= nb; i += 16)
+    same += (size_t)__builtin_popcount((unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(wd + i)), v)));
+  for (; i < nb; i++) same += wd[i] == u;
+  return same * 8 >= nb * 7 ? (u & 15) : 0;
+}
+
 /* Row r against one token in the integer path (AVX2): the groups two at a
  * time (one byte of widths), no branch on the width but for a group wider
  * than 8 bits (the float path). Same sums as row_dot with nt = 1. */
 TGT static inline __attribute__((always_inline)) float row_dot1(const moesz_cl *m, int64_t r, const cl_w16 *tab,
                                                                  const float *xr, const float *xt,
                                                                  const int16_t *xh, const int16_t *xl,
-                                                                 const float *xs, int lo) {
+                                                                 const float *xs, int lo, size_t ub) {
   int64_t full = m->cols / G, ng = m->ngroups, npair = ng >> 1;
   const uint8_t *p = m->data + m->row_off[r], *wd = m->widths + r * m->wstride;
   __m256 a = _mm256_setzero_ps(), c = _mm256_setzero_ps(), f = _mm256_setzero_ps();
@@ -243,6 +261,12 @@ TGT static inline __attribute__((always_inline)) float row_dot1(const moesz_cl *
     if (CL_PF_BYTES) {
       _mm_prefetch((const char *)p + CL_PF_BYTES, _MM_HINT_T0);
       _mm_prefetch((const char *)p + CL_PF_BYTES + 64, _MM_HINT_T0);
+    }
+    if (ub && __builtin_expect(wb == ub * 17, 1)) {   /* the row's usual width twice: constant offsets */
+      group1(p, ub, tab, xh, xl, xs, &a, &c, lo);
+      group1(p + 8 * ub, ub, tab, xh + G, xl + G, xs + 1, &a, &c, lo);
+      p += 16 * ub;
+      continue;
     }
     if (__builtin_expect((wb & 0x88) != 0, 0) && (b0 > 8 || b1 > 8)) {   /* a width above 8 */
       int64_t g = 2 * k;
@@ -385,8 +409,21 @@ TGT static int cl_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x
       tab[b].sra = _mm_load_si128((const __m128i *)CL_SRA16[b]);
     }
     for (int64_t r = r0; r < r1; r++) {
-      float v = (lo ? row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 1)
-                    : row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 0)) * m->step + esc_dot(m, r, xr[0]);
+      size_t ub = CL_UNIFORM ? row_usual_width(m, r) : 0;
+      float v;
+      switch (ub * 2 + (size_t)lo) {   /* a copy per usual width: its offsets and tables are constants */
+        case 6 * 2: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 0, 6); break;
+        case 6 * 2 + 1: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 1, 6); break;
+        case 4 * 2: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 0, 4); break;
+        case 4 * 2 + 1: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 1, 4); break;
+        case 3 * 2: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 0, 3); break;
+        case 3 * 2 + 1: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 1, 3); break;
+        case 5 * 2: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 0, 5); break;
+        case 5 * 2 + 1: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 1, 5); break;
+        case 1: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 1, 0); break;
+        default: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 0, 0); break;
+      }
+      v = v * m->step + esc_dot(m, r, xr[0]);
       float *o = y + (r - r0);
       *o = acc ? *o + v : v;
     }
