@@ -15,6 +15,9 @@
  *   decoded weights up to rounding (tests/test_clayout.c);
  * - float (any width): 8 codes into 32-bit lanes (shuffle, variable shift,
  *   arithmetic shift), converted and multiplied with FMA.
+ * One token (decode) has its own loop (row_dot1): two groups per byte of
+ * widths, no branch on the width, and a copy per usual width 3..6 for rows
+ * that keep one width nearly throughout (constant offsets and tables).
  * A token whose x is not finite takes the float path throughout. The scalar
  * twin computes the same sums (up to summation order). */
 #include "infer/kernels.h"
