@@ -1,7 +1,7 @@
 /* bench/infer_kernels.c - speed of the infer linear kernels: matrix-vector
  * (decode) in GB/s of weights streamed, G weights/s and matrix-matrix
  * (prompt) in GFLOP/s, per dtype (F32, BF16, F16 and the codec's compute
- * layout at eb 1e-3, its integer path with x split exactly or rounded to 16
+ * layout (eb 1e-3 unless given), its integer path with x split exactly or rounded to 16
  * bits (fast_dot), and its float path), AVX2 and scalar, 1..N
  * threads. Weights N(0, 0.02^2).
  * Medians of 7 runs; the last column is the same-run speed over BF16 with the
@@ -11,7 +11,9 @@
  * level, max_threads threads; sb_max's default is where the packed path
  * starts to win.
  *
- *   build/bench/infer_kernels [rows cols tokens max_threads [simd-only [small-batch-only]]]
+ *   build/bench/infer_kernels [rows cols tokens max_threads [simd-only [small-batch-only [eb]]]]
+ *
+ * eb: the compute layout's bound (default 1e-3; 6e-3 gives 3- and 4-bit groups).
  */
 #include <math.h>
 #include <stdio.h>
@@ -45,6 +47,8 @@ int main(int argc, char **argv) {
   int ntok = argc > 3 ? atoi(argv[3]) : 64, maxthr = argc > 4 ? atoi(argv[4]) : 2;
   int simd_only = argc > 5 && atoi(argv[5]) != 0, sb_only = argc > 6 && atoi(argv[6]) != 0;
   if (ntok < 16) ntok = 16;   /* the small-batch table goes to 16 tokens */
+  double eb = argc > 7 ? atof(argv[7]) : 1e-3;
+  if (!(eb > 0)) { fprintf(stderr, "eb must be > 0\n"); return 1; }
   size_t n = (size_t)rows * cols;
   float *wf = malloc(n * sizeof(float));
   uint16_t *wb = malloc(n * 2), *wh = malloc(n * 2);
@@ -62,13 +66,13 @@ int main(int argc, char **argv) {
   moesz_cl_info cli;
   moesz_cl cl;
   moesz_error err;
-  if (moesz_cl_encode(wb, MOESZ_DT_BF16, rows, cols, MOESZ_EB_ABS, 1e-3, 1, &clbuf, &cllen, &cli, &err) ||
+  if (moesz_cl_encode(wb, MOESZ_DT_BF16, rows, cols, MOESZ_EB_ABS, eb, 1, &clbuf, &cllen, &cli, &err) ||
       moesz_cl_parse(clbuf, cllen, &cl, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
   float *wdec = malloc((size_t)(rows < 256 ? rows : 256) * (size_t)cols * sizeof(float));
   moesz_k_cl_unpack(&cl, 0, rows < 256 ? rows : 256, wdec, 0);
   for (size_t i = 0; i < (size_t)cols * ntok; i++) x[i] = (float)((i * 2654435761u) % 1001) * 0.002f - 1.0f;
-  printf("# matrix %d x %d, prompt batch %d tokens; AVX2 %d, AVX-512 VBMI+VNNI %d; compute layout %.3f bits/weight\n",
-         rows, cols, ntok, moesz_k_cpu_simd(), moesz_cpu_avx512_vnni(), cli.bits_per_value);
+  printf("# matrix %d x %d, prompt batch %d tokens; AVX2 %d, AVX-512 VBMI+VNNI %d; compute layout at eb %g: %.3f bits/weight\n",
+         rows, cols, ntok, moesz_k_cpu_simd(), moesz_cpu_avx512_vnni(), eb, cli.bits_per_value);
   printf("| dtype | kernel | threads | decode GB/s | G weights/s | decode ms | prompt GFLOP/s | decode vs BF16 | prompt vs BF16 |\n"
          "|---|---|---|---|---|---|---|---|---|\n");
   const void *data[7] = {wf, wb, wh, &cl, &cl, &cl, &cl};

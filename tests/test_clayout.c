@@ -236,6 +236,86 @@ TEST(fused_kernels_match_decoded_weights) {
   moesz_pool_destroy(pool);
 }
 
+/* Every group width 0..15 in one layout (group g of row r filled with codes
+ * spanning width (r + g) % 16, plus escapes), column counts giving odd and even
+ * group counts and a partial last group, and rows mostly of one width with a
+ * few groups of any other: the one-token fused kernels (scalar,
+ * AVX2, the best the CPU has; x split exactly and rounded to 16 bits) against
+ * a double product with the decoded weights, and the SIMD sums against the
+ * scalar twin's. */
+TEST(fused_one_token_every_width) {
+  static const int colsv[] = {64 * 5, 64 * 6 + 17, 64 * 3 + 1, 63, 64 * 40 + 3, 64 * 40};
+  for (int ci = 0; ci < 6; ci++) {
+    int rows = 19, cols = colsv[ci];
+    size_t n = (size_t)rows * (size_t)cols;
+    float *f = malloc(n * 4), *w = malloc(n * 4), *x = malloc((size_t)cols * 4), y[3][19];
+    void *buf;
+    size_t len;
+    moesz_error err;
+    moesz_cl m;
+    moesz_cl_info info;
+    /* the step the encoder uses at this bound, so that the codes are the ones drawn */
+    float step = 0, one = 0.01f;
+    CHECK(moesz_cl_encode(&one, MOESZ_DT_F32, 1, 1, MOESZ_EB_ABS, 1e-3, 1, &buf, &len, NULL, &err) == 0);
+    CHECK(moesz_cl_parse(buf, len, &m, &err) == 0);
+    step = m.step;
+    moesz_cl_free(&m);
+    free(buf);
+    for (int r = 0; r < rows; r++)
+      for (int c = 0; c < cols; c++) {
+        /* the last two shapes: rows mostly of one width 3..6 (the kernels' copies
+         * for a row's usual width), every 19th group of another */
+        int b = (r + c / 64) % 16, q = 0;
+        if (ci >= 4 && (c / 64) % 19 != 7) b = 3 + r % 4;
+        if (b) q = (int)(urand() * (double)(1 << b)) - (1 << (b - 1));
+        if (b && c % 64 < 2) q = c % 64 ? (1 << (b - 1)) - 1 : -(1 << (b - 1));   /* both ends of the range */
+        f[(size_t)r * cols + c] = (float)q * step;
+        if (c % 97 == 13) f[(size_t)r * cols + c] = (float)(0.3 + urand());   /* escapes */
+      }
+    CHECK(moesz_cl_encode(f, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, 1e-3, 1, &buf, &len, &info, &err) == 0);
+    CHECK(moesz_cl_parse(buf, len, &m, &err) == 0);
+    if (ci == 0)
+      for (int b = 0; b <= MOESZ_CL_MAXW; b++) CHECK_MSG(info.groups_by_width[b] > 0, "no group of width %d (%llu %llu %llu)", b, (unsigned long long)info.groups_by_width[b - 1], (unsigned long long)info.groups_by_width[b + 1], (unsigned long long)info.escapes);
+    CHECK(info.escapes > 0);
+    moesz_cl_decode(&m, w);
+    for (int c = 0; c < cols; c++) x[c] = (float)gauss();
+    void *scr = aligned_alloc(64, (moesz_k_cl_scratch_bytes(cols) + 63) / 64 * 64);
+    moesz_kctx best;
+    CHECK(moesz_kctx_init(&best, NULL, -1, 16) == 0);
+    int simds[3] = {0, moesz_k_cpu_simd(), best.simd};
+    moesz_kctx_free(&best);
+    for (int a16 = 0; a16 < 2; a16++) {
+      for (int s = 0; s < 3; s++)
+        moesz_k_cl_rows(&m, 0, rows, x, (size_t)cols, 1, y[s], 1, 0, simds[s], a16, s ? scr : NULL, 0);
+      int bad = 0;
+      for (int r = 0; r < rows; r++) {
+        double ref = 0, mag = 0, x16 = 0;
+        for (int c = 0; c < cols; c++) {
+          double wc = w[(size_t)r * cols + c];
+          ref += wc * x[c];
+          mag += fabs(wc * x[c]);
+          if (c % 64 == 0) {
+            double mx = 0;
+            for (int i = c; i < c + 64 && i < cols; i++) mx = fmax(mx, fabs(x[i]));
+            x16 = mx / 32767 / 2;
+          }
+          if (a16) mag += fabs(wc) * x16 * 1e5;
+        }
+        for (int s = 0; s < 3; s++)
+          if (fabs(y[s][r] - ref) > 1e-5 * (mag + 1e-3)) {
+            fprintf(stderr, "  cols %d row %d kernel %d act16 %d: %.9g vs %.9g\n", cols, r, s, a16, y[s][r], ref);
+            bad = 1;
+          }
+        /* exact split: SIMD and scalar sums agree to f32 rounding of the magnitudes */
+        if (!a16 && fabs(y[1][r] - y[0][r]) > 1e-5 * (mag + 1e-3)) bad = 1;
+      }
+      CHECK_MSG(!bad, "cols %d act16 %d", cols, a16);
+    }
+    moesz_cl_free(&m);
+    free(scr); free(buf); free(f); free(w); free(x);
+  }
+}
+
 /* Rewrites a layout's checksum (header bytes 56..63) after an edit, so the
  * structural checks behind it are reached. */
 static void reseal(uint8_t *b, size_t len) {
@@ -439,6 +519,7 @@ int main(void) {
   RUN(rate_near_entropy_on_gaussian);
   RUN(errors_for_bad_arguments);
   RUN(fused_kernels_match_decoded_weights);
+  RUN(fused_one_token_every_width);
   RUN(hostile_layouts_rejected);
   RUN(fused_logits_match_f32_every_family);
   RUN(compute_blobs_refuse_16bit_delivery);

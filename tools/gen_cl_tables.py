@@ -49,6 +49,11 @@ for b in range(9):
 out += ["};", "static const uint16_t CL_MUL16[9][16] __attribute__((aligned(32))) = {"]
 out += ["  {" + ", ".join(str(v) for v in m) + "}," for m in mul]
 out += ["};"]
+# the arithmetic right shift 16 - b that follows, as the 128-bit count operand
+# of vpsraw (low 64 bits; b = 0 gives 16: the zero codes stay zero)
+out += ["static const uint64_t CL_SRA16[9][2] __attribute__((aligned(16))) = {"]
+out += ["  {%d, 0}," % (16 - b) for b in range(9)]
+out += ["};"]
 # AVX-512: 64 codes of width b <= 8 (8b bytes, one masked load) into two
 # registers of 32 16-bit lanes: vpermb indices (bytes k, k+1 of code i) and
 # the per-lane left shift 16 - o - b (vpsllvw).

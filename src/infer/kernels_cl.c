@@ -15,6 +15,9 @@
  *   decoded weights up to rounding (tests/test_clayout.c);
  * - float (any width): 8 codes into 32-bit lanes (shuffle, variable shift,
  *   arithmetic shift), converted and multiplied with FMA.
+ * One token (decode) has its own loop (row_dot1): two groups per byte of
+ * widths, no branch on the width, and a copy per usual width 3..6 for rows
+ * that keep one width nearly throughout (constant offsets and tables).
  * A token whose x is not finite takes the float path throughout. The scalar
  * twin computes the same sums (up to summation order). */
 #include "infer/kernels.h"
@@ -32,6 +35,12 @@
 #define TBLK 4          /* tokens per pass over a row's codes */
 #ifndef CL_PF_BYTES
 #define CL_PF_BYTES 1024 /* codes prefetched this far ahead of the group being read (0: none) */
+#endif
+#ifndef CL_ROW1
+#define CL_ROW1 1        /* one token: row_dot1 (0: the generic row_dot, for comparison) */
+#endif
+#ifndef CL_UNIFORM
+#define CL_UNIFORM 1     /* row_dot1 copies per usual width (0: off, for comparison) */
 #endif
 #define XQ_BYTES(ng) ((size_t)(ng) * (G * 4 + 4))   /* quantized x of one token: h, l, scale per group */
 
@@ -179,6 +188,113 @@ TGT static inline __attribute__((always_inline)) void row_dot(const moesz_cl *m,
   for (int t = 0; t < nt; t++) sums[t] = moesz_hsum8(_mm256_add_ps(a[t], c[t]));
 }
 
+/* The float path for one group of width b (any) against x (64 floats): adds
+ * to *acc. Out of line: the one-token loop below takes it for the rare group
+ * wider than 8 bits. */
+TGT static __attribute__((noinline)) __m256 group_float(const uint8_t *p, int b, const float *xg, __m256 acc) {
+  __m256i shuf = _mm256_load_si256((const __m256i *)CL_SHUF[b]);
+  __m256i shl = _mm256_load_si256((const __m256i *)CL_SHL[b]);
+  __m128i sra = _mm_cvtsi32_si128(32 - b);
+  for (int j = 0; j < 8; j++) acc = _mm256_fmadd_ps(UNPACK8(p + j * b, shuf, shl, sra), _mm256_loadu_ps(xg + 8 * j), acc);
+  return acc;
+}
+
+/* The one-token integer path's constants per width b <= 8: shuffle and
+ * multiplier of UNPACK16 and the shift count, one 128-byte block a width. */
+typedef struct cl_w16 {
+  __m256i shuf, mul;
+  __m128i sra;
+  uint8_t pad[48];
+} cl_w16;
+
+/* One group of width b <= 8 (b = 0 included: its tables give zero codes) in
+ * the one-token integer path: the 16-bit codes times the split x, the int32
+ * sums converted and scaled once (h into *a, l into *c, both by s: the caller
+ * scales c by 2^-16 at the end, exactly). */
+TGT static inline __attribute__((always_inline)) void group1(const uint8_t *p, size_t b, const cl_w16 *tab,
+                                                              const int16_t *h, const int16_t *l, const float *s,
+                                                              __m256 *a, __m256 *c, int lo) {
+  const cl_w16 *t = tab + b;
+  __m256i q0 = UNPACK16(p, t->shuf, t->mul, t->sra), q1 = UNPACK16(p + 2 * b, t->shuf, t->mul, t->sra);
+  __m256i q2 = UNPACK16(p + 4 * b, t->shuf, t->mul, t->sra), q3 = UNPACK16(p + 6 * b, t->shuf, t->mul, t->sra);
+  __m256i ih = _mm256_add_epi32(
+      _mm256_add_epi32(_mm256_madd_epi16(q0, _mm256_loadu_si256((const __m256i *)h)),
+                       _mm256_madd_epi16(q1, _mm256_loadu_si256((const __m256i *)(h + 16)))),
+      _mm256_add_epi32(_mm256_madd_epi16(q2, _mm256_loadu_si256((const __m256i *)(h + 32))),
+                       _mm256_madd_epi16(q3, _mm256_loadu_si256((const __m256i *)(h + 48)))));
+  __m256 sv = _mm256_broadcast_ss(s);
+  *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ih), sv, *a);
+  if (lo) {
+    __m256i il = _mm256_add_epi32(
+        _mm256_add_epi32(_mm256_madd_epi16(q0, _mm256_loadu_si256((const __m256i *)l)),
+                         _mm256_madd_epi16(q1, _mm256_loadu_si256((const __m256i *)(l + 16)))),
+        _mm256_add_epi32(_mm256_madd_epi16(q2, _mm256_loadu_si256((const __m256i *)(l + 32))),
+                         _mm256_madd_epi16(q3, _mm256_loadu_si256((const __m256i *)(l + 48)))));
+    *c = _mm256_fmadd_ps(_mm256_cvtepi32_ps(il), sv, *c);
+  }
+}
+
+/* The width b in {3, 4, 5, 6} that both groups of at least 7 in 8 of row r's
+ * width bytes have, or 0: row_dot1 then takes those pairs with constant
+ * offsets (the branch is predictable only where the width rarely changes). */
+TGT static inline size_t row_usual_width(const moesz_cl *m, int64_t r) {
+  const uint8_t *wd = m->widths + r * m->wstride;
+  size_t nb = (size_t)(m->ngroups >> 1), same = 0, u = nb ? wd[0] : 0;
+  if (!nb || (u & 15) != (u >> 4) || (u & 15) < 3 || (u & 15) > 6) return 0;
+  __m128i v = _mm_set1_epi8((char)u);
+  size_t i = 0;
+  for (; i + 16 <= nb; i += 16)
+    same += (size_t)__builtin_popcount((unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(wd + i)), v)));
+  for (; i < nb; i++) same += wd[i] == u;
+  return same * 8 >= nb * 7 ? (u & 15) : 0;
+}
+
+/* Row r against one token in the integer path (AVX2): the groups two at a
+ * time (one byte of widths), no branch on the width but for a group wider
+ * than 8 bits (the float path). Same sums as row_dot with nt = 1. */
+TGT static inline __attribute__((always_inline)) float row_dot1(const moesz_cl *m, int64_t r, const cl_w16 *tab,
+                                                                 const float *xr, const float *xt,
+                                                                 const int16_t *xh, const int16_t *xl,
+                                                                 const float *xs, int lo, size_t ub) {
+  int64_t full = m->cols / G, ng = m->ngroups, npair = ng >> 1;
+  const uint8_t *p = m->data + m->row_off[r], *wd = m->widths + r * m->wstride;
+  __m256 a = _mm256_setzero_ps(), c = _mm256_setzero_ps(), f = _mm256_setzero_ps();
+  for (int64_t k = 0; k < npair; k++, xh += 2 * G, xl += 2 * G, xs += 2) {
+    size_t wb = wd[k], b0 = wb & 15, b1 = wb >> 4;
+    if (CL_PF_BYTES) {
+      _mm_prefetch((const char *)p + CL_PF_BYTES, _MM_HINT_T0);
+      _mm_prefetch((const char *)p + CL_PF_BYTES + 64, _MM_HINT_T0);
+    }
+    if (ub && __builtin_expect(wb == ub * 17, 1)) {   /* the row's usual width twice: constant offsets */
+      group1(p, ub, tab, xh, xl, xs, &a, &c, lo);
+      group1(p + 8 * ub, ub, tab, xh + G, xl + G, xs + 1, &a, &c, lo);
+      p += 16 * ub;
+      continue;
+    }
+    if (__builtin_expect((wb & 0x88) != 0, 0) && (b0 > 8 || b1 > 8)) {   /* a width above 8 */
+      int64_t g = 2 * k;
+      if (b0 <= 8) group1(p, b0, tab, xh, xl, xs, &a, &c, lo);
+      else f = group_float(p, (int)b0, g < full ? xr + g * G : xt, f);
+      p += 8 * b0;
+      if (b1 <= 8) group1(p, b1, tab, xh + G, xl + G, xs + 1, &a, &c, lo);
+      else f = group_float(p, (int)b1, g + 1 < full ? xr + (g + 1) * G : xt, f);
+      p += 8 * b1;
+      continue;
+    }
+    group1(p, b0, tab, xh, xl, xs, &a, &c, lo);
+    p += 8 * b0;
+    group1(p, b1, tab, xh + G, xl + G, xs + 1, &a, &c, lo);
+    p += 8 * b1;
+  }
+  if (ng & 1) {
+    int64_t g = ng - 1;
+    size_t b = wd[npair] & 15;
+    if (b <= 8) group1(p, b, tab, xh, xl, xs, &a, &c, lo);
+    else f = group_float(p, (int)b, g < full ? xr + g * G : xt, f);
+  }
+  return moesz_hsum8(_mm256_add_ps(_mm256_fmadd_ps(c, _mm256_set1_ps(1.0f / 65536), a), f));
+}
+
 /* AVX-512 (F, BW, VBMI, VNNI): a group of 64 codes of width <= 8 is one masked
  * load, two vpermb that bring each code's two bytes into a 16-bit lane, two
  * variable shifts left and two arithmetic shifts right, and vpdpwssd against
@@ -286,6 +402,34 @@ TGT static int cl_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x
   }
   if (useint && level >= 2) {
     cl_avx512(m, r0, r1, x, ldx, nt, y, ldy, acc, xtp, xh, xl, xs, lo);
+    return useint;
+  }
+  if (useint && nt == 1 && CL_ROW1) {
+    cl_w16 tab[9];
+    for (int b = 0; b <= 8; b++) {
+      tab[b].shuf = _mm256_load_si256((const __m256i *)CL_SHUF16[b]);
+      tab[b].mul = _mm256_load_si256((const __m256i *)CL_MUL16[b]);
+      tab[b].sra = _mm_load_si128((const __m128i *)CL_SRA16[b]);
+    }
+    for (int64_t r = r0; r < r1; r++) {
+      size_t ub = CL_UNIFORM ? row_usual_width(m, r) : 0;
+      float v;
+      switch (ub * 2 + (size_t)lo) {   /* a copy per usual width: its offsets and tables are constants */
+        case 6 * 2: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 0, 6); break;
+        case 6 * 2 + 1: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 1, 6); break;
+        case 4 * 2: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 0, 4); break;
+        case 4 * 2 + 1: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 1, 4); break;
+        case 3 * 2: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 0, 3); break;
+        case 3 * 2 + 1: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 1, 3); break;
+        case 5 * 2: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 0, 5); break;
+        case 5 * 2 + 1: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 1, 5); break;
+        case 1: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 1, 0); break;
+        default: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 0, 0); break;
+      }
+      v = v * m->step + esc_dot(m, r, xr[0]);
+      float *o = y + (r - r0);
+      *o = acc ? *o + v : v;
+    }
     return useint;
   }
   for (int64_t r = r0; r < r1; r++) {
