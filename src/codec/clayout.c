@@ -351,7 +351,7 @@ static int parse_rows(moesz_cl *m, uint64_t rows, uint64_t cols, uint64_t ng, ui
     for (uint64_t i = 0; i < wstride; i++) sum += (uint32_t)(w[i] & 15) + (uint32_t)(w[i] >> 4);
     off += 8u * (uint64_t)sum;
     if (off > dbytes) { moesz_cl_free(m); return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: widths exceed the data"); }
-    if (ng & 1 && m->widths[r * wstride + wstride - 1] >> 4) {
+    if (ng & 1 && w[wstride - 1] >> 4) {
       moesz_cl_free(m);
       return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: row %llu: padding width not 0", (unsigned long long)r);
     }

@@ -559,6 +559,33 @@ static int get_expert(moesz_engine *e, int L, int ex, int shared, moesz_expert_m
   return rc;
 }
 
+/* Gets the routed experts e->active[g0, g1) of layer L into e->mats, all at
+ * once where the provider can (get_many loads the missing ones together),
+ * else one by one; *got: the end of those held from g0 (the caller releases
+ * [g0, *got) whatever the status). */
+static int get_group(moesz_engine *e, int L, int g0, int g1, int *got, moesz_error *err) {
+  int rc = MOESZ_OK;
+  *got = g0;
+  if (e->prov.get_many && g1 - g0 > 1) {
+    rc = e->prov.get_many(e->prov.ctx, L, e->active + g0, g1 - g0, e->mats, err);
+    if (rc) return moesz_error_wrap(err, rc, "layer %d", L);
+    *got = g1;
+    for (int a = g0; a < g1 && !rc; a++) {
+      int x = e->active[a];
+      e->st.expert_gets++;
+      e->st.expert_tokens += (uint64_t)e->cnt[x];
+      rc = check_expert(e, L, x, 0, &e->mats[x], err);
+    }
+    return rc;
+  }
+  for (; *got < g1; (*got)++) {
+    int x = e->active[*got];
+    if ((rc = get_expert(e, L, x, 0, &e->mats[x], err))) break;
+    e->st.expert_tokens += (uint64_t)e->cnt[x];
+  }
+  return rc;
+}
+
 /* Rows grouped by expert (expert order), tokens in order within each, from
  * the routing in e->topi / e->topw [n, K] and the counts e->cnt [E]: offsets
  * e->off, row token and weight, the gathered inputs e->xg (n > 1), and the
@@ -675,23 +702,8 @@ static int moe_block(moesz_engine *e, int L, int n, moesz_error *err) {
   if (e->prov.route) e->prov.route(e->prov.ctx, L, e->active, nact, e->xn, n);
   memset(e->moe, 0, sizeof(float) * (size_t)n * d);
   for (int g0 = 0; g0 < nact; g0 += e->group) {
-    int g1 = g0 + e->group < nact ? g0 + e->group : nact, got = g0;
-    if (e->prov.get_many && g1 - g0 > 1) {   /* the provider loads the missing ones at once */
-      rc = e->prov.get_many(e->prov.ctx, L, e->active + g0, g1 - g0, e->mats, err);
-      if (rc) moesz_error_wrap(err, rc, "layer %d", L);
-      else got = g1;
-      for (int a = g0; a < got && !rc; a++) {
-        int x = e->active[a];
-        e->st.expert_gets++;
-        e->st.expert_tokens += (uint64_t)e->cnt[x];
-        rc = check_expert(e, L, x, 0, &e->mats[x], err);
-      }
-    } else
-      for (; got < g1; got++) {
-        int x = e->active[got];
-        if ((rc = get_expert(e, L, x, 0, &e->mats[x], err))) break;
-        e->st.expert_tokens += (uint64_t)e->cnt[x];
-      }
+    int g1 = g0 + e->group < nact ? g0 + e->group : nact, got;
+    rc = get_group(e, L, g0, g1, &got, err);
     if (!rc && xpar_pays(e, g0, g1, n)) {
       xpar_ctx X = {.e = e, .act = e->active + g0, .xin = xin, .xstep = xstep};
       atomic_init(&X.rc, MOESZ_OK);
@@ -782,12 +794,8 @@ static int moe_block_oss(moesz_engine *e, int L, int n, moesz_error *err) {
   if (e->prov.route) e->prov.route(e->prov.ctx, L, e->active, nact, e->xn, n);
   memset(e->moe, 0, sizeof(float) * (size_t)n * d);
   for (int g0 = 0; g0 < nact; g0 += e->group) {
-    int g1 = g0 + e->group < nact ? g0 + e->group : nact, got = g0, nj = 0;
-    for (; got < g1; got++) {
-      int x = e->active[got];
-      if ((rc = get_expert(e, L, x, 0, &e->mats[x], err))) break;
-      e->st.expert_tokens += (uint64_t)e->cnt[x];
-    }
+    int g1 = g0 + e->group < nact ? g0 + e->group : nact, got, nj = 0;
+    rc = get_group(e, L, g0, g1, &got, err);
     if (!rc) {
       for (int a = g0; a < g1; a++) {
         int x = e->active[a];

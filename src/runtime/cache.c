@@ -2,7 +2,7 @@
  * a byte budget, pinned while the forward pass uses them, evicted by LRU, LFU
  * or LFRU; misses load on the caller's thread, prefetch requests on
  * background threads; next-layer prediction through the next MoE layer's
- * router; counters for hits, bytes and stall time (split into link, decode
+ * router, backing off a layer whose predictions mostly go unused; counters for hits, bytes and stall time (split into link, decode
  * and waiting on prefetch).
  *
  * A load is two steps kept apart: fetch_blobs() gets an expert's stored bytes
@@ -188,9 +188,7 @@ static void drop(moesz_cache *k, entry *x, void **reuse, uint64_t reuse_bytes) {
   if (x->is_cl)
     for (int m = 0; m < 3; m++) moesz_cl_free(&x->cl[m]);
   x->is_cl = 0;
-  if (reuse && !*reuse && (x->bytes == reuse_bytes || (x->bytes >= SLAB_MMAP && reuse_bytes >= SLAB_MMAP &&
-                                                      slab_len(x->bytes) == slab_len(reuse_bytes))))
-    *reuse = x->data;
+  if (reuse && !*reuse && slab_len(x->bytes) == slab_len(reuse_bytes)) *reuse = x->data;
   else slab_free(x->data, x->bytes);
   x->data = NULL;
   x->state = E_EMPTY;
