@@ -1,8 +1,8 @@
 /* bench/cl_kernel1.c - the compute layout's one-token kernel on one thread
  * with the matrix in cache: the group widths the encoder chose at a bound
  * (histogram), the best of N calls in G weights/s and ns per group of 64, for
- * x split exactly (mode 0), rounded to 16 bits (1: fast_dot) or the float
- * path (2). Weights N(0, 0.02^2), x in [-1, 1]. Run under
+ * x split exactly (mode 0), rounded to 16 bits (1: fast_dot), the float
+ * path (2) or 4-bit groups against x rounded to 8 bits (3: fast_dot = 2). Weights N(0, 0.02^2), x in [-1, 1]. Run under
  * `valgrind --tool=callgrind` with reps 1 and 21 for instructions per group
  * (the difference over 20 calls).
  *
@@ -19,8 +19,8 @@ int main(int argc, char **argv) {
   int rows = argc > 1 ? atoi(argv[1]) : 256, cols = argc > 2 ? atoi(argv[2]) : 2048;
   double eb = argc > 3 ? atof(argv[3]) : 1e-3;
   int reps = argc > 4 ? atoi(argv[4]) : 400, mode = argc > 5 ? atoi(argv[5]) : 0;
-  if (rows < 1 || cols < 1 || cols > 65536 || !(eb > 0) || reps < 1 || mode < 0 || mode > 2) {
-    fprintf(stderr, "usage: cl_kernel1 [rows cols eb reps mode(0 exact, 1 fast_dot, 2 float)]\n");
+  if (rows < 1 || cols < 1 || cols > 65536 || !(eb > 0) || reps < 1 || mode < 0 || mode > 3) {
+    fprintf(stderr, "usage: cl_kernel1 [rows cols eb reps mode(0 exact, 1 fast_dot, 2 float, 3 8-bit x)]\n");
     return 2;
   }
   size_t n = (size_t)rows * (size_t)cols;
@@ -52,12 +52,12 @@ int main(int argc, char **argv) {
   double best = 1e30;
   for (int r = 0; r < reps; r++) {
     double t0 = moesz_time_now();
-    moesz_k_cl_rows(&m, 0, rows, x, (size_t)cols, 1, y, (size_t)rows, 0, simd, mode == 1, mode == 2 ? NULL : scr, 0);
+    moesz_k_cl_rows(&m, 0, rows, x, (size_t)cols, 1, y, (size_t)rows, 0, simd, mode == 3 ? 2 : mode == 1, mode == 2 ? NULL : scr, 0);
     double t = moesz_time_now() - t0;
     if (t < best) best = t;
   }
   printf("mode %d (%s), simd %d: %.2f G weights/s, %.2f ns/group (y[0] = %.7g)\n", mode,
-         mode == 0 ? "exact" : mode == 1 ? "fast_dot" : "float", simd, (double)n / best / 1e9,
+         mode == 0 ? "exact" : mode == 1 ? "fast_dot" : mode == 2 ? "float" : "8-bit x", simd, (double)n / best / 1e9,
          best * 1e9 / ((double)rows * (double)m.ngroups), y[0]);
   moesz_cl_free(&m);
   free(buf); free(w); free(x); free(y); free(scr);

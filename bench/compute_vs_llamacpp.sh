@@ -7,9 +7,9 @@
 # medians per entry.
 #
 #   LLAMA_BENCH=.../llama-bench sh bench/compute_vs_llamacpp.sh BF16_DIR \
-#       MSZ[+fast] ... -- GGUF ...
+#       MSZ[+fast|+fast8] ... -- GGUF ...
 #
-# MSZ+fast runs the container with --fast-dot. Env: MOESZ_BIN (build/moesz),
+# MSZ+fast runs the container with --fast-dot, MSZ+fast8 with --fast-dot=8. Env: MOESZ_BIN (build/moesz),
 # THREADS (2), PROMPT (64), GEN (32), REPS (3).
 # Making the inputs: moesz synth --like olmoe --layers 8 -o DIR; copy the OLMoE
 # tokenizer.json into DIR; moesz compress DIR -o X.msz --codec compute --eb E;
@@ -31,8 +31,8 @@ ids=$(awk -v n="$PROMPT" 'BEGIN { s = ""; for (i = 0; i < n; i++) s = s (i ? ","
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 nw=$("$MOESZ_BIN" inspect "$DIR" --json 2>/dev/null | sed -n 's/.*"params":\([0-9]*\).*/\1/p' | head -1)
 moesz_once() { # ENTRY -> "prompt_tps gen_tps"
-  f=""; case "$1" in *+fast) f=--fast-dot ;; esac
-  "$MOESZ_BIN" run "${1%+fast}" $f --prompt-ids "$ids" --temperature 0 --ignore-eos --max-tokens "$GEN" \
+  f=""; case "$1" in *+fast8) f=--fast-dot=8 ;; *+fast) f=--fast-dot ;; esac
+  "$MOESZ_BIN" run "${1%+fast*}" $f --prompt-ids "$ids" --temperature 0 --ignore-eos --max-tokens "$GEN" \
     --threads "$THREADS" 2>&1 >/dev/null |
     sed -n 's/^prompt: .*, \([0-9.]*\) tok\/s; generated: .*, \([0-9.]*\) tok\/s.*/\1 \2/p'
 }
@@ -57,8 +57,8 @@ done
 echo "# $(date -u +%Y-%m-%d), $THREADS threads, prompt $PROMPT, gen $GEN, medians of $REPS; load $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '| engine | file | file GB | decode tok/s | prompt tok/s |\n|---|---|---|---|---|\n'
 for e in $DIR $msz $gg; do
-  f=${e%+fast}; sz=$(du -sb "$f" | cut -f1)
-  case "$e" in *.gguf) eng=llama.cpp ;; *+fast) eng="moesz --fast-dot" ;; *) eng=moesz ;; esac
+  f=${e%+fast*}; sz=$(du -sb "$f" | cut -f1)
+  case "$e" in *.gguf) eng=llama.cpp ;; *+fast8) eng="moesz --fast-dot=8" ;; *+fast) eng="moesz --fast-dot" ;; *) eng=moesz ;; esac
   p=$(cut -d' ' -f1 "/tmp/cvl_$(key "$e")" | median); g=$(cut -d' ' -f2 "/tmp/cvl_$(key "$e")" | median)
   printf '| %s | %s | %.2f | %.2f | %.2f |\n' "$eng" "$(basename "$f")" "$(echo "$sz" | awk '{ print $1 / 1e9 }')" "$g" "$p"
 done

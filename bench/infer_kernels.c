@@ -90,7 +90,7 @@ int main(int argc, char **argv) {
         int d = order[oi];
         if (moesz_kctx_init(&kc, pool, simd ? d == 5 ? 1 : -1 : 0, moesz_k_scratch_need((size_t)cols, 16))) return 1;
         kc.no_int = d == 4;
-        kc.cl_act16 = d == 6;
+        kc.cl_act = d == 6;
         /* x in [-1, 1] rounded to 16 bits a group: each term off by <= |w| / 65534 */
         double tol = d == 6 ? 1e-4 : 1e-5;
         moesz_matview v = {data[d], dts[d], rows, cols, cols, 0};

@@ -21,7 +21,9 @@ typedef struct moesz_engine_opts {
   int fast_dot;       /* compute-layout experts: 0 = x split in two 16-bit halves per group of 64
                          (the f32 product with the decoded weights up to rounding); 1 = x rounded
                          to 16 bits per group (half the multiplies; |x error| <= 2^-16 of the
-                         group's largest |x|) */
+                         group's largest |x|); 2 = as 1, and in decode (one token) 4-bit groups
+                         against x rounded to 8 bits per group (one byte-multiply a code; |x error|
+                         <= 2^-8 of the group's largest |x|) */
 } moesz_engine_opts;
 
 /* model_dir: a Hugging Face model folder (config.json + safetensors).

@@ -49,7 +49,8 @@ class Model:
     O_DIRECT, ``"buffered"`` or ``"mmap"``; None: direct under a budget, mmap
     without, as ``moesz run``). ``threads``: compute threads (None: all cores);
     ``max_ctx``: KV cache length (None: min(max positions, 4096)); ``fast_dot``:
-    compute-layout experts round x to 16 bits per group (``moesz run --fast-dot``)."""
+    compute-layout experts round x to 16 bits per group (True or 16: ``moesz run --fast-dot``),
+    and in decode 4-bit groups meet x rounded to 8 bits (8: ``--fast-dot=8``)."""
 
     def __init__(self, path, mem=None, cache="lfru", prefetch=False, threads=None, max_ctx=None, store=None,
                  fast_dot=False):
@@ -61,7 +62,10 @@ class Model:
         self.is_msz = bool(L.lib.moesz_engine_is_msz(_path(path)))
         threads = None if threads is None else int_arg(threads, "threads", 1, 4096)
         max_ctx = None if max_ctx is None else int_arg(max_ctx, "max_ctx", 1)
-        eo = L.EngineOpts(threads=threads or 0, max_ctx=max_ctx or 0, fast_dot=int(bool(fast_dot)))
+        if fast_dot not in (False, True, 16, 8):
+            raise ValueError("fast_dot: False, True (16), 16 or 8, not %r" % (fast_dot,))
+        fd = 2 if fast_dot == 8 else 1 if fast_dot else 0
+        eo = L.EngineOpts(threads=threads or 0, max_ctx=max_ctx or 0, fast_dot=fd)
         err = L.Error()
         if self.is_msz:
             co = L.CacheOpts(dtype=L.DT_COUNT)

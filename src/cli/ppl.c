@@ -19,7 +19,8 @@ static const char *USAGE =
   "  --ids              FILE holds token ids (whitespace or comma separated) instead of text\n"
   "  --limit-tokens N   score only the first N tokens\n"
   "  --threads N        threads per engine (default: all cores)\n"
-  "  --fast-dot         compute-layout experts: x rounded to 16 bits per group (see moesz run --help)\n"
+  "  --fast-dot[=8]     compute-layout experts: x rounded to 16 bits per group; =8: 4-bit groups\n"
+  "                     also against x rounded to 8 bits in decode (see moesz run --help)\n"
   "  --json             one JSON object on stdout\n";
 
 static int read_ids(const char *path, int32_t **ids, size_t *n, moesz_error *e) {
@@ -60,7 +61,8 @@ int moesz_cli_ppl(int argc, char **argv) {
     else if (!strcmp(a, "--limit-tokens") && hv) limit = atol(argv[++i]);
     else if (!strcmp(a, "--threads") && hv) threads = atol(argv[++i]);
     else if (!strcmp(a, "--ids")) as_ids = 1;
-    else if (!strcmp(a, "--fast-dot")) fast_dot = 1;
+    else if (!strcmp(a, "--fast-dot") || !strcmp(a, "--fast-dot=16")) fast_dot = 1;
+    else if (!strcmp(a, "--fast-dot=8")) fast_dot = 2;
     else if (!strcmp(a, "--json")) json = 1;
     else if (a[0] == '-' && a[1]) { fprintf(stderr, "moesz ppl: bad option '%s'\n\n%s", a, USAGE); return 2; }
     else if (!model) model = a;

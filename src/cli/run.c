@@ -32,9 +32,11 @@ static const char *USAGE =
     "  --top-p P            nucleus sampling mass (default 0.95; 1 = off)\n"
     "  --seed S             sampler seed (default 0)\n"
     "  --threads N          worker threads (default: all cores)\n"
-    "  --fast-dot           compute-layout experts: round x to 16 bits per group of 64 (half the\n"
+    "  --fast-dot[=16|8]    compute-layout experts: round x to 16 bits per group of 64 (half the\n"
     "                       multiplies; |x error| <= 2^-16 of the group's largest |x|) instead of\n"
-    "                       splitting it exactly (the f32 product up to rounding; default)\n"
+    "                       splitting it exactly (the f32 product up to rounding; default); =8: in\n"
+    "                       decode, 4-bit groups also against x rounded to 8 bits (byte multiplies,\n"
+    "                       as llama.cpp's Q8 activations; |x error| <= 2^-8 of the group's largest |x|)\n"
     "  --ctx N              KV cache length (default min(config max positions, 4096))\n"
     "  --ignore-eos         keep generating after the end-of-sequence token\n"
     "\nServing from a .msz container (moesz compress): dense weights stay resident, experts\n"
@@ -260,8 +262,10 @@ int moesz_cli_run(int argc, char **argv) {
     else if (!strcmp(a, "--max-tokens")) {
       NEED_VAL();
       if (moesz_cli_parse_long(argv[++i], 0, 1 << 24, &max_tokens)) return usage_err("bad --max-tokens", argv[i]);
-    } else if (!strcmp(a, "--fast-dot")) {
+    } else if (!strcmp(a, "--fast-dot") || !strcmp(a, "--fast-dot=16")) {
       fast_dot = 1;
+    } else if (!strcmp(a, "--fast-dot=8")) {
+      fast_dot = 2;
     } else if (!strcmp(a, "--threads")) {
       NEED_VAL();
       if (moesz_cli_parse_long(argv[++i], 0, 1024, &threads)) return usage_err("bad --threads", argv[i]);

@@ -337,6 +337,10 @@ int moesz_engine_open_model(moesz_model *m, int own_model, const moesz_expert_pr
   const moesz_config *c = &e->cfg;
   moesz_engine_opts opts = {0};
   if (o) opts = *o;
+  if (opts.fast_dot < 0 || opts.fast_dot > 2) {
+    rc = moesz_error_set(err, MOESZ_E_ARG, "engine: fast_dot %d (0 exact, 1 16-bit x, 2 also 8-bit x)", opts.fast_dot);
+    goto fail;
+  }
   if (c->arch == MOESZ_ARCH_SWITCH || c->arch >= MOESZ_ARCH_COUNT) {
     rc = moesz_error_set(err, MOESZ_E_UNSUPPORTED, "%s: no forward pass for architecture %s",
                          m->path, c->arch_name);
@@ -420,7 +424,7 @@ int moesz_engine_open_model(moesz_model *m, int own_model, const moesz_expert_pr
     rc = moesz_error_set(err, MOESZ_E_NOMEM, "kernel scratch");
     goto fail;
   }
-  e->kc.cl_act16 = opts.fast_dot;
+  e->kc.cl_act = opts.fast_dot;
   *out = e;
   return MOESZ_OK;
 fail:

@@ -685,7 +685,7 @@ static void lin_task(void *vctx, size_t ti, int tid) {
     uint64_t key = c->gen | (1ull << 63);
     int have = jb->n == 1 && c->memo_gen[tid] == key && c->memo_x[tid] == jb->x;
     int holds = moesz_k_cl_rows(w->data, r0, r1, jb->x + (size_t)t0 * jb->ldx, jb->ldx, t1 - t0,
-                                jb->y + (size_t)t0 * jb->ldy + r0, jb->ldy, jb->accumulate, simd, c->cl_act16,
+                                jb->y + (size_t)t0 * jb->ldy + r0, jb->ldy, jb->accumulate, simd, c->cl_act,
                                 use_scr ? c->scratch[tid] : NULL, have);
     c->memo_gen[tid] = holds ? key : 0;
     c->memo_x[tid] = holds ? jb->x : NULL;

@@ -36,9 +36,11 @@ typedef struct moesz_kctx {
                               tasks on the calling thread (same tasks, same results): a pool wake-up
                               costs about as much as 2^18 of one core's. Default 2^18; 0: always the pool */
   int no_int;              /* 1: compute-layout kernels take the float path only (benchmarks) */
-  int cl_act16;            /* compute layout, integer path: 0 = x split into two 16-bit halves per group
+  int cl_act;              /* compute layout, integer path: 0 = x split into two 16-bit halves per group
                               (the f32 product up to rounding); 1 = x rounded to 16 bits per group of 64
-                              (one multiply a code; |x error| <= 2^-16 of the group's largest |x|) */
+                              (one multiply a code; |x error| <= 2^-16 of the group's largest |x|);
+                              2 = as 1, and one token's 4-bit groups against x rounded to 8 bits per group
+                              (|x error| <= 2^-8 of the group's largest |x|; vpmaddubsw) */
 } moesz_kctx;
 
 /* 1 if this CPU runs the AVX2+FMA+F16C kernels. */
@@ -83,7 +85,7 @@ int moesz_k_linear_on(moesz_kctx *c, const moesz_kjob *jobs, int njobs, int tid)
  * views of dtype MOESZ_VIEW_CL. */
 struct moesz_cl;
 int moesz_k_cl_rows(const struct moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt,
-                    float *y, size_t ldy, int acc, int simd, int act16, void *scratch, int have_xq);
+                    float *y, size_t ldy, int acc, int simd, int act, void *scratch, int have_xq);
 size_t moesz_k_cl_scratch_bytes(int64_t cols);
 /* Rows r0..r1 of a compute-layout matrix as f32 into dst [r1 - r0, cols]: the
  * tile the batched (prompt) path multiplies, as it does for BF16 rows. */

@@ -43,6 +43,7 @@
 #define CL_UNIFORM 1     /* row_dot1 copies per usual width (0: off, for comparison) */
 #endif
 #define XQ_BYTES(ng) ((size_t)(ng) * (G * 4 + 4))   /* quantized x of one token: h, l, scale per group */
+#define XQ8_BYTES(ng) ((size_t)(ng) * (G + 8) + 32) /* x to 8 bits (one token): x8, scale, bias per group, total */
 
 /* The row's escapes: sum of w_e * x[c_e]. */
 static inline float esc_dot(const moesz_cl *m, int64_t r, const float *x) {
@@ -103,10 +104,7 @@ TGT static int quant_x(const float *x, int64_t cols, int64_t ng, int16_t *h, int
     }
     __m256 mx = _mm256_setzero_ps();
     for (int j = 0; j < G; j += 8) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sgn, _mm256_loadu_ps(xg + j)));
-    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
-    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-    float m = _mm_cvtss_f32(m4);
+    float m = moesz_hmax8(mx);
     if (!(m <= 3.0e38f)) return 0;          /* NaN or Inf (max_ps keeps the NaN operand here) */
     for (int j = 0; j < G; j += 8) {
       __m256 v = _mm256_loadu_ps(xg + j);
@@ -133,6 +131,58 @@ TGT static int quant_x(const float *x, int64_t cols, int64_t ng, int16_t *h, int
     }
   }
   return 1;
+}
+
+/* x [cols] (finite) to 8 bits per group of 64 (zero-padded): x ~ s8 x8 with
+ * x8 in [-127, 127], stored as the even then the odd columns of the group (the
+ * order of the low and high nibbles of a 4-bit group's 32 code bytes);
+ * bias[g] = 8 s8[g] sum x8 of the group (what the offset codes q + 8 add),
+ * *btot their sum. */
+TGT static void quant_x8(const float *x, int64_t cols, int64_t ng, int8_t *x8, float *s8, float *bias, float *btot) {
+  float tail[G] __attribute__((aligned(32)));
+  const __m256 sgn = _mm256_set1_ps(-0.0f);
+  const __m256i even = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,
+                                        0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+  float tot = 0;
+  for (int64_t g = 0; g < ng; g++) {
+    const float *xg = x + g * G;
+    if ((g + 1) * G > cols) {
+      memset(tail, 0, sizeof tail);
+      memcpy(tail, xg, (size_t)(cols - g * G) * sizeof(float));
+      xg = tail;
+    }
+    __m256 mx = _mm256_setzero_ps();
+    for (int j = 0; j < G; j += 8) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sgn, _mm256_loadu_ps(xg + j)));
+    float m = moesz_hmax8(mx);
+    float sc = m > 0 ? m / 127.0f : 1.0f, inv = m > 0 ? 127.0f / m : 0.0f;
+    __m256 vi = _mm256_set1_ps(inv);
+    __m256i acc = _mm256_setzero_si256();
+    __m256i b[2];
+    for (int j = 0; j < 2; j++) {   /* 32 values -> 32 bytes in order, then even/odd split per 128-bit lane */
+      const float *xj = xg + 32 * j;
+      __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xj), vi));
+      __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xj + 8), vi));
+      __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xj + 16), vi));
+      __m256i i3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xj + 24), vi));
+      acc = _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
+      __m256i w = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+      w = _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));   /* back in column order */
+      b[j] = _mm256_shuffle_epi8(w, even);   /* per 16 columns: 8 even, 8 odd */
+    }
+    /* b[j] holds, per 8-byte unit k (columns 32 j + 16 (k / 2) ...): even (k even) or odd (k odd) */
+    __m256i e = _mm256_unpacklo_epi64(b[0], b[1]), o = _mm256_unpackhi_epi64(b[0], b[1]);
+    e = _mm256_permute4x64_epi64(e, 0xd8);
+    o = _mm256_permute4x64_epi64(o, 0xd8);
+    _mm256_storeu_si256((__m256i *)(x8 + g * G), e);
+    _mm256_storeu_si256((__m256i *)(x8 + g * G + 32), o);
+    s8[g] = sc;
+    __m128i a4 = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+    a4 = _mm_add_epi32(a4, _mm_shuffle_epi32(a4, 0x4e));
+    a4 = _mm_add_epi32(a4, _mm_shuffle_epi32(a4, 0xb1));
+    bias[g] = 8.0f * sc * (float)_mm_cvtsi128_si32(a4);
+    tot += bias[g];
+  }
+  *btot = tot;
 }
 
 /* Row r of m against tokens nt <= TBLK: float path per group (any width) or
@@ -295,6 +345,70 @@ TGT static inline __attribute__((always_inline)) float row_dot1(const moesz_cl *
   return moesz_hsum8(_mm256_add_ps(_mm256_fmadd_ps(c, _mm256_set1_ps(1.0f / 65536), a), f));
 }
 
+/* One 4-bit group against x8 (64 bytes: even, odd columns) in the 8-bit
+ * path: the 32 code bytes as offset codes u = q + 8 (xor 0x88), low and high
+ * nibbles multiplied with vpmaddubsw (|sum of a pair| <= 2 * 15 * 127), the
+ * int16 sums widened once and scaled by s8 (the caller subtracts the bias
+ * 8 s8 sum x8). */
+TGT static inline __attribute__((always_inline)) __m256 group8(const uint8_t *p, const int8_t *x8, const float *s8,
+                                                              __m256 acc) {
+  const __m256i m0f = _mm256_set1_epi8(0x0f), off = _mm256_set1_epi8((char)0x88), one = _mm256_set1_epi16(1);
+  __m256i v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)p), off);
+  __m256i e = _mm256_and_si256(v, m0f), o = _mm256_and_si256(_mm256_srli_epi16(v, 4), m0f);
+  __m256i s = _mm256_add_epi16(_mm256_maddubs_epi16(e, _mm256_loadu_si256((const __m256i *)x8)),
+                               _mm256_maddubs_epi16(o, _mm256_loadu_si256((const __m256i *)(x8 + 32))));
+  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s, one)), _mm256_broadcast_ss(s8), acc);
+}
+
+/* Row r against one token with x also at 8 bits (x8, s8, bias, btot from
+ * quant_x8): 4-bit groups take group8, any other width the 16-bit path of
+ * row_dot1 (h, lo = 0) and its bias comes off the total. Sums before step
+ * and escapes, as row_dot1's. */
+TGT static inline __attribute__((always_inline)) float row_dot8(const moesz_cl *m, int64_t r, const cl_w16 *tab,
+                                                                 const float *xr, const float *xt, const int16_t *xh,
+                                                                 const float *xs, const int8_t *x8, const float *s8,
+                                                                 const float *bias, float btot) {
+  int64_t full = m->cols / G, ng = m->ngroups, npair = ng >> 1;
+  const uint8_t *p = m->data + m->row_off[r], *wd = m->widths + r * m->wstride;
+  __m256 a = _mm256_setzero_ps(), c = _mm256_setzero_ps(), f = _mm256_setzero_ps();
+  float bsum = btot;
+  for (int64_t k = 0; k < npair; k++, xh += 2 * G, xs += 2, x8 += 2 * G, s8 += 2, bias += 2) {
+    size_t wb = wd[k];
+    if (CL_PF_BYTES) {
+      _mm_prefetch((const char *)p + CL_PF_BYTES, _MM_HINT_T0);
+      _mm_prefetch((const char *)p + CL_PF_BYTES + 64, _MM_HINT_T0);
+    }
+    if (__builtin_expect(wb == 0x44, 1)) {
+      a = group8(p, x8, s8, a);
+      c = group8(p + 32, x8 + G, s8 + 1, c);
+      p += 64;
+      continue;
+    }
+    for (int h = 0; h < 2; h++) {
+      size_t b = h ? wb >> 4 : wb & 15;
+      int64_t g = 2 * k + h;
+      if (b == 4) a = group8(p, x8 + h * G, s8 + h, a);
+      else {
+        bsum -= bias[h];
+        if (b <= 8) group1(p, b, tab, xh + h * G, NULL, xs + h, &f, NULL, 0);
+        else f = group_float(p, (int)b, g < full ? xr + g * G : xt, f);
+      }
+      p += 8 * b;
+    }
+  }
+  if (ng & 1) {
+    int64_t g = ng - 1;
+    size_t b = wd[npair] & 15;
+    if (b == 4) a = group8(p, x8, s8, a);
+    else {
+      bsum -= bias[0];
+      if (b <= 8) group1(p, b, tab, xh, NULL, xs, &f, NULL, 0);
+      else f = group_float(p, (int)b, g < full ? xr + g * G : xt, f);
+    }
+  }
+  return moesz_hsum8(_mm256_add_ps(_mm256_add_ps(a, c), f)) - bsum;
+}
+
 /* AVX-512 (F, BW, VBMI, VNNI): a group of 64 codes of width <= 8 is one masked
  * load, two vpermb that bring each code's two bytes into a 16-bit lane, two
  * variable shifts left and two arithmetic shifts right, and vpdpwssd against
@@ -379,7 +493,8 @@ TGT512 static void cl_avx512(const moesz_cl *m, int64_t r0, int64_t r1, const fl
 
 /* nt <= TBLK tokens, rows r0..r1. scratch: XQ_BYTES(ng) per token, or NULL (float path only). */
 TGT static int cl_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt, float *y,
-                       size_t ldy, int acc, uint8_t *scratch, int have_xq, int level, int lo) {
+                       size_t ldy, int acc, uint8_t *scratch, int have_xq, int level, int act) {
+  int lo = act == 0;
   int64_t full = m->cols / G, ng = m->ngroups;
   float xt[TBLK][G] __attribute__((aligned(32)));
   const float *xr[TBLK], *xtp[TBLK], *xs[TBLK];
@@ -400,7 +515,7 @@ TGT static int cl_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x
       xh[t] = h; xl[t] = l; xs[t] = sc;
     }
   }
-  if (useint && level >= 2) {
+  if (useint && level >= 2 && !(act == 2 && nt == 1)) {
     cl_avx512(m, r0, r1, x, ldx, nt, y, ldy, acc, xtp, xh, xl, xs, lo);
     return useint;
   }
@@ -410,6 +525,19 @@ TGT static int cl_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x
       tab[b].shuf = _mm256_load_si256((const __m256i *)CL_SHUF16[b]);
       tab[b].mul = _mm256_load_si256((const __m256i *)CL_MUL16[b]);
       tab[b].sra = _mm_load_si128((const __m128i *)CL_SRA16[b]);
+    }
+    if (act == 2) {   /* x also at 8 bits: 4-bit groups by vpmaddubsw */
+      uint8_t *q = scratch + TBLK * XQ_BYTES(ng);
+      int8_t *x8 = (int8_t *)q;
+      float *s8 = (float *)(q + ng * G), *bias = s8 + ng, *btot = bias + ng;
+      if (!have_xq) quant_x8(xr[0], m->cols, ng, x8, s8, bias, btot);
+      for (int64_t r = r0; r < r1; r++) {
+        float v = row_dot8(m, r, tab, xr[0], xtp[0], xh[0], xs[0], x8, s8, bias, *btot);
+        v = v * m->step + esc_dot(m, r, xr[0]);
+        float *o = y + (r - r0);
+        *o = acc ? *o + v : v;
+      }
+      return useint;
     }
     for (int64_t r = r0; r < r1; r++) {
       size_t ub = CL_UNIFORM ? row_usual_width(m, r) : 0;
@@ -490,22 +618,25 @@ void moesz_k_cl_unpack(const moesz_cl *m, int64_t r0, int64_t r1, float *dst, in
   moesz_cl_decode_rows(m, r0, r1, dst);
 }
 
-size_t moesz_k_cl_scratch_bytes(int64_t cols) { return XQ_BYTES((cols + G - 1) / G) * TBLK; }
+size_t moesz_k_cl_scratch_bytes(int64_t cols) {
+  int64_t ng = (cols + G - 1) / G;
+  return XQ_BYTES(ng) * TBLK + XQ8_BYTES(ng);
+}
 
 int moesz_k_cl_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt, float *y,
-                    size_t ldy, int acc, int simd, int act16, void *scratch, int have_xq) {
+                    size_t ldy, int acc, int simd, int act, void *scratch, int have_xq) {
 #if MOESZ_X86
   if (simd) {
     int ok = 1;
     for (int t = 0; t < nt; t += TBLK) {
       int k = nt - t < TBLK ? nt - t : TBLK;
       ok &= cl_avx2(m, r0, r1, x + (size_t)t * ldx, ldx, k, y + (size_t)t * ldy, ldy, acc, scratch, have_xq && nt == 1,
-                    simd, !act16);
+                    simd, act);
     }
     return ok && scratch && nt == 1;
   }
 #else
-  (void)simd; (void)scratch; (void)have_xq; (void)act16;
+  (void)simd; (void)scratch; (void)have_xq; (void)act;
 #endif
   cl_scalar(m, r0, r1, x, ldx, nt, y, ldy, acc);
   return 0;
