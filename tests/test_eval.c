@@ -66,6 +66,13 @@ TEST(ppl_kl_top1_match_transformers) {
     CHECK_MSG(fabs(res.ppl / num(c, "ppl") - 1) <= 1e-4, "%s ctx %g: ppl %.6f vs %.6f", mp, num(c, "ctx"), res.ppl, num(c, "ppl"));
     CHECK_MSG(fabs(res.kl - num(c, "kl")) <= 1e-4 * (1 + num(c, "kl")), "kl %.8f vs %.8f", res.kl, num(c, "kl"));
     CHECK_NEAR(res.top1, num(c, "top1"), 1e-9);
+    /* the model a token at a time (decode kernels): the same scores up to rounding */
+    moesz_ppl_result rd;
+    CHECK_EQ_INT(moesz_eval_ppl_decode(m, r, ids, (size_t)n, (size_t)num(c, "ctx"), (size_t)num(c, "stride"), 0, &rd, &e),
+                 MOESZ_OK);
+    CHECK_EQ_INT(rd.tokens, res.tokens);
+    CHECK_MSG(fabs(rd.ppl / num(c, "ppl") - 1) <= 1e-4, "decode: ppl %.6f vs %.6f", rd.ppl, num(c, "ppl"));
+    CHECK_MSG(fabs(rd.kl - num(c, "kl")) <= 1e-4 * (1 + num(c, "kl")), "decode: kl %.8f vs %.8f", rd.kl, num(c, "kl"));
     moesz_engine_close(m);
     moesz_engine_close(r);
   }

@@ -32,6 +32,11 @@ typedef struct moesz_ppl_result {
  * against ref (both must share the vocabulary). progress: 1 = a line on stderr. */
 int moesz_eval_ppl(moesz_engine *e, moesz_engine *ref, const int32_t *ids, size_t n, size_t ctx, size_t stride,
                    int progress, moesz_ppl_result *out, moesz_error *err);
+/* As moesz_eval_ppl, but e reads each window one token at a time (one
+ * forward call per token, as generation does: the decode kernels), ref still
+ * a window at a time. Same windows, same scores up to the kernels' rounding. */
+int moesz_eval_ppl_decode(moesz_engine *e, moesz_engine *ref, const int32_t *ids, size_t n, size_t ctx,
+                          size_t stride, int progress, moesz_ppl_result *out, moesz_error *err);
 
 /* Sum of log P(cont | ctx) over the continuation tokens, and whether every
  * continuation token is the greedy argmax. n_ctx >= 1. */

@@ -21,6 +21,8 @@ static const char *USAGE =
   "  --threads N        threads per engine (default: all cores)\n"
   "  --fast-dot[=8]     compute-layout experts: x rounded to 16 bits per group; =8: 4-bit groups\n"
   "                     also against x rounded to 8 bits in decode (see moesz run --help)\n"
+  "  --decode           MODEL reads each window a token at a time, as generation does (the decode\n"
+  "                     kernels, e.g. --fast-dot=8's); the reference still a window at a time\n"
   "  --json             one JSON object on stdout\n";
 
 static int read_ids(const char *path, int32_t **ids, size_t *n, moesz_error *e) {
@@ -50,7 +52,7 @@ int moesz_cli_ppl(int argc, char **argv) {
   if (moesz_cli_wants_help(argc, argv)) { fputs(USAGE, stdout); return 0; }
   const char *model = NULL, *file = NULL, *ref = NULL, *tokp = NULL;
   long ctx = 512, stride = 256, limit = 0, threads = 0;
-  int json = 0, as_ids = 0, fast_dot = 0;
+  int json = 0, as_ids = 0, fast_dot = 0, decode = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     int hv = i + 1 < argc;
@@ -64,6 +66,7 @@ int moesz_cli_ppl(int argc, char **argv) {
     else if (!strcmp(a, "--fast-dot") || !strcmp(a, "--fast-dot=16")) fast_dot = 1;
     else if (!strcmp(a, "--fast-dot=8")) fast_dot = 2;
     else if (!strcmp(a, "--json")) json = 1;
+    else if (!strcmp(a, "--decode")) decode = 1;
     else if (a[0] == '-' && a[1]) { fprintf(stderr, "moesz ppl: bad option '%s'\n\n%s", a, USAGE); return 2; }
     else if (!model) model = a;
     else if (!file) file = a;
@@ -97,7 +100,8 @@ int moesz_cli_ppl(int argc, char **argv) {
     status = moesz_cli_fail("ppl", &e);
   } else {
     moesz_ppl_result r;
-    if (moesz_eval_ppl(en, er, ids, n, (size_t)ctx, (size_t)stride, isatty(2), &r, &e)) status = moesz_cli_fail("ppl", &e);
+    if ((decode ? moesz_eval_ppl_decode : moesz_eval_ppl)(en, er, ids, n, (size_t)ctx, (size_t)stride, isatty(2), &r, &e))
+      status = moesz_cli_fail("ppl", &e);
     else if (json) {
       printf("{\"model\":\"%s\",\"file\":\"%s\",\"ctx\":%ld,\"stride\":%ld,\"tokens\":%zu,\"nll\":%.6f,\"ppl\":%.6f",
              model, file, ctx, stride, r.tokens, r.nll, r.ppl);

@@ -35,8 +35,8 @@ static double lse(const float *x, int V, int *arg) {
   return m + log(s);
 }
 
-int moesz_eval_ppl(moesz_engine *e, moesz_engine *ref, const int32_t *ids, size_t n, size_t ctx, size_t stride,
-                   int progress, moesz_ppl_result *out, moesz_error *err) {
+static int ppl_run(moesz_engine *e, moesz_engine *ref, const int32_t *ids, size_t n, size_t ctx, size_t stride,
+                   int progress, int decode, moesz_ppl_result *out, moesz_error *err) {
   memset(out, 0, sizeof *out);
   if (ctx < 2 || stride < 1 || stride > ctx) return moesz_error_set(err, MOESZ_E_ARG, "ppl: need ctx >= 2 and 1 <= stride <= ctx");
   if (n < 2) return moesz_error_set(err, MOESZ_E_ARG, "ppl: need at least 2 tokens (got %zu)", n);
@@ -59,7 +59,10 @@ int moesz_eval_ppl(moesz_engine *e, moesz_engine *ref, const int32_t *ids, size_
   for (size_t k = 0; k < nw && !rc; k++) {
     size_t len = w[k].end - w[k].begin;
     moesz_engine_reset(e);
-    if ((rc = moesz_engine_forward(e, ids + w[k].begin, len, 1, lg, err))) break;
+    if (!decode) rc = moesz_engine_forward(e, ids + w[k].begin, len, 1, lg, err);
+    for (size_t t = 0; decode && t < len && !rc; t++)
+      rc = moesz_engine_forward(e, ids + w[k].begin + t, 1, 1, lg + t * (size_t)V, err);
+    if (rc) break;
     if (ref) {
       moesz_engine_reset(ref);
       if ((rc = moesz_engine_forward(ref, ids + w[k].begin, len, 1, lr, err))) break;
@@ -96,6 +99,16 @@ int moesz_eval_ppl(moesz_engine *e, moesz_engine *ref, const int32_t *ids, size_
   }
   out->seconds = moesz_time_now() - t0;
   return MOESZ_OK;
+}
+
+int moesz_eval_ppl(moesz_engine *e, moesz_engine *ref, const int32_t *ids, size_t n, size_t ctx, size_t stride,
+                   int progress, moesz_ppl_result *out, moesz_error *err) {
+  return ppl_run(e, ref, ids, n, ctx, stride, progress, 0, out, err);
+}
+
+int moesz_eval_ppl_decode(moesz_engine *e, moesz_engine *ref, const int32_t *ids, size_t n, size_t ctx,
+                          size_t stride, int progress, moesz_ppl_result *out, moesz_error *err) {
+  return ppl_run(e, ref, ids, n, ctx, stride, progress, 1, out, err);
 }
 
 int moesz_eval_loglik(moesz_engine *e, const int32_t *ctx, size_t n_ctx, const int32_t *cont, size_t n_cont,
