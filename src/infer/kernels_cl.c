@@ -89,22 +89,30 @@ static void cl_scalar(const moesz_cl *m, int64_t r0, int64_t r1, const float *x,
   _mm256_sra_epi16(_mm256_mullo_epi16(_mm256_shuffle_epi8(                                         \
       _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(p))), shuf), mul), sra)
 
+/* Group g of x [cols] as 64 floats (the last group zero-padded into tail)
+ * and its largest |x| in *m (a NaN may or may not show there: quant_x also
+ * checks each value). */
+TGT static inline const float *x_group(const float *x, int64_t cols, int64_t g, float *tail, float *m) {
+  const float *xg = x + g * G;
+  if ((g + 1) * G > cols) {
+    memset(tail, 0, G * sizeof(float));
+    memcpy(tail, xg, (size_t)(cols - g * G) * sizeof(float));
+    xg = tail;
+  }
+  const __m256 sgn = _mm256_set1_ps(-0.0f);
+  __m256 mx = _mm256_setzero_ps();
+  for (int j = 0; j < G; j += 8) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sgn, _mm256_loadu_ps(xg + j)));
+  *m = moesz_hmax8(mx);
+  return xg;
+}
+
 /* Splits x [cols] per group of 64 (zero-padded) into h, l [ng * 64] and s [ng]
  * with x ~ s (h + l / 65536). 0 if x has a non-finite value. */
 TGT static int quant_x(const float *x, int64_t cols, int64_t ng, int16_t *h, int16_t *l, float *s) {
-  int64_t full = cols / G;
   float tail[G] __attribute__((aligned(32)));
-  const __m256 sgn = _mm256_set1_ps(-0.0f);
   for (int64_t g = 0; g < ng; g++) {
-    const float *xg = x + g * G;
-    if (g >= full) {
-      memset(tail, 0, sizeof tail);
-      memcpy(tail, xg, (size_t)(cols - g * G) * sizeof(float));
-      xg = tail;
-    }
-    __m256 mx = _mm256_setzero_ps();
-    for (int j = 0; j < G; j += 8) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sgn, _mm256_loadu_ps(xg + j)));
-    float m = moesz_hmax8(mx);
+    float m;
+    const float *xg = x_group(x, cols, g, tail, &m);
     if (!(m <= 3.0e38f)) return 0;          /* NaN or Inf (max_ps keeps the NaN operand here) */
     for (int j = 0; j < G; j += 8) {
       __m256 v = _mm256_loadu_ps(xg + j);
@@ -140,20 +148,12 @@ TGT static int quant_x(const float *x, int64_t cols, int64_t ng, int16_t *h, int
  * *btot their sum. */
 TGT static void quant_x8(const float *x, int64_t cols, int64_t ng, int8_t *x8, float *s8, float *bias, float *btot) {
   float tail[G] __attribute__((aligned(32)));
-  const __m256 sgn = _mm256_set1_ps(-0.0f);
   const __m256i even = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,
                                         0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
   float tot = 0;
   for (int64_t g = 0; g < ng; g++) {
-    const float *xg = x + g * G;
-    if ((g + 1) * G > cols) {
-      memset(tail, 0, sizeof tail);
-      memcpy(tail, xg, (size_t)(cols - g * G) * sizeof(float));
-      xg = tail;
-    }
-    __m256 mx = _mm256_setzero_ps();
-    for (int j = 0; j < G; j += 8) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sgn, _mm256_loadu_ps(xg + j)));
-    float m = moesz_hmax8(mx);
+    float m;
+    const float *xg = x_group(x, cols, g, tail, &m);
     float sc = m > 0 ? m / 127.0f : 1.0f, inv = m > 0 ? 127.0f / m : 0.0f;
     __m256 vi = _mm256_set1_ps(inv);
     __m256i acc = _mm256_setzero_si256();
