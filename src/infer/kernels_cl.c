@@ -361,9 +361,10 @@ TGT static inline __attribute__((always_inline)) __m256 group8(const uint8_t *p,
 }
 
 /* Row r against one token with x also at 8 bits (x8, s8, bias, btot from
- * quant_x8): 4-bit groups take group8, any other width the 16-bit path of
- * row_dot1 (h, lo = 0) and its bias comes off the total. Sums before step
- * and escapes, as row_dot1's. */
+ * quant_x8), for a row whose usual width is 4 (row_usual_width; other rows
+ * take row_dot1 with 16-bit x): 4-bit groups take group8, any other width
+ * the 16-bit path of row_dot1 (h, lo = 0) and its bias comes off the total.
+ * Sums before step and escapes, as row_dot1's. */
 TGT static inline __attribute__((always_inline)) float row_dot8(const moesz_cl *m, int64_t r, const cl_w16 *tab,
                                                                  const float *xr, const float *xt, const int16_t *xh,
                                                                  const float *xs, const int8_t *x8, const float *s8,
@@ -526,23 +527,19 @@ TGT static int cl_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x
       tab[b].mul = _mm256_load_si256((const __m256i *)CL_MUL16[b]);
       tab[b].sra = _mm_load_si128((const __m128i *)CL_SRA16[b]);
     }
-    if (act == 2) {   /* x also at 8 bits: 4-bit groups by vpmaddubsw */
+    int8_t *x8 = NULL;
+    float *s8 = NULL, *bias = NULL, *btot = NULL;
+    if (act == 2) {   /* x also at 8 bits, for rows of 4-bit groups (vpmaddubsw) */
       uint8_t *q = scratch + TBLK * XQ_BYTES(ng);
-      int8_t *x8 = (int8_t *)q;
-      float *s8 = (float *)(q + ng * G), *bias = s8 + ng, *btot = bias + ng;
+      x8 = (int8_t *)q;
+      s8 = (float *)(q + ng * G); bias = s8 + ng; btot = bias + ng;
       if (!have_xq) quant_x8(xr[0], m->cols, ng, x8, s8, bias, btot);
-      for (int64_t r = r0; r < r1; r++) {
-        float v = row_dot8(m, r, tab, xr[0], xtp[0], xh[0], xs[0], x8, s8, bias, *btot);
-        v = v * m->step + esc_dot(m, r, xr[0]);
-        float *o = y + (r - r0);
-        *o = acc ? *o + v : v;
-      }
-      return useint;
     }
     for (int64_t r = r0; r < r1; r++) {
-      size_t ub = CL_UNIFORM ? row_usual_width(m, r) : 0;
+      size_t ub = CL_UNIFORM || act == 2 ? row_usual_width(m, r) : 0;
       float v;
-      switch (ub * 2 + (size_t)lo) {   /* a copy per usual width: its offsets and tables are constants */
+      if (act == 2 && (ub == 4 || (m->ngroups == 1 && (m->widths[r * m->wstride] & 15) == 4))) v = row_dot8(m, r, tab, xr[0], xtp[0], xh[0], xs[0], x8, s8, bias, *btot);
+      else switch ((CL_UNIFORM ? ub : 0) * 2 + (size_t)lo) {   /* a copy per usual width: constant offsets and tables */
         case 6 * 2: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 0, 6); break;
         case 6 * 2 + 1: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 1, 6); break;
         case 4 * 2: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 0, 4); break;
