@@ -28,6 +28,8 @@ static const char *USAGE =
     "                       positions, 4096))\n"
     "  --max-body BYTES     largest request body (default 1MiB)\n"
     "  --threads N          worker threads (default: all cores)\n"
+    "  --fast-dot[=16|8]    compute-layout experts: x rounded to 16 bits per group; =8: one token's\n"
+    "                       4-bit rows also against 8-bit x (see moesz run --help)\n"
     "  --exit-after S       stop by itself after S seconds (tests, benchmarks)\n"
     "\nServing from a .msz container (as moesz run; docs/RUNTIME.md):\n"
     "  --mem BYTES|auto     expert cache budget (default unlimited)\n"
@@ -77,7 +79,7 @@ int moesz_cli_serve(int argc, char **argv) {
   long long body = 1 << 20;
   const char *host = "127.0.0.1";
   moesz_cache_opts co = {.budget_bytes = 0, .policy = MOESZ_CACHE_LRU, .dtype = MOESZ_DT_COUNT};
-  int store_given = 0;
+  int store_given = 0, fast_dot = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     int has_val = i + 1 < argc;
@@ -98,6 +100,8 @@ int moesz_cli_serve(int argc, char **argv) {
       body = moesz_cli_parse_bytes(argv[++i]);
       if (body < 1024 || body > (256LL << 20)) return usage_err("bad --max-body (1KiB..256MiB)", argv[i]);
     } else if (!strcmp(a, "--prefetch")) co.prefetch = 1;
+    else if (!strcmp(a, "--fast-dot") || !strcmp(a, "--fast-dot=16")) fast_dot = 1;
+    else if (!strcmp(a, "--fast-dot=8")) fast_dot = 2;
     else if (!strcmp(a, "--mem")) {
       NEED_VAL();
       if (!strcmp(argv[++i], "auto")) co.budget_auto = 1;
@@ -134,7 +138,7 @@ int moesz_cli_serve(int argc, char **argv) {
   if (moesz_cli_tok_load(model, &tok, &err)) return moesz_cli_fail("serve", &err);
   /* without a budget every expert stays resident: serve them from the mapping (as moesz run) */
   if (!store_given && !co.budget_bytes && !co.budget_auto) co.store.mode = MOESZ_STORE_MMAP;
-  moesz_engine_opts o = {.threads = (int)threads, .max_ctx = (int)ctx};
+  moesz_engine_opts o = {.threads = (int)threads, .max_ctx = (int)ctx, .fast_dot = fast_dot};
   co.miss_threads = threads > 0 ? (int)threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
   moesz_engine *e = NULL;
   moesz_cache *cache = NULL;
