@@ -154,21 +154,39 @@ size_t huf_encode(const huf_enc *h, const uint32_t *codes, size_t n, uint8_t *ou
   return pos + 4 * (size_t)nesc;
 }
 
-int huf_dec_init(huf_dec *d, const uint8_t *len) {
-  uint16_t code[HUF_NSYM];
-  uint64_t kraft = 0;
-  for (int s = 0; s < HUF_NSYM; s++) {
+/* v reversed in its low l bits (l <= 16): four swap rounds, no loop. */
+static inline unsigned rev_bits(unsigned v, int l) {
+  v = ((v >> 1) & 0x5555u) | ((v & 0x5555u) << 1);
+  v = ((v >> 2) & 0x3333u) | ((v & 0x3333u) << 2);
+  v = ((v >> 4) & 0x0f0fu) | ((v & 0x0f0fu) << 4);
+  v = ((v >> 8) & 0x00ffu) | ((v & 0x00ffu) << 8);
+  return v >> (16 - l);
+}
+
+/* The same canonical codes as canonical() (shorter first, then by symbol),
+ * visiting only the nsym listed symbols: a stream's table lists a few
+ * hundred of the 4096, and the rest are zero. */
+int huf_dec_init(huf_dec *d, const uint8_t *len, size_t nsym) {
+  int count[HUF_MAXLEN + 1] = {0}, next[HUF_MAXLEN + 1] = {0};
+  if (nsym > HUF_NSYM) return -1;
+  for (size_t s = 0; s < nsym; s++) {
     if (len[s] > HUF_MAXLEN) return -1;
-    if (len[s]) kraft += 1ull << (HUF_MAXLEN - len[s]);
+    count[len[s]]++;
   }
+  uint64_t kraft = 0;
+  for (int l = 1; l <= HUF_MAXLEN; l++) kraft += (uint64_t)count[l] << (HUF_MAXLEN - l);
   if (kraft > (1ull << HUF_MAXLEN)) return -1;       /* not a prefix code */
-  canonical(len, code);
-  memset(d->e, 0, sizeof d->e);
-  for (int s = 0; s < HUF_NSYM; s++) {
+  count[0] = 0;
+  for (int l = 1, c = 0; l <= HUF_MAXLEN; l++) { c = (c + count[l - 1]) << 1; next[l] = c; }
+  /* a complete code covers every entry; otherwise the uncovered ones stay invalid (0) */
+  if (kraft < (1ull << HUF_MAXLEN)) memset(d->e, 0, sizeof d->e);
+  for (size_t s = 0; s < nsym; s++) {
     int l = len[s];
     if (!l) continue;
-    for (unsigned r = code[s]; r < (1u << HUF_MAXLEN); r += 1u << l) d->e[r] = (uint16_t)(s << 4 | l);
+    uint16_t v = (uint16_t)(s << 4 | (size_t)l);
+    for (unsigned r = rev_bits((unsigned)next[l]++, l); r < (1u << HUF_MAXLEN); r += 1u << l) d->e[r] = v;
   }
+  d->nsym = nsym;
   return 0;
 }
 
@@ -178,7 +196,7 @@ void huf_dec_values(huf_dec *d, const uint8_t *len, double step, moesz_dtype dt,
   d->dt = dt;
   d->out = out;
   /* only symbols with a code can be decoded: a few hundred at typical bounds */
-  for (uint32_t s = 2; s < HUF_NSYM; s++)
+  for (uint32_t s = 2; s < d->nsym; s++)
     if (len[s]) {
       uint32_t z = huf_code(s);
       codec_dequantize_nudged(&z, 1, step, dt, out, d->v + s * d->vs);
