@@ -252,20 +252,54 @@ static inline __attribute__((always_inline)) int dec_sym(const huf_dec *d, rare_
   return 0;
 }
 
+/* One symbol of stream state (B, K) into value I: as dec_sym(), with the
+ * stream's bits in locals so the four chains stay in registers. */
+#define DEC_LOCAL(B, K, I)                                                        \
+  do {                                                                            \
+    uint16_t e_ = tab[(B) & ((1u << HUF_MAXLEN) - 1)];                            \
+    unsigned l_ = e_ & 15u, s_ = e_ >> 4;                                         \
+    (B) >>= l_;                                                                   \
+    (K) -= (int)l_;                                                               \
+    if (__builtin_expect(s_ < 2, 0)) {                                            \
+      if (!l_ || dec_rare(d, c, s_, (I), dst)) return -1;                         \
+    } else                                                                        \
+      memcpy(dst + (I) * vs, val + s_ * vs, vs);                                  \
+  } while (0)
+/* Refill of stream state (P, B, K) with 8 or more bytes left: >= 56 bits. */
+#define REFILL_LOCAL(P, B, K)                                                     \
+  do {                                                                            \
+    (B) |= moesz_rd64le(P) << (K);                                                \
+    (P) += (63 - (K)) >> 3;                                                       \
+    (K) |= 56;                                                                    \
+  } while (0)
+
 static inline __attribute__((always_inline)) int dec_all(const huf_dec *d, rare_ctx *c, bitr *r, size_t n,
                                                          uint8_t *dst, size_t vs) {
   size_t i = 0;
-  int bad = 0;
+  const uint16_t *tab = d->e;
+  const uint8_t *val = d->v;
   /* Main loop: 16 values per round, one refill per stream (>= 56 bits), then
-   * four symbols (<= 48 bits) from each of the four independent streams. */
-  while (i + 16 <= n && r[0].end - r[0].p >= 8 && r[1].end - r[1].p >= 8 && r[2].end - r[2].p >= 8 &&
-         r[3].end - r[3].p >= 8) {
-    for (int s = 0; s < 4; s++) br_refill(&r[s]);
-    for (int j = 0; j < 4; j++)
-      for (int s = 0; s < 4; s++) bad |= dec_sym(d, c, &r[s], i + 4 * (size_t)j + (size_t)s, dst, vs);
-    if (bad) return -1;
+   * four symbols (<= 48 bits) from each of the four independent streams, in
+   * value order (rare symbols record their positions in order). */
+  const uint8_t *p0 = r[0].p, *p1 = r[1].p, *p2 = r[2].p, *p3 = r[3].p;
+  uint64_t b0 = r[0].buf, b1 = r[1].buf, b2 = r[2].buf, b3 = r[3].buf;
+  int k0 = r[0].bits, k1 = r[1].bits, k2 = r[2].bits, k3 = r[3].bits;
+  while (i + 16 <= n && r[0].end - p0 >= 8 && r[1].end - p1 >= 8 && r[2].end - p2 >= 8 && r[3].end - p3 >= 8) {
+    REFILL_LOCAL(p0, b0, k0);
+    REFILL_LOCAL(p1, b1, k1);
+    REFILL_LOCAL(p2, b2, k2);
+    REFILL_LOCAL(p3, b3, k3);
+    for (size_t j = 0; j < 16; j += 4) {
+      DEC_LOCAL(b0, k0, i + j);
+      DEC_LOCAL(b1, k1, i + j + 1);
+      DEC_LOCAL(b2, k2, i + j + 2);
+      DEC_LOCAL(b3, k3, i + j + 3);
+    }
     i += 16;
   }
+  r[0].p = p0; r[1].p = p1; r[2].p = p2; r[3].p = p3;
+  r[0].buf = b0; r[1].buf = b1; r[2].buf = b2; r[3].buf = b3;
+  r[0].bits = k0; r[1].bits = k1; r[2].bits = k2; r[3].bits = k3;
   for (; i < n; i++) {
     bitr *ri = &r[i & 3];
     if (ri->bits < HUF_MAXLEN) br_refill(ri);
@@ -273,6 +307,8 @@ static inline __attribute__((always_inline)) int dec_all(const huf_dec *d, rare_
   }
   return 0;
 }
+#undef DEC_LOCAL
+#undef REFILL_LOCAL
 
 int huf_decode(const huf_dec *d, const uint8_t *buf, size_t len, size_t n, void *dst, uint32_t *vpos, size_t nv) {
   if (len < 20) return -1;
