@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 #include "moesz.h"
+#include "codec/codec_internal.h"
 
 static uint64_t rng_state = 88172645463325252ull;
 static double urand(void) {
@@ -496,7 +497,46 @@ TEST(context_reuse_matches_one_shot_calls) {
   moesz_codec_ctx_free(x);
 }
 
+/* The decoder's table (built from the listed symbols only) against the
+ * encoder's canonical codes, entry by entry: e[r] names the one symbol whose
+ * code is the low bits of r, or is 0 where no code fits (incomplete codes). */
+TEST(huffman_decode_table_matches_encoder_codes) {
+  uint64_t *hist = calloc(HUF_NSYM, sizeof *hist);
+  uint8_t len[HUF_NSYM];
+  huf_enc *he = malloc(sizeof *he);
+  huf_dec *hd = malloc(sizeof *hd);
+  for (int t = 0; t < 40; t++) {
+    size_t nsym = t == 0 ? 3 : t == 1 ? HUF_NSYM : 2 + (size_t)(urand() * 900);
+    memset(hist, 0, HUF_NSYM * sizeof *hist);
+    for (size_t s = 0; s < nsym; s++)   /* Gaussian-like counts, some symbols absent */
+      hist[s] = urand() < 0.2 ? 0 : (uint64_t)(1 + 1e6 * exp(-(double)s * s / (2.0 * (double)nsym * 30)) * urand());
+    if (t == 2) { memset(hist, 0, HUF_NSYM * sizeof *hist); hist[nsym - 1] = 7; }   /* one symbol: incomplete */
+    hist[nsym - 1] += 1;
+    CHECK_EQ_INT(huf_lengths(hist, len), 0);
+    huf_enc_init(he, len);
+    memset(hd->e, 0xab, sizeof hd->e);  /* stale entries of another stream must not survive */
+    CHECK_EQ_INT(huf_dec_init(hd, len, nsym), 0);
+    int bad = 0;
+    for (unsigned r = 0; r < (1u << HUF_MAXLEN); r++) {
+      unsigned want = 0;
+      for (size_t s = 0; s < nsym; s++)
+        if (len[s] && (r & ((1u << len[s]) - 1)) == he->code[s]) want = (unsigned)(s << 4 | len[s]);
+      bad += hd->e[r] != want;
+    }
+    CHECK_MSG(!bad, "table %d (%zu symbols): %d entries differ", t, nsym, bad);
+  }
+  /* a length beyond the limit, and lengths that are no prefix code, are refused */
+  memset(len, 0, sizeof len);
+  len[5] = HUF_MAXLEN + 1;
+  CHECK_EQ_INT(huf_dec_init(hd, len, 6), -1);
+  len[5] = 1; len[6] = 1; len[7] = 1;
+  CHECK_EQ_INT(huf_dec_init(hd, len, 8), -1);
+  CHECK_EQ_INT(huf_dec_init(hd, len, HUF_NSYM + 1), -1);
+  free(hist); free(he); free(hd);
+}
+
 int main(void) {
+  RUN(huffman_decode_table_matches_encoder_codes);
   RUN(bound_holds_every_dtype_pipeline_mode);
   RUN(context_reuse_matches_one_shot_calls);
   RUN(f32_input_bf16_delivery_keeps_bound);

@@ -150,20 +150,25 @@ TEST(budget_never_exceeded_with_prefetch) {
   unlink(msz);
 }
 
-/* Next-layer prediction that is mostly wrong stops costing bytes: when the
- * experts a layer's predictions brought in keep being evicted unused, the
- * cache predicts that layer only now and then (PF_PROBE), and still does. */
-static void wait_idle(moesz_cache *k, int L) {
-  uint8_t st[64];
-  moesz_cache_layer_stats ls;
+/* Waits (up to 5 s) until the prefetches queued since *before are done with:
+ * loaded (decoded bytes; the fixture's experts are all one size), refused or
+ * failed. Nothing else loads meanwhile, so none is skipped. A queued prefetch
+ * is not LOADING until the prefetch thread takes it, so waiting for no
+ * LOADING entry alone can return before it starts. */
+static void wait_prefetched(moesz_cache *k, const moesz_cache_stats *before) {
   for (int spin = 0; spin < 5000; spin++) {
-    moesz_cache_layer_stats_get(k, L, &ls, st);
-    int busy = 0;
-    for (int e = 0; e < moesz_cache_experts(k); e++) busy |= st[e] == MOESZ_EXPERT_LOADING;
-    if (!busy) return;
+    moesz_cache_stats s;
+    moesz_cache_stats_get(k, &s);
+    uint64_t done = (s.bytes_decoded - before->bytes_decoded) / (s.expert_bytes ? s.expert_bytes : 1) +
+                    (s.prefetch_refused - before->prefetch_refused) + (s.prefetch_failed - before->prefetch_failed);
+    if (done >= s.prefetch_issued - before->prefetch_issued) return;
     usleep(1000);
   }
 }
+
+/* Next-layer prediction that is mostly wrong stops costing bytes: when the
+ * experts a layer's predictions brought in keep being evicted unused, the
+ * cache predicts that layer only now and then (PF_PROBE), and still does. */
 TEST(prefetch_backs_off_when_predictions_go_unused) {
   char msz[192];
   snprintf(msz, sizeof msz, "%s_backoff.msz", TMP);
@@ -186,8 +191,10 @@ TEST(prefetch_backs_off_when_predictions_go_unused) {
   uint64_t issued_first = 0;
   int E = moesz_cache_experts(k);
   for (int it = 0; it < 64; it++) {
+    moesz_cache_stats before;
+    moesz_cache_stats_get(k, &before);
     moesz_cache_observe(k, 0, NULL, 0, h, 1);   /* predicts two experts of layer 1 */
-    wait_idle(k, 1);
+    wait_prefetched(k, &before);
     uint8_t st[64];
     moesz_cache_layer_stats ls;
     moesz_cache_layer_stats_get(k, 1, &ls, st);

@@ -94,10 +94,14 @@ typedef struct huf_dec {
   size_t vs;
   double step;
   moesz_dtype dt, out;          /* decoded dtype; the stream's out dtype (nudges) */
+  size_t nsym;                  /* symbols listed: len[s] = 0 for s >= nsym */
 } huf_dec;
-int huf_dec_init(huf_dec *d, const uint8_t *len);
-/* Fills d's value table (the symbols with a code in len) for codes delivered
- * as dt at quantizer step, from a stream whose bound holds in out. */
+/* Builds e[] from the code lengths len[0..nsym) (symbols from nsym on have
+ * none). 0 ok, -1 a length beyond HUF_MAXLEN or not a prefix code. */
+int huf_dec_init(huf_dec *d, const uint8_t *len, size_t nsym);
+/* Fills d's value table (the symbols with a code in len, after
+ * huf_dec_init) for codes delivered as dt at quantizer step, from a stream
+ * whose bound holds in out. */
 void huf_dec_values(huf_dec *d, const uint8_t *len, double step, moesz_dtype dt, moesz_dtype out);
 /* Decodes n values from buf[0..len) straight into dst (d's dtype); the
  * positions of VERB symbols go to vpos (exactly nv of them, else malformed)

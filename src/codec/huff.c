@@ -154,21 +154,39 @@ size_t huf_encode(const huf_enc *h, const uint32_t *codes, size_t n, uint8_t *ou
   return pos + 4 * (size_t)nesc;
 }
 
-int huf_dec_init(huf_dec *d, const uint8_t *len) {
-  uint16_t code[HUF_NSYM];
-  uint64_t kraft = 0;
-  for (int s = 0; s < HUF_NSYM; s++) {
+/* v reversed in its low l bits (l <= 16): four swap rounds, no loop. */
+static inline unsigned rev_bits(unsigned v, int l) {
+  v = ((v >> 1) & 0x5555u) | ((v & 0x5555u) << 1);
+  v = ((v >> 2) & 0x3333u) | ((v & 0x3333u) << 2);
+  v = ((v >> 4) & 0x0f0fu) | ((v & 0x0f0fu) << 4);
+  v = ((v >> 8) & 0x00ffu) | ((v & 0x00ffu) << 8);
+  return v >> (16 - l);
+}
+
+/* The same canonical codes as canonical() (shorter first, then by symbol),
+ * visiting only the nsym listed symbols: a stream's table lists a few
+ * hundred of the 4096, and the rest are zero. */
+int huf_dec_init(huf_dec *d, const uint8_t *len, size_t nsym) {
+  int count[HUF_MAXLEN + 1] = {0}, next[HUF_MAXLEN + 1] = {0};
+  if (nsym > HUF_NSYM) return -1;
+  for (size_t s = 0; s < nsym; s++) {
     if (len[s] > HUF_MAXLEN) return -1;
-    if (len[s]) kraft += 1ull << (HUF_MAXLEN - len[s]);
+    count[len[s]]++;
   }
+  uint64_t kraft = 0;
+  for (int l = 1; l <= HUF_MAXLEN; l++) kraft += (uint64_t)count[l] << (HUF_MAXLEN - l);
   if (kraft > (1ull << HUF_MAXLEN)) return -1;       /* not a prefix code */
-  canonical(len, code);
-  memset(d->e, 0, sizeof d->e);
-  for (int s = 0; s < HUF_NSYM; s++) {
+  count[0] = 0;
+  for (int l = 1, c = 0; l <= HUF_MAXLEN; l++) { c = (c + count[l - 1]) << 1; next[l] = c; }
+  /* a complete code covers every entry; otherwise the uncovered ones stay invalid (0) */
+  if (kraft < (1ull << HUF_MAXLEN)) memset(d->e, 0, sizeof d->e);
+  for (size_t s = 0; s < nsym; s++) {
     int l = len[s];
     if (!l) continue;
-    for (unsigned r = code[s]; r < (1u << HUF_MAXLEN); r += 1u << l) d->e[r] = (uint16_t)(s << 4 | l);
+    uint16_t v = (uint16_t)(s << 4 | (size_t)l);
+    for (unsigned r = rev_bits((unsigned)next[l]++, l); r < (1u << HUF_MAXLEN); r += 1u << l) d->e[r] = v;
   }
+  d->nsym = nsym;
   return 0;
 }
 
@@ -178,7 +196,7 @@ void huf_dec_values(huf_dec *d, const uint8_t *len, double step, moesz_dtype dt,
   d->dt = dt;
   d->out = out;
   /* only symbols with a code can be decoded: a few hundred at typical bounds */
-  for (uint32_t s = 2; s < HUF_NSYM; s++)
+  for (uint32_t s = 2; s < d->nsym; s++)
     if (len[s]) {
       uint32_t z = huf_code(s);
       codec_dequantize_nudged(&z, 1, step, dt, out, d->v + s * d->vs);
@@ -234,20 +252,54 @@ static inline __attribute__((always_inline)) int dec_sym(const huf_dec *d, rare_
   return 0;
 }
 
+/* One symbol of stream state (B, K) into value I: as dec_sym(), with the
+ * stream's bits in locals so the four chains stay in registers. */
+#define DEC_LOCAL(B, K, I)                                                        \
+  do {                                                                            \
+    uint16_t e_ = tab[(B) & ((1u << HUF_MAXLEN) - 1)];                            \
+    unsigned l_ = e_ & 15u, s_ = e_ >> 4;                                         \
+    (B) >>= l_;                                                                   \
+    (K) -= (int)l_;                                                               \
+    if (__builtin_expect(s_ < 2, 0)) {                                            \
+      if (!l_ || dec_rare(d, c, s_, (I), dst)) return -1;                         \
+    } else                                                                        \
+      memcpy(dst + (I) * vs, val + s_ * vs, vs);                                  \
+  } while (0)
+/* Refill of stream state (P, B, K) with 8 or more bytes left: >= 56 bits. */
+#define REFILL_LOCAL(P, B, K)                                                     \
+  do {                                                                            \
+    (B) |= moesz_rd64le(P) << (K);                                                \
+    (P) += (63 - (K)) >> 3;                                                       \
+    (K) |= 56;                                                                    \
+  } while (0)
+
 static inline __attribute__((always_inline)) int dec_all(const huf_dec *d, rare_ctx *c, bitr *r, size_t n,
                                                          uint8_t *dst, size_t vs) {
   size_t i = 0;
-  int bad = 0;
+  const uint16_t *tab = d->e;
+  const uint8_t *val = d->v;
   /* Main loop: 16 values per round, one refill per stream (>= 56 bits), then
-   * four symbols (<= 48 bits) from each of the four independent streams. */
-  while (i + 16 <= n && r[0].end - r[0].p >= 8 && r[1].end - r[1].p >= 8 && r[2].end - r[2].p >= 8 &&
-         r[3].end - r[3].p >= 8) {
-    for (int s = 0; s < 4; s++) br_refill(&r[s]);
-    for (int j = 0; j < 4; j++)
-      for (int s = 0; s < 4; s++) bad |= dec_sym(d, c, &r[s], i + 4 * (size_t)j + (size_t)s, dst, vs);
-    if (bad) return -1;
+   * four symbols (<= 48 bits) from each of the four independent streams, in
+   * value order (rare symbols record their positions in order). */
+  const uint8_t *p0 = r[0].p, *p1 = r[1].p, *p2 = r[2].p, *p3 = r[3].p;
+  uint64_t b0 = r[0].buf, b1 = r[1].buf, b2 = r[2].buf, b3 = r[3].buf;
+  int k0 = r[0].bits, k1 = r[1].bits, k2 = r[2].bits, k3 = r[3].bits;
+  while (i + 16 <= n && r[0].end - p0 >= 8 && r[1].end - p1 >= 8 && r[2].end - p2 >= 8 && r[3].end - p3 >= 8) {
+    REFILL_LOCAL(p0, b0, k0);
+    REFILL_LOCAL(p1, b1, k1);
+    REFILL_LOCAL(p2, b2, k2);
+    REFILL_LOCAL(p3, b3, k3);
+    for (size_t j = 0; j < 16; j += 4) {
+      DEC_LOCAL(b0, k0, i + j);
+      DEC_LOCAL(b1, k1, i + j + 1);
+      DEC_LOCAL(b2, k2, i + j + 2);
+      DEC_LOCAL(b3, k3, i + j + 3);
+    }
     i += 16;
   }
+  r[0].p = p0; r[1].p = p1; r[2].p = p2; r[3].p = p3;
+  r[0].buf = b0; r[1].buf = b1; r[2].buf = b2; r[3].buf = b3;
+  r[0].bits = k0; r[1].bits = k1; r[2].bits = k2; r[3].bits = k3;
   for (; i < n; i++) {
     bitr *ri = &r[i & 3];
     if (ri->bits < HUF_MAXLEN) br_refill(ri);
@@ -255,6 +307,8 @@ static inline __attribute__((always_inline)) int dec_all(const huf_dec *d, rare_
   }
   return 0;
 }
+#undef DEC_LOCAL
+#undef REFILL_LOCAL
 
 int huf_decode(const huf_dec *d, const uint8_t *buf, size_t len, size_t n, void *dst, uint32_t *vpos, size_t nv) {
   if (len < 20) return -1;

@@ -389,6 +389,7 @@ typedef struct parsed {
   moesz_codec_info info;
   const uint8_t *s;
   size_t len, tb;
+  size_t nsym;                  /* symbols the table lists (lens[s] = 0 from there on) */
   uint8_t lens[HUF_NSYM];
 } parsed;
 
@@ -432,6 +433,7 @@ static int parse(const void *stream, size_t len, parsed *ps, moesz_error *err) {
   if (tb) {
     uint32_t A = moesz_rd32le(s + HDR);
     for (size_t i = 0; i < A; i++) ps->lens[i] = (uint8_t)(i % 2 ? s[HDR + 4 + i / 2] >> 4 : s[HDR + 4 + i / 2] & 15);
+    ps->nsym = A;
   }
   in->stream_bytes = len;
   ps->s = s;
@@ -534,7 +536,7 @@ static int chunk_error(int rc, size_t c, moesz_error *err) {
 static int make_dec(const parsed *ps, moesz_dtype dt, huf_dec *hd, huf_dec **out, moesz_error *err) {
   *out = NULL;
   if (ps->info.pipeline != MOESZ_PIPE_ENTROPY) return MOESZ_OK;
-  if (huf_dec_init(hd, ps->lens))
+  if (huf_dec_init(hd, ps->lens, ps->nsym))
     return moesz_error_set(err, MOESZ_E_FORMAT, "codec: the Huffman code lengths are not a prefix code");
   huf_dec_values(hd, ps->lens, 2 * ps->info.eb, dt, ps->info.out_dtype);
   *out = hd;
