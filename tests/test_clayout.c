@@ -196,7 +196,10 @@ static int check_fused(moesz_kctx *kc, int rows, int cols, int nt, int acc, doub
           double mx = 0;
           for (int i = c; i < c + 64 && i < cols; i++) mx = fmax(mx, fabs(x[(size_t)t * ldx + i]));
           x16 = mx / 32767 / 2;
-          if (kc->cl_act == 2 && nt == 1) x16 = mx / 127 / 2;   /* 4-bit groups against 8-bit x */
+          if (kc->cl_act == 2 && nt == 1) {   /* 4-bit groups against 8-bit x, one scale per 128 columns */
+            for (int i = c / 128 * 128; i < c / 128 * 128 + 128 && i < cols; i++) mx = fmax(mx, fabs(x[(size_t)t * ldx + i]));
+            x16 = mx / 127 / 2;
+          }
         }
         if (kc->simd && kc->cl_act) mag += fabs((double)w[(size_t)r * cols + c]) * x16 * 1e5;
       }
@@ -303,11 +306,12 @@ TEST(fused_one_token_every_width) {
         for (int c = 0; c < cols; c++) {
           double wc = w[(size_t)r * cols + c];
           if (c % 64 == 0) {
-            double mx = 0;
+            double mx = 0, mp = 0;   /* the group's largest |x|, and its pair's (128 columns) */
             for (int i = c; i < c + 64 && i < cols; i++) mx = fmax(mx, fabs(x[i]));
+            for (int i = c / 128 * 128; i < c / 128 * 128 + 128 && i < cols; i++) mp = fmax(mp, fabs(x[i]));
             x16 = mx / 32767 / 2;
-            s8 = mx > 0 ? (float)mx / 127.0f : 1.0f;
-            inv8 = mx > 0 ? 127.0f / (float)mx : 0.0f;
+            s8 = mp > 0 ? (float)mp / 127.0f : 1.0f;
+            inv8 = mp > 0 ? 127.0f / (float)mp : 0.0f;
           }
           ref += wc * x[c];
           /* SIMD kernels in 8-bit mode: a 4-bit group's codes meet x rounded as the kernel rounds

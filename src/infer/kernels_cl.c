@@ -141,46 +141,53 @@ TGT static int quant_x(const float *x, int64_t cols, int64_t ng, int16_t *h, int
   return 1;
 }
 
-/* x [cols] (finite) to 8 bits per group of 64 (zero-padded): x ~ s8 x8 with
- * x8 in [-127, 127], stored as the even then the odd columns of the group (the
- * order of the low and high nibbles of a 4-bit group's 32 code bytes);
- * bias[g] = 8 s8[g] sum x8 of the group (what the offset codes q + 8 add),
- * *btot their sum. */
-TGT static void quant_x8(const float *x, int64_t cols, int64_t ng, int8_t *x8, float *s8, float *bias, float *btot) {
-  float tail[G] __attribute__((aligned(32)));
+/* 64 values of xg times inv rounded to int8 into x8 (the even then the odd
+ * columns: the order of the low and high nibbles of a 4-bit group's 32 code
+ * bytes); returns their sum. */
+TGT static inline int quant_group8(const float *xg, __m256 vi, int8_t *x8) {
   const __m256i even = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,
                                         0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+  __m256i acc = _mm256_setzero_si256();
+  __m256i b[2];
+  for (int j = 0; j < 2; j++) {   /* 32 values -> 32 bytes in order, then even/odd split per 128-bit lane */
+    const float *xj = xg + 32 * j;
+    __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xj), vi));
+    __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xj + 8), vi));
+    __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xj + 16), vi));
+    __m256i i3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xj + 24), vi));
+    acc = _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
+    __m256i w = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+    w = _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));   /* back in column order */
+    b[j] = _mm256_shuffle_epi8(w, even);   /* per 16 columns: 8 even, 8 odd */
+  }
+  /* b[j] holds, per 8-byte unit k (columns 32 j + 16 (k / 2) ...): even (k even) or odd (k odd) */
+  __m256i e = _mm256_unpacklo_epi64(b[0], b[1]), o = _mm256_unpackhi_epi64(b[0], b[1]);
+  _mm256_storeu_si256((__m256i *)x8, _mm256_permute4x64_epi64(e, 0xd8));
+  _mm256_storeu_si256((__m256i *)(x8 + 32), _mm256_permute4x64_epi64(o, 0xd8));
+  __m128i a4 = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+  a4 = _mm_add_epi32(a4, _mm_shuffle_epi32(a4, 0x4e));
+  a4 = _mm_add_epi32(a4, _mm_shuffle_epi32(a4, 0xb1));
+  return _mm_cvtsi128_si32(a4);
+}
+
+/* x [cols] (finite) to 8 bits, one scale per pair of groups (128 columns,
+ * the last group alone when ng is odd; zero-padded): x ~ s8 x8 with x8 in
+ * [-127, 127], s8[g] the scale of group g's pair; bias[g] = 8 s8[g] sum x8
+ * of the group (what the offset codes q + 8 add), *btot their sum. */
+TGT static void quant_x8(const float *x, int64_t cols, int64_t ng, int8_t *x8, float *s8, float *bias, float *btot) {
+  float tail[G] __attribute__((aligned(32)));
   float tot = 0;
-  for (int64_t g = 0; g < ng; g++) {
-    float m;
-    const float *xg = x_group(x, cols, g, tail, &m);
+  for (int64_t g = 0; g < ng; g += 2) {
+    float m, m1 = 0;
+    const float *x0 = x_group(x, cols, g, tail, &m), *x1 = g + 1 < ng ? x_group(x, cols, g + 1, tail, &m1) : NULL;
+    if (m1 > m) m = m1;
     float sc = m > 0 ? m / 127.0f : 1.0f, inv = m > 0 ? 127.0f / m : 0.0f;
     __m256 vi = _mm256_set1_ps(inv);
-    __m256i acc = _mm256_setzero_si256();
-    __m256i b[2];
-    for (int j = 0; j < 2; j++) {   /* 32 values -> 32 bytes in order, then even/odd split per 128-bit lane */
-      const float *xj = xg + 32 * j;
-      __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xj), vi));
-      __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xj + 8), vi));
-      __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xj + 16), vi));
-      __m256i i3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xj + 24), vi));
-      acc = _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
-      __m256i w = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
-      w = _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));   /* back in column order */
-      b[j] = _mm256_shuffle_epi8(w, even);   /* per 16 columns: 8 even, 8 odd */
+    for (int64_t k = g; k < g + 2 && k < ng; k++) {
+      s8[k] = sc;
+      bias[k] = 8.0f * sc * (float)quant_group8(k == g ? x0 : x1, vi, x8 + k * G);
+      tot += bias[k];
     }
-    /* b[j] holds, per 8-byte unit k (columns 32 j + 16 (k / 2) ...): even (k even) or odd (k odd) */
-    __m256i e = _mm256_unpacklo_epi64(b[0], b[1]), o = _mm256_unpackhi_epi64(b[0], b[1]);
-    e = _mm256_permute4x64_epi64(e, 0xd8);
-    o = _mm256_permute4x64_epi64(o, 0xd8);
-    _mm256_storeu_si256((__m256i *)(x8 + g * G), e);
-    _mm256_storeu_si256((__m256i *)(x8 + g * G + 32), o);
-    s8[g] = sc;
-    __m128i a4 = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
-    a4 = _mm_add_epi32(a4, _mm_shuffle_epi32(a4, 0x4e));
-    a4 = _mm_add_epi32(a4, _mm_shuffle_epi32(a4, 0xb1));
-    bias[g] = 8.0f * sc * (float)_mm_cvtsi128_si32(a4);
-    tot += bias[g];
   }
   *btot = tot;
 }
@@ -360,6 +367,23 @@ TGT static inline __attribute__((always_inline)) __m256 group8(const uint8_t *p,
   return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s, one)), _mm256_broadcast_ss(s8), acc);
 }
 
+/* Two 4-bit groups (64 code bytes) against their x8 (128 bytes) sharing
+ * the scale *s8: four vpmaddubsw summed in int16 (|lane| <= 4 * 15 * 127),
+ * widened, converted and scaled once. */
+TGT static inline __attribute__((always_inline)) __m256 group8x2(const uint8_t *p, const int8_t *x8, const float *s8,
+                                                                __m256 acc) {
+  const __m256i m0f = _mm256_set1_epi8(0x0f), off = _mm256_set1_epi8((char)0x88), one = _mm256_set1_epi16(1);
+  __m256i v0 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)p), off);
+  __m256i v1 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(p + 32)), off);
+  __m256i s0 = _mm256_add_epi16(
+      _mm256_maddubs_epi16(_mm256_and_si256(v0, m0f), _mm256_loadu_si256((const __m256i *)x8)),
+      _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v0, 4), m0f), _mm256_loadu_si256((const __m256i *)(x8 + 32))));
+  __m256i s1 = _mm256_add_epi16(
+      _mm256_maddubs_epi16(_mm256_and_si256(v1, m0f), _mm256_loadu_si256((const __m256i *)(x8 + 64))),
+      _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v1, 4), m0f), _mm256_loadu_si256((const __m256i *)(x8 + 96))));
+  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_add_epi16(s0, s1), one)), _mm256_broadcast_ss(s8), acc);
+}
+
 /* Row r against one token with x also at 8 bits (x8, s8, bias, btot from
  * quant_x8), for a row whose usual width is 4 (row_usual_width; other rows
  * take row_dot1 with 16-bit x): 4-bit groups take group8, any other width
@@ -371,7 +395,7 @@ TGT static inline __attribute__((always_inline)) float row_dot8(const moesz_cl *
                                                                  const float *bias, float btot) {
   int64_t full = m->cols / G, ng = m->ngroups, npair = ng >> 1;
   const uint8_t *p = m->data + m->row_off[r], *wd = m->widths + r * m->wstride;
-  __m256 a = _mm256_setzero_ps(), c = _mm256_setzero_ps(), f = _mm256_setzero_ps();
+  __m256 a = _mm256_setzero_ps(), f = _mm256_setzero_ps();
   float bsum = btot;
   for (int64_t k = 0; k < npair; k++, xh += 2 * G, xs += 2, x8 += 2 * G, s8 += 2, bias += 2) {
     size_t wb = wd[k];
@@ -379,9 +403,8 @@ TGT static inline __attribute__((always_inline)) float row_dot8(const moesz_cl *
       _mm_prefetch((const char *)p + CL_PF_BYTES, _MM_HINT_T0);
       _mm_prefetch((const char *)p + CL_PF_BYTES + 64, _MM_HINT_T0);
     }
-    if (__builtin_expect(wb == 0x44, 1)) {
-      a = group8(p, x8, s8, a);
-      c = group8(p + 32, x8 + G, s8 + 1, c);
+    if (__builtin_expect(wb == 0x44, 1)) {   /* two 4-bit groups, one scale: int16 sums of both */
+      a = group8x2(p, x8, s8, a);
       p += 64;
       continue;
     }
@@ -407,7 +430,7 @@ TGT static inline __attribute__((always_inline)) float row_dot8(const moesz_cl *
       else f = group_float(p, (int)b, g < full ? xr + g * G : xt, f);
     }
   }
-  return moesz_hsum8(_mm256_add_ps(_mm256_add_ps(a, c), f)) - bsum;
+  return moesz_hsum8(_mm256_add_ps(a, f)) - bsum;
 }
 
 /* AVX-512 (F, BW, VBMI, VNNI): a group of 64 codes of width <= 8 is one masked
