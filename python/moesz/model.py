@@ -63,7 +63,7 @@ class Model:
         threads = None if threads is None else int_arg(threads, "threads", 1, 4096)
         max_ctx = None if max_ctx is None else int_arg(max_ctx, "max_ctx", 1)
         if fast_dot not in (False, True, 16, 8):
-            raise ValueError("fast_dot: False, True (16), 16 or 8, not %r" % (fast_dot,))
+            raise ArgumentError("fast_dot: False, True (16), 16 or 8, not %r" % (fast_dot,))
         fd = 2 if fast_dot == 8 else 1 if fast_dot else 0
         eo = L.EngineOpts(threads=threads or 0, max_ctx=max_ctx or 0, fast_dot=fd)
         err = L.Error()

@@ -73,3 +73,18 @@ def test_perplexity_matches_cli(tiny, tiny_msz, moesz_bin, tmp_path):
     import re
     cli = float(re.search(r"perplexity ([0-9.]+)", out).group(1))
     assert r["ppl"] == pytest.approx(cli, rel=1e-3)
+
+
+def test_fast_dot_8_matches_cli(tiny, moesz_bin, tmp_path):
+    """A compute-layout container at a coarse bound (4-bit rows): greedy text
+    with fast_dot=8 equals `moesz run --fast-dot=8`; other values are refused."""
+    out = str(tmp_path / "cl.msz")
+    moesz.compress_model(tiny, out, eb=8e-3, method="sz", pipeline="compute")
+    with moesz.Model(out, threads=2, fast_dot=8) as m:
+        new = m.generate(IDS[:5], max_new_tokens=8, stop_at_eos=False)
+    r = subprocess.run([moesz_bin, "run", out, "--fast-dot=8", "--prompt-ids", ",".join(map(str, IDS[:5])),
+                        "--print-ids", "--temperature", "0", "--max-tokens", "8", "--ignore-eos", "--threads", "2"],
+                       capture_output=True, text=True, check=True)
+    assert [int(t) for t in r.stdout.split()] == new
+    with pytest.raises(ValueError):
+        moesz.Model(out, fast_dot=4)
