@@ -10,7 +10,9 @@
 #       MSZ[+fast|+fast8] ... -- GGUF ...
 #
 # MSZ+fast runs the container with --fast-dot, MSZ+fast8 with --fast-dot=8. Env: MOESZ_BIN (build/moesz),
-# THREADS (2), PROMPT (64), GEN (32), REPS (3).
+# THREADS (2), PROMPT (64), GEN (32), REPS (3), LLAMA_DEPTH (0: llama-bench's
+# decode test starts from an empty context; PROMPT: it decodes after that many
+# tokens of context, as `moesz run` decodes after its prompt).
 # Making the inputs: moesz synth --like olmoe --layers 8 -o DIR; copy the OLMoE
 # tokenizer.json into DIR; moesz compress DIR -o X.msz --codec compute --eb E;
 # python3 convert_hf_to_gguf.py DIR --outtype bf16; llama-quantize IN OUT Q8_0|Q4_K_M.
@@ -21,6 +23,7 @@ THREADS=${THREADS:-2}
 PROMPT=${PROMPT:-64}
 GEN=${GEN:-32}
 REPS=${REPS:-3}
+LLAMA_DEPTH=${LLAMA_DEPTH:-0}
 DIR=$1; shift
 msz=""; gg=""; side=m
 for a in "$@"; do
@@ -37,7 +40,12 @@ moesz_once() { # ENTRY -> "prompt_tps gen_tps"
     sed -n 's/^prompt: .*, \([0-9.]*\) tok\/s; generated: .*, \([0-9.]*\) tok\/s.*/\1 \2/p'
 }
 llama_once() {
-  "$LLAMA_BENCH" -m "$1" -p "$PROMPT" -n "$GEN" -t "$THREADS" -r 1 -o csv 2>/dev/null |
+  if [ "$LLAMA_DEPTH" -gt 0 ]; then   # decode after LLAMA_DEPTH tokens of context, as moesz decodes after its prompt
+    "$LLAMA_BENCH" -m "$1" -p "$PROMPT" -n 0 -t "$THREADS" -r 1 -o csv 2>/dev/null
+    "$LLAMA_BENCH" -m "$1" -p 0 -n "$GEN" -d "$LLAMA_DEPTH" -t "$THREADS" -r 1 -o csv 2>/dev/null | tail -n +2
+  else
+    "$LLAMA_BENCH" -m "$1" -p "$PROMPT" -n "$GEN" -t "$THREADS" -r 1 -o csv 2>/dev/null
+  fi |
     awk -F, -v p="$PROMPT" -v g="$GEN" '
       NR == 1 { for (i = 1; i <= NF; i++) { gsub(/"/, "", $i); h[$i] = i } next }
       { gsub(/"/, "") }
@@ -54,7 +62,7 @@ while [ $i -lt "$REPS" ]; do
   for g in $gg; do llama_once "$g" >> "/tmp/cvl_$(key "$g")"; done
   i=$((i + 1))
 done
-echo "# $(date -u +%Y-%m-%d), $THREADS threads, prompt $PROMPT, gen $GEN, medians of $REPS; load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# $(date -u +%Y-%m-%d), $THREADS threads, prompt $PROMPT, gen $GEN, medians of $REPS, llama.cpp decode depth $LLAMA_DEPTH; load $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '| engine | file | file GB | decode tok/s | prompt tok/s |\n|---|---|---|---|---|\n'
 for e in $DIR $msz $gg; do
   f=${e%+fast*}; sz=$(du -sb "$f" | cut -f1)
