@@ -80,7 +80,9 @@ int moesz_k_linear_on(moesz_kctx *c, const moesz_kjob *jobs, int njobs, int tid)
  * x [nt, cols] (row stride ldx): y[t * ldy + (r - r0)] (+)= step * sum q x +
  * escapes. simd: 1 AVX2 paths, 2 also AVX-512 (kernels_cl.c); scratch (moesz_k_cl_scratch_bytes,
  * 32-byte aligned, or NULL: float path only) holds x split for the integer
- * path; have_xq = 1 says it already holds this x (one token). Returns 1 when
+ * path; act: how x meets the codes, as kctx.cl_act (0 exact, 1 16-bit x, 2
+ * also 8-bit x for one token's 4-bit rows); have_xq = 1 says it already holds
+ * this x (one token, the same act). Returns 1 when
  * scratch then holds this one token's split x. moesz_k_linear calls it for
  * views of dtype MOESZ_VIEW_CL. */
 struct moesz_cl;

@@ -18,6 +18,10 @@
  * One token (decode) has its own loop (row_dot1): two groups per byte of
  * widths, no branch on the width, and a copy per usual width 3..6 for rows
  * that keep one width nearly throughout (constant offsets and tables).
+ * act (kctx.cl_act): 0 x split exactly as above; 1 h only (x rounded to 16
+ * bits); 2 as 1, and in decode a row of 4-bit groups (row_dot8) against x
+ * rounded to 8 bits per 128 columns: offset nibbles q + 8 by vpmaddubsw, the
+ * offset's share subtracted once per row.
  * A token whose x is not finite takes the float path throughout. The scalar
  * twin computes the same sums (up to summation order). */
 #include "infer/kernels.h"
@@ -354,34 +358,30 @@ TGT static inline __attribute__((always_inline)) float row_dot1(const moesz_cl *
 
 /* One 4-bit group against x8 (64 bytes: even, odd columns) in the 8-bit
  * path: the 32 code bytes as offset codes u = q + 8 (xor 0x88), low and high
- * nibbles multiplied with vpmaddubsw (|sum of a pair| <= 2 * 15 * 127), the
- * int16 sums widened once and scaled by s8 (the caller subtracts the bias
- * 8 s8 sum x8). */
-TGT static inline __attribute__((always_inline)) __m256 group8(const uint8_t *p, const int8_t *x8, const float *s8,
-                                                              __m256 acc) {
-  const __m256i m0f = _mm256_set1_epi8(0x0f), off = _mm256_set1_epi8((char)0x88), one = _mm256_set1_epi16(1);
+ * nibbles multiplied with vpmaddubsw (|sum of a pair| <= 2 * 15 * 127);
+ * returns the int16 sums (the caller subtracts the bias 8 s8 sum x8). */
+TGT static inline __attribute__((always_inline)) __m256i nib_dot(const uint8_t *p, const int8_t *x8) {
+  const __m256i m0f = _mm256_set1_epi8(0x0f), off = _mm256_set1_epi8((char)0x88);
   __m256i v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)p), off);
   __m256i e = _mm256_and_si256(v, m0f), o = _mm256_and_si256(_mm256_srli_epi16(v, 4), m0f);
-  __m256i s = _mm256_add_epi16(_mm256_maddubs_epi16(e, _mm256_loadu_si256((const __m256i *)x8)),
-                               _mm256_maddubs_epi16(o, _mm256_loadu_si256((const __m256i *)(x8 + 32))));
-  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s, one)), _mm256_broadcast_ss(s8), acc);
+  return _mm256_add_epi16(_mm256_maddubs_epi16(e, _mm256_loadu_si256((const __m256i *)x8)),
+                          _mm256_maddubs_epi16(o, _mm256_loadu_si256((const __m256i *)(x8 + 32))));
 }
 
-/* Two 4-bit groups (64 code bytes) against their x8 (128 bytes) sharing
- * the scale *s8: four vpmaddubsw summed in int16 (|lane| <= 4 * 15 * 127),
- * widened, converted and scaled once. */
+/* int16 sums s widened, converted and scaled by *s8 into acc. */
+TGT static inline __attribute__((always_inline)) __m256 scale16(__m256i s, const float *s8, __m256 acc) {
+  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s, _mm256_set1_epi16(1))), _mm256_broadcast_ss(s8), acc);
+}
+
+/* One 4-bit group, or two sharing the scale *s8 (their int16 sums added:
+ * |lane| <= 4 * 15 * 127), into acc. */
+TGT static inline __attribute__((always_inline)) __m256 group8(const uint8_t *p, const int8_t *x8, const float *s8,
+                                                              __m256 acc) {
+  return scale16(nib_dot(p, x8), s8, acc);
+}
 TGT static inline __attribute__((always_inline)) __m256 group8x2(const uint8_t *p, const int8_t *x8, const float *s8,
                                                                 __m256 acc) {
-  const __m256i m0f = _mm256_set1_epi8(0x0f), off = _mm256_set1_epi8((char)0x88), one = _mm256_set1_epi16(1);
-  __m256i v0 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)p), off);
-  __m256i v1 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(p + 32)), off);
-  __m256i s0 = _mm256_add_epi16(
-      _mm256_maddubs_epi16(_mm256_and_si256(v0, m0f), _mm256_loadu_si256((const __m256i *)x8)),
-      _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v0, 4), m0f), _mm256_loadu_si256((const __m256i *)(x8 + 32))));
-  __m256i s1 = _mm256_add_epi16(
-      _mm256_maddubs_epi16(_mm256_and_si256(v1, m0f), _mm256_loadu_si256((const __m256i *)(x8 + 64))),
-      _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v1, 4), m0f), _mm256_loadu_si256((const __m256i *)(x8 + 96))));
-  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_add_epi16(s0, s1), one)), _mm256_broadcast_ss(s8), acc);
+  return scale16(_mm256_add_epi16(nib_dot(p, x8), nib_dot(p + 32, x8 + 64)), s8, acc);
 }
 
 /* Row r against one token with x also at 8 bits (x8, s8, bias, btot from
