@@ -201,6 +201,94 @@ TEST(step_expert_tasks_same_results) {
   }
 }
 
+/* Two sibling engines (moesz_engine_open_sibling, one thread each) stepping
+ * two halves of four sequences at the same time give, bit for bit, the
+ * logits of the engine they were opened from stepping the same halves one
+ * after the other: from the model's files, and from a container under a
+ * budget that holds a fraction of the experts (both halves load and evict
+ * through one cache at once). A provider that cannot take concurrent calls
+ * is refused. */
+typedef struct { moesz_engine *e; moesz_step_item *it; int n, rc; } half_arg;
+static void *half_main(void *p) {
+  half_arg *h = p;
+  h->rc = moesz_engine_step(h->e, h->it, h->n, NULL);
+  return NULL;
+}
+
+TEST(sibling_halves_same_results) {
+  char msz[64];
+  snprintf(msz, sizeof msz, "/tmp/moesz_test_sib_%d.msz", (int)getpid());
+  CHECK_EQ_INT(harness_write_msz(MODEL, MOESZ_MSZ_CODEC, msz), 0);
+  for (int src = 0; src < 2; src++) {
+    moesz_engine *e, *sib[2] = {0};
+    moesz_engine_opts eo = {.threads = 1};
+    moesz_cache_opts co = {.budget_bytes = 3u << 20, .policy = MOESZ_CACHE_LFRU, .dtype = MOESZ_DT_COUNT,
+                           .miss_threads = 2};
+    co.store.mode = MOESZ_STORE_BUFFERED;
+    moesz_cache *cache = NULL;
+    if (src ? moesz_engine_open_msz(msz, &co, &eo, &e, &cache, NULL) : moesz_engine_open(MODEL, &eo, &e, NULL)) {
+      CHECK(0);
+      break;
+    }
+    for (int i = 0; i < 2; i++) CHECK_EQ_INT(moesz_engine_open_sibling(e, 1, &sib[i], NULL), 0);
+    if (!sib[0] || !sib[1]) { moesz_engine_close(sib[0]); moesz_engine_close(e); CHECK(0); break; }
+    int V = moesz_engine_vocab(e);
+    enum { NS = 4 };
+    int32_t p[NS][5] = {{1, 50, 60, 70, 80}, {1, 7, 300, 9, 11}, {1, 2000, 33, 44, 55}, {1, 900, 901, 902, 903}};
+    moesz_seq *s[2][NS];
+    float *lg[2];
+    for (int k = 0; k < 2; k++) {
+      lg[k] = malloc(sizeof(float) * (size_t)V * NS);
+      for (int i = 0; i < NS; i++) CHECK_EQ_INT(moesz_seq_create(e, 32, &s[k][i], NULL), 0);
+    }
+    moesz_step_item it[2][NS];
+    int32_t next[NS];
+    for (int step = 0; step < 12; step++) {
+      for (int k = 0; k < 2; k++)
+        for (int i = 0; i < NS; i++)
+          it[k][i] = (moesz_step_item){s[k][i], step < 5 ? &p[i][step] : &next[i], 1, 0, lg[k] + (size_t)i * (size_t)V};
+      /* reference: the opening engine, one half after the other */
+      CHECK_EQ_INT(moesz_engine_step(e, it[0], 2, NULL), 0);
+      CHECK_EQ_INT(moesz_engine_step(e, it[0] + 2, 2, NULL), 0);
+      /* the siblings, at once */
+      half_arg h[2] = {{sib[0], it[1], 2, -1}, {sib[1], it[1] + 2, 2, -1}};
+      pthread_t th;
+      CHECK_EQ_INT(pthread_create(&th, NULL, half_main, &h[1]), 0);
+      half_main(&h[0]);
+      pthread_join(th, NULL);
+      CHECK_EQ_INT(h[0].rc, 0);
+      CHECK_EQ_INT(h[1].rc, 0);
+      CHECK_MSG(!memcmp(lg[0], lg[1], sizeof(float) * (size_t)V * NS), "%s, step %d: siblings differ",
+                src ? "container" : "model files", step);
+      for (int i = 0; i < NS; i++) next[i] = moesz_argmax(lg[0] + (size_t)i * (size_t)V, V);
+    }
+    if (cache) {
+      moesz_cache_stats cs;
+      moesz_cache_stats_get(cache, &cs);
+      CHECK_MSG(cs.misses > cs.budget_bytes / cs.expert_bytes, "the budget held every expert (%llu misses)",
+                (unsigned long long)cs.misses);
+      CHECK_MSG(cs.resident_bytes <= cs.budget_bytes, "resident %llu > budget %llu",
+                (unsigned long long)cs.resident_bytes, (unsigned long long)cs.budget_bytes);
+    }
+    for (int k = 0; k < 2; k++) {
+      for (int i = 0; i < NS; i++) moesz_seq_free(s[k][i]);
+      free(lg[k]);
+    }
+    for (int i = 0; i < 2; i++) moesz_engine_close(sib[i]);
+    moesz_engine_close(e);
+  }
+  unlink(msz);
+  /* gpt-oss's own provider keeps per-call buffers: no siblings */
+  moesz_engine *g;
+  if (moesz_engine_open("tests/fixtures/gpt_oss", &(moesz_engine_opts){.threads = 1}, &g, NULL) == 0) {
+    moesz_engine *sg = NULL;
+    moesz_error err = {0};
+    CHECK_EQ_INT(moesz_engine_open_sibling(g, 1, &sg, &err), MOESZ_E_UNSUPPORTED);
+    CHECK(sg == NULL && strstr(err.msg, "several threads"));
+    moesz_engine_close(g);
+  } else CHECK_MSG(0, "gpt-oss fixture did not open");
+}
+
 /* Three sequences (different prompts and lengths) through batched steps give
  * the logits each gives alone through moesz_engine_forward, and a batched
  * decode step asks the provider for fewer experts than the sequences alone. */
@@ -399,29 +487,37 @@ static void *same_main(void *p) {
 }
 
 /* Four identical greedy requests at once (decoded in the same steps) give
- * the text one gives alone, and the steps held more than one sequence. */
+ * the text one gives alone, and the steps held more than one sequence; also
+ * with --groups 2 (each step split in two halves on two sibling engines). */
 TEST(concurrent_greedy_identical) {
-  srv x;
-  if (srv_open(&x, NULL)) { CHECK(0); return; }
-  same_arg one = {x.port, NULL};
-  same_main(&one);
-  CHECK(one.text != NULL);
-  moesz_serve_stats a, b;
-  moesz_serve_stats_get(x.s, &a);
-  pthread_t th[4];
-  same_arg args[4];
-  for (int i = 0; i < 4; i++) { args[i] = (same_arg){x.port, NULL}; pthread_create(&th[i], NULL, same_main, &args[i]); }
-  for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
-  moesz_serve_stats_get(x.s, &b);
-  for (int i = 0; i < 4; i++) {
-    CHECK_MSG(args[i].text && one.text && !strcmp(args[i].text, one.text), "request %d: \"%s\" vs \"%s\"", i,
-              args[i].text ? args[i].text : "(none)", one.text ? one.text : "");
-    free(args[i].text);
+  for (int g = 1; g <= 2; g++) {
+    srv x;
+    moesz_serve_opts o = {.groups = g};
+    if (srv_open(&x, &o)) { CHECK(0); return; }
+    same_arg one = {x.port, NULL};
+    same_main(&one);
+    CHECK(one.text != NULL);
+    moesz_serve_stats a, b;
+    moesz_serve_stats_get(x.s, &a);
+    pthread_t th[4];
+    same_arg args[4];
+    for (int i = 0; i < 4; i++) { args[i] = (same_arg){x.port, NULL}; pthread_create(&th[i], NULL, same_main, &args[i]); }
+    for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+    moesz_serve_stats_get(x.s, &b);
+    for (int i = 0; i < 4; i++) {
+      CHECK_MSG(args[i].text && one.text && !strcmp(args[i].text, one.text), "groups %d, request %d: \"%s\" vs \"%s\"",
+                g, i, args[i].text ? args[i].text : "(none)", one.text ? one.text : "");
+      free(args[i].text);
+    }
+    CHECK_MSG(b.step_seqs - a.step_seqs > b.steps - a.steps, "groups %d: no step held two sequences (%llu seqs in "
+              "%llu steps)", g, (unsigned long long)(b.step_seqs - a.step_seqs), (unsigned long long)(b.steps - a.steps));
+    free(one.text);
+    srv_close(&x);
   }
-  CHECK_MSG(b.step_seqs - a.step_seqs > b.steps - a.steps, "no step held two sequences (%llu seqs in %llu steps)",
-            (unsigned long long)(b.step_seqs - a.step_seqs), (unsigned long long)(b.steps - a.steps));
-  free(one.text);
-  srv_close(&x);
+  moesz_serve_opts bad = {.groups = 3};
+  srv y;
+  CHECK(srv_open(&y, &bad) != 0);
+  srv_close(&y);
 }
 
 /* echo + logprobs: each prompt token's log-prob is log-softmax of the
@@ -806,6 +902,7 @@ TEST(page_in_browser) {
 int main(void) {
   RUN(step_matches_forward);
   RUN(step_expert_tasks_same_results);
+  RUN(sibling_halves_same_results);
   RUN(step_matches_forward_families);
   RUN(completion_matches_run);
   RUN(concurrent_greedy_identical);

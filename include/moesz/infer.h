@@ -50,7 +50,8 @@ int  moesz_engine_truncate(moesz_engine *e, int pos, moesz_error *err);
 /* Several sequences at once (a server's concurrent requests). A sequence
  * owns its KV cache and position; the engine's weights, scratch and expert
  * provider are shared. max_ctx <= moesz_engine_max_ctx (0 = that). A
- * sequence is used with the engine that created it, and must be freed
+ * sequence is used with the engine that created it (or that engine's
+ * siblings: moesz_engine_open_sibling), and must be freed
  * before the engine is closed. */
 typedef struct moesz_seq moesz_seq;
 int  moesz_seq_create(moesz_engine *e, int max_ctx, moesz_seq **out, moesz_error *err);
@@ -117,6 +118,9 @@ typedef struct moesz_expert_provider {
    * NULL: the engine calls get() one by one. */
   int  (*get_many)(void *ctx, int layer, const int32_t *experts, int n, moesz_expert_mats *out,
                    moesz_error *err);
+  /* 1: get, release and route may be called from several threads at once
+   * (what moesz_engine_open_sibling needs); 0: from one thread at a time */
+  int concurrent;
 } moesz_expert_provider;
 
 /* The default provider: zero-copy views into m's mmap'd safetensors
@@ -152,6 +156,15 @@ struct moesz_cache_opts;
 struct moesz_cache;
 int moesz_engine_open_msz(const char *path, const struct moesz_cache_opts *co, const moesz_engine_opts *o,
                           moesz_engine **out, struct moesz_cache **cache, moesz_error *err);
+
+/* Opens a sibling of e: an engine with its own scratch and `threads`
+ * threads over e's model and expert provider, whose steps may run at the
+ * same time as e's and other siblings' (one thread each): e.g. two halves of
+ * a server's batch, one per core. It steps the sequences created by e (and
+ * by e's other siblings); its misses load one at a time on its own thread
+ * (no get_many). Needs a provider with `concurrent` set (the mmap and .msz
+ * providers; not gpt-oss's); close every sibling before e. */
+int moesz_engine_open_sibling(moesz_engine *e, int threads, moesz_engine **out, moesz_error *err);
 
 /* Counters since open (or the last reset_stats). */
 typedef struct moesz_engine_stats {

@@ -24,6 +24,10 @@ typedef struct moesz_serve_opts {
   size_t body_max;          /* request body bytes (default 1 MiB) */
   int max_prompts;          /* prompts in one completions request (default 32) */
   double idle_timeout_s;    /* connection idle timeout (default 60) */
+  int groups;               /* 1 (default): one engine step for the whole batch; 2: a step of two or
+                               more sequences is split in two halves stepped at once by two sibling
+                               engines of one thread each (moesz_engine_open_sibling; the engine's
+                               provider must allow it) */
 } moesz_serve_opts;
 
 typedef struct moesz_server moesz_server;

@@ -42,6 +42,9 @@ enum { H_Q, H_K, H_V, H_O, H_ANORM, H_FNORM, H_ROUTER, H_SGATE };
 struct moesz_engine {
   moesz_model *m;
   int own_model;
+  const moesz_engine *root;             /* the engine whose sequences this one steps: itself, or the
+                                           engine a sibling was opened from */
+  moesz_engine_opts opts;               /* as opened (threads as asked) */
   moesz_expert_provider prov;
   int own_prov;
   moesz_config cfg;
@@ -102,6 +105,7 @@ int moesz_expert_provider_mmap(const moesz_model *m, moesz_expert_provider *out,
   out->ctx = (void *)m;
   out->get = mmap_get;
   out->release = mmap_release;
+  out->concurrent = 1;   /* views into the mapping: no state */
   return MOESZ_OK;
 }
 
@@ -337,6 +341,8 @@ int moesz_engine_open_model(moesz_model *m, int own_model, const moesz_expert_pr
   const moesz_config *c = &e->cfg;
   moesz_engine_opts opts = {0};
   if (o) opts = *o;
+  e->root = e;
+  e->opts = opts;
   if (opts.fast_dot < 0 || opts.fast_dot > 2) {
     rc = moesz_error_set(err, MOESZ_E_ARG, "engine: fast_dot %d (0 exact, 1 16-bit x, 2 also 8-bit x)", opts.fast_dot);
     goto fail;
@@ -431,6 +437,23 @@ fail:
   e->own_model = 0;      /* on failure the caller keeps m and prov */
   if (prov) e->own_prov = 0;   /* a provider the engine made itself is freed */
   moesz_engine_close(e);
+  return rc;
+}
+
+int moesz_engine_open_sibling(moesz_engine *e, int threads, moesz_engine **out, moesz_error *err) {
+  if (!e || !out) return moesz_error_set(err, MOESZ_E_ARG, "sibling engine: NULL argument");
+  *out = NULL;
+  if (!e->prov.concurrent)
+    return moesz_error_set(err, MOESZ_E_UNSUPPORTED, "sibling engine: this engine's expert provider is not "
+                           "safe to call from several threads");
+  moesz_expert_provider p = e->prov;
+  p.get_many = NULL;   /* its misses load one by one on the step's own thread */
+  moesz_engine_opts o = e->opts;
+  o.threads = threads;
+  o.expert_group = e->group;
+  o.max_ctx = e->max_ctx;
+  int rc = moesz_engine_open_model(e->m, 0, &p, 0, &o, out, err);
+  if (!rc) (*out)->root = e->root;
   return rc;
 }
 
@@ -1068,7 +1091,7 @@ int moesz_engine_step(moesz_engine *e, const moesz_step_item *it, int n_items, m
   int total = 0;
   for (int i = 0; i < n_items; i++) {
     const moesz_step_item *a = &it[i];
-    if (!a->seq || a->seq->e != e || !a->tokens || !a->logits || a->n <= 0)
+    if (!a->seq || a->seq->e->root != e->root || !a->tokens || !a->logits || a->n <= 0)
       return moesz_error_set(err, MOESZ_E_ARG, "step: item %d: bad sequence, tokens or logits", i);
     for (int j = 0; j < i; j++)
       if (it[j].seq == a->seq) return moesz_error_set(err, MOESZ_E_ARG, "step: sequence given twice");

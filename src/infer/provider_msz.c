@@ -173,6 +173,9 @@ int moesz_engine_open_msz(const char *path, const moesz_cache_opts *co, const mo
   p.get = served_get;
   p.release = served_release;
   p.route = s->k ? served_route : NULL;
+  /* the cache and the mapping take calls from several threads; gpt-oss's
+   * MXFP4 provider holds per-call buffers and does not */
+  p.concurrent = !s->mx.ctx;
   /* under a budget with several threads, a layer's missing experts load at once */
   if (s->k && cop.budget_bytes && cop.miss_threads > 1) {
     int E = s->dense->cfg.n_experts;

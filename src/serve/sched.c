@@ -211,6 +211,40 @@ static int activate(moesz_server *s, serve_req *r) {
 
 /* ------------------------------------------------------------- the loop */
 
+typedef struct {
+  moesz_server *s;
+  int split, ni;              /* items [0, split) to sibling 0, [split, ni) to sibling 1 */
+  int rc[2];
+  moesz_error err[2];
+} halves_ctx;
+
+static void half_task(void *vctx, size_t i, int tid) {
+  (void)tid;
+  halves_ctx *H = vctx;
+  int a = i ? H->split : 0, b = i ? H->ni : H->split;
+  H->rc[i] = moesz_engine_step(H->s->sib[i], H->s->items + a, b - a, &H->err[i]);
+}
+
+/* One step of ni >= 2 items as two halves of about rows / 2 rows each, run
+ * at once by the two siblings (one thread each): each half fetches its
+ * experts on its own core; an expert both need is decoded once (the other
+ * waits for it in the cache, or finds it resident). */
+static int step_halves(moesz_server *s, int ni, int rows, moesz_error *err) {
+  halves_ctx H = {.s = s, .split = 1, .ni = ni};
+  for (int k = 0, acc = 0; k < ni - 1; k++) {
+    acc += s->items[k].n;
+    H.split = k + 1;
+    if (2 * acc >= rows) break;
+  }
+  moesz_pool_run(s->gpool, 2, half_task, &H);
+  for (int i = 0; i < 2; i++)
+    if (H.rc[i]) {
+      *err = H.err[i];
+      return H.rc[i];
+    }
+  return MOESZ_OK;
+}
+
 static void *sched_main(void *arg) {
   moesz_server *s = arg;
   serve_req **who = calloc((size_t)s->o.max_batch, sizeof *who);
@@ -264,7 +298,7 @@ static void *sched_main(void *arg) {
     pthread_mutex_unlock(&s->mu);
     moesz_error err = {0};
     double t0 = moesz_time_now();
-    int rc = moesz_engine_step(s->e, s->items, ni, &err);
+    int rc = s->gpool && ni >= 2 ? step_halves(s, ni, rows, &err) : moesz_engine_step(s->e, s->items, ni, &err);
     double dt = moesz_time_now() - t0;
     pthread_mutex_lock(&s->mu);
     s->st.steps++;
@@ -328,6 +362,13 @@ int serve_sched_start(moesz_server *s, moesz_error *err) {
   s->lbuf = malloc((size_t)s->cap * (size_t)s->vocab * sizeof(float));
   if (!s->queue || !s->act || !s->free_seqs || !s->items || !s->lbuf)
     return moesz_error_set(err, MOESZ_E_NOMEM, "scheduler buffers");
+  if (s->o.groups == 2) {
+    for (int i = 0; i < 2; i++) {
+      int rc = moesz_engine_open_sibling(s->e, 1, &s->sib[i], err);
+      if (rc) return moesz_error_wrap(err, rc, "serve: two step groups");
+    }
+    if (!(s->gpool = moesz_pool_create(2))) return moesz_error_set(err, MOESZ_E_NOMEM, "step group threads");
+  }
   if (pthread_create(&s->th, NULL, sched_main, s))
     return moesz_error_set(err, MOESZ_E_NOMEM, "scheduler thread");
   s->th_started = 1;
@@ -345,6 +386,12 @@ void serve_sched_stop(moesz_server *s) {
   }
   for (int i = 0; i < s->n_free; i++) moesz_seq_free(s->free_seqs[i]);
   s->n_free = 0;
+  moesz_pool_destroy(s->gpool);
+  s->gpool = NULL;
+  for (int i = 0; i < 2; i++) {
+    moesz_engine_close(s->sib[i]);
+    s->sib[i] = NULL;
+  }
   free(s->queue); free(s->act); free(s->free_seqs); free(s->items); free(s->lbuf);
   s->queue = NULL; s->act = NULL; s->free_seqs = NULL; s->items = NULL; s->lbuf = NULL;
 }

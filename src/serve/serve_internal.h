@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "base/pool.h"
 #include "moesz/serve.h"
 
 enum { RQ_QUEUED = 0, RQ_ACTIVE, RQ_DONE };
@@ -57,6 +58,8 @@ typedef struct serve_req {
 
 struct moesz_server {
   moesz_engine *e;
+  moesz_engine *sib[2];       /* groups = 2: the halves' engines (one thread each), else NULL */
+  moesz_pool *gpool;          /* groups = 2: runs the two halves at once */
   moesz_cache *cache;
   const moesz_tok *tok;
   moesz_serve_opts o;
