@@ -160,6 +160,18 @@ static void srv_close(srv *x) {
 
 /* ---------------------------------------------------------------- tests */
 
+/* Four prompts of five tokens for the step tests, and two sets of four
+ * sequences (set k on engine ek) with their logits [4, V] each. */
+enum { NS = 4 };
+static const int32_t STEP_PROMPTS[NS][5] = {{1, 50, 60, 70, 80}, {1, 7, 300, 9, 11}, {1, 2000, 33, 44, 55},
+                                            {1, 900, 901, 902, 903}};
+static void seq_sets(moesz_engine *e0, moesz_engine *e1, int V, moesz_seq *s[2][NS], float *lg[2]) {
+  for (int k = 0; k < 2; k++) {
+    lg[k] = malloc(sizeof(float) * (size_t)V * NS);
+    for (int i = 0; i < NS; i++) CHECK_EQ_INT(moesz_seq_create(k ? e1 : e0, 32, &s[k][i], NULL), 0);
+  }
+}
+
 /* A batched decode step of four sequences on two threads runs each layer's
  * routed experts as one region of the pool, one task per expert (their
  * products each too small to share out on this model: hidden 128, experts of
@@ -173,14 +185,10 @@ TEST(step_expert_tasks_same_results) {
     if (moesz_engine_open(MODEL, &eo, &e[k], NULL)) { CHECK(0); return; }
   }
   int V = moesz_engine_vocab(e[0]);
-  enum { NS = 4 };
-  int32_t p[NS][5] = {{1, 50, 60, 70, 80}, {1, 7, 300, 9, 11}, {1, 2000, 33, 44, 55}, {1, 900, 901, 902, 903}};
+  const int32_t (*p)[5] = STEP_PROMPTS;
   moesz_seq *s[2][NS];
   float *lg[2];
-  for (int k = 0; k < 2; k++) {
-    lg[k] = malloc(sizeof(float) * (size_t)V * NS);
-    for (int i = 0; i < NS; i++) CHECK_EQ_INT(moesz_seq_create(e[k], 32, &s[k][i], NULL), 0);
-  }
+  seq_sets(e[0], e[1], V, s, lg);
   moesz_step_item it[NS];
   int32_t next[NS];
   for (int step = 0; step < 8; step++) {
@@ -233,14 +241,10 @@ TEST(sibling_halves_same_results) {
     for (int i = 0; i < 2; i++) CHECK_EQ_INT(moesz_engine_open_sibling(e, 1, &sib[i], NULL), 0);
     if (!sib[0] || !sib[1]) { moesz_engine_close(sib[0]); moesz_engine_close(e); CHECK(0); break; }
     int V = moesz_engine_vocab(e);
-    enum { NS = 4 };
-    int32_t p[NS][5] = {{1, 50, 60, 70, 80}, {1, 7, 300, 9, 11}, {1, 2000, 33, 44, 55}, {1, 900, 901, 902, 903}};
+    const int32_t (*p)[5] = STEP_PROMPTS;
     moesz_seq *s[2][NS];
     float *lg[2];
-    for (int k = 0; k < 2; k++) {
-      lg[k] = malloc(sizeof(float) * (size_t)V * NS);
-      for (int i = 0; i < NS; i++) CHECK_EQ_INT(moesz_seq_create(e, 32, &s[k][i], NULL), 0);
-    }
+    seq_sets(e, e, V, s, lg);
     moesz_step_item it[2][NS];
     int32_t next[NS];
     for (int step = 0; step < 12; step++) {
