@@ -492,11 +492,11 @@ static void *same_main(void *p) {
 
 /* Four identical greedy requests at once (decoded in the same steps) give
  * the text one gives alone, and the steps held more than one sequence; also
- * with --groups 2 (each step split in two halves on two sibling engines). */
+ * with two workers (two requests each, stepped at once on sibling engines). */
 TEST(concurrent_greedy_identical) {
   for (int g = 1; g <= 2; g++) {
     srv x;
-    moesz_serve_opts o = {.groups = g};
+    moesz_serve_opts o = {.workers = g};
     if (srv_open(&x, &o)) { CHECK(0); return; }
     same_arg one = {x.port, NULL};
     same_main(&one);
@@ -509,16 +509,16 @@ TEST(concurrent_greedy_identical) {
     for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
     moesz_serve_stats_get(x.s, &b);
     for (int i = 0; i < 4; i++) {
-      CHECK_MSG(args[i].text && one.text && !strcmp(args[i].text, one.text), "groups %d, request %d: \"%s\" vs \"%s\"",
+      CHECK_MSG(args[i].text && one.text && !strcmp(args[i].text, one.text), "workers %d, request %d: \"%s\" vs \"%s\"",
                 g, i, args[i].text ? args[i].text : "(none)", one.text ? one.text : "");
       free(args[i].text);
     }
-    CHECK_MSG(b.step_seqs - a.step_seqs > b.steps - a.steps, "groups %d: no step held two sequences (%llu seqs in "
+    CHECK_MSG(b.step_seqs - a.step_seqs > b.steps - a.steps, "workers %d: no step held two sequences (%llu seqs in "
               "%llu steps)", g, (unsigned long long)(b.step_seqs - a.step_seqs), (unsigned long long)(b.steps - a.steps));
     free(one.text);
     srv_close(&x);
   }
-  moesz_serve_opts bad = {.groups = 3};
+  moesz_serve_opts bad = {.workers = 17};
   srv y;
   CHECK(srv_open(&y, &bad) != 0);
   srv_close(&y);
@@ -779,8 +779,8 @@ static void *load_main(void *p) {
   return NULL;
 }
 
-TEST(load_mixed) {
-  moesz_serve_opts o = {.body_max = 64 << 10, .max_tokens = 16, .max_batch = 8, .queue_max = 64};
+static void load_mixed_with(int workers) {
+  moesz_serve_opts o = {.body_max = 64 << 10, .max_tokens = 16, .max_batch = 8, .queue_max = 64, .workers = workers};
   srv x;
   if (srv_open(&x, &o)) { CHECK(0); return; }
   long rss[3] = {0};
@@ -811,11 +811,18 @@ TEST(load_mixed) {
 #if !defined(__SANITIZE_ADDRESS__)
   if (rss[2] > 0) CHECK_MSG(rss[2] - rss[1] < 8192, "RSS grew from %ld kB to %ld kB", rss[1], rss[2]);
 #endif
-  printf("  load: %llu requests, %llu generated tokens in %llu steps (%.2f sequences per step), %llu cancelled; "
-         "RSS %ld -> %ld -> %ld kB\n", (unsigned long long)st.requests, (unsigned long long)st.completion_tokens,
+  printf("  load, %d worker%s: %llu requests, %llu generated tokens in %llu steps (%.2f sequences per step), %llu "
+         "cancelled; RSS %ld -> %ld -> %ld kB\n", workers, workers > 1 ? "s" : "", (unsigned long long)st.requests, (unsigned long long)st.completion_tokens,
          (unsigned long long)st.steps, (double)st.step_seqs / (double)(st.steps ? st.steps : 1),
          (unsigned long long)st.cancelled, rss[0], rss[1], rss[2]);
   srv_close(&x);
+}
+
+/* The load above on one scheduler worker and on two (each with its own
+ * sibling engine, sharing the queue, the sequences and the model). */
+TEST(load_mixed) {
+  load_mixed_with(1);
+  load_mixed_with(2);
 }
 
 /* The openai Python package as a client (skipped without it). */

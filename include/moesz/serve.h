@@ -24,10 +24,10 @@ typedef struct moesz_serve_opts {
   size_t body_max;          /* request body bytes (default 1 MiB) */
   int max_prompts;          /* prompts in one completions request (default 32) */
   double idle_timeout_s;    /* connection idle timeout (default 60) */
-  int groups;               /* 1 (default): one engine step for the whole batch; 2: a step of two or
-                               more sequences is split in two halves stepped at once by two sibling
-                               engines of one thread each (moesz_engine_open_sibling; the engine's
-                               provider must allow it) */
+  int workers;              /* scheduler workers (default 1, 1..16): each batches its own share of the
+                               requests, one step at a time; with two or more each has a sibling
+                               engine of one thread (moesz_engine_open_sibling: the engine's provider
+                               must allow it), and a worker alone with requests steps on e */
 } moesz_serve_opts;
 
 typedef struct moesz_server moesz_server;

@@ -22,9 +22,9 @@ static const char *USAGE =
     "  --port N             TCP port (default 8080; 0 = any free port, printed)\n"
     "  --model-id NAME      the model's name in /v1/models and requests (default: MODEL's file name)\n"
     "  --max-batch N        sequences decoded at once (default 8, 1..64)\n"
-    "  --groups N           1 (default): one engine step for the whole batch; 2: a step of two or\n"
-    "                       more sequences runs as two halves at once, one thread each (see\n"
-    "                       docs/SERVE.md \"Step groups\")\n"
+    "  --workers N          scheduler workers (default 1, 1..16): each batches its share of the\n"
+    "                       requests on its own thread, so their steps run at once (docs/SERVE.md\n"
+    "                       \"Workers\"); 1: one batched step for all requests on --threads threads\n"
     "  --queue N            requests waiting beyond those before 429 (default 64)\n"
     "  --max-tokens N       most tokens one request may generate (default 512)\n"
     "  --ctx N              context per sequence, prompt + generated (default min(config max\n"
@@ -78,7 +78,7 @@ static char *chat_template(const char *model) {
 int moesz_cli_serve(int argc, char **argv) {
   if (moesz_cli_wants_help(argc, argv)) { fputs(USAGE, stdout); return 0; }
   const char *model = NULL, *model_id = NULL;
-  long port = 8080, groups = 1, max_batch = 8, queue = 64, max_tokens = 512, ctx = 0, threads = 0, exit_after = 0;
+  long port = 8080, workers = 1, max_batch = 8, queue = 64, max_tokens = 512, ctx = 0, threads = 0, exit_after = 0;
   long long body = 1 << 20;
   const char *host = "127.0.0.1";
   moesz_cache_opts co = {.budget_bytes = 0, .policy = MOESZ_CACHE_LRU, .dtype = MOESZ_DT_COUNT};
@@ -92,7 +92,7 @@ int moesz_cli_serve(int argc, char **argv) {
     if (!strcmp(a, "--host")) { NEED_VAL(); host = argv[++i]; }
     INTOPT("--port", port, 0, 65535)
     INTOPT("--max-batch", max_batch, 1, 64)
-    INTOPT("--groups", groups, 1, 2)
+    INTOPT("--workers", workers, 1, 16)
     INTOPT("--queue", queue, 1, 4096)
     INTOPT("--max-tokens", max_tokens, 1, 1 << 20)
     INTOPT("--ctx", ctx, 1, 1 << 24)
@@ -158,7 +158,7 @@ int moesz_cli_serve(int argc, char **argv) {
   char *tmpl = chat_template(model);
   moesz_serve_opts so = {.host = host, .port = (int)port, .model_id = model_id, .chat_template = tmpl,
                          .max_batch = (int)max_batch, .queue_max = (int)queue, .max_tokens = (int)max_tokens,
-                         .ctx = (int)ctx, .body_max = (size_t)body, .groups = (int)groups};
+                         .ctx = (int)ctx, .body_max = (size_t)body, .workers = (int)workers};
   moesz_server *srv = NULL;
   int status = 0;
   if (moesz_serve_start(e, cache, tok, &so, &srv, &err)) status = moesz_cli_fail("serve", &err);

@@ -211,112 +211,112 @@ static int activate(moesz_server *s, serve_req *r) {
 
 /* ------------------------------------------------------------- the loop */
 
-typedef struct {
-  moesz_server *s;
-  int split, ni;              /* items [0, split) to sibling 0, [split, ni) to sibling 1 */
-  int rc[2];
-  moesz_error err[2];
-} halves_ctx;
-
-static void half_task(void *vctx, size_t i, int tid) {
-  (void)tid;
-  halves_ctx *H = vctx;
-  int a = i ? H->split : 0, b = i ? H->ni : H->split;
-  H->rc[i] = moesz_engine_step(H->s->sib[i], H->s->items + a, b - a, &H->err[i]);
+/* Picks the engine for w's next step (mutex held): a worker alone with
+ * requests steps on the server's engine with all its threads; otherwise on
+ * its own sibling (one thread), so the workers' steps run at once, one per
+ * core. */
+static moesz_engine *step_engine(moesz_server *s, serve_worker *w) {
+  if (s->n_workers == 1) return s->e;
+  int others = 0;
+  for (int i = 0; i < s->n_workers; i++) others += &s->w[i] != w && s->w[i].n_act > 0;
+  if (!others && !s->solo) {
+    s->solo = 1;
+    return s->e;
+  }
+  return w->sib;
 }
 
-/* One step of ni >= 2 items as two halves of about rows / 2 rows each, run
- * at once by the two siblings (one thread each): each half fetches its
- * experts on its own core; an expert both need is decoded once (the other
- * waits for it in the cache, or finds it resident). */
-static int step_halves(moesz_server *s, int ni, int rows, moesz_error *err) {
-  halves_ctx H = {.s = s, .split = 1, .ni = ni};
-  for (int k = 0, acc = 0; k < ni - 1; k++) {
-    acc += s->items[k].n;
-    H.split = k + 1;
-    if (2 * acc >= rows) break;
-  }
-  moesz_pool_run(s->gpool, 2, half_task, &H);
-  for (int i = 0; i < 2; i++)
-    if (H.rc[i]) {
-      *err = H.err[i];
-      return H.rc[i];
-    }
-  return MOESZ_OK;
+/* The most requests worker w may hold (mutex held): its share of all
+ * active and waiting ones, rounded up, so concurrent requests spread over
+ * the workers. */
+static int share(const moesz_server *s, const serve_worker *w) {
+  (void)w;
+  int total = s->qlen;
+  for (int i = 0; i < s->n_workers; i++) total += s->w[i].n_act;
+  int q = (total + s->n_workers - 1) / s->n_workers;
+  return q < 1 ? 1 : q;
 }
 
 static void *sched_main(void *arg) {
-  moesz_server *s = arg;
-  serve_req **who = calloc((size_t)s->o.max_batch, sizeof *who);
-  int *kind = calloc((size_t)s->o.max_batch, sizeof *kind);   /* item rows, 0 = decode */
+  serve_worker *w = arg;
+  moesz_server *s = w->s;
   pthread_mutex_lock(&s->mu);
   for (;;) {
     /* leave: cancelled requests; at quit, everything */
-    for (int i = 0; i < s->n_act;) {
-      serve_req *r = s->act[i];
+    for (int i = 0; i < w->n_act;) {
+      serve_req *r = w->act[i];
       if (s->quit || atomic_load(&r->cancel)) {
         finish(s, r, FIN_CANCEL);
-        s->act[i] = s->act[--s->n_act];
+        w->act[i] = w->act[--w->n_act];
+        s->n_act--;
         unref(r);
       } else i++;
     }
-    while (s->qlen && (s->quit || s->n_act < s->o.max_batch)) {
+    int mine = share(s, w);
+    while (s->qlen && (s->quit || (s->n_act < s->o.max_batch && w->n_act < mine))) {
       serve_req *r = s->queue[s->qhead];
       s->qhead = (s->qhead + 1) % s->o.queue_max;
       s->qlen--;
       if (s->quit || atomic_load(&r->cancel)) { finish(s, r, FIN_CANCEL); unref(r); continue; }
       if (activate(s, r)) { finish(s, r, FIN_ERROR); unref(r); continue; }
-      s->act[s->n_act++] = r;
+      w->act[w->n_act++] = r;
+      s->n_act++;
     }
     s->st.queued = s->qlen;
     s->st.active = s->n_act;
     if (s->quit) break;
-    if (!s->n_act) { pthread_cond_wait(&s->work, &s->mu); continue; }
+    if (!w->n_act) {
+      w->tps_ewma = 0;
+      pthread_cond_wait(&s->work, &s->mu);
+      continue;
+    }
     /* one step: decoders first (one row each), then prompt chunks */
     int ni = 0, rows = 0, lrows = 0;
-    for (int i = 0; i < s->n_act; i++) {
-      serve_req *r = s->act[i];
+    for (int i = 0; i < w->n_act; i++) {
+      serve_req *r = w->act[i];
       if (r->fed < r->n_prompt) continue;
-      s->items[ni] = (moesz_step_item){r->seq, &r->last, 1, 0, s->lbuf + (size_t)lrows * (size_t)s->vocab};
-      who[ni] = r;
-      kind[ni++] = 0;
+      w->items[ni] = (moesz_step_item){r->seq, &r->last, 1, 0, w->lbuf + (size_t)lrows * (size_t)s->vocab};
+      w->who[ni] = r;
+      w->kind[ni++] = 0;
       rows++;
       lrows++;
     }
-    for (int i = 0; i < s->n_act && rows < s->cap; i++) {
-      serve_req *r = s->act[i];
+    for (int i = 0; i < w->n_act && rows < s->cap; i++) {
+      serve_req *r = w->act[i];
       if (r->fed >= r->n_prompt) continue;
       int n = r->n_prompt - r->fed, all = r->echo && r->logprobs >= 0;
       if (n > s->cap - rows) n = s->cap - rows;
-      s->items[ni] = (moesz_step_item){r->seq, r->prompt + r->fed, n, all,
-                                       s->lbuf + (size_t)lrows * (size_t)s->vocab};
-      who[ni] = r;
-      kind[ni++] = n;
+      w->items[ni] = (moesz_step_item){r->seq, r->prompt + r->fed, n, all,
+                                       w->lbuf + (size_t)lrows * (size_t)s->vocab};
+      w->who[ni] = r;
+      w->kind[ni++] = n;
       rows += n;
       lrows += all ? n : 1;
     }
+    moesz_engine *e = step_engine(s, w);
     pthread_mutex_unlock(&s->mu);
     moesz_error err = {0};
     double t0 = moesz_time_now();
-    int rc = s->gpool && ni >= 2 ? step_halves(s, ni, rows, &err) : moesz_engine_step(s->e, s->items, ni, &err);
+    int rc = moesz_engine_step(e, w->items, ni, &err);
     double dt = moesz_time_now() - t0;
     pthread_mutex_lock(&s->mu);
+    if (e == s->e && s->n_workers > 1) s->solo = 0;
     s->st.steps++;
     s->st.step_rows += (uint64_t)rows;
     s->st.step_seqs += (uint64_t)ni;
     s->st.busy_seconds += dt;
     uint64_t gen0 = s->st.completion_tokens;
     for (int k = 0; k < ni; k++) {
-      serve_req *r = who[k];
+      serve_req *r = w->who[k];
       if (rc) {
         snprintf(r->errmsg, sizeof r->errmsg, "%.190s", err.msg);
         r->finish = FIN_ERROR;
         continue;
       }
-      const float *lg = s->items[k].logits;
-      if (kind[k]) {   /* a prompt chunk */
-        int n = kind[k];
-        if (s->items[k].all_logits) {
+      const float *lg = w->items[k].logits;
+      if (w->kind[k]) {   /* a prompt chunk */
+        int n = w->kind[k];
+        if (w->items[k].all_logits) {
           for (int j = 0; j < n; j++) {
             int p = r->fed + j + 1;   /* the row predicts prompt token p */
             if (p >= r->n_prompt) break;
@@ -334,64 +334,74 @@ static void *sched_main(void *arg) {
     }
     pthread_cond_broadcast(&s->progress);
     /* requests that finished (or failed) leave the active set */
-    for (int i = 0; i < s->n_act;) {
-      serve_req *r = s->act[i];
+    for (int i = 0; i < w->n_act;) {
+      serve_req *r = w->act[i];
       if (r->state == RQ_DONE || r->finish == FIN_ERROR) {
         if (r->state != RQ_DONE) finish(s, r, FIN_ERROR);
-        s->act[i] = s->act[--s->n_act];
+        w->act[i] = w->act[--w->n_act];
+        s->n_act--;
         unref(r);
       } else i++;
     }
     if (dt > 0) {
       double tps = (double)(s->st.completion_tokens - gen0) / dt;
-      s->tps_ewma = s->st.steps == 1 ? tps : 0.9 * s->tps_ewma + 0.1 * tps;
+      w->tps_ewma = w->tps_ewma == 0 ? tps : 0.9 * w->tps_ewma + 0.1 * tps;
+      s->tps_ewma = 0;
+      for (int i = 0; i < s->n_workers; i++) s->tps_ewma += s->w[i].tps_ewma;
     }
   }
   s->st.active = 0;
   pthread_mutex_unlock(&s->mu);
-  free(who);
-  free(kind);
   return NULL;
 }
 
 int serve_sched_start(moesz_server *s, moesz_error *err) {
   s->queue = calloc((size_t)s->o.queue_max, sizeof *s->queue);
-  s->act = calloc((size_t)s->o.max_batch, sizeof *s->act);
   s->free_seqs = calloc((size_t)s->o.max_batch, sizeof *s->free_seqs);
-  s->items = calloc((size_t)s->o.max_batch, sizeof *s->items);
-  s->lbuf = malloc((size_t)s->cap * (size_t)s->vocab * sizeof(float));
-  if (!s->queue || !s->act || !s->free_seqs || !s->items || !s->lbuf)
-    return moesz_error_set(err, MOESZ_E_NOMEM, "scheduler buffers");
-  if (s->o.groups == 2) {
-    for (int i = 0; i < 2; i++) {
-      int rc = moesz_engine_open_sibling(s->e, 1, &s->sib[i], err);
-      if (rc) return moesz_error_wrap(err, rc, "serve: two step groups");
+  s->n_workers = s->o.workers;
+  s->w = calloc((size_t)s->n_workers, sizeof *s->w);
+  if (!s->queue || !s->free_seqs || !s->w) return moesz_error_set(err, MOESZ_E_NOMEM, "scheduler buffers");
+  for (int i = 0; i < s->n_workers; i++) {
+    serve_worker *w = &s->w[i];
+    w->s = s;
+    w->act = calloc((size_t)s->o.max_batch, sizeof *w->act);
+    w->items = calloc((size_t)s->o.max_batch, sizeof *w->items);
+    w->who = calloc((size_t)s->o.max_batch, sizeof *w->who);
+    w->kind = calloc((size_t)s->o.max_batch, sizeof *w->kind);
+    w->lbuf = malloc((size_t)s->cap * (size_t)s->vocab * sizeof(float));
+    if (!w->act || !w->items || !w->who || !w->kind || !w->lbuf)
+      return moesz_error_set(err, MOESZ_E_NOMEM, "scheduler buffers");
+    if (s->n_workers > 1) {
+      int rc = moesz_engine_open_sibling(s->e, 1, &w->sib, err);
+      if (rc) return moesz_error_wrap(err, rc, "serve: %d workers", s->n_workers);
     }
-    if (!(s->gpool = moesz_pool_create(2))) return moesz_error_set(err, MOESZ_E_NOMEM, "step group threads");
   }
-  if (pthread_create(&s->th, NULL, sched_main, s))
-    return moesz_error_set(err, MOESZ_E_NOMEM, "scheduler thread");
-  s->th_started = 1;
+  for (int i = 0; i < s->n_workers; i++) {
+    if (pthread_create(&s->w[i].th, NULL, sched_main, &s->w[i]))
+      return moesz_error_set(err, MOESZ_E_NOMEM, "scheduler thread");
+    s->w[i].started = 1;
+  }
   return MOESZ_OK;
 }
 
 void serve_sched_stop(moesz_server *s) {
-  if (s->th_started) {
-    pthread_mutex_lock(&s->mu);
-    s->quit = 1;
-    pthread_cond_broadcast(&s->work);
-    pthread_mutex_unlock(&s->mu);
-    pthread_join(s->th, NULL);
-    s->th_started = 0;
-  }
+  pthread_mutex_lock(&s->mu);
+  s->quit = 1;
+  pthread_cond_broadcast(&s->work);
+  pthread_mutex_unlock(&s->mu);
+  for (int i = 0; s->w && i < s->n_workers; i++)
+    if (s->w[i].started) {
+      pthread_join(s->w[i].th, NULL);
+      s->w[i].started = 0;
+    }
   for (int i = 0; i < s->n_free; i++) moesz_seq_free(s->free_seqs[i]);
   s->n_free = 0;
-  moesz_pool_destroy(s->gpool);
-  s->gpool = NULL;
-  for (int i = 0; i < 2; i++) {
-    moesz_engine_close(s->sib[i]);
-    s->sib[i] = NULL;
+  for (int i = 0; s->w && i < s->n_workers; i++) {
+    serve_worker *w = &s->w[i];
+    moesz_engine_close(w->sib);
+    free(w->act); free(w->items); free(w->who); free(w->kind); free(w->lbuf);
   }
-  free(s->queue); free(s->act); free(s->free_seqs); free(s->items); free(s->lbuf);
-  s->queue = NULL; s->act = NULL; s->free_seqs = NULL; s->items = NULL; s->lbuf = NULL;
+  free(s->w); free(s->queue); free(s->free_seqs);
+  s->w = NULL; s->queue = NULL; s->free_seqs = NULL;
+  s->n_workers = 0;
 }

@@ -14,7 +14,6 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
-#include "base/pool.h"
 #include "moesz/serve.h"
 
 enum { RQ_QUEUED = 0, RQ_ACTIVE, RQ_DONE };
@@ -56,10 +55,27 @@ typedef struct serve_req {
   char errmsg[200];
 } serve_req;
 
+/* A scheduler worker: a thread that batches its own active requests, one
+ * engine step for all of them at a time (sched.c). */
+typedef struct serve_worker {
+  struct moesz_server *s;
+  moesz_engine *sib;          /* its sibling engine (one thread); NULL with one worker */
+  pthread_t th;
+  int started;
+  struct serve_req **act;     /* [max_batch] its active requests */
+  int n_act;
+  moesz_step_item *items;     /* [max_batch] one step's items */
+  struct serve_req **who;     /* [max_batch] the request of each item */
+  int *kind;                  /* [max_batch] item rows of a prompt chunk, 0 = a decode row */
+  float *lbuf;                /* [cap, vocab] logits of one step */
+  double tps_ewma;            /* its completion tokens / s, smoothed over steps (0 while idle) */
+} serve_worker;
+
 struct moesz_server {
   moesz_engine *e;
-  moesz_engine *sib[2];       /* groups = 2: the halves' engines (one thread each), else NULL */
-  moesz_pool *gpool;          /* groups = 2: runs the two halves at once */
+  serve_worker *w;            /* [n_workers] */
+  int n_workers;
+  int solo;                   /* a worker steps on e (with all its threads) right now */
   moesz_cache *cache;
   const moesz_tok *tok;
   moesz_serve_opts o;
@@ -71,16 +87,12 @@ struct moesz_server {
   pthread_mutex_t mu;
   pthread_cond_t work;        /* scheduler: something queued / cancelled / quit */
   pthread_cond_t progress;    /* HTTP side: some request's output moved */
-  pthread_t th;
-  int th_started, quit;
+  int quit;
   serve_req **queue;          /* [queue_max] FIFO */
   int qhead, qlen;
-  serve_req **act;            /* [max_batch] active */
-  int n_act;
+  int n_act;                  /* active requests, all workers */
   moesz_seq **free_seqs;      /* [max_batch] sequences kept for reuse */
   int n_free;
-  float *lbuf;                /* [cap, vocab] logits of one step */
-  moesz_step_item *items;     /* [max_batch] */
   moesz_serve_stats st;
   uint64_t ids;               /* response ids */
   double t_start;
