@@ -14,7 +14,8 @@
 #   sh bench/serve_batch.sh [MODEL_DIR]
 #
 # Env: MOESZ_BIN (build/moesz), CLIENT (build/bench/serve_client), REPS (3), REQS (4), MAX_TOKENS (48),
-# THREADS (2), BUDGET_PCT (25), POLICY (lfru), PORT (18181).
+# THREADS (2), BUDGET_PCT (25), POLICY (lfru), PORT (18181), CLIENTS ("1 2 4 8"), SERVE_EXTRA (more `moesz serve`
+# options, e.g. "--workers 2").
 set -eu
 MOESZ_BIN=${MOESZ_BIN:-build/moesz}
 CLIENT=${CLIENT:-build/bench/serve_client}
@@ -36,7 +37,7 @@ median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]
 experts=$("$MOESZ_BIN" inspect "$work/m.msz" --json | sed 's/.*"expert_bytes":\([0-9]*\),"expert_stored_bytes".*/\1/')
 budget=$((experts * BUDGET_PCT / 100))
 "$MOESZ_BIN" serve "$work/m.msz" --port "$PORT" --threads "$THREADS" --mem "$budget" --cache "$POLICY" \
-  --store buffered --max-batch 8 --max-tokens "$MAX_TOKENS" 2>"$work/server.err" &
+  --store buffered --max-batch 8 --max-tokens "$MAX_TOKENS" ${SERVE_EXTRA:-} 2>"$work/server.err" &
 srv=$!
 for i in $(seq 50); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break; sleep 0.2; done
 
@@ -51,7 +52,7 @@ echo
 echo "| clients | aggregate tok/s | vs 1 client | tokens per engine step | expert bytes read per token | server CPU ms per token |"
 echo "|---|---|---|---|---|---|"
 base=""
-for c in 1 2 4 8; do
+for c in ${CLIENTS:-1 2 4 8}; do
   : > "$work/tps"; : > "$work/bpt"; : > "$work/tpstep"; : > "$work/cpt"
   for rep in $(seq "$REPS"); do
     b0=$(metric moesz_expert_bytes_read_total)
