@@ -86,11 +86,24 @@ void huf_enc_init(huf_enc *h, const uint8_t *len);
  * out must hold huf_enc_bound(n) bytes. Returns bytes written. */
 size_t huf_enc_bound(size_t n);
 size_t huf_encode(const huf_enc *h, const uint32_t *codes, size_t n, uint8_t *out);
+/* Pair table: indexed by the next HUF_PAIRBITS bits; entries of 16-bit
+ * values (vs = 2) give the values of the one or two plain symbols whose codes
+ * end within those bits (two when both fit), so one lookup delivers up to two
+ * values. Layout of an entry (u64): bits 0-15 first value, 16-31 second
+ * value, 32-39 bits consumed, 40-47 values delivered (1 or 2; 0 = decode one
+ * symbol through e[]: a rare symbol, a code longer than HUF_PAIRBITS or no
+ * code). */
+#define HUF_PAIRBITS 12
+/* Streams of fewer values keep the single-symbol decoder: there the pair
+ * table's build costs more than it saves (bench/results/codec.md). */
+#define HUF_PAIR_MIN 1
 /* Decoder: e[] maps the next HUF_MAXLEN bits to sym << 4 | len (len 0 =
  * invalid); v[] maps a symbol to its delivered value in dt (vs bytes). */
 typedef struct huf_dec {
   uint16_t e[1 << HUF_MAXLEN];
   uint8_t v[HUF_NSYM * 4];
+  uint64_t p[1 << HUF_PAIRBITS]; /* pair table (valid when pair) */
+  int pair;                     /* 1: p[] is built for these e[], v[] */
   size_t vs;
   double step;
   moesz_dtype dt, out;          /* decoded dtype; the stream's out dtype (nudges) */
@@ -103,6 +116,13 @@ int huf_dec_init(huf_dec *d, const uint8_t *len, size_t nsym);
  * huf_dec_init) for codes delivered as dt at quantizer step, from a stream
  * whose bound holds in out. */
 void huf_dec_values(huf_dec *d, const uint8_t *len, double step, moesz_dtype dt, moesz_dtype out);
+/* Builds d's pair table from the code lengths len (as given to
+ * huf_dec_init), e[] and v[] (after huf_dec_values; 16-bit
+ * values only, else nothing is built). huf_decode then decodes with it,
+ * unless a block has more than HUF_PAIR_RARE verbatim and escaped values,
+ * same values either way. */
+#define HUF_PAIR_RARE 64
+void huf_dec_pairs(huf_dec *d, const uint8_t *len);
 /* Decodes n values from buf[0..len) straight into dst (d's dtype); the
  * positions of VERB symbols go to vpos (exactly nv of them, else malformed)
  * and are left for the caller to fill. 0 ok, -1 malformed. */

@@ -539,6 +539,7 @@ static int make_dec(const parsed *ps, moesz_dtype dt, huf_dec *hd, huf_dec **out
   if (huf_dec_init(hd, ps->lens, ps->nsym))
     return moesz_error_set(err, MOESZ_E_FORMAT, "codec: the Huffman code lengths are not a prefix code");
   huf_dec_values(hd, ps->lens, 2 * ps->info.eb, dt, ps->info.out_dtype);
+  if (ps->info.count >= HUF_PAIR_MIN) huf_dec_pairs(hd, ps->lens);
   *out = hd;
   return MOESZ_OK;
 }
