@@ -86,13 +86,14 @@ void huf_enc_init(huf_enc *h, const uint8_t *len);
  * out must hold huf_enc_bound(n) bytes. Returns bytes written. */
 size_t huf_enc_bound(size_t n);
 size_t huf_encode(const huf_enc *h, const uint32_t *codes, size_t n, uint8_t *out);
-/* Pair table: indexed by the next HUF_PAIRBITS bits; entries of 16-bit
- * values (vs = 2) give the values of the one or two plain symbols whose codes
- * end within those bits (two when both fit), so one lookup delivers up to two
- * values. Layout of an entry (u64): bits 0-15 first value, 16-31 second
- * value, 32-39 bits consumed, 40-47 values delivered (1 or 2; 0 = decode one
- * symbol through e[]: a rare symbol, a code longer than HUF_PAIRBITS or no
- * code). */
+/* Pair table: indexed by the next HUF_PAIRBITS bits, it gives the 16-bit
+ * values (vs = 2) of the one or two plain symbols whose codes end within
+ * those bits (two when both fit), so one lookup delivers up to two values:
+ * pv[] the two values (first in the low half), pm[] the bits consumed (bits
+ * 0-3) and the values delivered (bits 6-7: 1 or 2; 0 = decode one symbol
+ * through e[]: a rare symbol, a code longer than HUF_PAIRBITS or no code).
+ * Two arrays (20 KB) rather than one of 8-byte entries (32 KB): the table is
+ * read at random and has to stay in L1. */
 #define HUF_PAIRBITS 12
 /* Streams of fewer values keep the single-symbol decoder: there the pair
  * table's build costs more than it saves (bench/results/codec.md). */
@@ -102,7 +103,8 @@ size_t huf_encode(const huf_enc *h, const uint32_t *codes, size_t n, uint8_t *ou
 typedef struct huf_dec {
   uint16_t e[1 << HUF_MAXLEN];
   uint8_t v[HUF_NSYM * 4];
-  uint64_t p[1 << HUF_PAIRBITS]; /* pair table (valid when pair) */
+  uint32_t pv[1 << HUF_PAIRBITS]; /* pair table: values (valid when pair) */
+  uint8_t pm[1 << HUF_PAIRBITS];  /* pair table: bits consumed | values delivered << 6 */
   int pair;                     /* 1: p[] is built for these e[], v[] */
   size_t vs;
   double step;

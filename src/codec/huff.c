@@ -232,7 +232,7 @@ void huf_dec_pairs(huf_dec *d, const uint8_t *len) {
   for (size_t s = 0; s < d->nsym; s++)
     if (len[s]) order[at[len[s]]++] = (uint16_t)s;
   /* entries no code of <= T bits starts (an incomplete code, or longer codes) decode through e[] */
-  if (kraft < (1ull << T)) memset(d->p, 0, sizeof d->p);
+  if (kraft < (1ull << T)) memset(d->pm, 0, sizeof d->pm);
   for (int l = 1; l <= T; l++) {
     if (!count[l]) continue;
     unsigned r = T - (unsigned)l;
@@ -246,13 +246,17 @@ void huf_dec_pairs(huf_dec *d, const uint8_t *len) {
     for (int k = start[l]; k < start[l + 1]; k++) {
       unsigned s1 = order[k], x0 = rev_bits((unsigned)next[l]++, l);
       if (s1 < 2) {   /* a rare symbol: through e[] */
-        for (unsigned y = 0; y < (1u << r); y++) d->p[x0 + (y << l)] = 0;
+        for (unsigned y = 0; y < (1u << r); y++) d->pm[x0 + (y << l)] = 0;
         continue;
       }
       uint16_t h;
       memcpy(&h, d->v + 2 * s1, 2);
       uint64_t first = (uint64_t)h | (uint64_t)l << 32 | 1ull << 40;
-      for (unsigned x = x0, y = 0; x < (1u << T); x += 1u << l, y++) d->p[x] = first + sec[y];
+      for (unsigned x = x0, y = 0; x < (1u << T); x += 1u << l, y++) {
+        uint64_t v = first + sec[y];
+        d->pv[x] = (uint32_t)v;
+        d->pm[x] = (uint8_t)((v >> 32) | (v >> 40) << 6);
+      }
     }
   }
   d->pair = 1;
@@ -380,7 +384,7 @@ typedef struct {
  * value at o, or notes a rare symbol at position pos. Returns the code's
  * length, -1 for no code or more rare symbols than the block declares. Out
  * of line: the bit buffers stay in the caller's registers. */
-static __attribute__((noinline, cold)) int pair_one(const huf_dec *d, pair_rare *pr, int s, uint64_t b, uint8_t *o,
+static inline __attribute__((always_inline)) int pair_one(const huf_dec *d, pair_rare *pr, int s, uint64_t b, uint8_t *o,
                                                      size_t pos) {
   unsigned e = d->e[b & ((1u << HUF_MAXLEN) - 1)], l = e & 15, sym = e >> 4;
   if (!l) return -1;
@@ -396,19 +400,20 @@ static __attribute__((noinline, cold)) int pair_one(const huf_dec *d, pair_rare 
  * marker bit above its valid bits, so no bit count is kept per lookup. */
 #define PAIR_STEP(S, B, O)                                                         \
   do {                                                                             \
-    uint64_t e_ = tab[(B) & ((1u << HUF_PAIRBITS) - 1)];                           \
-    uint16_t v1_ = (uint16_t)e_, v2_ = (uint16_t)(e_ >> 16);                       \
+    unsigned x_ = (unsigned)(B) & ((1u << HUF_PAIRBITS) - 1);                      \
+    unsigned m_ = pm[x_];                                                          \
+    uint32_t w_ = pv[x_];                                                          \
+    uint16_t v1_ = (uint16_t)w_, v2_ = (uint16_t)(w_ >> 16);                       \
     memcpy((O), &v1_, 2);                                                          \
     memcpy((O) + 8, &v2_, 2);                                                      \
-    unsigned c_ = (unsigned)(e_ >> 40);                                            \
-    if (__builtin_expect(c_ == 0, 0)) {                                            \
+    if (__builtin_expect(m_ < 64, 0)) {                                            \
       int n_ = pair_one(d, &pr, (S), (B), (O), (size_t)((O) - o0) >> 1);          \
       if (n_ < 0) return -1;                                                       \
       (B) >>= n_;                                                                  \
       (O) += 8;                                                                    \
     } else {                                                                       \
-      (B) >>= (unsigned)(e_ >> 32) & 63u;                                          \
-      (O) += 8 * c_;                                                               \
+      (B) >>= m_ & 63u;                                                            \
+      (O) += 8 * (m_ >> 6);                                                        \
     }                                                                              \
   } while (0)
 /* Refill of marked bits B from P (8 or more bytes left): the marker's
@@ -429,7 +434,8 @@ static inline uint64_t mark_bits(uint64_t b, int k) { return (k < 64 ? b & ((1ul
 static inline int marked_count(uint64_t b) { return 63 ^ __builtin_clzll(b); }
 
 static int dec_pairs(const huf_dec *d, rare_ctx *c, bitr *r, size_t n, uint8_t *o0) {
-  const uint64_t *tab = d->p;
+  const uint32_t *pv = d->pv;
+  const uint8_t *pm = d->pm;
   pair_rare pr;
   pr.nr[0] = pr.nr[1] = pr.nr[2] = pr.nr[3] = 0;
   /* stream s ends at value s + 4 (ns - 1), ns = its count; the main loop runs
@@ -482,20 +488,20 @@ static int dec_pairs(const huf_dec *d, rare_ctx *c, bitr *r, size_t n, uint8_t *
   }
   /* then each stream alone, as long as it is within its limits */
   uint64_t bm[4] = {b0, b1, b2, b3};
-  const uint8_t *pm[4] = {p0, p1, p2, p3};
+  const uint8_t *pq[4] = {p0, p1, p2, p3};
   o[0] = o0_; o[1] = o1; o[2] = o2; o[3] = o3;
   for (int s = 0; ok && s < 4; s++) {
     uint64_t bs = bm[s];
-    const uint8_t *ps = pm[s];
+    const uint8_t *ps = pq[s];
     uint8_t *os = o[s];
     while (os <= lim[s] && ps <= q[s]) {
       PAIR_REFILL(ps, bs);
       PAIR_STEP(s, bs, os); PAIR_STEP(s, bs, os); PAIR_STEP(s, bs, os); PAIR_STEP(s, bs, os);
     }
-    bm[s] = bs; pm[s] = ps; o[s] = os;
+    bm[s] = bs; pq[s] = ps; o[s] = os;
   }
   for (int s = 0; s < 4; s++) {
-    r[s].p = pm[s];
+    r[s].p = pq[s];
     r[s].bits = marked_count(bm[s]);
     r[s].buf = bm[s] & ~(1ull << r[s].bits);
     if (ok) j[s] = (size_t)(o[s] - o0 - 2 * s) / 8;
