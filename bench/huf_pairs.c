@@ -52,6 +52,7 @@ typedef struct {
   double *ta, *tb, *ba, *bb;
   double sa, sb, sba, sbb;
   size_t nstreams, nvals;
+  double rate;                    /* sum of the streams' predicted pair rates */
 } bench;
 
 /* Both ways on one stream s (bf16 entropy stream), alternated. 0 ok, -1 error, 1 skipped. */
@@ -89,6 +90,7 @@ static int bench_stream(bench *B, const uint8_t *s, const char *name) {
   qsort(B->ta, R, sizeof *B->ta, cmpd); qsort(B->tb, R, sizeof *B->tb, cmpd);
   qsort(B->ba, R, sizeof *B->ba, cmpd); qsort(B->bb, R, sizeof *B->bb, cmpd);
   B->sa += B->ta[R / 2]; B->sb += B->tb[R / 2]; B->sba += B->ba[R / 2]; B->sbb += B->bb[R / 2];
+  B->rate += huf_pair_rate(len, A);
   B->nstreams++;
   B->nvals += tot;
   free(ch); free(o1); free(o2); free(vpos);
@@ -149,8 +151,8 @@ int main(int argc, char **argv) {
   }
   if (!B.nstreams) { fprintf(stderr, "huf_pairs: no bf16 entropy-coded streams\n"); return 1; }
   double nb = (double)B.nstreams;
-  printf("streams %zu, %zu values each (medians over %d alternated reps, summed over streams)\n", B.nstreams,
-         B.nvals / B.nstreams, B.reps);
+  printf("streams %zu, %zu values each (medians over %d alternated reps, summed over streams), pair rate %.3f\n",
+         B.nstreams, B.nvals / B.nstreams, B.reps, B.rate / nb);
   printf("single: %.3f ms (%.2f us/stream, build %.2f us)  %.3f ns/value\n", B.sa * 1e3, B.sa * 1e6 / nb,
          B.sba * 1e6 / nb, B.sa * 1e9 / (double)B.nvals);
   printf("pairs:  %.3f ms (%.2f us/stream, build %.2f us)  %.3f ns/value\n", B.sb * 1e3, B.sb * 1e6 / nb,

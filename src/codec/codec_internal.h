@@ -125,6 +125,11 @@ void huf_dec_values(huf_dec *d, const uint8_t *len, double step, moesz_dtype dt,
  * same values either way. */
 #define HUF_PAIR_RARE 64
 void huf_dec_pairs(huf_dec *d, const uint8_t *len);
+/* The share of pair lookups that deliver two values, as the code lengths
+ * len[0..nsym) predict (a symbol of length l taken to have probability
+ * 2^-l): sum over plain symbol pairs whose lengths add up to at most
+ * HUF_PAIRBITS of 2^-(l1 + l2). */
+double huf_pair_rate(const uint8_t *len, size_t nsym);
 /* Decodes n values from buf[0..len) straight into dst (d's dtype); the
  * positions of VERB symbols go to vpos (exactly nv of them, else malformed)
  * and are left for the caller to fill. 0 ok, -1 malformed. */

@@ -214,7 +214,8 @@ void huf_dec_values(huf_dec *d, const uint8_t *len, double step, moesz_dtype dt,
  * entry is the first code's part plus sec[y]: one load, add and store. */
 void huf_dec_pairs(huf_dec *d, const uint8_t *len) {
   enum { T = HUF_PAIRBITS };
-  uint64_t sec[1 << (T - 1)];
+  uint32_t secv[1 << (T - 1)];   /* second halves: value << 16 */
+  uint8_t secm[1 << (T - 1)];    /* second halves: length | 1 << 6, or 0 */
   int count[HUF_MAXLEN + 1] = {0}, next[HUF_MAXLEN + 1] = {0}, start[HUF_MAXLEN + 2] = {0};
   uint16_t order[HUF_NSYM];      /* the listed symbols with a code, by length then symbol */
   d->pair = 0;
@@ -235,31 +236,46 @@ void huf_dec_pairs(huf_dec *d, const uint8_t *len) {
   if (kraft < (1ull << T)) memset(d->pm, 0, sizeof d->pm);
   for (int l = 1; l <= T; l++) {
     if (!count[l]) continue;
-    unsigned r = T - (unsigned)l;
-    for (unsigned y = 0; y < (1u << r); y++) {
+    unsigned r = T - (unsigned)l, ny = 1u << r;
+    for (unsigned y = 0; y < ny; y++) {
       unsigned e2 = d->e[y], l2 = e2 & 15, s2 = e2 >> 4;
       uint16_t h = 0;
       if (l2 && l2 <= r && s2 >= 2) memcpy(&h, d->v + 2 * s2, 2);
       else l2 = 0;
-      sec[y] = l2 ? (uint64_t)h << 16 | (uint64_t)l2 << 32 | 1ull << 40 : 0;
+      secv[y] = (uint32_t)h << 16;
+      secm[y] = (uint8_t)(l2 ? l2 | 1u << 6 : 0);
     }
     for (int k = start[l]; k < start[l + 1]; k++) {
       unsigned s1 = order[k], x0 = rev_bits((unsigned)next[l]++, l);
+      uint32_t *pv = d->pv + x0;
+      uint8_t *pm = d->pm + x0;
       if (s1 < 2) {   /* a rare symbol: through e[] */
-        for (unsigned y = 0; y < (1u << r); y++) d->pm[x0 + (y << l)] = 0;
+        for (unsigned y = 0; y < ny; y++) pm[(size_t)y << l] = 0;
         continue;
       }
       uint16_t h;
       memcpy(&h, d->v + 2 * s1, 2);
-      uint64_t first = (uint64_t)h | (uint64_t)l << 32 | 1ull << 40;
-      for (unsigned x = x0, y = 0; x < (1u << T); x += 1u << l, y++) {
-        uint64_t v = first + sec[y];
-        d->pv[x] = (uint32_t)v;
-        d->pm[x] = (uint8_t)((v >> 32) | (v >> 40) << 6);
+      uint8_t fm = (uint8_t)(l | 1 << 6);
+      size_t st = (size_t)1 << l;
+      unsigned y = 0;
+      for (; y + 4 <= ny; y += 4, pv += 4 * st, pm += 4 * st) {   /* most codes have runs of 2^(T - l) >= 4 */
+        pv[0] = h | secv[y]; pv[st] = h | secv[y + 1]; pv[2 * st] = h | secv[y + 2]; pv[3 * st] = h | secv[y + 3];
+        pm[0] = (uint8_t)(fm + secm[y]); pm[st] = (uint8_t)(fm + secm[y + 1]);
+        pm[2 * st] = (uint8_t)(fm + secm[y + 2]); pm[3 * st] = (uint8_t)(fm + secm[y + 3]);
       }
+      for (; y < ny; y++, pv += st, pm += st) { *pv = h | secv[y]; *pm = (uint8_t)(fm + secm[y]); }
     }
   }
   d->pair = 1;
+}
+
+double huf_pair_rate(const uint8_t *len, size_t nsym) {
+  double p[HUF_MAXLEN + 1] = {0}, below[HUF_MAXLEN + 1] = {0}, r = 0;
+  for (size_t s = 2; s < nsym; s++)
+    if (len[s]) p[len[s]] += 1.0 / (double)(1u << len[s]);
+  for (int l = 1; l <= HUF_MAXLEN; l++) below[l] = below[l - 1] + p[l];
+  for (int l = 1; l < HUF_PAIRBITS; l++) r += p[l] * below[HUF_PAIRBITS - l];
+  return r;
 }
 
 typedef struct { const uint8_t *p, *end; uint64_t buf; int bits; } bitr;
