@@ -95,9 +95,6 @@ size_t huf_encode(const huf_enc *h, const uint32_t *codes, size_t n, uint8_t *ou
  * Two arrays (20 KB) rather than one of 8-byte entries (32 KB): the table is
  * read at random and has to stay in L1. */
 #define HUF_PAIRBITS 12
-/* Streams of fewer values keep the single-symbol decoder: there the pair
- * table's build costs more than it saves (bench/results/codec.md). */
-#define HUF_PAIR_MIN 1
 /* Decoder: e[] maps the next HUF_MAXLEN bits to sym << 4 | len (len 0 =
  * invalid); v[] maps a symbol to its delivered value in dt (vs bytes). */
 typedef struct huf_dec {
@@ -130,6 +127,14 @@ void huf_dec_pairs(huf_dec *d, const uint8_t *len);
  * 2^-l): sum over plain symbol pairs whose lengths add up to at most
  * HUF_PAIRBITS of 2^-(l1 + l2). */
 double huf_pair_rate(const uint8_t *len, size_t nsym);
+/* Whether decoding n values with the code lengths len[0..nsym) pays for the
+ * pair table's build: measured (bench/huf_pairs, bench/results/codec.md),
+ * pair lookups save a share of about 0.55 (rate - 0.375) of the
+ * single-symbol decode time, and the build costs about what 3500 values take
+ * to decode; so pairs when n (rate - HUF_PAIR_RATE0) >= HUF_PAIR_WORK. */
+#define HUF_PAIR_RATE0 0.375
+#define HUF_PAIR_WORK 6000.0
+int huf_pairs_pay(const uint8_t *len, size_t nsym, uint64_t n);
 /* Decodes n values from buf[0..len) straight into dst (d's dtype); the
  * positions of VERB symbols go to vpos (exactly nv of them, else malformed)
  * and are left for the caller to fill. 0 ok, -1 malformed. */

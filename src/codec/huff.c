@@ -278,6 +278,11 @@ double huf_pair_rate(const uint8_t *len, size_t nsym) {
   return r;
 }
 
+int huf_pairs_pay(const uint8_t *len, size_t nsym, uint64_t n) {
+  double r = huf_pair_rate(len, nsym);
+  return r > HUF_PAIR_RATE0 && (double)n * (r - HUF_PAIR_RATE0) >= HUF_PAIR_WORK;
+}
+
 typedef struct { const uint8_t *p, *end; uint64_t buf; int bits; } bitr;
 /* Refill near the end of a stream: bytes one at a time, zeros past the end. */
 static inline void br_refill(bitr *r) {
