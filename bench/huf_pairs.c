@@ -53,6 +53,8 @@ typedef struct {
   double sa, sb, sba, sbb;
   size_t nstreams, nvals;
   double rate;                    /* sum of the streams' predicted pair rates */
+  double ca, cb;                  /* sums of the medians over the streams the rule gives pairs */
+  size_t nchosen;
 } bench;
 
 /* Both ways on one stream s (bf16 entropy stream), alternated. 0 ok, -1 error, 1 skipped. */
@@ -91,6 +93,10 @@ static int bench_stream(bench *B, const uint8_t *s, const char *name) {
   qsort(B->ba, R, sizeof *B->ba, cmpd); qsort(B->bb, R, sizeof *B->bb, cmpd);
   B->sa += B->ta[R / 2]; B->sb += B->tb[R / 2]; B->sba += B->ba[R / 2]; B->sbb += B->bb[R / 2];
   B->rate += huf_pair_rate(len, A);
+  if (getenv("HUF_PAIRS_VERBOSE"))
+    printf("stream %s: %zu values, rate %.3f, single %.2f us (build %.2f), pairs %.2f us (build %.2f)\n", name, tot,
+           huf_pair_rate(len, A), B->ta[R / 2] * 1e6, B->ba[R / 2] * 1e6, B->tb[R / 2] * 1e6, B->bb[R / 2] * 1e6);
+  if (huf_pairs_pay(len, A, tot)) { B->ca += B->ta[R / 2]; B->cb += B->tb[R / 2]; B->nchosen++; }
   B->nstreams++;
   B->nvals += tot;
   free(ch); free(o1); free(o2); free(vpos);
@@ -158,6 +164,11 @@ int main(int argc, char **argv) {
   printf("pairs:  %.3f ms (%.2f us/stream, build %.2f us)  %.3f ns/value\n", B.sb * 1e3, B.sb * 1e6 / nb,
          B.sbb * 1e6 / nb, B.sb * 1e9 / (double)B.nvals);
   printf("pairs / single: %.3f (decode alone %.3f)\n", B.sb / B.sa, (B.sb - B.sbb) / (B.sa - B.sba));
+  /* the rule (huf_pairs_pay): the streams it gives pairs and the others */
+  if (B.nchosen) printf("streams the rule gives pairs: %zu, pairs / single %.3f\n", B.nchosen, B.cb / B.ca);
+  if (B.nchosen < B.nstreams)
+    printf("streams the rule keeps single: %zu, pairs / single %.3f\n", B.nstreams - B.nchosen,
+           (B.sb - B.cb) / (B.sa - B.ca));
   free(B.d); free(B.ta); free(B.tb); free(B.ba); free(B.bb);
   return 0;
 }
