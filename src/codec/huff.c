@@ -270,10 +270,13 @@ void huf_dec_pairs(huf_dec *d, const uint8_t *len) {
 }
 
 double huf_pair_rate(const uint8_t *len, size_t nsym) {
+  uint32_t count[16] = {0};
+  for (size_t s = 2; s < nsym; s++) count[len[s] & 15]++;
   double p[HUF_MAXLEN + 1] = {0}, below[HUF_MAXLEN + 1] = {0}, r = 0;
-  for (size_t s = 2; s < nsym; s++)
-    if (len[s]) p[len[s]] += 1.0 / (double)(1u << len[s]);
-  for (int l = 1; l <= HUF_MAXLEN; l++) below[l] = below[l - 1] + p[l];
+  for (int l = 1; l <= HUF_MAXLEN; l++) {
+    p[l] = (double)count[l] / (double)(1u << l);
+    below[l] = below[l - 1] + p[l];
+  }
   for (int l = 1; l < HUF_PAIRBITS; l++) r += p[l] * below[HUF_PAIRBITS - l];
   return r;
 }
@@ -306,7 +309,7 @@ typedef struct {
 
 /* The rare symbols: a verbatim marker (position noted; the chunk's verbatim
  * pass writes the value) or an escape (its code follows in esc[]). */
-static int dec_rare(const huf_dec *d, rare_ctx *c, uint32_t sym, size_t i, uint8_t *dst) {
+static inline __attribute__((always_inline)) int dec_rare(const huf_dec *d, rare_ctx *c, uint32_t sym, size_t i, uint8_t *dst) {
   if (sym == HUF_VERB) {
     if (c->kv >= c->nv) return -1;
     c->vpos[c->kv++] = (uint32_t)i;
