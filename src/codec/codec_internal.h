@@ -100,13 +100,13 @@ size_t huf_encode(const huf_enc *h, const uint32_t *codes, size_t n, uint8_t *ou
 typedef struct huf_dec {
   uint16_t e[1 << HUF_MAXLEN];
   uint8_t v[HUF_NSYM * 4];
-  uint32_t pv[1 << HUF_PAIRBITS]; /* pair table: values (valid when pair) */
-  uint8_t pm[1 << HUF_PAIRBITS];  /* pair table: bits consumed | values delivered << 6 */
-  int pair;                     /* 1: p[] is built for these e[], v[] */
   size_t vs;
   double step;
   moesz_dtype dt, out;          /* decoded dtype; the stream's out dtype (nudges) */
   size_t nsym;                  /* symbols listed: len[s] = 0 for s >= nsym */
+  int pair;                     /* 1: pv[], pm[] are built for these e[], v[] */
+  uint32_t pv[1 << HUF_PAIRBITS]; /* pair table [2^HUF_PAIRBITS]: two values */
+  uint8_t pm[1 << HUF_PAIRBITS];  /* pair table [2^HUF_PAIRBITS]: bits consumed | values delivered << 6 */
 } huf_dec;
 /* Builds e[] from the code lengths len[0..nsym) (symbols from nsym on have
  * none). 0 ok, -1 a length beyond HUF_MAXLEN or not a prefix code. */

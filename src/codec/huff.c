@@ -457,7 +457,7 @@ static inline __attribute__((always_inline)) int pair_one(const huf_dec *d, pair
 static inline uint64_t mark_bits(uint64_t b, int k) { return (k < 64 ? b & ((1ull << k) - 1) : b) | 1ull << k; }
 static inline int marked_count(uint64_t b) { return 63 ^ __builtin_clzll(b); }
 
-static int dec_pairs(const huf_dec *d, rare_ctx *c, bitr *r, size_t n, uint8_t *o0) {
+static __attribute__((noinline)) int dec_pairs(const huf_dec *d, rare_ctx *c, bitr *r, size_t n, uint8_t *o0) {
   const uint32_t *pv = d->pv;
   const uint8_t *pm = d->pm;
   pair_rare pr;
