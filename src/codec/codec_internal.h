@@ -129,14 +129,15 @@ void huf_dec_pairs(huf_dec *d, const uint8_t *len);
 double huf_pair_rate(const uint8_t *len, size_t nsym);
 /* Whether decoding n values with the code lengths len[0..nsym) pays for the
  * pair table's build. Measured on this model's experts and moesz codec
- * bench's array (bench/huf_pairs, bench/results/codec.md): the pair loop
- * is no faster below a predicted rate of about 0.45, saves about a third of
- * (rate - 0.45) of the single-symbol decode time above it (0.28 at 0.97),
- * and the build costs what about 3500 values take to decode. So pairs
- * when n (rate - HUF_PAIR_RATE0) >= HUF_PAIR_WORK, a little on the safe
- * side: a 32768-value expert matrix needs a rate of 0.75 or more. */
-#define HUF_PAIR_RATE0 0.5
-#define HUF_PAIR_WORK 8000.0
+ * bench's array (bench/huf_pairs.sh, bench/results/codec.md): the pair loop
+ * is no faster than the single-symbol one below a predicted rate of about
+ * 0.45 and saves a share of its decode time that grows faster than the rate
+ * above it (0.03 at 0.53, 0.09 at 0.70, 0.27-0.32 at 0.88-0.99), at least
+ * (rate - 0.45)^2; the build costs what 3300-3500 values take to decode.
+ * So pairs when n (rate - HUF_PAIR_RATE0)^2 >= HUF_PAIR_WORK: from about
+ * 12000 values at rate 0.97, 46000 at 0.72. */
+#define HUF_PAIR_RATE0 0.45
+#define HUF_PAIR_WORK 3300.0
 int huf_pairs_pay(const uint8_t *len, size_t nsym, uint64_t n);
 /* Decodes n values from buf[0..len) straight into dst (d's dtype); the
  * positions of VERB symbols go to vpos (exactly nv of them, else malformed)

@@ -283,7 +283,7 @@ double huf_pair_rate(const uint8_t *len, size_t nsym) {
 
 int huf_pairs_pay(const uint8_t *len, size_t nsym, uint64_t n) {
   double r = huf_pair_rate(len, nsym);
-  return r > HUF_PAIR_RATE0 && (double)n * (r - HUF_PAIR_RATE0) >= HUF_PAIR_WORK;
+  return r > HUF_PAIR_RATE0 && (double)n * (r - HUF_PAIR_RATE0) * (r - HUF_PAIR_RATE0) >= HUF_PAIR_WORK;
 }
 
 typedef struct { const uint8_t *p, *end; uint64_t buf; int bits; } bitr;
