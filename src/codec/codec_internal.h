@@ -141,7 +141,8 @@ double huf_pair_rate(const uint8_t *len, size_t nsym);
 int huf_pairs_pay(const uint8_t *len, size_t nsym, uint64_t n);
 /* Decodes n values from buf[0..len) straight into dst (d's dtype); the
  * positions of VERB symbols go to vpos (exactly nv of them, else malformed)
- * and are left for the caller to fill. 0 ok, -1 malformed. */
+ * and are left for the caller to fill (their contents are unspecified).
+ * 0 ok, -1 malformed. */
 int huf_decode(const huf_dec *d, const uint8_t *buf, size_t len, size_t n, void *dst, uint32_t *vpos, size_t nv);
 
 /* Fixed-length blocks of 256 codes (pack.c). */

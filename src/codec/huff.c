@@ -8,7 +8,11 @@
  * Symbols: 0 (HUF_VERB) for a value stored verbatim (its bits are in the
  * chunk's verbatim array, in order), 1 (HUF_ESC) for codes beyond the
  * alphabet (the code, with its nudge flag, follows in esc[]), 2 + 2 z for
- * zigzag codes z < 2047, 3 + 2 z for the same codes nudged. */
+ * zigzag codes z < 2047, 3 + 2 z for the same codes nudged.
+ * Two decoders of the same blocks: one symbol per lookup (any output dtype),
+ * and for 16-bit output one or two values per lookup through a pair table,
+ * used where the code lengths predict enough pairs for the stream's size
+ * (huf_pairs_pay; docs/CODEC.md "Pair decoding"). */
 #include <stdlib.h>
 #include <string.h>
 #include "base/bytes.h"
@@ -406,8 +410,8 @@ typedef struct {
 
 /* One symbol through e[] from bits b (the pair entry said 0): writes its
  * value at o, or notes a rare symbol at position pos. Returns the code's
- * length, -1 for no code or more rare symbols than the block declares. Out
- * of line: the bit buffers stay in the caller's registers. */
+ * length, -1 for no code or more rare symbols than the block declares.
+ * Inlined: a call in the loop would push the bit buffers out of registers. */
 static inline __attribute__((always_inline)) int pair_one(const huf_dec *d, pair_rare *pr, int s, uint64_t b, uint8_t *o,
                                                      size_t pos) {
   unsigned e = d->e[b & ((1u << HUF_MAXLEN) - 1)], l = e & 15, sym = e >> 4;
@@ -453,8 +457,7 @@ static inline __attribute__((always_inline)) int pair_one(const huf_dec *d, pair
     sh_ = 63u - (k_ | 56u);                                                        \
     (B) = (((B) << sh_) | 1ull << 63) >> sh_;                                      \
   } while (0)
-/* Marked bits from a bit reader's state and back. */
-static inline uint64_t mark_bits(uint64_t b, int k) { return (k < 64 ? b & ((1ull << k) - 1) : b) | 1ull << k; }
+/* The bit count of marked bits b. */
 static inline int marked_count(uint64_t b) { return 63 ^ __builtin_clzll(b); }
 
 static __attribute__((noinline)) int dec_pairs(const huf_dec *d, rare_ctx *c, bitr *r, size_t n, uint8_t *o0) {
@@ -479,8 +482,7 @@ static __attribute__((noinline)) int dec_pairs(const huf_dec *d, rare_ctx *c, bi
   }
   uint8_t *o0_ = o[0], *o1 = o[1], *o2 = o[2], *o3 = o[3];
   const uint8_t *p0 = r[0].p, *p1 = r[1].p, *p2 = r[2].p, *p3 = r[3].p;
-  uint64_t b0 = mark_bits(r[0].buf, r[0].bits), b1 = mark_bits(r[1].buf, r[1].bits),
-           b2 = mark_bits(r[2].buf, r[2].bits), b3 = mark_bits(r[3].buf, r[3].bits);
+  uint64_t b0 = 1, b1 = 1, b2 = 1, b3 = 1;   /* no bits yet (the readers start empty): the marker alone */
   const uint8_t *q[4];              /* last refill position of each stream (8 bytes left) */
   for (int s = 0; s < 4; s++) q[s] = r[s].end - r[s].p >= 8 ? r[s].end - 8 : NULL;
   if (!q[0] || !q[1] || !q[2] || !q[3]) ok = 0;
@@ -572,7 +574,7 @@ int huf_decode(const huf_dec *d, const uint8_t *buf, size_t len, size_t n, void 
   }
   if ((size_t)nesc > (len - pos) / 4 || (size_t)nesc > n) return -1;
   rare_ctx c = {.esc = buf + pos, .nesc = nesc, .vpos = vpos, .nv = nv};
-  int rc = d->pair && d->vs == 2 && nv + nesc <= HUF_PAIR_RARE ? dec_pairs(d, &c, r, n, dst)
+  int rc = d->pair && d->vs == 2 && nv + nesc <= HUF_PAIR_RARE && n < (1u << 31) ? dec_pairs(d, &c, r, n, dst)
            : d->vs == 2                                           ? dec_all(d, &c, r, n, dst, 2)
                                                                   : dec_all(d, &c, r, n, dst, 4);
   return !rc && c.k == nesc && c.kv == nv ? 0 : -1;
