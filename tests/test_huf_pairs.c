@@ -60,7 +60,7 @@ static void lengths_of(const uint32_t *codes, size_t n, uint8_t *len, size_t *ns
 /* Decodes buf both ways into a and b (bf16), checks each against codes and
  * the two against each other. Returns the number of mismatching values. */
 static size_t check_both(const uint8_t *len, size_t nsym, const uint8_t *buf, size_t blen, const uint32_t *codes,
-                         size_t n, int want_pairs) {
+                         size_t n) {
   huf_dec *d1 = malloc(sizeof *d1), *d2 = malloc(sizeof *d2);
   uint16_t *a = malloc(2 * n + 2), *b = malloc(2 * n + 2);
   size_t nv = 0, bad = 0;
@@ -73,7 +73,6 @@ static size_t check_both(const uint8_t *len, size_t nsym, const uint8_t *buf, si
   huf_dec_pairs(d2, len);
   CHECK_EQ_INT(d1->pair, 0);
   CHECK_EQ_INT(d2->pair, 1);
-  (void)want_pairs;
   CHECK_EQ_INT(huf_decode(d1, buf, blen, n, a, va, nv), 0);
   CHECK_EQ_INT(huf_decode(d2, buf, blen, n, b, vb, nv), 0);
   size_t k = 0;
@@ -104,7 +103,7 @@ static size_t round_trip(int kind, size_t n, int *used_pairs) {
   size_t nesc = 0, nv = 0;
   for (size_t i = 0; i < n; i++) { nv += codes[i] == CODE_VERB; nesc += huf_sym(codes[i]) == HUF_ESC; }
   if (used_pairs) *used_pairs = nv + nesc <= HUF_PAIR_RARE;
-  size_t bad = check_both(len, nsym, buf, blen, codes, n, 1);
+  size_t bad = check_both(len, nsym, buf, blen, codes, n);
   free(codes); free(he); free(buf);
   return bad;
 }
@@ -167,7 +166,7 @@ TEST(pair_decoder_many_rare_symbols) {
   huf_enc_init(he, len);
   uint8_t *buf = malloc(huf_enc_bound(n));
   size_t blen = huf_encode(he, codes, n, buf);
-  CHECK_EQ_INT(check_both(len, nsym, buf, blen, codes, n, 1), 0);
+  CHECK_EQ_INT(check_both(len, nsym, buf, blen, codes, n), 0);
   free(codes); free(he); free(buf);
 }
 

@@ -92,8 +92,8 @@ size_t huf_encode(const huf_enc *h, const uint32_t *codes, size_t n, uint8_t *ou
  * pv[] the two values (first in the low half), pm[] the bits consumed (bits
  * 0-3) and the values delivered (bits 6-7: 1 or 2; 0 = decode one symbol
  * through e[]: a rare symbol, a code longer than HUF_PAIRBITS or no code).
- * Two arrays (20 KB) rather than one of 8-byte entries (32 KB): the table is
- * read at random and has to stay in L1. */
+ * Two arrays (20 KB) rather than one of 8-byte entries, which would take
+ * 32 KB, all of a typical L1 data cache, for a table read at random. */
 #define HUF_PAIRBITS 12
 /* Decoder: e[] maps the next HUF_MAXLEN bits to sym << 4 | len (len 0 =
  * invalid); v[] maps a symbol to its delivered value in dt (vs bytes). */
