@@ -1,6 +1,7 @@
 /* fuzz/seeds_codec.c - writes the seed corpora of fuzz_codec (small streams of
  * both pipelines over bf16 values that exercise every symbol kind: plain,
- * nudged, escaped, verbatim; several chunks) and of fuzz_clayout (compute
+ * nudged, escaped, verbatim; several chunks; one long enough for the
+ * Huffman pair decoder) and of fuzz_clayout (compute
  * layouts with several widths, escapes, NaN and a partial last group).
  * `make fuzz-seeds`. */
 #include <math.h>
@@ -36,6 +37,24 @@ int main(int argc, char **argv) {
     if (moesz_codec_compress(h, MOESZ_DT_BF16, N, &p, &out, &len, NULL, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
     bad |= put(dir, s[k].name, out, len);
     free(out);
+  }
+  /* a stream long enough, and coarse enough, for the Huffman pair decoder
+   * (16384 values, two chunks, short codes), with a verbatim and an escape */
+  {
+    enum { M = 16384 };
+    float *g = malloc(sizeof *g * M);
+    uint16_t *q = malloc(sizeof *q * M);
+    if (!g || !q) return 1;
+    for (int i = 0; i < M; i++) g[i] = (float)(0.02 * sin(i * 0.7) * cos(i * 0.013) * 3);
+    g[3] = NAN; g[5] = 40.0f;
+    moesz_f32_to_bf16_n(g, q, M);
+    moesz_codec_params p = {.eb = 5e-3, .pipeline = MOESZ_PIPE_ENTROPY, .out_dtype = MOESZ_DT_COUNT, .threads = 1, .chunk = 8192};
+    void *out;
+    size_t len;
+    moesz_error e = {0};
+    if (moesz_codec_compress(q, MOESZ_DT_BF16, M, &p, &out, &len, NULL, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
+    bad |= put(dir, "entropy_pairs.bin", out, len);
+    free(out); free(g); free(q);
   }
   /* compute layouts: [10, 70] with row scales over two decades, and [3, 64] */
   const char *cdir = argc > 2 ? argv[2] : "fuzz/corpus/fuzz_clayout";

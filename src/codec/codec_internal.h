@@ -86,6 +86,15 @@ void huf_enc_init(huf_enc *h, const uint8_t *len);
  * out must hold huf_enc_bound(n) bytes. Returns bytes written. */
 size_t huf_enc_bound(size_t n);
 size_t huf_encode(const huf_enc *h, const uint32_t *codes, size_t n, uint8_t *out);
+/* Pair table: indexed by the next HUF_PAIRBITS bits, it gives the 16-bit
+ * values (vs = 2) of the one or two plain symbols whose codes end within
+ * those bits (two when both fit), so one lookup delivers up to two values:
+ * pv[] the two values (first in the low half), pm[] the bits consumed (bits
+ * 0-3) and the values delivered (bits 6-7: 1 or 2; 0 = decode one symbol
+ * through e[]: a rare symbol, a code longer than HUF_PAIRBITS or no code).
+ * Two arrays (20 KB) rather than one of 8-byte entries, which would take
+ * 32 KB, all of a typical L1 data cache, for a table read at random. */
+#define HUF_PAIRBITS 12
 /* Decoder: e[] maps the next HUF_MAXLEN bits to sym << 4 | len (len 0 =
  * invalid); v[] maps a symbol to its delivered value in dt (vs bytes). */
 typedef struct huf_dec {
@@ -95,6 +104,9 @@ typedef struct huf_dec {
   double step;
   moesz_dtype dt, out;          /* decoded dtype; the stream's out dtype (nudges) */
   size_t nsym;                  /* symbols listed: len[s] = 0 for s >= nsym */
+  int pair;                     /* 1: pv[], pm[] are built for these e[], v[] */
+  uint32_t pv[1 << HUF_PAIRBITS]; /* pair table [2^HUF_PAIRBITS]: two values */
+  uint8_t pm[1 << HUF_PAIRBITS];  /* pair table [2^HUF_PAIRBITS]: bits consumed | values delivered << 6 */
 } huf_dec;
 /* Builds e[] from the code lengths len[0..nsym) (symbols from nsym on have
  * none). 0 ok, -1 a length beyond HUF_MAXLEN or not a prefix code. */
@@ -103,9 +115,34 @@ int huf_dec_init(huf_dec *d, const uint8_t *len, size_t nsym);
  * huf_dec_init) for codes delivered as dt at quantizer step, from a stream
  * whose bound holds in out. */
 void huf_dec_values(huf_dec *d, const uint8_t *len, double step, moesz_dtype dt, moesz_dtype out);
+/* Builds d's pair table from the code lengths len (as given to
+ * huf_dec_init), e[] and v[] (after huf_dec_values; 16-bit
+ * values only, else nothing is built). huf_decode then decodes with it,
+ * unless a block has more than HUF_PAIR_RARE verbatim and escaped values,
+ * same values either way. */
+#define HUF_PAIR_RARE 64
+void huf_dec_pairs(huf_dec *d, const uint8_t *len);
+/* The share of pair lookups that deliver two values, as the code lengths
+ * len[0..nsym) predict (a symbol of length l taken to have probability
+ * 2^-l): sum over plain symbol pairs whose lengths add up to at most
+ * HUF_PAIRBITS of 2^-(l1 + l2). */
+double huf_pair_rate(const uint8_t *len, size_t nsym);
+/* Whether decoding n values with the code lengths len[0..nsym) pays for the
+ * pair table's build. Measured on this model's experts and moesz codec
+ * bench's array (bench/huf_pairs.sh, bench/results/codec.md): the pair loop
+ * is no faster than the single-symbol one below a predicted rate of about
+ * 0.45 and saves a share of its decode time that grows faster than the rate
+ * above it (0.03 at 0.53, 0.09 at 0.70, 0.27-0.32 at 0.88-0.99), at least
+ * (rate - 0.45)^2; the build costs what 3300-3500 values take to decode.
+ * So pairs when n (rate - HUF_PAIR_RATE0)^2 >= HUF_PAIR_WORK: from about
+ * 12000 values at rate 0.97, 46000 at 0.72. */
+#define HUF_PAIR_RATE0 0.45
+#define HUF_PAIR_WORK 3300.0
+int huf_pairs_pay(const uint8_t *len, size_t nsym, uint64_t n);
 /* Decodes n values from buf[0..len) straight into dst (d's dtype); the
  * positions of VERB symbols go to vpos (exactly nv of them, else malformed)
- * and are left for the caller to fill. 0 ok, -1 malformed. */
+ * and are left for the caller to fill (their contents are unspecified).
+ * 0 ok, -1 malformed. */
 int huf_decode(const huf_dec *d, const uint8_t *buf, size_t len, size_t n, void *dst, uint32_t *vpos, size_t nv);
 
 /* Fixed-length blocks of 256 codes (pack.c). */

@@ -8,7 +8,11 @@
  * Symbols: 0 (HUF_VERB) for a value stored verbatim (its bits are in the
  * chunk's verbatim array, in order), 1 (HUF_ESC) for codes beyond the
  * alphabet (the code, with its nudge flag, follows in esc[]), 2 + 2 z for
- * zigzag codes z < 2047, 3 + 2 z for the same codes nudged. */
+ * zigzag codes z < 2047, 3 + 2 z for the same codes nudged.
+ * Two decoders of the same blocks: one symbol per lookup (any output dtype),
+ * and for 16-bit output one or two values per lookup through a pair table,
+ * used where the code lengths predict enough pairs for the stream's size
+ * (huf_pairs_pay; docs/CODEC.md "Pair decoding"). */
 #include <stdlib.h>
 #include <string.h>
 #include "base/bytes.h"
@@ -187,11 +191,13 @@ int huf_dec_init(huf_dec *d, const uint8_t *len, size_t nsym) {
     for (unsigned r = rev_bits((unsigned)next[l]++, l); r < (1u << HUF_MAXLEN); r += 1u << l) d->e[r] = v;
   }
   d->nsym = nsym;
+  d->pair = 0;
   return 0;
 }
 
 void huf_dec_values(huf_dec *d, const uint8_t *len, double step, moesz_dtype dt, moesz_dtype out) {
   d->vs = moesz_dtype_size(dt);
+  d->pair = 0;
   d->step = step;
   d->dt = dt;
   d->out = out;
@@ -201,6 +207,87 @@ void huf_dec_values(huf_dec *d, const uint8_t *len, double step, moesz_dtype dt,
       uint32_t z = huf_code(s);
       codec_dequantize_nudged(&z, 1, step, dt, out, d->v + s * d->vs);
     }
+}
+
+/* Pair entries, filled code by code: the entries whose index starts with
+ * the code of symbol s (length l) are rev(code) + (y << l) for the 2^(T - l)
+ * values y of the bits after it, and their second half depends on y alone -
+ * the same for every code of length l. So per length the table sec[] of
+ * those second halves (a plain symbol whose code ends within the T - l bits:
+ * its value, length and count 1; else 0) is built once from e[], and each
+ * entry is the first code's part plus sec[y]: one load, add and store. */
+void huf_dec_pairs(huf_dec *d, const uint8_t *len) {
+  enum { T = HUF_PAIRBITS };
+  uint32_t secv[1 << (T - 1)];   /* second halves: value << 16 */
+  uint8_t secm[1 << (T - 1)];    /* second halves: length | 1 << 6, or 0 */
+  int count[HUF_MAXLEN + 1] = {0}, next[HUF_MAXLEN + 1] = {0}, start[HUF_MAXLEN + 2] = {0};
+  uint16_t order[HUF_NSYM];      /* the listed symbols with a code, by length then symbol */
+  d->pair = 0;
+  if (d->vs != 2) return;
+  for (size_t s = 0; s < d->nsym; s++) count[len[s]]++;
+  count[0] = 0;
+  uint64_t kraft = 0;
+  for (int l = 1; l <= HUF_MAXLEN; l++) {
+    start[l + 1] = start[l] + count[l];
+    if (l <= T) kraft += (uint64_t)count[l] << (T - l);
+  }
+  for (int l = 1, c = 0; l <= HUF_MAXLEN; l++) { c = (c + count[l - 1]) << 1; next[l] = c; }
+  int at[HUF_MAXLEN + 1];
+  memcpy(at, start, sizeof at);
+  for (size_t s = 0; s < d->nsym; s++)
+    if (len[s]) order[at[len[s]]++] = (uint16_t)s;
+  /* entries no code of <= T bits starts (an incomplete code, or longer codes) decode through e[] */
+  if (kraft < (1ull << T)) memset(d->pm, 0, sizeof d->pm);
+  for (int l = 1; l <= T; l++) {
+    if (!count[l]) continue;
+    unsigned r = T - (unsigned)l, ny = 1u << r;
+    for (unsigned y = 0; y < ny; y++) {
+      unsigned e2 = d->e[y], l2 = e2 & 15, s2 = e2 >> 4;
+      uint16_t h = 0;
+      if (l2 && l2 <= r && s2 >= 2) memcpy(&h, d->v + 2 * s2, 2);
+      else l2 = 0;
+      secv[y] = (uint32_t)h << 16;
+      secm[y] = (uint8_t)(l2 ? l2 | 1u << 6 : 0);
+    }
+    for (int k = start[l]; k < start[l + 1]; k++) {
+      unsigned s1 = order[k], x0 = rev_bits((unsigned)next[l]++, l);
+      uint32_t *pv = d->pv + x0;
+      uint8_t *pm = d->pm + x0;
+      if (s1 < 2) {   /* a rare symbol: through e[] */
+        for (unsigned y = 0; y < ny; y++) pm[(size_t)y << l] = 0;
+        continue;
+      }
+      uint16_t h;
+      memcpy(&h, d->v + 2 * s1, 2);
+      uint8_t fm = (uint8_t)(l | 1 << 6);
+      size_t st = (size_t)1 << l;
+      unsigned y = 0;
+      for (; y + 4 <= ny; y += 4, pv += 4 * st, pm += 4 * st) {   /* most codes have runs of 2^(T - l) >= 4 */
+        pv[0] = h | secv[y]; pv[st] = h | secv[y + 1]; pv[2 * st] = h | secv[y + 2]; pv[3 * st] = h | secv[y + 3];
+        pm[0] = (uint8_t)(fm + secm[y]); pm[st] = (uint8_t)(fm + secm[y + 1]);
+        pm[2 * st] = (uint8_t)(fm + secm[y + 2]); pm[3 * st] = (uint8_t)(fm + secm[y + 3]);
+      }
+      for (; y < ny; y++, pv += st, pm += st) { *pv = h | secv[y]; *pm = (uint8_t)(fm + secm[y]); }
+    }
+  }
+  d->pair = 1;
+}
+
+double huf_pair_rate(const uint8_t *len, size_t nsym) {
+  uint32_t count[16] = {0};
+  for (size_t s = 2; s < nsym; s++) count[len[s] & 15]++;
+  double p[HUF_MAXLEN + 1] = {0}, below[HUF_MAXLEN + 1] = {0}, r = 0;
+  for (int l = 1; l <= HUF_MAXLEN; l++) {
+    p[l] = (double)count[l] / (double)(1u << l);
+    below[l] = below[l - 1] + p[l];
+  }
+  for (int l = 1; l < HUF_PAIRBITS; l++) r += p[l] * below[HUF_PAIRBITS - l];
+  return r;
+}
+
+int huf_pairs_pay(const uint8_t *len, size_t nsym, uint64_t n) {
+  double r = huf_pair_rate(len, nsym);
+  return r > HUF_PAIR_RATE0 && (double)n * (r - HUF_PAIR_RATE0) * (r - HUF_PAIR_RATE0) >= HUF_PAIR_WORK;
 }
 
 typedef struct { const uint8_t *p, *end; uint64_t buf; int bits; } bitr;
@@ -226,7 +313,7 @@ typedef struct {
 
 /* The rare symbols: a verbatim marker (position noted; the chunk's verbatim
  * pass writes the value) or an escape (its code follows in esc[]). */
-static int dec_rare(const huf_dec *d, rare_ctx *c, uint32_t sym, size_t i, uint8_t *dst) {
+static inline __attribute__((always_inline)) int dec_rare(const huf_dec *d, rare_ctx *c, uint32_t sym, size_t i, uint8_t *dst) {
   if (sym == HUF_VERB) {
     if (c->kv >= c->nv) return -1;
     c->vpos[c->kv++] = (uint32_t)i;
@@ -310,6 +397,166 @@ static inline __attribute__((always_inline)) int dec_all(const huf_dec *d, rare_
 #undef DEC_LOCAL
 #undef REFILL_LOCAL
 
+/* ---- the pair decoder (16-bit values): each stream runs at its own pace ----
+ * Stream s holds values s, s + 4, s + 8, ...; a lookup delivers one or two of
+ * them, so the four streams advance independently, each with its own output
+ * pointer (stride 4 values). Rare symbols (verbatim, escape) are noted per
+ * stream as position << 1 | is_escape, and merged in value order at the end,
+ * which is the order of the verbatim values and of esc[]. */
+typedef struct {
+  uint32_t r[4][HUF_PAIR_RARE];   /* [stream][k] position << 1 | (symbol == ESC) */
+  uint32_t nr[4];
+} pair_rare;
+
+/* One symbol through e[] from bits b (the pair entry said 0): writes its
+ * value at o, or notes a rare symbol at position pos. Returns the code's
+ * length, -1 for no code or more rare symbols than the block declares.
+ * Inlined: a call in the loop would push the bit buffers out of registers. */
+static inline __attribute__((always_inline)) int pair_one(const huf_dec *d, pair_rare *pr, int s, uint64_t b, uint8_t *o,
+                                                     size_t pos) {
+  unsigned e = d->e[b & ((1u << HUF_MAXLEN) - 1)], l = e & 15, sym = e >> 4;
+  if (!l) return -1;
+  if (sym >= 2) { memcpy(o, d->v + 2 * sym, 2); return (int)l; }
+  if (pr->nr[s] >= HUF_PAIR_RARE) return -1;
+  pr->r[s][pr->nr[s]++] = (uint32_t)pos << 1 | (sym == HUF_ESC);
+  return (int)l;
+}
+
+/* One pair lookup on stream s, bits B, output pointer O: both values are
+ * stored (the second is overwritten by the stream's next value when only one
+ * was decoded), then the bits consumed and the pointer advanced. B carries a
+ * marker bit above its valid bits, so no bit count is kept per lookup. */
+#define PAIR_STEP(S, B, O)                                                         \
+  do {                                                                             \
+    unsigned x_ = (unsigned)(B) & ((1u << HUF_PAIRBITS) - 1);                      \
+    unsigned m_ = pm[x_];                                                          \
+    uint32_t w_ = pv[x_];                                                          \
+    uint16_t v1_ = (uint16_t)w_, v2_ = (uint16_t)(w_ >> 16);                       \
+    memcpy((O), &v1_, 2);                                                          \
+    memcpy((O) + 8, &v2_, 2);                                                      \
+    if (__builtin_expect(m_ < 64, 0)) {                                            \
+      int n_ = pair_one(d, &pr, (S), (B), (O), (size_t)((O) - o0) >> 1);          \
+      if (n_ < 0) return -1;                                                       \
+      (B) >>= n_;                                                                  \
+      (O) += 8;                                                                    \
+    } else {                                                                       \
+      (B) >>= m_ & 63u;                                                            \
+      (O) += 8 * (m_ >> 6);                                                        \
+    }                                                                              \
+  } while (0)
+/* Refill of marked bits B from P (8 or more bytes left): the marker's
+ * position is the bit count k; the bytes after the k bits are or-ed in, the
+ * pointer moves by the whole bytes taken, and the marker goes above the
+ * k | 56 valid bits. */
+#define PAIR_REFILL(P, B)                                                          \
+  do {                                                                             \
+    unsigned k_ = 63u ^ (unsigned)__builtin_clzll(B), sh_;                         \
+    (B) &= ~(1ull << k_);                                                          \
+    (B) |= moesz_rd64le(P) << k_;                                                  \
+    (P) += (63u - k_) >> 3;                                                        \
+    sh_ = 63u - (k_ | 56u);                                                        \
+    (B) = (((B) << sh_) | 1ull << 63) >> sh_;                                      \
+  } while (0)
+/* The bit count of marked bits b. */
+static inline int marked_count(uint64_t b) { return 63 ^ __builtin_clzll(b); }
+
+static __attribute__((noinline)) int dec_pairs(const huf_dec *d, rare_ctx *c, bitr *r, size_t n, uint8_t *o0) {
+  const uint32_t *pv = d->pv;
+  const uint8_t *pm = d->pm;
+  pair_rare pr;
+  pr.nr[0] = pr.nr[1] = pr.nr[2] = pr.nr[3] = 0;
+  /* stream s ends at value s + 4 (ns - 1), ns = its count; the main loop runs
+   * while every stream has 8 values left (4 lookups, up to 2 values each, and
+   * the second store one past) and 8 bytes to read */
+  size_t ns[4], j[4];                /* values of each stream; decoded so far */
+  int ok = 1;
+  for (int s = 0; s < 4; s++) {
+    ns[s] = n > (size_t)s ? (n - (size_t)s + 3) / 4 : 0;
+    j[s] = 0;
+    if (ns[s] < 8) ok = 0;
+  }
+  uint8_t *o[4], *lim[4];
+  for (int s = 0; s < 4; s++) {
+    o[s] = ok ? o0 + 2 * (size_t)s : o0;   /* (not used unless ok) */
+    lim[s] = ok ? o[s] + 8 * (ns[s] - 8) : o0;
+  }
+  uint8_t *o0_ = o[0], *o1 = o[1], *o2 = o[2], *o3 = o[3];
+  const uint8_t *p0 = r[0].p, *p1 = r[1].p, *p2 = r[2].p, *p3 = r[3].p;
+  uint64_t b0 = 1, b1 = 1, b2 = 1, b3 = 1;   /* no bits yet (the readers start empty): the marker alone */
+  const uint8_t *q[4];              /* last refill position of each stream (8 bytes left) */
+  for (int s = 0; s < 4; s++) q[s] = r[s].end - r[s].p >= 8 ? r[s].end - 8 : NULL;
+  if (!q[0] || !q[1] || !q[2] || !q[3]) ok = 0;
+  /* A round takes at most 8 values (64 output bytes) and 7 input bytes of
+   * each stream, so the checks run once per batch of rounds that all start
+   * within the limits. */
+  while (ok) {
+    size_t R = SIZE_MAX;
+    uint8_t *oc[4] = {o0_, o1, o2, o3};
+    const uint8_t *pc[4] = {p0, p1, p2, p3};
+    for (int s = 0; s < 4; s++) {
+      if (oc[s] > lim[s] || pc[s] > q[s]) { R = 0; break; }
+      size_t ro = (size_t)(lim[s] - oc[s]) / 64 + 1, rp = (size_t)(q[s] - pc[s]) / 7 + 1;
+      if (ro < R) R = ro;
+      if (rp < R) R = rp;
+    }
+    if (!R) break;
+    do {
+      PAIR_REFILL(p0, b0);
+      PAIR_REFILL(p1, b1);
+      PAIR_REFILL(p2, b2);
+      PAIR_REFILL(p3, b3);
+      /* four lookups a stream: <= 4 x HUF_MAXLEN = 48 of the >= 56 bits */
+      PAIR_STEP(0, b0, o0_); PAIR_STEP(1, b1, o1); PAIR_STEP(2, b2, o2); PAIR_STEP(3, b3, o3);
+      PAIR_STEP(0, b0, o0_); PAIR_STEP(1, b1, o1); PAIR_STEP(2, b2, o2); PAIR_STEP(3, b3, o3);
+      PAIR_STEP(0, b0, o0_); PAIR_STEP(1, b1, o1); PAIR_STEP(2, b2, o2); PAIR_STEP(3, b3, o3);
+      PAIR_STEP(0, b0, o0_); PAIR_STEP(1, b1, o1); PAIR_STEP(2, b2, o2); PAIR_STEP(3, b3, o3);
+    } while (--R);
+  }
+  /* then each stream alone, as long as it is within its limits */
+  uint64_t bm[4] = {b0, b1, b2, b3};
+  const uint8_t *pq[4] = {p0, p1, p2, p3};
+  o[0] = o0_; o[1] = o1; o[2] = o2; o[3] = o3;
+  for (int s = 0; ok && s < 4; s++) {
+    uint64_t bs = bm[s];
+    const uint8_t *ps = pq[s];
+    uint8_t *os = o[s];
+    while (os <= lim[s] && ps <= q[s]) {
+      PAIR_REFILL(ps, bs);
+      PAIR_STEP(s, bs, os); PAIR_STEP(s, bs, os); PAIR_STEP(s, bs, os); PAIR_STEP(s, bs, os);
+    }
+    bm[s] = bs; pq[s] = ps; o[s] = os;
+  }
+  for (int s = 0; s < 4; s++) {
+    r[s].p = pq[s];
+    r[s].bits = marked_count(bm[s]);
+    r[s].buf = bm[s] & ~(1ull << r[s].bits);
+    if (ok) j[s] = (size_t)(o[s] - o0 - 2 * s) / 8;
+  }
+  /* each stream's last values one symbol at a time (zeros past its end, as the single decoder reads) */
+  for (int s = 0; s < 4; s++)
+    for (; j[s] < ns[s]; j[s]++) {
+      size_t pos = 4 * j[s] + (size_t)s;
+      if (r[s].bits < HUF_MAXLEN) br_refill(&r[s]);
+      int l = pair_one(d, &pr, s, r[s].buf, o0 + 2 * pos, pos);
+      if (l < 0) return -1;
+      r[s].buf >>= l;
+      r[s].bits -= l;
+    }
+  /* rare symbols in value order: a four-way merge of the streams' ascending lists */
+  uint32_t at[4] = {0, 0, 0, 0};
+  for (;;) {
+    int best = -1;
+    for (int s = 0; s < 4; s++)
+      if (at[s] < pr.nr[s] && (best < 0 || pr.r[s][at[s]] < pr.r[best][at[best]])) best = s;
+    if (best < 0) break;
+    uint32_t x = pr.r[best][at[best]++];
+    if (dec_rare(d, c, x & 1 ? HUF_ESC : HUF_VERB, x >> 1, o0)) return -1;
+  }
+  return 0;
+}
+#undef PAIR_STEP
+#undef PAIR_REFILL
+
 int huf_decode(const huf_dec *d, const uint8_t *buf, size_t len, size_t n, void *dst, uint32_t *vpos, size_t nv) {
   if (len < 20) return -1;
   uint32_t sz[4], nesc;
@@ -327,6 +574,8 @@ int huf_decode(const huf_dec *d, const uint8_t *buf, size_t len, size_t n, void 
   }
   if ((size_t)nesc > (len - pos) / 4 || (size_t)nesc > n) return -1;
   rare_ctx c = {.esc = buf + pos, .nesc = nesc, .vpos = vpos, .nv = nv};
-  int rc = d->vs == 2 ? dec_all(d, &c, r, n, dst, 2) : dec_all(d, &c, r, n, dst, 4);
+  int rc = d->pair && d->vs == 2 && nv + nesc <= HUF_PAIR_RARE && n < (1u << 31) ? dec_pairs(d, &c, r, n, dst)
+           : d->vs == 2                                           ? dec_all(d, &c, r, n, dst, 2)
+                                                                  : dec_all(d, &c, r, n, dst, 4);
   return !rc && c.k == nesc && c.kv == nv ? 0 : -1;
 }

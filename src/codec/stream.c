@@ -532,13 +532,16 @@ static int chunk_error(int rc, size_t c, moesz_error *err) {
   return moesz_error_set(err, rc, "codec: chunk %zu is malformed", c);
 }
 
-/* The Huffman decoder of a stream in hd (caller's storage); *out = hd, or NULL for the fast pipeline. */
-static int make_dec(const parsed *ps, moesz_dtype dt, huf_dec *hd, huf_dec **out, moesz_error *err) {
+/* The Huffman decoder of a stream in hd (caller's storage) for decoding n
+ * of its values (the pair table when it pays for them); *out = hd, or NULL
+ * for the fast pipeline. */
+static int make_dec(const parsed *ps, moesz_dtype dt, size_t n, huf_dec *hd, huf_dec **out, moesz_error *err) {
   *out = NULL;
   if (ps->info.pipeline != MOESZ_PIPE_ENTROPY) return MOESZ_OK;
   if (huf_dec_init(hd, ps->lens, ps->nsym))
     return moesz_error_set(err, MOESZ_E_FORMAT, "codec: the Huffman code lengths are not a prefix code");
   huf_dec_values(hd, ps->lens, 2 * ps->info.eb, dt, ps->info.out_dtype);
+  if (hd->vs == 2 && huf_pairs_pay(ps->lens, ps->nsym, n)) huf_dec_pairs(hd, ps->lens);
   *out = hd;
   return MOESZ_OK;
 }
@@ -561,7 +564,7 @@ int moesz_codec_decompress_ctx(moesz_codec_ctx *x, const void *stream, size_t le
   if (!dtype_ok(dtype)) return moesz_error_set(err, MOESZ_E_ARG, "codec: cannot decode to %s", moesz_dtype_name(dtype));
   if (n != ps.info.count) return moesz_error_set(err, MOESZ_E_ARG, "codec: stream holds %zu values, caller expects %zu", ps.info.count, n);
   huf_dec *hd;
-  if ((rc = make_dec(&ps, dtype, x->hd, &hd, err))) return rc;
+  if ((rc = make_dec(&ps, dtype, n, x->hd, &hd, err))) return rc;
   dec_job j = {.ps = &ps, .hd = hd, .dt = dtype, .dst = dst};
   moesz_pool_run(ps.info.nchunks > 1 ? x->pool : NULL, ps.info.nchunks, dec_task, &j);
   int jrc = atomic_load(&j.rc);
@@ -579,7 +582,7 @@ int moesz_codec_decompress_chunk(const void *stream, size_t len, size_t i, moesz
   if (cap < m) return moesz_error_set(err, MOESZ_E_ARG, "codec: chunk holds %zu values, room for %zu", m, cap);
   huf_dec *store = malloc(sizeof *store), *hd;
   if (!store) return moesz_error_set(err, MOESZ_E_NOMEM, "codec: out of memory");
-  if ((rc = make_dec(&ps, dtype, store, &hd, err))) { free(store); return rc; }
+  if ((rc = make_dec(&ps, dtype, m, store, &hd, err))) { free(store); return rc; }
   rc = decode_chunk(&ps, hd, i, dtype, dst);
   free(store);
   if (rc) return chunk_error(rc, i, err);
