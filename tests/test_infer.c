@@ -122,7 +122,7 @@ TEST(provider_contract) {
   if (!m) return;
   counting c = {.fail_at = -1, .bad_layer = -1};
   CHECK(moesz_expert_provider_mmap(m, &c.inner, &err) == 0);
-  moesz_expert_provider p = {&c, c_get, c_release, c_route, NULL, NULL};
+  moesz_expert_provider p = {&c, c_get, c_release, c_route, NULL, NULL, 0};
   moesz_engine_opts o = {.threads = 2, .expert_group = 3};
   moesz_engine *e = NULL;
   CHECK(moesz_engine_open_model(m, 0, &p, 0, &o, &e, &err) == 0);
