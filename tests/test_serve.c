@@ -284,11 +284,24 @@ TEST(sibling_halves_same_results) {
   unlink(msz);
   /* gpt-oss's own provider keeps per-call buffers: no siblings */
   moesz_engine *g;
-  if (moesz_engine_open("tests/fixtures/gpt_oss", &(moesz_engine_opts){.threads = 1}, &g, NULL) == 0) {
+  if (moesz_engine_open("tests/fixtures/gpt_oss", &(moesz_engine_opts){.threads = 2}, &g, NULL) == 0) {
     moesz_engine *sg = NULL;
     moesz_error err = {0};
     CHECK_EQ_INT(moesz_engine_open_sibling(g, 1, &sg, &err), MOESZ_E_UNSUPPORTED);
     CHECK(sg == NULL && strstr(err.msg, "several threads"));
+    /* a server over it: two workers asked for are refused, the default falls back to one */
+    moesz_tok *tok = NULL;
+    if (moesz_tok_load(MODEL, &tok, NULL) == 0) {
+      moesz_server *srv = NULL;
+      moesz_serve_opts so = {.port = 0, .workers = 2};
+      CHECK(moesz_serve_start(g, NULL, tok, &so, &srv, &err) != 0 && strstr(err.msg, "several threads"));
+      moesz_serve_stop(srv);
+      so.workers = 0;
+      srv = NULL;
+      CHECK_EQ_INT(moesz_serve_start(g, NULL, tok, &so, &srv, &err), 0);
+      moesz_serve_stop(srv);
+      moesz_tok_free(tok);
+    } else CHECK(0);
     moesz_engine_close(g);
   } else CHECK_MSG(0, "gpt-oss fixture did not open");
 }

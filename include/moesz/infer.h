@@ -35,6 +35,7 @@ int  moesz_engine_open(const char *model_dir, const moesz_engine_opts *o, moesz_
 void moesz_engine_close(moesz_engine *e);
 int  moesz_engine_vocab(const moesz_engine *e);
 int  moesz_engine_max_ctx(const moesz_engine *e);
+int  moesz_engine_threads(const moesz_engine *e);      /* threads its steps run on (the caller's included) */
 const moesz_config *moesz_engine_config(const moesz_engine *e);
 void moesz_engine_reset(moesz_engine *e);             /* empty the KV cache (position 0) */
 int  moesz_engine_pos(const moesz_engine *e);          /* tokens in the KV cache */

@@ -24,8 +24,9 @@ typedef struct moesz_serve_opts {
   size_t body_max;          /* request body bytes (default 1 MiB) */
   int max_prompts;          /* prompts in one completions request (default 32) */
   double idle_timeout_s;    /* connection idle timeout (default 60) */
-  int workers;              /* scheduler workers (default 1, 1..16): each batches its own share of the
-                               requests, one step at a time; with two or more each has a sibling
+  int workers;              /* scheduler workers (1..16; 0 = 2 when e runs on two or more threads and
+                               its provider allows siblings, else 1): each batches its own share of
+                               the requests, one step at a time; with two or more each has a sibling
                                engine of one thread (moesz_engine_open_sibling: the engine's provider
                                must allow it), and a worker alone with requests steps on e */
 } moesz_serve_opts;

@@ -22,9 +22,10 @@ static const char *USAGE =
     "  --port N             TCP port (default 8080; 0 = any free port, printed)\n"
     "  --model-id NAME      the model's name in /v1/models and requests (default: MODEL's file name)\n"
     "  --max-batch N        sequences decoded at once (default 8, 1..64)\n"
-    "  --workers N          scheduler workers (default 1, 1..16): each batches its share of the\n"
-    "                       requests on its own thread, so their steps run at once (docs/SERVE.md\n"
-    "                       \"Workers\"); 1: one batched step for all requests on --threads threads\n"
+    "  --workers N          scheduler workers (1..16; default 2 with two or more threads, else 1):\n"
+    "                       each batches its share of the requests on its own thread, so their\n"
+    "                       steps run at once (docs/SERVE.md \"Workers\"); 1: one batched step for all\n"
+    "                       requests on --threads threads\n"
     "  --queue N            requests waiting beyond those before 429 (default 64)\n"
     "  --max-tokens N       most tokens one request may generate (default 512)\n"
     "  --ctx N              context per sequence, prompt + generated (default min(config max\n"
@@ -78,7 +79,7 @@ static char *chat_template(const char *model) {
 int moesz_cli_serve(int argc, char **argv) {
   if (moesz_cli_wants_help(argc, argv)) { fputs(USAGE, stdout); return 0; }
   const char *model = NULL, *model_id = NULL;
-  long port = 8080, workers = 1, max_batch = 8, queue = 64, max_tokens = 512, ctx = 0, threads = 0, exit_after = 0;
+  long port = 8080, workers = 0, max_batch = 8, queue = 64, max_tokens = 512, ctx = 0, threads = 0, exit_after = 0;
   long long body = 1 << 20;
   const char *host = "127.0.0.1";
   moesz_cache_opts co = {.budget_bytes = 0, .policy = MOESZ_CACHE_LRU, .dtype = MOESZ_DT_COUNT};

@@ -494,6 +494,7 @@ void moesz_engine_close(moesz_engine *e) {
 
 int moesz_engine_vocab(const moesz_engine *e) { return e->vocab; }
 int moesz_engine_max_ctx(const moesz_engine *e) { return e->max_ctx; }
+int moesz_engine_threads(const moesz_engine *e) { return e->kc.nthreads; }
 const moesz_config *moesz_engine_config(const moesz_engine *e) { return &e->cfg; }
 const moesz_model *moesz_engine_model(const moesz_engine *e) { return e->m; }
 void moesz_engine_reset(moesz_engine *e) { e->pos = 0; }

@@ -358,7 +358,8 @@ static void *sched_main(void *arg) {
 int serve_sched_start(moesz_server *s, moesz_error *err) {
   s->queue = calloc((size_t)s->o.queue_max, sizeof *s->queue);
   s->free_seqs = calloc((size_t)s->o.max_batch, sizeof *s->free_seqs);
-  s->n_workers = s->o.workers;
+  /* auto: two workers where the engine has two threads to give them */
+  s->n_workers = s->o.workers ? s->o.workers : moesz_engine_threads(s->e) >= 2 ? 2 : 1;
   s->w = calloc((size_t)s->n_workers, sizeof *s->w);
   if (!s->queue || !s->free_seqs || !s->w) return moesz_error_set(err, MOESZ_E_NOMEM, "scheduler buffers");
   for (int i = 0; i < s->n_workers; i++) {
@@ -373,6 +374,11 @@ int serve_sched_start(moesz_server *s, moesz_error *err) {
       return moesz_error_set(err, MOESZ_E_NOMEM, "scheduler buffers");
     if (s->n_workers > 1) {
       int rc = moesz_engine_open_sibling(s->e, 1, &w->sib, err);
+      if (rc == MOESZ_E_UNSUPPORTED && !s->o.workers) {   /* auto: one worker then */
+        s->n_workers = 1;
+        if (err) memset(err, 0, sizeof *err);
+        break;
+      }
       if (rc) return moesz_error_wrap(err, rc, "serve: %d workers", s->n_workers);
     }
   }

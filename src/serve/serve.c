@@ -37,8 +37,7 @@ int moesz_serve_start(moesz_engine *e, moesz_cache *cache, const moesz_tok *tok,
   if (!op.body_max) op.body_max = 1u << 20;
   if (!op.max_prompts) op.max_prompts = 32;
   if (op.idle_timeout_s <= 0) op.idle_timeout_s = 60;
-  if (!op.workers) op.workers = 1;
-  if (op.workers < 1 || op.workers > 16) return moesz_error_set(err, MOESZ_E_ARG, "serve: workers %d (1..16)", op.workers);
+  if (op.workers < 0 || op.workers > 16) return moesz_error_set(err, MOESZ_E_ARG, "serve: workers %d (1..16)", op.workers);
   if (op.port < 0 || op.port > 65535) return moesz_error_set(err, MOESZ_E_ARG, "serve: port %d", op.port);
   if (op.max_batch < 1 || op.max_batch > 64) return moesz_error_set(err, MOESZ_E_ARG, "serve: max batch %d (1..64)", op.max_batch);
   if (op.queue_max < 1 || op.queue_max > 4096) return moesz_error_set(err, MOESZ_E_ARG, "serve: queue %d (1..4096)", op.queue_max);
