@@ -35,7 +35,8 @@
 #
 # Env: MOESZ_BIN (build/moesz), MODEL (models/moesz-mix-tiny),
 #      TEXT (../shared/data/text/wikitext-2-raw-test.txt), LIMIT (20000 tokens),
-#      THREADS (2), PYTHON (python3, with numpy; matplotlib for SVG),
+#      THREADS (2), PYTHON (python3, with numpy; matplotlib for SVG; torch and
+#      transformers for the imatrix rows),
 #      WORK (/tmp/moesz_llq: sdist, copies, containers, results.tsv - runs already
 #      in results.tsv are not repeated; delete it to start over),
 #      SDIST (an unpacked llama-cpp-python sdist; default: pip download into WORK),
