@@ -20,7 +20,7 @@
 # bounds, docs/EVAL.md "Bound policy") for each target T, scored like the rest.
 # CALIB must not overlap the scored text: by default it is TEXT after its first
 # 400,000 bytes (`tail -c +400001`; the first 20000 tokens of WikiText-2 test end
-# near byte 60,000). The per-layer sweep cells live in WORK/policy_sweep, one
+# before byte 60,000). The per-layer sweep cells live in WORK/policy_sweep, one
 # folder for both codecs: a cell is the entropy stream's round trip of one layer
 # (its KL and its bytes) whatever --codec says, so a second codec or target runs
 # no new cell. The layer bounds chosen and the calibration KL go to
