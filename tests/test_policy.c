@@ -173,6 +173,28 @@ TEST(compress_target_kl_on_bundled_model) {
   CHECK(!jget(out, "ref_ppl", v, sizeof v));
   ref = atof(v);
   CHECK_MSG(ppl > 0 && ppl / ref - 1 <= 0.005, "ppl %g against %g", ppl, ref);
+  /* the compute layout: the same cells (no new one), its own container verified within the target, and the
+   * printed spec reproduces it with --codec compute */
+  snprintf(cmd, sizeof cmd, "%s compress " MODEL " -o %s/c.msz --codec compute --target-kl %g --calib %s "
+           "--calib-tokens 384 --calib-ctx 128 --policy-eb 5e-3,2e-2 --policy-dir %s/p.msz.policy --threads 2 --json "
+           "-q 2>/dev/null", bin(), TMP, target, calib, TMP);
+  CHECK_EQ_INT(harness_run_cmd(cmd, out, sizeof out), 0);
+  CHECK(!jget(out, "kl", v, sizeof v));
+  double ckl = atof(v);
+  CHECK_MSG(ckl > 0 && ckl <= target, "compute layout: verified KL %g, target %g", ckl, target);
+  CHECK(!jget(out, "layer_eb", spec, sizeof spec));
+  CHECK_MSG(strstr(spec, ":0.005") && strstr(spec, ":0.02"), "compute layout spec '%s'", spec);
+  snprintf(cmd, sizeof cmd, "wc -l < %s/p.msz.policy/results.csv", TMP);
+  CHECK_EQ_INT(harness_run_cmd(cmd, v, sizeof v), 0);
+  CHECK_EQ_INT(atoi(v), 1 + 8 * 2);
+  snprintf(cmd, sizeof cmd, "%s compress " MODEL " -o %s/d.msz --codec compute --layer-eb '%s' --threads 2 -q "
+           ">/dev/null && cmp %s/c.msz %s/d.msz && ! cmp -s %s/c.msz %s/p.msz", bin(), TMP, spec, TMP, TMP, TMP, TMP);
+  CHECK_EQ_INT(harness_run_cmd(cmd, out, sizeof out), 0);
+  snprintf(cmd, sizeof cmd, "%s ppl %s/c.msz %s --ref " MODEL " --ctx 128 --stride 128 --limit-tokens 384 --json "
+           "--threads 2 2>/dev/null", bin(), TMP, calib);
+  CHECK_EQ_INT(harness_run_cmd(cmd, out, sizeof out), 0);
+  CHECK(!jget(out, "kl", v, sizeof v));
+  CHECK_NEAR(atof(v), ckl, 1e-6 + 1e-4 * ckl);
   /* a target below what the smallest bound gives: an error, no output left */
   snprintf(cmd, sizeof cmd, "%s compress " MODEL " -o %s/s.msz --target-kl 1e-5 --calib %s --calib-tokens 384 "
            "--calib-ctx 128 --policy-eb 5e-3,2e-2 --policy-dir %s/p.msz.policy --threads 2 -q 2>&1", bin(), TMP,
@@ -181,7 +203,7 @@ TEST(compress_target_kl_on_bundled_model) {
   CHECK_MSG(strstr(out, "smallest bound") != NULL, "%s", out);
   snprintf(v, sizeof v, "%s/s.msz", TMP);
   CHECK(access(v, F_OK) != 0);
-  const char *f[] = {"p.msz", "q.msz", "r.msz", "u.msz", "calib.txt", "err.txt", "err2.txt"};
+  const char *f[] = {"p.msz", "q.msz", "r.msz", "u.msz", "c.msz", "d.msz", "calib.txt", "err.txt", "err2.txt"};
   for (size_t i = 0; i < sizeof f / sizeof *f; i++) { snprintf(v, sizeof v, "%s/%s", TMP, f[i]); unlink(v); }
   snprintf(cmd, sizeof cmd, "rm -r %s/p.msz.policy", TMP);
   harness_run_cmd(cmd, out, sizeof out);

@@ -15,6 +15,14 @@
  * quantized as one flat row of that length, i.e. a matrix is quantized
  * flattened row-major. OUT.f32 receives the dequantized values. Prints the
  * format's bits per weight and the max |error| on stderr.
+ *
+ *   ggml_roundtrip FORMAT IN.f32 OUT.f32 IMATRIX.f32 ROW
+ *
+ * With an importance matrix: ggml's quantize_<fmt> (what llama.cpp's quantizer
+ * runs when given one) on rows of ROW values (a multiple of the block), row r
+ * with quant_weights = IMATRIX.f32[r * ROW ...], which holds one weight per
+ * value of IN.f32 (the mean squared activation of the value's input column).
+ * Q8_0 ignores the weights, as in ggml.
  */
 #include "ggml-quants.h"
 #include "ggml-common.h"
@@ -26,6 +34,7 @@
 
 typedef void (*quant_fn)(const float *x, void *y, int64_t k);
 typedef void (*dequant_fn)(const void *x, float *y, int64_t k);
+typedef size_t (*quant_imat_fn)(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *imatrix);
 
 struct format {
     const char *name;
@@ -33,11 +42,12 @@ struct format {
     size_t block_bytes;   /* bytes per block */
     quant_fn quant;
     dequant_fn dequant;
+    quant_imat_fn quant_imat;
 };
 
 #define FMT(NAME, LOWER, QK, BLOCK)                                              \
     { NAME, QK, sizeof(BLOCK), (quant_fn)quantize_row_##LOWER##_ref,            \
-      (dequant_fn)dequantize_row_##LOWER }
+      (dequant_fn)dequantize_row_##LOWER, quantize_##LOWER }
 
 static const struct format formats[] = {
     FMT("Q8_0", q8_0, QK8_0, block_q8_0),
@@ -72,8 +82,8 @@ int main(int argc, char **argv) {
                    8.0 * (double)formats[i].block_bytes / (double)formats[i].block_values);
         return 0;
     }
-    if (argc != 4) {
-        fprintf(stderr, "usage: ggml_roundtrip FORMAT IN.f32 OUT.f32 | ggml_roundtrip --list\n");
+    if (argc != 4 && argc != 6) {
+        fprintf(stderr, "usage: ggml_roundtrip FORMAT IN.f32 OUT.f32 [IMATRIX.f32 ROW] | ggml_roundtrip --list\n");
         return 2;
     }
     const struct format *fmt = NULL;
@@ -96,7 +106,32 @@ int main(int argc, char **argv) {
     void *q = calloc(nblocks, fmt->block_bytes);
     float *y = malloc(n * 4);
     if (!q || !y) { fprintf(stderr, "ggml_roundtrip: out of memory\n"); return 1; }
-    fmt->quant(x, q, (int64_t)n);
+    if (argc == 6) {
+        float *w = NULL;
+        size_t nw = 0;
+        char *end;
+        long row = strtol(argv[5], &end, 10);
+        if (*end || end == argv[5] || row <= 0 || (size_t)row % fmt->block_values || n % (size_t)row) {
+            fprintf(stderr, "ggml_roundtrip: ROW %s is not a positive multiple of %zu dividing %zu\n",
+                    argv[5], fmt->block_values, n);
+            return 1;
+        }
+        if (read_all(argv[4], &w, &nw) != 0 || nw != n) {
+            fprintf(stderr, "ggml_roundtrip: %s is not %zu float32 weights\n", argv[4], n);
+            return 1;
+        }
+        for (size_t i = 0; i < n; i++)
+            if (!(w[i] >= 0) || !isfinite(w[i])) {
+                fprintf(stderr, "ggml_roundtrip: importance weight %zu is %g\n", i, (double)w[i]);
+                return 1;
+            }
+        size_t row_bytes = (size_t)row / fmt->block_values * fmt->block_bytes;
+        for (size_t r = 0; r < n / (size_t)row; r++)
+            fmt->quant_imat(x + r * (size_t)row, (char *)q + r * row_bytes, 1, row, w + r * (size_t)row);
+        free(w);
+    } else {
+        fmt->quant(x, q, (int64_t)n);
+    }
     fmt->dequant(q, y, (int64_t)n);
     double maxerr = 0;
     for (size_t i = 0; i < n; i++) {

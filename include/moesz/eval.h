@@ -225,7 +225,7 @@ typedef struct moesz_policy_opts {
   int tries;               /* compress + verify rounds, >= 1 */
   int threads;             /* engine and codec threads; 0 = all cores */
   int progress;            /* the sweep's progress line and one line per try on stderr */
-  const moesz_msz_opts *msz;   /* container options (method MOESZ_MSZ_CODEC); layer_eb is the policy's */
+  const moesz_msz_opts *msz;   /* container options (method MOESZ_MSZ_CODEC or _COMPUTE); layer_eb is the policy's */
   /* called after each try with its plan and measurement (res as returned); may be NULL */
   void (*report)(void *user, const struct moesz_policy_result *res);
   void *user;

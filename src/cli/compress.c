@@ -193,9 +193,9 @@ int moesz_cli_compress(int argc, char **argv) {
     fprintf(stderr, "moesz compress: %s\n", targets ? "a target needs --calib FILE" : "--calib needs --target-kl or --target-ppl-rise");
     return 2;
   }
-  if (targets && (strcmp(method, "sz") || (strcmp(codec, "entropy") && strcmp(codec, "fast")) || layer_spec || tensor_spec || layers)) {
-    fprintf(stderr, "moesz compress: a target chooses the layer bounds itself: it works with --method sz (codec entropy "
-            "or fast) and without --layer-eb, --tensor-eb or --layers\n");
+  if (targets && (strcmp(method, "sz") || layer_spec || tensor_spec || layers)) {
+    fprintf(stderr, "moesz compress: a target chooses the layer bounds itself: it works with --method sz (any --codec) "
+            "and without --layer-eb, --tensor-eb or --layers\n");
     return 2;
   }
   if (!targets && (pol.ebs || pol.dir)) { fprintf(stderr, "moesz compress: --policy-eb and --policy-dir need a target\n"); return 2; }

@@ -136,7 +136,7 @@ int moesz_policy_run(moesz_model *m, const int32_t *ids, size_t n, const moesz_p
   const moesz_config *cfg = &m->cfg;
   memset(res, 0, sizeof *res);
   if (!(o->target > 0) || !isfinite(o->target) || o->n_ebs < 1 || o->tries < 1 || !o->msz ||
-      o->msz->method != MOESZ_MSZ_CODEC || o->msz->layer_eb || o->msz->tensor_eb || o->msz->part || o->msz->resmoe)
+      (o->msz->method != MOESZ_MSZ_CODEC && o->msz->method != MOESZ_MSZ_COMPUTE) || o->msz->layer_eb || o->msz->tensor_eb || o->msz->part || o->msz->resmoe)
     return moesz_error_set(err, MOESZ_E_ARG, "policy: need a target > 0, candidate bounds, tries >= 1 and plain "
                            "codec container options (no layer or tensor bounds, part or ResMoE of their own)");
   for (int j = 0; j < o->n_ebs; j++)
