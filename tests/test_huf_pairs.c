@@ -90,21 +90,30 @@ static size_t check_both(const uint8_t *len, size_t nsym, const uint8_t *buf, si
   return bad;
 }
 
-static size_t round_trip(int kind, size_t n, int *used_pairs) {
-  uint32_t *codes = malloc(4 * n + 4);
-  uint8_t len[HUF_NSYM];
-  size_t nsym;
-  make_codes(kind, codes, n);
-  lengths_of(codes, n, len, &nsym);
+/* n codes of the given kind, their code lengths (nsym symbols) and their
+ * encoded block (*blen bytes, returned; free it and *codes). */
+static uint8_t *encode_kind(int kind, size_t n, uint32_t **codes, uint8_t len[HUF_NSYM], size_t *nsym, size_t *blen) {
+  *codes = malloc(4 * n + 4);
+  make_codes(kind, *codes, n);
+  lengths_of(*codes, n, len, nsym);
   huf_enc *he = malloc(sizeof *he);
   huf_enc_init(he, len);
   uint8_t *buf = malloc(huf_enc_bound(n));
-  size_t blen = huf_encode(he, codes, n, buf);
+  *blen = huf_encode(he, *codes, n, buf);
+  free(he);
+  return buf;
+}
+
+static size_t round_trip(int kind, size_t n, int *used_pairs) {
+  uint32_t *codes;
+  uint8_t len[HUF_NSYM];
+  size_t nsym, blen;
+  uint8_t *buf = encode_kind(kind, n, &codes, len, &nsym, &blen);
   size_t nesc = 0, nv = 0;
   for (size_t i = 0; i < n; i++) { nv += codes[i] == CODE_VERB; nesc += huf_sym(codes[i]) == HUF_ESC; }
   if (used_pairs) *used_pairs = nv + nesc <= HUF_PAIR_RARE;
   size_t bad = check_both(len, nsym, buf, blen, codes, n);
-  free(codes); free(he); free(buf);
+  free(codes); free(buf);
   return bad;
 }
 
@@ -217,15 +226,10 @@ TEST(pair_table_entries) {
  * (SAN=1). */
 TEST(pair_decoder_agrees_on_corrupted_streams) {
   size_t n = 3000;
-  uint32_t *codes = malloc(4 * n);
+  uint32_t *codes;
   uint8_t len[HUF_NSYM];
-  size_t nsym;
-  make_codes(K_MIXED, codes, n);
-  lengths_of(codes, n, len, &nsym);
-  huf_enc *he = malloc(sizeof *he);
-  huf_enc_init(he, len);
-  uint8_t *buf = malloc(huf_enc_bound(n));
-  size_t blen = huf_encode(he, codes, n, buf), nv = 0;
+  size_t nsym, blen, nv = 0;
+  uint8_t *buf = encode_kind(K_MIXED, n, &codes, len, &nsym, &blen);
   for (size_t i = 0; i < n; i++) nv += codes[i] == CODE_VERB;
   huf_dec *d1 = malloc(sizeof *d1), *d2 = malloc(sizeof *d2);
   huf_dec_init(d1, len, nsym);
@@ -261,7 +265,7 @@ TEST(pair_decoder_agrees_on_corrupted_streams) {
   }
   CHECK_MSG(!disagree, "%d of 400 corrupted streams decoded differently", disagree);
   CHECK(ok > 0 && refused > 0);
-  free(codes); free(he); free(buf); free(d1); free(d2); free(a); free(b); free(va); free(vb);
+  free(codes); free(buf); free(d1); free(d2); free(a); free(b); free(va); free(vb);
 }
 
 /* The choice: pairs for long streams of short codes, not for short streams
