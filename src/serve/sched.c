@@ -1,6 +1,8 @@
 /* serve/sched.c - owns the request scheduler: a FIFO of waiting requests,
  * up to max_batch active ones, each with its own sequence (KV cache) and
- * sampler, and one thread that runs them together. Each engine step takes
+ * sampler, and the workers: threads that each take their share of the
+ * requests and run them together, on a sibling engine of one thread (or,
+ * alone with requests, on the server's engine). Each engine step takes
  * every decoding request's last token plus chunks of the prompts still to
  * read (continuous batching: a request joins or leaves between steps), so a
  * MoE layer fetches each expert once for all tokens routed to it. After a
