@@ -299,6 +299,11 @@ TEST(sibling_halves_same_results) {
       so.workers = 0;
       srv = NULL;
       CHECK_EQ_INT(moesz_serve_start(g, NULL, tok, &so, &srv, &err), 0);
+      moesz_serve_stats st;
+      if (srv) {
+        moesz_serve_stats_get(srv, &st);
+        CHECK_EQ_INT(st.workers, 1);
+      }
       moesz_serve_stop(srv);
       moesz_tok_free(tok);
     } else CHECK(0);
@@ -516,6 +521,7 @@ TEST(concurrent_greedy_identical) {
     CHECK(one.text != NULL);
     moesz_serve_stats a, b;
     moesz_serve_stats_get(x.s, &a);
+    CHECK_EQ_INT(a.workers, g);
     pthread_t th[4];
     same_arg args[4];
     for (int i = 0; i < 4; i++) { args[i] = (same_arg){x.port, NULL}; pthread_create(&th[i], NULL, same_main, &args[i]); }

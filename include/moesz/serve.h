@@ -52,8 +52,9 @@ typedef struct moesz_serve_stats {
   uint64_t steps;             /* engine steps */
   uint64_t step_rows;         /* tokens over all steps */
   uint64_t step_seqs;         /* sequences over all steps */
-  double busy_seconds;        /* wall time inside engine steps */
+  double busy_seconds;        /* wall time inside engine steps, summed over the workers */
   int active, queued;         /* sequences now running / waiting */
+  int workers;                /* scheduler workers running (see moesz_serve_opts.workers) */
 } moesz_serve_stats;
 void moesz_serve_stats_get(moesz_server *s, moesz_serve_stats *out);
 

@@ -165,9 +165,11 @@ int moesz_cli_serve(int argc, char **argv) {
   if (moesz_serve_start(e, cache, tok, &so, &srv, &err)) status = moesz_cli_fail("serve", &err);
   else {
     static const char *fmt[] = {"plain", "chatml", "llama2"};
-    fprintf(stderr, "moesz serve: %s as \"%s\" on http://%s:%d/ (chat format %s, batch %ld, context %d)\n", model,
-            model_id, host, moesz_serve_port(srv), fmt[moesz_serve_chat_format(tmpl)], max_batch,
-            ctx ? (int)ctx : moesz_engine_max_ctx(e));
+    moesz_serve_stats st0;
+    moesz_serve_stats_get(srv, &st0);
+    fprintf(stderr, "moesz serve: %s as \"%s\" on http://%s:%d/ (chat format %s, batch %ld, context %d, %d worker%s)\n",
+            model, model_id, host, moesz_serve_port(srv), fmt[moesz_serve_chat_format(tmpl)], max_batch,
+            ctx ? (int)ctx : moesz_engine_max_ctx(e), st0.workers, st0.workers > 1 ? "s" : "");
     /* SIGINT / SIGTERM end the process (src/cli/signals.c); --exit-after stops cleanly */
     if (exit_after > 0) {
       for (long t = 0; t < exit_after * 10; t++) usleep(100000);

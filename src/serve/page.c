@@ -140,11 +140,13 @@ char *serve_metrics_text(moesz_server *s) {
   M("engine_step_tokens_total", "counter", "Tokens over all engine steps.", "%llu", (unsigned long long)st.step_rows);
   M("engine_step_sequences_total", "counter", "Sequences over all engine steps.", "%llu",
     (unsigned long long)st.step_seqs);
-  M("engine_busy_seconds_total", "counter", "Wall time inside engine steps.", "%.6f", st.busy_seconds);
+  M("engine_busy_seconds_total", "counter", "Wall time inside engine steps, summed over the workers.", "%.6f",
+    st.busy_seconds);
+  M("workers", "gauge", "Scheduler workers.", "%d", st.workers);
   M("sequences_active", "gauge", "Sequences being decoded.", "%d", st.active);
   M("requests_queued", "gauge", "Sequences waiting for a slot.", "%d", st.queued);
   M("tokens_per_second", "gauge", "Generated tokens per second of step time, smoothed (0 when idle).", "%.3f", tps);
-  M("generation_tokens_per_second_mean", "gauge", "Generated tokens per busy second since start.", "%.3f",
+  M("generation_tokens_per_second_mean", "gauge", "Generated tokens per busy second since start (per worker).", "%.3f",
     st.busy_seconds > 0 ? (double)st.completion_tokens / st.busy_seconds : 0.0);
   if (s->cache) {
     moesz_cache_stats cs;

@@ -384,6 +384,7 @@ int serve_sched_start(moesz_server *s, moesz_error *err) {
       if (rc) return moesz_error_wrap(err, rc, "serve: %d workers", s->n_workers);
     }
   }
+  s->st.workers = s->n_workers;
   for (int i = 0; i < s->n_workers; i++) {
     if (pthread_create(&s->w[i].th, NULL, sched_main, &s->w[i]))
       return moesz_error_set(err, MOESZ_E_NOMEM, "scheduler thread");
