@@ -3,9 +3,11 @@
  * (a seed per sequence and rep, as bench/serve_client's requests), one token
  * each per step; prints tokens per second, the best of REPS runs. Compares one
  * sequence with several (what continuous batching gains per token), thread
- * counts and, with GROUPS = 2, the batch split in two halves stepped at the
+ * counts and, with GROUPS = 2, every step split in two halves stepped at the
  * same time by two sibling engines of one thread each
- * (moesz_engine_open_sibling), as `moesz serve --groups 2` does.
+ * (moesz_engine_open_sibling), which wait for each other at the end of the
+ * step (`moesz serve --workers 2` instead runs its workers' steps
+ * independently; bench/results/serve.md "Workers").
  *
  *   engine_step MODEL SEQS STEPS THREADS REPS [MEM_BYTES [GROUPS]]
  * MODEL: a model folder (every expert resident) or a .msz container, served

@@ -104,7 +104,8 @@ typedef struct moesz_expert_mats {
  * needs for the current batch before the first get() of that layer, and
  * hidden [n_tokens, d] holds the normalised inputs of the MoE block, so a
  * cache can plan loads or predict the next layer. get() errors abort the
- * forward pass with that error. Calls come from one thread at a time. */
+ * forward pass with that error. Calls come from one thread at a time, unless
+ * the provider sets `concurrent` and siblings of the engine step at once. */
 typedef struct moesz_expert_provider {
   void *ctx;
   int  (*get)(void *ctx, int layer, int expert, int shared, moesz_expert_mats *out,
@@ -160,8 +161,8 @@ int moesz_engine_open_msz(const char *path, const struct moesz_cache_opts *co, c
 
 /* Opens a sibling of e: an engine with its own scratch and `threads`
  * threads over e's model and expert provider, whose steps may run at the
- * same time as e's and other siblings' (one thread each): e.g. two halves of
- * a server's batch, one per core. It steps the sequences created by e (and
+ * same time as e's and other siblings' (one thread each): e.g. a server's
+ * workers, one per core. It steps the sequences created by e (and
  * by e's other siblings); its misses load one at a time on its own thread
  * (no get_many). Needs a provider with `concurrent` set (the mmap and .msz
  * providers; not gpt-oss's); close every sibling before e. */

@@ -228,11 +228,10 @@ static moesz_engine *step_engine(moesz_server *s, serve_worker *w) {
   return w->sib;
 }
 
-/* The most requests worker w may hold (mutex held): its share of all
+/* The most requests a worker may hold (mutex held): its share of all
  * active and waiting ones, rounded up, so concurrent requests spread over
  * the workers. */
-static int share(const moesz_server *s, const serve_worker *w) {
-  (void)w;
+static int share(const moesz_server *s) {
   int total = s->qlen;
   for (int i = 0; i < s->n_workers; i++) total += s->w[i].n_act;
   int q = (total + s->n_workers - 1) / s->n_workers;
@@ -254,7 +253,7 @@ static void *sched_main(void *arg) {
         unref(r);
       } else i++;
     }
-    int mine = share(s, w);
+    int mine = share(s);
     while (s->qlen && (s->quit || (s->n_act < s->o.max_batch && w->n_act < mine))) {
       serve_req *r = s->queue[s->qhead];
       s->qhead = (s->qhead + 1) % s->o.queue_max;

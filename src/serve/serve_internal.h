@@ -62,10 +62,10 @@ typedef struct serve_worker {
   moesz_engine *sib;          /* its sibling engine (one thread); NULL with one worker */
   pthread_t th;
   int started;
-  struct serve_req **act;     /* [max_batch] its active requests */
+  serve_req **act;            /* [max_batch] its active requests */
   int n_act;
   moesz_step_item *items;     /* [max_batch] one step's items */
-  struct serve_req **who;     /* [max_batch] the request of each item */
+  serve_req **who;            /* [max_batch] the request of each item */
   int *kind;                  /* [max_batch] item rows of a prompt chunk, 0 = a decode row */
   float *lbuf;                /* [cap, vocab] logits of one step */
   double tps_ewma;            /* its completion tokens / s, smoothed over steps (0 while idle) */
