@@ -74,6 +74,13 @@ def ratio(m, kl):
     return "n/a" if m is None else "%.2fx" % (m[0] / kl)
 
 
+def header(fixed, per_codec, codecs):
+    """A markdown table's head: the fixed columns, then per_codec's for each codec (%(c)s, %(goal)s)."""
+    cols = fixed + [h % {"c": c, "goal": GOAL[c]} for c in codecs for h in per_codec]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("results")
@@ -87,13 +94,8 @@ def main():
     formats = sorted(llama, key=lambda r: -r[0])
 
     # 1. the uniform bound
-    head = "| format | bits/weight | llama.cpp KL | llama.cpp top-1 |"
-    rule = "|---|---|---|---|"
-    for c in codecs:
-        head += " %s KL at same bits | top-1 | KL ratio (goal <= %.2fx) | bits at llama.cpp's KL |" % (c, GOAL[c])
-        rule += "---|---|---|---|"
-    print(head)
-    print(rule)
+    header(["format", "bits/weight", "llama.cpp KL", "llama.cpp top-1"],
+           ["%(c)s KL at same bits", "top-1", "KL ratio (goal <= %(goal).2fx)", "bits at llama.cpp's KL"], codecs)
     for bits, kl, top1, name, _ in formats:
         line = "| %s | %.4g | %.4g | %.4f |" % (name, bits, kl, top1)
         for c in codecs:
@@ -105,14 +107,9 @@ def main():
     # 2. the bound policy, next to the uniform bound's ratio and bits
     if pcodecs:
         print()
-        head = "| format | bits/weight | llama.cpp KL |"
-        rule = "|---|---|---|"
-        for c in pcodecs:
-            head += (" %s uniform: ratio / bits at llama.cpp's KL | %s policy KL at same bits | top-1 |"
-                     " KL ratio (goal <= %.2fx) | bits at llama.cpp's KL |" % (c, c, GOAL[c]))
-            rule += "---|---|---|---|---|"
-        print(head)
-        print(rule)
+        header(["format", "bits/weight", "llama.cpp KL"],
+               ["%(c)s uniform: ratio / bits at llama.cpp's KL", "%(c)s policy KL at same bits", "top-1",
+                "KL ratio (goal <= %(goal).2fx)", "bits at llama.cpp's KL"], pcodecs)
         for bits, kl, _, name, _ in formats:
             line = "| %s | %.4g | %.4g |" % (name, bits, kl)
             for c in pcodecs:
@@ -129,13 +126,8 @@ def main():
     if imat and pcodecs:
         plain = {r[3]: r[1] for r in llama}
         print()
-        head = "| format | bits/weight | llama.cpp imatrix KL | top-1 | vs without |"
-        rule = "|---|---|---|---|---|"
-        for c in pcodecs:
-            head += " %s policy KL at same bits | KL ratio (goal <= %.2fx) | bits at its KL |" % (c, GOAL[c])
-            rule += "---|---|---|"
-        print(head)
-        print(rule)
+        header(["format", "bits/weight", "llama.cpp imatrix KL", "top-1", "vs without"],
+               ["%(c)s policy KL at same bits", "KL ratio (goal <= %(goal).2fx)", "bits at its KL"], pcodecs)
         for bits, kl, top1, name, _ in sorted(imat, key=lambda r: -r[0]):
             line = "| %s | %.4g | %.4g | %.4f | %s |" % (
                 name, bits, kl, top1, "%.2fx" % (kl / plain[name]) if name in plain else "n/a")
