@@ -1,7 +1,8 @@
 #!/bin/sh
-# Installs the Debian packages moesz builds against (only those missing).
+# Installs the Debian packages moesz builds against (only those missing;
+# libsimde-dev is for tests/test_kernels_x512.c only).
 set -e
-PKGS="build-essential pkg-config libutf8proc-dev libzstd-dev libopenblas-dev liblapacke-dev libpcre2-dev libcjson-dev libxxhash-dev libmicrohttpd-dev"
+PKGS="build-essential pkg-config libutf8proc-dev libzstd-dev libopenblas-dev liblapacke-dev libpcre2-dev libcjson-dev libxxhash-dev libmicrohttpd-dev libsimde-dev"
 [ -n "$MOESZ_FUZZ" ] && PKGS="$PKGS clang libclang-rt-14-dev"
 MISSING=""
 for p in $PKGS; do

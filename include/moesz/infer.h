@@ -23,7 +23,9 @@ typedef struct moesz_engine_opts {
                          to 16 bits per group (half the multiplies; |x error| <= 2^-16 of the
                          group's largest |x|); 2 = as 1, and in decode (one token) 4-bit groups
                          against x rounded to 8 bits per group (one byte-multiply a code; |x error|
-                         <= 2^-8 of the group's largest |x|) */
+                         <= 2^-8 of the group's largest |x|). 1 and 2 also multiply BF16
+                         weights against x rounded to BF16 (vdpbf16ps), on CPUs with
+                         AVX512_BF16 only (elsewhere BF16 products stay exact) */
 } moesz_engine_opts;
 
 /* model_dir: a Hugging Face model folder (config.json + safetensors).

@@ -26,6 +26,15 @@ static int detect_avx512_vnni(void) {
   return ((b >> 16) & 1) && ((b >> 30) & 1) && ((c >> 1) & 1) && ((c >> 11) & 1); /* F, BW, VBMI, VNNI */
 }
 
+static int detect_avx512_bf16(void) {
+  if (!detect_avx512_vnni() || __get_cpuid_max(0, 0) < 7) return 0;
+  unsigned a, b, c, d;
+  __cpuid_count(7, 0, a, b, c, d);
+  if (a < 1) return 0;                      /* no subleaf 1 */
+  __cpuid_count(7, 1, a, b, c, d);
+  return (a >> 5) & 1;                      /* AVX512_BF16 */
+}
+
 /* cpuid traps to the hypervisor in a virtual machine (microseconds), so the
  * answer is kept: a write-once cache of a fact about the hardware, which
  * every thread computes identically (0 = not asked yet, else answer + 1). */
@@ -47,7 +56,13 @@ int moesz_cpu_avx512_vnni(void) {
   static _Atomic int slot;
   return cached(&slot, detect_avx512_vnni);
 }
+
+int moesz_cpu_avx512_bf16(void) {
+  static _Atomic int slot;
+  return cached(&slot, detect_avx512_bf16);
+}
 #else
 int moesz_cpu_avx2(void) { return 0; }
 int moesz_cpu_avx512_vnni(void) { return 0; }
+int moesz_cpu_avx512_bf16(void) { return 0; }
 #endif

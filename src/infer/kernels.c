@@ -10,6 +10,7 @@
  * summation order). */
 #include "infer/kernels.h"
 #include "infer/simd.h"
+#include "infer/kernels_x512.h"
 #include <math.h>
 #include <stdlib.h>
 #include <stdatomic.h>
@@ -37,11 +38,14 @@ int moesz_k_cpu_simd(void) {
 }
 
 size_t moesz_k_scratch_need(size_t max_cols, size_t max_ctx) {
-  size_t a = (size_t)CH * max_cols + 64, b = max_ctx + 64;
+  /* CH packed f32 rows, or TB tokens of BF16 x padded to 32 columns (kctx.bf16x) */
+  size_t a = (size_t)CH * max_cols + 64, b = max_ctx + 64, xb = ((size_t)TB * ((max_cols + 31) / 32 * 32) + 1) / 2 + 64;
+  if (xb > a) a = xb;
   return a > b ? a : b;
 }
 
 static int avx512_agrees(void);
+static int bf16_agrees(void);
 
 int moesz_kctx_init(moesz_kctx *c, moesz_pool *pool, int simd, size_t scratch_floats) {
   memset(c, 0, sizeof *c);
@@ -50,6 +54,7 @@ int moesz_kctx_init(moesz_kctx *c, moesz_pool *pool, int simd, size_t scratch_fl
   int have = moesz_k_cpu_simd();
   if (have && moesz_cpu_avx512_vnni() && avx512_agrees()) have = 2;
   c->simd = simd < 0 ? have : (simd && have ? (simd < have ? simd : have) : 0);
+  c->dpbf16 = c->simd >= 2 && moesz_cpu_avx512_bf16() && bf16_agrees();
   c->sb_max = SB_MAX;
   c->serial_macs = SERIAL_MACS;
   c->scratch_floats = scratch_floats;
@@ -662,6 +667,31 @@ static void sb_rows(moesz_kctx *c, const moesz_kjob *jb, int64_t r0, int64_t r1,
   sb_scalar(w, r0, r1, jb->x, jb->ldx, jb->n, y, jb->ldy, jb->accumulate);
 }
 
+#if MOESZ_X86
+/* kctx.bf16x: rows r0..r1 of a BF16 job against token block tb (all tokens
+ * of a one-token or small-batch job, whose tasks cover every token) with x
+ * rounded to BF16 in this thread's scratch, kept for every task of the call
+ * on the same block. 0 if the scratch cannot hold the block (the caller then
+ * takes the exact path). */
+static int bf16x_rows(moesz_kctx *c, const moesz_kjob *jb, int64_t r0, int64_t r1, int tb, int tid) {
+  int t0 = tb * TB, t1 = t0 + TB < jb->n ? t0 + TB : jb->n;
+  size_t cols = (size_t)jb->w.cols, ldb = moesz_kx_bf16_ld(cols);
+  if ((size_t)(t1 - t0) * ldb * sizeof(uint16_t) > c->scratch_floats * sizeof(float)) return 0;
+  const float *x = jb->x + (size_t)t0 * jb->ldx;
+  uint16_t *xb = (uint16_t *)c->scratch[tid];
+  uint64_t key = c->gen | (1ull << 61), shape = ((uint64_t)(t1 - t0) << 40) ^ (uint64_t)jb->ldx;
+  if (c->memo_gen[tid] != key || c->memo_x[tid] != x || c->memo_shape[tid] != shape) {
+    moesz_kx_x_to_bf16(x, jb->ldx, t1 - t0, cols, xb, ldb);
+    c->memo_gen[tid] = key;
+    c->memo_x[tid] = x;
+    c->memo_shape[tid] = shape;
+  }
+  moesz_kx_bf16_rows((const uint16_t *)jb->w.data + (size_t)r0 * (size_t)jb->w.ld, (size_t)jb->w.ld, cols,
+                     (int)(r1 - r0), xb, ldb, t1 - t0, jb->y + (size_t)t0 * jb->ldy + r0, jb->ldy, jb->accumulate);
+  return 1;
+}
+#endif
+
 static void lin_task(void *vctx, size_t ti, int tid) {
   lin_ctx *L = vctx;
   int j = 0;
@@ -691,6 +721,11 @@ static void lin_task(void *vctx, size_t ti, int tid) {
     c->memo_x[tid] = holds ? jb->x : NULL;
     return;
   }
+#if MOESZ_X86
+  if (L->c->bf16x && L->c->dpbf16 && w->dtype == MOESZ_DT_BF16 && !w->transposed &&
+      bf16x_rows(L->c, jb, r0, r1, tb, tid))
+    return;
+#endif
   if (w->dtype == MOESZ_VIEW_MXFP4 && jb->n == 1) {   /* gpt-oss MXFP4 (kernels_oss.c) */
     moesz_k_mxfp4_rows(w->data, r0, r1, jb->x, jb->y + r0, jb->accumulate, simd);
     return;
@@ -749,6 +784,7 @@ static void lin_task(void *vctx, size_t ti, int tid) {
   const float *x = jb->x + (size_t)t0 * jb->ldx;
   float *y = jb->y + (size_t)t0 * jb->ldy + r0;
 #if MOESZ_X86
+  if (simd >= 2) { moesz_kx_mm_f32(p, (int)(r1 - r0), x, jb->ldx, t1 - t0, cols, y, jb->ldy, jb->accumulate); return; }
   if (simd) { mm_avx(p, (int)(r1 - r0), x, jb->ldx, t1 - t0, cols, y, jb->ldy, jb->accumulate); return; }
 #endif
   mm_scalar(p, (int)(r1 - r0), x, jb->ldx, t1 - t0, cols, y, jb->ldy, jb->accumulate);
@@ -954,9 +990,11 @@ void moesz_k_attention(moesz_kctx *c, const float *q, size_t ldq, const float *k
 /* The AVX-512 paths run only where the CPU has them, which the machines that
  * build and test this project may not: before a context uses them they are
  * checked once per process against the AVX2 kernels on small fixed inputs
- * (BF16 and F32 matvecs, the BF16 small-batch kernel; compute-layout groups
- * of every width, one and three tokens), and a disagreement keeps the
- * context on AVX2. The answer is a fact
+ * (BF16 and F32 matvecs, the BF16 small-batch kernel, the packed path's
+ * micro-kernels; compute-layout groups of every width, one and three tokens),
+ * and a disagreement keeps the context on AVX2; the AVX512_BF16 kernel is
+ * checked against scalar sums of the same products and, failing, left unused
+ * (kctx.dpbf16 = 0). Each answer is a fact
  * about this CPU and build, kept in a write-once cache like cpuid's. */
 static int close_enough(const float *a, const float *b, int n) {
   for (int i = 0; i < n; i++)
@@ -992,6 +1030,12 @@ static int avx512_check(void) {
   mv_avx_f32(&vf, 0, R, x, y2, 0);
   mv512_f32(&vf, 0, R, x, y5, 0);
   if (!close_enough(y5, y2, R)) return 0;
+  /* the packed path: 8 rows x 3 tokens, and 7 x 3 over 150 columns (masked tail) */
+  for (int c = C; c >= C - 10; c -= 10) {
+    mm_avx(wf, R - (c < C), x, c, 3, (size_t)c, y2, R, 0);
+    moesz_kx_mm_f32(wf, R - (c < C), x, c, 3, (size_t)c, y5, R, 0);
+    if (!close_enough(y5, y2, 3 * R)) return 0;
+  }
   void *buf;
   size_t len;
   moesz_cl m;
@@ -1015,12 +1059,52 @@ static int avx512_check(void) {
 #endif
 }
 
-static int avx512_agrees(void) {
-  static _Atomic int slot;   /* 0 = not checked yet, else answer + 1 */
-  int v = atomic_load_explicit(&slot, memory_order_relaxed);
+/* The AVX512_BF16 kernel against the scalar sum of the same products (x
+ * rounded to BF16): 7 rows x 1..7 tokens over 150 columns (a masked tail,
+ * NaN beyond the row's end). */
+static int bf16_check(void) {
+#if MOESZ_X86
+  enum { R = 7, C = 150, LD = 160, N = 7 };
+  uint16_t wb[R * LD], xb[N * LD];
+  float x[N * C], y[N * R], ref[N * R];
+  for (int i = 0; i < R * LD; i++)
+    wb[i] = i % LD < C ? moesz_f32_to_bf16(ldexpf((float)((i * 37) % 101 - 50) / 50.0f, i / LD - 3)) : 0x7fc0;
+  for (int i = 0; i < N * C; i++) x[i] = (float)((i * 53) % 97 - 48) / 48.0f + 1e-3f;
+  size_t ldb = moesz_kx_bf16_ld(C);
+  if (ldb > LD) return 0;
+  moesz_kx_x_to_bf16(x, C, N, C, xb, ldb);
+  for (int n = 1; n <= N; n++) {
+    for (int t = 0; t < n; t++)
+      for (int r = 0; r < R; r++) {
+        float s = 0;
+        for (int k = 0; k < C; k++) s += moesz_bf16_to_f32(wb[r * LD + k]) * moesz_bf16_to_f32(xb[(size_t)t * ldb + k]);
+        ref[t * R + r] = s;
+      }
+    moesz_kx_bf16_rows(wb, LD, C, R, xb, ldb, n, y, R, 0);
+    if (!close_enough(y, ref, n * R)) return 0;
+  }
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+/* 0 = not checked yet, else answer + 1 */
+static int agrees(_Atomic int *slot, int (*check)(void)) {
+  int v = atomic_load_explicit(slot, memory_order_relaxed);
   if (!v) {
-    v = avx512_check() + 1;
-    atomic_store_explicit(&slot, v, memory_order_relaxed);
+    v = check() + 1;
+    atomic_store_explicit(slot, v, memory_order_relaxed);
   }
   return v - 1;
+}
+
+static int avx512_agrees(void) {
+  static _Atomic int slot;
+  return agrees(&slot, avx512_check);
+}
+
+static int bf16_agrees(void) {
+  static _Atomic int slot;
+  return agrees(&slot, bf16_check);
 }

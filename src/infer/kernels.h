@@ -3,8 +3,9 @@
  * token, a small-batch path for a few tokens over BF16/F16 rows, packed
  * blocked matrix-matrix for larger batches), RMSNorm, RoPE
  * (rotate-half), softmax, SiLU, causal attention with GQA over an f32 KV
- * cache. AVX2+FMA(+F16C) and, for matvecs and the compute layout, AVX-512
- * versions are picked at run time (cpuid; kctx.simd) with scalar fallbacks
+ * cache. AVX2+FMA(+F16C) and, for matvecs, the packed path and the compute
+ * layout, AVX-512 versions (kernels_x512.c for the packed path and the
+ * AVX512_BF16 dot products of kctx.bf16x) are picked at run time (cpuid; kctx.simd) with scalar fallbacks
  * that compute the same function. Multithreaded over output rows (linear) and
  * (token, head) pairs (attention) through base/pool; calls with little work
  * run on the caller's thread. Owned by src/infer. */
@@ -41,6 +42,11 @@ typedef struct moesz_kctx {
                               (one multiply a code; |x error| <= 2^-16 of the group's largest |x|);
                               2 = as 1, and one token's 4-bit groups against x rounded to 8 bits per group
                               (|x error| <= 2^-8 of the group's largest |x|; vpmaddubsw) */
+  int dpbf16;              /* set by moesz_kctx_init: the CPU has AVX512_BF16 and its kernels agree
+                              with the AVX2 ones here (simd >= 2) */
+  int bf16x;               /* 1: row-major BF16 weights against x rounded to BF16 (nearest even), by
+                              vdpbf16ps, for any token count, where dpbf16 (else as 0); 0 = exact
+                              (the f32 product of the BF16 weights and x). Default 0 */
 } moesz_kctx;
 
 /* 1 if this CPU runs the AVX2+FMA+F16C kernels. */

@@ -1,0 +1,155 @@
+/* infer/kernels_x512.c - AVX-512 kernels for products of many tokens and
+ * AVX512_BF16 dot products (see kernels_x512.h); kernels.c picks them at run
+ * time (kctx.simd, kctx.dpbf16) after checking them against its AVX2 kernels
+ * on this CPU.
+ *
+ * - moesz_kx_mm_f32: the packed path's micro-kernel, 4 rows x 6 tokens of
+ *   16-column FMAs (24 of the 32 registers accumulate). Exact as the AVX2
+ *   one: products in f32.
+ * - moesz_kx_bf16_rows: BF16 rows as they lie against x rounded to BF16,
+ *   vdpbf16ps (two products a lane per instruction, no widening, no packing),
+ *   4 rows x 6 tokens. Rounding x to BF16 is the approximation llama.cpp makes
+ *   for BF16 weights; kernels.c takes this path only when asked (--fast-dot).
+ *
+ * The functions carry __attribute__((target(...))) so the file builds for any
+ * x86-64. tests/test_kernels_x512.c includes this file with MOESZ_KX_EMULATE
+ * defined: the same code against SIMDe's portable AVX-512, so its indexing,
+ * tails are checked on CPUs without AVX-512. */
+#if defined(MOESZ_KX_EMULATE)
+#define SIMDE_ENABLE_NATIVE_ALIASES
+#include <simde/x86/avx512.h>
+#define TGT512
+#define TGTBF
+#define MOESZ_KX_X86 1
+#elif defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define TGT512 __attribute__((target("avx2,fma,f16c,avx512f")))
+#define TGTBF __attribute__((target("avx2,fma,f16c,avx512f,avx512bf16")))
+#define MOESZ_KX_X86 1
+#else
+#define MOESZ_KX_X86 0
+#endif
+#include "infer/kernels_x512.h"
+#include "moesz/tensor.h"
+
+size_t KX(moesz_kx_bf16_ld)(size_t cols) {
+  return (cols + 31) / 32 * 32;
+}
+
+void KX(moesz_kx_x_to_bf16)(const float *x, size_t ldx, int n, size_t cols, uint16_t *xb, size_t ldb) {
+  for (int t = 0; t < n; t++) {
+    uint16_t *d = xb + (size_t)t * ldb;
+    moesz_f32_to_bf16_n(x + (size_t)t * ldx, d, cols);
+    for (size_t k = cols; k < ldb; k++) d[k] = 0;
+  }
+}
+
+#if MOESZ_KX_X86
+/* Sum of the 16 lanes. */
+TGT512 static inline float hsum16(__m512 v) {
+  __m256 lo = _mm512_castps512_ps256(v);
+  __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+  __m256 s8 = _mm256_add_ps(lo, hi);
+  __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+  s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+  s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+  return _mm_cvtss_f32(s4);
+}
+
+/* Every micro-kernel: R rows w (row stride ldw) times T tokens x (row stride
+ * ldx) over cols columns; y[j * ldy + i] (+)= the sum for row i, token j. */
+typedef void mk_fn(const void *w, size_t ldw, const void *x, size_t ldx, size_t cols, float *y,
+                   size_t ldy, int acc);
+
+/* f32 rows and tokens, 16 columns a step; the last cols % 16 columns one at
+ * a time. */
+#define MK512(R, T)                                                                      \
+  TGT512 static void mk512_##R##x##T(const void *wp, size_t ldw, const void *xp, size_t ldx, \
+                                     size_t cols, float *y, size_t ldy, int acc) {       \
+    const float *w = wp, *x = xp;                                                        \
+    __m512 a[R][T];                                                                      \
+    _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)                                  \
+      _Pragma("GCC unroll 6") for (int j = 0; j < T; j++) a[i][j] = _mm512_setzero_ps(); \
+    size_t k = 0;                                                                        \
+    for (; k + 16 <= cols; k += 16) {                                                    \
+      __m512 wv[R];                                                                      \
+      _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) wv[i] = _mm512_loadu_ps(w + (size_t)i * ldw + k); \
+      _Pragma("GCC unroll 6") for (int j = 0; j < T; j++) {                              \
+        __m512 xv = _mm512_loadu_ps(x + (size_t)j * ldx + k);                            \
+        _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) a[i][j] = _mm512_fmadd_ps(wv[i], xv, a[i][j]); \
+      }                                                                                  \
+    }                                                                                    \
+    for (int i = 0; i < R; i++)                                                          \
+      for (int j = 0; j < T; j++) {                                                      \
+        float s = hsum16(a[i][j]), *o = y + (size_t)j * ldy + i;                         \
+        for (size_t kk = k; kk < cols; kk++) s += w[(size_t)i * ldw + kk] * x[(size_t)j * ldx + kk]; \
+        *o = acc ? *o + s : s;                                                           \
+      }                                                                                  \
+  }
+
+/* BF16 rows and BF16 tokens, 32 columns a step; the last cols % 32 columns
+ * one at a time (each product of two BF16 values is exact in f32). */
+#define KBF(R, T)                                                                        \
+  TGTBF static void kbf_##R##x##T(const void *wp, size_t ldw, const void *xp, size_t ldx, \
+                                  size_t cols, float *y, size_t ldy, int acc) {          \
+    const uint16_t *w = wp, *x = xp;                                                     \
+    __m512 a[R][T];                                                                      \
+    _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)                                  \
+      _Pragma("GCC unroll 6") for (int j = 0; j < T; j++) a[i][j] = _mm512_setzero_ps(); \
+    size_t k = 0;                                                                        \
+    for (; k + 32 <= cols; k += 32) {                                                    \
+      __m512i wv[R];                                                                     \
+      _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)                                \
+        wv[i] = _mm512_loadu_si512((const void *)(w + (size_t)i * ldw + k));             \
+      _Pragma("GCC unroll 6") for (int j = 0; j < T; j++) {                              \
+        __m512i xv = _mm512_loadu_si512((const void *)(x + (size_t)j * ldx + k));        \
+        _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)                              \
+          a[i][j] = _mm512_dpbf16_ps(a[i][j], (__m512bh)wv[i], (__m512bh)xv);            \
+      }                                                                                  \
+    }                                                                                    \
+    for (int i = 0; i < R; i++)                                                          \
+      for (int j = 0; j < T; j++) {                                                      \
+        float s = hsum16(a[i][j]), *o = y + (size_t)j * ldy + i;                         \
+        for (size_t kk = k; kk < cols; kk++)                                             \
+          s += moesz_bf16_to_f32(w[(size_t)i * ldw + kk]) * moesz_bf16_to_f32(x[(size_t)j * ldx + kk]); \
+        *o = acc ? *o + s : s;                                                           \
+      }                                                                                  \
+  }
+
+#define SHAPES(M) M(4, 1) M(4, 2) M(4, 3) M(4, 4) M(4, 5) M(4, 6) M(1, 1) M(1, 2) M(1, 3) M(1, 4) M(1, 5) M(1, 6)
+SHAPES(MK512)
+SHAPES(KBF)
+#define ENTRY512(R, T) mk512_##R##x##T,
+#define ENTRYBF(R, T) kbf_##R##x##T,
+/* [4-row block?][tokens - 1] */
+static mk_fn *const MK_F32[2][6] = {{ENTRY512(1, 1) ENTRY512(1, 2) ENTRY512(1, 3) ENTRY512(1, 4) ENTRY512(1, 5) ENTRY512(1, 6)},
+                                   {ENTRY512(4, 1) ENTRY512(4, 2) ENTRY512(4, 3) ENTRY512(4, 4) ENTRY512(4, 5) ENTRY512(4, 6)}};
+static mk_fn *const MK_BF16[2][6] = {{ENTRYBF(1, 1) ENTRYBF(1, 2) ENTRYBF(1, 3) ENTRYBF(1, 4) ENTRYBF(1, 5) ENTRYBF(1, 6)},
+                                    {ENTRYBF(4, 1) ENTRYBF(4, 2) ENTRYBF(4, 3) ENTRYBF(4, 4) ENTRYBF(4, 5) ENTRYBF(4, 6)}};
+
+/* nr rows x nt tokens: rows in blocks of 4 (then one at a time), tokens in
+ * blocks of 6 (then the rest in one call); es = bytes per element. */
+static void tiles(mk_fn *const mk[2][6], size_t es, const void *w, size_t ldw, int nr, const void *x,
+                  size_t ldx, int nt, size_t cols, float *y, size_t ldy, int acc) {
+  for (int r = 0; r < nr;) {
+    int four = r + 4 <= nr;
+    const char *wr = (const char *)w + (size_t)r * ldw * es;
+    for (int t = 0; t < nt; t += 6) {
+      int tn = nt - t < 6 ? nt - t : 6;
+      mk[four][tn - 1](wr, ldw, (const char *)x + (size_t)t * ldx * es, ldx, cols,
+                       y + (size_t)t * ldy + r, ldy, acc);
+    }
+    r += four ? 4 : 1;
+  }
+}
+
+void KX(moesz_kx_mm_f32)(const float *p, int nr, const float *x, size_t ldx, int nt, size_t c,
+                         float *y, size_t ldy, int acc) {
+  tiles(MK_F32, sizeof(float), p, c, nr, x, ldx, nt, c, y, ldy, acc);
+}
+
+void KX(moesz_kx_bf16_rows)(const uint16_t *w, size_t ld, size_t cols, int nr, const uint16_t *xb,
+                            size_t ldb, int nt, float *y, size_t ldy, int acc) {
+  tiles(MK_BF16, sizeof(uint16_t), w, ld, nr, xb, ldb, nt, cols, y, ldy, acc);
+}
+#endif

@@ -1,0 +1,215 @@
+/* tests/test_kernels_x512.c - the AVX-512 packed micro-kernels and the
+ * AVX512_BF16 dot products of src/infer/kernels_x512.c, against sums computed
+ * here in double. The file is built twice: natively in the library (run only
+ * where the CPU has the instructions) and here against SIMDe's portable
+ * AVX-512 (libsimde-dev), so the same source's tiling, masks and tails are
+ * checked on any CPU. Also: kctx.bf16x through moesz_k_linear, which must stay
+ * exact where the CPU lacks AVX512_BF16. */
+#include "harness.h"
+#include <stdint.h>
+#include "base/cpu.h"
+#include "base/pool.h"
+#include "infer/kernels.h"
+#include "moesz/tensor.h"
+
+#if defined(__has_include)
+#if __has_include(<simde/x86/avx512.h>)
+#define HAVE_SIMDE 1
+#endif
+#endif
+#ifdef HAVE_SIMDE
+#pragma GCC diagnostic ignored "-Wpsabi"
+#define MOESZ_KX_EMULATE 1
+#define KX(name) name##_emu
+#include "../src/infer/kernels_x512.c"
+#undef KX
+#endif
+/* the library's own (native) build of the same functions */
+void moesz_kx_mm_f32(const float *p, int nr, const float *x, size_t ldx, int nt, size_t c, float *y,
+                     size_t ldy, int acc);
+size_t moesz_kx_bf16_ld(size_t cols);
+void moesz_kx_x_to_bf16(const float *x, size_t ldx, int n, size_t cols, uint16_t *xb, size_t ldb);
+void moesz_kx_bf16_rows(const uint16_t *w, size_t ld, size_t cols, int nr, const uint16_t *xb, size_t ldb,
+                        int nt, float *y, size_t ldy, int acc);
+
+typedef void mm_fn(const float *, int, const float *, size_t, int, size_t, float *, size_t, int);
+typedef void bf_fn(const uint16_t *, size_t, size_t, int, const uint16_t *, size_t, int, float *, size_t, int);
+
+static uint64_t rng_ = 88172645463325252ull;
+static double urand(void) {
+  rng_ ^= rng_ << 13; rng_ ^= rng_ >> 7; rng_ ^= rng_ << 17;
+  return (double)(rng_ >> 11) / 9007199254740992.0;
+}
+
+/* BF16 nearest-even rounding written out here (not the library's) */
+static uint16_t to_bf16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+static float from_bf16(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+static const size_t COLS[] = {1, 15, 16, 17, 31, 32, 33, 64, 100, 150};
+
+/* packed f32 rows x tokens: every shape of 1..9 rows x 1..13 tokens, with and
+ * without accumulate; the sums within 1e-5 of the sum of |terms| */
+static int check_mm(mm_fn *mm) {
+  int bad = 0;
+  for (size_t ci = 0; ci < sizeof COLS / sizeof *COLS; ci++) {
+    size_t c = COLS[ci], ldx = c + 3;
+    for (int nr = 1; nr <= 9; nr++)
+      for (int nt = 1; nt <= 13; nt++) {
+        float *p = malloc(sizeof(float) * (size_t)nr * c), *x = malloc(sizeof(float) * (size_t)nt * ldx);
+        size_t ldy = (size_t)nr + 2;
+        float *y = malloc(sizeof(float) * (size_t)nt * ldy);
+        for (size_t i = 0; i < (size_t)nr * c; i++) p[i] = (float)(urand() * 2 - 1);
+        for (size_t i = 0; i < (size_t)nt * ldx; i++) x[i] = i % ldx < c ? (float)(urand() * 2 - 1) : NAN;
+        for (int acc = 0; acc <= 1; acc++) {
+          for (size_t i = 0; i < (size_t)nt * ldy; i++) y[i] = 0.5f;
+          mm(p, nr, x, ldx, nt, c, y, ldy, acc);
+          for (int t = 0; t < nt; t++)
+            for (int r = 0; r < nr; r++) {
+              double s = acc ? 0.5 : 0, mag = 1;
+              for (size_t k = 0; k < c; k++) {
+                s += (double)p[(size_t)r * c + k] * x[(size_t)t * ldx + k];
+                mag += fabs((double)p[(size_t)r * c + k] * x[(size_t)t * ldx + k]);
+              }
+              if (!(fabs(y[(size_t)t * ldy + r] - s) <= 1e-5 * mag)) bad++;
+            }
+          for (int t = 0; t < nt; t++)   /* nothing written between rows' blocks */
+            for (size_t r = (size_t)nr; r < ldy; r++) if (y[(size_t)t * ldy + r] != 0.5f) bad++;
+        }
+        free(p); free(x); free(y);
+      }
+  }
+  return bad;
+}
+
+/* BF16 rows (row stride ld > cols, NaN beyond each row's end) x tokens
+ * rounded to BF16: each product exact, so the f32 sums are within 1e-5 of
+ * the sum of |terms| of the double sum */
+static int check_bf16(bf_fn *rows, size_t (*ldfn)(size_t),
+                      void (*tob)(const float *, size_t, int, size_t, uint16_t *, size_t)) {
+  int bad = 0;
+  for (size_t ci = 0; ci < sizeof COLS / sizeof *COLS; ci++) {
+    size_t c = COLS[ci], ld = c + 7, ldx = c + 1, ldb = ldfn(c);
+    if (ldb % 32 || ldb < c) bad++;
+    for (int nr = 1; nr <= 9; nr++)
+      for (int nt = 1; nt <= 13; nt++) {
+        uint16_t *w = malloc(2 * (size_t)nr * ld), *xb = malloc(2 * (size_t)nt * ldb);
+        float *x = malloc(sizeof(float) * (size_t)nt * ldx), *y = malloc(sizeof(float) * (size_t)nt * (size_t)nr);
+        for (size_t i = 0; i < (size_t)nr * ld; i++)
+          w[i] = i % ld < c ? to_bf16((float)((urand() * 2 - 1) * 3)) : 0x7fc0;   /* NaN past the row */
+        for (size_t i = 0; i < (size_t)nt * ldx; i++) x[i] = (float)(urand() * 2 - 1);
+        tob(x, ldx, nt, c, xb, ldb);
+        for (int t = 0; t < nt; t++)
+          for (size_t k = 0; k < ldb; k++)
+            if (xb[(size_t)t * ldb + k] != (k < c ? to_bf16(x[(size_t)t * ldx + k]) : 0)) bad++;
+        for (int acc = 0; acc <= 1; acc++) {
+          for (size_t i = 0; i < (size_t)nt * (size_t)nr; i++) y[i] = -1.0f;
+          rows(w, ld, c, nr, xb, ldb, nt, y, (size_t)nr, acc);
+          for (int t = 0; t < nt; t++)
+            for (int r = 0; r < nr; r++) {
+              double s = acc ? -1.0 : 0, mag = 1;
+              for (size_t k = 0; k < c; k++) {
+                double pr = (double)from_bf16(w[(size_t)r * ld + k]) * from_bf16(to_bf16(x[(size_t)t * ldx + k]));
+                s += pr;
+                mag += fabs(pr);
+              }
+              if (!(fabs(y[(size_t)t * nr + r] - s) <= 1e-5 * mag)) bad++;
+            }
+        }
+        free(w); free(xb); free(x); free(y);
+      }
+  }
+  return bad;
+}
+
+TEST(packed_f32_emulated) {
+#ifdef HAVE_SIMDE
+  CHECK_EQ_INT(check_mm(moesz_kx_mm_f32_emu), 0);
+#else
+  SKIP("no SIMDe headers (libsimde-dev)");
+#endif
+}
+
+TEST(bf16_dot_emulated) {
+#ifdef HAVE_SIMDE
+  CHECK_EQ_INT(check_bf16(moesz_kx_bf16_rows_emu, moesz_kx_bf16_ld_emu, moesz_kx_x_to_bf16_emu), 0);
+#else
+  SKIP("no SIMDe headers (libsimde-dev)");
+#endif
+}
+
+TEST(packed_f32_native) {
+  if (!moesz_cpu_avx512_vnni()) SKIP("this CPU has no AVX-512 F/BW/VBMI/VNNI");
+  CHECK_EQ_INT(check_mm(moesz_kx_mm_f32), 0);
+}
+
+TEST(bf16_dot_native) {
+  if (!moesz_cpu_avx512_bf16()) SKIP("this CPU has no AVX512_BF16");
+  CHECK_EQ_INT(check_bf16(moesz_kx_bf16_rows, moesz_kx_bf16_ld, moesz_kx_x_to_bf16), 0);
+}
+
+/* moesz_k_linear on BF16 rows for 1, 3 (small batch) and 40 tokens (packed;
+ * two token blocks) with kctx.bf16x on and off: off, the exact sums of the
+ * weights and x; on, where the context has AVX512_BF16 (kctx.dpbf16) the sums
+ * with x rounded to BF16, elsewhere the same results as off, bit for bit. */
+TEST(linear_bf16x) {
+  enum { ROWS = 70, COLS_ = 200 };
+  moesz_pool *pool = moesz_pool_create(2);
+  CHECK(pool != NULL);
+  moesz_kctx kc;
+  CHECK(moesz_kctx_init(&kc, pool, -1, moesz_k_scratch_need(COLS_, 16)) == 0);
+  uint16_t *w = malloc(2 * ROWS * COLS_);
+  float *x = malloc(sizeof(float) * 40 * COLS_), *y0 = malloc(sizeof(float) * 40 * ROWS),
+        *y1 = malloc(sizeof(float) * 40 * ROWS);
+  for (int i = 0; i < ROWS * COLS_; i++) w[i] = to_bf16((float)(urand() * 2 - 1));
+  for (int i = 0; i < 40 * COLS_; i++) x[i] = (float)(urand() * 2 - 1);
+  moesz_matview v = {w, MOESZ_DT_BF16, ROWS, COLS_, COLS_, 0};
+  static const int NS[] = {1, 3, 40};
+  for (int ni = 0; ni < 3; ni++) {
+    int n = NS[ni];
+    moesz_kjob j0 = {v, x, COLS_, y0, ROWS, n, 0}, j1 = {v, x, COLS_, y1, ROWS, n, 0};
+    kc.bf16x = 0;
+    CHECK(moesz_k_linear(&kc, &j0, 1) == 0);
+    kc.bf16x = 1;
+    CHECK(moesz_k_linear(&kc, &j1, 1) == 0);
+    int bad0 = 0, bad1 = 0, same = 1;
+    for (int t = 0; t < n; t++)
+      for (int r = 0; r < ROWS; r++) {
+        double s = 0, sb = 0, mag = 1;
+        for (int k = 0; k < COLS_; k++) {
+          double wv = from_bf16(w[r * COLS_ + k]);
+          s += wv * x[t * COLS_ + k];
+          sb += wv * from_bf16(to_bf16(x[t * COLS_ + k]));
+          mag += fabs(wv * x[t * COLS_ + k]);
+        }
+        if (!(fabs(y0[t * ROWS + r] - s) <= 1e-5 * mag)) bad0++;
+        if (!(fabs(y1[t * ROWS + r] - (kc.dpbf16 ? sb : s)) <= 1e-5 * mag)) bad1++;
+        if (y1[t * ROWS + r] != y0[t * ROWS + r]) same = 0;
+      }
+    CHECK_EQ_INT(bad0, 0);
+    CHECK_EQ_INT(bad1, 0);
+    if (!kc.dpbf16) CHECK(same);
+  }
+  printf("  (AVX512_BF16 path %s on this CPU)\n", kc.dpbf16 ? "used" : "not available: exact path checked");
+  free(w); free(x); free(y0); free(y1);
+  moesz_kctx_free(&kc);
+  moesz_pool_destroy(pool);
+}
+
+int main(void) {
+  RUN(packed_f32_emulated);
+  RUN(bf16_dot_emulated);
+  RUN(packed_f32_native);
+  RUN(bf16_dot_native);
+  RUN(linear_bf16x);
+  return DONE();
+}
