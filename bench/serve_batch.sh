@@ -7,7 +7,9 @@
 # of build/bench/serve_client, `make benches`) sends REQS completions of
 # MAX_TOKENS tokens one after another (temperature 0.8, its own seeds; EOS
 # may end one early: tokens are counted from the answers' usage). Medians of
-# REPS runs per client count. The last column is the server's CPU time (user +
+# REPS repetitions; each repetition runs every client count in turn, and the
+# ratio to one client is also given as the median of the ratios within a
+# repetition (runs seconds apart, so drift in the machine's speed cancels). The last column is the server's CPU time (user +
 # system, /proc) per generated token: less swayed than wall time by other
 # jobs on a shared machine.
 #
@@ -15,7 +17,7 @@
 #
 # Env: MOESZ_BIN (build/moesz), CLIENT (build/bench/serve_client), REPS (3), REQS (4), MAX_TOKENS (48),
 # THREADS (2), BUDGET_PCT (25), POLICY (lfru), PORT (18181), CLIENTS ("1 2 4 8"), SERVE_EXTRA (more `moesz serve`
-# options, e.g. "--workers 2").
+# options, e.g. "--workers 2"), RATIOS (set: also print every repetition's ratios).
 set -eu
 MOESZ_BIN=${MOESZ_BIN:-build/moesz}
 CLIENT=${CLIENT:-build/bench/serve_client}
@@ -27,6 +29,7 @@ THREADS=${THREADS:-2}
 BUDGET_PCT=${BUDGET_PCT:-25}
 POLICY=${POLICY:-lfru}
 PORT=${PORT:-18181}
+CLIENTS_LIST=${CLIENTS:-1 2 4 8}
 work=$(mktemp -d)
 srv=""
 cleanup() { [ -n "$srv" ] && kill "$srv" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
@@ -47,14 +50,19 @@ cpu() { awk '{ print $14 + $15 }' "/proc/$srv/stat"; }
 metric() { curl -sf "http://127.0.0.1:$PORT/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%.0f\n", s }'; }
 
 echo "model $MODEL as a container (eb 1e-3), budget $budget bytes ($BUDGET_PCT% of $experts decoded expert bytes), $POLICY,"
-echo "$THREADS threads; each client: $REQS requests x $MAX_TOKENS tokens; medians of $REPS runs"
+echo "$THREADS threads; each client: $REQS requests x $MAX_TOKENS tokens; medians of $REPS repetitions"
 echo
-echo "| clients | aggregate tok/s | vs 1 client | tokens per engine step | expert bytes read per token | server CPU ms per token |"
-echo "|---|---|---|---|---|---|"
-base=""
-for c in ${CLIENTS:-1 2 4 8}; do
-  : > "$work/tps"; : > "$work/bpt"; : > "$work/tpstep"; : > "$work/cpt"
-  for rep in $(seq "$REPS"); do
+echo "| clients | aggregate tok/s | vs 1 client | vs 1 client, same repetition | tokens per engine step | expert bytes read per token | server CPU ms per token |"
+echo "|---|---|---|---|---|---|---|"
+# Repetitions outermost: each repetition runs every client count once, in
+# turn, so a count's run and the first count's run of the same repetition are
+# seconds apart (this machine's speed drifts over minutes); the fourth column
+# is the median of those same-repetition ratios.
+for c in $CLIENTS_LIST; do : > "$work/tps.$c"; : > "$work/bpt.$c"; : > "$work/tpstep.$c"; : > "$work/cpt.$c"; : > "$work/rr.$c"; done
+first=""
+for rep in $(seq "$REPS"); do
+  for c in $CLIENTS_LIST; do
+    [ -z "$first" ] && first=$c
     b0=$(metric moesz_expert_bytes_read_total)
     s0=$(metric moesz_engine_steps_total); r0=$(metric moesz_engine_step_tokens_total)
     c0=$(cpu)
@@ -63,13 +71,23 @@ for c in ${CLIENTS:-1 2 4 8}; do
     c1=$(cpu)
     b1=$(metric moesz_expert_bytes_read_total)
     s1=$(metric moesz_engine_steps_total); r1=$(metric moesz_engine_step_tokens_total)
-    awk -v t="$1" -v s="$2" 'BEGIN { printf "%.2f\n", t / s }' >> "$work/tps"
-    awk -v t="$1" -v by="$((b1 - b0))" 'BEGIN { printf "%.0f\n", t ? by / t : 0 }' >> "$work/bpt"
-    awk -v s="$((s1 - s0))" -v r="$((r1 - r0))" 'BEGIN { printf "%.2f\n", s ? r / s : 0 }' >> "$work/tpstep"
-    awk -v t="$1" -v c="$((c1 - c0))" -v k="$tck" 'BEGIN { printf "%.3f\n", t ? c * 1000 / k / t : 0 }' >> "$work/cpt"
+    tps=$(awk -v t="$1" -v s="$2" 'BEGIN { printf "%.2f\n", t / s }')
+    echo "$tps" >> "$work/tps.$c"
+    [ "$c" = "$first" ] && base_rep=$tps
+    awk -v a="$tps" -v b="$base_rep" 'BEGIN { printf "%.4f\n", a / b }' >> "$work/rr.$c"
+    awk -v t="$1" -v by="$((b1 - b0))" 'BEGIN { printf "%.0f\n", t ? by / t : 0 }' >> "$work/bpt.$c"
+    awk -v s="$((s1 - s0))" -v r="$((r1 - r0))" 'BEGIN { printf "%.2f\n", s ? r / s : 0 }' >> "$work/tpstep.$c"
+    awk -v t="$1" -v c="$((c1 - c0))" -v k="$tck" 'BEGIN { printf "%.3f\n", t ? c * 1000 / k / t : 0 }' >> "$work/cpt.$c"
   done
-  tps=$(median < "$work/tps"); bpt=$(median < "$work/bpt"); tpstep=$(median < "$work/tpstep"); cpt=$(median < "$work/cpt")
+done
+base=""
+for c in $CLIENTS_LIST; do
+  tps=$(median < "$work/tps.$c"); bpt=$(median < "$work/bpt.$c"); tpstep=$(median < "$work/tpstep.$c")
+  cpt=$(median < "$work/cpt.$c"); rr=$(median < "$work/rr.$c")
   [ -z "$base" ] && base=$tps
   ratio=$(awk -v a="$tps" -v b="$base" 'BEGIN { printf "%.2f", a / b }')
-  echo "| $c | $tps | ${ratio}x | $tpstep | $bpt | $cpt |"
+  rr=$(awk -v a="$rr" 'BEGIN { printf "%.2f", a }')
+  echo "| $c | $tps | ${ratio}x | ${rr}x | $tpstep | $bpt | $cpt |"
 done
+[ -n "${RATIOS:-}" ] && for c in $CLIENTS_LIST; do echo "same-repetition ratios, $c clients: $(tr '\n' ' ' < "$work/rr.$c")"; done
+exit 0
