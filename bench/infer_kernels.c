@@ -2,8 +2,9 @@
  * (decode) in GB/s of weights streamed, G weights/s and matrix-matrix
  * (prompt) in GFLOP/s, per dtype (F32, BF16, F16 and the codec's compute
  * layout (eb 1e-3 unless given), its integer path with x split exactly or rounded to 16
- * bits (fast_dot), and its float path), AVX2 and scalar, 1..N
- * threads. Weights N(0, 0.02^2).
+ * bits (fast_dot), and its float path; BF16 against x rounded to BF16 where
+ * the CPU has AVX512_BF16), the best SIMD level (AVX-512 where present,
+ * else AVX2) and scalar, 1..N threads. Weights N(0, 0.02^2).
  * Medians of 7 runs; the last column is the same-run speed over BF16 with the
  * same kernel and threads. Then the small-batch table: 1..16 tokens (a
  * batched decode step's rows per expert) over BF16 and F16 rows with the
@@ -71,18 +72,20 @@ int main(int argc, char **argv) {
   float *wdec = malloc((size_t)(rows < 256 ? rows : 256) * (size_t)cols * sizeof(float));
   moesz_k_cl_unpack(&cl, 0, rows < 256 ? rows : 256, wdec, 0);
   for (size_t i = 0; i < (size_t)cols * ntok; i++) x[i] = (float)((i * 2654435761u) % 1001) * 0.002f - 1.0f;
-  printf("# matrix %d x %d, prompt batch %d tokens; AVX2 %d, AVX-512 VBMI+VNNI %d; compute layout at eb %g: %.3f bits/weight\n",
-         rows, cols, ntok, moesz_k_cpu_simd(), moesz_cpu_avx512_vnni(), eb, cli.bits_per_value);
+  printf("# matrix %d x %d, prompt batch %d tokens; AVX2 %d, AVX-512 VBMI+VNNI %d, AVX512_BF16 %d; compute layout at eb %g: "
+         "%.3f bits/weight\n", rows, cols, ntok, moesz_k_cpu_simd(), moesz_cpu_avx512_vnni(), moesz_cpu_avx512_bf16(), eb,
+         cli.bits_per_value);
   printf("| dtype | kernel | threads | decode GB/s | G weights/s | decode ms | prompt GFLOP/s | decode vs BF16 | prompt vs BF16 |\n"
          "|---|---|---|---|---|---|---|---|---|\n");
-  const void *data[7] = {wf, wb, wh, &cl, &cl, &cl, &cl};
-  moesz_dtype dts[7] = {MOESZ_DT_F32, MOESZ_DT_BF16, MOESZ_DT_F16, MOESZ_VIEW_CL, MOESZ_VIEW_CL, MOESZ_VIEW_CL,
-                        MOESZ_VIEW_CL};
-  static const char *names[7] = {"F32", "BF16", "F16", "compute (int16 path)", "compute (float path)",
-                                 "compute (int16 path, AVX2 only)", "compute (int16 path, 16-bit x: fast_dot)"};
+  const void *data[8] = {wf, wb, wh, &cl, &cl, &cl, &cl, wb};
+  moesz_dtype dts[8] = {MOESZ_DT_F32, MOESZ_DT_BF16, MOESZ_DT_F16, MOESZ_VIEW_CL, MOESZ_VIEW_CL, MOESZ_VIEW_CL,
+                        MOESZ_VIEW_CL, MOESZ_DT_BF16};
+  static const char *names[8] = {"F32", "BF16", "F16", "compute (int16 path)", "compute (float path)",
+                                 "compute (int16 path, AVX2 only)", "compute (int16 path, 16-bit x: fast_dot)",
+                                 "BF16, x rounded to BF16 (AVX512_BF16: fast_dot)"};
   double bf1[2][17], bfn[2][17];
-  int order[7] = {1, 3, 6, 5, 4, 0, 2};
-  for (int oi = 0; oi < (sb_only ? 0 : 7); oi++)
+  int order[8] = {1, 7, 3, 6, 5, 4, 0, 2};
+  for (int oi = 0; oi < (sb_only ? 0 : 8); oi++)
     for (int simd = 1; simd >= simd_only; simd--)
       for (int th = 1; th <= maxthr && th <= 16; th++) {
         moesz_pool *pool = th > 1 ? moesz_pool_create(th) : NULL;
@@ -91,6 +94,8 @@ int main(int argc, char **argv) {
         if (moesz_kctx_init(&kc, pool, simd ? d == 5 ? 1 : -1 : 0, moesz_k_scratch_need((size_t)cols, 16))) return 1;
         kc.no_int = d == 4;
         kc.cl_act = d == 6;
+        kc.bf16x = d == 7;
+        if (d == 7 && !kc.dpbf16) { moesz_kctx_free(&kc); moesz_pool_destroy(pool); continue; }   /* no AVX512_BF16 */
         /* x in [-1, 1] rounded to 16 bits a group: each term off by <= |w| / 65534 */
         double tol = d == 6 ? 1e-4 : 1e-5;
         moesz_matview v = {data[d], dts[d], rows, cols, cols, 0};
@@ -132,7 +137,7 @@ int main(int argc, char **argv) {
         double bytes = d >= 3 ? (double)cllen : (double)n * (double)moesz_dtype_size(dts[d]);
         if (d == 1) { bf1[simd][th] = t1; bfn[simd][th] = tn; }
         printf("| %s | %s | %d | %.2f | %.2f | %.3f | %.2f | %.2fx | %.2fx |\n", names[d],
-               simd ? "avx2" : "scalar", th, bytes / t1 / 1e9, (double)n / t1 / 1e9,
+               kc.simd >= 2 ? "avx512" : kc.simd ? "avx2" : "scalar", th, bytes / t1 / 1e9, (double)n / t1 / 1e9,
                t1 * 1e3, tn > 0 ? 2.0 * (double)n * ntok / tn / 1e9 : 0.0, bf1[simd][th] / t1,
                tn > 0 && bfn[simd][th] > 0 ? bfn[simd][th] / tn : 0.0);
         fflush(stdout);
