@@ -610,6 +610,7 @@ static enum MHD_Result do_generate(moesz_server *s, struct MHD_Connection *c, in
   snprintf(g->id, sizeof g->id, "%s-%llu", ep == EP_CHAT ? "chatcmpl" : "cmpl", id);
   g->created = (long)time(NULL);
   for (int i = 0; i < g->n; i++) {
+    g->r[i]->stream = g->stream;
     int rc = serve_submit(s, g->r[i]);
     if (!rc) g->queued++;
     if (rc) {
@@ -646,7 +647,7 @@ static enum MHD_Result do_generate(moesz_server *s, struct MHD_Connection *c, in
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_nsec += 100000000;
     if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
-    pthread_cond_timedwait(&s->progress, &s->mu, &ts);
+    pthread_cond_timedwait(&s->done, &s->mu, &ts);
     if (client_gone(fd)) {
       pthread_mutex_unlock(&s->mu);
       serve_gen_free(s, g, 1);

@@ -97,6 +97,7 @@ static void finish(moesz_server *s, serve_req *r, int why) {
     r->seq = NULL;
   }
   pthread_cond_broadcast(&s->progress);
+  pthread_cond_broadcast(&s->done);
 }
 
 /* Drops the scheduler's reference (mutex held). */
@@ -333,7 +334,10 @@ static void *sched_main(void *arg) {
       }
       next_token(s, r, lg);
     }
-    pthread_cond_broadcast(&s->progress);
+    /* streamed answers are sent as they grow; whole answers wait for `done` (finish()) */
+    int streamed = 0;
+    for (int k = 0; k < ni; k++) streamed |= w->who[k]->stream;
+    if (streamed) pthread_cond_broadcast(&s->progress);
     /* requests that finished (or failed) leave the active set */
     for (int i = 0; i < w->n_act;) {
       serve_req *r = w->act[i];

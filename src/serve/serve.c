@@ -64,6 +64,7 @@ int moesz_serve_start(moesz_engine *e, moesz_cache *cache, const moesz_tok *tok,
   pthread_mutex_init(&s->mu, NULL);
   pthread_cond_init(&s->work, NULL);
   pthread_cond_init(&s->progress, NULL);
+  pthread_cond_init(&s->done, NULL);
   int rc = serve_sched_start(s, err);
   if (!rc) rc = serve_http_start(s, err);
   if (rc) { moesz_serve_stop(s); return rc; }
@@ -80,6 +81,7 @@ void moesz_serve_stop(moesz_server *s) {
   pthread_mutex_destroy(&s->mu);
   pthread_cond_destroy(&s->work);
   pthread_cond_destroy(&s->progress);
+  pthread_cond_destroy(&s->done);
   free(s);
 }
 

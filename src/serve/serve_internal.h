@@ -33,6 +33,7 @@ typedef struct serve_req {
   int n_stop;
   int logprobs;               /* -1: none; k >= 0: the chosen token's log-prob + top k */
   int echo;                   /* prompt log-probs (logprobs >= 0) and prompt text */
+  int stream;                 /* its text is sent as it grows: the scheduler wakes `progress` per step */
   /* scheduler-owned while RQ_ACTIVE; read by HTTP under the mutex once RQ_DONE
    * (gen/gen_len/emit_len: under the mutex at any time) */
   int state, finish;
@@ -86,7 +87,8 @@ struct moesz_server {
   int port;
   pthread_mutex_t mu;
   pthread_cond_t work;        /* scheduler: something queued / cancelled / quit */
-  pthread_cond_t progress;    /* HTTP side: some request's output moved */
+  pthread_cond_t progress;    /* HTTP side: a streamed request's output moved, or a request ended */
+  pthread_cond_t done;        /* HTTP side: a request ended (whole answers wait on this only) */
   int quit;
   serve_req **queue;          /* [queue_max] FIFO */
   int qhead, qlen;
