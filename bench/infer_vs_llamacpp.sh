@@ -9,7 +9,9 @@
 #   LLAMA_BENCH=/tmp/llamacpp/.../build/bin/llama-bench \
 #   sh bench/infer_vs_llamacpp.sh HF_DIR_F32 GGUF_F32 [HF_DIR_BF16 GGUF_BF16]
 #
-# Env: MOESZ_BIN (build/moesz), THREADS (2), PROMPT (64 tokens), GEN (32), REPS (5).
+# Env: MOESZ_BIN (build/moesz), THREADS (2), PROMPT (64 tokens), GEN (32), REPS (5),
+# MOESZ_EXTRA (more `moesz run` options: "--fast-dot" multiplies BF16 weights against BF16 x on CPUs
+# with AVX512_BF16, as llama.cpp does for BF16 models).
 # Making the model (not in the repo): python3 tools/make_bench_model.py DIR --dtype f32,
 # then python3 convert_hf_to_gguf.py DIR --outtype f32 --outfile DIR.gguf.
 # llama-bench's prompt is PROMPT random ids; moesz gets PROMPT fixed ids: the work per
@@ -28,7 +30,7 @@ median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]
 
 moesz_once() { # prints "prompt_tps gen_tps"
   "$MOESZ_BIN" run "$1" --prompt-ids "$ids" --print-ids --temperature 0 --ignore-eos \
-    --max-tokens "$GEN" --threads "$THREADS" 2>&1 >/dev/null |
+    --max-tokens "$GEN" --threads "$THREADS" ${MOESZ_EXTRA:-} 2>&1 >/dev/null |
     sed -n 's/^prompt: .*, \([0-9.]*\) tok\/s; generated: .*, \([0-9.]*\) tok\/s.*/\1 \2/p'
 }
 
