@@ -667,6 +667,11 @@ static void sb_rows(moesz_kctx *c, const moesz_kjob *jb, int64_t r0, int64_t r1,
   sb_scalar(w, r0, r1, jb->x, jb->ldx, jb->n, y, jb->ldy, jb->accumulate);
 }
 
+/* 1 if job jb takes the AVX512_BF16 path (kctx.bf16x, row-major BF16 rows, a CPU that has it) */
+static int bf16x_job(const moesz_kctx *c, const moesz_kjob *jb) {
+  return c->bf16x && c->dpbf16 && jb->w.dtype == MOESZ_DT_BF16 && !jb->w.transposed;
+}
+
 #if MOESZ_X86
 /* kctx.bf16x: rows r0..r1 of a BF16 job against token block tb (all tokens
  * of a one-token or small-batch job, whose tasks cover every token) with x
@@ -722,9 +727,7 @@ static void lin_task(void *vctx, size_t ti, int tid) {
     return;
   }
 #if MOESZ_X86
-  if (L->c->bf16x && L->c->dpbf16 && w->dtype == MOESZ_DT_BF16 && !w->transposed &&
-      bf16x_rows(L->c, jb, r0, r1, tb, tid))
-    return;
+  if (bf16x_job(L->c, jb) && bf16x_rows(L->c, jb, r0, r1, tb, tid)) return;
 #endif
   if (w->dtype == MOESZ_VIEW_MXFP4 && jb->n == 1) {   /* gpt-oss MXFP4 (kernels_oss.c) */
     moesz_k_mxfp4_rows(w->data, r0, r1, jb->x, jb->y + r0, jb->accumulate, simd);
@@ -779,15 +782,20 @@ static void lin_task(void *vctx, size_t ti, int tid) {
     pack_rows(w, r0, r1, pk);
     p = pk;
   }
-  int t0 = tb * TB, t1 = t0 + TB;
-  if (t1 > jb->n) t1 = jb->n;
-  const float *x = jb->x + (size_t)t0 * jb->ldx;
-  float *y = jb->y + (size_t)t0 * jb->ldy + r0;
+  /* the tile is packed once for every token, in blocks of TB (a task of the AVX512_BF16 plan that
+   * falls back here: its own block) */
+  int ta = 0, tz = jb->n;
+  if (bf16x_job(L->c, jb)) { ta = tb * TB; tz = ta + TB < jb->n ? ta + TB : jb->n; }
+  for (int t0 = ta; t0 < tz; t0 += TB) {
+    int t1 = t0 + TB < tz ? t0 + TB : tz;
+    const float *x = jb->x + (size_t)t0 * jb->ldx;
+    float *y = jb->y + (size_t)t0 * jb->ldy + r0;
 #if MOESZ_X86
-  if (simd >= 2) { moesz_kx_mm_f32(p, (int)(r1 - r0), x, jb->ldx, t1 - t0, cols, y, jb->ldy, jb->accumulate); return; }
-  if (simd) { mm_avx(p, (int)(r1 - r0), x, jb->ldx, t1 - t0, cols, y, jb->ldy, jb->accumulate); return; }
+    if (simd >= 2) { moesz_kx_mm_f32(p, (int)(r1 - r0), x, jb->ldx, t1 - t0, cols, y, jb->ldy, jb->accumulate); continue; }
+    if (simd) { mm_avx(p, (int)(r1 - r0), x, jb->ldx, t1 - t0, cols, y, jb->ldy, jb->accumulate); continue; }
 #endif
-  mm_scalar(p, (int)(r1 - r0), x, jb->ldx, t1 - t0, cols, y, jb->ldy, jb->accumulate);
+    mm_scalar(p, (int)(r1 - r0), x, jb->ldx, t1 - t0, cols, y, jb->ldy, jb->accumulate);
+  }
 }
 
 /* Checks the jobs' views: MOESZ_OK, MOESZ_E_UNSUPPORTED or MOESZ_E_INTERNAL. */
@@ -835,8 +843,11 @@ static double lin_plan(moesz_kctx *c, const moesz_kjob *jobs, int nj, lin_ctx *L
       if (rc < 16) rc = 16;
       if (c->nthreads == 1) rc = rows;
     } else {
+      /* the packed path: a task packs a tile of CH rows once and multiplies it by every token;
+       * the AVX512_BF16 path's tasks take one block of TB tokens each (the block's BF16 x is
+       * kept per thread for the tasks of that block) */
       rc = CH;
-      ntb = (size_t)((jb->n + TB - 1) / TB);
+      if (bf16x_job(c, jb)) ntb = (size_t)((jb->n + TB - 1) / TB);
     }
     L->rchunk[j] = rc;
     L->nrch[j] = (rows + rc - 1) / rc;
