@@ -1,7 +1,9 @@
 /* infer/kernels.c - linear (matvec for one token; the small-batch path for
  * 2..kctx.sb_max tokens over BF16/F16 rows, which gives each token the
  * one-token sums bit for bit while reading each weight row once; packed
- * blocked matmul beyond, and for F32 rows), rmsnorm, rope, softmax, silu,
+ * blocked matmul beyond, and for F32 rows: a tile of rows packed once per
+ * task, then with AVX2 transposed and multiplied by an outer-product
+ * kernel), rmsnorm, rope, softmax, silu,
  * attention; small calls run on the caller's thread (kctx.serial_macs); the
  * dispatch of compute-layout views to kernels_cl.c; the one-time check of
  * the AVX-512 paths. See kernels.h. The AVX2 and AVX-512 functions carry

@@ -5,8 +5,8 @@
  * (rotate-half), softmax, SiLU, causal attention with GQA over an f32 KV
  * cache. AVX2+FMA(+F16C) and, for matvecs, the packed path and the compute
  * layout, AVX-512 versions (kernels_x512.c for the packed path and the
- * AVX512_BF16 dot products of kctx.bf16x) are picked at run time (cpuid; kctx.simd) with scalar fallbacks
- * that compute the same function. Multithreaded over output rows (linear) and
+ * AVX512_BF16 dot products of kctx.bf16x) are picked at run time (cpuid;
+ * kctx.simd) with scalar fallbacks that compute the same function. Multithreaded over output rows (linear) and
  * (token, head) pairs (attention) through base/pool; calls with little work
  * run on the caller's thread. Owned by src/infer. */
 #ifndef MOESZ_INFER_KERNELS_H
