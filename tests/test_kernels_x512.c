@@ -160,13 +160,22 @@ TEST(bf16_dot_native) {
 /* moesz_k_linear on BF16 rows for 1, 3 (small batch) and 40 tokens (packed;
  * two token blocks) with kctx.bf16x on and off: off, the exact sums of the
  * weights and x; on, where the context has AVX512_BF16 (kctx.dpbf16) the sums
- * with x rounded to BF16, elsewhere the same results as off, bit for bit. */
-TEST(linear_bf16x) {
+ * with x rounded to BF16, elsewhere the same results as off, bit for bit.
+ * emulate = 1: the context is told it has AVX512_BF16 and given the portable
+ * build of the kernel, so the path's task plan, per-thread BF16 x and
+ * scratch checks run on any CPU. */
+static void linear_bf16x_case(int emulate, int threads, int accumulate) {
   enum { ROWS = 70, COLS_ = 200 };
-  moesz_pool *pool = moesz_pool_create(2);
-  CHECK(pool != NULL);
+  moesz_pool *pool = threads > 1 ? moesz_pool_create(threads) : NULL;
   moesz_kctx kc;
   CHECK(moesz_kctx_init(&kc, pool, -1, moesz_k_scratch_need(COLS_, 16)) == 0);
+#ifdef HAVE_SIMDE
+  if (emulate) {
+    kc.dpbf16 = 1;
+    kc.bf16_rows = moesz_kx_bf16_rows_emu;
+  }
+#endif
+  kc.serial_macs = 0;
   uint16_t *w = malloc(2 * ROWS * COLS_);
   float *x = malloc(sizeof(float) * 40 * COLS_), *y0 = malloc(sizeof(float) * 40 * ROWS),
         *y1 = malloc(sizeof(float) * 40 * ROWS);
@@ -176,7 +185,8 @@ TEST(linear_bf16x) {
   static const int NS[] = {1, 3, 40};
   for (int ni = 0; ni < 3; ni++) {
     int n = NS[ni];
-    moesz_kjob j0 = {v, x, COLS_, y0, ROWS, n, 0}, j1 = {v, x, COLS_, y1, ROWS, n, 0};
+    moesz_kjob j0 = {v, x, COLS_, y0, ROWS, n, accumulate}, j1 = {v, x, COLS_, y1, ROWS, n, accumulate};
+    for (int i = 0; i < 40 * ROWS; i++) y0[i] = y1[i] = 0.25f;
     kc.bf16x = 0;
     CHECK(moesz_k_linear(&kc, &j0, 1) == 0);
     kc.bf16x = 1;
@@ -184,7 +194,7 @@ TEST(linear_bf16x) {
     int bad0 = 0, bad1 = 0, same = 1;
     for (int t = 0; t < n; t++)
       for (int r = 0; r < ROWS; r++) {
-        double s = 0, sb = 0, mag = 1;
+        double s = accumulate ? 0.25 : 0, sb = s, mag = 1;
         for (int k = 0; k < COLS_; k++) {
           double wv = from_bf16(w[r * COLS_ + k]);
           s += wv * x[t * COLS_ + k];
@@ -199,10 +209,25 @@ TEST(linear_bf16x) {
     CHECK_EQ_INT(bad1, 0);
     if (!kc.dpbf16) CHECK(same);
   }
-  printf("  (AVX512_BF16 path %s on this CPU)\n", kc.dpbf16 ? "used" : "not available: exact path checked");
+  if (!emulate && threads == 2 && !accumulate)
+    printf("  (AVX512_BF16 path %s on this CPU)\n", kc.dpbf16 ? "used" : "not available: exact path checked");
   free(w); free(x); free(y0); free(y1);
   moesz_kctx_free(&kc);
   moesz_pool_destroy(pool);
+}
+
+TEST(linear_bf16x) {
+  for (int th = 1; th <= 2; th++)
+    for (int acc = 0; acc <= 1; acc++) linear_bf16x_case(0, th, acc);
+}
+
+TEST(linear_bf16x_emulated) {
+#ifdef HAVE_SIMDE
+  for (int th = 1; th <= 2; th++)
+    for (int acc = 0; acc <= 1; acc++) linear_bf16x_case(1, th, acc);
+#else
+  SKIP("no SIMDe headers (libsimde-dev)");
+#endif
 }
 
 int main(void) {
@@ -211,5 +236,6 @@ int main(void) {
   RUN(packed_f32_native);
   RUN(bf16_dot_native);
   RUN(linear_bf16x);
+  RUN(linear_bf16x_emulated);
   return DONE();
 }

@@ -57,6 +57,9 @@ int moesz_kctx_init(moesz_kctx *c, moesz_pool *pool, int simd, size_t scratch_fl
   if (have && moesz_cpu_avx512_vnni() && avx512_agrees()) have = 2;
   c->simd = simd < 0 ? have : (simd && have ? (simd < have ? simd : have) : 0);
   c->dpbf16 = c->simd >= 2 && moesz_cpu_avx512_bf16() && bf16_agrees();
+#if MOESZ_X86
+  c->bf16_rows = moesz_kx_bf16_rows;
+#endif
   c->sb_max = SB_MAX;
   c->serial_macs = SERIAL_MACS;
   c->scratch_floats = scratch_floats;
@@ -779,8 +782,8 @@ static int bf16x_rows(moesz_kctx *c, const moesz_kjob *jb, int64_t r0, int64_t r
     c->memo_x[tid] = x;
     c->memo_shape[tid] = shape;
   }
-  moesz_kx_bf16_rows((const uint16_t *)jb->w.data + (size_t)r0 * (size_t)jb->w.ld, (size_t)jb->w.ld, cols,
-                     (int)(r1 - r0), xb, ldb, t1 - t0, jb->y + (size_t)t0 * jb->ldy + r0, jb->ldy, jb->accumulate);
+  c->bf16_rows((const uint16_t *)jb->w.data + (size_t)r0 * (size_t)jb->w.ld, (size_t)jb->w.ld, cols,
+               (int)(r1 - r0), xb, ldb, t1 - t0, jb->y + (size_t)t0 * jb->ldy + r0, jb->ldy, jb->accumulate);
   return 1;
 }
 #endif

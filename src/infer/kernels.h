@@ -48,6 +48,10 @@ typedef struct moesz_kctx {
   int bf16x;               /* 1: row-major BF16 weights against x rounded to BF16 (nearest even), by
                               vdpbf16ps, for any token count, where dpbf16 (else as 0); 0 = exact
                               (the f32 product of the BF16 weights and x). Default 0 */
+  void (*bf16_rows)(const uint16_t *w, size_t ld, size_t cols, int nr, const uint16_t *xb, size_t ldb,
+                    int nt, float *y, size_t ldy, int acc);
+                           /* the bf16x kernel: moesz_kx_bf16_rows (kernels_x512.c); a test puts the
+                              same source built against portable AVX-512 here to run the path on any CPU */
 } moesz_kctx;
 
 /* 1 if this CPU runs the AVX2+FMA+F16C kernels. */
