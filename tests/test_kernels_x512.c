@@ -2,7 +2,7 @@
  * AVX512_BF16 dot products of src/infer/kernels_x512.c, against sums computed
  * here in double. The file is built twice: natively in the library (run only
  * where the CPU has the instructions) and here against SIMDe's portable
- * AVX-512 (libsimde-dev), so the same source's tiling, masks and tails are
+ * AVX-512 (libsimde-dev), so the same source's tiling and column tails are
  * checked on any CPU. Also: kctx.bf16x through moesz_k_linear, which must stay
  * exact where the CPU lacks AVX512_BF16. */
 #include "harness.h"

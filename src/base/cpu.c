@@ -1,8 +1,21 @@
 /* base/cpu.c - CPU feature detection (see cpu.h). */
 #include "base/cpu.h"
+
+/* cpuid traps to the hypervisor in a virtual machine (microseconds), so the
+ * answers are kept: a write-once cache of a fact about the hardware (or of a
+ * check of this build on it), which every thread computes identically
+ * (0 = not asked yet, else answer + 1). */
+int moesz_cpu_once(_Atomic int *slot, int (*detect)(void)) {
+  int v = atomic_load_explicit(slot, memory_order_relaxed);
+  if (!v) {
+    v = detect() + 1;
+    atomic_store_explicit(slot, v, memory_order_relaxed);
+  }
+  return v - 1;
+}
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
-#include <stdatomic.h>
 
 static int detect_avx2(void) {
   unsigned a, b, c, d;
@@ -35,31 +48,19 @@ static int detect_avx512_bf16(void) {
   return (a >> 5) & 1;                      /* AVX512_BF16 */
 }
 
-/* cpuid traps to the hypervisor in a virtual machine (microseconds), so the
- * answer is kept: a write-once cache of a fact about the hardware, which
- * every thread computes identically (0 = not asked yet, else answer + 1). */
-static int cached(_Atomic int *slot, int (*detect)(void)) {
-  int v = atomic_load_explicit(slot, memory_order_relaxed);
-  if (!v) {
-    v = detect() + 1;
-    atomic_store_explicit(slot, v, memory_order_relaxed);
-  }
-  return v - 1;
-}
-
 int moesz_cpu_avx2(void) {
   static _Atomic int slot;
-  return cached(&slot, detect_avx2);
+  return moesz_cpu_once(&slot, detect_avx2);
 }
 
 int moesz_cpu_avx512_vnni(void) {
   static _Atomic int slot;
-  return cached(&slot, detect_avx512_vnni);
+  return moesz_cpu_once(&slot, detect_avx512_vnni);
 }
 
 int moesz_cpu_avx512_bf16(void) {
   static _Atomic int slot;
-  return cached(&slot, detect_avx512_bf16);
+  return moesz_cpu_once(&slot, detect_avx512_bf16);
 }
 #else
 int moesz_cpu_avx2(void) { return 0; }

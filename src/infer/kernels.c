@@ -15,7 +15,6 @@
 #include "infer/kernels_x512.h"
 #include <math.h>
 #include <stdlib.h>
-#include <stdatomic.h>
 #include <string.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -1143,7 +1142,7 @@ static int avx512_check(void) {
   mv_avx_f32(&vf, 0, R, x, y2, 0);
   mv512_f32(&vf, 0, R, x, y5, 0);
   if (!close_enough(y5, y2, R)) return 0;
-  /* the packed path: 8 rows x 3 tokens, and 7 x 3 over 150 columns (masked tail) */
+  /* the packed path: 8 rows x 3 tokens, and 7 x 3 over 150 columns (a column tail) */
   for (int c = C; c >= C - 10; c -= 10) {
     mm_avx(wf, R - (c < C), x, c, 3, (size_t)c, y2, R, 0);
     moesz_kx_mm_f32(wf, R - (c < C), x, c, 3, (size_t)c, y5, R, 0);
@@ -1173,7 +1172,7 @@ static int avx512_check(void) {
 }
 
 /* The AVX512_BF16 kernel against the scalar sum of the same products (x
- * rounded to BF16): 7 rows x 1..7 tokens over 150 columns (a masked tail,
+ * rounded to BF16): 7 rows x 1..7 tokens over 150 columns (a column tail,
  * NaN beyond the row's end). */
 static int bf16_check(void) {
 #if MOESZ_X86
@@ -1202,22 +1201,12 @@ static int bf16_check(void) {
 #endif
 }
 
-/* 0 = not checked yet, else answer + 1 */
-static int agrees(_Atomic int *slot, int (*check)(void)) {
-  int v = atomic_load_explicit(slot, memory_order_relaxed);
-  if (!v) {
-    v = check() + 1;
-    atomic_store_explicit(slot, v, memory_order_relaxed);
-  }
-  return v - 1;
-}
-
 static int avx512_agrees(void) {
   static _Atomic int slot;
-  return agrees(&slot, avx512_check);
+  return moesz_cpu_once(&slot, avx512_check);
 }
 
 static int bf16_agrees(void) {
   static _Atomic int slot;
-  return agrees(&slot, bf16_check);
+  return moesz_cpu_once(&slot, bf16_check);
 }
