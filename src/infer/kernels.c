@@ -31,8 +31,15 @@
 #define SB_MAX 12 /* default kctx.sb_max (bench/infer_kernels: the small-batch path against the
                      packed one for 2..16 tokens) */
 #define SERIAL_MACS (1 << 18)   /* default kctx.serial_macs */
-#define CL_TILE_MIN 8  /* compute layout: from this many tokens, unpack a tile of rows and multiply it
-                          as the batched path does (fewer tokens: fused kernels over the codes) */
+/* Compute layout, from this many tokens: kctx.cl_act 2, the 8-bit tile; otherwise a tile of rows
+ * unpacked to f32 and multiplied as the batched path does. Fewer tokens: the fused kernels over the
+ * codes. bench/expert_decode (OLMoE's experts, 2 threads, ms per layer at 2 / 3 / 4 / 6 tokens): exact
+ * x fused 5.4 / 11.4 / 16.2 / 21.7, f32 tile 10.6 / 11.1 / 11.3 / 12.2; 8-bit x (eb 4e-3): 16-bit x
+ * fused 4.3 / 10.0 / 12.3 / 14.1, 8-bit tile 4.9 / 5.2 / 5.8 / 5.9. */
+#ifndef CL_TILE_MIN
+#define CL_TILE_MIN 3
+#endif
+#define CL8_MIN 3
 
 int moesz_k_cpu_simd(void) {
   return moesz_cpu_avx2();
@@ -367,21 +374,6 @@ static void mm_avx(const float *p, int nr, const float *x, size_t ldx, int nt, s
  * and 3 tokens through L2 for every 96 multiply-adds and measured at about a
  * third of the FMA units' rate in prompts). Each output is one sequential f32
  * sum over k. */
-TGT static inline void tr8(__m256 r[8]) {
-  __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-  __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-  __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-  __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-  __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)), u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
-  __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)), u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
-  __m256 u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0)), u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
-  __m256 u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0)), u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
-  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20); r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
-  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20); r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
-  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31); r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
-  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31); r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
-}
-
 TGT static void tile_kmajor(const float *p, int nr, size_t c, float *pt) {
   size_t c8 = c / 8 * 8;
   for (int h = 0; h < CH; h += 8) {
@@ -389,7 +381,7 @@ TGT static void tile_kmajor(const float *p, int nr, size_t c, float *pt) {
       __m256 r[8];
       for (int i = 0; i < 8; i++)
         r[i] = h + i < nr ? _mm256_loadu_ps(p + (size_t)(h + i) * c + k) : _mm256_setzero_ps();
-      tr8(r);
+      moesz_tr8(r);
       for (int j = 0; j < 8; j++) _mm256_store_ps(pt + (k + (size_t)j) * CH + h, r[j]);
     }
     for (size_t k = c8; k < c; k++)
@@ -800,6 +792,19 @@ static void lin_task(void *vctx, size_t ti, int tid) {
   if (r1 > jb->w.rows) r1 = jb->w.rows;
   const moesz_matview *w = &jb->w;
   int simd = L->c->simd;
+  if (w->dtype == MOESZ_VIEW_CL && L->c->cl_act == 2 && simd && !L->c->no_int && jb->n >= CL8_MIN) {
+    /* 8-bit x, several tokens: the 8-bit tile (kernels_cl.c); its x8 stays in this thread's scratch
+     * for every task of the call on the same x */
+    moesz_kctx *c = L->c;
+    uint64_t key = c->gen | (1ull << 61), shape = ((uint64_t)jb->n << 40) ^ (uint64_t)jb->ldx;
+    int have = c->memo_gen[tid] == key && c->memo_x[tid] == jb->x && c->memo_shape[tid] == shape;
+    int done = moesz_k_cl8_rows(w->data, r0, r1, jb->x, jb->ldx, jb->n, jb->y + r0, jb->ldy, jb->accumulate,
+                                c->scratch[tid], c->scratch_floats * sizeof(float), have);
+    c->memo_gen[tid] = done == 2 ? key : 0;
+    c->memo_x[tid] = done == 2 ? jb->x : NULL;
+    c->memo_shape[tid] = shape;
+    if (done) return;
+  }
   if (w->dtype == MOESZ_VIEW_CL && jb->n < CL_TILE_MIN) {
     /* fused: the codes are multiplied where they lie (kernels_cl.c) */
     int t0 = jb->n == 1 ? 0 : tb * TB, t1 = jb->n == 1 ? 1 : t0 + TB;

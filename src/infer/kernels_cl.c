@@ -433,6 +433,180 @@ TGT static inline __attribute__((always_inline)) float row_dot8(const moesz_cl *
   return moesz_hsum8(_mm256_add_ps(a, f)) - bsum;
 }
 
+/* The 8-bit tile (act 2, several tokens: prompts). A task's rows (at most
+ * CL8_ROWS) become offset codes u = q + 8 in bytes, in blocks of 8 rows: per
+ * group of 64 columns 16 column quads of 32 bytes (8 rows x 4 codes), the
+ * group's columns in x8's order (its even columns, then its odd ones: the low
+ * and high nibbles of its 32 code bytes). A group of another width than 4
+ * holds u = 8 (q = 0) and is listed as a fix, multiplied in f32 afterwards.
+ * The micro-kernel multiplies 8 rows by up to 6 tokens: per quad one 32-byte
+ * load, a broadcast of each token's 4 bytes of x8 and vpmaddubsw, the int16
+ * pair sums added over 8 quads (|lane| <= 8 * 2 * 15 * 127 = 30480), then
+ * widened, converted and scaled by the token's s8 once per 32 columns. */
+#define CL8_ROWS 16
+#define CL8_FIX_MAX(ng) ((size_t)(ng) * CL8_ROWS / 8)   /* more fixes: the f32 tile instead */
+
+typedef struct cl8_fix {
+  uint32_t off;          /* byte offset of the group's codes in m->data */
+  uint16_t g;            /* group */
+  uint8_t i, b;          /* row within the tile, width */
+} cl8_fix;
+
+/* Rows r0..r1 (r1 - r0 <= CL8_ROWS) into tile [2][ng][16][32] and fix
+ * [*nfix]; 0 if more than CL8_FIX_MAX groups need a fix. */
+TGT static int cl8_tile(const moesz_cl *m, int64_t r0, int64_t r1, uint8_t *tile, cl8_fix *fix, size_t *nfix) {
+  const __m256i off = _mm256_set1_epi8((char)0x88), m0f = _mm256_set1_epi8(0x0f), eight = _mm256_set1_epi8(8);
+  int64_t ng = m->ngroups;
+  size_t nf = 0, maxf = CL8_FIX_MAX(ng);
+  for (int blk = 0; 8 * blk < r1 - r0; blk++) {
+    uint32_t pos[8];
+    int nr = (int)(r1 - r0 - 8 * blk);
+    if (nr > 8) nr = 8;
+    for (int i = 0; i < nr; i++) pos[i] = m->row_off[r0 + 8 * blk + i];
+    uint8_t *tb = tile + (size_t)blk * (size_t)ng * 512;
+    for (int64_t g = 0; g < ng; g++) {
+      __m256 e[8], o[8];
+      for (int i = 0; i < 8; i++) {
+        __m256i ev = eight, ov = eight;
+        if (i < nr) {
+          int64_t r = r0 + 8 * blk + i;
+          int b = moesz_cl_width(m, r, g);
+          if (b == 4) {
+            __m256i v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(m->data + pos[i])), off);
+            ev = _mm256_and_si256(v, m0f);
+            ov = _mm256_and_si256(_mm256_srli_epi16(v, 4), m0f);
+          } else if (b) {
+            if (nf == maxf) return 0;
+            fix[nf++] = (cl8_fix){pos[i], (uint16_t)g, (uint8_t)(8 * blk + i), (uint8_t)b};
+          }
+          pos[i] += 8 * (uint32_t)b;
+        }
+        e[i] = _mm256_castsi256_ps(ev);
+        o[i] = _mm256_castsi256_ps(ov);
+      }
+      moesz_tr8(e);
+      moesz_tr8(o);
+      uint8_t *q = tb + (size_t)g * 512;
+      for (int k = 0; k < 8; k++) {
+        _mm256_store_ps((float *)(q + 32 * k), e[k]);
+        _mm256_store_ps((float *)(q + 256 + 32 * k), o[k]);
+      }
+    }
+  }
+  *nfix = nf;
+  return 1;
+}
+
+/* 8 rows (tile block tb [ng][16][32]) by T tokens (x8[t] [ng * 64], s8[t]
+ * [ng]): out[t] = the 8 rows' sums s8 * u * x8 (before the offset's bias). */
+#define CL8_MM(T)                                                                                  \
+  TGT static void mm8_##T(const uint8_t *tb, int64_t ng, const int8_t *const *x8, const float *const *s8, \
+                          __m256 *out) {                                                           \
+    const __m256i ones = _mm256_set1_epi16(1);                                                     \
+    __m256 f[T];                                                                                   \
+    _Pragma("GCC unroll 6") for (int t = 0; t < T; t++) f[t] = _mm256_setzero_ps();                \
+    for (int64_t h = 0; h < 2 * ng; h++) {   /* halves of groups: 8 quads, 32 columns */           \
+      const uint8_t *w = tb + (size_t)h * 256;                                                     \
+      __m256i a[T];                                                                                \
+      _Pragma("GCC unroll 6") for (int t = 0; t < T; t++) a[t] = _mm256_setzero_si256();           \
+      _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) {                                        \
+        __m256i wk = _mm256_load_si256((const __m256i *)(w + 32 * k));                             \
+        _Pragma("GCC unroll 6") for (int t = 0; t < T; t++) {                                      \
+          int32_t xq;                                                                              \
+          memcpy(&xq, x8[t] + (size_t)h * 32 + 4 * k, 4);                                          \
+          a[t] = _mm256_add_epi16(a[t], _mm256_maddubs_epi16(wk, _mm256_set1_epi32(xq)));          \
+        }                                                                                          \
+      }                                                                                            \
+      _Pragma("GCC unroll 6") for (int t = 0; t < T; t++)                                          \
+        f[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(a[t], ones)),                  \
+                               _mm256_broadcast_ss(s8[t] + (h >> 1)), f[t]);                       \
+    }                                                                                              \
+    _Pragma("GCC unroll 6") for (int t = 0; t < T; t++) out[t] = f[t];                             \
+  }
+CL8_MM(6)
+CL8_MM(5)
+CL8_MM(4)
+CL8_MM(3)
+CL8_MM(2)
+CL8_MM(1)
+
+/* x [cols] has only finite values. */
+TGT static int x_finite(const float *x, int64_t cols) {
+  __m256 bad = _mm256_setzero_ps();
+  int64_t c = 0;
+  for (; c + 8 <= cols; c += 8) {
+    __m256 v = _mm256_loadu_ps(x + c);
+    bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_sub_ps(v, v), _mm256_setzero_ps(), _CMP_NEQ_UQ));
+  }
+  int ok = !_mm256_movemask_ps(bad);
+  for (; c < cols; c++) ok &= x[c] - x[c] == 0.0f;
+  return ok;
+}
+
+/* Rows r0..r1 (<= CL8_ROWS) of m against nt tokens through the 8-bit tile,
+ * x8 of token t at xq + t * XQ8_BYTES(ng) (quant_x8's layout). */
+TGT static void cl8_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt, float *y,
+                         size_t ldy, int acc, const uint8_t *xq, const uint8_t *tile, const cl8_fix *fix,
+                         size_t nfix) {
+  int64_t ng = m->ngroups, cols = m->cols;
+  int nr = (int)(r1 - r0);
+  for (int t0 = 0; t0 < nt; t0 += 6) {
+    int T = nt - t0 < 6 ? nt - t0 : 6;
+    const int8_t *x8[6];
+    const float *s8[6];
+    float part[6][CL8_ROWS];
+    for (int t = 0; t < T; t++) {
+      const uint8_t *q = xq + (size_t)(t0 + t) * XQ8_BYTES(ng);
+      x8[t] = (const int8_t *)q;
+      s8[t] = (const float *)(q + ng * G);
+    }
+    for (int blk = 0; 8 * blk < nr; blk++) {
+      __m256 out[6];
+      const uint8_t *tb = tile + (size_t)blk * (size_t)ng * 512;
+      switch (T) {
+      case 6: mm8_6(tb, ng, x8, s8, out); break;
+      case 5: mm8_5(tb, ng, x8, s8, out); break;
+      case 4: mm8_4(tb, ng, x8, s8, out); break;
+      case 3: mm8_3(tb, ng, x8, s8, out); break;
+      case 2: mm8_2(tb, ng, x8, s8, out); break;
+      default: mm8_1(tb, ng, x8, s8, out); break;
+      }
+      for (int t = 0; t < T; t++) _mm256_storeu_ps(part[t] + 8 * blk, out[t]);
+    }
+    for (int t = 0; t < T; t++) {   /* the offset's share: btot (after s8 and bias in quant_x8's layout) */
+      float btot = s8[t][2 * ng];
+      for (int i = 0; i < nr; i++) part[t][i] -= btot;
+    }
+    /* the fixes: codes of other widths against x in f32 (the last group zero-padded) */
+    for (size_t k = 0; k < nfix; k++) {
+      const cl8_fix *fx = &fix[k];
+      float wq[G] __attribute__((aligned(32)));
+      __m256i shuf = _mm256_load_si256((const __m256i *)CL_SHUF[fx->b]);
+      __m256i shl = _mm256_load_si256((const __m256i *)CL_SHL[fx->b]);
+      __m128i sra = _mm_cvtsi32_si128(32 - fx->b);
+      for (int j = 0; j < 8; j++) _mm256_store_ps(wq + 8 * j, UNPACK8(m->data + fx->off + (size_t)j * fx->b, shuf, shl, sra));
+      int64_t c0 = (int64_t)fx->g * G, n = cols - c0 < G ? cols - c0 : G;
+      for (int t = 0; t < T; t++) {
+        const float *xg = x + (size_t)(t0 + t) * ldx + c0;
+        float s = 0;
+        if (n == G) {
+          __m256 a = _mm256_setzero_ps();
+          for (int j = 0; j < G; j += 8) a = _mm256_fmadd_ps(_mm256_load_ps(wq + j), _mm256_loadu_ps(xg + j), a);
+          s = moesz_hsum8(a);
+        } else
+          for (int64_t j = 0; j < n; j++) s += wq[j] * xg[j];
+        part[t][fx->i] += s;
+      }
+    }
+    for (int t = 0; t < T; t++)
+      for (int i = 0; i < nr; i++) {
+        float v = part[t][i] * m->step + esc_dot(m, r0 + i, x + (size_t)(t0 + t) * ldx);
+        float *o = y + (size_t)(t0 + t) * ldy + i;
+        *o = acc ? *o + v : v;
+      }
+  }
+}
+
 /* AVX-512 (F, BW, VBMI, VNNI): a group of 64 codes of width <= 8 is one masked
  * load, two vpermb that bring each code's two bytes into a 16-bit lane, two
  * variable shifts left and two arithmetic shifts right, and vpdpwssd against
@@ -636,6 +810,44 @@ void moesz_k_cl_unpack(const moesz_cl *m, int64_t r0, int64_t r1, float *dst, in
   (void)simd;
 #endif
   moesz_cl_decode_rows(m, r0, r1, dst);
+}
+
+/* The 8-bit tile path's scratch: [tile 2 x ng x 512][fixes][x8 of each token]. */
+static size_t cl8_tile_bytes(int64_t ng) {
+  return ((size_t)ng * 1024 + CL8_FIX_MAX(ng) * sizeof(cl8_fix) + 63) / 64 * 64;
+}
+
+int moesz_k_cl8_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt, float *y,
+                     size_t ldy, int acc, void *scratch, size_t scratch_bytes, int have_xq) {
+#if MOESZ_X86
+  int64_t ng = m->ngroups;
+  size_t tb = cl8_tile_bytes(ng), xb = XQ8_BYTES(ng);
+  if (r1 - r0 > CL8_ROWS || r1 <= r0 || nt < 1 || tb + xb > scratch_bytes || ((uintptr_t)scratch & 31)) return 0;
+  uint8_t *tile = scratch, *xq = tile + tb;
+  cl8_fix *fix = (cl8_fix *)(tile + (size_t)ng * 1024);
+  size_t nfix;
+  if (!cl8_tile(m, r0, r1, tile, fix, &nfix)) return 0;
+  int per = (int)((scratch_bytes - tb) / xb), all = nt <= per;
+  if (!(all && have_xq))   /* before any output is written */
+    for (int t = 0; t < nt; t++)
+      if (!x_finite(x + (size_t)t * ldx, m->cols)) return 0;
+  for (int t0 = 0; t0 < nt; t0 += per) {
+    int k = nt - t0 < per ? nt - t0 : per;
+    if (!(all && have_xq))
+      for (int t = 0; t < k; t++) {
+        const float *xt = x + (size_t)(t0 + t) * ldx;
+        uint8_t *q = xq + (size_t)t * xb;
+        float *s8 = (float *)(q + ng * G);
+        quant_x8(xt, m->cols, ng, (int8_t *)q, s8, s8 + ng, s8 + 2 * ng);
+      }
+    cl8_rows(m, r0, r1, x + (size_t)t0 * ldx, ldx, k, y + (size_t)t0 * ldy, ldy, acc, xq, tile, fix, nfix);
+  }
+  return all ? 2 : 1;
+#else
+  (void)m; (void)r0; (void)r1; (void)x; (void)ldx; (void)nt; (void)y; (void)ldy; (void)acc; (void)scratch;
+  (void)scratch_bytes; (void)have_xq;
+  return 0;
+#endif
 }
 
 size_t moesz_k_cl_scratch_bytes(int64_t cols) {
