@@ -12,7 +12,11 @@
 # MSZ+fast runs the container with --fast-dot, MSZ+fast8 with --fast-dot=8. Env: MOESZ_BIN (build/moesz),
 # THREADS (2), PROMPT (64), GEN (32), REPS (3), LLAMA_DEPTH (0: llama-bench's
 # decode test starts from an empty context; PROMPT: it decodes after that many
-# tokens of context, as `moesz run` decodes after its prompt).
+# tokens of context, as `moesz run` decodes after its prompt), WARM (0; 1: each container
+# run starts warm, its experts loaded before the prompt from a --cache-state file the warm-up
+# run wrote, as llama-bench's own warm-up run pages in its weights before it times the prompt;
+# 0: a container's prompt includes its cold start: every expert verified, parsed and paged in on
+# first use. The BF16 folder is mapped and in the page cache either way).
 # Making the inputs: moesz synth --like olmoe --layers 8 -o DIR; copy the OLMoE
 # tokenizer.json into DIR; moesz compress DIR -o X.msz --codec compute --eb E;
 # python3 convert_hf_to_gguf.py DIR --outtype bf16; llama-quantize IN OUT Q8_0|Q4_K_M.
@@ -24,6 +28,7 @@ PROMPT=${PROMPT:-64}
 GEN=${GEN:-32}
 REPS=${REPS:-3}
 LLAMA_DEPTH=${LLAMA_DEPTH:-0}
+WARM=${WARM:-0}
 DIR=$1; shift
 msz=""; gg=""; side=m
 for a in "$@"; do
@@ -33,8 +38,10 @@ done
 ids=$(awk -v n="$PROMPT" 'BEGIN { s = ""; for (i = 0; i < n; i++) s = s (i ? "," : "") (i * 7919) % 50000 + 10; print s }')
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 nw=$("$MOESZ_BIN" inspect "$DIR" --json 2>/dev/null | sed -n 's/.*"params":\([0-9]*\).*/\1/p' | head -1)
+key() { echo "$1" | tr '/+.' '___'; }
 moesz_once() { # ENTRY -> "prompt_tps gen_tps"
   f=""; case "$1" in *+fast8) f=--fast-dot=8 ;; *+fast) f=--fast-dot ;; esac
+  if [ "$WARM" = 1 ]; then case "$1" in *.msz*) f="$f --cache-state /tmp/cvl_state_$(key "$1")" ;; esac; fi
   "$MOESZ_BIN" run "${1%+fast*}" $f --prompt-ids "$ids" --temperature 0 --ignore-eos --max-tokens "$GEN" \
     --threads "$THREADS" 2>&1 >/dev/null |
     sed -n 's/^prompt: .*, \([0-9.]*\) tok\/s; generated: .*, \([0-9.]*\) tok\/s.*/\1 \2/p'
@@ -53,8 +60,7 @@ llama_once() {
       $h["n_gen"] == g && $h["n_prompt"] == 0 { tg = $h["avg_ts"] }
       END { print pp, tg }'
 }
-key() { echo "$1" | tr '/+.' '___'; }
-for m in $DIR $msz; do moesz_once "$m" >/dev/null; : > "/tmp/cvl_$(key "$m")"; done
+for m in $DIR $msz; do rm -f "/tmp/cvl_state_$(key "$m")"; moesz_once "$m" >/dev/null; : > "/tmp/cvl_$(key "$m")"; done
 for g in $gg; do : > "/tmp/cvl_$(key "$g")"; done
 i=0
 while [ $i -lt "$REPS" ]; do
@@ -62,7 +68,7 @@ while [ $i -lt "$REPS" ]; do
   for g in $gg; do llama_once "$g" >> "/tmp/cvl_$(key "$g")"; done
   i=$((i + 1))
 done
-echo "# $(date -u +%Y-%m-%d), $THREADS threads, prompt $PROMPT, gen $GEN, medians of $REPS, llama.cpp decode depth $LLAMA_DEPTH; load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# $(date -u +%Y-%m-%d), $THREADS threads, prompt $PROMPT, gen $GEN, medians of $REPS, llama.cpp decode depth $LLAMA_DEPTH, containers warm $WARM; load $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '| engine | file | file GB | decode tok/s | prompt tok/s |\n|---|---|---|---|---|\n'
 for e in $DIR $msz $gg; do
   f=${e%+fast*}; sz=$(du -sb "$f" | cut -f1)
