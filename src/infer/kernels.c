@@ -374,20 +374,32 @@ static void mm_avx(const float *p, int nr, const float *x, size_t ldx, int nt, s
  * and 3 tokens through L2 for every 96 multiply-adds and measured at about a
  * third of the FMA units' rate in prompts). Each output is one sequential f32
  * sum over k. */
-TGT static void tile_kmajor(const float *p, int nr, size_t c, float *pt) {
-  size_t c8 = c / 8 * 8;
-  for (int h = 0; h < CH; h += 8) {
-    for (size_t k = 0; k < c8; k += 8) {
-      __m256 r[8];
-      for (int i = 0; i < 8; i++)
-        r[i] = h + i < nr ? _mm256_loadu_ps(p + (size_t)(h + i) * c + k) : _mm256_setzero_ps();
-      moesz_tr8(r);
-      for (int j = 0; j < 8; j++) _mm256_store_ps(pt + (k + (size_t)j) * CH + h, r[j]);
-    }
-    for (size_t k = c8; k < c; k++)
-      for (int i = 0; i < 8; i++) pt[k * CH + (size_t)(h + i)] = h + i < nr ? p[(size_t)(h + i) * c + k] : 0.0f;
-  }
+TGT static inline __m256 ld8_bf16(const void *p, size_t k) {
+  return _mm256_castsi256_ps(
+      _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + k))), 16));
 }
+/* Rows of dtype DT at p (nr <= CH of them, ld elements apart, row-major) into
+ * pt [c, CH] (k-major, rows zero padded to CH), widened on the way: BF16 and
+ * F16 rows are read once, not converted into a row-major tile first. */
+#define TILE_KMAJOR(NAME, LD8, DT)                                                                \
+  TGT static void NAME(const void *p, size_t ld, int nr, size_t c, float *pt) {                   \
+    size_t es = moesz_dtype_size(DT), c8 = c / 8 * 8;                                             \
+    for (int h = 0; h < CH; h += 8) {                                                             \
+      const char *row[8];                                                                         \
+      for (int i = 0; i < 8; i++) row[i] = h + i < nr ? (const char *)p + (size_t)(h + i) * ld * es : NULL; \
+      for (size_t k = 0; k < c8; k += 8) {                                                        \
+        __m256 r[8];                                                                              \
+        for (int i = 0; i < 8; i++) r[i] = row[i] ? LD8(row[i], k) : _mm256_setzero_ps();         \
+        moesz_tr8(r);                                                                             \
+        for (int j = 0; j < 8; j++) _mm256_store_ps(pt + (k + (size_t)j) * CH + h, r[j]);         \
+      }                                                                                           \
+      for (size_t k = c8; k < c; k++)                                                             \
+        for (int i = 0; i < 8; i++) pt[k * CH + (size_t)(h + i)] = row[i] ? ld1(DT, row[i], k) : 0.0f; \
+    }                                                                                             \
+  }
+TILE_KMAJOR(tile_kmajor, ld8_f32, MOESZ_DT_F32)
+TILE_KMAJOR(tile_kmajor_bf16, ld8_bf16, MOESZ_DT_BF16)
+TILE_KMAJOR(tile_kmajor_f16, ld8_f16, MOESZ_DT_F16)
 
 #define OP_AVX(T)                                                                        \
   TGT static void op_##T(const float *pt, size_t c, const float *x, size_t ldx, float *y, size_t ldy, \
@@ -863,6 +875,33 @@ static void lin_task(void *vctx, size_t ti, int tid) {
   float *pk = L->c->scratch[tid];
   L->c->memo_x[tid] = NULL;   /* scratch no longer holds a split x */
   size_t cols = (size_t)w->cols;
+  /* the tile is packed once for every token, in blocks of TB (a task of the AVX512_BF16 plan that
+   * falls back here: its own block) */
+  int ta = 0, tz = jb->n;
+  if (bf16x_job(L->c, jb)) { ta = tb * TB; tz = ta + TB < jb->n ? ta + TB : jb->n; }
+#if MOESZ_X86
+  /* AVX2: the tile transposed once (k-major, after the row-major tile in the scratch, 32-byte aligned;
+   * row-major F32/BF16/F16 rows straight from the weights), then the outer-product kernel */
+  size_t pt_off = ((size_t)CH * cols + 7) / 8 * 8;
+  if (simd == 1 && pt_off + (size_t)CH * cols <= L->c->scratch_floats) {
+    float *pt = pk + pt_off;
+    int nr = (int)(r1 - r0);
+    int dense = !w->transposed && (w->dtype == MOESZ_DT_BF16 || w->dtype == MOESZ_DT_F16 || w->dtype == MOESZ_DT_F32);
+    const char *rows = dense ? (const char *)w->data + (size_t)r0 * (size_t)w->ld * moesz_dtype_size(w->dtype) : NULL;
+    if (dense && w->dtype == MOESZ_DT_BF16) tile_kmajor_bf16(rows, (size_t)w->ld, nr, cols, pt);
+    else if (dense && w->dtype == MOESZ_DT_F16) tile_kmajor_f16(rows, (size_t)w->ld, nr, cols, pt);
+    else if (dense) tile_kmajor(rows, (size_t)w->ld, nr, cols, pt);
+    else {
+      if (w->dtype == MOESZ_VIEW_CL) moesz_k_cl_unpack(w->data, r0, r1, pk, simd);
+      else if (w->dtype == MOESZ_VIEW_MXFP4) moesz_k_mxfp4_unpack(w->data, r0, r1, pk);
+      else pack_rows(w, r0, r1, pk);
+      tile_kmajor(pk, cols, nr, cols, pt);
+    }
+    mm_op(pt, nr, jb->x + (size_t)ta * jb->ldx, jb->ldx, tz - ta, cols, jb->y + (size_t)ta * jb->ldy + r0, jb->ldy,
+          jb->accumulate);
+    return;
+  }
+#endif
   const float *p;
   if (w->dtype == MOESZ_VIEW_CL) {
     moesz_k_cl_unpack(w->data, r0, r1, pk, simd);
@@ -877,21 +916,6 @@ static void lin_task(void *vctx, size_t ti, int tid) {
     pack_rows(w, r0, r1, pk);
     p = pk;
   }
-  /* the tile is packed once for every token, in blocks of TB (a task of the AVX512_BF16 plan that
-   * falls back here: its own block) */
-  int ta = 0, tz = jb->n;
-  if (bf16x_job(L->c, jb)) { ta = tb * TB; tz = ta + TB < jb->n ? ta + TB : jb->n; }
-#if MOESZ_X86
-  /* AVX2: the tile transposed once (after it in the scratch, 32-byte aligned), then the outer-product kernel */
-  size_t pt_off = ((size_t)CH * cols + 7) / 8 * 8;
-  if (simd == 1 && pt_off + (size_t)CH * cols <= L->c->scratch_floats) {
-    float *pt = pk + pt_off;
-    tile_kmajor(p, (int)(r1 - r0), cols, pt);
-    mm_op(pt, (int)(r1 - r0), jb->x + (size_t)ta * jb->ldx, jb->ldx, tz - ta, cols,
-          jb->y + (size_t)ta * jb->ldy + r0, jb->ldy, jb->accumulate);
-    return;
-  }
-#endif
   for (int t0 = ta; t0 < tz; t0 += TB) {
     int t1 = t0 + TB < tz ? t0 + TB : tz;
     const float *x = jb->x + (size_t)t0 * jb->ldx;
