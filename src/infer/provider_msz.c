@@ -4,8 +4,8 @@
  * (src/runtime) under its byte budget, read from the file by its store
  * (pread / O_DIRECT behind the link model; the mapping only when asked),
  * with the router's choices passed on for next-layer prefetch, a layer's
- * missing experts loaded at once on its own threads (get_many, under a
- * budget with miss_threads > 1), and the engine's expert group sized so
+ * missing experts loaded at once on its own threads (get_many, with
+ * miss_threads > 1), and the engine's expert group sized so
  * pinned experts fit the budget; gpt-oss
  * MXFP4 experts a container keeps in its dense image are dequantised from
  * the mapping on get() (provider_oss.c), outside the cache. */
@@ -176,8 +176,9 @@ int moesz_engine_open_msz(const char *path, const moesz_cache_opts *co, const mo
   /* the cache and the mapping take calls from several threads; gpt-oss's
    * MXFP4 provider holds per-call buffers and does not */
   p.concurrent = !s->mx.ctx;
-  /* under a budget with several threads, a layer's missing experts load at once */
-  if (s->k && cop.budget_bytes && cop.miss_threads > 1) {
+  /* with several threads, a layer's missing experts load at once (under a budget, and without
+   * one: a cold prompt verifies and parses its experts on first use) */
+  if (s->k && cop.miss_threads > 1) {
     int E = s->dense->cfg.n_experts;
     s->states = calloc((size_t)E, sizeof *s->states);
     s->miss = calloc((size_t)E, sizeof *s->miss);
