@@ -442,7 +442,10 @@ TGT static inline __attribute__((always_inline)) float row_dot8(const moesz_cl *
  * The micro-kernel multiplies 8 rows by up to 6 tokens: per quad one 32-byte
  * load, a broadcast of each token's 4 bytes of x8 and vpmaddubsw, the int16
  * pair sums added over 8 quads (|lane| <= 8 * 2 * 15 * 127 = 30480), then
- * widened, converted and scaled by the token's s8 once per 32 columns. */
+ * widened, converted and scaled by the token's s8 once per 32 columns. The
+ * quad loop stays rolled: unrolled, GCC reassociates each token's int16 sums
+ * into trees and spills the 48 products to the stack (1.1-1.2x slower in
+ * bench/expert_decode). */
 #define CL8_ROWS 16
 #define CL8_FIX_MAX(ng) ((size_t)(ng) * CL8_ROWS / 8)   /* more fixes: the f32 tile instead */
 
@@ -509,7 +512,7 @@ TGT static int cl8_tile(const moesz_cl *m, int64_t r0, int64_t r1, uint8_t *tile
       const uint8_t *w = tb + (size_t)h * 256;                                                     \
       __m256i a[T];                                                                                \
       _Pragma("GCC unroll 6") for (int t = 0; t < T; t++) a[t] = _mm256_setzero_si256();           \
-      _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) {                                        \
+      _Pragma("GCC unroll 1") for (int k = 0; k < 8; k++) {                                        \
         __m256i wk = _mm256_load_si256((const __m256i *)(w + 32 * k));                             \
         _Pragma("GCC unroll 6") for (int t = 0; t < T; t++) {                                      \
           int32_t xq;                                                                              \
