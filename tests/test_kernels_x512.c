@@ -32,6 +32,10 @@ void moesz_kx_x_to_bf16(const float *x, size_t ldx, int n, size_t cols, uint16_t
 void moesz_kx_bf16_rows(const uint16_t *w, size_t ld, size_t cols, int nr, const uint16_t *xb, size_t ldb,
                         int nt, float *y, size_t ldy, int acc);
 
+void moesz_kx_cl8_mm(const uint8_t *tile, int64_t ng, const int8_t *const *x8, const float *const *s8, int nt,
+                     float *out);
+
+typedef void cl8_fn(const uint8_t *, int64_t, const int8_t *const *, const float *const *, int, float *);
 typedef void mm_fn(const float *, int, const float *, size_t, int, size_t, float *, size_t, int);
 typedef void bf_fn(const uint16_t *, size_t, size_t, int, const uint16_t *, size_t, int, float *, size_t, int);
 
@@ -129,6 +133,63 @@ static int check_bf16(bf_fn *rows, size_t (*ldfn)(size_t),
       }
   }
   return bad;
+}
+
+/* The 8-bit tile's VNNI kernel: random offset codes 0..15 and 8-bit x over
+ * 1, 2 and 5 groups, 1..6 tokens, against int32 sums per 32 columns and one
+ * fmaf a half here: equal bit for bit natively (exact = 1); SIMDe's portable
+ * FMA rounds twice, so its build within 2^-20 of the magnitudes. */
+static int check_cl8(cl8_fn *fn, int exact) {
+  int bad = 0;
+  static const int NG[] = {1, 2, 5};
+  for (int gi = 0; gi < 3; gi++) {
+    int ng = NG[gi];
+    size_t tb = (size_t)ng * 1024;
+    uint8_t *tile = malloc(tb);
+    int8_t *xb = malloc((size_t)6 * ng * 64);
+    float *sb = malloc((size_t)6 * ng * sizeof(float)), out[6 * 16];
+    for (size_t i = 0; i < tb; i++) tile[i] = (uint8_t)(urand() * 16);
+    for (int i = 0; i < 6 * ng * 64; i++) xb[i] = (int8_t)(urand() * 255 - 127);
+    for (int i = 0; i < 6 * ng; i++) sb[i] = (float)(urand() * 0.01 + 1e-4);
+    const int8_t *x8[6];
+    const float *s8[6];
+    for (int t = 0; t < 6; t++) { x8[t] = xb + (size_t)t * ng * 64; s8[t] = sb + (size_t)t * ng; }
+    for (int nt = 1; nt <= 6; nt++) {
+      fn(tile, ng, x8, s8, nt, out);
+      for (int t = 0; t < nt; t++)
+        for (int r = 0; r < 16; r++) {
+          float f = 0;
+          double mag = 0;
+          for (int h = 0; h < 2 * ng; h++) {
+            int32_t s = 0;
+            for (int k = 0; k < 8; k++)
+              for (int j = 0; j < 4; j++)
+                s += (int32_t)tile[(size_t)h * 512 + 64 * k + 4 * r + j] * x8[t][h * 32 + 4 * k + j];
+            f = fmaf((float)s, s8[t][h / 2], f);
+            mag += fabs((double)s * s8[t][h / 2]);
+          }
+          if (exact ? memcmp(&f, &out[16 * t + r], 4) != 0 : !(fabs((double)out[16 * t + r] - f) <= 0x1p-20 * mag)) {
+            if (bad < 3) fprintf(stderr, "  cl8 ng %d nt %d: [%d][%d] %.9g vs %.9g\n", ng, nt, t, r, out[16 * t + r], f);
+            bad++;
+          }
+        }
+    }
+    free(tile); free(xb); free(sb);
+  }
+  return bad;
+}
+
+TEST(cl8_vnni_emulated) {
+#ifdef HAVE_SIMDE
+  CHECK_EQ_INT(check_cl8(moesz_kx_cl8_mm_emu, 0), 0);
+#else
+  SKIP("no SIMDe headers (libsimde-dev)");
+#endif
+}
+
+TEST(cl8_vnni_native) {
+  if (!moesz_cpu_avx512_vnni()) SKIP("this CPU has no AVX-512 F/BW/VBMI/VNNI");
+  CHECK_EQ_INT(check_cl8(moesz_kx_cl8_mm, 1), 0);
 }
 
 TEST(packed_f32_emulated) {
@@ -231,6 +292,8 @@ TEST(linear_bf16x_emulated) {
 }
 
 int main(void) {
+  RUN(cl8_vnni_emulated);
+  RUN(cl8_vnni_native);
   RUN(packed_f32_emulated);
   RUN(bf16_dot_emulated);
   RUN(packed_f32_native);

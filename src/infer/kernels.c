@@ -811,7 +811,7 @@ static void lin_task(void *vctx, size_t ti, int tid) {
     uint64_t key = c->gen | (1ull << 61), shape = ((uint64_t)jb->n << 40) ^ (uint64_t)jb->ldx;
     int have = c->memo_gen[tid] == key && c->memo_x[tid] == jb->x && c->memo_shape[tid] == shape;
     int done = moesz_k_cl8_rows(w->data, r0, r1, jb->x, jb->ldx, jb->n, jb->y + r0, jb->ldy, jb->accumulate,
-                                c->scratch[tid], c->scratch_floats * sizeof(float), have);
+                                c->scratch[tid], c->scratch_floats * sizeof(float), have, simd);
     c->memo_gen[tid] = done == 2 ? key : 0;
     c->memo_x[tid] = done == 2 ? jb->x : NULL;
     c->memo_shape[tid] = shape;
@@ -1194,6 +1194,27 @@ static int avx512_check(void) {
   if (scr) free(scr);
   moesz_cl_free(&m);
   free(buf);
+  /* the 8-bit tile's AVX512_VNNI kernel: the AVX2 one's results bit for bit (3 and 7 tokens, 8 rows at
+   * eb 4e-3: mostly 4-bit groups) */
+  enum { NT = 7 };
+  float x7[NT * C], z2[NT * R], z5[NT * R];
+  for (int i = 0; i < NT * C; i++) x7[i] = (float)((i * 29) % 89 - 44) / 44.0f;
+  size_t s8b = 64 * 1024;
+  void *s8s = aligned_alloc(64, s8b);
+  float w4[R * C];   /* |q| <= 4 at eb 4e-3: 4-bit groups */
+  for (int i = 0; i < R * C; i++) w4[i] = (float)((i * 37) % 101 - 50) / 50.0f * 0.03f;
+  ok = ok && s8s && moesz_cl_encode(w4, MOESZ_DT_F32, R, C, MOESZ_EB_ABS, 4e-3, 1, &buf, &len, NULL, NULL) == MOESZ_OK;
+  if (ok) {
+    ok = moesz_cl_parse(buf, len, &m, NULL) == MOESZ_OK;
+    for (int nt = 3; ok && nt <= NT; nt += 4) {
+      int d2 = moesz_k_cl8_rows(&m, 0, R, x7, C, nt, z2, R, 0, s8s, s8b, 0, 1);
+      int d5 = moesz_k_cl8_rows(&m, 0, R, x7, C, nt, z5, R, 0, s8s, s8b, 0, 2);
+      ok = d2 && d2 == d5 && !memcmp(z2, z5, sizeof(float) * (size_t)(nt * R));
+    }
+    moesz_cl_free(&m);
+    free(buf);
+  }
+  free(s8s);
   return ok;
 #else
   return 0;

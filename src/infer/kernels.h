@@ -109,11 +109,12 @@ size_t moesz_k_cl_scratch_bytes(int64_t cols);
  * of other widths, and the escapes, against x in f32. scratch (32-byte
  * aligned, scratch_bytes long) holds the tile and the tokens' 8-bit x;
  * have_xq = 1 says it already holds these nt tokens' (the last call returned
- * 2 for the same x). Returns 0 if it did nothing (no AVX2, a non-finite x, or
+ * 2 for the same x); simd >= 2: the AVX512_VNNI kernel (kctx.simd, the same
+ * results). Returns 0 if it did nothing (no AVX2, a non-finite x, or
  * more than one group in 8 of another width: the caller takes the f32 tile),
  * 2 if scratch now holds all nt tokens' 8-bit x, else 1. */
 int moesz_k_cl8_rows(const struct moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt, float *y,
-                     size_t ldy, int acc, void *scratch, size_t scratch_bytes, int have_xq);
+                     size_t ldy, int acc, void *scratch, size_t scratch_bytes, int have_xq, int simd);
 /* Rows r0..r1 of a compute-layout matrix as f32 into dst [r1 - r0, cols]: the
  * tile the batched (prompt) path multiplies, as it does for BF16 rows. */
 void moesz_k_cl_unpack(const struct moesz_cl *m, int64_t r0, int64_t r1, float *dst, int simd);

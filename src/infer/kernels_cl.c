@@ -26,6 +26,7 @@
  * twin computes the same sums (up to summation order). */
 #include "infer/kernels.h"
 #include "infer/simd.h"
+#include "infer/kernels_x512.h"
 #include <string.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -439,6 +440,8 @@ TGT static inline __attribute__((always_inline)) float row_dot8(const moesz_cl *
  * group's columns in x8's order (its even columns, then its odd ones: the low
  * and high nibbles of its 32 code bytes). A group of another width than 4
  * holds u = 8 (q = 0) and is listed as a fix, multiplied in f32 afterwards.
+ * The two blocks' 32 bytes of a quad lie side by side (64 bytes: 16 rows x 4
+ * codes), so an AVX-512 kernel reads both at once.
  * The micro-kernel multiplies 8 rows by up to 6 tokens: per quad one 32-byte
  * load, a broadcast of each token's 4 bytes of x8 and vpmaddubsw, the int16
  * pair sums added over 8 quads (|lane| <= 8 * 2 * 15 * 127 = 30480), then
@@ -455,18 +458,18 @@ typedef struct cl8_fix {
   uint8_t i, b;          /* row within the tile, width */
 } cl8_fix;
 
-/* Rows r0..r1 (r1 - r0 <= CL8_ROWS) into tile [2][ng][16][32] and fix
+/* Rows r0..r1 (r1 - r0 <= CL8_ROWS) into tile [ng][16][2][32] and fix
  * [*nfix]; 0 if more than CL8_FIX_MAX groups need a fix. */
 TGT static int cl8_tile(const moesz_cl *m, int64_t r0, int64_t r1, uint8_t *tile, cl8_fix *fix, size_t *nfix) {
   const __m256i off = _mm256_set1_epi8((char)0x88), m0f = _mm256_set1_epi8(0x0f), eight = _mm256_set1_epi8(8);
   int64_t ng = m->ngroups;
   size_t nf = 0, maxf = CL8_FIX_MAX(ng);
-  for (int blk = 0; 8 * blk < r1 - r0; blk++) {
+  for (int blk = 0; blk < CL8_ROWS / 8; blk++) {   /* both blocks, rows past r1 as u = 8 */
     uint32_t pos[8];
     int nr = (int)(r1 - r0 - 8 * blk);
     if (nr > 8) nr = 8;
     for (int i = 0; i < nr; i++) pos[i] = m->row_off[r0 + 8 * blk + i];
-    uint8_t *tb = tile + (size_t)blk * (size_t)ng * 512;
+    uint8_t *tb = tile + 32 * (size_t)blk;
     for (int64_t g = 0; g < ng; g++) {
       __m256 e[8], o[8];
       for (int i = 0; i < 8; i++) {
@@ -489,10 +492,10 @@ TGT static int cl8_tile(const moesz_cl *m, int64_t r0, int64_t r1, uint8_t *tile
       }
       moesz_tr8(e);
       moesz_tr8(o);
-      uint8_t *q = tb + (size_t)g * 512;
+      uint8_t *q = tb + (size_t)g * 1024;
       for (int k = 0; k < 8; k++) {
-        _mm256_store_ps((float *)(q + 32 * k), e[k]);
-        _mm256_store_ps((float *)(q + 256 + 32 * k), o[k]);
+        _mm256_store_ps((float *)(q + 64 * k), e[k]);
+        _mm256_store_ps((float *)(q + 512 + 64 * k), o[k]);
       }
     }
   }
@@ -500,8 +503,9 @@ TGT static int cl8_tile(const moesz_cl *m, int64_t r0, int64_t r1, uint8_t *tile
   return 1;
 }
 
-/* 8 rows (tile block tb [ng][16][32]) by T tokens (x8[t] [ng * 64], s8[t]
- * [ng]): out[t] = the 8 rows' sums s8 * u * x8 (before the offset's bias). */
+/* 8 rows (tile block tb: quad k of group g at tb + (16 g + k) * 64) by T
+ * tokens (x8[t] [ng * 64], s8[t] [ng]): out[t] = the 8 rows' sums s8 * u *
+ * x8 (before the offset's bias). */
 #define CL8_MM(T)                                                                                  \
   TGT static void mm8_##T(const uint8_t *tb, int64_t ng, const int8_t *const *x8, const float *const *s8, \
                           __m256 *out) {                                                           \
@@ -509,11 +513,11 @@ TGT static int cl8_tile(const moesz_cl *m, int64_t r0, int64_t r1, uint8_t *tile
     __m256 f[T];                                                                                   \
     _Pragma("GCC unroll 6") for (int t = 0; t < T; t++) f[t] = _mm256_setzero_ps();                \
     for (int64_t h = 0; h < 2 * ng; h++) {   /* halves of groups: 8 quads, 32 columns */           \
-      const uint8_t *w = tb + (size_t)h * 256;                                                     \
+      const uint8_t *w = tb + (size_t)h * 512;                                                     \
       __m256i a[T];                                                                                \
       _Pragma("GCC unroll 6") for (int t = 0; t < T; t++) a[t] = _mm256_setzero_si256();           \
       _Pragma("GCC unroll 1") for (int k = 0; k < 8; k++) {                                        \
-        __m256i wk = _mm256_load_si256((const __m256i *)(w + 32 * k));                             \
+        __m256i wk = _mm256_load_si256((const __m256i *)(w + 64 * k));                             \
         _Pragma("GCC unroll 6") for (int t = 0; t < T; t++) {                                      \
           int32_t xq;                                                                              \
           memcpy(&xq, x8[t] + (size_t)h * 32 + 4 * k, 4);                                          \
@@ -550,7 +554,7 @@ TGT static int x_finite(const float *x, int64_t cols) {
  * x8 of token t at xq + t * XQ8_BYTES(ng) (quant_x8's layout). */
 TGT static void cl8_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt, float *y,
                          size_t ldy, int acc, const uint8_t *xq, const uint8_t *tile, const cl8_fix *fix,
-                         size_t nfix) {
+                         size_t nfix, int vnni) {
   int64_t ng = m->ngroups, cols = m->cols;
   int nr = (int)(r1 - r0);
   for (int t0 = 0; t0 < nt; t0 += 6) {
@@ -563,9 +567,14 @@ TGT static void cl8_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float 
       x8[t] = (const int8_t *)q;
       s8[t] = (const float *)(q + ng * G);
     }
-    for (int blk = 0; 8 * blk < nr; blk++) {
+    if (vnni) {   /* AVX512_VNNI: both blocks at once (kernels_x512.c), the same sums */
+      float o16[6 * CL8_ROWS];
+      moesz_kx_cl8_mm(tile, ng, x8, s8, T, o16);
+      for (int t = 0; t < T; t++) memcpy(part[t], o16 + CL8_ROWS * t, sizeof part[t]);
+    }
+    for (int blk = 0; !vnni && 8 * blk < nr; blk++) {
       __m256 out[6];
-      const uint8_t *tb = tile + (size_t)blk * (size_t)ng * 512;
+      const uint8_t *tb = tile + 32 * (size_t)blk;
       switch (T) {
       case 6: mm8_6(tb, ng, x8, s8, out); break;
       case 5: mm8_5(tb, ng, x8, s8, out); break;
@@ -821,7 +830,7 @@ static size_t cl8_tile_bytes(int64_t ng) {
 }
 
 int moesz_k_cl8_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt, float *y,
-                     size_t ldy, int acc, void *scratch, size_t scratch_bytes, int have_xq) {
+                     size_t ldy, int acc, void *scratch, size_t scratch_bytes, int have_xq, int simd) {
 #if MOESZ_X86
   int64_t ng = m->ngroups;
   size_t tb = cl8_tile_bytes(ng), xb = XQ8_BYTES(ng);
@@ -843,12 +852,12 @@ int moesz_k_cl8_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, 
         float *s8 = (float *)(q + ng * G);
         quant_x8(xt, m->cols, ng, (int8_t *)q, s8, s8 + ng, s8 + 2 * ng);
       }
-    cl8_rows(m, r0, r1, x + (size_t)t0 * ldx, ldx, k, y + (size_t)t0 * ldy, ldy, acc, xq, tile, fix, nfix);
+    cl8_rows(m, r0, r1, x + (size_t)t0 * ldx, ldx, k, y + (size_t)t0 * ldy, ldy, acc, xq, tile, fix, nfix, simd >= 2);
   }
   return all ? 2 : 1;
 #else
   (void)m; (void)r0; (void)r1; (void)x; (void)ldx; (void)nt; (void)y; (void)ldy; (void)acc; (void)scratch;
-  (void)scratch_bytes; (void)have_xq;
+  (void)scratch_bytes; (void)have_xq; (void)simd;
   return 0;
 #endif
 }

@@ -10,6 +10,12 @@
  *   vdpbf16ps (two products a lane per instruction, no widening, no packing),
  *   4 rows x 6 tokens. Rounding x to BF16 is the approximation llama.cpp makes
  *   for BF16 weights; kernels.c takes this path only when asked (--fast-dot).
+ * - moesz_kx_cl8_mm: the compute layout's 8-bit tile (kernels_cl.c,
+ *   --fast-dot=8 prompts) with AVX512_VNNI: 16 rows x up to 6 tokens, one
+ *   vpdpbusd per quad of columns and token (4 byte products into each row's
+ *   int32 lane), where the AVX2 kernel needs vpmaddubsw, an int16 add and a
+ *   widening vpmaddwd. The same integer sums, scaled the same way: the same
+ *   results bit for bit.
  *
  * The functions carry __attribute__((target(...))) so the file builds for any
  * x86-64. tests/test_kernels_x512.c includes this file with MOESZ_KX_EMULATE
@@ -20,15 +26,18 @@
 #include <simde/x86/avx512.h>
 #define TGT512
 #define TGTBF
+#define TGTVNNI
 #define MOESZ_KX_X86 1
 #elif defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define TGT512 __attribute__((target("avx2,fma,f16c,avx512f")))
 #define TGTBF __attribute__((target("avx2,fma,f16c,avx512f,avx512bf16")))
+#define TGTVNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512vnni")))
 #define MOESZ_KX_X86 1
 #else
 #define MOESZ_KX_X86 0
 #endif
+#include <string.h>
 #include "infer/kernels_x512.h"
 #include "moesz/tensor.h"
 
@@ -151,5 +160,62 @@ void KX(moesz_kx_mm_f32)(const float *p, int nr, const float *x, size_t ldx, int
 void KX(moesz_kx_bf16_rows)(const uint16_t *w, size_t ld, size_t cols, int nr, const uint16_t *xb,
                             size_t ldb, int nt, float *y, size_t ldy, int acc) {
   tiles(MK_BF16, sizeof(uint16_t), w, ld, nr, xb, ldb, nt, cols, y, ldy, acc);
+}
+
+/* int32 lanes to f32 (nearest even, as vcvtdq2ps). SIMDe 0.7.4 has no
+ * _mm512_cvtepi32_ps: the portable build converts lane by lane. */
+TGTVNNI static inline __m512 cvt_i32(__m512i a) {
+#if defined(MOESZ_KX_EMULATE)
+  int32_t v[16];
+  float f[16];
+  _mm512_storeu_si512((void *)v, a);
+  for (int i = 0; i < 16; i++) f[i] = (float)v[i];
+  return _mm512_loadu_ps(f);
+#else
+  return _mm512_cvtepi32_ps(a);
+#endif
+}
+
+/* 16 rows of the 8-bit tile by T tokens: f32 sums s8 * u * x8 per row and
+ * token into out [T][16]. */
+#define CL8_VNNI(T)                                                                              \
+  TGTVNNI static void cl8v_##T(const uint8_t *tile, int64_t ng, const int8_t *const *x8, const float *const *s8, \
+                               float *out) {                                                     \
+    __m512 f[T];                                                                                 \
+    for (int t = 0; t < T; t++) f[t] = _mm512_setzero_ps();                                      \
+    for (int64_t h = 0; h < 2 * ng; h++) {   /* 32 columns: 8 quads */                           \
+      const uint8_t *w = tile + (size_t)h * 512;                                                 \
+      __m512i a[T];                                                                              \
+      for (int t = 0; t < T; t++) a[t] = _mm512_setzero_si512();                                 \
+      for (int k = 0; k < 8; k++) {                                                              \
+        __m512i wk = _mm512_loadu_si512((const void *)(w + 64 * k));                             \
+        for (int t = 0; t < T; t++) {                                                            \
+          int32_t xq;                                                                            \
+          memcpy(&xq, x8[t] + (size_t)h * 32 + 4 * k, 4);                                        \
+          a[t] = _mm512_dpbusd_epi32(a[t], wk, _mm512_set1_epi32(xq));                           \
+        }                                                                                        \
+      }                                                                                          \
+      for (int t = 0; t < T; t++)                                                                \
+        f[t] = _mm512_fmadd_ps(cvt_i32(a[t]), _mm512_set1_ps(s8[t][h >> 1]), f[t]);              \
+    }                                                                                            \
+    for (int t = 0; t < T; t++) _mm512_storeu_ps(out + 16 * t, f[t]);                            \
+  }
+CL8_VNNI(1)
+CL8_VNNI(2)
+CL8_VNNI(3)
+CL8_VNNI(4)
+CL8_VNNI(5)
+CL8_VNNI(6)
+
+void KX(moesz_kx_cl8_mm)(const uint8_t *tile, int64_t ng, const int8_t *const *x8, const float *const *s8, int nt,
+                         float *out) {
+  switch (nt) {
+  case 1: cl8v_1(tile, ng, x8, s8, out); break;
+  case 2: cl8v_2(tile, ng, x8, s8, out); break;
+  case 3: cl8v_3(tile, ng, x8, s8, out); break;
+  case 4: cl8v_4(tile, ng, x8, s8, out); break;
+  case 5: cl8v_5(tile, ng, x8, s8, out); break;
+  default: cl8v_6(tile, ng, x8, s8, out); break;
+  }
 }
 #endif

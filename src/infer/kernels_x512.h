@@ -29,4 +29,12 @@ void KX(moesz_kx_x_to_bf16)(const float *x, size_t ldx, int n, size_t cols, uint
  * in f32 by vdpbf16ps (each product exact, sums in f32). */
 void KX(moesz_kx_bf16_rows)(const uint16_t *w, size_t ld, size_t cols, int nr, const uint16_t *xb,
                             size_t ldb, int nt, float *y, size_t ldy, int acc);
+/* AVX512_VNNI: the compute layout's 8-bit tile (kernels_cl.c: quad k of
+ * column half h at tile + (8 h + k) * 64, 16 rows x 4 offset codes u in
+ * 0..15) by nt (1..6) tokens of 8-bit x (x8[t] [ng * 64], in the tile's
+ * column order; s8[t] [ng], one scale per group): out[t * 16 + i] = sum over
+ * halves h of s8[t][h / 2] * (int32 sum of u * x8 over the half), in that
+ * order, one FMA a half: the AVX2 kernel's sums bit for bit. */
+void KX(moesz_kx_cl8_mm)(const uint8_t *tile, int64_t ng, const int8_t *const *x8, const float *const *s8, int nt,
+                         float *out);
 #endif
