@@ -40,6 +40,12 @@
 #define CL_TILE_MIN 3
 #endif
 #define CL8_MIN 3
+/* AVX2 packed path: a tile unpacked to f32 first (compute layout, MXFP4, transposed views) takes the
+ * outer-product kernel from this many tokens, fewer the 4x3 kernel on the row-major tile as it lies: its
+ * transpose costs more than it saves there (bench/expert_decode, exact x, ms per layer at 3 / 8 / 16 / 32
+ * / 64 / 128 tokens: 12.1 / 15.5 / 19.9 / 28.8 / 46.3 / 86.2 with the transpose, 6.2 / 10.6 / 15.6 /
+ * 25.6 / 46.2 / 89.0 without). Rows read straight into the k-major tile (F32, BF16, F16) always take it. */
+#define KM_UNPACKED_MIN 64
 
 int moesz_k_cpu_simd(void) {
   return moesz_cpu_avx2();
@@ -883,10 +889,10 @@ static void lin_task(void *vctx, size_t ti, int tid) {
   /* AVX2: the tile transposed once (k-major, after the row-major tile in the scratch, 32-byte aligned;
    * row-major F32/BF16/F16 rows straight from the weights), then the outer-product kernel */
   size_t pt_off = ((size_t)CH * cols + 7) / 8 * 8;
-  if (simd == 1 && pt_off + (size_t)CH * cols <= L->c->scratch_floats) {
+  int dense = !w->transposed && (w->dtype == MOESZ_DT_BF16 || w->dtype == MOESZ_DT_F16 || w->dtype == MOESZ_DT_F32);
+  if (simd == 1 && (dense || tz - ta >= KM_UNPACKED_MIN) && pt_off + (size_t)CH * cols <= L->c->scratch_floats) {
     float *pt = pk + pt_off;
     int nr = (int)(r1 - r0);
-    int dense = !w->transposed && (w->dtype == MOESZ_DT_BF16 || w->dtype == MOESZ_DT_F16 || w->dtype == MOESZ_DT_F32);
     const char *rows = dense ? (const char *)w->data + (size_t)r0 * (size_t)w->ld * moesz_dtype_size(w->dtype) : NULL;
     if (dense && w->dtype == MOESZ_DT_BF16) tile_kmajor_bf16(rows, (size_t)w->ld, nr, cols, pt);
     else if (dense && w->dtype == MOESZ_DT_F16) tile_kmajor_f16(rows, (size_t)w->ld, nr, cols, pt);
