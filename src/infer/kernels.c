@@ -33,9 +33,10 @@
 #define SERIAL_MACS (1 << 18)   /* default kctx.serial_macs */
 /* Compute layout, from this many tokens: kctx.cl_act 2, the 8-bit tile; otherwise a tile of rows
  * unpacked to f32 and multiplied as the batched path does. Fewer tokens: the fused kernels over the
- * codes. bench/expert_decode (OLMoE's experts, 2 threads, ms per layer at 2 / 3 / 4 / 6 tokens): exact
- * x fused 5.4 / 11.4 / 16.2 / 21.7, f32 tile 10.6 / 11.1 / 11.3 / 12.2; 8-bit x (eb 4e-3): 16-bit x
- * fused 4.3 / 10.0 / 12.3 / 14.1, 8-bit tile 4.9 / 5.2 / 5.8 / 5.9. */
+ * codes (from 3 tokens they keep more accumulators than registers). bench/expert_decode (OLMoE's
+ * experts, 2 threads, ms per layer at 2 / 3 / 4 / 6 tokens): exact x fused 5.3-6.1 / 11.4 / 16.2 / 21.7,
+ * f32 tile (4x3 kernel, below) 6.1 / 5.8 / 6.9 / 7.6; 8-bit x (eb 4e-3): 16-bit x fused 3.9-4.4 / 10.0 /
+ * 12.3 / 14.1, 8-bit tile 4.9 / 5.2 / 5.8 / 5.9. */
 #ifndef CL_TILE_MIN
 #define CL_TILE_MIN 3
 #endif
