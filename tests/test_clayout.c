@@ -163,6 +163,20 @@ TEST(errors_for_bad_arguments) {
   CHECK(moesz_cl_encode(x, MOESZ_DT_F32, 1, 70000, MOESZ_EB_ABS, 1e-3, 1, &buf, &len, NULL, &err) == MOESZ_E_ARG);
 }
 
+/* m times nt Gaussian tokens x [nt, ldx] through moesz_k_linear into y [nt,
+ * ldy], y filled with `fill` first (acc: added to it); x and y are allocated
+ * here. 1 if the call failed. */
+static int run_cl(moesz_kctx *kc, moesz_cl *m, int nt, int acc, size_t ldx, size_t ldy, float fill, float **x,
+                  float **y) {
+  *x = malloc(ldx * (size_t)nt * 4);
+  *y = malloc(ldy * (size_t)nt * 4);
+  for (size_t i = 0; i < ldx * (size_t)nt; i++) (*x)[i] = (float)gauss();
+  for (size_t i = 0; i < ldy * (size_t)nt; i++) (*y)[i] = fill;
+  moesz_matview v = {m, MOESZ_VIEW_CL, m->rows, m->cols, m->cols, 0};
+  moesz_kjob j = {v, *x, ldx, *y, ldy, nt, acc};
+  return moesz_k_linear(kc, &j, 1) != MOESZ_OK;
+}
+
 /* y = W x through moesz_k_linear against a double product with the decoded
  * weights: equal up to f32 rounding, plus, where x is rounded to 16 bits per
  * group of 64 (kc->cl_act16, SIMD integer path), that rounding's bound
@@ -180,12 +194,8 @@ static int check_fused(moesz_kctx *kc, int rows, int cols, int nt, int acc, doub
   if (bad) { free(f); free(w); free(src); return 0; }
   moesz_cl_decode(&m, w);
   size_t ldx = (size_t)cols + 3, ldy = (size_t)rows + 1;
-  float *x = malloc(ldx * (size_t)nt * 4), *y = malloc(ldy * (size_t)nt * 4);
-  for (size_t i = 0; i < ldx * (size_t)nt; i++) x[i] = (float)gauss();
-  for (size_t i = 0; i < ldy * (size_t)nt; i++) y[i] = 0.25f;
-  moesz_matview v = {&m, MOESZ_VIEW_CL, rows, cols, cols, 0};
-  moesz_kjob j = {v, x, ldx, y, ldy, nt, acc};
-  bad = moesz_k_linear(kc, &j, 1) != MOESZ_OK;
+  float *x, *y;
+  bad = run_cl(kc, &m, nt, acc, ldx, ldy, 0.25f, &x, &y);
   for (int t = 0; t < nt && !bad; t++)
     for (int r = 0; r < rows && !bad; r++) {
       double s = acc ? 0.25 : 0, mag = 0, x16 = 0;
@@ -277,12 +287,8 @@ TEST(fused_8bit_tile_matches_emulation) {
               moesz_cl_parse(buf, len, &m, &err)) { CHECK(0); free(f); free(w); free(src); continue; }
           moesz_cl_decode(&m, w);
           size_t ldx = (size_t)cols + 5, ldy = (size_t)rows + 2;
-          float *x = malloc(ldx * (size_t)nt * 4), *y = malloc(ldy * (size_t)nt * 4);
-          for (size_t i = 0; i < ldx * (size_t)nt; i++) x[i] = (float)gauss();
-          for (size_t i = 0; i < ldy * (size_t)nt; i++) y[i] = 0.5f;
-          moesz_matview v = {&m, MOESZ_VIEW_CL, rows, cols, cols, 0};
-          moesz_kjob j = {v, x, ldx, y, ldy, nt, acc};
-          int bad = moesz_k_linear(&kc, &j, 1) != MOESZ_OK;
+          float *x, *y;
+          int bad = run_cl(&kc, &m, nt, acc, ldx, ldy, 0.5f, &x, &y);
           double far = 0;   /* largest |y - exact-x product| / its magnitude */
           for (int t = 0; t < nt && !bad; t++) {
             const float *xt = x + (size_t)t * ldx;

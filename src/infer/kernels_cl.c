@@ -536,6 +536,8 @@ CL8_MM(4)
 CL8_MM(3)
 CL8_MM(2)
 CL8_MM(1)
+static void (*const MM8[6])(const uint8_t *, int64_t, const int8_t *const *, const float *const *, __m256 *) = {
+    mm8_1, mm8_2, mm8_3, mm8_4, mm8_5, mm8_6};
 
 /* x [cols] has only finite values. */
 TGT static int x_finite(const float *x, int64_t cols) {
@@ -575,14 +577,7 @@ TGT static void cl8_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float 
     for (int blk = 0; !vnni && 8 * blk < nr; blk++) {
       __m256 out[6];
       const uint8_t *tb = tile + 32 * (size_t)blk;
-      switch (T) {
-      case 6: mm8_6(tb, ng, x8, s8, out); break;
-      case 5: mm8_5(tb, ng, x8, s8, out); break;
-      case 4: mm8_4(tb, ng, x8, s8, out); break;
-      case 3: mm8_3(tb, ng, x8, s8, out); break;
-      case 2: mm8_2(tb, ng, x8, s8, out); break;
-      default: mm8_1(tb, ng, x8, s8, out); break;
-      }
+      MM8[T - 1](tb, ng, x8, s8, out);
       for (int t = 0; t < T; t++) _mm256_storeu_ps(part[t] + 8 * blk, out[t]);
     }
     for (int t = 0; t < T; t++) {   /* the offset's share: btot (after s8 and bias in quant_x8's layout) */

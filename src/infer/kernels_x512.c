@@ -209,13 +209,8 @@ CL8_VNNI(6)
 
 void KX(moesz_kx_cl8_mm)(const uint8_t *tile, int64_t ng, const int8_t *const *x8, const float *const *s8, int nt,
                          float *out) {
-  switch (nt) {
-  case 1: cl8v_1(tile, ng, x8, s8, out); break;
-  case 2: cl8v_2(tile, ng, x8, s8, out); break;
-  case 3: cl8v_3(tile, ng, x8, s8, out); break;
-  case 4: cl8v_4(tile, ng, x8, s8, out); break;
-  case 5: cl8v_5(tile, ng, x8, s8, out); break;
-  default: cl8v_6(tile, ng, x8, s8, out); break;
-  }
+  static void (*const K[6])(const uint8_t *, int64_t, const int8_t *const *, const float *const *, float *) = {
+      cl8v_1, cl8v_2, cl8v_3, cl8v_4, cl8v_5, cl8v_6};
+  K[(nt < 1 ? 1 : nt > 6 ? 6 : nt) - 1](tile, ng, x8, s8, out);
 }
 #endif
