@@ -350,6 +350,7 @@ MV_AVX(mv_avx_f16, ld8_f16, 2)
       }                                                                                  \
   }
 MK_AVX(4, 3)
+MK_AVX(4, 2)
 MK_AVX(4, 1)
 MK_AVX(1, 3)
 MK_AVX(1, 1)
@@ -361,7 +362,9 @@ static void mm_avx(const float *p, int nr, const float *x, size_t ldx, int nt, s
     int t = 0;
     for (; t + 3 <= nt; t += 3)
       mk_4x3(p + (size_t)r * c, x + (size_t)t * ldx, ldx, c, y + (size_t)t * ldy + r, ldy, acc);
-    for (; t < nt; t++)
+    if (nt - t == 2)   /* two tokens left: one pass over the rows, not two */
+      mk_4x2(p + (size_t)r * c, x + (size_t)t * ldx, ldx, c, y + (size_t)t * ldy + r, ldy, acc);
+    else if (t < nt)
       mk_4x1(p + (size_t)r * c, x + (size_t)t * ldx, ldx, c, y + (size_t)t * ldy + r, ldy, acc);
   }
   for (; r < nr; r++) {
