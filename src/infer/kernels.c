@@ -34,9 +34,10 @@
 /* Compute layout, from this many tokens: kctx.cl_act 2, the 8-bit tile; otherwise a tile of rows
  * unpacked to f32 and multiplied as the batched path does. Fewer tokens: the fused kernels over the
  * codes (from 3 tokens they keep more accumulators than registers). bench/expert_decode (OLMoE's
- * experts, 2 threads, ms per layer at 2 / 3 / 4 / 6 tokens): exact x fused 5.3-6.1 / 11.4 / 16.2 / 21.7,
- * f32 tile (4x3 kernel, below) 6.1 / 5.8 / 6.9 / 7.6; 8-bit x (eb 4e-3): 16-bit x fused 3.9-4.4 / 10.0 /
- * 12.3 / 14.1, 8-bit tile 4.9 / 5.2 / 5.8 / 5.9. */
+ * experts, 2 threads, ms per layer at 2 / 3 / 4 / 6 tokens): exact x fused 4.0-4.6 / 9.5-9.7 / 16.2 /
+ * 21.7, f32 tile (4x3 kernel, below) 6.1 / 6.0-7.2 / 6.9 / 7.6; 8-bit x (eb 4e-3): 16-bit x fused 2.5 /
+ * 7.0 / 12.3 / 14.1, 8-bit tile 4.9 / 5.2 / 5.8 / 5.9. The fused kernels' tasks are one token's row
+ * chunks (about 256 KiB of codes), and the tokens' split x is kept per thread for all tasks of a call. */
 #ifndef CL_TILE_MIN
 #define CL_TILE_MIN 3
 #endif
@@ -833,14 +834,15 @@ static void lin_task(void *vctx, size_t ti, int tid) {
     if (t1 > jb->n) t1 = jb->n;
     moesz_kctx *c = L->c;
     int use_scr = !c->no_int && moesz_k_cl_scratch_bytes(w->cols) <= c->scratch_floats * sizeof(float);
-    /* one token: the split x stays in this thread's scratch for every task of the call on it */
-    uint64_t key = c->gen | (1ull << 63);
-    int have = jb->n == 1 && c->memo_gen[tid] == key && c->memo_x[tid] == jb->x;
+    /* the tokens' split x stays in this thread's scratch for every task of the call on the same x */
+    uint64_t key = c->gen | (1ull << 63), shape = ((uint64_t)jb->n << 40) ^ (uint64_t)jb->ldx;
+    int have = c->memo_gen[tid] == key && c->memo_x[tid] == jb->x && c->memo_shape[tid] == shape;
     int holds = moesz_k_cl_rows(w->data, r0, r1, jb->x + (size_t)t0 * jb->ldx, jb->ldx, t1 - t0,
                                 jb->y + (size_t)t0 * jb->ldy + r0, jb->ldy, jb->accumulate, simd, c->cl_act,
                                 use_scr ? c->scratch[tid] : NULL, have);
     c->memo_gen[tid] = holds ? key : 0;
     c->memo_x[tid] = holds ? jb->x : NULL;
+    c->memo_shape[tid] = shape;
     return;
   }
 #if MOESZ_X86
@@ -970,7 +972,8 @@ static double lin_plan(moesz_kctx *c, const moesz_kjob *jobs, int nj, lin_ctx *L
     int64_t rows = jb->w.rows, rc;
     size_t ntb = 1;
     if (jb->n <= 0 || rows <= 0) { L->rchunk[j] = 1; L->nrch[j] = 1; L->first[j + 1] = L->first[j]; continue; }
-    if ((jb->n == 1 && !jb->w.transposed) || small_batch(c, jb)) {
+    if ((jb->n == 1 && !jb->w.transposed) || small_batch(c, jb) ||
+        (jb->w.dtype == MOESZ_VIEW_CL && jb->n < CL_TILE_MIN)) {
       /* one token or a small batch: chunks of about 256 KiB of weights (so the last chunks of a region
        * are short and threads finish together), at least 4 tasks per thread,
        * at least 16 rows, a multiple of 4 */

@@ -95,9 +95,9 @@ int moesz_k_linear_on(moesz_kctx *c, const moesz_kjob *jobs, int njobs, int tid)
  * 32-byte aligned, or NULL: float path only) holds x split for the integer
  * path; act: how x meets the codes, as kctx.cl_act (0 exact, 1 16-bit x, 2
  * also 8-bit x for one token's 4-bit rows); have_xq = 1 says it already holds
- * this x (one token, the same act). Returns 1 when
- * scratch then holds this one token's split x. moesz_k_linear calls it for
- * views of dtype MOESZ_VIEW_CL. */
+ * this x (the same nt <= 4 tokens, the same act). Returns 1 when scratch then
+ * holds these tokens' split x. moesz_k_linear calls it for views of dtype
+ * MOESZ_VIEW_CL with 1 or 2 tokens. */
 struct moesz_cl;
 int moesz_k_cl_rows(const struct moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt,
                     float *y, size_t ldy, int acc, int simd, int act, void *scratch, int have_xq);

@@ -869,10 +869,10 @@ int moesz_k_cl_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, s
     int ok = 1;
     for (int t = 0; t < nt; t += TBLK) {
       int k = nt - t < TBLK ? nt - t : TBLK;
-      ok &= cl_avx2(m, r0, r1, x + (size_t)t * ldx, ldx, k, y + (size_t)t * ldy, ldy, acc, scratch, have_xq && nt == 1,
-                    simd, act);
+      ok &= cl_avx2(m, r0, r1, x + (size_t)t * ldx, ldx, k, y + (size_t)t * ldy, ldy, acc, scratch,
+                    have_xq && nt <= TBLK, simd, act);
     }
-    return ok && scratch && nt == 1;
+    return ok && scratch && nt <= TBLK;
   }
 #else
   (void)simd; (void)scratch; (void)have_xq; (void)act;
