@@ -8,7 +8,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <xxhash.h>
+#include "base/xxh.h"
 #include "base/pool.h"
 #include "base/util.h"
 #include "codec/codec_internal.h"

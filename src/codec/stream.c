@@ -8,7 +8,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <xxhash.h>
+#include "base/xxh.h"
 #include "base/bytes.h"
 #include "base/pool.h"
 #include "base/util.h"

@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <xxhash.h>
+#include "base/xxh.h"
 #include "base/bytes.h"
 #include "base/util.h"
 #include "container/msz_internal.h"

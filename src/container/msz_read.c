@@ -11,7 +11,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <xxhash.h>
+#include "base/xxh.h"
 #include <zstd.h>
 #include "base/bytes.h"
 #include "base/util.h"

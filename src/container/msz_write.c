@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <xxhash.h>
+#include "base/xxh.h"
 #include <zstd.h>
 #include "base/bytes.h"
 #include "base/util.h"
