@@ -12,6 +12,7 @@
 #include <xxhash.h>
 #include "harness.h"
 #include "harness_engine.h"
+#include "base/cpu.h"
 #include "infer/kernels.h"
 #include <unistd.h>
 #include "moesz.h"
@@ -553,7 +554,7 @@ static void fused_family(const char *fam) {
   int V = 0, N = 40;
   int32_t tok[40];
   for (int k = 0; k < 4; k++) {
-    moesz_engine_opts eo = {.threads = 2, .max_ctx = 64, .fast_dot = k == 3};
+    moesz_engine_opts eo = {.threads = 2, .max_ctx = 64, .fast_dot = k == 3, .exact_bf16 = 1};
     moesz_cache_opts co = {.policy = MOESZ_CACHE_LRU, .dtype = k ? MOESZ_VIEW_CL : MOESZ_DT_F32};
     if (k == 2) {
       co.store.mode = MOESZ_STORE_MMAP;
@@ -591,7 +592,7 @@ static void fused_family(const char *fam) {
   moesz_model_close(m);
   float *l3[3] = {NULL, NULL, NULL};
   for (int k = 0; k < 3; k++) {
-    moesz_engine_opts eo = {.threads = 2, .max_ctx = 64, .fast_dot = k};
+    moesz_engine_opts eo = {.threads = 2, .max_ctx = 64, .fast_dot = k, .exact_bf16 = 1};
     moesz_cache_opts co = {.policy = MOESZ_CACHE_LRU, .dtype = k ? MOESZ_VIEW_CL : MOESZ_DT_F32};
     moesz_engine *en;
     int rc = moesz_engine_open_msz(msz, &co, &eo, &en, NULL, &e);
@@ -600,12 +601,19 @@ static void fused_family(const char *fam) {
     l3[k] = harness_logits(en, tok, N);
     moesz_engine_close(en);
   }
-  float *lo = NULL;
-  {
-    moesz_engine_opts eo = {.threads = 2, .max_ctx = 64};
+  /* the original model, exact and with fast_dot (BF16 weights against x
+   * rounded to BF16 where the CPU has AVX512_BF16; elsewhere unchanged) */
+  float *lo = NULL, *lf = NULL;
+  for (int k = 0; k < 2; k++) {
+    moesz_engine_opts eo = {.threads = 2, .max_ctx = 64, .fast_dot = k};
     moesz_engine *en;
-    if (moesz_engine_open(dir, &eo, &en, &e) == 0) { lo = harness_logits(en, tok, N); moesz_engine_close(en); }
+    if (moesz_engine_open(dir, &eo, &en, &e) == 0) {
+      *(k ? &lf : &lo) = harness_logits(en, tok, N);
+      moesz_engine_close(en);
+    }
   }
+  if (lo && lf && !moesz_cpu_avx512_bf16())
+    CHECK_MSG(!memcmp(lo, lf, (size_t)N * (size_t)V * sizeof(float)), "%s: fast_dot changed a model without compute layouts", fam);
   if (l3[0] && l3[1] && l3[2] && lo) {
     int a16, a8, ab;
     double w16 = logit_diff(l3[0], l3[1], N, V, &a16), w8 = logit_diff(l3[0], l3[2], N, V, &a8);
@@ -616,10 +624,16 @@ static void fused_family(const char *fam) {
     CHECK_MSG(w8 <= 0.2 * wb, "%s: 8-bit x: max |fused - f32| = %.3g against the bound's %.3g", fam, w8, wb);
     /* decode took the 8-bit path: its logits are not those of 16-bit x */
     CHECK_MSG(w8 > 4 * w16, "%s: 8-bit x not further from f32 than 16-bit x (%.3g, %.3g)", fam, w8, w16);
+    /* BF16 x against BF16 weights (measured 0.026-0.030 on the BF16 fixtures) */
+    int af;
+    double wf = lf ? logit_diff(lo, lf, N, V, &af) : 0;
+    if (wf > 0) printf("  %s: fast_dot on BF16 weights moves logits by %.3g\n", fam, wf);
+    CHECK_MSG(wf <= 0.1 * wb, "%s: fast_dot on BF16 weights: max |diff| = %.3g against the bound's %.3g", fam, wf, wb);
     (void)a16; (void)a8; (void)ab;
   }
   for (int k = 0; k < 3; k++) free(l3[k]);
   free(lo);
+  free(lf);
   unlink(msz);
 }
 

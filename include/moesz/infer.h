@@ -26,6 +26,8 @@ typedef struct moesz_engine_opts {
                          <= 2^-8 of the group's largest |x|). 1 and 2 also multiply BF16
                          weights against x rounded to BF16 (vdpbf16ps), on CPUs with
                          AVX512_BF16 only (elsewhere BF16 products stay exact) */
+  int exact_bf16;     /* 1 = BF16 weights keep exact products with x even when fast_dot is set
+                         (fast_dot then changes the compute layout's products alone) */
 } moesz_engine_opts;
 
 /* model_dir: a Hugging Face model folder (config.json + safetensors).

@@ -431,7 +431,7 @@ int moesz_engine_open_model(moesz_model *m, int own_model, const moesz_expert_pr
     goto fail;
   }
   e->kc.cl_act = opts.fast_dot;
-  e->kc.bf16x = opts.fast_dot >= 1;   /* BF16 weights against BF16 x, where the CPU has AVX512_BF16 */
+  e->kc.bf16x = opts.fast_dot >= 1 && !opts.exact_bf16;   /* BF16 weights against BF16 x, where the CPU has AVX512_BF16 */
   *out = e;
   return MOESZ_OK;
 fail:
