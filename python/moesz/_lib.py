@@ -114,7 +114,7 @@ class CacheStats(C.Structure):
 class EngineOpts(C.Structure):
     _cname_ = "moesz_engine_opts"
     _fields_ = [("threads", C.c_int), ("max_ctx", C.c_int), ("expert_group", C.c_int), ("scalar", C.c_int),
-                ("fast_dot", C.c_int)]
+                ("fast_dot", C.c_int), ("exact_bf16", C.c_int)]
 
 
 class EngineStats(C.Structure):
