@@ -102,7 +102,20 @@ int main(int argc, char **argv) {
         moesz_kjob j1 = {v, x, (size_t)cols, y, (size_t)rows, 1, 0};
         moesz_kjob jn = {v, x, (size_t)cols, y, (size_t)rows, ntok, 0};
         run(&kc, &j1, 2);
-        if (d >= 3) {
+        if (d == 7) {
+          /* BF16 rows against x rounded to BF16: each term off by <= 2^-9 of |w x| */
+          double worst = 0;
+          for (int r = 0; r < (rows < 256 ? rows : 256); r++) {
+            double s = 0, mag = 0;
+            for (int c = 0; c < cols; c++) {
+              double w = moesz_bf16_to_f32(wb[(size_t)r * cols + c]);
+              s += w * x[c];
+              mag += fabs(w * x[c]);
+            }
+            worst = fmax(worst, fabs(y[r] - s) / (mag + 1e-30));
+          }
+          if (worst > 1.0 / 256) { fprintf(stderr, "BF16 x BF16 result off: %.3g relative\n", worst); return 1; }
+        } else if (d >= 3) {
           /* the fused result against a double product with the decoded weights (first 256 rows) */
           double worst = 0;
           int nr = rows < 256 ? rows : 256;

@@ -54,21 +54,4 @@ out += ["};"]
 out += ["static const uint64_t CL_SRA16[9][2] __attribute__((aligned(16))) = {"]
 out += ["  {%d, 0}," % (16 - b) for b in range(9)]
 out += ["};"]
-# AVX-512: 64 codes of width b <= 8 (8b bytes, one masked load) into two
-# registers of 32 16-bit lanes: vpermb indices (bytes k, k+1 of code i) and
-# the per-lane left shift 16 - o - b (vpsllvw).
-perm, shl16 = [], []
-for b in range(9):
-    pv, sv = [], []
-    for i in range(64):
-        k, o = (i * b) >> 3, (i * b) & 7
-        pv += [k & 63, (k + 1) & 63] if b else [0, 0]
-        sv.append(16 - o - b if b else 0)
-    perm.append(pv)
-    shl16.append(sv)
-out += ["static const uint8_t CL_PERM512[9][128] __attribute__((aligned(64))) = {"]
-out += ["  {" + ", ".join(str(v) for v in p) + "}," for p in perm]
-out += ["};", "static const uint16_t CL_SHL512[9][64] __attribute__((aligned(64))) = {"]
-out += ["  {" + ", ".join(str(v) for v in l) + "}," for l in shl16]
-out += ["};"]
 open("src/infer/kernels_cl_tab.h", "w").write("\n".join(out) + "\n")

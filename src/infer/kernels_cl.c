@@ -617,91 +617,9 @@ TGT static void cl8_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float 
   }
 }
 
-/* AVX-512 (F, BW, VBMI, VNNI): a group of 64 codes of width <= 8 is one masked
- * load, two vpermb that bring each code's two bytes into a 16-bit lane, two
- * variable shifts left and two arithmetic shifts right, and vpdpwssd against
- * the split x (the integer path above, 32 lanes at a time); wider groups take
- * the AVX2 float path. */
-#define TGT512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vbmi,avx512vnni")))
-
-TGT512 static inline __attribute__((always_inline)) void row_dot512(
-    const moesz_cl *m, int64_t r, int nt, const float *const *xr, const float *const *xt, const int16_t *const *xh,
-    const int16_t *const *xl, const float *const *xs, int lo, float *sums) {
-  int64_t full = m->cols / G, ng = m->ngroups;
-  const uint8_t *p = m->data + m->row_off[r];
-  __m512 a[TBLK], c[TBLK];
-  __m256 fa[TBLK];
-  for (int t = 0; t < TBLK; t++) { a[t] = c[t] = _mm512_setzero_ps(); fa[t] = _mm256_setzero_ps(); }
-  const __m512 inv16 = _mm512_set1_ps(1.0f / 65536);
-  for (int64_t g = 0; g < ng; g++) {
-    int b = moesz_cl_width(m, r, g);
-    if (CL_PF_BYTES) _mm_prefetch((const char *)p + CL_PF_BYTES, _MM_HINT_T0);
-    if (!b) continue;
-    if (b <= 8) {
-      __m512i raw = _mm512_maskz_loadu_epi8(b == 8 ? ~0ull : (1ull << (8 * b)) - 1, p);
-      __m512i q0 = _mm512_permutexvar_epi8(_mm512_load_si512((const void *)CL_PERM512[b]), raw);
-      __m512i q1 = _mm512_permutexvar_epi8(_mm512_load_si512((const void *)(CL_PERM512[b] + 64)), raw);
-      __m128i sra = _mm_cvtsi32_si128(16 - b);
-      q0 = _mm512_sra_epi16(_mm512_sllv_epi16(q0, _mm512_load_si512((const void *)CL_SHL512[b])), sra);
-      q1 = _mm512_sra_epi16(_mm512_sllv_epi16(q1, _mm512_load_si512((const void *)(CL_SHL512[b] + 32))), sra);
-      for (int t = 0; t < nt; t++) {
-        const int16_t *h = xh[t] + g * G, *l = xl[t] + g * G;
-        __m512i ih = _mm512_dpwssd_epi32(_mm512_setzero_si512(), q0, _mm512_loadu_si512((const void *)h));
-        ih = _mm512_dpwssd_epi32(ih, q1, _mm512_loadu_si512((const void *)(h + 32)));
-        __m512 sv = _mm512_set1_ps(xs[t][g]);
-        a[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ih), sv, a[t]);
-        if (lo) {
-          __m512i il = _mm512_dpwssd_epi32(_mm512_setzero_si512(), q0, _mm512_loadu_si512((const void *)l));
-          il = _mm512_dpwssd_epi32(il, q1, _mm512_loadu_si512((const void *)(l + 32)));
-          c[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(il), _mm512_mul_ps(sv, inv16), c[t]);
-        }
-      }
-    } else {
-      __m256i shuf = _mm256_load_si256((const __m256i *)CL_SHUF[b]);
-      __m256i shl = _mm256_load_si256((const __m256i *)CL_SHL[b]);
-      __m128i sra = _mm_cvtsi32_si128(32 - b);
-      for (int j = 0; j < 8; j++) {
-        __m256 f = UNPACK8(p + j * b, shuf, shl, sra);
-        for (int t = 0; t < nt; t++) {
-          const float *xg = g < full ? xr[t] + g * G : xt[t];
-          fa[t] = _mm256_fmadd_ps(f, _mm256_loadu_ps(xg + 8 * j), fa[t]);
-        }
-      }
-    }
-    p += 8 * b;
-  }
-  for (int t = 0; t < nt; t++) sums[t] = _mm512_reduce_add_ps(_mm512_add_ps(a[t], c[t])) + moesz_hsum8(fa[t]);
-}
-
-/* As cl_avx2, integer path only (x split; the caller checked it is finite). */
-TGT512 static void cl_avx512(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt, float *y,
-                             size_t ldy, int acc, const float *const *xtp, const int16_t *const *xh,
-                             const int16_t *const *xl, const float *const *xs, int lo) {
-  const float *xr[TBLK];
-  for (int t = 0; t < nt; t++) xr[t] = x + (size_t)t * ldx;
-  for (int64_t r = r0; r < r1; r++) {
-    float sums[TBLK];
-    switch ((nt < TBLK ? nt : TBLK) * 2 + lo) {   /* constants per copy: accumulators stay in registers */
-      case 2: row_dot512(m, r, 1, xr, xtp, xh, xl, xs, 0, sums); break;
-      case 3: row_dot512(m, r, 1, xr, xtp, xh, xl, xs, 1, sums); break;
-      case 4: row_dot512(m, r, 2, xr, xtp, xh, xl, xs, 0, sums); break;
-      case 5: row_dot512(m, r, 2, xr, xtp, xh, xl, xs, 1, sums); break;
-      case 6: row_dot512(m, r, 3, xr, xtp, xh, xl, xs, 0, sums); break;
-      case 7: row_dot512(m, r, 3, xr, xtp, xh, xl, xs, 1, sums); break;
-      case 8: row_dot512(m, r, TBLK, xr, xtp, xh, xl, xs, 0, sums); break;
-      default: row_dot512(m, r, TBLK, xr, xtp, xh, xl, xs, 1, sums); break;
-    }
-    for (int t = 0; t < nt; t++) {
-      float v = sums[t] * m->step + esc_dot(m, r, xr[t]);
-      float *o = y + (size_t)t * ldy + (r - r0);
-      *o = acc ? *o + v : v;
-    }
-  }
-}
-
 /* nt <= TBLK tokens, rows r0..r1. scratch: XQ_BYTES(ng) per token, or NULL (float path only). */
 TGT static int cl_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt, float *y,
-                       size_t ldy, int acc, uint8_t *scratch, int have_xq, int level, int act) {
+                       size_t ldy, int acc, uint8_t *scratch, int have_xq, int act) {
   int lo = act == 0;
   int64_t full = m->cols / G, ng = m->ngroups;
   float xt[TBLK][G] __attribute__((aligned(32)));
@@ -722,10 +640,6 @@ TGT static int cl_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x
       if (!have_xq && !quant_x(xr[t], m->cols, ng, h, l, sc)) useint = 0;
       xh[t] = h; xl[t] = l; xs[t] = sc;
     }
-  }
-  if (useint && level >= 2 && !(act == 2 && nt == 1)) {
-    cl_avx512(m, r0, r1, x, ldx, nt, y, ldy, acc, xtp, xh, xl, xs, lo);
-    return useint;
   }
   if (useint && nt == 1 && CL_ROW1) {
     cl_w16 tab[9];
@@ -873,7 +787,7 @@ int moesz_k_cl_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, s
     for (int t = 0; t < nt; t += TBLK) {
       int k = nt - t < TBLK ? nt - t : TBLK;
       ok &= cl_avx2(m, r0, r1, x + (size_t)t * ldx, ldx, k, y + (size_t)t * ldy, ldy, acc, scratch,
-                    have_xq && nt <= TBLK, simd, act);
+                    have_xq && nt <= TBLK, act);
     }
     return ok && scratch && nt <= TBLK;
   }
