@@ -213,6 +213,35 @@ TEST(packed_f32_native) {
   CHECK_EQ_INT(check_mm(moesz_kx_mm_f32), 0);
 }
 
+/* x rounded to BF16 for the AVX512_BF16 kernel: bit for bit moesz_f32_to_bf16
+ * (nearest even, ties both ways, subnormals kept, NaN quiet, infinities) at
+ * every length's tail and the padding zeroed. */
+TEST(x_to_bf16_bits) {
+  if (!moesz_cpu_avx512_bf16()) SKIP("this CPU has no AVX512_BF16");
+  enum { N = 300 };
+  float x[N];
+  uint16_t xb[2 * 320];
+  static const uint32_t special[] = {0x7f800000u, 0xff800000u, 0x7fc00001u, 0x7f800001u, 0xffc00000u, 0x00000001u,
+                                     0x807fffffu, 0x3f808000u, 0x3f818000u, 0x3f807fffu, 0x7f7fffffu, 0x00000000u,
+                                     0x80000000u, 0x3f80c000u, 0x00008000u, 0x00018000u};
+  for (int i = 0; i < N; i++) {
+    uint32_t u = i < 16 ? special[i] : (uint32_t)(urand() * 4294967295.0);
+    memcpy(&x[i], &u, 4);
+  }
+  for (int cols = 1; cols <= N; cols += cols < 40 ? 1 : 37) {
+    size_t ldb = moesz_kx_bf16_ld((size_t)cols);
+    memset(xb, 0xab, sizeof xb);
+    moesz_kx_x_to_bf16(x, (size_t)cols, 2, (size_t)cols, xb, ldb);
+    int bad = 0;
+    for (int t = 0; t < 2; t++)
+      for (size_t k = 0; k < ldb; k++) {
+        uint16_t want = (int)k < cols ? moesz_f32_to_bf16(x[t * cols + (int)k]) : 0;
+        bad += xb[(size_t)t * ldb + k] != want;
+      }
+    CHECK_MSG(bad == 0, "cols %d: %d values differ", cols, bad);
+  }
+}
+
 TEST(bf16_dot_native) {
   if (!moesz_cpu_avx512_bf16()) SKIP("this CPU has no AVX512_BF16");
   CHECK_EQ_INT(check_bf16(moesz_kx_bf16_rows, moesz_kx_bf16_ld, moesz_kx_x_to_bf16), 0);
@@ -300,6 +329,7 @@ int main(void) {
   RUN(bf16_dot_emulated);
   RUN(packed_f32_native);
   RUN(bf16_dot_native);
+  RUN(x_to_bf16_bits);
   RUN(linear_bf16x);
   RUN(linear_bf16x_emulated);
   return DONE();

@@ -45,10 +45,33 @@ size_t KX(moesz_kx_bf16_ld)(size_t cols) {
   return (cols + 31) / 32 * 32;
 }
 
+#if MOESZ_KX_X86 && !defined(MOESZ_KX_EMULATE)   /* SIMDe 0.7.4 lacks vpmovdw */
+#define KX_TO_BF16_16 1
+/* x to BF16 as moesz_f32_to_bf16 (nearest even, NaN kept quiet), 16 values a
+ * step: the same bits (vcvtne2ps2bf16 would flush subnormals). */
+TGT512 static void to_bf16_16(const float *x, uint16_t *d, size_t n) {
+  const __m512i half = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1), abs = _mm512_set1_epi32(0x7fffffff);
+  const __m512i inf = _mm512_set1_epi32(0x7f800000), quiet = _mm512_set1_epi32(0x40);
+  size_t k = 0;
+  for (; k + 16 <= n; k += 16) {
+    __m512i u = _mm512_castps_si512(_mm512_loadu_ps(x + k));
+    __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(u, abs), inf);
+    __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, half), _mm512_and_si512(_mm512_srli_epi32(u, 16), one));
+    r = _mm512_mask_or_epi32(_mm512_srli_epi32(r, 16), nan, _mm512_srli_epi32(u, 16), quiet);
+    _mm256_storeu_si256((__m256i *)(d + k), _mm512_cvtepi32_epi16(r));
+  }
+  moesz_f32_to_bf16_n(x + k, d + k, n - k);
+}
+#endif
+
 void KX(moesz_kx_x_to_bf16)(const float *x, size_t ldx, int n, size_t cols, uint16_t *xb, size_t ldb) {
   for (int t = 0; t < n; t++) {
     uint16_t *d = xb + (size_t)t * ldb;
+#ifdef KX_TO_BF16_16
+    to_bf16_16(x + (size_t)t * ldx, d, cols);
+#else
     moesz_f32_to_bf16_n(x + (size_t)t * ldx, d, cols);
+#endif
     for (size_t k = cols; k < ldb; k++) d[k] = 0;
   }
 }
