@@ -207,6 +207,20 @@ int moesz_st_parse(const uint8_t *file, size_t file_len, moesz_st **out, moesz_e
   *out = st;
   return MOESZ_OK;
 }
+/* The mapping's page tables filled at open (MADV_POPULATE_READ, Linux 5.14+;
+ * elsewhere a no-op), as llama.cpp maps with MAP_POPULATE, when the file
+ * takes at most half the machine's memory: the first pass over the weights
+ * then runs at the speed of the later ones (the BF16 bench model's first
+ * 64-token prompt: 285-336 -> 393-401 tok/s at 2 threads on Zen 4). A larger
+ * file is left to fault in as it is used. */
+static void prefault(void *map, size_t size) {
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+  long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+  if (pages > 0 && psz > 0 && size <= (size_t)pages / 2 * (size_t)psz) (void)madvise(map, size, MADV_POPULATE_READ);
+}
+
 
 /* Maps path read-only and appends its tensors to st. */
 static int add_file(moesz_st *st, const char *path, moesz_error *err) {
@@ -234,6 +248,7 @@ static int add_file(moesz_st *st, const char *path, moesz_error *err) {
       close(fd);
       return moesz_error_set(err, MOESZ_E_IO, "%s: mmap: %s", path, strerror(e));
     }
+    prefault(f->map, f->size);
   }
   close(fd);
   int rc = parse_into(st, f->map, f->size, (int)st->nfiles - 1, err);
