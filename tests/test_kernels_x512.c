@@ -219,12 +219,12 @@ TEST(packed_f32_native) {
 TEST(x_to_bf16_bits) {
   if (!moesz_cpu_avx512_bf16()) SKIP("this CPU has no AVX512_BF16");
   enum { N = 300 };
-  float x[N];
+  float x[2 * N];   /* two tokens of up to N columns */
   uint16_t xb[2 * 320];
   static const uint32_t special[] = {0x7f800000u, 0xff800000u, 0x7fc00001u, 0x7f800001u, 0xffc00000u, 0x00000001u,
                                      0x807fffffu, 0x3f808000u, 0x3f818000u, 0x3f807fffu, 0x7f7fffffu, 0x00000000u,
                                      0x80000000u, 0x3f80c000u, 0x00008000u, 0x00018000u};
-  for (int i = 0; i < N; i++) {
+  for (int i = 0; i < 2 * N; i++) {
     uint32_t u = i < 16 ? special[i] : (uint32_t)(urand() * 4294967295.0);
     memcpy(&x[i], &u, 4);
   }
