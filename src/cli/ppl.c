@@ -22,7 +22,7 @@ static const char *USAGE =
   "  --fast-dot[=8]     compute-layout experts: x rounded to 16 bits per group; =8: 4-bit groups\n"
   "                     also against x rounded to 8 bits (decode's 4-bit rows, products of 3 or\n"
   "                     more tokens); with AVX512_BF16, BF16 weights\n"
-  "                     against x rounded to BF16 (see moesz run --help)\n"
+  "                     against x rounded to BF16 from 2 tokens on (see moesz run --help)\n"
   "  --decode           MODEL reads each window a token at a time, as generation does (the decode\n"
   "                     kernels); the reference still a window at a time\n"
   "  --json             one JSON object on stdout\n";
