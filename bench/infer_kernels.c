@@ -72,7 +72,7 @@ int main(int argc, char **argv) {
   float *wdec = malloc((size_t)(rows < 256 ? rows : 256) * (size_t)cols * sizeof(float));
   moesz_k_cl_unpack(&cl, 0, rows < 256 ? rows : 256, wdec, 0);
   for (size_t i = 0; i < (size_t)cols * ntok; i++) x[i] = (float)((i * 2654435761u) % 1001) * 0.002f - 1.0f;
-  printf("# matrix %d x %d, prompt batch %d tokens; AVX2 %d, AVX-512 VBMI+VNNI %d, AVX512_BF16 %d; compute layout at eb %g: "
+  printf("# matrix %d x %d, prompt batch %d tokens; AVX2 %d, AVX-512 F+BW+VNNI %d, AVX512_BF16 %d; compute layout at eb %g: "
          "%.3f bits/weight\n", rows, cols, ntok, moesz_k_cpu_simd(), moesz_cpu_avx512_vnni(), moesz_cpu_avx512_bf16(), eb,
          cli.bits_per_value);
   printf("| dtype | kernel | threads | decode GB/s | G weights/s | decode ms | prompt GFLOP/s | decode vs BF16 | prompt vs BF16 |\n"

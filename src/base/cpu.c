@@ -36,7 +36,7 @@ static int detect_avx512_vnni(void) {
   __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
   if ((lo & 0xe6) != 0xe6) return 0;        /* opmask and ZMM state saved too */
   __cpuid_count(7, 0, a, b, c, d);
-  return ((b >> 16) & 1) && ((b >> 30) & 1) && ((c >> 1) & 1) && ((c >> 11) & 1); /* F, BW, VBMI, VNNI */
+  return ((b >> 16) & 1) && ((b >> 30) & 1) && ((c >> 11) & 1); /* F, BW, VNNI */
 }
 
 static int detect_avx512_bf16(void) {

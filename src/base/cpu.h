@@ -8,7 +8,7 @@
 
 /* 1 if AVX2, FMA and F16C are usable. */
 int moesz_cpu_avx2(void);
-/* 1 if AVX-512 F, BW, VBMI and VNNI are usable (with AVX2 as above). */
+/* 1 if AVX-512 F, BW and VNNI are usable (with AVX2 as above). */
 int moesz_cpu_avx512_vnni(void);
 /* 1 if AVX512_BF16 (vdpbf16ps) is usable too. */
 int moesz_cpu_avx512_bf16(void);

@@ -20,7 +20,7 @@
 typedef struct moesz_kctx {
   moesz_pool *pool;        /* NULL = serial */
   int nthreads;            /* pool size (>= 1) */
-  int simd;                /* 1: use the AVX2 paths (only if the CPU has them); 2: AVX-512 F/BW/VBMI/VNNI
+  int simd;                /* 1: use the AVX2 paths (only if the CPU has them); 2: AVX-512 F/BW/VNNI
                               paths too, where kernels have them (F32/BF16 matvec, BF16 small batch, the
                               packed path's micro-kernel, compute layout) */
   size_t scratch_floats;   /* per-thread scratch size */
