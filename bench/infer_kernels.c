@@ -43,6 +43,23 @@ static double run(moesz_kctx *kc, moesz_kjob *j, int reps) {
   return t[reps / 2];
 }
 
+/* Largest |y - w x| / sum |w x| over nr rows of w [nr, cols] and nt tokens of
+ * x [nt, cols], y [nt, ldy], against double sums. */
+static double worst_rel(const float *w, int nr, int cols, const float *x, int nt, const float *y, int ldy) {
+  double worst = 0;
+  for (int t = 0; t < nt; t++)
+    for (int r = 0; r < nr; r++) {
+      double s = 0, mag = 0;
+      for (int c = 0; c < cols; c++) {
+        double p = (double)w[(size_t)r * cols + c] * x[(size_t)t * cols + c];
+        s += p;
+        mag += fabs(p);
+      }
+      worst = fmax(worst, fabs(y[(size_t)t * ldy + r] - s) / (mag + 1e-30));
+    }
+  return worst;
+}
+
 int main(int argc, char **argv) {
   int rows = argc > 1 ? atoi(argv[1]) : 8192, cols = argc > 2 ? atoi(argv[2]) : 2048;
   int ntok = argc > 3 ? atoi(argv[3]) : 64, maxthr = argc > 4 ? atoi(argv[4]) : 2;
@@ -69,8 +86,10 @@ int main(int argc, char **argv) {
   moesz_error err;
   if (moesz_cl_encode(wb, MOESZ_DT_BF16, rows, cols, MOESZ_EB_ABS, eb, 1, &clbuf, &cllen, &cli, &err) ||
       moesz_cl_parse(clbuf, cllen, &cl, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
-  float *wdec = malloc((size_t)(rows < 256 ? rows : 256) * (size_t)cols * sizeof(float));
-  moesz_k_cl_unpack(&cl, 0, rows < 256 ? rows : 256, wdec, 0);
+  int nr = rows < 256 ? rows : 256;   /* rows checked against a double product */
+  float *wdec = malloc((size_t)nr * (size_t)cols * sizeof(float)), *wbdec = malloc((size_t)nr * (size_t)cols * sizeof(float));
+  moesz_k_cl_unpack(&cl, 0, nr, wdec, 0);
+  moesz_bf16_to_f32_n(wb, wbdec, (size_t)nr * (size_t)cols);
   for (size_t i = 0; i < (size_t)cols * ntok; i++) x[i] = (float)((i * 2654435761u) % 1001) * 0.002f - 1.0f;
   printf("# matrix %d x %d, prompt batch %d tokens; AVX2 %d, AVX-512 F+BW+VNNI %d, AVX512_BF16 %d; compute layout at eb %g: "
          "%.3f bits/weight\n", rows, cols, ntok, moesz_k_cpu_simd(), moesz_cpu_avx512_vnni(), moesz_cpu_avx512_bf16(), eb,
@@ -97,57 +116,29 @@ int main(int argc, char **argv) {
         kc.bf16x = d == 7;
         if (d == 7 && !kc.dpbf16) { moesz_kctx_free(&kc); moesz_pool_destroy(pool); continue; }   /* no AVX512_BF16 */
         /* x in [-1, 1] rounded to 16 bits a group: each term off by <= |w| / 65534 */
-        double tol = d == 6 ? 1e-4 : 1e-5;
         moesz_matview v = {data[d], dts[d], rows, cols, cols, 0};
         moesz_kjob j1 = {v, x, (size_t)cols, y, (size_t)rows, 1, 0};
         moesz_kjob jn = {v, x, (size_t)cols, y, (size_t)rows, ntok, 0};
         run(&kc, &j1, 2);
-        if (d == 7) {
-          /* BF16 rows against x rounded to BF16: each term off by <= 2^-9 of |w x| */
-          double worst = 0;
-          for (int r = 0; r < (rows < 256 ? rows : 256); r++) {
-            double s = 0, mag = 0;
-            for (int c = 0; c < cols; c++) {
-              double w = moesz_bf16_to_f32(wb[(size_t)r * cols + c]);
-              s += w * x[c];
-              mag += fabs(w * x[c]);
-            }
-            worst = fmax(worst, fabs(y[r] - s) / (mag + 1e-30));
-          }
-          if (worst > 1.0 / 256) { fprintf(stderr, "BF16 x BF16 result off: %.3g relative\n", worst); return 1; }
-        } else if (d >= 3) {
-          /* the fused result against a double product with the decoded weights (first 256 rows) */
-          double worst = 0;
-          int nr = rows < 256 ? rows : 256;
-          for (int r = 0; r < nr; r++) {
-            double s = 0, mag = 0;
-            for (int c = 0; c < cols; c++) {
-              s += (double)wdec[(size_t)r * cols + c] * x[c];
-              mag += fabs((double)wdec[(size_t)r * cols + c] * x[c]);
-            }
-            worst = fmax(worst, fabs(y[r] - s) / (mag + 1e-30));
-          }
-          if (worst > tol) { fprintf(stderr, "compute layout result off: %.3g relative\n", worst); return 1; }
+        if (d >= 3) {
+          /* the result against a double product with the reference weights (first nr rows): the decoded
+           * codes, or for d 7 the BF16 weights, x being rounded to BF16 (each term off by <= 2^-9 of |w x|) */
+          const float *wref = d == 7 ? wbdec : wdec;
+          double tol = d == 7 ? 1.0 / 256 : d == 6 ? 1e-4 : 1e-5;
+          double worst = worst_rel(wref, nr, cols, x, 1, y, rows);
+          if (worst > tol) { fprintf(stderr, "%s result off: %.3g relative\n", names[d], worst); return 1; }
           /* and the fused multi-token path (3 tokens) */
-          if (ntok >= 3) {
+          if (d != 7 && ntok >= 3) {
             moesz_kjob j3 = {v, x, (size_t)cols, y, (size_t)rows, 3, 0};
             moesz_k_linear(&kc, &j3, 1);
-            for (int t = 0; t < 3; t++)
-              for (int r = 0; r < nr; r++) {
-                double s = 0, mag = 0;
-                for (int c = 0; c < cols; c++) {
-                  s += (double)wdec[(size_t)r * cols + c] * x[(size_t)t * cols + c];
-                  mag += fabs((double)wdec[(size_t)r * cols + c] * x[(size_t)t * cols + c]);
-                }
-                worst = fmax(worst, fabs(y[(size_t)t * rows + r] - s) / (mag + 1e-30));
-              }
-            if (worst > tol) { fprintf(stderr, "compute layout 3-token result off: %.3g relative\n", worst); return 1; }
+            worst = worst_rel(wref, nr, cols, x, 3, y, rows);
+            if (worst > tol) { fprintf(stderr, "%s 3-token result off: %.3g relative\n", names[d], worst); return 1; }
           }
         }
         double t1 = run(&kc, &j1, 7);
         double tn = simd || ntok <= 8 ? run(&kc, &jn, 3) : 0;
         if (d == 5 && !moesz_cpu_avx512_vnni()) { moesz_kctx_free(&kc); moesz_pool_destroy(pool); continue; }
-        double bytes = d >= 3 ? (double)cllen : (double)n * (double)moesz_dtype_size(dts[d]);
+        double bytes = d >= 3 && d != 7 ? (double)cllen : (double)n * (double)moesz_dtype_size(dts[d]);
         if (d == 1) { bf1[simd][th] = t1; bfn[simd][th] = tn; }
         printf("| %s | %s | %d | %.2f | %.2f | %.3f | %.2f | %.2fx | %.2fx |\n", names[d],
                kc.simd >= 2 ? "avx512" : kc.simd ? "avx2" : "scalar", th, bytes / t1 / 1e9, (double)n / t1 / 1e9,
@@ -187,6 +178,6 @@ int main(int argc, char **argv) {
     moesz_kctx_free(&kc);
     moesz_pool_destroy(pool);
   }
-  free(wf); free(wb); free(wh); free(x); free(y); free(clbuf); moesz_cl_free(&cl); free(wdec);
+  free(wf); free(wb); free(wh); free(x); free(y); free(clbuf); moesz_cl_free(&cl); free(wdec); free(wbdec);
   return 0;
 }
