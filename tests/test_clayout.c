@@ -255,7 +255,7 @@ TEST(fused_kernels_match_decoded_weights) {
  * rounded to 8 bits per 128 columns, every other group and the escapes
  * against x in f32. Mostly 4-bit matrices (eb 4e-3 on sigma 0.02) with a few
  * wider groups and escapes (a row of 10x sigma, outliers), column counts with
- * a partial last group or an odd group count, 3..70 tokens, accumulate on and
+ * a partial last group or an odd group count, 5..70 tokens, accumulate on and
  * off, serial and on a pool: the sums against a double emulation of those
  * numerics, tightly (so the 8-bit path is the one taken), and away from the
  * exact-x product (the rounding of x shows). A matrix of mostly 6-bit groups
@@ -263,7 +263,7 @@ TEST(fused_kernels_match_decoded_weights) {
 TEST(fused_8bit_tile_matches_emulation) {
   if (!moesz_k_cpu_simd()) { SKIP("no AVX2"); return; }
   static const int colsv[] = {64 * 4, 130, 64 * 33 + 5, 64};
-  static const int ntv[] = {3, 4, 6, 7, 13, 70};   /* 2 tokens: the fused 16-bit path (check_fused) */
+  static const int ntv[] = {5, 6, 7, 9, 13, 70};   /* up to 4 tokens: the fused 16-bit path (check_fused) */
   moesz_pool *pool = moesz_pool_create(2);
   int cases = 0, ok = 0, shown = 0;
   for (int pi = 0; pi < 2; pi++) {
@@ -341,12 +341,12 @@ TEST(fused_8bit_tile_matches_emulation) {
  * AVX2, the best the CPU has; x split exactly and rounded to 16 bits) against
  * a double product with the decoded weights, and the SIMD sums against the
  * scalar twin's. */
-TEST(fused_one_token_every_width) {
+TEST(fused_one_and_two_tokens_every_width) {
   static const int colsv[] = {64 * 5, 64 * 6 + 17, 64 * 3 + 1, 63, 64 * 40 + 3, 64 * 40};
   for (int ci = 0; ci < 6; ci++) {
     int rows = 19, cols = colsv[ci];
     size_t n = (size_t)rows * (size_t)cols;
-    float *f = malloc(n * 4), *w = malloc(n * 4), *x = malloc((size_t)cols * 4), y[3][19];
+    float *f = malloc(n * 4), *w = malloc(n * 4), *xx = malloc((size_t)cols * 8), y[3][2 * 19];
     void *buf;
     size_t len;
     moesz_error err;
@@ -376,7 +376,7 @@ TEST(fused_one_token_every_width) {
       for (int b = 0; b <= MOESZ_CL_MAXW; b++) CHECK_MSG(info.groups_by_width[b] > 0, "no group of width %d (%llu %llu %llu)", b, (unsigned long long)info.groups_by_width[b - 1], (unsigned long long)info.groups_by_width[b + 1], (unsigned long long)info.escapes);
     CHECK(info.escapes > 0);
     moesz_cl_decode(&m, w);
-    for (int c = 0; c < cols; c++) x[c] = (float)gauss();
+    for (int c = 0; c < 2 * cols; c++) xx[c] = (float)gauss();
     void *scr = aligned_alloc(64, (moesz_k_cl_scratch_bytes(cols) + 63) / 64 * 64);
     moesz_kctx best;
     CHECK(moesz_kctx_init(&best, NULL, -1, 16) == 0);
@@ -384,11 +384,14 @@ TEST(fused_one_token_every_width) {
     moesz_kctx_free(&best);
     unsigned char *esc = calloc(n, 1);
     for (uint64_t e = 0; e < m.n_esc; e++) esc[m.esc_idx[e]] = 1;
-    for (int a16 = 0; a16 < 3; a16++) {   /* x split exactly, rounded to 16 bits, 4-bit groups at 8 bits */
+    for (int nt = 1; nt <= 2; nt++)   /* one token (decode), two (two streams): each group unpacked once */
+    for (int a16 = 0; a16 < 3; a16++) {   /* x split exactly, rounded to 16 bits, 4-bit groups at 8 bits (one token) */
       for (int s = 0; s < 3; s++)
-        moesz_k_cl_rows(&m, 0, rows, x, (size_t)cols, 1, y[s], 1, 0, simds[s], a16, s ? scr : NULL, 0);
-      int bad = 0;
+        moesz_k_cl_rows(&m, 0, rows, xx, (size_t)cols, nt, y[s], (size_t)rows, 0, simds[s], a16, s ? scr : NULL, 0);
+      int bad = 0, a8 = a16 == 2 && nt == 1;
+      for (int t = 0; t < nt; t++)
       for (int r = 0; r < rows; r++) {
+        const float *x = xx + (size_t)t * cols;
         double ref = 0, ref8 = 0, mag = 0, x16 = 0;
         float inv8 = 0, s8 = 1;
         /* the kernels' rule for the 8-bit path: the row's first width byte is two 4-bit groups
@@ -417,18 +420,18 @@ TEST(fused_one_token_every_width) {
           if (a16) mag += fabs(wc) * x16 * 1e5;
         }
         for (int s = 0; s < 3; s++)
-          if (fabs(y[s][r] - (a16 == 2 && simds[s] ? ref8 : ref)) > 1e-5 * (mag + 1e-3)) {
-            fprintf(stderr, "  cols %d row %d kernel %d act %d: %.9g vs %.9g\n", cols, r, s, a16, y[s][r],
-                    a16 == 2 && simds[s] ? ref8 : ref);
+          if (fabs(y[s][t * rows + r] - (a8 && simds[s] ? ref8 : ref)) > 1e-5 * (mag + 1e-3)) {
+            fprintf(stderr, "  cols %d token %d of %d row %d kernel %d act %d: %.9g vs %.9g\n", cols, t, nt, r, s, a16,
+                    y[s][t * rows + r], a8 && simds[s] ? ref8 : ref);
             bad = 1;
           }
         /* exact split: SIMD and scalar sums agree to f32 rounding of the magnitudes */
-        if (!a16 && fabs(y[1][r] - y[0][r]) > 1e-5 * (mag + 1e-3)) bad = 1;
+        if (!a16 && fabs(y[1][t * rows + r] - y[0][t * rows + r]) > 1e-5 * (mag + 1e-3)) bad = 1;
       }
-      CHECK_MSG(!bad, "cols %d act %d", cols, a16);
+      CHECK_MSG(!bad, "cols %d tokens %d act %d", cols, nt, a16);
     }
     moesz_cl_free(&m);
-    free(esc); free(scr); free(buf); free(f); free(w); free(x);
+    free(esc); free(scr); free(buf); free(f); free(w); free(xx);
   }
 }
 
@@ -689,7 +692,7 @@ int main(void) {
   RUN(errors_for_bad_arguments);
   RUN(fused_kernels_match_decoded_weights);
   RUN(fused_8bit_tile_matches_emulation);
-  RUN(fused_one_token_every_width);
+  RUN(fused_one_and_two_tokens_every_width);
   RUN(hostile_layouts_rejected);
   RUN(fused_logits_match_f32_every_family);
   RUN(compute_blobs_refuse_16bit_delivery);

@@ -264,6 +264,7 @@ static void linear_bf16x_case(int emulate, int threads, int accumulate) {
   if (emulate) {
     kc.dpbf16 = 1;
     kc.bf16_rows = moesz_kx_bf16_rows_emu;
+    kc.x_to_bf16 = moesz_kx_x_to_bf16_emu;
   }
 #endif
   kc.serial_macs = 0;

@@ -33,15 +33,16 @@
 #define SERIAL_MACS (1 << 18)   /* default kctx.serial_macs */
 /* Compute layout, from this many tokens: kctx.cl_act 2, the 8-bit tile; otherwise a tile of rows
  * unpacked to f32 and multiplied as the batched path does. Fewer tokens: the fused kernels over the
- * codes (from 3 tokens they keep more accumulators than registers). bench/expert_decode (OLMoE's
- * experts, 2 threads, ms per layer at 2 / 3 / 4 / 6 tokens): exact x fused 4.0-4.6 / 9.5-9.7 / 16.2 /
- * 21.7, f32 tile (4x3 kernel, below) 6.1 / 6.0-7.2 / 6.9 / 7.6; 8-bit x (eb 4e-3): 16-bit x fused 2.5 /
- * 7.0 / 12.3 / 14.1, 8-bit tile 4.9 / 5.2 / 5.8 / 5.9. The fused kernels' tasks are one token's row
- * chunks (about 256 KiB of codes), and the tokens' split x is kept per thread for all tasks of a call. */
+ * codes, each group unpacked once for up to 4 tokens (kernels_cl.c row_dotn). bench/expert_decode
+ * (OLMoE's experts, 2 threads, Zen 3, ms per layer at 3 / 4 / 5-6 tokens, eb 1e-3): exact x fused
+ * 4.5-4.6 / 5.8-6.1 / 8.0-9.7, f32 tile 5.9-7.0 / 7.3-8.4 / 7.7-8.0; 16-bit x fused 3.5 / 4.1 /
+ * 5.7-7.0, tile 6.1-7.5 / 7.3-8.6 / 7.8-8.0; at eb 4e-3, 16-bit x fused 4.1-4.3 / 4.7-5.4 / 7.2,
+ * 8-bit tile 4.7-6.5 / 6.8-7.1 / 6.3. The fused kernels' tasks are row chunks of about 256 KiB of
+ * codes, and the tokens' split x is kept per thread for all tasks of a call. */
 #ifndef CL_TILE_MIN
-#define CL_TILE_MIN 3
+#define CL_TILE_MIN 5
 #endif
-#define CL8_MIN 3
+#define CL8_MIN CL_TILE_MIN
 /* AVX2 packed path: a tile unpacked to f32 first (compute layout, MXFP4, transposed views) takes the
  * outer-product kernel from this many tokens, fewer the 4x3 kernel on the row-major tile as it lies: its
  * transpose costs more than it saves there (bench/expert_decode, exact x, ms per layer at 3 / 8 / 16 / 32
@@ -73,6 +74,7 @@ int moesz_kctx_init(moesz_kctx *c, moesz_pool *pool, int simd, size_t scratch_fl
   c->dpbf16 = c->simd >= 2 && moesz_cpu_avx512_bf16() && bf16_agrees();
 #if MOESZ_X86
   c->bf16_rows = moesz_kx_bf16_rows;
+  c->x_to_bf16 = moesz_kx_x_to_bf16;
 #endif
   c->sb_max = SB_MAX;
   c->serial_macs = SERIAL_MACS;
@@ -713,7 +715,7 @@ static int bf16x_rows(moesz_kctx *c, const moesz_kjob *jb, int64_t r0, int64_t r
   uint16_t *xb = (uint16_t *)c->scratch[tid];
   uint64_t key = c->gen | (1ull << 61), shape = ((uint64_t)(t1 - t0) << 40) ^ (uint64_t)jb->ldx;
   if (c->memo_gen[tid] != key || c->memo_x[tid] != x || c->memo_shape[tid] != shape) {
-    moesz_kx_x_to_bf16(x, jb->ldx, t1 - t0, cols, xb, ldb);
+    c->x_to_bf16(x, jb->ldx, t1 - t0, cols, xb, ldb);
     c->memo_gen[tid] = key;
     c->memo_x[tid] = x;
     c->memo_shape[tid] = shape;

@@ -52,8 +52,10 @@ typedef struct moesz_kctx {
                               (the f32 product of the BF16 weights and x). Default 0 */
   void (*bf16_rows)(const uint16_t *w, size_t ld, size_t cols, int nr, const uint16_t *xb, size_t ldb,
                     int nt, float *y, size_t ldy, int acc);
-                           /* the bf16x kernel: moesz_kx_bf16_rows (kernels_x512.c); a test puts the
-                              same source built against portable AVX-512 here to run the path on any CPU */
+  void (*x_to_bf16)(const float *x, size_t ldx, int n, size_t cols, uint16_t *xb, size_t ldb);
+                           /* the bf16x kernel and its x rounding: moesz_kx_bf16_rows and
+                              moesz_kx_x_to_bf16 (kernels_x512.c); a test puts the same source built
+                              against portable AVX-512 here to run the path on any CPU */
 } moesz_kctx;
 
 /* 1 if this CPU runs the AVX2+FMA+F16C kernels. */

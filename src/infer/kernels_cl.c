@@ -15,9 +15,11 @@
  *   decoded weights up to rounding (tests/test_clayout.c);
  * - float (any width): 8 codes into 32-bit lanes (shuffle, variable shift,
  *   arithmetic shift), converted and multiplied with FMA.
- * One token (decode) has its own loop (row_dot1): two groups per byte of
- * widths, no branch on the width, and a copy per usual width 3..6 for rows
- * that keep one width nearly throughout (constant offsets and tables).
+ * One or two tokens (decode; two streams served together) have their own
+ * loop (row_dotn): two groups per byte of widths, no branch on the width,
+ * each group unpacked once for both tokens, and a copy per usual width 3..6
+ * for rows that keep one width nearly throughout (constant offsets and
+ * tables).
  * act (kctx.cl_act): 0 x split exactly as above; 1 h only (x rounded to 16
  * bits); 2 as 1, and in decode a row of 4-bit groups (row_dot8) against x
  * rounded to 8 bits per 128 columns: offset nibbles q + 8 by vpmaddubsw, the
@@ -45,10 +47,10 @@
 #define CL_PF_BYTES 1024 /* codes prefetched this far ahead of the group being read (0: none) */
 #endif
 #ifndef CL_ROW1
-#define CL_ROW1 1        /* one token: row_dot1 (0: the generic row_dot, for comparison) */
+#define CL_ROW1 1        /* one or two tokens: row_dotn (0: the generic row_dot, for comparison) */
 #endif
 #ifndef CL_UNIFORM
-#define CL_UNIFORM 1     /* row_dot1 copies per usual width (0: off, for comparison) */
+#define CL_UNIFORM 1     /* row_dotn copies per usual width (0: off, for comparison) */
 #endif
 #define XQ_BYTES(ng) ((size_t)(ng) * (G * 4 + 4))   /* quantized x of one token: h, l, scale per group */
 #define XQ8_BYTES(ng) ((size_t)(ng) * (G + 8) + 32) /* x to 8 bits (one token): x8, scale, bias per group, total */
@@ -272,35 +274,42 @@ typedef struct cl_w16 {
   uint8_t pad[48];
 } cl_w16;
 
+/* 16 codes times 16 x values each, 4 times: the int32 sums of a group. */
+TGT static inline __attribute__((always_inline)) __m256i dot64(__m256i q0, __m256i q1, __m256i q2, __m256i q3,
+                                                              const int16_t *x) {
+  return _mm256_add_epi32(_mm256_add_epi32(_mm256_madd_epi16(q0, _mm256_loadu_si256((const __m256i *)x)),
+                                           _mm256_madd_epi16(q1, _mm256_loadu_si256((const __m256i *)(x + 16)))),
+                          _mm256_add_epi32(_mm256_madd_epi16(q2, _mm256_loadu_si256((const __m256i *)(x + 32))),
+                                           _mm256_madd_epi16(q3, _mm256_loadu_si256((const __m256i *)(x + 48)))));
+}
+
 /* One group of width b <= 8 (b = 0 included: its tables give zero codes) in
- * the one-token integer path: the 16-bit codes times the split x, the int32
- * sums converted and scaled once (h into *a, l into *c, both by s: the caller
- * scales c by 2^-16 at the end, exactly). */
-TGT static inline __attribute__((always_inline)) void group1(const uint8_t *p, size_t b, const cl_w16 *tab,
-                                                              const int16_t *h, const int16_t *l, const float *s,
-                                                              __m256 *a, __m256 *c, int lo) {
+ * the integer path for NT <= 2 tokens (a constant at each use), the codes
+ * unpacked once: token u's 16-bit codes times its split x (group o of
+ * h[u], l[u], s[u]), the int32 sums converted and scaled once (h into a[u],
+ * l into c[u], both by s: the caller scales c by 2^-16 at the end, exactly). */
+TGT static inline __attribute__((always_inline)) void groupn(const uint8_t *p, size_t b, const cl_w16 *tab, int NT,
+                                                              const int16_t *const *h, const int16_t *const *l,
+                                                              const float *const *s, int64_t o, __m256 *a, __m256 *c,
+                                                              int lo) {
   const cl_w16 *t = tab + b;
   __m256i q0 = UNPACK16(p, t->shuf, t->mul, t->sra), q1 = UNPACK16(p + 2 * b, t->shuf, t->mul, t->sra);
   __m256i q2 = UNPACK16(p + 4 * b, t->shuf, t->mul, t->sra), q3 = UNPACK16(p + 6 * b, t->shuf, t->mul, t->sra);
-  __m256i ih = _mm256_add_epi32(
-      _mm256_add_epi32(_mm256_madd_epi16(q0, _mm256_loadu_si256((const __m256i *)h)),
-                       _mm256_madd_epi16(q1, _mm256_loadu_si256((const __m256i *)(h + 16)))),
-      _mm256_add_epi32(_mm256_madd_epi16(q2, _mm256_loadu_si256((const __m256i *)(h + 32))),
-                       _mm256_madd_epi16(q3, _mm256_loadu_si256((const __m256i *)(h + 48)))));
-  __m256 sv = _mm256_broadcast_ss(s);
-  *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ih), sv, *a);
-  if (lo) {
-    __m256i il = _mm256_add_epi32(
-        _mm256_add_epi32(_mm256_madd_epi16(q0, _mm256_loadu_si256((const __m256i *)l)),
-                         _mm256_madd_epi16(q1, _mm256_loadu_si256((const __m256i *)(l + 16)))),
-        _mm256_add_epi32(_mm256_madd_epi16(q2, _mm256_loadu_si256((const __m256i *)(l + 32))),
-                         _mm256_madd_epi16(q3, _mm256_loadu_si256((const __m256i *)(l + 48)))));
-    *c = _mm256_fmadd_ps(_mm256_cvtepi32_ps(il), sv, *c);
+  for (int u = 0; u < NT; u++) {
+    __m256 sv = _mm256_broadcast_ss(s[u] + o);
+    a[u] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot64(q0, q1, q2, q3, h[u] + o * G)), sv, a[u]);
+    if (lo) c[u] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot64(q0, q1, q2, q3, l[u] + o * G)), sv, c[u]);
   }
+}
+/* One token's group: groupn with NT = 1. */
+TGT static inline __attribute__((always_inline)) void group1(const uint8_t *p, size_t b, const cl_w16 *tab,
+                                                              const int16_t *h, const int16_t *l, const float *s,
+                                                              __m256 *a, __m256 *c, int lo) {
+  groupn(p, b, tab, 1, &h, &l, &s, 0, a, c, lo);
 }
 
 /* The width b in {3, 4, 5, 6} that both groups of at least 7 in 8 of row r's
- * width bytes have, or 0: row_dot1 then takes those pairs with constant
+ * width bytes have, or 0: row_dotn then takes those pairs with constant
  * offsets (the branch is predictable only where the width rarely changes). */
 TGT static inline size_t row_usual_width(const moesz_cl *m, int64_t r) {
   const uint8_t *wd = m->widths + r * m->wstride;
@@ -314,50 +323,55 @@ TGT static inline size_t row_usual_width(const moesz_cl *m, int64_t r) {
   return same * 8 >= nb * 7 ? (u & 15) : 0;
 }
 
-/* Row r against one token in the integer path (AVX2): the groups two at a
- * time (one byte of widths), no branch on the width but for a group wider
- * than 8 bits (the float path). Same sums as row_dot with nt = 1. */
-TGT static inline __attribute__((always_inline)) float row_dot1(const moesz_cl *m, int64_t r, const cl_w16 *tab,
-                                                                 const float *xr, const float *xt,
-                                                                 const int16_t *xh, const int16_t *xl,
-                                                                 const float *xs, int lo, size_t ub) {
+/* Row r against NT <= 2 tokens (a constant at each use) in the integer path
+ * (AVX2): the groups two at a time (one byte of widths), no branch on the
+ * width but for a group wider than 8 bits (the float path), each group's
+ * codes unpacked once for both tokens. Same sums as row_dot. */
+TGT static inline __attribute__((always_inline)) void row_dotn(const moesz_cl *m, int64_t r, const cl_w16 *tab, int NT,
+                                                                const float *const *xr, const float *const *xt,
+                                                                const int16_t *const *xh, const int16_t *const *xl,
+                                                                const float *const *xs, int lo, size_t ub, float *sums) {
   int64_t full = m->cols / G, ng = m->ngroups, npair = ng >> 1;
   const uint8_t *p = m->data + m->row_off[r], *wd = m->widths + r * m->wstride;
-  __m256 a = _mm256_setzero_ps(), c = _mm256_setzero_ps(), f = _mm256_setzero_ps();
-  for (int64_t k = 0; k < npair; k++, xh += 2 * G, xl += 2 * G, xs += 2) {
+  __m256 a[TBLK], c[TBLK];   /* a also takes the float path's sums */
+  for (int u = 0; u < NT; u++) a[u] = c[u] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < npair; k++) {
     size_t wb = wd[k], b0 = wb & 15, b1 = wb >> 4;
+    int64_t g = 2 * k;
     if (CL_PF_BYTES) {
       _mm_prefetch((const char *)p + CL_PF_BYTES, _MM_HINT_T0);
       _mm_prefetch((const char *)p + CL_PF_BYTES + 64, _MM_HINT_T0);
     }
     if (ub && __builtin_expect(wb == ub * 17, 1)) {   /* the row's usual width twice: constant offsets */
-      group1(p, ub, tab, xh, xl, xs, &a, &c, lo);
-      group1(p + 8 * ub, ub, tab, xh + G, xl + G, xs + 1, &a, &c, lo);
+      groupn(p, ub, tab, NT, xh, xl, xs, g, a, c, lo);
+      groupn(p + 8 * ub, ub, tab, NT, xh, xl, xs, g + 1, a, c, lo);
       p += 16 * ub;
       continue;
     }
     if (__builtin_expect((wb & 0x88) != 0, 0) && (b0 > 8 || b1 > 8)) {   /* a width above 8 */
-      int64_t g = 2 * k;
-      if (b0 <= 8) group1(p, b0, tab, xh, xl, xs, &a, &c, lo);
-      else f = group_float(p, (int)b0, g < full ? xr + g * G : xt, f);
-      p += 8 * b0;
-      if (b1 <= 8) group1(p, b1, tab, xh + G, xl + G, xs + 1, &a, &c, lo);
-      else f = group_float(p, (int)b1, g + 1 < full ? xr + (g + 1) * G : xt, f);
-      p += 8 * b1;
+      for (int h = 0; h < 2; h++, g++) {
+        size_t b = h ? b1 : b0;
+        if (b <= 8) groupn(p, b, tab, NT, xh, xl, xs, g, a, c, lo);
+        else
+          for (int u = 0; u < NT; u++) a[u] = group_float(p, (int)b, g < full ? xr[u] + g * G : xt[u], a[u]);
+        p += 8 * b;
+      }
       continue;
     }
-    group1(p, b0, tab, xh, xl, xs, &a, &c, lo);
+    groupn(p, b0, tab, NT, xh, xl, xs, g, a, c, lo);
     p += 8 * b0;
-    group1(p, b1, tab, xh + G, xl + G, xs + 1, &a, &c, lo);
+    groupn(p, b1, tab, NT, xh, xl, xs, g + 1, a, c, lo);
     p += 8 * b1;
   }
   if (ng & 1) {
     int64_t g = ng - 1;
     size_t b = wd[npair] & 15;
-    if (b <= 8) group1(p, b, tab, xh, xl, xs, &a, &c, lo);
-    else f = group_float(p, (int)b, g < full ? xr + g * G : xt, f);
+    if (b <= 8) groupn(p, b, tab, NT, xh, xl, xs, g, a, c, lo);
+    else
+      for (int u = 0; u < NT; u++) a[u] = group_float(p, (int)b, g < full ? xr[u] + g * G : xt[u], a[u]);
   }
-  return moesz_hsum8(_mm256_add_ps(_mm256_fmadd_ps(c, _mm256_set1_ps(1.0f / 65536), a), f));
+  for (int u = 0; u < NT; u++)
+    sums[u] = moesz_hsum8(_mm256_fmadd_ps(c[u], _mm256_set1_ps(1.0f / 65536), a[u]));
 }
 
 /* One 4-bit group against x8 (64 bytes: even, odd columns) in the 8-bit
@@ -390,9 +404,9 @@ TGT static inline __attribute__((always_inline)) __m256 group8x2(const uint8_t *
 
 /* Row r against one token with x also at 8 bits (x8, s8, bias, btot from
  * quant_x8), for a row whose usual width is 4 (row_usual_width; other rows
- * take row_dot1 with 16-bit x): 4-bit groups take group8, any other width
- * the 16-bit path of row_dot1 (h, lo = 0) and its bias comes off the total.
- * Sums before step and escapes, as row_dot1's. */
+ * take row_dotn with 16-bit x): 4-bit groups take group8, any other width
+ * the 16-bit path of row_dotn (h, lo = 0) and its bias comes off the total.
+ * Sums before step and escapes, as row_dotn's. */
 TGT static inline __attribute__((always_inline)) float row_dot8(const moesz_cl *m, int64_t r, const cl_w16 *tab,
                                                                  const float *xr, const float *xt, const int16_t *xh,
                                                                  const float *xs, const int8_t *x8, const float *s8,
@@ -641,7 +655,7 @@ TGT static int cl_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x
       xh[t] = h; xl[t] = l; xs[t] = sc;
     }
   }
-  if (useint && nt == 1 && CL_ROW1) {
+  if (useint && nt <= TBLK && CL_ROW1) {
     cl_w16 tab[9];
     for (int b = 0; b <= 8; b++) {
       tab[b].shuf = _mm256_load_si256((const __m256i *)CL_SHUF16[b]);
@@ -650,31 +664,50 @@ TGT static int cl_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x
     }
     int8_t *x8 = NULL;
     float *s8 = NULL, *bias = NULL, *btot = NULL;
-    if (act == 2) {   /* x also at 8 bits, for rows of 4-bit groups (vpmaddubsw) */
+    if (act == 2 && nt == 1) {   /* x also at 8 bits, for rows of 4-bit groups (vpmaddubsw) */
       uint8_t *q = scratch + TBLK * XQ_BYTES(ng);
       x8 = (int8_t *)q;
       s8 = (float *)(q + ng * G); bias = s8 + ng; btot = bias + ng;
       if (!have_xq) quant_x8(xr[0], m->cols, ng, x8, s8, bias, btot);
     }
     for (int64_t r = r0; r < r1; r++) {
-      size_t ub = CL_UNIFORM || act == 2 ? row_usual_width(m, r) : 0;
-      float v;
-      if (act == 2 && (ub == 4 || (m->ngroups == 1 && (m->widths[r * m->wstride] & 15) == 4))) v = row_dot8(m, r, tab, xr[0], xtp[0], xh[0], xs[0], x8, s8, bias, *btot);
-      else switch ((CL_UNIFORM ? ub : 0) * 2 + (size_t)lo) {   /* a copy per usual width: constant offsets and tables */
-        case 6 * 2: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 0, 6); break;
-        case 6 * 2 + 1: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 1, 6); break;
-        case 4 * 2: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 0, 4); break;
-        case 4 * 2 + 1: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 1, 4); break;
-        case 3 * 2: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 0, 3); break;
-        case 3 * 2 + 1: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 1, 3); break;
-        case 5 * 2: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 0, 5); break;
-        case 5 * 2 + 1: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 1, 5); break;
-        case 1: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 1, 0); break;
-        default: v = row_dot1(m, r, tab, xr[0], xtp[0], xh[0], xl[0], xs[0], 0, 0); break;
+      size_t ub = CL_UNIFORM || x8 ? row_usual_width(m, r) : 0;
+      float v[TBLK];
+      if (x8 && (ub == 4 || (m->ngroups == 1 && (m->widths[r * m->wstride] & 15) == 4))) v[0] = row_dot8(m, r, tab, xr[0], xtp[0], xh[0], xs[0], x8, s8, bias, *btot);
+      else
+#define ROWN(NT, LO, UB) row_dotn(m, r, tab, NT, xr, xtp, xh, xl, xs, LO, UB, v)
+        switch (nt > 2 ? 0 : ((CL_UNIFORM ? ub : 0) * 2 + (size_t)lo) * 2 + (size_t)(nt - 1)) {   /* a copy per usual width: constant offsets and tables */
+        case (6 * 2) * 2: ROWN(1, 0, 6); break;
+        case (6 * 2 + 1) * 2: ROWN(1, 1, 6); break;
+        case (4 * 2) * 2: ROWN(1, 0, 4); break;
+        case (4 * 2 + 1) * 2: ROWN(1, 1, 4); break;
+        case (3 * 2) * 2: ROWN(1, 0, 3); break;
+        case (3 * 2 + 1) * 2: ROWN(1, 1, 3); break;
+        case (5 * 2) * 2: ROWN(1, 0, 5); break;
+        case (5 * 2 + 1) * 2: ROWN(1, 1, 5); break;
+        case (6 * 2) * 2 + 1: ROWN(2, 0, 6); break;
+        case (6 * 2 + 1) * 2 + 1: ROWN(2, 1, 6); break;
+        case (4 * 2) * 2 + 1: ROWN(2, 0, 4); break;
+        case (4 * 2 + 1) * 2 + 1: ROWN(2, 1, 4); break;
+        case (5 * 2) * 2 + 1: ROWN(2, 0, 5); break;
+        case (5 * 2 + 1) * 2 + 1: ROWN(2, 1, 5); break;
+        default:
+          if (nt == 4 && lo) ROWN(4, 1, 0);
+          else if (nt == 4) ROWN(4, 0, 0);
+          else if (nt == 3 && lo) ROWN(3, 1, 0);
+          else if (nt == 3) ROWN(3, 0, 0);
+          else if (nt == 1 && lo) ROWN(1, 1, 0);
+          else if (nt == 1) ROWN(1, 0, 0);
+          else if (lo) ROWN(2, 1, 0);
+          else ROWN(2, 0, 0);
+          break;
+        }
+#undef ROWN
+      for (int t = 0; t < nt; t++) {
+        float *o = y + (size_t)t * ldy + (r - r0);
+        float s = v[t] * m->step + esc_dot(m, r, xr[t]);
+        *o = acc ? *o + s : s;
       }
-      v = v * m->step + esc_dot(m, r, xr[0]);
-      float *o = y + (r - r0);
-      *o = acc ? *o + v : v;
     }
     return useint;
   }
