@@ -14,11 +14,13 @@
 # jobs on a shared machine.
 #
 #   sh bench/serve_batch.sh [MODEL_DIR]
+#   MSZ=X.msz sh bench/serve_batch.sh      (serve an existing container instead)
 #
 # Env: MOESZ_BIN (build/moesz), CLIENT (build/bench/serve_client), REPS (3), REQS (4), MAX_TOKENS (48),
 # THREADS (2), BUDGET_PCT (25), POLICY (lfru), PORT (18181), CLIENTS ("1 2 4 8"), SERVE_EXTRA (more `moesz serve`
 # options, e.g. "--workers 2"), COMPRESS_EXTRA (more `moesz compress` options, e.g. "--codec compute"),
-# RATIOS (set: also print every repetition's ratios).
+# RATIOS (set: also print every repetition's ratios), MSZ (a container to serve as it is: MODEL_DIR and
+# COMPRESS_EXTRA are then not used).
 set -eu
 MOESZ_BIN=${MOESZ_BIN:-build/moesz}
 CLIENT=${CLIENT:-build/bench/serve_client}
@@ -37,7 +39,12 @@ cleanup() { [ -n "$srv" ] && kill "$srv" 2>/dev/null; wait 2>/dev/null; rm -rf "
 trap cleanup EXIT INT TERM
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
-"$MOESZ_BIN" compress "$MODEL" -o "$work/m.msz" --eb 1e-3 ${COMPRESS_EXTRA:-} --quiet >/dev/null
+if [ -n "${MSZ:-}" ]; then
+  ln -s "$(cd "$(dirname "$MSZ")" && pwd)/$(basename "$MSZ")" "$work/m.msz"
+  MODEL=$MSZ
+else
+  "$MOESZ_BIN" compress "$MODEL" -o "$work/m.msz" --eb 1e-3 ${COMPRESS_EXTRA:-} --quiet >/dev/null
+fi
 experts=$("$MOESZ_BIN" inspect "$work/m.msz" --json | sed 's/.*"expert_bytes":\([0-9]*\),"expert_stored_bytes".*/\1/')
 budget=$((experts * BUDGET_PCT / 100))
 "$MOESZ_BIN" serve "$work/m.msz" --port "$PORT" --threads "$THREADS" --mem "$budget" --cache "$POLICY" \
@@ -50,7 +57,8 @@ cpu() { awk '{ print $14 + $15 }' "/proc/$srv/stat"; }
 # sum of a metric's samples (all layers)
 metric() { curl -sf "http://127.0.0.1:$PORT/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%.0f\n", s }'; }
 
-echo "model $MODEL as a container (eb 1e-3 ${COMPRESS_EXTRA:-}), budget $budget bytes ($BUDGET_PCT% of $experts decoded expert bytes), $POLICY,"
+[ -n "${MSZ:-}" ] && desc="container $MSZ" || desc="model $MODEL as a container (eb 1e-3 ${COMPRESS_EXTRA:-})"
+echo "$desc, budget $budget bytes ($BUDGET_PCT% of $experts decoded expert bytes), $POLICY,"
 echo "$THREADS threads; each client: $REQS requests x $MAX_TOKENS tokens; medians of $REPS repetitions"
 echo
 echo "| clients | aggregate tok/s | vs 1 client | vs 1 client, same repetition | tokens per engine step | expert bytes read per token | server CPU ms per token |"

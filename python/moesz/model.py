@@ -51,7 +51,7 @@ class Model:
     ``max_ctx``: KV cache length (None: min(max positions, 4096)); ``fast_dot``:
     compute-layout experts round x to 16 bits per group (True or 16: ``moesz run --fast-dot``),
     and 4-bit groups meet x rounded to 8 bits (8: ``--fast-dot=8``: decode's 4-bit rows and
-    products of 3 or more tokens)."""
+    products of 5 or more tokens)."""
 
     def __init__(self, path, mem=None, cache="lfru", prefetch=False, threads=None, max_ctx=None, store=None,
                  fast_dot=False):

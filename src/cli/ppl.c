@@ -20,7 +20,7 @@ static const char *USAGE =
   "  --limit-tokens N   score only the first N tokens\n"
   "  --threads N        threads per engine (default: all cores)\n"
   "  --fast-dot[=8]     compute-layout experts: x rounded to 16 bits per group; =8: 4-bit groups\n"
-  "                     also against x rounded to 8 bits (decode's 4-bit rows, products of 3 or\n"
+  "                     also against x rounded to 8 bits (decode's 4-bit rows, products of 5 or\n"
   "                     more tokens); with AVX512_BF16, BF16 weights\n"
   "                     against x rounded to BF16 from 2 tokens on (see moesz run --help)\n"
   "  --decode           MODEL reads each window a token at a time, as generation does (the decode\n"

@@ -37,7 +37,7 @@ static const char *USAGE =
     "                       splitting it exactly (the f32 product up to rounding; default); =8:\n"
     "                       4-bit groups also against x rounded to 8 bits per 128 columns (byte\n"
     "                       multiplies, as llama.cpp's Q8 activations; |x error| <= 2^-8 of the\n"
-    "                       block's largest |x|): rows of 4-bit groups in decode, and products of 3\n"
+    "                       block's largest |x|): rows of 4-bit groups in decode, and products of 5\n"
     "                       or more tokens (prompts);\n"
     "                       on CPUs with AVX512_BF16 also BF16 weights against x rounded to BF16\n"
     "                       in products of 2 or more tokens (vdpbf16ps, as llama.cpp multiplies\n"

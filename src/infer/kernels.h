@@ -43,7 +43,7 @@ typedef struct moesz_kctx {
                               (one multiply a code; |x error| <= 2^-16 of the group's largest |x|);
                               2 = as 1, and 4-bit groups against x rounded to 8 bits per 128 columns
                               (|x error| <= 2^-8 of the block's largest |x|; vpmaddubsw): one token's
-                              rows of 4-bit groups, and products of 3 or more tokens (the 8-bit tile,
+                              rows of 4-bit groups, and products of 5 or more tokens (the 8-bit tile,
                               moesz_k_cl8_rows) */
   int dpbf16;              /* set by moesz_kctx_init: the CPU has AVX512_BF16 and its kernels agree
                               with the AVX2 ones here (simd >= 2) */

@@ -23,7 +23,7 @@
  * act (kctx.cl_act): 0 x split exactly as above; 1 h only (x rounded to 16
  * bits); 2 as 1, and in decode a row of 4-bit groups (row_dot8) against x
  * rounded to 8 bits per 128 columns: offset nibbles q + 8 by vpmaddubsw, the
- * offset's share subtracted once per row; and with 3 or more tokens the
+ * offset's share subtracted once per row; and with 5 or more tokens the
  * 8-bit tile (moesz_k_cl8_rows: a task's rows rearranged once into bytes
  * q + 8 in column quads, vpmaddubsw, or vpdpbusd in kernels_x512.c with
  * AVX512_VNNI). Also the f32 tile of the packed path (moesz_k_cl_unpack).
