@@ -11,7 +11,8 @@
 #
 # Env: MOESZ_BIN (build/moesz), THREADS (2), PROMPT (64 tokens), GEN (32), REPS (5),
 # MOESZ_EXTRA (more `moesz run` options: "--fast-dot" multiplies BF16 weights against BF16 x on CPUs
-# with AVX512_BF16, as llama.cpp does for BF16 models).
+# with AVX512_BF16, as llama.cpp does for BF16 models), LABELS (the two pairs' dtype names for the rows,
+# default "F32 BF16"; "BF16" names a BF16 pair run alone).
 # Making the model (not in the repo): python3 tools/make_bench_model.py DIR --dtype f32,
 # then python3 convert_hf_to_gguf.py DIR --outtype f32 --outfile DIR.gguf.
 # llama-bench's prompt is PROMPT random ids; moesz gets PROMPT fixed ids: the work per
@@ -70,5 +71,7 @@ bench_pair() { # HF_DIR GGUF LABEL: runs alternate (moesz, llama.cpp) REPS times
 
 echo "| dtype | threads | moesz decode tok/s | llama.cpp decode tok/s | ratio | moesz prompt tok/s | llama.cpp prompt tok/s | ratio |"
 echo "|---|---|---|---|---|---|---|---|"
-bench_pair "$1" "$2" F32
-if [ $# -ge 4 ]; then bench_pair "$3" "$4" BF16; fi
+labels=${LABELS:-F32 BF16}
+label1=${labels%% *} label2=${labels#* }
+bench_pair "$1" "$2" "$label1"
+if [ $# -ge 4 ]; then bench_pair "$3" "$4" "$label2"; fi
