@@ -15,11 +15,10 @@
  *   decoded weights up to rounding (tests/test_clayout.c);
  * - float (any width): 8 codes into 32-bit lanes (shuffle, variable shift,
  *   arithmetic shift), converted and multiplied with FMA.
- * One or two tokens (decode; two streams served together) have their own
- * loop (row_dotn): two groups per byte of widths, no branch on the width,
- * each group unpacked once for both tokens, and a copy per usual width 3..6
- * for rows that keep one width nearly throughout (constant offsets and
- * tables).
+ * The integer path walks a row for 1 to 4 tokens (row_dotn): two groups per
+ * byte of widths, no branch on the width, each group unpacked once for all
+ * the tokens, and for one or two tokens a copy per usual width 3..6 for rows
+ * that keep one width nearly throughout (constant offsets and tables).
  * act (kctx.cl_act): 0 x split exactly as above; 1 h only (x rounded to 16
  * bits); 2 as 1, and in decode a row of 4-bit groups (row_dot8) against x
  * rounded to 8 bits per 128 columns: offset nibbles q + 8 by vpmaddubsw, the
@@ -45,9 +44,6 @@
 #define TBLK 4          /* tokens per pass over a row's codes */
 #ifndef CL_PF_BYTES
 #define CL_PF_BYTES 1024 /* codes prefetched this far ahead of the group being read (0: none) */
-#endif
-#ifndef CL_ROW1
-#define CL_ROW1 1        /* one or two tokens: row_dotn (0: the generic row_dot, for comparison) */
 #endif
 #ifndef CL_UNIFORM
 #define CL_UNIFORM 1     /* row_dotn copies per usual width (0: off, for comparison) */
@@ -202,12 +198,12 @@ TGT static void quant_x8(const float *x, int64_t cols, int64_t ng, int8_t *x8, f
   *btot = tot;
 }
 
-/* Row r of m against tokens nt <= TBLK: float path per group (any width) or
- * integer path (width <= 8, when xq[t] are set); writes sums[t] (before step
- * and escapes). */
-TGT static inline __attribute__((always_inline)) void row_dot(const moesz_cl *m, int64_t r, int nt, const float *const *xr, const float *const *xt,
-                               const int16_t *const *xh, const int16_t *const *xl, const float *const *xs, int useint,
-                               int lo, float *sums) {
+/* Row r of m against tokens nt <= TBLK in the float path, any width (x not
+ * split: no scratch, or a non-finite x); writes sums[t] (before step and
+ * escapes). */
+TGT static inline __attribute__((always_inline)) void row_float(const moesz_cl *m, int64_t r, int nt,
+                                                                 const float *const *xr, const float *const *xt,
+                                                                 float *sums) {
   int64_t full = m->cols / G, ng = m->ngroups;
   const uint8_t *p = m->data + m->row_off[r];
   __m256 a[TBLK], c[TBLK];
@@ -216,38 +212,16 @@ TGT static inline __attribute__((always_inline)) void row_dot(const moesz_cl *m,
     int b = moesz_cl_width(m, r, g);
     if (CL_PF_BYTES) _mm_prefetch((const char *)p + CL_PF_BYTES, _MM_HINT_T0);
     if (!b) continue;
-    if (useint && b <= 8) {
-      __m256i shuf = _mm256_load_si256((const __m256i *)CL_SHUF16[b]);
-      __m256i mul = _mm256_load_si256((const __m256i *)CL_MUL16[b]);
-      __m128i sra = _mm_cvtsi32_si128(16 - b);
-      __m256i ih[TBLK], il[TBLK];
-      for (int t = 0; t < TBLK; t++) ih[t] = il[t] = _mm256_setzero_si256();
-#pragma GCC unroll 4
-      for (int j = 0; j < 4; j++) {
-        __m256i q = UNPACK16(p + j * 2 * b, shuf, mul, sra);
-        for (int t = 0; t < nt; t++) {
-          ih[t] = _mm256_add_epi32(ih[t], _mm256_madd_epi16(q, _mm256_loadu_si256((const __m256i *)(xh[t] + g * G + 16 * j))));
-          if (lo)
-            il[t] = _mm256_add_epi32(il[t], _mm256_madd_epi16(q, _mm256_loadu_si256((const __m256i *)(xl[t] + g * G + 16 * j))));
-        }
-      }
-      for (int t = 0; t < nt; t++) {
-        __m256 sv = _mm256_set1_ps(xs[t][g]);
-        a[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ih[t]), sv, a[t]);
-        if (lo) c[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(il[t]), _mm256_mul_ps(sv, _mm256_set1_ps(1.0f / 65536)), c[t]);
-      }
-    } else {
-      __m256i shuf = _mm256_load_si256((const __m256i *)CL_SHUF[b]);
-      __m256i shl = _mm256_load_si256((const __m256i *)CL_SHL[b]);
-      __m128i sra = _mm_cvtsi32_si128(32 - b);
+    __m256i shuf = _mm256_load_si256((const __m256i *)CL_SHUF[b]);
+    __m256i shl = _mm256_load_si256((const __m256i *)CL_SHL[b]);
+    __m128i sra = _mm_cvtsi32_si128(32 - b);
 #pragma GCC unroll 8
-      for (int j = 0; j < 8; j++) {
-        __m256 f = UNPACK8(p + j * b, shuf, shl, sra);
-        for (int t = 0; t < nt; t++) {
-          const float *xg = g < full ? xr[t] + g * G : xt[t];
-          if (j & 1) c[t] = _mm256_fmadd_ps(f, _mm256_loadu_ps(xg + 8 * j), c[t]);
-          else a[t] = _mm256_fmadd_ps(f, _mm256_loadu_ps(xg + 8 * j), a[t]);
-        }
+    for (int j = 0; j < 8; j++) {
+      __m256 f = UNPACK8(p + j * b, shuf, shl, sra);
+      for (int t = 0; t < nt; t++) {
+        const float *xg = g < full ? xr[t] + g * G : xt[t];
+        if (j & 1) c[t] = _mm256_fmadd_ps(f, _mm256_loadu_ps(xg + 8 * j), c[t]);
+        else a[t] = _mm256_fmadd_ps(f, _mm256_loadu_ps(xg + 8 * j), a[t]);
       }
     }
     p += 8 * b;
@@ -284,7 +258,7 @@ TGT static inline __attribute__((always_inline)) __m256i dot64(__m256i q0, __m25
 }
 
 /* One group of width b <= 8 (b = 0 included: its tables give zero codes) in
- * the integer path for NT <= 2 tokens (a constant at each use), the codes
+ * the integer path for NT <= TBLK tokens (a constant at each use), the codes
  * unpacked once: token u's 16-bit codes times its split x (group o of
  * h[u], l[u], s[u]), the int32 sums converted and scaled once (h into a[u],
  * l into c[u], both by s: the caller scales c by 2^-16 at the end, exactly). */
@@ -323,10 +297,11 @@ TGT static inline size_t row_usual_width(const moesz_cl *m, int64_t r) {
   return same * 8 >= nb * 7 ? (u & 15) : 0;
 }
 
-/* Row r against NT <= 2 tokens (a constant at each use) in the integer path
- * (AVX2): the groups two at a time (one byte of widths), no branch on the
- * width but for a group wider than 8 bits (the float path), each group's
- * codes unpacked once for both tokens. Same sums as row_dot. */
+/* Row r against NT <= TBLK tokens (a constant at each use) in the integer
+ * path (AVX2): the groups two at a time (one byte of widths), no branch on
+ * the width but for a group wider than 8 bits (the float path), each group's
+ * codes unpacked once for all tokens; writes sums[u] (before step and
+ * escapes). */
 TGT static inline __attribute__((always_inline)) void row_dotn(const moesz_cl *m, int64_t r, const cl_w16 *tab, int NT,
                                                                 const float *const *xr, const float *const *xt,
                                                                 const int16_t *const *xh, const int16_t *const *xl,
@@ -655,78 +630,66 @@ TGT static int cl_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x
       xh[t] = h; xl[t] = l; xs[t] = sc;
     }
   }
-  if (useint && nt <= TBLK && CL_ROW1) {
-    cl_w16 tab[9];
+  cl_w16 tab[9];
+  int8_t *x8 = NULL;
+  float *s8 = NULL, *bias = NULL, *btot = NULL;
+  if (useint) {
     for (int b = 0; b <= 8; b++) {
       tab[b].shuf = _mm256_load_si256((const __m256i *)CL_SHUF16[b]);
       tab[b].mul = _mm256_load_si256((const __m256i *)CL_MUL16[b]);
       tab[b].sra = _mm_load_si128((const __m128i *)CL_SRA16[b]);
     }
-    int8_t *x8 = NULL;
-    float *s8 = NULL, *bias = NULL, *btot = NULL;
     if (act == 2 && nt == 1) {   /* x also at 8 bits, for rows of 4-bit groups (vpmaddubsw) */
       uint8_t *q = scratch + TBLK * XQ_BYTES(ng);
       x8 = (int8_t *)q;
       s8 = (float *)(q + ng * G); bias = s8 + ng; btot = bias + ng;
       if (!have_xq) quant_x8(xr[0], m->cols, ng, x8, s8, bias, btot);
     }
-    for (int64_t r = r0; r < r1; r++) {
-      size_t ub = CL_UNIFORM || x8 ? row_usual_width(m, r) : 0;
-      float v[TBLK];
-      if (x8 && (ub == 4 || (m->ngroups == 1 && (m->widths[r * m->wstride] & 15) == 4))) v[0] = row_dot8(m, r, tab, xr[0], xtp[0], xh[0], xs[0], x8, s8, bias, *btot);
-      else
-#define ROWN(NT, LO, UB) row_dotn(m, r, tab, NT, xr, xtp, xh, xl, xs, LO, UB, v)
-        switch (nt > 2 ? 0 : ((CL_UNIFORM ? ub : 0) * 2 + (size_t)lo) * 2 + (size_t)(nt - 1)) {   /* a copy per usual width: constant offsets and tables */
-        case (6 * 2) * 2: ROWN(1, 0, 6); break;
-        case (6 * 2 + 1) * 2: ROWN(1, 1, 6); break;
-        case (4 * 2) * 2: ROWN(1, 0, 4); break;
-        case (4 * 2 + 1) * 2: ROWN(1, 1, 4); break;
-        case (3 * 2) * 2: ROWN(1, 0, 3); break;
-        case (3 * 2 + 1) * 2: ROWN(1, 1, 3); break;
-        case (5 * 2) * 2: ROWN(1, 0, 5); break;
-        case (5 * 2 + 1) * 2: ROWN(1, 1, 5); break;
-        case (6 * 2) * 2 + 1: ROWN(2, 0, 6); break;
-        case (6 * 2 + 1) * 2 + 1: ROWN(2, 1, 6); break;
-        case (4 * 2) * 2 + 1: ROWN(2, 0, 4); break;
-        case (4 * 2 + 1) * 2 + 1: ROWN(2, 1, 4); break;
-        case (5 * 2) * 2 + 1: ROWN(2, 0, 5); break;
-        case (5 * 2 + 1) * 2 + 1: ROWN(2, 1, 5); break;
-        default:
-          if (nt == 4 && lo) ROWN(4, 1, 0);
-          else if (nt == 4) ROWN(4, 0, 0);
-          else if (nt == 3 && lo) ROWN(3, 1, 0);
-          else if (nt == 3) ROWN(3, 0, 0);
-          else if (nt == 1 && lo) ROWN(1, 1, 0);
-          else if (nt == 1) ROWN(1, 0, 0);
-          else if (lo) ROWN(2, 1, 0);
-          else ROWN(2, 0, 0);
-          break;
-        }
-#undef ROWN
-      for (int t = 0; t < nt; t++) {
-        float *o = y + (size_t)t * ldy + (r - r0);
-        float s = v[t] * m->step + esc_dot(m, r, xr[t]);
-        *o = acc ? *o + s : s;
-      }
-    }
-    return useint;
   }
   for (int64_t r = r0; r < r1; r++) {
-    float sums[TBLK];
-    switch ((nt < TBLK ? nt : TBLK) * 2 + lo) {   /* constants per copy: accumulators stay in registers */
-      case 2: row_dot(m, r, 1, xr, xtp, xh, xl, xs, useint, 0, sums); break;
-      case 3: row_dot(m, r, 1, xr, xtp, xh, xl, xs, useint, 1, sums); break;
-      case 4: row_dot(m, r, 2, xr, xtp, xh, xl, xs, useint, 0, sums); break;
-      case 5: row_dot(m, r, 2, xr, xtp, xh, xl, xs, useint, 1, sums); break;
-      case 6: row_dot(m, r, 3, xr, xtp, xh, xl, xs, useint, 0, sums); break;
-      case 7: row_dot(m, r, 3, xr, xtp, xh, xl, xs, useint, 1, sums); break;
-      case 8: row_dot(m, r, TBLK, xr, xtp, xh, xl, xs, useint, 0, sums); break;
-      default: row_dot(m, r, TBLK, xr, xtp, xh, xl, xs, useint, 1, sums); break;
+    float v[TBLK];
+    size_t ub = useint && (CL_UNIFORM || x8) ? row_usual_width(m, r) : 0;
+    if (!useint) switch (nt) {   /* constants per copy: accumulators stay in registers */
+      case 1: row_float(m, r, 1, xr, xtp, v); break;
+      case 2: row_float(m, r, 2, xr, xtp, v); break;
+      case 3: row_float(m, r, 3, xr, xtp, v); break;
+      default: row_float(m, r, TBLK, xr, xtp, v); break;
     }
+    else if (x8 && (ub == 4 || (m->ngroups == 1 && (m->widths[r * m->wstride] & 15) == 4)))
+      v[0] = row_dot8(m, r, tab, xr[0], xtp[0], xh[0], xs[0], x8, s8, bias, *btot);
+    else
+#define ROWN(NT, LO, UB) row_dotn(m, r, tab, NT, xr, xtp, xh, xl, xs, LO, UB, v)
+      switch (nt > 2 ? 0 : ((CL_UNIFORM ? ub : 0) * 2 + (size_t)lo) * 2 + (size_t)(nt - 1)) {   /* a copy per usual width: constant offsets and tables */
+      case (6 * 2) * 2: ROWN(1, 0, 6); break;
+      case (6 * 2 + 1) * 2: ROWN(1, 1, 6); break;
+      case (4 * 2) * 2: ROWN(1, 0, 4); break;
+      case (4 * 2 + 1) * 2: ROWN(1, 1, 4); break;
+      case (3 * 2) * 2: ROWN(1, 0, 3); break;
+      case (3 * 2 + 1) * 2: ROWN(1, 1, 3); break;
+      case (5 * 2) * 2: ROWN(1, 0, 5); break;
+      case (5 * 2 + 1) * 2: ROWN(1, 1, 5); break;
+      case (6 * 2) * 2 + 1: ROWN(2, 0, 6); break;
+      case (6 * 2 + 1) * 2 + 1: ROWN(2, 1, 6); break;
+      case (4 * 2) * 2 + 1: ROWN(2, 0, 4); break;
+      case (4 * 2 + 1) * 2 + 1: ROWN(2, 1, 4); break;
+      case (5 * 2) * 2 + 1: ROWN(2, 0, 5); break;
+      case (5 * 2 + 1) * 2 + 1: ROWN(2, 1, 5); break;
+      default:
+        if (nt == 4 && lo) ROWN(4, 1, 0);
+        else if (nt == 4) ROWN(4, 0, 0);
+        else if (nt == 3 && lo) ROWN(3, 1, 0);
+        else if (nt == 3) ROWN(3, 0, 0);
+        else if (nt == 1 && lo) ROWN(1, 1, 0);
+        else if (nt == 1) ROWN(1, 0, 0);
+        else if (lo) ROWN(2, 1, 0);
+        else ROWN(2, 0, 0);
+        break;
+      }
+#undef ROWN
     for (int t = 0; t < nt; t++) {
-      float v = sums[t] * m->step + esc_dot(m, r, xr[t]);
       float *o = y + (size_t)t * ldy + (r - r0);
-      *o = acc ? *o + v : v;
+      float sv = v[t] * m->step + esc_dot(m, r, xr[t]);
+      *o = acc ? *o + sv : sv;
     }
   }
   return useint;
