@@ -6,11 +6,15 @@
  * `valgrind --tool=callgrind` with reps 1 and 21 for instructions per group
  * (the difference over 20 calls).
  *
- *   build/bench/cl_kernel1 [rows cols eb reps mode]   (default 256 2048 1e-3 400 0)
+ * simd: 1 the AVX2 kernels, 3 AVX-512 VBMI + VNNI (modes 0 and 1; default: the
+ * best this CPU has, as moesz_kctx_init chooses).
+ *
+ *   build/bench/cl_kernel1 [rows cols eb reps mode simd]   (default 256 2048 1e-3 400 0 best)
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include "base/pool.h"
 #include "base/util.h"
 #include "infer/kernels.h"
 #include "moesz/codec.h"
@@ -18,7 +22,7 @@
 int main(int argc, char **argv) {
   int rows = argc > 1 ? atoi(argv[1]) : 256, cols = argc > 2 ? atoi(argv[2]) : 2048;
   double eb = argc > 3 ? atof(argv[3]) : 1e-3;
-  int reps = argc > 4 ? atoi(argv[4]) : 400, mode = argc > 5 ? atoi(argv[5]) : 0;
+  int reps = argc > 4 ? atoi(argv[4]) : 400, mode = argc > 5 ? atoi(argv[5]) : 0, simd = argc > 6 ? atoi(argv[6]) : -1;
   if (rows < 1 || cols < 1 || cols > 65536 || !(eb > 0) || reps < 1 || mode < 0 || mode > 3) {
     fprintf(stderr, "usage: cl_kernel1 [rows cols eb reps mode(0 exact, 1 fast_dot, 2 float, 3 8-bit x)]\n");
     return 2;
@@ -48,7 +52,14 @@ int main(int argc, char **argv) {
   for (int b = 0; b <= MOESZ_CL_MAXW; b++)
     if (info.groups_by_width[b]) printf(" %d: %.1f%%", b, 100.0 * (double)info.groups_by_width[b] / (double)tot);
   printf("\n");
-  int simd = moesz_k_cpu_simd();
+  if (simd < 0 || simd > 3) {   /* the best this CPU has */
+    moesz_pool *pool = moesz_pool_create(1);
+    moesz_kctx kc;
+    if (!pool || moesz_kctx_init(&kc, pool, -1, 1 << 16)) { fprintf(stderr, "kernel context failed\n"); return 1; }
+    simd = kc.simd;
+    moesz_kctx_free(&kc);
+    moesz_pool_destroy(pool);
+  }
   double best = 1e30;
   for (int r = 0; r < reps; r++) {
     double t0 = moesz_time_now();

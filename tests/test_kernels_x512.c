@@ -10,6 +10,7 @@
 #include "base/cpu.h"
 #include "base/pool.h"
 #include "infer/kernels.h"
+#include "moesz/codec.h"
 #include "moesz/tensor.h"
 
 #if defined(__has_include)
@@ -34,6 +35,13 @@ void moesz_kx_bf16_rows(const uint16_t *w, size_t ld, size_t cols, int nr, const
 
 void moesz_kx_cl8_mm(const uint8_t *tile, int64_t ng, const int8_t *const *x8, const float *const *s8, int nt,
                      float *out);
+size_t moesz_kx_cl_xq_bytes(int64_t ng);
+int moesz_kx_cl_quant_x(const float *x, int64_t cols, int64_t ng, void *xq);
+void moesz_kx_cl_rows(const struct moesz_cl *m, int64_t r0, int64_t r1, const void *const *xq, const float *const *x,
+                      int nt, float *out, size_t ldo);
+typedef int clq_fn(const float *, int64_t, int64_t, void *);
+typedef void clr_fn(const struct moesz_cl *, int64_t, int64_t, const void *const *, const float *const *, int, float *,
+                    size_t);
 
 typedef void cl8_fn(const uint8_t *, int64_t, const int8_t *const *, const float *const *, int, float *);
 typedef void mm_fn(const float *, int, const float *, size_t, int, size_t, float *, size_t, int);
@@ -177,6 +185,98 @@ static int check_cl8(cl8_fn *fn, int exact) {
     free(tile); free(xb); free(sb);
   }
   return bad;
+}
+
+/* The compute-layout kernel (AVX-512 VBMI + VNNI) against sums of its codes
+ * times x in double: layouts of every width 0..15 (rows of one usual width
+ * 3..8 with every 5th group of another, and rows of mixed widths), escapes,
+ * a partial last group and an odd group count; 1..4 tokens; x with values
+ * across 2^-20..1 of a group's largest. Returns the number of bad sums. */
+static int check_cl5(clq_fn *quant, clr_fn *rows_fn) {
+  int bad = 0;
+  static const int colss[] = {64, 100, 660, 2048};
+  for (int ci = 0; ci < 4; ci++) {
+    int rows = 12, cols = colss[ci];
+    double step = 2e-3;
+    float *f = malloc(sizeof(float) * (size_t)rows * cols), *x = malloc(sizeof(float) * 4 * (size_t)cols);
+    for (int r = 0; r < rows; r++)
+      for (int c = 0; c < cols; c++) {
+        int b = r < 6 ? 3 + r : (r + c / 64) % 16, q = 0;
+        if (r < 6 && (c / 64) % 5 == 2) b = (c / 64) % 16;
+        if (b) q = (int)(urand() * (double)(1 << b)) - (1 << (b - 1));
+        if (b && c % 64 < 2) q = c % 64 ? (1 << (b - 1)) - 1 : -(1 << (b - 1));
+        f[(size_t)r * cols + c] = (float)(q * step);
+        if (c % 97 == 13) f[(size_t)r * cols + c] = (float)(0.3 + urand());   /* escapes */
+      }
+    for (int i = 0; i < 4 * cols; i++) x[i] = (float)((urand() * 2 - 1) * pow(2.0, -20.0 * urand()));
+    void *buf;
+    size_t len;
+    moesz_cl m;
+    if (moesz_cl_encode(f, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, 1e-3, 1, &buf, &len, NULL, NULL) ||
+        moesz_cl_parse(buf, len, &m, NULL)) { free(f); free(x); return 1000; }
+    size_t xb = moesz_kx_cl_xq_bytes(m.ngroups);
+    uint8_t *xq = aligned_alloc(64, (4 * xb + 63) / 64 * 64);
+    const void *xqp[4];
+    const float *xr[4];
+    for (int t = 0; t < 4; t++) {
+      xqp[t] = xq + (size_t)t * xb;
+      xr[t] = x + (size_t)t * cols;
+      if (!quant(xr[t], cols, m.ngroups, xq + (size_t)t * xb)) bad++;
+    }
+    float out[4 * 12];
+    for (int nt = 1; nt <= 4; nt++) {
+      rows_fn(&m, 0, rows, xqp, xr, nt, out, 12);
+      for (int t = 0; t < nt; t++)
+        for (int r = 0; r < rows; r++) {
+          double ref = 0, mag = 0;
+          const uint8_t *p = m.data + m.row_off[r];
+          for (int64_t g = 0; g < m.ngroups; g++) {
+            int b = moesz_cl_width(&m, r, g);
+            for (int k = 0; k < 64 && g * 64 + k < cols; k++) {
+              double v = (double)moesz_cl_code(p, b, k) * xr[t][g * 64 + k];
+              ref += v;
+              mag += fabs(v);
+            }
+            p += 8 * b;
+          }
+          if (!(fabs((double)out[t * 12 + r] - ref) <= 1e-6 * mag + 1e-30)) {
+            if (bad < 3) fprintf(stderr, "  cl5 cols %d nt %d: [%d][%d] %.9g vs %.9g\n", cols, nt, t, r, out[t * 12 + r], ref);
+            bad++;
+          }
+        }
+    }
+    x[5] = __builtin_nanf("");   /* a non-finite x is refused */
+    if (quant(x, cols, m.ngroups, xq)) bad++;
+    moesz_cl_free(&m);
+    free(buf); free(f); free(x); free(xq);
+  }
+  return bad;
+}
+
+TEST(cl_vbmi_emulated) {
+#ifdef HAVE_SIMDE
+  CHECK_EQ_INT(check_cl5(moesz_kx_cl_quant_x_emu, moesz_kx_cl_rows_emu), 0);
+#else
+  SKIP("no SIMDe headers (libsimde-dev)");
+#endif
+}
+
+TEST(cl_vbmi_native) {
+  if (!moesz_cpu_avx512_vbmi()) SKIP("this CPU has no AVX-512 VBMI/VNNI");
+  CHECK_EQ_INT(check_cl5(moesz_kx_cl_quant_x, moesz_kx_cl_rows), 0);
+#ifdef HAVE_SIMDE
+  /* the 16-values-a-step quantizer writes the scalar one's bytes */
+  enum { C = 700 };
+  float x[C];
+  for (int i = 0; i < C; i++) x[i] = (float)((urand() * 2 - 1) * pow(2.0, -30.0 * urand()));
+  x[3] = 0;
+  for (int i = 128; i < 192; i++) x[i] = 0;   /* an all-zero group */
+  size_t xb = moesz_kx_cl_xq_bytes((C + 63) / 64);
+  uint8_t *a = calloc(1, xb), *b = calloc(1, xb);
+  CHECK(moesz_kx_cl_quant_x(x, C, (C + 63) / 64, a) && moesz_kx_cl_quant_x_emu(x, C, (C + 63) / 64, b));
+  CHECK(memcmp(a, b, xb) == 0);
+  free(a); free(b);
+#endif
 }
 
 TEST(cl8_vnni_emulated) {
@@ -324,6 +424,8 @@ TEST(linear_bf16x_emulated) {
 }
 
 int main(void) {
+  RUN(cl_vbmi_emulated);
+  RUN(cl_vbmi_native);
   RUN(cl8_vnni_emulated);
   RUN(cl8_vnni_native);
   RUN(packed_f32_emulated);

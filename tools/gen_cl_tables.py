@@ -55,3 +55,30 @@ out += ["static const uint64_t CL_SRA16[9][2] __attribute__((aligned(16))) = {"]
 out += ["  {%d, 0}," % (16 - b) for b in range(9)]
 out += ["};"]
 open("src/infer/kernels_cl_tab.h", "w").write("\n".join(out) + "\n")
+
+# src/infer/kernels_cl512_tab.h: for width b <= 8 the vpermb indices that put
+# the b bytes of codes 8j..8j+7 into 64-bit lane j (bytes jb .. jb+b-1; the
+# lane's other bytes repeat later ones, never read past byte 63), and the
+# vpmultishiftqb offsets that take the 8 bits ending at code i's top bit
+# (i b + b - 8, modulo 64: the first code's low bits wrap to the lane's top,
+# masked off afterwards): code i in the top b bits of byte i.
+hdr5 = """/* infer/kernels_cl512_tab.h - constant unpacking tables of kernels_x512.c's
+ * compute-layout kernel, written by tools/gen_cl_tables.py (do not edit by
+ * hand): for width b <= 8, the vpermb indices putting the b bytes of codes
+ * 8j..8j+7 into 64-bit lane j, and the vpmultishiftqb bit offsets putting
+ * code i of a lane into the top b bits of byte i. */
+"""
+out5 = [hdr5.rstrip("\n"), "static const uint8_t CL5_PERM[9][64] __attribute__((aligned(64))) = {"]
+msh5 = []
+for b in range(9):
+    perm, msh = [], []
+    for j in range(8):
+        for k in range(8):
+            perm.append(j * b + k if b else 0)
+            msh.append((k * b + b - 8) % 64 if b else 0)
+    out5.append("  {" + ", ".join(str(v) for v in perm) + "},")
+    msh5.append(msh)
+out5 += ["};", "static const uint8_t CL5_MSH[9][64] __attribute__((aligned(64))) = {"]
+out5 += ["  {" + ", ".join(str(v) for v in m) + "}," for m in msh5]
+out5 += ["};"]
+open("src/infer/kernels_cl512_tab.h", "w").write("\n".join(out5) + "\n")

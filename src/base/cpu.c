@@ -48,6 +48,13 @@ static int detect_avx512_bf16(void) {
   return (a >> 5) & 1;                      /* AVX512_BF16 */
 }
 
+static int detect_avx512_vbmi(void) {
+  if (!detect_avx512_vnni()) return 0;
+  unsigned a, b, c, d;
+  __cpuid_count(7, 0, a, b, c, d);
+  return (c >> 1) & 1;                      /* VBMI */
+}
+
 int moesz_cpu_avx2(void) {
   static _Atomic int slot;
   return moesz_cpu_once(&slot, detect_avx2);
@@ -62,8 +69,14 @@ int moesz_cpu_avx512_bf16(void) {
   static _Atomic int slot;
   return moesz_cpu_once(&slot, detect_avx512_bf16);
 }
+
+int moesz_cpu_avx512_vbmi(void) {
+  static _Atomic int slot;
+  return moesz_cpu_once(&slot, detect_avx512_vbmi);
+}
 #else
 int moesz_cpu_avx2(void) { return 0; }
 int moesz_cpu_avx512_vnni(void) { return 0; }
 int moesz_cpu_avx512_bf16(void) { return 0; }
+int moesz_cpu_avx512_vbmi(void) { return 0; }
 #endif

@@ -12,6 +12,8 @@ int moesz_cpu_avx2(void);
 int moesz_cpu_avx512_vnni(void);
 /* 1 if AVX512_BF16 (vdpbf16ps) is usable too. */
 int moesz_cpu_avx512_bf16(void);
+/* 1 if AVX512_VBMI (vpermb, vpmultishiftqb) is usable too (with F, BW, VNNI). */
+int moesz_cpu_avx512_vbmi(void);
 /* detect()'s answer, asked once per slot (a static _Atomic int, 0 at start)
  * and kept: for facts about this CPU, and checks of kernels on it. */
 int moesz_cpu_once(_Atomic int *slot, int (*detect)(void));

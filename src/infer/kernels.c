@@ -62,6 +62,7 @@ size_t moesz_k_scratch_need(size_t max_cols, size_t max_ctx) {
 }
 
 static int avx512_agrees(void);
+static int vbmi_agrees(void);
 static int bf16_agrees(void);
 
 int moesz_kctx_init(moesz_kctx *c, moesz_pool *pool, int simd, size_t scratch_floats) {
@@ -70,6 +71,7 @@ int moesz_kctx_init(moesz_kctx *c, moesz_pool *pool, int simd, size_t scratch_fl
   c->nthreads = moesz_pool_size(pool);
   int have = moesz_k_cpu_simd();
   if (have && moesz_cpu_avx512_vnni() && avx512_agrees()) have = 2;
+  if (have == 2 && moesz_cpu_avx512_vbmi() && vbmi_agrees()) have = 3;
   c->simd = simd < 0 ? have : (simd && have ? (simd < have ? simd : have) : 0);
   c->dpbf16 = c->simd >= 2 && moesz_cpu_avx512_bf16() && bf16_agrees();
 #if MOESZ_X86
@@ -1158,6 +1160,46 @@ static int bf16_check(void) {
 #else
   return 0;
 #endif
+}
+
+/* The AVX-512 VBMI compute-layout kernel (simd 3) against the AVX2 one,
+ * 1..4 tokens, exact x: rows of every width 1..11 (row scales 2^-8..2^2 of
+ * 0.02 at eb 1e-3; row 7 a different scale each 64 columns, row 8 at 0.02:
+ * rows of one usual width), 11 groups (the last one of 20 columns). */
+static int vbmi_check(void) {
+#if MOESZ_X86
+  enum { R = 9, C = 660, N = 4 };
+  float *w = malloc(sizeof(float) * R * C), *x = malloc(sizeof(float) * N * C), y1[N * R], y3[N * R];
+  size_t sb = moesz_k_cl_scratch_bytes(C);
+  void *scr = aligned_alloc(64, (sb + 63) / 64 * 64), *buf = NULL;
+  size_t len;
+  moesz_cl m;
+  int ok = w && x && scr;
+  for (int i = 0; ok && i < R * C; i++) {
+    int r = i / C, c = i % C, e = r < 7 ? r - 8 + 3 * (r > 3) : r == 7 ? (c / 64) % 11 - 8 : 0;
+    w[i] = ldexpf(0.02f * (float)((i * 37) % 101 - 50) / 25.0f, e);
+  }
+  for (int i = 0; ok && i < N * C; i++) x[i] = (float)((i * 53) % 97 - 48) / 48.0f * (i % 7 ? 1.0f : 1e-3f);
+  ok = ok && moesz_cl_encode(w, MOESZ_DT_F32, R, C, MOESZ_EB_ABS, 1e-3, 1, &buf, &len, NULL, NULL) == MOESZ_OK;
+  if (ok) {
+    int parsed = moesz_cl_parse(buf, len, &m, NULL) == MOESZ_OK;
+    ok = parsed;
+    for (int nt = 1; ok && nt <= N; nt++) {
+      moesz_k_cl_rows(&m, 0, R, x, C, nt, y1, R, 0, 1, 0, scr, 0);
+      ok = moesz_k_cl_rows(&m, 0, R, x, C, nt, y3, R, 0, 3, 0, scr, 0) && close_enough(y3, y1, nt * R);
+    }
+    if (parsed) moesz_cl_free(&m);
+  }
+  free(buf); free(w); free(x); free(scr);
+  return ok;
+#else
+  return 0;
+#endif
+}
+
+static int vbmi_agrees(void) {
+  static _Atomic int slot;
+  return moesz_cpu_once(&slot, vbmi_check);
 }
 
 static int avx512_agrees(void) {

@@ -237,3 +237,249 @@ void KX(moesz_kx_cl8_mm)(const uint8_t *tile, int64_t ng, const int8_t *const *x
   K[(nt < 1 ? 1 : nt > 6 ? 6 : nt) - 1](tile, ng, x8, s8, out);
 }
 #endif
+
+/* ---- The compute layout against 1 to 4 tokens (AVX-512 VBMI + VNNI) ----
+ * x of each group of 64 columns is h s with s = max |x| / 127 * 2^-16 and
+ * |h| <= 127 * 2^16 an integer (nearest, in f32: f32's precision at the
+ * group's largest value), held as three signed digits d2 2^16 + d1 2^8 + d0
+ * (each in [-128, 127]). A group's 64 codes of width b <= 8 are one masked
+ * load, vpermb (each 8 codes' b bytes into a 64-bit lane) and vpmultishiftqb
+ * (code i into the top b bits of byte i), then one vpternlogd masks the bits
+ * below and flips the sign bit: unsigned bytes u = q 2^(8 - b) + 128. Per
+ * token three vpdpbusd (u times each digit, four byte products into each
+ * int32 lane) give S = (sum u d2) 2^8 + sum u d1 and T = sum u d0 exactly, and
+ * the group adds s (256 S + T) - 128 s sum h, all times 2^(b - 8): the
+ * codes' offset comes off through the per-group sum of x the quantizer
+ * keeps. Against the AVX2 path's 16-bit codes times two 16-bit halves of x
+ * (kernels_cl.c), a group of 64 codes costs 11 512-bit instructions a token
+ * instead of 30 256-bit ones. Groups wider than 8 bits (rare: the encoder
+ * escapes outliers) are multiplied one code at a time. */
+#if MOESZ_KX_X86
+#include "infer/kernels_cl512_tab.h"
+#include "moesz/codec.h"
+#if defined(MOESZ_KX_EMULATE)
+#define TGTVB
+#else
+#define TGTVB __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vbmi,avx512vnni")))
+#endif
+#define CLG 64
+#ifndef CL5_PF
+#define CL5_PF 2048 /* codes prefetched this far ahead */
+#endif
+#define CLX_HMAX 8323072 /* 127 * 65536: three balanced base-256 digits stay within [-128, 127] */
+
+size_t KX(moesz_kx_cl_xq_bytes)(int64_t ng) {
+  return (size_t)ng * (3 * CLG + 2 * sizeof(float));
+}
+
+#if !defined(MOESZ_KX_EMULATE)
+/* One full group of x at xg (64 values, finite) as quant_x below does it,
+ * 16 values a step; returns the group's sum of h. */
+TGTVB static int32_t quant_group5(const float *xg, float inv, int8_t *d2) {
+  const __m512i hmax = _mm512_set1_epi32(CLX_HMAX), hmin = _mm512_set1_epi32(-CLX_HMAX);
+  __m512i hs = _mm512_setzero_si512();
+  for (int j = 0; j < 4; j++) {
+    __m512i h = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xg + 16 * j), _mm512_set1_ps(inv)));
+    h = _mm512_min_epi32(_mm512_max_epi32(h, hmin), hmax);
+    hs = _mm512_add_epi32(hs, h);
+    __m512i e0 = _mm512_srai_epi32(_mm512_slli_epi32(h, 24), 24);
+    __m512i h1 = _mm512_srai_epi32(_mm512_sub_epi32(h, e0), 8);
+    __m512i e1 = _mm512_srai_epi32(_mm512_slli_epi32(h1, 24), 24);
+    __m512i e2 = _mm512_srai_epi32(_mm512_sub_epi32(h1, e1), 8);
+    _mm_storeu_si128((__m128i *)(d2 + 16 * j), _mm512_cvtepi32_epi8(e2));
+    _mm_storeu_si128((__m128i *)(d2 + CLG + 16 * j), _mm512_cvtepi32_epi8(e1));
+    _mm_storeu_si128((__m128i *)(d2 + 2 * CLG + 16 * j), _mm512_cvtepi32_epi8(e0));
+  }
+  return _mm512_reduce_add_epi32(hs);
+}
+
+/* Largest |x| of a full group (NaN/Inf: returns Inf). */
+TGTVB static float group_max5(const float *xg) {
+  __m512 mx = _mm512_setzero_ps();
+  __mmask16 bad = 0;
+  for (int j = 0; j < 4; j++) {
+    __m512 v = _mm512_abs_ps(_mm512_loadu_ps(xg + 16 * j));
+    bad |= _mm512_cmp_ps_mask(v, _mm512_set1_ps(3.0e38f), _CMP_NLE_UQ);   /* > 3e38 or NaN */
+    mx = _mm512_max_ps(mx, v);
+  }
+  return bad ? __builtin_inff() : _mm512_reduce_max_ps(mx);
+}
+#endif
+
+int KX(moesz_kx_cl_quant_x)(const float *x, int64_t cols, int64_t ng, void *xq) {
+  int8_t *d = xq;
+  float *s = (float *)(d + (size_t)ng * 3 * CLG), *sx = s + ng;
+  for (int64_t g = 0; g < ng; g++) {
+#if !defined(MOESZ_KX_EMULATE)
+    if ((g + 1) * CLG <= cols) {   /* a full group: 16 values a step, the same arithmetic */
+      float m = group_max5(x + g * CLG);
+      if (!(m <= 3.0e38f)) return 0;
+      float sc = m > 0 ? m / (float)CLX_HMAX : 1.0f, inv = m > 0 ? (float)CLX_HMAX / m : 0.0f;
+      s[g] = sc;
+      sx[g] = sc * (float)quant_group5(x + g * CLG, inv, d + (size_t)g * 3 * CLG);
+      continue;
+    }
+#endif
+    int64_t c0 = g * CLG, n = cols - c0 < CLG ? cols - c0 : CLG;
+    float m = 0;
+    for (int64_t k = 0; k < n; k++) {
+      float a = x[c0 + k] < 0 ? -x[c0 + k] : x[c0 + k];
+      if (!(a <= 3.0e38f)) return 0;   /* NaN or Inf */
+      m = a > m ? a : m;
+    }
+    float sc = m > 0 ? m / (float)CLX_HMAX : 1.0f, inv = m > 0 ? (float)CLX_HMAX / m : 0.0f;
+    int8_t *d2 = d + (size_t)g * 3 * CLG, *d1 = d2 + CLG, *d0 = d1 + CLG;
+    int32_t hs = 0;
+    for (int64_t k = 0; k < CLG; k++) {
+      float v = k < n ? x[c0 + k] * inv : 0.0f;
+      int32_t h = (int32_t)__builtin_rintf(v);   /* nearest even, as vcvtps2dq */
+      h = h > CLX_HMAX ? CLX_HMAX : h < -CLX_HMAX ? -CLX_HMAX : h;
+      hs += h;
+      int32_t e0 = (int8_t)(uint8_t)(h & 255), h1 = (h - e0) / 256, e1 = (int8_t)(uint8_t)(h1 & 255);
+      d0[k] = (int8_t)e0;
+      d1[k] = (int8_t)e1;
+      d2[k] = (int8_t)((h1 - e1) / 256);
+    }
+    s[g] = sc;
+    sx[g] = sc * (float)hs;
+  }
+  return 1;
+}
+
+/* 64 codes of width b (1..8) at p as bytes q 2^(8 - b) + 128. Masked load:
+ * the data's 16 bytes of padding cover a group's 8 b bytes only. */
+TGTVB static inline __attribute__((always_inline)) __m512i cl5_codes(const uint8_t *p, int b, __m512i perm,
+                                                                      __m512i msh) {
+#if defined(MOESZ_KX_EMULATE)   /* SIMDe 0.7.4 has no masked byte load */
+  uint8_t buf[64] = {0};
+  memcpy(buf, p, (size_t)(8 * b));
+  __m512i raw = _mm512_loadu_si512((const void *)buf);
+#else
+  __m512i raw = b >= 6 ? _mm512_loadu_si512((const void *)p) : _mm512_maskz_loadu_epi8(b == 8 ? ~0ull : (1ull << (8 * b)) - 1, p);
+#endif
+  __m512i v = _mm512_multishift_epi64_epi8(msh, _mm512_permutexvar_epi8(perm, raw));
+  return _mm512_ternarylogic_epi32(v, _mm512_set1_epi8((char)((0xff << (8 - b)) & 0xff)),
+                                   _mm512_set1_epi8((char)0x80), 0x6a);   /* (v & mask) ^ 0x80 */
+}
+
+/* One group's codes v against NT tokens (their digits d, scales s and sums
+ * of x sx; group g), f the group's scale relative to the row's (a power of
+ * two): 256 S + T into a (S) and c (T), sx into corr. */
+TGTVB static inline __attribute__((always_inline)) void cl5_group(__m512i v, int NT, const int8_t *const *d,
+                                                                   const float *const *s, const float *const *sx,
+                                                                   int64_t g, float f, __m512 *a, __m512 *c,
+                                                                   float *corr) {
+  for (int u = 0; u < NT; u++) {
+    const int8_t *dg = d[u] + g * 3 * CLG;
+    __m512i S = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, _mm512_loadu_si512((const void *)dg));
+    S = _mm512_dpbusd_epi32(_mm512_slli_epi32(S, 8), v, _mm512_loadu_si512((const void *)(dg + CLG)));
+    __m512i T = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, _mm512_loadu_si512((const void *)(dg + 2 * CLG)));
+    __m512 sv = _mm512_set1_ps(s[u][g] * f);
+    a[u] = _mm512_fmadd_ps(cvt_i32(S), sv, a[u]);
+    c[u] = _mm512_fmadd_ps(cvt_i32(T), sv, c[u]);
+    corr[u] += sx[u][g] * f;
+  }
+}
+
+static const float CL5_P2[9] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+
+/* Group g of width b (any) at p, the row's usual width UB (0: none). */
+TGTVB static inline __attribute__((always_inline)) void cl5_any(const moesz_cl *m, const uint8_t *p, int b, int UB,
+                                                                 int NT, const int8_t *const *d, const float *const *s,
+                                                                 const float *const *sx, const float *const *x,
+                                                                 int64_t g, __m512 *a, __m512 *c, float *corr,
+                                                                 float *extra) {
+  if (!b) return;
+  if (b <= 8) {
+    __m512i v = cl5_codes(p, b, _mm512_load_si512((const void *)CL5_PERM[b]), _mm512_load_si512((const void *)CL5_MSH[b]));
+    cl5_group(v, NT, d, s, sx, g, CL5_P2[b] / CL5_P2[UB], a, c, corr);
+    return;
+  }
+  int64_t n = m->cols - g * CLG < CLG ? m->cols - g * CLG : CLG;   /* wider: one code at a time */
+  for (int u = 0; u < NT; u++) {
+    float e = 0;
+    for (int64_t k = 0; k < n; k++) e += (float)moesz_cl_code(p, b, (int)k) * x[u][g * CLG + k];
+    extra[u] += e;
+  }
+}
+
+/* Row r against NT tokens, UB its usual width (both groups of most width
+ * bytes; 0: none): out[u] = sum of q x (before step and escapes). */
+TGTVB static inline __attribute__((always_inline)) void cl5_row(const moesz_cl *m, int64_t r, int NT, int UB,
+                                                                 const int8_t *const *d, const float *const *s,
+                                                                 const float *const *sx, const float *const *x,
+                                                                 float *out) {
+  const uint8_t *p = m->data + m->row_off[r], *wd = m->widths + r * m->wstride;
+  int64_t ng = m->ngroups, npair = ng >> 1;
+  __m512 a[4], c[4];
+  float corr[4], extra[4];
+  for (int u = 0; u < NT; u++) { a[u] = c[u] = _mm512_setzero_ps(); corr[u] = extra[u] = 0; }
+  __m512i perm = _mm512_setzero_si512(), msh = perm;
+  if (UB) { perm = _mm512_load_si512((const void *)CL5_PERM[UB]); msh = _mm512_load_si512((const void *)CL5_MSH[UB]); }
+  for (int64_t k = 0; k < npair; k++) {
+    size_t wb = wd[k];
+    _mm_prefetch((const char *)p + CL5_PF, _MM_HINT_T0);
+    _mm_prefetch((const char *)p + CL5_PF + 64, _MM_HINT_T0);
+    if (UB && __builtin_expect(wb == (size_t)UB * 17, 1)) {   /* the usual width twice: constant tables */
+      cl5_group(cl5_codes(p, UB, perm, msh), NT, d, s, sx, 2 * k, 1.0f, a, c, corr);
+      cl5_group(cl5_codes(p + 8 * UB, UB, perm, msh), NT, d, s, sx, 2 * k + 1, 1.0f, a, c, corr);
+      p += 16 * UB;
+      continue;
+    }
+    int b0 = (int)(wb & 15), b1 = (int)(wb >> 4);
+    cl5_any(m, p, b0, UB, NT, d, s, sx, x, 2 * k, a, c, corr, extra);
+    p += 8 * b0;
+    cl5_any(m, p, b1, UB, NT, d, s, sx, x, 2 * k + 1, a, c, corr, extra);
+    p += 8 * b1;
+  }
+  if (ng & 1) cl5_any(m, p, wd[npair] & 15, UB, NT, d, s, sx, x, ng - 1, a, c, corr, extra);
+  for (int u = 0; u < NT; u++)
+    out[u] = (hsum16(_mm512_fmadd_ps(a[u], _mm512_set1_ps(256.0f), c[u])) - 128.0f * corr[u]) * (CL5_P2[UB] / 256.0f) +
+             extra[u];
+}
+
+/* The width in 3..8 that both groups of at least 7 in 8 of row r's width
+ * bytes have, or 0. */
+TGTVB static int cl5_usual(const moesz_cl *m, int64_t r) {
+  const uint8_t *wd = m->widths + r * m->wstride;
+  int64_t nb = m->ngroups >> 1, same = 0;
+  if (!nb || (wd[0] & 15) != (wd[0] >> 4) || (wd[0] & 15) < 3 || (wd[0] & 15) > 8) return 0;
+  int64_t i = 0;
+#if !defined(MOESZ_KX_EMULATE)
+  __m128i v = _mm_set1_epi8((char)wd[0]);
+  for (; i + 16 <= nb; i += 16)
+    same += __builtin_popcount((unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(wd + i)), v)));
+#endif
+  for (; i < nb; i++) same += wd[i] == wd[0];
+  return same * 8 >= nb * 7 ? (wd[0] & 15) : 0;
+}
+
+#define CL5_ROW(NT, UB) TGTVB static void cl5_row_##NT##_##UB(const moesz_cl *m, int64_t r, const int8_t *const *d, \
+    const float *const *s, const float *const *sx, const float *const *x, float *out) { cl5_row(m, r, NT, UB, d, s, sx, x, out); }
+#define CL5_NT(NT) CL5_ROW(NT, 0) CL5_ROW(NT, 3) CL5_ROW(NT, 4) CL5_ROW(NT, 5) CL5_ROW(NT, 6) CL5_ROW(NT, 7) CL5_ROW(NT, 8)
+CL5_NT(1)
+CL5_NT(2)
+CL5_NT(3)
+CL5_NT(4)
+typedef void cl5_fn(const moesz_cl *, int64_t, const int8_t *const *, const float *const *, const float *const *,
+                    const float *const *, float *);
+#define CL5_E(NT) {cl5_row_##NT##_0, NULL, NULL, cl5_row_##NT##_3, cl5_row_##NT##_4, cl5_row_##NT##_5, \
+                   cl5_row_##NT##_6, cl5_row_##NT##_7, cl5_row_##NT##_8}
+static cl5_fn *const CL5_K[4][9] = {CL5_E(1), CL5_E(2), CL5_E(3), CL5_E(4)};
+
+void KX(moesz_kx_cl_rows)(const moesz_cl *m, int64_t r0, int64_t r1, const void *const *xq, const float *const *x,
+                          int nt, float *out, size_t ldo) {
+  const int8_t *d[4];
+  const float *s[4], *sx[4];
+  for (int u = 0; u < nt; u++) {
+    d[u] = xq[u];
+    s[u] = (const float *)(d[u] + (size_t)m->ngroups * 3 * CLG);
+    sx[u] = s[u] + m->ngroups;
+  }
+  for (int64_t r = r0; r < r1; r++) {
+    float v[4];
+    CL5_K[nt - 1][cl5_usual(m, r)](m, r, d, s, sx, x, v);
+    for (int u = 0; u < nt; u++) out[(size_t)u * ldo + (size_t)(r - r0)] = v[u];
+  }
+}
+#endif

@@ -37,4 +37,17 @@ void KX(moesz_kx_bf16_rows)(const uint16_t *w, size_t ld, size_t cols, int nr, c
  * order, one FMA a half: the AVX2 kernel's sums bit for bit. */
 void KX(moesz_kx_cl8_mm)(const uint8_t *tile, int64_t ng, const int8_t *const *x8, const float *const *s8, int nt,
                          float *out);
+/* AVX-512 VBMI + VNNI, the compute layout against 1 to 4 tokens
+ * (kernels_x512.c explains the arithmetic). moesz_kx_cl_quant_x: x [cols]
+ * per group of 64 columns into xq (moesz_kx_cl_xq_bytes(ng) bytes: three
+ * digit planes, scales, sums); 0 if x has a non-finite value.
+ * moesz_kx_cl_rows: rows r0..r1 of m against nt (1..4) tokens (xq[t] from
+ * the quantizer, x[t] the f32 values, read for groups wider than 8 bits):
+ * out[t * ldo + i] = sum over columns of q x for row r0 + i (before the
+ * step and the escapes). */
+struct moesz_cl;
+size_t KX(moesz_kx_cl_xq_bytes)(int64_t ng);
+int KX(moesz_kx_cl_quant_x)(const float *x, int64_t cols, int64_t ng, void *xq);
+void KX(moesz_kx_cl_rows)(const struct moesz_cl *m, int64_t r0, int64_t r1, const void *const *xq,
+                          const float *const *x, int nt, float *out, size_t ldo);
 #endif
