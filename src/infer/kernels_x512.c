@@ -16,6 +16,10 @@
  *   int32 lane), where the AVX2 kernel needs vpmaddubsw, an int16 add and a
  *   widening vpmaddwd. The same integer sums, scaled the same way: the same
  *   results bit for bit.
+ * - moesz_kx_cl_quant_x, moesz_kx_cl_rows: the compute layout against 1..4
+ *   tokens with AVX512_VBMI + VNNI (vpermb, vpmultishiftqb, vpdpbusd against
+ *   x quantized to 24 bits a group); kernels_cl.c takes it for one token's
+ *   exact products (kctx.simd 3). Explained at its section below.
  *
  * The functions carry __attribute__((target(...))) so the file builds for any
  * x86-64. tests/test_kernels_x512.c includes this file with MOESZ_KX_EMULATE
