@@ -350,6 +350,29 @@ int KX(moesz_kx_cl_quant_x)(const float *x, int64_t cols, int64_t ng, void *xq) 
   return 1;
 }
 
+/* vpmultishiftqb: byte i of each 64-bit lane of a rotated right by the
+ * lane's control byte i (mod 64). The portable build writes it out here:
+ * SIMDe 0.7.4's shifts by 64 for a control of 0 (undefined; UBSan). */
+TGTVB static inline __m512i multishift(__m512i ctrl, __m512i a) {
+#if defined(MOESZ_KX_EMULATE)
+  uint64_t av[8], r[8];
+  uint8_t cv[64];
+  _mm512_storeu_si512((void *)av, a);
+  _mm512_storeu_si512((void *)cv, ctrl);
+  for (int j = 0; j < 8; j++) {
+    r[j] = 0;
+    for (int i = 0; i < 8; i++) {
+      unsigned c = cv[8 * j + i] & 63;
+      uint64_t rot = (av[j] >> c) | (av[j] << ((64 - c) & 63));
+      r[j] |= (rot & 0xff) << (8 * i);
+    }
+  }
+  return _mm512_loadu_si512((const void *)r);
+#else
+  return _mm512_multishift_epi64_epi8(ctrl, a);
+#endif
+}
+
 /* 64 codes of width b (1..8) at p as bytes q 2^(8 - b) + 128. Masked load:
  * the data's 16 bytes of padding cover a group's 8 b bytes only. */
 TGTVB static inline __attribute__((always_inline)) __m512i cl5_codes(const uint8_t *p, int b, __m512i perm,
@@ -361,7 +384,7 @@ TGTVB static inline __attribute__((always_inline)) __m512i cl5_codes(const uint8
 #else
   __m512i raw = b >= 6 ? _mm512_loadu_si512((const void *)p) : _mm512_maskz_loadu_epi8(b == 8 ? ~0ull : (1ull << (8 * b)) - 1, p);
 #endif
-  __m512i v = _mm512_multishift_epi64_epi8(msh, _mm512_permutexvar_epi8(perm, raw));
+  __m512i v = multishift(msh, _mm512_permutexvar_epi8(perm, raw));
   return _mm512_ternarylogic_epi32(v, _mm512_set1_epi8((char)((0xff << (8 - b)) & 0xff)),
                                    _mm512_set1_epi8((char)0x80), 0x6a);   /* (v & mask) ^ 0x80 */
 }
