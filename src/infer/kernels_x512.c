@@ -18,7 +18,7 @@
  *   results bit for bit.
  * - moesz_kx_cl_quant_x, moesz_kx_cl_rows: the compute layout against 1..4
  *   tokens with AVX512_VBMI + VNNI (vpermb, vpmultishiftqb, vpdpbusd against
- *   x quantized to 24 bits a group); kernels_cl.c takes it for one token's
+ *   x quantized to 24 bits a block of 256 columns); kernels_cl.c takes it for one token's
  *   exact products (kctx.simd 3). Explained at its section below.
  *
  * The functions carry __attribute__((target(...))) so the file builds for any
@@ -243,10 +243,10 @@ void KX(moesz_kx_cl8_mm)(const uint8_t *tile, int64_t ng, const int8_t *const *x
 #endif
 
 /* ---- The compute layout against 1 to 4 tokens (AVX-512 VBMI + VNNI) ----
- * x of each group of 64 columns is h s with s = max |x| / 127 * 2^-16 and
- * |h| <= 127 * 2^16 an integer (nearest, in f32: f32's precision at the
- * group's largest value), held as three signed digits d2 2^16 + d1 2^8 + d0
- * (each in [-128, 127]). A group's 64 codes of width b <= 8 are one masked
+ * x of each block of CLK = 4 groups (256 columns) is h s with s = max |x| /
+ * 127 * 2^-16 over the block and |h| <= 127 * 2^16 an integer (nearest, in
+ * f32: f32's precision at the block's largest value), held as three signed
+ * digits d2 2^16 + d1 2^8 + d0 (each in [-128, 127]). A group's 64 codes of width b <= 8 are one masked
  * load, vpermb (each 8 codes' b bytes into a 64-bit lane) and vpmultishiftqb
  * (code i into the top b bits of byte i), then one vpternlogd masks the bits
  * below and flips the sign bit: unsigned bytes u = q 2^(8 - b) + 128. Per
@@ -254,9 +254,13 @@ void KX(moesz_kx_cl8_mm)(const uint8_t *tile, int64_t ng, const int8_t *const *x
  * int32 lane) give S = (sum u d2) 2^8 + sum u d1 and T = sum u d0 exactly, and
  * the group adds s (256 S + T) - 128 s sum h, all times 2^(b - 8): the
  * codes' offset comes off through the per-group sum of x the quantizer
- * keeps. Against the AVX2 path's 16-bit codes times two 16-bit halves of x
- * (kernels_cl.c), a group of 64 codes costs 11 512-bit instructions a token
- * instead of 30 256-bit ones. Groups wider than 8 bits (rare: the encoder
+ * keeps. A row's groups of its usual width add their three digit sums in
+ * int32 through a block (at most 16 byte products of 255 * 128 a lane and
+ * digit: S stays below 2^28) and convert once a block; other widths convert
+ * once a group. Against the AVX2 path's 16-bit codes times two 16-bit halves
+ * of x (kernels_cl.c), a group of 64 codes of the usual width costs 7
+ * 512-bit instructions a token and 7 more a block instead of 30 256-bit
+ * ones. Groups wider than 8 bits (rare: the encoder
  * escapes outliers) are multiplied one code at a time. */
 #if MOESZ_KX_X86
 #include "infer/kernels_cl512_tab.h"
@@ -271,6 +275,7 @@ void KX(moesz_kx_cl8_mm)(const uint8_t *tile, int64_t ng, const int8_t *const *x
 #define CL5_PF 2048 /* codes prefetched this far ahead */
 #endif
 #define CLX_HMAX 8323072 /* 127 * 65536: three balanced base-256 digits stay within [-128, 127] */
+#define CLK 4         /* groups sharing one scale of x: a row's usual-width groups of a block add up in int32 */
 
 size_t KX(moesz_kx_cl_xq_bytes)(int64_t ng) {
   return (size_t)ng * (3 * CLG + 2 * sizeof(float));
@@ -310,42 +315,59 @@ TGTVB static float group_max5(const float *xg) {
 }
 #endif
 
+/* Largest |x| of group g of x [cols] (NaN/Inf: returns Inf). */
+TGTVB static float cl5_gmax(const float *x, int64_t cols, int64_t g) {
+#if !defined(MOESZ_KX_EMULATE)
+  if ((g + 1) * CLG <= cols) return group_max5(x + g * CLG);
+#endif
+  int64_t c0 = g * CLG, n = cols - c0 < CLG ? cols - c0 : CLG;
+  float m = 0;
+  for (int64_t k = 0; k < n; k++) {
+    float a = x[c0 + k] < 0 ? -x[c0 + k] : x[c0 + k];
+    if (!(a <= 3.0e38f)) return __builtin_inff();   /* NaN or Inf */
+    m = a > m ? a : m;
+  }
+  return m;
+}
+
+/* Group g of x [cols] times inv as three digit planes at d2; returns the
+ * group's sum of h. */
+TGTVB static int32_t cl5_gquant(const float *x, int64_t cols, int64_t g, float inv, int8_t *d2) {
+#if !defined(MOESZ_KX_EMULATE)
+  if ((g + 1) * CLG <= cols) return quant_group5(x + g * CLG, inv, d2);
+#endif
+  int64_t c0 = g * CLG, n = cols - c0 < CLG ? cols - c0 : CLG;
+  int8_t *d1 = d2 + CLG, *d0 = d1 + CLG;
+  int32_t hs = 0;
+  for (int64_t k = 0; k < CLG; k++) {
+    float v = k < n ? x[c0 + k] * inv : 0.0f;
+    int32_t h = (int32_t)__builtin_rintf(v);   /* nearest even, as vcvtps2dq */
+    h = h > CLX_HMAX ? CLX_HMAX : h < -CLX_HMAX ? -CLX_HMAX : h;
+    hs += h;
+    int32_t e0 = (int8_t)(uint8_t)(h & 255), h1 = (h - e0) / 256, e1 = (int8_t)(uint8_t)(h1 & 255);
+    d0[k] = (int8_t)e0;
+    d1[k] = (int8_t)e1;
+    d2[k] = (int8_t)((h1 - e1) / 256);
+  }
+  return hs;
+}
+
 int KX(moesz_kx_cl_quant_x)(const float *x, int64_t cols, int64_t ng, void *xq) {
   int8_t *d = xq;
   float *s = (float *)(d + (size_t)ng * 3 * CLG), *sx = s + ng;
-  for (int64_t g = 0; g < ng; g++) {
-#if !defined(MOESZ_KX_EMULATE)
-    if ((g + 1) * CLG <= cols) {   /* a full group: 16 values a step, the same arithmetic */
-      float m = group_max5(x + g * CLG);
-      if (!(m <= 3.0e38f)) return 0;
-      float sc = m > 0 ? m / (float)CLX_HMAX : 1.0f, inv = m > 0 ? (float)CLX_HMAX / m : 0.0f;
-      s[g] = sc;
-      sx[g] = sc * (float)quant_group5(x + g * CLG, inv, d + (size_t)g * 3 * CLG);
-      continue;
-    }
-#endif
-    int64_t c0 = g * CLG, n = cols - c0 < CLG ? cols - c0 : CLG;
+  for (int64_t g0 = 0; g0 < ng; g0 += CLK) {   /* one scale a block of CLK groups */
+    int64_t g1 = g0 + CLK < ng ? g0 + CLK : ng;
     float m = 0;
-    for (int64_t k = 0; k < n; k++) {
-      float a = x[c0 + k] < 0 ? -x[c0 + k] : x[c0 + k];
-      if (!(a <= 3.0e38f)) return 0;   /* NaN or Inf */
-      m = a > m ? a : m;
+    for (int64_t g = g0; g < g1; g++) {
+      float mg = cl5_gmax(x, cols, g);
+      if (!(mg <= 3.0e38f)) return 0;
+      m = mg > m ? mg : m;
     }
     float sc = m > 0 ? m / (float)CLX_HMAX : 1.0f, inv = m > 0 ? (float)CLX_HMAX / m : 0.0f;
-    int8_t *d2 = d + (size_t)g * 3 * CLG, *d1 = d2 + CLG, *d0 = d1 + CLG;
-    int32_t hs = 0;
-    for (int64_t k = 0; k < CLG; k++) {
-      float v = k < n ? x[c0 + k] * inv : 0.0f;
-      int32_t h = (int32_t)__builtin_rintf(v);   /* nearest even, as vcvtps2dq */
-      h = h > CLX_HMAX ? CLX_HMAX : h < -CLX_HMAX ? -CLX_HMAX : h;
-      hs += h;
-      int32_t e0 = (int8_t)(uint8_t)(h & 255), h1 = (h - e0) / 256, e1 = (int8_t)(uint8_t)(h1 & 255);
-      d0[k] = (int8_t)e0;
-      d1[k] = (int8_t)e1;
-      d2[k] = (int8_t)((h1 - e1) / 256);
+    for (int64_t g = g0; g < g1; g++) {
+      s[g] = sc;
+      sx[g] = sc * (float)cl5_gquant(x, cols, g, inv, d + (size_t)g * 3 * CLG);
     }
-    s[g] = sc;
-    sx[g] = sc * (float)hs;
   }
   return 1;
 }
@@ -439,8 +461,14 @@ TGTVB static inline __attribute__((always_inline)) void cl5_row(const moesz_cl *
   const uint8_t *p = m->data + m->row_off[r], *wd = m->widths + r * m->wstride;
   int64_t ng = m->ngroups, npair = ng >> 1;
   __m512 a[4], c[4];
+  __m512i p2[4], p1[4], p0[4];   /* a block's usual-width groups: sums of u times each digit of x */
   float corr[4], extra[4];
-  for (int u = 0; u < NT; u++) { a[u] = c[u] = _mm512_setzero_ps(); corr[u] = extra[u] = 0; }
+  int pend = 0;
+  for (int u = 0; u < NT; u++) {
+    a[u] = c[u] = _mm512_setzero_ps();
+    p2[u] = p1[u] = p0[u] = _mm512_setzero_si512();
+    corr[u] = extra[u] = 0;
+  }
   __m512i perm = _mm512_setzero_si512(), msh = perm;
   if (UB) { perm = _mm512_load_si512((const void *)CL5_PERM[UB]); msh = _mm512_load_si512((const void *)CL5_MSH[UB]); }
   for (int64_t k = 0; k < npair; k++) {
@@ -448,16 +476,35 @@ TGTVB static inline __attribute__((always_inline)) void cl5_row(const moesz_cl *
     _mm_prefetch((const char *)p + CL5_PF, _MM_HINT_T0);
     _mm_prefetch((const char *)p + CL5_PF + 64, _MM_HINT_T0);
     if (UB && __builtin_expect(wb == (size_t)UB * 17, 1)) {   /* the usual width twice: constant tables */
-      cl5_group(cl5_codes(p, UB, perm, msh), NT, d, s, sx, 2 * k, 1.0f, a, c, corr);
-      cl5_group(cl5_codes(p + 8 * UB, UB, perm, msh), NT, d, s, sx, 2 * k + 1, 1.0f, a, c, corr);
+      __m512i v0 = cl5_codes(p, UB, perm, msh), v1 = cl5_codes(p + 8 * UB, UB, perm, msh);
+      for (int u = 0; u < NT; u++) {   /* int32 sums over the block (its x shares one scale) */
+        const int8_t *d0 = d[u] + 2 * k * 3 * CLG, *d1 = d0 + 3 * CLG;
+        p2[u] = _mm512_dpbusd_epi32(p2[u], v0, _mm512_loadu_si512((const void *)d0));
+        p1[u] = _mm512_dpbusd_epi32(p1[u], v0, _mm512_loadu_si512((const void *)(d0 + CLG)));
+        p0[u] = _mm512_dpbusd_epi32(p0[u], v0, _mm512_loadu_si512((const void *)(d0 + 2 * CLG)));
+        p2[u] = _mm512_dpbusd_epi32(p2[u], v1, _mm512_loadu_si512((const void *)d1));
+        p1[u] = _mm512_dpbusd_epi32(p1[u], v1, _mm512_loadu_si512((const void *)(d1 + CLG)));
+        p0[u] = _mm512_dpbusd_epi32(p0[u], v1, _mm512_loadu_si512((const void *)(d1 + 2 * CLG)));
+        corr[u] += sx[u][2 * k] + sx[u][2 * k + 1];
+      }
+      pend = 1;
       p += 16 * UB;
-      continue;
+    } else {
+      int b0 = (int)(wb & 15), b1 = (int)(wb >> 4);
+      cl5_any(m, p, b0, UB, NT, d, s, sx, x, 2 * k, a, c, corr, extra);
+      p += 8 * b0;
+      cl5_any(m, p, b1, UB, NT, d, s, sx, x, 2 * k + 1, a, c, corr, extra);
+      p += 8 * b1;
     }
-    int b0 = (int)(wb & 15), b1 = (int)(wb >> 4);
-    cl5_any(m, p, b0, UB, NT, d, s, sx, x, 2 * k, a, c, corr, extra);
-    p += 8 * b0;
-    cl5_any(m, p, b1, UB, NT, d, s, sx, x, 2 * k + 1, a, c, corr, extra);
-    p += 8 * b1;
+    if (pend && (((2 * k + 2) % CLK) == 0 || k + 1 == npair)) {   /* the block's end: its sums to f32 */
+      for (int u = 0; u < NT; u++) {
+        __m512 sv = _mm512_set1_ps(s[u][2 * k]);
+        a[u] = _mm512_fmadd_ps(cvt_i32(_mm512_add_epi32(_mm512_slli_epi32(p2[u], 8), p1[u])), sv, a[u]);
+        c[u] = _mm512_fmadd_ps(cvt_i32(p0[u]), sv, c[u]);
+        p2[u] = p1[u] = p0[u] = _mm512_setzero_si512();
+      }
+      pend = 0;
+    }
   }
   if (ng & 1) cl5_any(m, p, wd[npair] & 15, UB, NT, d, s, sx, x, ng - 1, a, c, corr, extra);
   for (int u = 0; u < NT; u++)

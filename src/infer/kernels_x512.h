@@ -39,7 +39,7 @@ void KX(moesz_kx_cl8_mm)(const uint8_t *tile, int64_t ng, const int8_t *const *x
                          float *out);
 /* AVX-512 VBMI + VNNI, the compute layout against 1 to 4 tokens
  * (kernels_x512.c explains the arithmetic). moesz_kx_cl_quant_x: x [cols]
- * per group of 64 columns into xq (moesz_kx_cl_xq_bytes(ng) bytes: three
+ * one scale a block of 4 groups of 64 columns, into xq (moesz_kx_cl_xq_bytes(ng) bytes: three
  * digit planes, scales, sums); 0 if x has a non-finite value.
  * moesz_kx_cl_rows: rows r0..r1 of m against nt (1..4) tokens (xq[t] from
  * the quantizer, x[t] the f32 values, read for groups wider than 8 bits):
