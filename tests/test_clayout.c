@@ -403,8 +403,8 @@ TEST(fused_one_and_two_tokens_every_width) {
         for (int c = 0; c < cols; c++) {
           double wc = w[(size_t)r * cols + c];
           if (c % 64 == 0) {
-            double mx = 0, mp = 0;   /* the group's largest |x|, and its pair's (128 columns) */
-            for (int i = c; i < c + 64 && i < cols; i++) mx = fmax(mx, fabs(x[i]));
+            double mx = 0, mp = 0;   /* its block's largest |x| (4 groups: 16-bit x's scale), its pair's (128 columns) */
+            for (int i = c / 256 * 256; i < c / 256 * 256 + 256 && i < cols; i++) mx = fmax(mx, fabs(x[i]));
             for (int i = c / 128 * 128; i < c / 128 * 128 + 128 && i < cols; i++) mp = fmax(mp, fabs(x[i]));
             x16 = mx / 32767 / 2;
             s8 = mp > 0 ? (float)mp / 127.0f : 1.0f;

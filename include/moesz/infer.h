@@ -18,12 +18,12 @@ typedef struct moesz_engine_opts {
   int expert_group;   /* routed experts held (got, not released) at once; 0 = all the
                          experts a layer needs for the current batch */
   int scalar;         /* 1 = scalar kernels only (tests); 0 = AVX2 when the CPU has it */
-  int fast_dot;       /* compute-layout experts: 0 = x split in two 16-bit halves per group of 64
+  int fast_dot;       /* compute-layout experts: 0 = x split in two 16-bit halves per 256 columns
                          (the f32 product with the decoded weights up to rounding); 1 = x rounded
-                         to 16 bits per group (half the multiplies; |x error| <= 2^-16 of the
-                         group's largest |x|); 2 = as 1, and in decode (one token) 4-bit groups
-                         against x rounded to 8 bits per group (one byte-multiply a code; |x error|
-                         <= 2^-8 of the group's largest |x|). 1 and 2 also multiply BF16
+                         to 16 bits per 256 columns (half the multiplies; |x error| <= 2^-16 of the
+                         block's largest |x|); 2 = as 1, and in decode (one token) 4-bit groups
+                         against x rounded to 8 bits per 128 columns (one byte-multiply a code;
+                         |x error| <= 2^-8 of the block's largest |x|). 1 and 2 also multiply BF16
                          weights against x rounded to BF16 (vdpbf16ps), on CPUs with
                          AVX512_BF16 only (elsewhere BF16 products stay exact) */
   int exact_bf16;     /* 1 = BF16 weights keep exact products with x even when fast_dot is set

@@ -40,8 +40,8 @@ typedef struct moesz_kctx {
                               costs about as much as 2^18 of one core's. Default 2^18; 0: always the pool */
   int no_int;              /* 1: compute-layout kernels take the float path only (benchmarks) */
   int cl_act;              /* compute layout, integer path: 0 = x split into two 16-bit halves per group
-                              (the f32 product up to rounding); 1 = x rounded to 16 bits per group of 64
-                              (one multiply a code; |x error| <= 2^-16 of the group's largest |x|);
+                              (the f32 product up to rounding); 1 = x rounded to 16 bits per 256 columns
+                              (one multiply a code; |x error| <= 2^-16 of the block's largest |x|);
                               2 = as 1, and 4-bit groups against x rounded to 8 bits per 128 columns
                               (|x error| <= 2^-8 of the block's largest |x|; vpmaddubsw): one token's
                               rows of 4-bit groups, and products of 5 or more tokens (the 8-bit tile,

@@ -7,10 +7,12 @@
  * AVX2, two paths chosen per group of 64 codes:
  * - integer (width <= 8): 16 codes into 16-bit lanes (one broadcast load, a
  *   byte shuffle, a multiply as the per-lane left shift, an arithmetic shift),
- *   multiplied with vpmaddwd against x split per group as s_g (h + l / 2^16),
- *   h and l 16-bit (x_g's max scaled to 32767; l the residual's next 16
- *   bits), summed exactly in int32 and scaled once per group; x is then
- *   represented to about 2^-31 of its group's largest value, finer than the
+ *   multiplied with vpmaddwd against x split per block of CLK = 4 groups as
+ *   s_b (h + l / 2^16), h and l 16-bit (the block's largest |x| scaled to
+ *   32767; l the residual's next 16 bits), summed exactly in int32 and
+ *   scaled once per group, or for one or two tokens once per block for a
+ *   row's usual-width groups; x is then
+ *   represented to about 2^-31 of its block's largest value, finer than the
  *   f32 rounding of the sums, so the result equals the f32 product with the
  *   decoded weights up to rounding (tests/test_clayout.c);
  * - float (any width): 8 codes into 32-bit lanes (shuffle, variable shift,
@@ -42,6 +44,7 @@
 
 #define G MOESZ_CL_GROUP
 #define TBLK 4          /* tokens per pass over a row's codes */
+#define CLK 4           /* groups of x sharing one scale: a row's usual-width groups of a block add up in int32 */
 #ifndef CL_PF_BYTES
 #define CL_PF_BYTES 1024 /* codes prefetched this far ahead of the group being read (0: none) */
 #endif
@@ -113,18 +116,30 @@ TGT static inline const float *x_group(const float *x, int64_t cols, int64_t g, 
 }
 
 /* Splits x [cols] per group of 64 (zero-padded) into h, l [ng * 64] and s [ng]
- * with x ~ s (h + l / 65536). 0 if x has a non-finite value. */
+ * with x ~ s (h + l / 65536), s one scale a block of CLK groups (s[g] the
+ * block's). 0 if x has a non-finite value. */
 TGT static int quant_x(const float *x, int64_t cols, int64_t ng, int16_t *h, int16_t *l, float *s) {
   float tail[G] __attribute__((aligned(32)));
+  float m = 0, sc = 1.0f, inv = 0.0f;
   for (int64_t g = 0; g < ng; g++) {
-    float m;
-    const float *xg = x_group(x, cols, g, tail, &m);
-    if (!(m <= 3.0e38f)) return 0;          /* NaN or Inf (max_ps keeps the NaN operand here) */
+    float mg;
+    const float *xg = x_group(x, cols, g, tail, &mg);
+    if (!(mg <= 3.0e38f)) return 0;          /* NaN or Inf (max_ps keeps the NaN operand here) */
     for (int j = 0; j < G; j += 8) {
       __m256 v = _mm256_loadu_ps(xg + j);
       if (_mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q))) return 0;
     }
-    float sc = m > 0 ? m / 32767.0f : 1.0f, inv = m > 0 ? 32767.0f / m : 0.0f;
+    if (g % CLK == 0) {   /* a block's first group: the block's scale */
+      m = mg;
+      for (int64_t k = g + 1; k < g + CLK && k < ng; k++) {
+        float mk;
+        x_group(x, cols, k, tail, &mk);
+        m = mk > m ? mk : m;   /* a NaN here is refused at its own group */
+      }
+      xg = x_group(x, cols, g, tail, &mg);   /* the tail again, if g is the last group */
+      sc = m > 0 ? m / 32767.0f : 1.0f;
+      inv = m > 0 ? 32767.0f / m : 0.0f;
+    }
     s[g] = sc;
     __m256 vi = _mm256_set1_ps(inv), vs = _mm256_set1_ps(sc), vl = _mm256_set1_ps(inv * 65536.0f);
     __m256 lim = _mm256_set1_ps(32767.0f);
@@ -282,6 +297,21 @@ TGT static inline __attribute__((always_inline)) void group1(const uint8_t *p, s
   groupn(p, b, tab, 1, &h, &l, &s, 0, a, c, lo);
 }
 
+/* The int32 sums ih, il of NT tokens' pending groups (of the block holding
+ * group g, one scale of x) converted and scaled into a, c, then cleared;
+ * returns 0 (nothing pending). */
+TGT static inline __attribute__((always_inline)) int flush_block(int NT, __m256i *ih, __m256i *il,
+                                                                 const float *const *xs, int64_t g, __m256 *a,
+                                                                 __m256 *c, int lo) {
+  for (int u = 0; u < NT; u++) {
+    __m256 sv = _mm256_broadcast_ss(xs[u] + g);
+    a[u] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ih[u]), sv, a[u]);
+    if (lo) c[u] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(il[u]), sv, c[u]);
+    ih[u] = il[u] = _mm256_setzero_si256();
+  }
+  return 0;
+}
+
 /* The width b in {3, 4, 5, 6} that both groups of at least 7 in 8 of row r's
  * width bytes have, or 0: row_dotn then takes those pairs with constant
  * offsets (the branch is predictable only where the width rarely changes). */
@@ -309,7 +339,12 @@ TGT static inline __attribute__((always_inline)) void row_dotn(const moesz_cl *m
   int64_t full = m->cols / G, ng = m->ngroups, npair = ng >> 1;
   const uint8_t *p = m->data + m->row_off[r], *wd = m->widths + r * m->wstride;
   __m256 a[TBLK], c[TBLK];   /* a also takes the float path's sums */
-  for (int u = 0; u < NT; u++) a[u] = c[u] = _mm256_setzero_ps();
+  __m256i ih[TBLK], il[TBLK];   /* NT <= 2: a block's usual-width groups, int32 sums with h and l */
+  int pend = 0;
+  for (int u = 0; u < NT; u++) {
+    a[u] = c[u] = _mm256_setzero_ps();
+    ih[u] = il[u] = _mm256_setzero_si256();
+  }
   for (int64_t k = 0; k < npair; k++) {
     size_t wb = wd[k], b0 = wb & 15, b1 = wb >> 4;
     int64_t g = 2 * k;
@@ -318,11 +353,27 @@ TGT static inline __attribute__((always_inline)) void row_dotn(const moesz_cl *m
       _mm_prefetch((const char *)p + CL_PF_BYTES + 64, _MM_HINT_T0);
     }
     if (ub && __builtin_expect(wb == ub * 17, 1)) {   /* the row's usual width twice: constant offsets */
-      groupn(p, ub, tab, NT, xh, xl, xs, g, a, c, lo);
-      groupn(p + 8 * ub, ub, tab, NT, xh, xl, xs, g + 1, a, c, lo);
+      if (NT <= 2) {   /* int32 through the block (|lane| <= 4 groups x 8 x 128 x 32767 < 2^28), one conversion */
+        const cl_w16 *t = tab + ub;
+        for (int j = 0; j < 2; j++) {
+          const uint8_t *pj = p + 8 * ub * (size_t)j;
+          __m256i q0 = UNPACK16(pj, t->shuf, t->mul, t->sra), q1 = UNPACK16(pj + 2 * ub, t->shuf, t->mul, t->sra);
+          __m256i q2 = UNPACK16(pj + 4 * ub, t->shuf, t->mul, t->sra), q3 = UNPACK16(pj + 6 * ub, t->shuf, t->mul, t->sra);
+          for (int u = 0; u < NT; u++) {
+            ih[u] = _mm256_add_epi32(ih[u], dot64(q0, q1, q2, q3, xh[u] + (g + j) * G));
+            if (lo) il[u] = _mm256_add_epi32(il[u], dot64(q0, q1, q2, q3, xl[u] + (g + j) * G));
+          }
+        }
+        pend = 1;
+      } else {
+        groupn(p, ub, tab, NT, xh, xl, xs, g, a, c, lo);
+        groupn(p + 8 * ub, ub, tab, NT, xh, xl, xs, g + 1, a, c, lo);
+      }
       p += 16 * ub;
+      if (pend && (g + 2) % CLK == 0) pend = flush_block(NT, ih, il, xs, g, a, c, lo);
       continue;
     }
+    if (pend) pend = flush_block(NT, ih, il, xs, g, a, c, lo);   /* the pending groups are this block's */
     if (__builtin_expect((wb & 0x88) != 0, 0) && (b0 > 8 || b1 > 8)) {   /* a width above 8 */
       for (int h = 0; h < 2; h++, g++) {
         size_t b = h ? b1 : b0;
@@ -338,6 +389,7 @@ TGT static inline __attribute__((always_inline)) void row_dotn(const moesz_cl *m
     groupn(p, b1, tab, NT, xh, xl, xs, g + 1, a, c, lo);
     p += 8 * b1;
   }
+  if (pend) flush_block(NT, ih, il, xs, 2 * npair - 2, a, c, lo);
   if (ng & 1) {
     int64_t g = ng - 1;
     size_t b = wd[npair] & 15;
