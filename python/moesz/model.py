@@ -49,7 +49,7 @@ class Model:
     O_DIRECT, ``"buffered"`` or ``"mmap"``; None: direct under a budget, mmap
     without, as ``moesz run``). ``threads``: compute threads (None: all cores);
     ``max_ctx``: KV cache length (None: min(max positions, 4096)); ``fast_dot``:
-    compute-layout experts round x to 16 bits per group (True or 16: ``moesz run --fast-dot``),
+    compute-layout experts round x to 16 bits per 256 columns (True or 16: ``moesz run --fast-dot``),
     and 4-bit groups meet x rounded to 8 bits (8: ``--fast-dot=8``: decode's 4-bit rows and
     products of 5 or more tokens)."""
 
