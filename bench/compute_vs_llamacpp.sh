@@ -10,7 +10,7 @@
 #       MSZ[+fast|+fast8] ... -- GGUF ...
 #
 # MSZ+fast runs the container with --fast-dot, MSZ+fast8 with --fast-dot=8. Env: MOESZ_BIN (build/moesz),
-# THREADS (2), PROMPT (64), GEN (32), REPS (3), LLAMA_DEPTH (0: llama-bench's
+# THREADS (2), PROMPT (64), GEN (32), REPS (3), VERBOSE (0; 1: also every run's figures), LLAMA_DEPTH (0: llama-bench's
 # decode test starts from an empty context; PROMPT: it decodes after that many
 # tokens of context, as `moesz run` decodes after its prompt), WARM (0; 1: each container
 # run starts warm, its experts loaded before the prompt from a --cache-state file the warm-up
@@ -29,6 +29,7 @@ GEN=${GEN:-32}
 REPS=${REPS:-3}
 LLAMA_DEPTH=${LLAMA_DEPTH:-0}
 WARM=${WARM:-0}
+VERBOSE=${VERBOSE:-0}
 DIR=$1; shift
 msz=""; gg=""; side=m
 for a in "$@"; do
@@ -76,3 +77,9 @@ for e in $DIR $msz $gg; do
   p=$(cut -d' ' -f1 "/tmp/cvl_$(key "$e")" | median); g=$(cut -d' ' -f2 "/tmp/cvl_$(key "$e")" | median)
   printf '| %s | %s | %.2f | %.2f | %.2f |\n' "$eng" "$(basename "$f")" "$(echo "$sz" | awk '{ print $1 / 1e9 }')" "$g" "$p"
 done
+if [ "$VERBOSE" = 1 ]; then   # every run, in the order they ran (the bandwidth level can change between runs)
+  echo "# every run, decode tok/s (prompt tok/s):"
+  for e in $DIR $msz $gg; do
+    printf '# %s: %s\n' "$(basename "$e")" "$(awk '{ printf "%s%.2f (%.1f)", (NR > 1 ? ", " : ""), $2, $1 }' "/tmp/cvl_$(key "$e")")"
+  done
+fi
