@@ -91,6 +91,9 @@ typedef struct moesz_cl {
   const uint8_t *data;       /* [data_bytes + 16] groups of 8 * width bytes, row after row */
   uint32_t *row_off;         /* [rows + 1] byte offset of row r's codes in data (derived, owned) */
   uint32_t *esc_start;       /* [rows + 1] index of row r's first escape (derived, in row_off's block) */
+  uint8_t *usual;            /* [rows] the width both groups of at least 7 in 8 of row r's full width
+                                bytes have, its first byte's, or 0 (derived, in row_off's block): the
+                                kernels take such rows with that width's constant tables */
 } moesz_cl;
 
 typedef struct moesz_cl_info {
@@ -122,7 +125,8 @@ int moesz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t co
                     int threads, void **out, size_t *out_len, moesz_cl_info *info, moesz_error *err);
 /* Validates a serialized layout (every width, count and escape) and fills m
  * with pointers into buf, which must be 4-byte aligned and outlive m, plus
- * the row offsets it derives (8 bytes a row, freed by moesz_cl_free). */
+ * the row offsets, escape starts and usual widths it derives (9 bytes a row,
+ * freed by moesz_cl_free). */
 int moesz_cl_parse(const void *buf, size_t len, moesz_cl *m, moesz_error *err);
 /* As moesz_cl_parse; flags MOESZ_CL_VERIFIED skips the layout's own checksum
  * when the caller has just verified the same bytes (a container blob's

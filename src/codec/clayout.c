@@ -271,12 +271,13 @@ int moesz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t co
 static int parse_rows(moesz_cl *m, uint64_t rows, uint64_t cols, uint64_t ng, uint64_t wstride, uint64_t n_esc,
                       uint64_t dbytes, moesz_error *err);
 
-size_t moesz_cl_parse_bytes(int64_t rows) { return 2 * ((size_t)rows + 1) * sizeof(uint32_t); }
+size_t moesz_cl_parse_bytes(int64_t rows) { return 2 * ((size_t)rows + 1) * sizeof(uint32_t) + (size_t)rows; }
 
 void moesz_cl_free(moesz_cl *m) {
   if (!m) return;
   free(m->row_off);
   m->row_off = m->esc_start = NULL;
+  m->usual = NULL;
 }
 
 int moesz_cl_parse(const void *buf, size_t len, moesz_cl *m, moesz_error *err) {
@@ -294,6 +295,7 @@ int moesz_cl_parse_ex(const void *vbuf, size_t len, unsigned flags, moesz_cl *m,
   if (!(m->row_off = malloc(moesz_cl_parse_bytes((int64_t)rows))))
     return moesz_error_set(err, MOESZ_E_NOMEM, "compute layout: out of memory");
   m->esc_start = m->row_off + rows + 1;
+  m->usual = (uint8_t *)(m->esc_start + rows + 1);
   return parse_rows(m, rows, cols, ng, wstride, n_esc, dbytes, err);
 }
 
@@ -355,6 +357,9 @@ static int parse_rows(moesz_cl *m, uint64_t rows, uint64_t cols, uint64_t ng, ui
       moesz_cl_free(m);
       return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: row %llu: padding width not 0", (unsigned long long)r);
     }
+    uint64_t nb = ng >> 1, same = 0;   /* full width bytes (two groups each) equal to the first */
+    for (uint64_t i = 0; i < nb; i++) same += w[i] == w[0];
+    m->usual[r] = (uint8_t)(nb && (w[0] & 15) == (w[0] >> 4) && same * 8 >= nb * 7 ? (w[0] & 15) : 0);
   }
   m->row_off[rows] = (uint32_t)off;
   if (off != dbytes) { moesz_cl_free(m); return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: widths disagree with the data size"); }

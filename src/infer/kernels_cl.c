@@ -312,19 +312,13 @@ TGT static inline __attribute__((always_inline)) int flush_block(int NT, __m256i
   return 0;
 }
 
-/* The width b in {3, 4, 5, 6} that both groups of at least 7 in 8 of row r's
- * width bytes have, or 0: row_dotn then takes those pairs with constant
- * offsets (the branch is predictable only where the width rarely changes). */
-TGT static inline size_t row_usual_width(const moesz_cl *m, int64_t r) {
-  const uint8_t *wd = m->widths + r * m->wstride;
-  size_t nb = (size_t)(m->ngroups >> 1), same = 0, u = nb ? wd[0] : 0;
-  if (!nb || (u & 15) != (u >> 4) || (u & 15) < 3 || (u & 15) > 6) return 0;
-  __m128i v = _mm_set1_epi8((char)u);
-  size_t i = 0;
-  for (; i + 16 <= nb; i += 16)
-    same += (size_t)__builtin_popcount((unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(wd + i)), v)));
-  for (; i < nb; i++) same += wd[i] == u;
-  return same * 8 >= nb * 7 ? (u & 15) : 0;
+/* Row r's usual width (moesz_cl.usual: both groups of at least 7 in 8 of its
+ * width bytes) if in {3, 4, 5, 6}, else 0: row_dotn then takes those pairs
+ * with constant offsets (the branch is predictable only where the width
+ * rarely changes). */
+static inline size_t row_usual_width(const moesz_cl *m, int64_t r) {
+  size_t u = m->usual[r];
+  return u >= 3 && u <= 6 ? u : 0;
 }
 
 /* Row r against NT <= TBLK tokens (a constant at each use) in the integer

@@ -512,33 +512,31 @@ TGTVB static inline __attribute__((always_inline)) void cl5_row(const moesz_cl *
              extra[u];
 }
 
-/* The width in 3..8 that both groups of at least 7 in 8 of row r's width
- * bytes have, or 0. */
-TGTVB static int cl5_usual(const moesz_cl *m, int64_t r) {
-  const uint8_t *wd = m->widths + r * m->wstride;
-  int64_t nb = m->ngroups >> 1, same = 0;
-  if (!nb || (wd[0] & 15) != (wd[0] >> 4) || (wd[0] & 15) < 3 || (wd[0] & 15) > 8) return 0;
-  int64_t i = 0;
-#if !defined(MOESZ_KX_EMULATE)
-  __m128i v = _mm_set1_epi8((char)wd[0]);
-  for (; i + 16 <= nb; i += 16)
-    same += __builtin_popcount((unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(wd + i)), v)));
-#endif
-  for (; i < nb; i++) same += wd[i] == wd[0];
-  return same * 8 >= nb * 7 ? (wd[0] & 15) : 0;
+/* Row r's usual width (moesz_cl.usual) if in 3..8, else 0. */
+static inline int cl5_usual(const moesz_cl *m, int64_t r) {
+  int u = m->usual[r];
+  return u >= 3 && u <= 8 ? u : 0;
 }
 
-#define CL5_ROW(NT, UB) TGTVB static void cl5_row_##NT##_##UB(const moesz_cl *m, int64_t r, const int8_t *const *d, \
-    const float *const *s, const float *const *sx, const float *const *x, float *out) { cl5_row(m, r, NT, UB, d, s, sx, x, out); }
+/* Rows r0..r1, all of usual width UB, against NT tokens into out[u * ldo + i]. */
+#define CL5_ROW(NT, UB) TGTVB static void cl5_rows_##NT##_##UB(const moesz_cl *m, int64_t r0, int64_t r1, \
+    const int8_t *const *d, const float *const *s, const float *const *sx, const float *const *x, float *out, \
+    size_t ldo) {                                                                                               \
+  for (int64_t r = r0; r < r1; r++) {                                                                           \
+    float v[NT];                                                                                                \
+    cl5_row(m, r, NT, UB, d, s, sx, x, v);                                                                      \
+    for (int u = 0; u < NT; u++) out[(size_t)u * ldo + (size_t)(r - r0)] = v[u];                                \
+  }                                                                                                             \
+}
 #define CL5_NT(NT) CL5_ROW(NT, 0) CL5_ROW(NT, 3) CL5_ROW(NT, 4) CL5_ROW(NT, 5) CL5_ROW(NT, 6) CL5_ROW(NT, 7) CL5_ROW(NT, 8)
 CL5_NT(1)
 CL5_NT(2)
 CL5_NT(3)
 CL5_NT(4)
-typedef void cl5_fn(const moesz_cl *, int64_t, const int8_t *const *, const float *const *, const float *const *,
-                    const float *const *, float *);
-#define CL5_E(NT) {cl5_row_##NT##_0, NULL, NULL, cl5_row_##NT##_3, cl5_row_##NT##_4, cl5_row_##NT##_5, \
-                   cl5_row_##NT##_6, cl5_row_##NT##_7, cl5_row_##NT##_8}
+typedef void cl5_fn(const moesz_cl *, int64_t, int64_t, const int8_t *const *, const float *const *,
+                    const float *const *, const float *const *, float *, size_t);
+#define CL5_E(NT) {cl5_rows_##NT##_0, NULL, NULL, cl5_rows_##NT##_3, cl5_rows_##NT##_4, cl5_rows_##NT##_5, \
+                   cl5_rows_##NT##_6, cl5_rows_##NT##_7, cl5_rows_##NT##_8}
 static cl5_fn *const CL5_K[4][9] = {CL5_E(1), CL5_E(2), CL5_E(3), CL5_E(4)};
 
 void KX(moesz_kx_cl_rows)(const moesz_cl *m, int64_t r0, int64_t r1, const void *const *xq, const float *const *x,
@@ -550,10 +548,12 @@ void KX(moesz_kx_cl_rows)(const moesz_cl *m, int64_t r0, int64_t r1, const void 
     s[u] = (const float *)(d[u] + (size_t)m->ngroups * 3 * CLG);
     sx[u] = s[u] + m->ngroups;
   }
-  for (int64_t r = r0; r < r1; r++) {
-    float v[4];
-    CL5_K[nt - 1][cl5_usual(m, r)](m, r, d, s, sx, x, v);
-    for (int u = 0; u < nt; u++) out[(size_t)u * ldo + (size_t)(r - r0)] = v[u];
+  for (int64_t r = r0; r < r1;) {   /* runs of rows of one usual width: one call each */
+    int ub = cl5_usual(m, r);
+    int64_t e = r + 1;
+    while (e < r1 && cl5_usual(m, e) == ub) e++;
+    CL5_K[nt - 1][ub](m, r, e, d, s, sx, x, out + (r - r0), ldo);
+    r = e;
   }
 }
 #endif
