@@ -120,43 +120,40 @@ TGT static inline const float *x_group(const float *x, int64_t cols, int64_t g, 
  * block's). 0 if x has a non-finite value. */
 TGT static int quant_x(const float *x, int64_t cols, int64_t ng, int16_t *h, int16_t *l, float *s) {
   float tail[G] __attribute__((aligned(32)));
-  float m = 0, sc = 1.0f, inv = 0.0f;
-  for (int64_t g = 0; g < ng; g++) {
-    float mg;
-    const float *xg = x_group(x, cols, g, tail, &mg);
-    if (!(mg <= 3.0e38f)) return 0;          /* NaN or Inf (max_ps keeps the NaN operand here) */
-    for (int j = 0; j < G; j += 8) {
-      __m256 v = _mm256_loadu_ps(xg + j);
-      if (_mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q))) return 0;
-    }
-    if (g % CLK == 0) {   /* a block's first group: the block's scale */
-      m = mg;
-      for (int64_t k = g + 1; k < g + CLK && k < ng; k++) {
-        float mk;
-        x_group(x, cols, k, tail, &mk);
-        m = mk > m ? mk : m;   /* a NaN here is refused at its own group */
+  for (int64_t g0 = 0; g0 < ng; g0 += CLK) {   /* one scale a block of CLK groups */
+    int64_t g1 = g0 + CLK < ng ? g0 + CLK : ng;
+    float m = 0;
+    for (int64_t g = g0; g < g1; g++) {
+      float mg;
+      const float *xg = x_group(x, cols, g, tail, &mg);
+      if (!(mg <= 3.0e38f)) return 0;          /* NaN or Inf (max_ps keeps the NaN operand here) */
+      for (int j = 0; j < G; j += 8) {
+        __m256 v = _mm256_loadu_ps(xg + j);
+        if (_mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q))) return 0;
       }
-      xg = x_group(x, cols, g, tail, &mg);   /* the tail again, if g is the last group */
-      sc = m > 0 ? m / 32767.0f : 1.0f;
-      inv = m > 0 ? 32767.0f / m : 0.0f;
+      m = mg > m ? mg : m;
     }
-    s[g] = sc;
-    __m256 vi = _mm256_set1_ps(inv), vs = _mm256_set1_ps(sc), vl = _mm256_set1_ps(inv * 65536.0f);
-    __m256 lim = _mm256_set1_ps(32767.0f);
-    for (int j = 0; j < G; j += 16) {
-      __m256 a = _mm256_loadu_ps(xg + j), b = _mm256_loadu_ps(xg + j + 8);
-      __m256 ha = _mm256_round_ps(_mm256_mul_ps(a, vi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-      __m256 hb = _mm256_round_ps(_mm256_mul_ps(b, vi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-      ha = _mm256_min_ps(_mm256_max_ps(ha, _mm256_sub_ps(_mm256_setzero_ps(), lim)), lim);
-      hb = _mm256_min_ps(_mm256_max_ps(hb, _mm256_sub_ps(_mm256_setzero_ps(), lim)), lim);
-      /* residual x - h s, exact by FMA, in units of s / 65536 */
-      __m256 ra = _mm256_mul_ps(_mm256_fnmadd_ps(ha, vs, a), vl), rb = _mm256_mul_ps(_mm256_fnmadd_ps(hb, vs, b), vl);
-      ra = _mm256_min_ps(_mm256_max_ps(ra, _mm256_sub_ps(_mm256_setzero_ps(), lim)), lim);
-      rb = _mm256_min_ps(_mm256_max_ps(rb, _mm256_sub_ps(_mm256_setzero_ps(), lim)), lim);
-      __m256i hi = _mm256_permute4x64_epi64(_mm256_packs_epi32(_mm256_cvtps_epi32(ha), _mm256_cvtps_epi32(hb)), 0xd8);
-      __m256i lo = _mm256_permute4x64_epi64(_mm256_packs_epi32(_mm256_cvtps_epi32(ra), _mm256_cvtps_epi32(rb)), 0xd8);
-      _mm256_storeu_si256((__m256i *)(h + g * G + j), hi);
-      _mm256_storeu_si256((__m256i *)(l + g * G + j), lo);
+    float sc = m > 0 ? m / 32767.0f : 1.0f, inv = m > 0 ? 32767.0f / m : 0.0f;
+    for (int64_t g = g0; g < g1; g++) {
+      const float *xg = (g + 1) * G > cols ? tail : x + g * G;   /* tail: the last group, copied above */
+      s[g] = sc;
+      __m256 vi = _mm256_set1_ps(inv), vs = _mm256_set1_ps(sc), vl = _mm256_set1_ps(inv * 65536.0f);
+      __m256 lim = _mm256_set1_ps(32767.0f);
+      for (int j = 0; j < G; j += 16) {
+        __m256 a = _mm256_loadu_ps(xg + j), b = _mm256_loadu_ps(xg + j + 8);
+        __m256 ha = _mm256_round_ps(_mm256_mul_ps(a, vi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m256 hb = _mm256_round_ps(_mm256_mul_ps(b, vi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        ha = _mm256_min_ps(_mm256_max_ps(ha, _mm256_sub_ps(_mm256_setzero_ps(), lim)), lim);
+        hb = _mm256_min_ps(_mm256_max_ps(hb, _mm256_sub_ps(_mm256_setzero_ps(), lim)), lim);
+        /* residual x - h s, exact by FMA, in units of s / 65536 */
+        __m256 ra = _mm256_mul_ps(_mm256_fnmadd_ps(ha, vs, a), vl), rb = _mm256_mul_ps(_mm256_fnmadd_ps(hb, vs, b), vl);
+        ra = _mm256_min_ps(_mm256_max_ps(ra, _mm256_sub_ps(_mm256_setzero_ps(), lim)), lim);
+        rb = _mm256_min_ps(_mm256_max_ps(rb, _mm256_sub_ps(_mm256_setzero_ps(), lim)), lim);
+        __m256i hi = _mm256_permute4x64_epi64(_mm256_packs_epi32(_mm256_cvtps_epi32(ha), _mm256_cvtps_epi32(hb)), 0xd8);
+        __m256i lo = _mm256_permute4x64_epi64(_mm256_packs_epi32(_mm256_cvtps_epi32(ra), _mm256_cvtps_epi32(rb)), 0xd8);
+        _mm256_storeu_si256((__m256i *)(h + g * G + j), hi);
+        _mm256_storeu_si256((__m256i *)(l + g * G + j), lo);
+      }
     }
   }
   return 1;
@@ -272,6 +269,15 @@ TGT static inline __attribute__((always_inline)) __m256i dot64(__m256i q0, __m25
                                            _mm256_madd_epi16(q3, _mm256_loadu_si256((const __m256i *)(x + 48)))));
 }
 
+/* A group's 64 codes of width b <= 8 at p as 16-bit lanes q[0..3]. */
+TGT static inline __attribute__((always_inline)) void unpack64(const uint8_t *p, size_t b, const cl_w16 *t,
+                                                                __m256i *q) {
+  q[0] = UNPACK16(p, t->shuf, t->mul, t->sra);
+  q[1] = UNPACK16(p + 2 * b, t->shuf, t->mul, t->sra);
+  q[2] = UNPACK16(p + 4 * b, t->shuf, t->mul, t->sra);
+  q[3] = UNPACK16(p + 6 * b, t->shuf, t->mul, t->sra);
+}
+
 /* One group of width b <= 8 (b = 0 included: its tables give zero codes) in
  * the integer path for NT <= TBLK tokens (a constant at each use), the codes
  * unpacked once: token u's 16-bit codes times its split x (group o of
@@ -281,13 +287,12 @@ TGT static inline __attribute__((always_inline)) void groupn(const uint8_t *p, s
                                                               const int16_t *const *h, const int16_t *const *l,
                                                               const float *const *s, int64_t o, __m256 *a, __m256 *c,
                                                               int lo) {
-  const cl_w16 *t = tab + b;
-  __m256i q0 = UNPACK16(p, t->shuf, t->mul, t->sra), q1 = UNPACK16(p + 2 * b, t->shuf, t->mul, t->sra);
-  __m256i q2 = UNPACK16(p + 4 * b, t->shuf, t->mul, t->sra), q3 = UNPACK16(p + 6 * b, t->shuf, t->mul, t->sra);
+  __m256i q[4];
+  unpack64(p, b, tab + b, q);
   for (int u = 0; u < NT; u++) {
     __m256 sv = _mm256_broadcast_ss(s[u] + o);
-    a[u] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot64(q0, q1, q2, q3, h[u] + o * G)), sv, a[u]);
-    if (lo) c[u] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot64(q0, q1, q2, q3, l[u] + o * G)), sv, c[u]);
+    a[u] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot64(q[0], q[1], q[2], q[3], h[u] + o * G)), sv, a[u]);
+    if (lo) c[u] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot64(q[0], q[1], q[2], q[3], l[u] + o * G)), sv, c[u]);
   }
 }
 /* One token's group: groupn with NT = 1. */
@@ -348,14 +353,12 @@ TGT static inline __attribute__((always_inline)) void row_dotn(const moesz_cl *m
     }
     if (ub && __builtin_expect(wb == ub * 17, 1)) {   /* the row's usual width twice: constant offsets */
       if (NT <= 2) {   /* int32 through the block (|lane| <= 4 groups x 8 x 128 x 32767 < 2^28), one conversion */
-        const cl_w16 *t = tab + ub;
         for (int j = 0; j < 2; j++) {
-          const uint8_t *pj = p + 8 * ub * (size_t)j;
-          __m256i q0 = UNPACK16(pj, t->shuf, t->mul, t->sra), q1 = UNPACK16(pj + 2 * ub, t->shuf, t->mul, t->sra);
-          __m256i q2 = UNPACK16(pj + 4 * ub, t->shuf, t->mul, t->sra), q3 = UNPACK16(pj + 6 * ub, t->shuf, t->mul, t->sra);
+          __m256i q[4];
+          unpack64(p + 8 * ub * (size_t)j, ub, tab + ub, q);
           for (int u = 0; u < NT; u++) {
-            ih[u] = _mm256_add_epi32(ih[u], dot64(q0, q1, q2, q3, xh[u] + (g + j) * G));
-            if (lo) il[u] = _mm256_add_epi32(il[u], dot64(q0, q1, q2, q3, xl[u] + (g + j) * G));
+            ih[u] = _mm256_add_epi32(ih[u], dot64(q[0], q[1], q[2], q[3], xh[u] + (g + j) * G));
+            if (lo) il[u] = _mm256_add_epi32(il[u], dot64(q[0], q[1], q[2], q[3], xl[u] + (g + j) * G));
           }
         }
         pend = 1;
