@@ -452,59 +452,82 @@ TGTVB static inline __attribute__((always_inline)) void cl5_any(const moesz_cl *
   }
 }
 
+/* A pair of groups of the usual width UB at p: their digit sums added to
+ * p2, p1, p0 (int32, over the block; its x shares one scale). */
+TGTVB static inline __attribute__((always_inline)) void cl5_upair(const uint8_t *p, int UB, int NT, __m512i perm,
+                                                                   __m512i msh, const int8_t *const *d, int64_t k,
+                                                                   __m512i *p2, __m512i *p1, __m512i *p0) {
+  __m512i v0 = cl5_codes(p, UB, perm, msh), v1 = cl5_codes(p + 8 * UB, UB, perm, msh);
+  for (int u = 0; u < NT; u++) {
+    const int8_t *d0 = d[u] + 2 * k * 3 * CLG, *d1 = d0 + 3 * CLG;
+    p2[u] = _mm512_dpbusd_epi32(p2[u], v0, _mm512_loadu_si512((const void *)d0));
+    p1[u] = _mm512_dpbusd_epi32(p1[u], v0, _mm512_loadu_si512((const void *)(d0 + CLG)));
+    p0[u] = _mm512_dpbusd_epi32(p0[u], v0, _mm512_loadu_si512((const void *)(d0 + 2 * CLG)));
+    p2[u] = _mm512_dpbusd_epi32(p2[u], v1, _mm512_loadu_si512((const void *)d1));
+    p1[u] = _mm512_dpbusd_epi32(p1[u], v1, _mm512_loadu_si512((const void *)(d1 + CLG)));
+    p0[u] = _mm512_dpbusd_epi32(p0[u], v1, _mm512_loadu_si512((const void *)(d1 + 2 * CLG)));
+  }
+}
+
 /* Row r against NT tokens, UB its usual width (both groups of most width
- * bytes; 0: none): out[u] = sum of q x (before step and escapes). */
+ * bytes; 0: none): out[u] = sum of q x (before step and escapes). tot[u]:
+ * token u's sum of sx over the row's full pairs of groups (the codes' offset
+ * of a row whose groups all have the usual width; other groups correct it).
+ * A block of CLK = 4 groups whose both pairs have the usual width is the
+ * common case: twelve vpdpbusd a token from zero, then one conversion. */
 TGTVB static inline __attribute__((always_inline)) void cl5_row(const moesz_cl *m, int64_t r, int NT, int UB,
                                                                  const int8_t *const *d, const float *const *s,
                                                                  const float *const *sx, const float *const *x,
-                                                                 float *out) {
+                                                                 const float *tot, float *out) {
   const uint8_t *p = m->data + m->row_off[r], *wd = m->widths + r * m->wstride;
   int64_t ng = m->ngroups, npair = ng >> 1;
   __m512 a[4], c[4];
   __m512i p2[4], p1[4], p0[4];   /* a block's usual-width groups: sums of u times each digit of x */
   float corr[4], extra[4];
-  int pend = 0;
   for (int u = 0; u < NT; u++) {
     a[u] = c[u] = _mm512_setzero_ps();
-    p2[u] = p1[u] = p0[u] = _mm512_setzero_si512();
-    corr[u] = extra[u] = 0;
+    corr[u] = UB ? tot[u] : 0;
+    extra[u] = 0;
   }
   __m512i perm = _mm512_setzero_si512(), msh = perm;
   if (UB) { perm = _mm512_load_si512((const void *)CL5_PERM[UB]); msh = _mm512_load_si512((const void *)CL5_MSH[UB]); }
-  for (int64_t k = 0; k < npair; k++) {
-    size_t wb = wd[k];
+  const size_t uu = (size_t)UB * 17;   /* a width byte: the usual width twice */
+  for (int64_t k = 0; k < npair; k += 2) {   /* a block: pairs k and k + 1 */
     _mm_prefetch((const char *)p + CL5_PF, _MM_HINT_T0);
     _mm_prefetch((const char *)p + CL5_PF + 64, _MM_HINT_T0);
-    if (UB && __builtin_expect(wb == (size_t)UB * 17, 1)) {   /* the usual width twice: constant tables */
-      __m512i v0 = cl5_codes(p, UB, perm, msh), v1 = cl5_codes(p + 8 * UB, UB, perm, msh);
-      for (int u = 0; u < NT; u++) {   /* int32 sums over the block (its x shares one scale) */
-        const int8_t *d0 = d[u] + 2 * k * 3 * CLG, *d1 = d0 + 3 * CLG;
-        p2[u] = _mm512_dpbusd_epi32(p2[u], v0, _mm512_loadu_si512((const void *)d0));
-        p1[u] = _mm512_dpbusd_epi32(p1[u], v0, _mm512_loadu_si512((const void *)(d0 + CLG)));
-        p0[u] = _mm512_dpbusd_epi32(p0[u], v0, _mm512_loadu_si512((const void *)(d0 + 2 * CLG)));
-        p2[u] = _mm512_dpbusd_epi32(p2[u], v1, _mm512_loadu_si512((const void *)d1));
-        p1[u] = _mm512_dpbusd_epi32(p1[u], v1, _mm512_loadu_si512((const void *)(d1 + CLG)));
-        p0[u] = _mm512_dpbusd_epi32(p0[u], v1, _mm512_loadu_si512((const void *)(d1 + 2 * CLG)));
-        corr[u] += sx[u][2 * k] + sx[u][2 * k + 1];
-      }
+    _mm_prefetch((const char *)p + CL5_PF + 128, _MM_HINT_T0);
+    _mm_prefetch((const char *)p + CL5_PF + 192, _MM_HINT_T0);
+    for (int u = 0; u < NT; u++) p2[u] = p1[u] = p0[u] = _mm512_setzero_si512();
+    int pend = 0;
+    if (UB && __builtin_expect(k + 1 < npair && wd[k] == uu && wd[k + 1] == uu, 1)) {
+      cl5_upair(p, UB, NT, perm, msh, d, k, p2, p1, p0);
+      cl5_upair(p + 16 * UB, UB, NT, perm, msh, d, k + 1, p2, p1, p0);
+      p += 32 * UB;
       pend = 1;
-      p += 16 * UB;
     } else {
-      int b0 = (int)(wb & 15), b1 = (int)(wb >> 4);
-      cl5_any(m, p, b0, UB, NT, d, s, sx, x, 2 * k, a, c, corr, extra);
-      p += 8 * b0;
-      cl5_any(m, p, b1, UB, NT, d, s, sx, x, 2 * k + 1, a, c, corr, extra);
-      p += 8 * b1;
+      for (int64_t j = k; j < k + 2 && j < npair; j++) {
+        size_t wb = wd[j];
+        if (UB && wb == uu) {
+          cl5_upair(p, UB, NT, perm, msh, d, j, p2, p1, p0);
+          p += 16 * UB;
+          pend = 1;
+          continue;
+        }
+        int b0 = (int)(wb & 15), b1 = (int)(wb >> 4);
+        if (UB)
+          for (int u = 0; u < NT; u++) corr[u] -= sx[u][2 * j] + sx[u][2 * j + 1];
+        cl5_any(m, p, b0, UB, NT, d, s, sx, x, 2 * j, a, c, corr, extra);
+        p += 8 * b0;
+        cl5_any(m, p, b1, UB, NT, d, s, sx, x, 2 * j + 1, a, c, corr, extra);
+        p += 8 * b1;
+      }
     }
-    if (pend && (((2 * k + 2) % CLK) == 0 || k + 1 == npair)) {   /* the block's end: its sums to f32 */
+    if (pend)   /* the block's usual-width sums to f32 */
       for (int u = 0; u < NT; u++) {
         __m512 sv = _mm512_set1_ps(s[u][2 * k]);
         a[u] = _mm512_fmadd_ps(cvt_i32(_mm512_add_epi32(_mm512_slli_epi32(p2[u], 8), p1[u])), sv, a[u]);
         c[u] = _mm512_fmadd_ps(cvt_i32(p0[u]), sv, c[u]);
-        p2[u] = p1[u] = p0[u] = _mm512_setzero_si512();
       }
-      pend = 0;
-    }
   }
   if (ng & 1) cl5_any(m, p, wd[npair] & 15, UB, NT, d, s, sx, x, ng - 1, a, c, corr, extra);
   for (int u = 0; u < NT; u++)
@@ -520,11 +543,11 @@ static inline int cl5_usual(const moesz_cl *m, int64_t r) {
 
 /* Rows r0..r1, all of usual width UB, against NT tokens into out[u * ldo + i]. */
 #define CL5_ROW(NT, UB) TGTVB static void cl5_rows_##NT##_##UB(const moesz_cl *m, int64_t r0, int64_t r1, \
-    const int8_t *const *d, const float *const *s, const float *const *sx, const float *const *x, float *out, \
-    size_t ldo) {                                                                                               \
+    const int8_t *const *d, const float *const *s, const float *const *sx, const float *const *x,            \
+    const float *tot, float *out, size_t ldo) {                                                                 \
   for (int64_t r = r0; r < r1; r++) {                                                                           \
     float v[NT];                                                                                                \
-    cl5_row(m, r, NT, UB, d, s, sx, x, v);                                                                      \
+    cl5_row(m, r, NT, UB, d, s, sx, x, tot, v);                                                                      \
     for (int u = 0; u < NT; u++) out[(size_t)u * ldo + (size_t)(r - r0)] = v[u];                                \
   }                                                                                                             \
 }
@@ -534,7 +557,7 @@ CL5_NT(2)
 CL5_NT(3)
 CL5_NT(4)
 typedef void cl5_fn(const moesz_cl *, int64_t, int64_t, const int8_t *const *, const float *const *,
-                    const float *const *, const float *const *, float *, size_t);
+                    const float *const *, const float *const *, const float *, float *, size_t);
 #define CL5_E(NT) {cl5_rows_##NT##_0, NULL, NULL, cl5_rows_##NT##_3, cl5_rows_##NT##_4, cl5_rows_##NT##_5, \
                    cl5_rows_##NT##_6, cl5_rows_##NT##_7, cl5_rows_##NT##_8}
 static cl5_fn *const CL5_K[4][9] = {CL5_E(1), CL5_E(2), CL5_E(3), CL5_E(4)};
@@ -543,16 +566,19 @@ void KX(moesz_kx_cl_rows)(const moesz_cl *m, int64_t r0, int64_t r1, const void 
                           int nt, float *out, size_t ldo) {
   const int8_t *d[4];
   const float *s[4], *sx[4];
+  float tot[4];   /* sum of sx over the full pairs of groups (cl5_row) */
   for (int u = 0; u < nt; u++) {
     d[u] = xq[u];
     s[u] = (const float *)(d[u] + (size_t)m->ngroups * 3 * CLG);
     sx[u] = s[u] + m->ngroups;
+    tot[u] = 0;
+    for (int64_t g = 0; g < (m->ngroups & ~(int64_t)1); g++) tot[u] += sx[u][g];
   }
   for (int64_t r = r0; r < r1;) {   /* runs of rows of one usual width: one call each */
     int ub = cl5_usual(m, r);
     int64_t e = r + 1;
     while (e < r1 && cl5_usual(m, e) == ub) e++;
-    CL5_K[nt - 1][ub](m, r, e, d, s, sx, x, out + (r - r0), ldo);
+    CL5_K[nt - 1][ub](m, r, e, d, s, sx, x, tot, out + (r - r0), ldo);
     r = e;
   }
 }
