@@ -10,7 +10,8 @@
 #       MSZ[+fast|+fast8] ... -- GGUF ...
 #
 # MSZ+fast runs the container with --fast-dot, MSZ+fast8 with --fast-dot=8. Env: MOESZ_BIN (build/moesz),
-# THREADS (2), PROMPT (64), GEN (32), REPS (3), VERBOSE (0; 1: also every run's figures), LLAMA_DEPTH (0: llama-bench's
+# THREADS (2), PROMPT (64), GEN (32), REPS (3), VERBOSE (0; 1: also every run's figures), DIR_RUN (1; 0: the
+# BF16 folder only names the model, not run: fewer files in the page cache), LLAMA_DEPTH (0: llama-bench's
 # decode test starts from an empty context; PROMPT: it decodes after that many
 # tokens of context, as `moesz run` decodes after its prompt), WARM (0; 1: each container
 # run starts warm, its experts loaded before the prompt from a --cache-state file the warm-up
@@ -30,6 +31,7 @@ REPS=${REPS:-3}
 LLAMA_DEPTH=${LLAMA_DEPTH:-0}
 WARM=${WARM:-0}
 VERBOSE=${VERBOSE:-0}
+DIR_RUN=${DIR_RUN:-1}
 DIR=$1; shift
 msz=""; gg=""; side=m
 for a in "$@"; do
@@ -61,17 +63,18 @@ llama_once() {
       $h["n_gen"] == g && $h["n_prompt"] == 0 { tg = $h["avg_ts"] }
       END { print pp, tg }'
 }
-for m in $DIR $msz; do rm -f "/tmp/cvl_state_$(key "$m")"; moesz_once "$m" >/dev/null; : > "/tmp/cvl_$(key "$m")"; done
+runm=$msz; [ "$DIR_RUN" = 0 ] || runm="$DIR $msz"
+for m in $runm; do rm -f "/tmp/cvl_state_$(key "$m")"; moesz_once "$m" >/dev/null; : > "/tmp/cvl_$(key "$m")"; done
 for g in $gg; do : > "/tmp/cvl_$(key "$g")"; done
 i=0
 while [ $i -lt "$REPS" ]; do
-  for m in $DIR $msz; do moesz_once "$m" >> "/tmp/cvl_$(key "$m")"; done
+  for m in $runm; do moesz_once "$m" >> "/tmp/cvl_$(key "$m")"; done
   for g in $gg; do llama_once "$g" >> "/tmp/cvl_$(key "$g")"; done
   i=$((i + 1))
 done
 echo "# $(date -u +%Y-%m-%d), $THREADS threads, prompt $PROMPT, gen $GEN, medians of $REPS, llama.cpp decode depth $LLAMA_DEPTH, containers warm $WARM; load $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '| engine | file | file GB | decode tok/s | prompt tok/s |\n|---|---|---|---|---|\n'
-for e in $DIR $msz $gg; do
+for e in $runm $gg; do
   f=${e%+fast*}; sz=$(du -sb "$f" | cut -f1)
   case "$e" in *.gguf) eng=llama.cpp ;; *+fast8) eng="moesz --fast-dot=8" ;; *+fast) eng="moesz --fast-dot" ;; *) eng=moesz ;; esac
   p=$(cut -d' ' -f1 "/tmp/cvl_$(key "$e")" | median); g=$(cut -d' ' -f2 "/tmp/cvl_$(key "$e")" | median)
@@ -79,7 +82,7 @@ for e in $DIR $msz $gg; do
 done
 if [ "$VERBOSE" = 1 ]; then   # every run, in the order they ran (the bandwidth level can change between runs)
   echo "# every run, decode tok/s (prompt tok/s):"
-  for e in $DIR $msz $gg; do
+  for e in $runm $gg; do
     printf '# %s: %s\n' "$(basename "$e")" "$(awk '{ printf "%s%.2f (%.1f)", (NR > 1 ? ", " : ""), $2, $1 }' "/tmp/cvl_$(key "$e")")"
   done
 fi
