@@ -54,16 +54,8 @@
 #define XQ_BYTES(ng) ((size_t)(ng) * (G * 4 + 4))   /* quantized x of one token: h, l, scale per group */
 #define XQ8_BYTES(ng) ((size_t)(ng) * (G + 8) + 32) /* x to 8 bits (one token): x8, scale, bias per group, total */
 
-/* The row's escapes: sum of w_e * x[c_e]. */
-static inline float esc_dot(const moesz_cl *m, int64_t r, const float *x) {
-  float s = 0;
-  size_t base = (size_t)r * (size_t)m->cols;   /* esc_idx counts from row 0 */
-  for (uint32_t e = m->esc_start[r]; e < m->esc_start[r + 1]; e++) s += m->esc_val[e] * x[m->esc_idx[e] - base];
-  return s;
-}
-
-/* Rows a..b's escape sums against x: es[r - a] = esc_dot(m, r, x), in the
- * same order, by one flat loop over their escapes. A row has none to a few,
+/* Rows a..b's escape sums against x: es[r - a] = sum of w_e x[c_e] over row
+ * r's escapes in their order, by one flat loop over them. A row has none to a few,
  * and a loop per row mispredicts its exit about once a row (Zen 4, 8-layer
  * OLMoE-shaped model at eb 1e-3: 4.5% of decode samples). An escape's row is
  * (idx + 1/2) / cols in double: the quotient is at least 1/(2 cols) from an
@@ -95,7 +87,9 @@ static void cl_scalar(const moesz_cl *m, int64_t r0, int64_t r1, const float *x,
         s += sg;
         p += 8 * b;
       }
-      float v = s * m->step + esc_dot(m, r, xt);
+      float e;
+      esc_dots(m, r, r + 1, xt, &e);
+      float v = s * m->step + e;
       float *o = y + (size_t)t * ldy + (r - r0);
       *o = acc ? *o + v : v;
     }
