@@ -181,7 +181,8 @@ static int run_cl(moesz_kctx *kc, moesz_cl *m, int nt, int acc, size_t ldx, size
 /* y = W x through moesz_k_linear against a double product with the decoded
  * weights: equal up to f32 rounding, plus, where x is rounded to 16 bits per
  * group of 64 (kc->cl_act16, SIMD integer path), that rounding's bound
- * sum |w_c| * max|x_g| / 32767 / 2. */
+ * sum |w_c| * max|x_g| / 32639 / 2 (32639 = 127 * 257, the VBMI kernel's full
+ * scale for two 8-bit digits; the AVX2 kernel's 32767 gives a finer step). */
 static int check_fused(moesz_kctx *kc, int rows, int cols, int nt, int acc, double rscale) {
   size_t n = (size_t)rows * (size_t)cols;
   float *f = malloc(n * 4), *w = malloc(n * 4);
@@ -206,7 +207,7 @@ static int check_fused(moesz_kctx *kc, int rows, int cols, int nt, int acc, doub
         if (c % 64 == 0) {
           double mx = 0;
           for (int i = c; i < c + 64 && i < cols; i++) mx = fmax(mx, fabs(x[(size_t)t * ldx + i]));
-          x16 = mx / 32767 / 2;
+          x16 = mx / 32639 / 2;
           if (kc->cl_act == 2) {   /* 4-bit groups against 8-bit x, one scale per 128 columns */
             for (int i = c / 128 * 128; i < c / 128 * 128 + 128 && i < cols; i++) mx = fmax(mx, fabs(x[(size_t)t * ldx + i]));
             x16 = mx / 127 / 2;
@@ -406,7 +407,7 @@ TEST(fused_one_and_two_tokens_every_width) {
             double mx = 0, mp = 0;   /* its block's largest |x| (4 groups: 16-bit x's scale), its pair's (128 columns) */
             for (int i = c / 256 * 256; i < c / 256 * 256 + 256 && i < cols; i++) mx = fmax(mx, fabs(x[i]));
             for (int i = c / 128 * 128; i < c / 128 * 128 + 128 && i < cols; i++) mp = fmax(mp, fabs(x[i]));
-            x16 = mx / 32767 / 2;
+            x16 = mx / 32639 / 2;   /* the coarser of the AVX2 (32767) and VBMI (127 * 257) steps */
             s8 = mp > 0 ? (float)mp / 127.0f : 1.0f;
             inv8 = mp > 0 ? 127.0f / (float)mp : 0.0f;
           }

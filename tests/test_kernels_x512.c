@@ -36,12 +36,12 @@ void moesz_kx_bf16_rows(const uint16_t *w, size_t ld, size_t cols, int nr, const
 void moesz_kx_cl8_mm(const uint8_t *tile, int64_t ng, const int8_t *const *x8, const float *const *s8, int nt,
                      float *out);
 size_t moesz_kx_cl_xq_bytes(int64_t ng);
-int moesz_kx_cl_quant_x(const float *x, int64_t cols, int64_t ng, void *xq);
+int moesz_kx_cl_quant_x(const float *x, int64_t cols, int64_t ng, int digits, void *xq);
 void moesz_kx_cl_rows(const struct moesz_cl *m, int64_t r0, int64_t r1, const void *const *xq, const float *const *x,
-                      int nt, float *out, size_t ldo);
-typedef int clq_fn(const float *, int64_t, int64_t, void *);
-typedef void clr_fn(const struct moesz_cl *, int64_t, int64_t, const void *const *, const float *const *, int, float *,
-                    size_t);
+                      int nt, int digits, float *out, size_t ldo);
+typedef int clq_fn(const float *, int64_t, int64_t, int, void *);
+typedef void clr_fn(const struct moesz_cl *, int64_t, int64_t, const void *const *, const float *const *, int, int,
+                    float *, size_t);
 
 typedef void cl8_fn(const uint8_t *, int64_t, const int8_t *const *, const float *const *, int, float *);
 typedef void mm_fn(const float *, int, const float *, size_t, int, size_t, float *, size_t, int);
@@ -187,22 +187,37 @@ static int check_cl8(cl8_fn *fn, int exact) {
   return bad;
 }
 
+/* x [cols] as the 16-bit quantizer rounds it (digits 2): per block of 256
+ * columns s h, h = x (32639 / m) to nearest (f32), s = m / 32639, m the
+ * block's largest |x|. */
+static void round_x16(const float *x, int cols, double *xr) {
+  for (int c0 = 0; c0 < cols; c0 += 256) {
+    int c1 = c0 + 256 < cols ? c0 + 256 : cols;
+    float m = 0;
+    for (int c = c0; c < c1; c++) m = fabsf(x[c]) > m ? fabsf(x[c]) : m;
+    float inv = m > 0 ? 32639.0f / m : 0.0f, s = m > 0 ? m / 32639.0f : 1.0f;
+    for (int c = c0; c < c1; c++) xr[c] = (double)s * (double)nearbyintf(x[c] * inv);
+  }
+}
+
 /* The compute-layout kernel (AVX-512 VBMI + VNNI) against sums of its codes
  * times x in double: layouts of every width 0..15 (rows of one usual width
- * 3..8 with every 5th group of another, and rows of mixed widths), escapes,
+ * 2..8 with every 5th group of another, and rows of mixed widths), escapes,
  * a partial last group and an odd group count; 1..4 tokens; x with values
- * across 2^-20..1 of a group's largest. Returns the number of bad sums. */
+ * across 2^-20..1 of a group's largest, split exactly (digits 3) or rounded
+ * to 16 bits (2: against x rounded as round_x16 does). Returns the number of
+ * bad sums. */
 static int check_cl5(clq_fn *quant, clr_fn *rows_fn) {
   int bad = 0;
   static const int colss[] = {64, 100, 660, 2048};
-  for (int ci = 0; ci < 4; ci++) {
-    int rows = 12, cols = colss[ci];
+  for (int ci = 0; ci < 8; ci++) {
+    int rows = 14, cols = colss[ci % 4], digits = ci < 4 ? 3 : 2;
     double step = 2e-3;
     float *f = malloc(sizeof(float) * (size_t)rows * cols), *x = malloc(sizeof(float) * 4 * (size_t)cols);
     for (int r = 0; r < rows; r++)
       for (int c = 0; c < cols; c++) {
-        int b = r < 6 ? 3 + r : (r + c / 64) % 16, q = 0;
-        if (r < 6 && (c / 64) % 5 == 2) b = (c / 64) % 16;
+        int b = r < 7 ? 2 + r : (r + c / 64) % 16, q = 0;
+        if (r < 7 && (c / 64) % 5 == 2) b = (c / 64) % 16;
         if (b) q = (int)(urand() * (double)(1 << b)) - (1 << (b - 1));
         if (b && c % 64 < 2) q = c % 64 ? (1 << (b - 1)) - 1 : -(1 << (b - 1));
         f[(size_t)r * cols + c] = (float)(q * step);
@@ -218,37 +233,42 @@ static int check_cl5(clq_fn *quant, clr_fn *rows_fn) {
     uint8_t *xq = aligned_alloc(64, (4 * xb + 63) / 64 * 64);
     const void *xqp[4];
     const float *xr[4];
+    double *x16 = malloc(sizeof(double) * 4 * (size_t)cols);
     for (int t = 0; t < 4; t++) {
       xqp[t] = xq + (size_t)t * xb;
       xr[t] = x + (size_t)t * cols;
-      if (!quant(xr[t], cols, m.ngroups, xq + (size_t)t * xb)) bad++;
+      if (!quant(xr[t], cols, m.ngroups, digits, xq + (size_t)t * xb)) bad++;
+      round_x16(xr[t], cols, x16 + (size_t)t * cols);
     }
-    float out[4 * 12];
+    float out[4 * 14];
     for (int nt = 1; nt <= 4; nt++) {
-      rows_fn(&m, 0, rows, xqp, xr, nt, out, 12);
+      rows_fn(&m, 0, rows, xqp, xr, nt, digits, out, 14);
       for (int t = 0; t < nt; t++)
         for (int r = 0; r < rows; r++) {
           double ref = 0, mag = 0;
           const uint8_t *p = m.data + m.row_off[r];
           for (int64_t g = 0; g < m.ngroups; g++) {
             int b = moesz_cl_width(&m, r, g);
-            for (int k = 0; k < 64 && g * 64 + k < cols; k++) {
-              double v = (double)moesz_cl_code(p, b, k) * xr[t][g * 64 + k];
+            for (int k = 0; k < 64 && g * 64 + k < cols; k++) {   /* wider groups: f32 x */
+              double xv = digits == 2 && b <= 8 ? x16[(size_t)t * cols + g * 64 + k] : xr[t][g * 64 + k];
+              double v = (double)moesz_cl_code(p, b, k) * xv;
               ref += v;
               mag += fabs(v);
             }
             p += 8 * b;
           }
-          if (!(fabs((double)out[t * 12 + r] - ref) <= 1e-6 * mag + 1e-30)) {
-            if (bad < 3) fprintf(stderr, "  cl5 cols %d nt %d: [%d][%d] %.9g vs %.9g\n", cols, nt, t, r, out[t * 12 + r], ref);
+          if (!(fabs((double)out[t * 14 + r] - ref) <= 1e-6 * mag + 1e-30)) {
+            if (bad < 3)
+              fprintf(stderr, "  cl5 cols %d digits %d nt %d: [%d][%d] %.9g vs %.9g\n", cols, digits, nt, t, r,
+                      out[t * 14 + r], ref);
             bad++;
           }
         }
     }
     x[5] = __builtin_nanf("");   /* a non-finite x is refused */
-    if (quant(x, cols, m.ngroups, xq)) bad++;
+    if (quant(x, cols, m.ngroups, digits, xq)) bad++;
     moesz_cl_free(&m);
-    free(buf); free(f); free(x); free(xq);
+    free(buf); free(f); free(x); free(xq); free(x16);
   }
   return bad;
 }
@@ -273,8 +293,10 @@ TEST(cl_vbmi_native) {
   for (int i = 128; i < 192; i++) x[i] = 0;   /* an all-zero group */
   size_t xb = moesz_kx_cl_xq_bytes((C + 63) / 64);
   uint8_t *a = calloc(1, xb), *b = calloc(1, xb);
-  CHECK(moesz_kx_cl_quant_x(x, C, (C + 63) / 64, a) && moesz_kx_cl_quant_x_emu(x, C, (C + 63) / 64, b));
-  CHECK(memcmp(a, b, xb) == 0);
+  for (int digits = 2; digits <= 3; digits++) {
+    CHECK(moesz_kx_cl_quant_x(x, C, (C + 63) / 64, digits, a) && moesz_kx_cl_quant_x_emu(x, C, (C + 63) / 64, digits, b));
+    CHECK(memcmp(a, b, xb) == 0);
+  }
   free(a); free(b);
 #endif
 }

@@ -23,7 +23,7 @@ typedef struct moesz_kctx {
   int simd;                /* 1: use the AVX2 paths (only if the CPU has them); 2: AVX-512 F/BW/VNNI
                               paths too, where kernels have them (F32/BF16 matvec, BF16 small batch, the
                               packed path's micro-kernel, compute layout); 3: also AVX512_VBMI, the
-                              compute layout's one-token exact kernel (moesz_kx_cl_rows) */
+                              compute layout's one-token kernel, x exact or to 16 bits (moesz_kx_cl_rows) */
   size_t scratch_floats;   /* per-thread scratch size */
   float **scratch;         /* [nthreads][scratch_floats] packing / score buffers */
   uint64_t gen;            /* bumped per moesz_k_linear call */
@@ -95,7 +95,7 @@ int moesz_k_linear_on(moesz_kctx *c, const moesz_kjob *jobs, int njobs, int tid)
 /* Rows r0..r1 of a compute-layout matrix (moesz/codec.h) times nt tokens
  * x [nt, cols] (row stride ldx): y[t * ldy + (r - r0)] (+)= step * sum q x +
  * escapes. simd: 1 AVX2 paths, 2 also AVX-512 (kernels_cl.c), 3 one token at
- * act 0 through moesz_kx_cl_rows (kernels_x512.c); scratch (moesz_k_cl_scratch_bytes,
+ * act 0 or 1 through moesz_kx_cl_rows (kernels_x512.c); scratch (moesz_k_cl_scratch_bytes,
  * 32-byte aligned, or NULL: float path only) holds x split for the integer
  * path; act: how x meets the codes, as kctx.cl_act (0 exact, 1 16-bit x, 2
  * also 8-bit x for one token's 4-bit rows); have_xq = 1 says it already holds

@@ -844,24 +844,24 @@ size_t moesz_k_cl_scratch_bytes(int64_t cols) {
 
 #if MOESZ_X86
 /* simd >= 3 (AVX-512 VBMI + VNNI): the codes against x quantized to 24 bits
- * a group (moesz_kx_cl_rows, kernels_x512.c), nt <= TBLK tokens, each
- * token's quantized x in its XQ_BYTES slot of scratch; 0 (nothing written)
- * if some x is not finite. */
+ * a block of 4 groups (digits 3), or to 16 (2: act 1), by moesz_kx_cl_rows
+ * (kernels_x512.c), nt <= TBLK tokens, each token's quantized x in its
+ * XQ_BYTES slot of scratch; 0 (nothing written) if some x is not finite. */
 static int cl_vbmi(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt, float *y,
-                   size_t ldy, int acc, uint8_t *scratch, int have_xq) {
+                   size_t ldy, int acc, uint8_t *scratch, int have_xq, int digits) {
   int64_t ng = m->ngroups;
   const void *xq[TBLK];
   const float *xr[TBLK];
   for (int t = 0; t < nt; t++) {
     xr[t] = x + (size_t)t * ldx;
     xq[t] = scratch + (size_t)t * XQ_BYTES(ng);
-    if (!have_xq && !moesz_kx_cl_quant_x(xr[t], m->cols, ng, scratch + (size_t)t * XQ_BYTES(ng))) return 0;
+    if (!have_xq && !moesz_kx_cl_quant_x(xr[t], m->cols, ng, digits, scratch + (size_t)t * XQ_BYTES(ng))) return 0;
   }
   enum { RB = 64 };
   float part[TBLK * RB];
   for (int64_t a = r0; a < r1; a += RB) {
     int64_t b = a + RB < r1 ? a + RB : r1;
-    moesz_kx_cl_rows(m, a, b, xq, xr, nt, part, RB);
+    moesz_kx_cl_rows(m, a, b, xq, xr, nt, digits, part, RB);
     for (int t = 0; t < nt; t++) {
       float es[RB];
       esc_dots(m, a, b, xr[t], es);
@@ -879,8 +879,8 @@ static int cl_vbmi(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, si
 int moesz_k_cl_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt, float *y,
                     size_t ldy, int acc, int simd, int act, void *scratch, int have_xq) {
 #if MOESZ_X86
-  if (simd >= 3 && act == 0 && nt == 1 && scratch && moesz_kx_cl_xq_bytes(m->ngroups) <= XQ_BYTES(m->ngroups) &&
-      cl_vbmi(m, r0, r1, x, ldx, nt, y, ldy, acc, scratch, have_xq))
+  if (simd >= 3 && act <= 1 && nt == 1 && scratch && moesz_kx_cl_xq_bytes(m->ngroups) <= XQ_BYTES(m->ngroups) &&
+      cl_vbmi(m, r0, r1, x, ldx, nt, y, ldy, acc, scratch, have_xq, act ? 2 : 3))
     return 1;
   if (simd) {
     int ok = 1;

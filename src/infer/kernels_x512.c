@@ -261,20 +261,27 @@ void KX(moesz_kx_cl8_mm)(const uint8_t *tile, int64_t ng, const int8_t *const *x
  * of x (kernels_cl.c), a group of 64 codes of the usual width costs 7
  * 512-bit instructions a token and 7 more a block instead of 30 256-bit
  * ones. Groups wider than 8 bits (rare: the encoder
- * escapes outliers) are multiplied one code at a time. */
+ * escapes outliers) are multiplied one code at a time.
+ * With x at 16 bits (fast_dot, one token) h stays within 127 * 257, so the
+ * top digit is zero and its vpdpbusd is skipped: two a token instead of
+ * three. Every usual width from 2 to 8 has its own instantiation (width 2
+ * is most groups at loose bounds). */
 #if MOESZ_KX_X86
 #include "infer/kernels_cl512_tab.h"
 #include "moesz/codec.h"
 #if defined(MOESZ_KX_EMULATE)
 #define TGTVB
+#define CL5_INL static __attribute__((noinline)) /* emulated: compiled once, not per kernel (build time) */
 #else
 #define TGTVB __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vbmi,avx512vnni")))
+#define CL5_INL static inline __attribute__((always_inline)) /* constant NT, ND, UB per kernel */
 #endif
 #define CLG 64
 #ifndef CL5_PF
 #define CL5_PF 2048 /* codes prefetched this far ahead */
 #endif
 #define CLX_HMAX 8323072 /* 127 * 65536: three balanced base-256 digits stay within [-128, 127] */
+#define CLX_HMAX16 32639  /* 127 * 257: two such digits, the third zero (x to 16 bits, fast_dot) */
 #define CLK 4         /* groups sharing one scale of x: a row's usual-width groups of a block add up in int32 */
 
 size_t KX(moesz_kx_cl_xq_bytes)(int64_t ng) {
@@ -352,7 +359,8 @@ TGTVB static int32_t cl5_gquant(const float *x, int64_t cols, int64_t g, float i
   return hs;
 }
 
-int KX(moesz_kx_cl_quant_x)(const float *x, int64_t cols, int64_t ng, void *xq) {
+int KX(moesz_kx_cl_quant_x)(const float *x, int64_t cols, int64_t ng, int digits, void *xq) {
+  const float hmax = digits == 2 ? (float)CLX_HMAX16 : (float)CLX_HMAX;
   int8_t *d = xq;
   float *s = (float *)(d + (size_t)ng * 3 * CLG), *sx = s + ng;
   for (int64_t g0 = 0; g0 < ng; g0 += CLK) {   /* one scale a block of CLK groups */
@@ -363,7 +371,7 @@ int KX(moesz_kx_cl_quant_x)(const float *x, int64_t cols, int64_t ng, void *xq) 
       if (!(mg <= 3.0e38f)) return 0;
       m = mg > m ? mg : m;
     }
-    float sc = m > 0 ? m / (float)CLX_HMAX : 1.0f, inv = m > 0 ? (float)CLX_HMAX / m : 0.0f;
+    float sc = m > 0 ? m / hmax : 1.0f, inv = m > 0 ? hmax / m : 0.0f;
     for (int64_t g = g0; g < g1; g++) {
       s[g] = sc;
       sx[g] = sc * (float)cl5_gquant(x, cols, g, inv, d + (size_t)g * 3 * CLG);
@@ -397,7 +405,7 @@ TGTVB static inline __m512i multishift(__m512i ctrl, __m512i a) {
 
 /* 64 codes of width b (1..8) at p as bytes q 2^(8 - b) + 128. Masked load:
  * the data's 16 bytes of padding cover a group's 8 b bytes only. */
-TGTVB static inline __attribute__((always_inline)) __m512i cl5_codes(const uint8_t *p, int b, __m512i perm,
+TGTVB CL5_INL __m512i cl5_codes(const uint8_t *p, int b, __m512i perm,
                                                                       __m512i msh) {
 #if defined(MOESZ_KX_EMULATE)   /* SIMDe 0.7.4 has no masked byte load */
   uint8_t buf[64] = {0};
@@ -414,14 +422,15 @@ TGTVB static inline __attribute__((always_inline)) __m512i cl5_codes(const uint8
 /* One group's codes v against NT tokens (their digits d, scales s and sums
  * of x sx; group g), f the group's scale relative to the row's (a power of
  * two): 256 S + T into a (S) and c (T), sx into corr. */
-TGTVB static inline __attribute__((always_inline)) void cl5_group(__m512i v, int NT, const int8_t *const *d,
+TGTVB CL5_INL void cl5_group(__m512i v, int NT, int ND, const int8_t *const *d,
                                                                    const float *const *s, const float *const *sx,
                                                                    int64_t g, float f, __m512 *a, __m512 *c,
                                                                    float *corr) {
   for (int u = 0; u < NT; u++) {
     const int8_t *dg = d[u] + g * 3 * CLG;
-    __m512i S = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, _mm512_loadu_si512((const void *)dg));
-    S = _mm512_dpbusd_epi32(_mm512_slli_epi32(S, 8), v, _mm512_loadu_si512((const void *)(dg + CLG)));
+    __m512i S = _mm512_setzero_si512();
+    if (ND == 3) S = _mm512_slli_epi32(_mm512_dpbusd_epi32(S, v, _mm512_loadu_si512((const void *)dg)), 8);
+    S = _mm512_dpbusd_epi32(S, v, _mm512_loadu_si512((const void *)(dg + CLG)));
     __m512i T = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, _mm512_loadu_si512((const void *)(dg + 2 * CLG)));
     __m512 sv = _mm512_set1_ps(s[u][g] * f);
     a[u] = _mm512_fmadd_ps(cvt_i32(S), sv, a[u]);
@@ -433,15 +442,15 @@ TGTVB static inline __attribute__((always_inline)) void cl5_group(__m512i v, int
 static const float CL5_P2[9] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
 
 /* Group g of width b (any) at p, the row's usual width UB (0: none). */
-TGTVB static inline __attribute__((always_inline)) void cl5_any(const moesz_cl *m, const uint8_t *p, int b, int UB,
-                                                                 int NT, const int8_t *const *d, const float *const *s,
+TGTVB CL5_INL void cl5_any(const moesz_cl *m, const uint8_t *p, int b, int UB,
+                                                                 int NT, int ND, const int8_t *const *d, const float *const *s,
                                                                  const float *const *sx, const float *const *x,
                                                                  int64_t g, __m512 *a, __m512 *c, float *corr,
                                                                  float *extra) {
   if (!b) return;
   if (b <= 8) {
     __m512i v = cl5_codes(p, b, _mm512_load_si512((const void *)CL5_PERM[b]), _mm512_load_si512((const void *)CL5_MSH[b]));
-    cl5_group(v, NT, d, s, sx, g, CL5_P2[b] / CL5_P2[UB], a, c, corr);
+    cl5_group(v, NT, ND, d, s, sx, g, CL5_P2[b] / CL5_P2[UB], a, c, corr);
     return;
   }
   int64_t n = m->cols - g * CLG < CLG ? m->cols - g * CLG : CLG;   /* wider: one code at a time */
@@ -454,16 +463,16 @@ TGTVB static inline __attribute__((always_inline)) void cl5_any(const moesz_cl *
 
 /* A pair of groups of the usual width UB at p: their digit sums added to
  * p2, p1, p0 (int32, over the block; its x shares one scale). */
-TGTVB static inline __attribute__((always_inline)) void cl5_upair(const uint8_t *p, int UB, int NT, __m512i perm,
+TGTVB CL5_INL void cl5_upair(const uint8_t *p, int UB, int NT, int ND, __m512i perm,
                                                                    __m512i msh, const int8_t *const *d, int64_t k,
                                                                    __m512i *p2, __m512i *p1, __m512i *p0) {
   __m512i v0 = cl5_codes(p, UB, perm, msh), v1 = cl5_codes(p + 8 * UB, UB, perm, msh);
   for (int u = 0; u < NT; u++) {
     const int8_t *d0 = d[u] + 2 * k * 3 * CLG, *d1 = d0 + 3 * CLG;
-    p2[u] = _mm512_dpbusd_epi32(p2[u], v0, _mm512_loadu_si512((const void *)d0));
+    if (ND == 3) p2[u] = _mm512_dpbusd_epi32(p2[u], v0, _mm512_loadu_si512((const void *)d0));
     p1[u] = _mm512_dpbusd_epi32(p1[u], v0, _mm512_loadu_si512((const void *)(d0 + CLG)));
     p0[u] = _mm512_dpbusd_epi32(p0[u], v0, _mm512_loadu_si512((const void *)(d0 + 2 * CLG)));
-    p2[u] = _mm512_dpbusd_epi32(p2[u], v1, _mm512_loadu_si512((const void *)d1));
+    if (ND == 3) p2[u] = _mm512_dpbusd_epi32(p2[u], v1, _mm512_loadu_si512((const void *)d1));
     p1[u] = _mm512_dpbusd_epi32(p1[u], v1, _mm512_loadu_si512((const void *)(d1 + CLG)));
     p0[u] = _mm512_dpbusd_epi32(p0[u], v1, _mm512_loadu_si512((const void *)(d1 + 2 * CLG)));
   }
@@ -475,7 +484,7 @@ TGTVB static inline __attribute__((always_inline)) void cl5_upair(const uint8_t 
  * of a row whose groups all have the usual width; other groups correct it).
  * A block of CLK = 4 groups whose both pairs have the usual width is the
  * common case: twelve vpdpbusd a token from zero, then one conversion. */
-TGTVB static inline __attribute__((always_inline)) void cl5_row(const moesz_cl *m, int64_t r, int NT, int UB,
+TGTVB CL5_INL void cl5_row(const moesz_cl *m, int64_t r, int NT, int ND, int UB,
                                                                  const int8_t *const *d, const float *const *s,
                                                                  const float *const *sx, const float *const *x,
                                                                  const float *tot, float *out) {
@@ -500,15 +509,15 @@ TGTVB static inline __attribute__((always_inline)) void cl5_row(const moesz_cl *
     for (int u = 0; u < NT; u++) p2[u] = p1[u] = p0[u] = _mm512_setzero_si512();
     int pend = 0;
     if (UB && __builtin_expect(k + 1 < npair && wd[k] == uu && wd[k + 1] == uu, 1)) {
-      cl5_upair(p, UB, NT, perm, msh, d, k, p2, p1, p0);
-      cl5_upair(p + 16 * UB, UB, NT, perm, msh, d, k + 1, p2, p1, p0);
+      cl5_upair(p, UB, NT, ND, perm, msh, d, k, p2, p1, p0);
+      cl5_upair(p + 16 * UB, UB, NT, ND, perm, msh, d, k + 1, p2, p1, p0);
       p += 32 * UB;
       pend = 1;
     } else {
       for (int64_t j = k; j < k + 2 && j < npair; j++) {
         size_t wb = wd[j];
         if (UB && wb == uu) {
-          cl5_upair(p, UB, NT, perm, msh, d, j, p2, p1, p0);
+          cl5_upair(p, UB, NT, ND, perm, msh, d, j, p2, p1, p0);
           p += 16 * UB;
           pend = 1;
           continue;
@@ -516,54 +525,59 @@ TGTVB static inline __attribute__((always_inline)) void cl5_row(const moesz_cl *
         int b0 = (int)(wb & 15), b1 = (int)(wb >> 4);
         if (UB)
           for (int u = 0; u < NT; u++) corr[u] -= sx[u][2 * j] + sx[u][2 * j + 1];
-        cl5_any(m, p, b0, UB, NT, d, s, sx, x, 2 * j, a, c, corr, extra);
+        cl5_any(m, p, b0, UB, NT, ND, d, s, sx, x, 2 * j, a, c, corr, extra);
         p += 8 * b0;
-        cl5_any(m, p, b1, UB, NT, d, s, sx, x, 2 * j + 1, a, c, corr, extra);
+        cl5_any(m, p, b1, UB, NT, ND, d, s, sx, x, 2 * j + 1, a, c, corr, extra);
         p += 8 * b1;
       }
     }
     if (pend)   /* the block's usual-width sums to f32 */
       for (int u = 0; u < NT; u++) {
         __m512 sv = _mm512_set1_ps(s[u][2 * k]);
-        a[u] = _mm512_fmadd_ps(cvt_i32(_mm512_add_epi32(_mm512_slli_epi32(p2[u], 8), p1[u])), sv, a[u]);
+        a[u] = _mm512_fmadd_ps(cvt_i32(ND == 3 ? _mm512_add_epi32(_mm512_slli_epi32(p2[u], 8), p1[u]) : p1[u]), sv, a[u]);
         c[u] = _mm512_fmadd_ps(cvt_i32(p0[u]), sv, c[u]);
       }
   }
-  if (ng & 1) cl5_any(m, p, wd[npair] & 15, UB, NT, d, s, sx, x, ng - 1, a, c, corr, extra);
+  if (ng & 1) cl5_any(m, p, wd[npair] & 15, UB, NT, ND, d, s, sx, x, ng - 1, a, c, corr, extra);
   for (int u = 0; u < NT; u++)
     out[u] = (hsum16(_mm512_fmadd_ps(a[u], _mm512_set1_ps(256.0f), c[u])) - 128.0f * corr[u]) * (CL5_P2[UB] / 256.0f) +
              extra[u];
 }
 
-/* Row r's usual width (moesz_cl.usual) if in 3..8, else 0. */
+/* Row r's usual width (moesz_cl.usual) if in 2..8, else 0. */
 static inline int cl5_usual(const moesz_cl *m, int64_t r) {
   int u = m->usual[r];
-  return u >= 3 && u <= 8 ? u : 0;
+  return u >= 2 && u <= 8 ? u : 0;
 }
 
-/* Rows r0..r1, all of usual width UB, against NT tokens into out[u * ldo + i]. */
-#define CL5_ROW(NT, UB) TGTVB static void cl5_rows_##NT##_##UB(const moesz_cl *m, int64_t r0, int64_t r1, \
+/* Rows r0..r1, all of usual width UB, against NT tokens (x in ND digits) into out[u * ldo + i]. */
+#define CL5_ROW(NT, ND, UB) TGTVB static void cl5_rows_##NT##_##ND##_##UB(const moesz_cl *m, int64_t r0, int64_t r1, \
     const int8_t *const *d, const float *const *s, const float *const *sx, const float *const *x,            \
     const float *tot, float *out, size_t ldo) {                                                                 \
   for (int64_t r = r0; r < r1; r++) {                                                                           \
     float v[NT];                                                                                                \
-    cl5_row(m, r, NT, UB, d, s, sx, x, tot, v);                                                                      \
+    cl5_row(m, r, NT, ND, UB, d, s, sx, x, tot, v);                                                                      \
     for (int u = 0; u < NT; u++) out[(size_t)u * ldo + (size_t)(r - r0)] = v[u];                                \
   }                                                                                                             \
 }
-#define CL5_NT(NT) CL5_ROW(NT, 0) CL5_ROW(NT, 3) CL5_ROW(NT, 4) CL5_ROW(NT, 5) CL5_ROW(NT, 6) CL5_ROW(NT, 7) CL5_ROW(NT, 8)
-CL5_NT(1)
-CL5_NT(2)
-CL5_NT(3)
-CL5_NT(4)
+#define CL5_NT(NT, ND) CL5_ROW(NT, ND, 0) CL5_ROW(NT, ND, 2) CL5_ROW(NT, ND, 3) CL5_ROW(NT, ND, 4) CL5_ROW(NT, ND, 5) \
+                       CL5_ROW(NT, ND, 6) CL5_ROW(NT, ND, 7) CL5_ROW(NT, ND, 8)
+CL5_NT(1, 3)
+CL5_NT(2, 3)
+CL5_NT(3, 3)
+CL5_NT(4, 3)
+CL5_NT(1, 2)
 typedef void cl5_fn(const moesz_cl *, int64_t, int64_t, const int8_t *const *, const float *const *,
                     const float *const *, const float *const *, const float *, float *, size_t);
-#define CL5_E(NT) {cl5_rows_##NT##_0, NULL, NULL, cl5_rows_##NT##_3, cl5_rows_##NT##_4, cl5_rows_##NT##_5, \
-                   cl5_rows_##NT##_6, cl5_rows_##NT##_7, cl5_rows_##NT##_8}
-static cl5_fn *const CL5_K[4][9] = {CL5_E(1), CL5_E(2), CL5_E(3), CL5_E(4)};
+#define CL5_E(NT, ND) {cl5_rows_##NT##_##ND##_0, NULL, cl5_rows_##NT##_##ND##_2, cl5_rows_##NT##_##ND##_3, \
+                       cl5_rows_##NT##_##ND##_4, cl5_rows_##NT##_##ND##_5, cl5_rows_##NT##_##ND##_6,         \
+                       cl5_rows_##NT##_##ND##_7, cl5_rows_##NT##_##ND##_8}
+/* [x in 3 digits, or 2 with one token][nt - 1][usual width]: x to 16 bits (its top digit zero) skips that
+ * digit's products for one token; with more tokens the three-digit kernels give the same sums */
+static cl5_fn *const CL5_K[2][4][9] = {{CL5_E(1, 3), CL5_E(2, 3), CL5_E(3, 3), CL5_E(4, 3)}, {CL5_E(1, 2)}};
 
 void KX(moesz_kx_cl_rows)(const moesz_cl *m, int64_t r0, int64_t r1, const void *const *xq, const float *const *x,
-                          int nt, float *out, size_t ldo) {
+                          int nt, int digits, float *out, size_t ldo) {
   const int8_t *d[4];
   const float *s[4], *sx[4];
   float tot[4];   /* sum of sx over the full pairs of groups (cl5_row) */
@@ -578,7 +592,8 @@ void KX(moesz_kx_cl_rows)(const moesz_cl *m, int64_t r0, int64_t r1, const void 
     int ub = cl5_usual(m, r);
     int64_t e = r + 1;
     while (e < r1 && cl5_usual(m, e) == ub) e++;
-    CL5_K[nt - 1][ub](m, r, e, d, s, sx, x, tot, out + (r - r0), ldo);
+    int two = digits == 2 && nt == 1;
+    CL5_K[two][two ? 0 : nt - 1][ub](m, r, e, d, s, sx, x, tot, out + (r - r0), ldo);
     r = e;
   }
 }

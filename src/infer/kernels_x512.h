@@ -40,14 +40,15 @@ void KX(moesz_kx_cl8_mm)(const uint8_t *tile, int64_t ng, const int8_t *const *x
 /* AVX-512 VBMI + VNNI, the compute layout against 1 to 4 tokens
  * (kernels_x512.c explains the arithmetic). moesz_kx_cl_quant_x: x [cols]
  * one scale a block of 4 groups of 64 columns, into xq (moesz_kx_cl_xq_bytes(ng) bytes: three
- * digit planes, scales, sums); 0 if x has a non-finite value.
+ * digit planes, scales, sums), digits 3 to 24 bits (exact) or 2 to 16 bits
+ * (fast_dot: the top plane zero); 0 if x has a non-finite value.
  * moesz_kx_cl_rows: rows r0..r1 of m against nt (1..4) tokens (xq[t] from
- * the quantizer, x[t] the f32 values, read for groups wider than 8 bits):
- * out[t * ldo + i] = sum over columns of q x for row r0 + i (before the
- * step and the escapes). */
+ * the quantizer with the same digits, x[t] the f32 values, read for groups
+ * wider than 8 bits): out[t * ldo + i] = sum over columns of q x for row
+ * r0 + i (before the step and the escapes). */
 struct moesz_cl;
 size_t KX(moesz_kx_cl_xq_bytes)(int64_t ng);
-int KX(moesz_kx_cl_quant_x)(const float *x, int64_t cols, int64_t ng, void *xq);
+int KX(moesz_kx_cl_quant_x)(const float *x, int64_t cols, int64_t ng, int digits, void *xq);
 void KX(moesz_kx_cl_rows)(const struct moesz_cl *m, int64_t r0, int64_t r1, const void *const *xq,
-                          const float *const *x, int nt, float *out, size_t ldo);
+                          const float *const *x, int nt, int digits, float *out, size_t ldo);
 #endif
