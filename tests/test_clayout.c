@@ -252,15 +252,16 @@ TEST(fused_kernels_match_decoded_weights) {
   moesz_pool_destroy(pool);
 }
 
-/* kctx.cl_act 2 with several tokens (the 8-bit tile): 4-bit groups against x
- * rounded to 8 bits per 128 columns, every other group and the escapes
- * against x in f32. Mostly 4-bit matrices (eb 4e-3 on sigma 0.02) with a few
- * wider groups and escapes (a row of 10x sigma, outliers), column counts with
- * a partial last group or an odd group count, 5..70 tokens, accumulate on and
- * off, serial and on a pool: the sums against a double emulation of those
- * numerics, tightly (so the 8-bit path is the one taken), and away from the
- * exact-x product (the rounding of x shows). A matrix of mostly 6-bit groups
- * (eb 1e-3) leaves the 8-bit tile for the f32 tile: exact-x product there. */
+/* kctx.cl_act 2 with several tokens (the 8-bit tile): groups of 1..4 bits
+ * against x rounded to 8 bits per 128 columns, every other group and the
+ * escapes against x in f32. Mostly 4-bit matrices (eb 4e-3 on sigma 0.02) and
+ * mostly 2-bit ones (eb 1.6e-2) with a few wider groups and escapes (a row of
+ * 10x sigma, outliers), column counts with a partial last group or an odd
+ * group count, 5..70 tokens, accumulate on and off, serial and on a pool: the
+ * sums against a double emulation of those numerics, tightly (so the 8-bit
+ * path is the one taken), and away from the exact-x product (the rounding of
+ * x shows). A matrix of mostly 6-bit groups (eb 1e-3) leaves the 8-bit tile
+ * for the f32 tile: exact-x product there. */
 TEST(fused_8bit_tile_matches_emulation) {
   if (!moesz_k_cpu_simd()) { SKIP("no AVX2"); return; }
   static const int colsv[] = {64 * 4, 130, 64 * 33 + 5, 64};
@@ -273,7 +274,8 @@ TEST(fused_8bit_tile_matches_emulation) {
     kc.cl_act = 2;
     for (int ci = 0; ci < 4; ci++)
       for (int ni = 0; ni < 6; ni++)
-        for (int wide = 0; wide < 2; wide++) {
+        for (int kind = 0; kind < 3; kind++) {
+          int wide = kind == 1;   /* 0: mostly 4-bit groups, 1: mostly 6-bit, 2: mostly 2-bit */
           int rows = ci == 3 ? 5 : 37, cols = colsv[ci], nt = ntv[ni], acc = (ci + ni) % 2;
           size_t n = (size_t)rows * (size_t)cols;
           float *f = malloc(n * 4), *w = malloc(n * 4);
@@ -285,7 +287,7 @@ TEST(fused_8bit_tile_matches_emulation) {
           size_t len;
           moesz_error err;
           moesz_cl m;
-          if (moesz_cl_encode(src, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, wide ? 1e-3 : 4e-3, 1, &buf, &len, NULL, &err) ||
+          if (moesz_cl_encode(src, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, wide ? 1e-3 : kind ? 1.6e-2 : 4e-3, 1, &buf, &len, NULL, &err) ||
               moesz_cl_parse(buf, len, &m, &err)) { CHECK(0); free(f); free(w); free(src); continue; }
           moesz_cl_decode(&m, w);
           size_t ldx = (size_t)cols + 5, ldy = (size_t)rows + 2;
@@ -305,7 +307,7 @@ TEST(fused_8bit_tile_matches_emulation) {
                   double wv = w[(size_t)r * cols + c], xv = xt[c];
                   int is_esc = 0;
                   for (uint32_t k = m.esc_start[r]; k < m.esc_start[r + 1]; k++) is_esc |= m.esc_idx[k] == (uint32_t)((size_t)r * cols + c);
-                  double x8 = (!wide && b == 4 && !is_esc) ? (double)sc * (double)nearbyintf(xt[c] * inv) : xv;
+                  double x8 = (!wide && b >= 1 && b <= 4 && !is_esc) ? (double)sc * (double)nearbyintf(xt[c] * inv) : xv;
                   e8 += wv * x8;
                   ex += wv * xv;
                   mag += fabs(wv * xv);
@@ -362,10 +364,10 @@ TEST(fused_one_and_two_tokens_every_width) {
     free(buf);
     for (int r = 0; r < rows; r++)
       for (int c = 0; c < cols; c++) {
-        /* the last two shapes: rows mostly of one width 3..6 (the kernels' copies
-         * for a row's usual width), every 19th group of another */
+        /* the last two shapes: rows mostly of one width 2..6 (the kernels' copies
+         * for a row's usual width, the 8-bit path's rows of 2-bit groups), every 19th group of another */
         int b = (r + c / 64) % 16, q = 0;
-        if (ci >= 4 && (c / 64) % 19 != 7) b = 3 + r % 4;
+        if (ci >= 4 && (c / 64) % 19 != 7) b = 2 + r % 5;
         if (b) q = (int)(urand() * (double)(1 << b)) - (1 << (b - 1));
         if (b && c % 64 < 2) q = c % 64 ? (1 << (b - 1)) - 1 : -(1 << (b - 1));   /* both ends of the range */
         f[(size_t)r * cols + c] = (float)q * step;
@@ -396,11 +398,18 @@ TEST(fused_one_and_two_tokens_every_width) {
         double ref = 0, ref8 = 0, mag = 0, x16 = 0;
         float inv8 = 0, s8 = 1;
         /* the kernels' rule for the 8-bit path: the row's first width byte is two 4-bit groups
-         * and at least 7 in 8 of its full width bytes are (or its one group is 4 bits wide) */
-        int nb = (int)(m.ngroups / 2), same = 0;
-        for (int k = 0; k < nb; k++) same += m.widths[(size_t)r * m.wstride + k] == 0x44;
-        int usual4 = nb > 0 ? m.widths[(size_t)r * m.wstride] == 0x44 && same * 8 >= nb * 7
+         * and at least 7 in 8 of its full width bytes are (or its one group is 4 bits wide), or
+         * else at least half of its full width bytes are two 2-bit groups (or its one group is 2
+         * bits wide); such a row's 4-bit groups (a 2-bit row's 2- and 4-bit groups) meet 8-bit x */
+        int nb = (int)(m.ngroups / 2), same4 = 0, same2 = 0;
+        for (int k = 0; k < nb; k++) {
+          same4 += m.widths[(size_t)r * m.wstride + k] == 0x44;
+          same2 += m.widths[(size_t)r * m.wstride + k] == 0x22;
+        }
+        int usual4 = nb > 0 ? m.widths[(size_t)r * m.wstride] == 0x44 && same4 * 8 >= nb * 7
                             : (m.widths[(size_t)r * m.wstride] & 15) == 4;
+        int usual2 = !usual4 && (nb > 0 ? same2 * 2 >= nb : (m.widths[(size_t)r * m.wstride] & 15) == 2);
+        if (ci >= 4 && r % 5 == 0) CHECK(usual2);   /* the shapes make such rows */
         for (int c = 0; c < cols; c++) {
           double wc = w[(size_t)r * cols + c];
           if (c % 64 == 0) {
@@ -414,7 +423,8 @@ TEST(fused_one_and_two_tokens_every_width) {
           ref += wc * x[c];
           /* SIMD kernels in 8-bit mode: a 4-bit group's codes meet x rounded as the kernel rounds
            * it (modelled exactly, so a wrong code or column pairing shows); escapes keep f32 x */
-          if (usual4 && moesz_cl_width(&m, r, c / 64) == 4 && !esc[(size_t)r * cols + c])
+          int bw = moesz_cl_width(&m, r, c / 64);
+          if ((usual4 || usual2) && (bw == 4 || (usual2 && bw == 2)) && !esc[(size_t)r * cols + c])
             ref8 += wc * (double)s8 * (double)nearbyintf(x[c] * inv8);
           else ref8 += wc * x[c];
           mag += fabs(wc * x[c]);

@@ -53,6 +53,7 @@
 #endif
 #define XQ_BYTES(ng) ((size_t)(ng) * (G * 4 + 4))   /* quantized x of one token: h, l, scale per group */
 #define XQ8_BYTES(ng) ((size_t)(ng) * (G + 8) + 32) /* x to 8 bits (one token): x8, scale, bias per group, total */
+#define XQ8P_BYTES(ng) ((size_t)((ng) + 1) / 2 * 2 * G)  /* x8 again in the order of 2-bit codes (one token's decode) */
 
 /* Rows a..b's escape sums against x: es[r - a] = sum of w_e x[c_e] over row
  * r's escapes in their order, by one flat loop over them. A row has none to a few,
@@ -98,6 +99,42 @@ static void cl_scalar(const moesz_cl *m, int64_t r0, int64_t r1, const float *x,
 #if MOESZ_X86
 #include "infer/kernels_cl_tab.h"
 #define TGT __attribute__((target("avx2,fma")))
+
+/* esc_dots on AVX2: each row's escapes 8 at a time (masked loads of their
+ * positions and values, a masked gather of x, FMA), summed as a tree. A row
+ * of at most 8 escapes, nearly every row at eb 1e-3, takes no data-dependent
+ * branch; the flat loop's adds into one row's sum wait on each other, which
+ * at eb 1.6e-2 (about 10 escapes a row of 2048) made it a quarter of a
+ * prompt's 8-bit path. */
+TGT static void esc_dots_avx2(const moesz_cl *m, int64_t a, int64_t b, const float *x, float *es) {
+  const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int64_t r = a; r < b; r++) {
+    uint32_t e = m->esc_start[r], e1 = m->esc_start[r + 1];
+    /* position - r cols, mod 2^32: the column (below 2^31) */
+    __m256i base = _mm256_set1_epi32((int)(uint32_t)((uint64_t)r * (uint64_t)m->cols));
+    __m256 acc = _mm256_setzero_ps();
+    do {
+      __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(e1 - e)), iota);
+      __m256i col = _mm256_and_si256(_mm256_sub_epi32(_mm256_maskload_epi32((const int *)(m->esc_idx + e), mk), base), mk);
+      __m256 xv = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), x, col, _mm256_castsi256_ps(mk), 4);
+      acc = _mm256_fmadd_ps(_mm256_maskload_ps(m->esc_val + e, mk), xv, acc);
+      e += 8;
+    } while (e < e1);
+    es[r - a] = moesz_hsum8(acc);
+  }
+}
+
+/* The escape sums of rows [a, b): esc_dots_avx2 where the rows average more
+ * than 2 escapes, the flat loop where they are rarer (its few adds beat the
+ * per-row vector setup: AVX2 kernel on Zen 4, 256 x 2048, median of 7, ns
+ * per group: eb 1e-3 exact 3.29 flat, 4.15 vector; eb 1.6e-2 exact 4.11 flat,
+ * 3.77 vector, 8-bit x 2.40 flat, 2.09 vector). */
+TGT static void esc_dots_rows(const moesz_cl *m, int64_t a, int64_t b, const float *x, float *es) {
+  if (m->esc_start[b] - m->esc_start[a] > 2 * (uint64_t)(b - a))
+    esc_dots_avx2(m, a, b, x, es);
+  else
+    esc_dots(m, a, b, x, es);
+}
 
 /* 8 codes of width b at p as floats. */
 #define UNPACK8(p, shuf, shl, sra)                                                                   \
@@ -170,15 +207,24 @@ TGT static int quant_x(const float *x, int64_t cols, int64_t ng, int16_t *h, int
   return 1;
 }
 
-/* 64 values of xg times inv rounded to int8 into x8 (the even then the odd
- * columns: the order of the low and high nibbles of a 4-bit group's 32 code
- * bytes); returns their sum. */
-TGT static inline int quant_group8(const float *xg, __m256 vi, int8_t *x8) {
+/* 64 bytes of a group in column order (c[0]: columns 0..31, c[1]: 32..63)
+ * split into its even columns (*e) and its odd ones (*o), each in order: the
+ * order of the low and high nibbles of a 4-bit group's 32 code bytes. */
+TGT static inline void split_eo(const __m256i c[2], __m256i *e, __m256i *o) {
   const __m256i even = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,
                                         0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+  /* per 16 columns (a 128-bit lane): 8 even, 8 odd */
+  __m256i b0 = _mm256_shuffle_epi8(c[0], even), b1 = _mm256_shuffle_epi8(c[1], even);
+  *e = _mm256_permute4x64_epi64(_mm256_unpacklo_epi64(b0, b1), 0xd8);
+  *o = _mm256_permute4x64_epi64(_mm256_unpackhi_epi64(b0, b1), 0xd8);
+}
+
+/* 64 values of xg times inv rounded to int8 into x8 (the even then the odd
+ * columns, split_eo); returns their sum. */
+TGT static inline int quant_group8(const float *xg, __m256 vi, int8_t *x8) {
   __m256i acc = _mm256_setzero_si256();
-  __m256i b[2];
-  for (int j = 0; j < 2; j++) {   /* 32 values -> 32 bytes in order, then even/odd split per 128-bit lane */
+  __m256i b[2], e, o;
+  for (int j = 0; j < 2; j++) {   /* 32 values -> 32 bytes in column order */
     const float *xj = xg + 32 * j;
     __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xj), vi));
     __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xj + 8), vi));
@@ -186,13 +232,11 @@ TGT static inline int quant_group8(const float *xg, __m256 vi, int8_t *x8) {
     __m256i i3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xj + 24), vi));
     acc = _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
     __m256i w = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
-    w = _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));   /* back in column order */
-    b[j] = _mm256_shuffle_epi8(w, even);   /* per 16 columns: 8 even, 8 odd */
+    b[j] = _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
   }
-  /* b[j] holds, per 8-byte unit k (columns 32 j + 16 (k / 2) ...): even (k even) or odd (k odd) */
-  __m256i e = _mm256_unpacklo_epi64(b[0], b[1]), o = _mm256_unpackhi_epi64(b[0], b[1]);
-  _mm256_storeu_si256((__m256i *)x8, _mm256_permute4x64_epi64(e, 0xd8));
-  _mm256_storeu_si256((__m256i *)(x8 + 32), _mm256_permute4x64_epi64(o, 0xd8));
+  split_eo(b, &e, &o);
+  _mm256_storeu_si256((__m256i *)x8, e);
+  _mm256_storeu_si256((__m256i *)(x8 + 32), o);
   __m128i a4 = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
   a4 = _mm_add_epi32(a4, _mm_shuffle_epi32(a4, 0x4e));
   a4 = _mm_add_epi32(a4, _mm_shuffle_epi32(a4, 0xb1));
@@ -202,8 +246,12 @@ TGT static inline int quant_group8(const float *xg, __m256 vi, int8_t *x8) {
 /* x [cols] (finite) to 8 bits, one scale per pair of groups (128 columns,
  * the last group alone when ng is odd; zero-padded): x ~ s8 x8 with x8 in
  * [-127, 127], s8[g] the scale of group g's pair; bias[g] = 8 s8[g] sum x8
- * of the group (what the offset codes q + 8 add), *btot their sum. */
-TGT static void quant_x8(const float *x, int64_t cols, int64_t ng, int8_t *x8, float *s8, float *bias, float *btot) {
+ * of the group (what the offset codes q + 8 add), *btot their sum. x8p
+ * (XQ8P_BYTES, may be NULL): the same values in the order of a pair of 2-bit
+ * groups' code bytes (crumb_dot): per pair k and field f = 0..3, 32 bytes,
+ * group 2k's columns 4j + f (j = 0..15), then group 2k + 1's. */
+TGT static void quant_x8(const float *x, int64_t cols, int64_t ng, int8_t *x8, float *s8, float *bias, float *btot,
+                         int8_t *x8p) {
   float tail[G] __attribute__((aligned(32)));
   float tot = 0;
   for (int64_t g = 0; g < ng; g += 2) {
@@ -219,6 +267,13 @@ TGT static void quant_x8(const float *x, int64_t cols, int64_t ng, int8_t *x8, f
     }
   }
   *btot = tot;
+  if (x8p)
+    for (int64_t g = 0; g < ng; g++) {   /* column c = 4 j + f: x8[c / 2] (c even) or x8[32 + c / 2] */
+      const int8_t *v = x8 + g * G;
+      int8_t *o = x8p + (g >> 1) * 2 * G + (g & 1) * 16;
+      for (int f = 0; f < 4; f++)
+        for (int j = 0; j < 16; j++) o[32 * f + j] = v[(f & 1) * 32 + 2 * j + (f >> 1)];
+    }
 }
 
 /* Row r of m against tokens nt <= TBLK in the float path, any width (x not
@@ -486,11 +541,93 @@ TGT static inline __attribute__((always_inline)) float row_dot8(const moesz_cl *
   return moesz_hsum8(_mm256_add_ps(a, f)) - bsum;
 }
 
+/* A pair of 2-bit groups (32 code bytes: 128 codes, four to a byte) against
+ * x8p (quant_x8) in the 8-bit path: offset codes u = q + 2 (xor 0xaa), the
+ * four 2-bit fields multiplied with vpmaddubsw (|lane| <= 4 * 2 * 3 * 127);
+ * returns the int16 sums (the caller subtracts the bias 2 s8 sum x8). */
+TGT static inline __attribute__((always_inline)) __m256i crumb_dot(const uint8_t *p, const int8_t *xp) {
+  const __m256i m3 = _mm256_set1_epi8(3), off = _mm256_set1_epi8((char)0xaa);
+  __m256i v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)p), off);
+  __m256i f0 = _mm256_and_si256(v, m3), f1 = _mm256_and_si256(_mm256_srli_epi16(v, 2), m3);
+  __m256i f2 = _mm256_and_si256(_mm256_srli_epi16(v, 4), m3), f3 = _mm256_and_si256(_mm256_srli_epi16(v, 6), m3);
+  return _mm256_add_epi16(
+      _mm256_add_epi16(_mm256_maddubs_epi16(f0, _mm256_loadu_si256((const __m256i *)xp)),
+                       _mm256_maddubs_epi16(f1, _mm256_loadu_si256((const __m256i *)(xp + 32)))),
+      _mm256_add_epi16(_mm256_maddubs_epi16(f2, _mm256_loadu_si256((const __m256i *)(xp + 64))),
+                       _mm256_maddubs_epi16(f3, _mm256_loadu_si256((const __m256i *)(xp + 96)))));
+}
+/* One 2-bit group (16 code bytes) alone: xp its first 16 bytes in x8p (its
+ * fields 32 bytes apart), the sums widened, converted and scaled by *s8 into acc. */
+TGT static inline __attribute__((always_inline)) __m128 crumb_dot1(const uint8_t *p, const int8_t *xp, const float *s8,
+                                                                   __m128 acc) {
+  const __m128i m3 = _mm_set1_epi8(3), off = _mm_set1_epi8((char)0xaa);
+  __m128i v = _mm_xor_si128(_mm_loadu_si128((const __m128i *)p), off), s = _mm_setzero_si128();
+  for (int f = 0; f < 4; f++)
+    s = _mm_add_epi16(s, _mm_maddubs_epi16(_mm_and_si128(_mm_srli_epi16(v, 2 * f), m3),
+                                           _mm_loadu_si128((const __m128i *)(xp + 32 * f))));
+  return _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_madd_epi16(s, _mm_set1_epi16(1))), _mm_broadcast_ss(s8), acc);
+}
+
+/* 1 if at least half of row r's full width bytes are two 2-bit groups (or its
+ * one group is 2 bits wide): row_dot2 takes it. */
+TGT static inline int row_mostly2(const moesz_cl *m, int64_t r) {
+  const uint8_t *wd = m->widths + r * m->wstride;
+  int64_t nb = m->ngroups / 2, k = 0;
+  int n = 0;
+  for (; k + 16 <= nb; k += 16)
+    n += __builtin_popcount((unsigned)_mm_movemask_epi8(
+        _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(wd + k)), _mm_set1_epi8(0x22))));
+  for (; k < nb; k++) n += wd[k] == 0x22;
+  return nb ? 2 * n >= nb : (wd[0] & 15) == 2;
+}
+
+/* Row r against one token with x also at 8 bits, for a row mostly of 2-bit
+ * groups (row_mostly2): pairs of 2-bit groups take crumb_dot, a 2-bit group alone crumb_dot1,
+ * 4-bit groups group8, any other width the 16-bit path of row_dotn (h, lo =
+ * 0); the offsets' bias (2 s8 sum x8 a 2-bit group, 8 s8 sum x8 a 4-bit one)
+ * comes off. Sums before step and escapes, as row_dotn's. */
+TGT static inline __attribute__((always_inline)) float row_dot2(const moesz_cl *m, int64_t r, const cl_w16 *tab,
+                                                                 const float *xr, const float *xt, const int16_t *xh,
+                                                                 const float *xs, const int8_t *x8, const int8_t *x8p,
+                                                                 const float *s8, const float *bias) {
+  int64_t full = m->cols / G, ng = m->ngroups;
+  const uint8_t *p = m->data + m->row_off[r], *wd = m->widths + r * m->wstride;
+  __m256 a = _mm256_setzero_ps(), f = _mm256_setzero_ps();
+  __m128 a1 = _mm_setzero_ps();
+  float b2 = 0, b4 = 0;
+  for (int64_t k = 0; 2 * k < ng; k++) {
+    size_t wb = wd[k];
+    if (CL_PF_BYTES) _mm_prefetch((const char *)p + CL_PF_BYTES, _MM_HINT_T0);
+    if (__builtin_expect(wb == 0x22 && 2 * k + 1 < ng, 1)) {   /* two 2-bit groups, one scale */
+      a = scale16(crumb_dot(p, x8p + k * 2 * G), s8 + 2 * k, a);
+      b2 += bias[2 * k] + bias[2 * k + 1];
+      p += 32;
+      continue;
+    }
+    for (int h = 0; h < 2 && 2 * k + h < ng; h++) {
+      size_t b = h ? wb >> 4 : wb & 15;
+      int64_t g = 2 * k + h;
+      if (b == 2) {
+        a1 = crumb_dot1(p, x8p + k * 2 * G + h * 16, s8 + g, a1);
+        b2 += bias[g];
+      } else if (b == 4) {
+        a = group8(p, x8 + g * G, s8 + g, a);
+        b4 += bias[g];
+      } else if (b <= 8) group1(p, b, tab, xh + g * G, NULL, xs + g, &f, NULL, 0);
+      else f = group_float(p, (int)b, g < full ? xr + g * G : xt, f);
+      p += 8 * b;
+    }
+  }
+  a = _mm256_add_ps(a, _mm256_insertf128_ps(_mm256_setzero_ps(), a1, 0));
+  return moesz_hsum8(_mm256_add_ps(a, f)) - 0.25f * b2 - b4;
+}
+
 /* The 8-bit tile (act 2, several tokens: prompts). A task's rows (at most
  * CL8_ROWS) become offset codes u = q + 8 in bytes, in blocks of 8 rows: per
  * group of 64 columns 16 column quads of 32 bytes (8 rows x 4 codes), the
  * group's columns in x8's order (its even columns, then its odd ones: the low
- * and high nibbles of its 32 code bytes). A group of another width than 4
+ * and high nibbles of its 32 code bytes). Groups of widths 1..3 (|q| <= 4)
+ * become the same bytes through 16-bit codes. A group wider than 4 bits
  * holds u = 8 (q = 0) and is listed as a fix, multiplied in f32 afterwards.
  * The two blocks' 32 bytes of a quad lie side by side (64 bytes: 16 rows x 4
  * codes), so an AVX-512 kernel reads both at once.
@@ -514,6 +651,7 @@ typedef struct cl8_fix {
  * [*nfix]; 0 if more than CL8_FIX_MAX groups need a fix. */
 TGT static int cl8_tile(const moesz_cl *m, int64_t r0, int64_t r1, uint8_t *tile, cl8_fix *fix, size_t *nfix) {
   const __m256i off = _mm256_set1_epi8((char)0x88), m0f = _mm256_set1_epi8(0x0f), eight = _mm256_set1_epi8(8);
+  const __m256i eight16 = _mm256_set1_epi16(8), six = _mm256_set1_epi8(6);   /* (q + 2) + 6 = q + 8 */
   int64_t ng = m->ngroups;
   size_t nf = 0, maxf = CL8_FIX_MAX(ng);
   for (int blk = 0; blk < CL8_ROWS / 8; blk++) {   /* both blocks, rows past r1 as u = 8 */
@@ -533,6 +671,24 @@ TGT static int cl8_tile(const moesz_cl *m, int64_t r0, int64_t r1, uint8_t *tile
             __m256i v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(m->data + pos[i])), off);
             ev = _mm256_and_si256(v, m0f);
             ov = _mm256_and_si256(_mm256_srli_epi16(v, 4), m0f);
+          } else if (b == 2) {   /* four fields a byte: columns 4j + f; even = fields 0, 2 interleaved */
+            const __m128i m3 = _mm_set1_epi8(3);
+            __m128i v = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(m->data + pos[i])), _mm_set1_epi8((char)0xaa));
+            __m128i f0 = _mm_and_si128(v, m3), f1 = _mm_and_si128(_mm_srli_epi16(v, 2), m3);
+            __m128i f2 = _mm_and_si128(_mm_srli_epi16(v, 4), m3), f3 = _mm_and_si128(_mm_srli_epi16(v, 6), m3);
+            ev = _mm256_add_epi8(_mm256_setr_m128i(_mm_unpacklo_epi8(f0, f2), _mm_unpackhi_epi8(f0, f2)), six);
+            ov = _mm256_add_epi8(_mm256_setr_m128i(_mm_unpacklo_epi8(f1, f3), _mm_unpackhi_epi8(f1, f3)), six);
+          } else if (b && b < 4) {   /* 16-bit codes + 8, bytes in column order, split */
+            const uint8_t *p = m->data + pos[i];
+            __m256i sh = _mm256_load_si256((const __m256i *)CL_SHUF16[b]), mu = _mm256_load_si256((const __m256i *)CL_MUL16[b]);
+            __m128i sr = _mm_load_si128((const __m128i *)CL_SRA16[b]);
+            __m256i c[2];
+            for (int h = 0; h < 2; h++) {
+              __m256i q0 = _mm256_add_epi16(UNPACK16(p + 4 * b * h, sh, mu, sr), eight16);
+              __m256i q1 = _mm256_add_epi16(UNPACK16(p + 4 * b * h + 2 * b, sh, mu, sr), eight16);
+              c[h] = _mm256_permute4x64_epi64(_mm256_packus_epi16(q0, q1), 0xd8);
+            }
+            split_eo(c, &ev, &ov);
           } else if (b) {
             if (nf == maxf) return 0;
             fix[nf++] = (cl8_fix){pos[i], (uint16_t)g, (uint8_t)(8 * blk + i), (uint8_t)b};
@@ -659,7 +815,7 @@ TGT static void cl8_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float 
     }
     for (int t = 0; t < T; t++) {
       float es[CL8_ROWS];
-      esc_dots(m, r0, r1, x + (size_t)(t0 + t) * ldx, es);
+      esc_dots_rows(m, r0, r1, x + (size_t)(t0 + t) * ldx, es);
       for (int i = 0; i < nr; i++) {
         float v = part[t][i] * m->step + es[i];
         float *o = y + (size_t)(t0 + t) * ldy + i;
@@ -694,7 +850,7 @@ TGT static int cl_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x
     }
   }
   cl_w16 tab[9];
-  int8_t *x8 = NULL;
+  int8_t *x8 = NULL, *x8p = NULL;
   float *s8 = NULL, *bias = NULL, *btot = NULL;
   if (useint) {
     for (int b = 0; b <= 8; b++) {
@@ -706,7 +862,8 @@ TGT static int cl_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x
       uint8_t *q = scratch + TBLK * XQ_BYTES(ng);
       x8 = (int8_t *)q;
       s8 = (float *)(q + ng * G); bias = s8 + ng; btot = bias + ng;
-      if (!have_xq) quant_x8(xr[0], m->cols, ng, x8, s8, bias, btot);
+      x8p = (int8_t *)(q + XQ8_BYTES(ng));
+      if (!have_xq) quant_x8(xr[0], m->cols, ng, x8, s8, bias, btot, x8p);
     }
   }
   enum { EPF = 32 };
@@ -714,7 +871,7 @@ TGT static int cl_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x
   for (int64_t r = r0; r < r1; r++) {
     float v[TBLK];
     if ((r - r0) % EPF == 0)
-      for (int t = 0; t < nt; t++) esc_dots(m, r, r + EPF < r1 ? r + EPF : r1, xr[t], es[t]);
+      for (int t = 0; t < nt; t++) esc_dots_rows(m, r, r + EPF < r1 ? r + EPF : r1, xr[t], es[t]);
     size_t ub = useint && (CL_UNIFORM || x8) ? row_usual_width(m, r) : 0;
     if (!useint) switch (nt) {   /* constants per copy: accumulators stay in registers */
       case 1: row_float(m, r, 1, xr, xtp, v); break;
@@ -724,6 +881,8 @@ TGT static int cl_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x
     }
     else if (x8 && (ub == 4 || (m->ngroups == 1 && (m->widths[r * m->wstride] & 15) == 4)))
       v[0] = row_dot8(m, r, tab, xr[0], xtp[0], xh[0], xs[0], x8, s8, bias, *btot);
+    else if (x8 && row_mostly2(m, r))
+      v[0] = row_dot2(m, r, tab, xr[0], xtp[0], xh[0], xs[0], x8, x8p, s8, bias);
     else
 #define ROWN(NT, LO, UB) row_dotn(m, r, tab, NT, xr, xtp, xh, xl, xs, LO, UB, v)
       switch (nt > 2 ? 0 : ((CL_UNIFORM ? ub : 0) * 2 + (size_t)lo) * 2 + (size_t)(nt - 1)) {   /* a copy per usual width: constant offsets and tables */
@@ -825,7 +984,7 @@ int moesz_k_cl8_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, 
         const float *xt = x + (size_t)(t0 + t) * ldx;
         uint8_t *q = xq + (size_t)t * xb;
         float *s8 = (float *)(q + ng * G);
-        quant_x8(xt, m->cols, ng, (int8_t *)q, s8, s8 + ng, s8 + 2 * ng);
+        quant_x8(xt, m->cols, ng, (int8_t *)q, s8, s8 + ng, s8 + 2 * ng, NULL);
       }
     cl8_rows(m, r0, r1, x + (size_t)t0 * ldx, ldx, k, y + (size_t)t0 * ldy, ldy, acc, xq, tile, fix, nfix, simd >= 2);
   }
@@ -839,7 +998,7 @@ int moesz_k_cl8_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, 
 
 size_t moesz_k_cl_scratch_bytes(int64_t cols) {
   int64_t ng = (cols + G - 1) / G;
-  return XQ_BYTES(ng) * TBLK + XQ8_BYTES(ng);
+  return XQ_BYTES(ng) * TBLK + XQ8_BYTES(ng) + XQ8P_BYTES(ng);
 }
 
 #if MOESZ_X86
@@ -864,7 +1023,7 @@ static int cl_vbmi(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, si
     moesz_kx_cl_rows(m, a, b, xq, xr, nt, digits, part, RB);
     for (int t = 0; t < nt; t++) {
       float es[RB];
-      esc_dots(m, a, b, xr[t], es);
+      esc_dots_rows(m, a, b, xr[t], es);
       for (int64_t r = a; r < b; r++) {
         float *o = y + (size_t)t * ldy + (r - r0);
         float sv = part[t * RB + (r - a)] * m->step + es[r - a];
