@@ -2,7 +2,7 @@
  * with the matrix in cache: the group widths the encoder chose at a bound
  * (histogram), the best of N calls in G weights/s and ns per group of 64, for
  * x split exactly (mode 0), rounded to 16 bits (1: fast_dot), the float
- * path (2) or 4-bit groups against x rounded to 8 bits (3: fast_dot = 2). Weights N(0, 0.02^2), x in [-1, 1]. Run under
+ * path (2) or 2- and 4-bit groups against x rounded to 8 bits (3: fast_dot = 2). Weights N(0, 0.02^2), x in [-1, 1]. Run under
  * `valgrind --tool=callgrind` with reps 1 and 21 for instructions per group
  * (the difference over 20 calls).
  *

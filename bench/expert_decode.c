@@ -5,7 +5,7 @@
  * caches hold; each repetition routes to k others), through moesz_k_linear
  * on the thread pool. Per weight format: BF16 (the baseline), the compute
  * layout at a bound with x split exactly, rounded to 16 bits (fast_dot 1) and
- * with 4-bit groups against 8-bit x (fast_dot 2). Prints the median time of a
+ * with 2- and 4-bit groups against 8-bit x (fast_dot 2). Prints the median time of a
  * layer, G weights/s and GB/s of weights read, GFLOP/s, and the same-run speed-up over
  * BF16. Weights N(0, 0.02^2). With tokens > 1, each routed expert multiplies
  * that many tokens (a prompt's share of an expert: 64 tokens, top-8 of 64
@@ -109,7 +109,7 @@ int main(int argc, char **argv) {
          (double)cl_bytes / 1e9, reps);
   printf("| format | ms per layer | G weights/s | GB/s of weights | GFLOP/s | vs BF16 |\n|---|---|---|---|---|---|\n");
   const char *names[4] = {"BF16", "compute, x split exactly", "compute, 16-bit x (--fast-dot)",
-                          "compute, 8-bit x for 4-bit groups (--fast-dot=8)"};
+                          "compute, 8-bit x for 2- and 4-bit groups (--fast-dot=8)"};
   double *t = malloc((size_t)reps * sizeof(double)), base = 0;
   int *pick = malloc((size_t)reps * (size_t)k * sizeof(int));
   for (int r = 0; r < reps; r++)   /* k distinct experts per layer, the same picks for every format */

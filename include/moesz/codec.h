@@ -91,10 +91,13 @@ typedef struct moesz_cl {
   const uint8_t *data;       /* [data_bytes + 16] groups of 8 * width bytes, row after row */
   uint32_t *row_off;         /* [rows + 1] byte offset of row r's codes in data (derived, owned) */
   uint32_t *esc_start;       /* [rows + 1] index of row r's first escape (derived, in row_off's block) */
-  uint8_t *usual;            /* [rows] the width both groups of at least 7 in 8 of row r's full width
-                                bytes have, its first byte's, or 0 (derived, in row_off's block): the
-                                kernels take such rows with that width's constant tables */
+  uint8_t *usual;            /* [rows] low 4 bits: the width both groups of at least 7 in 8 of row r's
+                                full width bytes have, its first byte's, or 0: the kernels take such
+                                rows with that width's constant tables; MOESZ_CL_MOSTLY2: at least half
+                                of those bytes are two 2-bit groups, or the row's one group is 2 bits
+                                wide (derived, in row_off's block) */
 } moesz_cl;
+#define MOESZ_CL_MOSTLY2 0x10 /* moesz_cl.usual: a row mostly of 2-bit groups */
 
 typedef struct moesz_cl_info {
   uint64_t values, escapes;

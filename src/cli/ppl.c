@@ -19,7 +19,7 @@ static const char *USAGE =
   "  --ids              FILE holds token ids (whitespace or comma separated) instead of text\n"
   "  --limit-tokens N   score only the first N tokens\n"
   "  --threads N        threads per engine (default: all cores)\n"
-  "  --fast-dot[=8]     compute-layout experts: x rounded to 16 bits per group; =8: 4-bit groups\n"
+  "  --fast-dot[=8]     compute-layout experts: x rounded to 16 bits per group; =8: 2- and 4-bit groups\n"
   "                     also against x rounded to 8 bits (decode's 4-bit rows, products of 5 or\n"
   "                     more tokens); with AVX512_BF16, BF16 weights\n"
   "                     against x rounded to BF16 from 2 tokens on (see moesz run --help)\n"

@@ -32,7 +32,7 @@ static const char *USAGE =
     "                       positions, 4096))\n"
     "  --max-body BYTES     largest request body (default 1MiB)\n"
     "  --threads N          worker threads (default: all cores)\n"
-    "  --fast-dot[=16|8]    compute-layout experts: x rounded to 16 bits per group; =8: 4-bit groups\n"
+    "  --fast-dot[=16|8]    compute-layout experts: x rounded to 16 bits per group; =8: 2- and 4-bit groups\n"
     "                       also against 8-bit x (a lone sequence's 4-bit rows, products of 5 or more\n"
     "                       tokens); with AVX512_BF16, BF16 weights against\n"
     "                       BF16 x from 2 tokens on (see moesz run --help)\n"

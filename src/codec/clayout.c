@@ -357,9 +357,13 @@ static int parse_rows(moesz_cl *m, uint64_t rows, uint64_t cols, uint64_t ng, ui
       moesz_cl_free(m);
       return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: row %llu: padding width not 0", (unsigned long long)r);
     }
-    uint64_t nb = ng >> 1, same = 0;   /* full width bytes (two groups each) equal to the first */
-    for (uint64_t i = 0; i < nb; i++) same += w[i] == w[0];
+    uint64_t nb = ng >> 1, same = 0, two = 0;   /* full width bytes (two groups each) equal to the first, 0x22 */
+    for (uint64_t i = 0; i < nb; i++) {
+      same += w[i] == w[0];
+      two += w[i] == 0x22;
+    }
     m->usual[r] = (uint8_t)(nb && (w[0] & 15) == (w[0] >> 4) && same * 8 >= nb * 7 ? (w[0] & 15) : 0);
+    if (nb ? 2 * two >= nb : (w[0] & 15) == 2) m->usual[r] |= MOESZ_CL_MOSTLY2;
   }
   m->row_off[rows] = (uint32_t)off;
   if (off != dbytes) { moesz_cl_free(m); return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: widths disagree with the data size"); }

@@ -42,9 +42,9 @@ typedef struct moesz_kctx {
   int cl_act;              /* compute layout, integer path: 0 = x split into two 16-bit halves per group
                               (the f32 product up to rounding); 1 = x rounded to 16 bits per 256 columns
                               (one multiply a code; |x error| <= 2^-16 of the block's largest |x|);
-                              2 = as 1, and 4-bit groups against x rounded to 8 bits per 128 columns
+                              2 = as 1, and 4- and 2-bit groups against x rounded to 8 bits per 128 columns
                               (|x error| <= 2^-8 of the block's largest |x|; vpmaddubsw): one token's
-                              rows of 4-bit groups, and products of 5 or more tokens (the 8-bit tile,
+                              rows mostly of 4- or 2-bit groups, and products of 5 or more tokens (the 8-bit tile,
                               moesz_k_cl8_rows) */
   int dpbf16;              /* set by moesz_kctx_init: the CPU has AVX512_BF16 and its kernels agree
                               with the AVX2 ones here (simd >= 2) */
@@ -107,7 +107,7 @@ int moesz_k_cl_rows(const struct moesz_cl *m, int64_t r0, int64_t r1, const floa
                     float *y, size_t ldy, int acc, int simd, int act, void *scratch, int have_xq);
 size_t moesz_k_cl_scratch_bytes(int64_t cols);
 /* kctx.cl_act == 2, several tokens (AVX2): rows r0..r1 (at most 16) of a
- * compute-layout matrix times nt tokens with its 4-bit groups against x
+ * compute-layout matrix times nt tokens with its groups of 1 to 4 bits against x
  * rounded to 8 bits per 128 columns (as one token's in decode), by vpmaddubsw
  * over the rows' codes rearranged once into bytes (the "8-bit tile"); groups
  * of other widths, and the escapes, against x in f32. scratch (32-byte

@@ -22,12 +22,14 @@
  * the tokens, and for one or two tokens a copy per usual width 3..6 for rows
  * that keep one width nearly throughout (constant offsets and tables).
  * act (kctx.cl_act): 0 x split exactly as above; 1 h only (x rounded to 16
- * bits); 2 as 1, and in decode a row of 4-bit groups (row_dot8) against x
- * rounded to 8 bits per 128 columns: offset nibbles q + 8 by vpmaddubsw, the
+ * bits); 2 as 1, and in decode a row of 4-bit groups (row_dot8) or one
+ * mostly of 2-bit groups (row_dot2) against x rounded to 8 bits per 128
+ * columns: offset codes (nibbles q + 8, crumbs q + 2) by vpmaddubsw, the
  * offset's share subtracted once per row; and with 5 or more tokens the
- * 8-bit tile (moesz_k_cl8_rows: a task's rows rearranged once into bytes
- * q + 8 in column quads, vpmaddubsw, or vpdpbusd in kernels_x512.c with
- * AVX512_VNNI). Also the f32 tile of the packed path (moesz_k_cl_unpack).
+ * 8-bit tile (moesz_k_cl8_rows: a task's rows of groups 1 to 4 bits wide
+ * rearranged once into bytes q + 8 in column quads, vpmaddubsw, or vpdpbusd
+ * in kernels_x512.c with AVX512_VNNI). Escapes: a flat loop, or per row by
+ * AVX2 gathers where rows average more than two (esc_dots_rows). Also the f32 tile of the packed path (moesz_k_cl_unpack).
  * A token whose x is not finite takes the float path throughout. The scalar
  * twin computes the same sums (up to summation order). */
 #include "infer/kernels.h"
@@ -267,13 +269,22 @@ TGT static void quant_x8(const float *x, int64_t cols, int64_t ng, int8_t *x8, f
     }
   }
   *btot = tot;
-  if (x8p)
-    for (int64_t g = 0; g < ng; g++) {   /* column c = 4 j + f: x8[c / 2] (c even) or x8[32 + c / 2] */
-      const int8_t *v = x8 + g * G;
-      int8_t *o = x8p + (g >> 1) * 2 * G + (g & 1) * 16;
-      for (int f = 0; f < 4; f++)
-        for (int j = 0; j < 16; j++) o[32 * f + j] = v[(f & 1) * 32 + 2 * j + (f >> 1)];
+  if (!x8p) return;
+  /* column c = 4 j + f is x8[c / 2] (f even: the even columns' list) or
+   * x8[32 + c / 2] (f odd): fields 0 and 2 are the even list's even and odd
+   * bytes, 1 and 3 the odd list's; per 128-bit lane the even bytes to its
+   * low half, then the lanes' halves side by side. */
+  const __m256i eo = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,
+                                      0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+  for (int64_t g = 0; g < ng; g++) {
+    int8_t *o = x8p + (g >> 1) * 2 * G + (g & 1) * 16;
+    for (int h = 0; h < 2; h++) {   /* h 0: the even columns' list (fields 0, 2), 1: the odd's (1, 3) */
+      __m256i v = _mm256_loadu_si256((const __m256i *)(x8 + g * G + 32 * h));
+      v = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(v, eo), 0xd8);
+      _mm_storeu_si128((__m128i *)(o + 32 * h), _mm256_castsi256_si128(v));
+      _mm_storeu_si128((__m128i *)(o + 32 * (h + 2)), _mm256_extracti128_si256(v, 1));
     }
+  }
 }
 
 /* Row r of m against tokens nt <= TBLK in the float path, any width (x not
@@ -388,7 +399,7 @@ TGT static inline __attribute__((always_inline)) int flush_block(int NT, __m256i
  * with constant offsets (the branch is predictable only where the width
  * rarely changes). */
 static inline size_t row_usual_width(const moesz_cl *m, int64_t r) {
-  size_t u = m->usual[r];
+  size_t u = m->usual[r] & 15;
   return u >= 3 && u <= 6 ? u : 0;
 }
 
@@ -568,21 +579,8 @@ TGT static inline __attribute__((always_inline)) __m128 crumb_dot1(const uint8_t
   return _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_madd_epi16(s, _mm_set1_epi16(1))), _mm_broadcast_ss(s8), acc);
 }
 
-/* 1 if at least half of row r's full width bytes are two 2-bit groups (or its
- * one group is 2 bits wide): row_dot2 takes it. */
-TGT static inline int row_mostly2(const moesz_cl *m, int64_t r) {
-  const uint8_t *wd = m->widths + r * m->wstride;
-  int64_t nb = m->ngroups / 2, k = 0;
-  int n = 0;
-  for (; k + 16 <= nb; k += 16)
-    n += __builtin_popcount((unsigned)_mm_movemask_epi8(
-        _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(wd + k)), _mm_set1_epi8(0x22))));
-  for (; k < nb; k++) n += wd[k] == 0x22;
-  return nb ? 2 * n >= nb : (wd[0] & 15) == 2;
-}
-
 /* Row r against one token with x also at 8 bits, for a row mostly of 2-bit
- * groups (row_mostly2): pairs of 2-bit groups take crumb_dot, a 2-bit group alone crumb_dot1,
+ * groups (MOESZ_CL_MOSTLY2, set at parse): pairs of 2-bit groups take crumb_dot, a 2-bit group alone crumb_dot1,
  * 4-bit groups group8, any other width the 16-bit path of row_dotn (h, lo =
  * 0); the offsets' bias (2 s8 sum x8 a 2-bit group, 8 s8 sum x8 a 4-bit one)
  * comes off. Sums before step and escapes, as row_dotn's. */
@@ -881,7 +879,7 @@ TGT static int cl_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x
     }
     else if (x8 && (ub == 4 || (m->ngroups == 1 && (m->widths[r * m->wstride] & 15) == 4)))
       v[0] = row_dot8(m, r, tab, xr[0], xtp[0], xh[0], xs[0], x8, s8, bias, *btot);
-    else if (x8 && row_mostly2(m, r))
+    else if (x8 && m->usual[r] & MOESZ_CL_MOSTLY2)
       v[0] = row_dot2(m, r, tab, xr[0], xtp[0], xh[0], xs[0], x8, x8p, s8, bias);
     else
 #define ROWN(NT, LO, UB) row_dotn(m, r, tab, NT, xr, xtp, xh, xl, xs, LO, UB, v)

@@ -546,7 +546,7 @@ TGTVB CL5_INL void cl5_row(const moesz_cl *m, int64_t r, int NT, int ND, int UB,
 
 /* Row r's usual width (moesz_cl.usual) if in 2..8, else 0. */
 static inline int cl5_usual(const moesz_cl *m, int64_t r) {
-  int u = m->usual[r];
+  int u = m->usual[r] & 15;
   return u >= 2 && u <= 8 ? u : 0;
 }
 
