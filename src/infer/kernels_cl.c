@@ -583,22 +583,23 @@ TGT static inline __attribute__((always_inline)) __m128 crumb_dot1(const uint8_t
  * groups (MOESZ_CL_MOSTLY2, set at parse): pairs of 2-bit groups take crumb_dot, a 2-bit group alone crumb_dot1,
  * 4-bit groups group8, any other width the 16-bit path of row_dotn (h, lo =
  * 0); the offsets' bias (2 s8 sum x8 a 2-bit group, 8 s8 sum x8 a 4-bit one)
- * comes off. Sums before step and escapes, as row_dotn's. */
+ * comes off once per row: a quarter of btot, corrected by the groups of other
+ * widths (no scalar add in the 2-bit pairs' loop). Sums before step and escapes, as row_dotn's. */
 TGT static inline __attribute__((always_inline)) float row_dot2(const moesz_cl *m, int64_t r, const cl_w16 *tab,
                                                                  const float *xr, const float *xt, const int16_t *xh,
                                                                  const float *xs, const int8_t *x8, const int8_t *x8p,
-                                                                 const float *s8, const float *bias) {
+                                                                 const float *s8, const float *bias, float btot) {
   int64_t full = m->cols / G, ng = m->ngroups;
   const uint8_t *p = m->data + m->row_off[r], *wd = m->widths + r * m->wstride;
-  __m256 a = _mm256_setzero_ps(), f = _mm256_setzero_ps();
+  __m256 a = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), f = _mm256_setzero_ps();
   __m128 a1 = _mm_setzero_ps();
-  float b2 = 0, b4 = 0;
+  float bsum = 0.25f * btot;   /* every group's 2-bit bias; other widths give theirs back */
   for (int64_t k = 0; 2 * k < ng; k++) {
     size_t wb = wd[k];
     if (CL_PF_BYTES) _mm_prefetch((const char *)p + CL_PF_BYTES, _MM_HINT_T0);
     if (__builtin_expect(wb == 0x22 && 2 * k + 1 < ng, 1)) {   /* two 2-bit groups, one scale */
-      a = scale16(crumb_dot(p, x8p + k * 2 * G), s8 + 2 * k, a);
-      b2 += bias[2 * k] + bias[2 * k + 1];
+      if (k & 1) a2 = scale16(crumb_dot(p, x8p + k * 2 * G), s8 + 2 * k, a2);   /* two chains of FMAs */
+      else a = scale16(crumb_dot(p, x8p + k * 2 * G), s8 + 2 * k, a);
       p += 32;
       continue;
     }
@@ -607,17 +608,19 @@ TGT static inline __attribute__((always_inline)) float row_dot2(const moesz_cl *
       int64_t g = 2 * k + h;
       if (b == 2) {
         a1 = crumb_dot1(p, x8p + k * 2 * G + h * 16, s8 + g, a1);
-        b2 += bias[g];
       } else if (b == 4) {
         a = group8(p, x8 + g * G, s8 + g, a);
-        b4 += bias[g];
-      } else if (b <= 8) group1(p, b, tab, xh + g * G, NULL, xs + g, &f, NULL, 0);
-      else f = group_float(p, (int)b, g < full ? xr + g * G : xt, f);
+        bsum += 0.75f * bias[g];   /* 8 s8 sum x8, not 2 s8 sum x8 */
+      } else {
+        bsum -= 0.25f * bias[g];
+        if (b <= 8) group1(p, b, tab, xh + g * G, NULL, xs + g, &f, NULL, 0);
+        else f = group_float(p, (int)b, g < full ? xr + g * G : xt, f);
+      }
       p += 8 * b;
     }
   }
-  a = _mm256_add_ps(a, _mm256_insertf128_ps(_mm256_setzero_ps(), a1, 0));
-  return moesz_hsum8(_mm256_add_ps(a, f)) - 0.25f * b2 - b4;
+  a = _mm256_add_ps(_mm256_add_ps(a, a2), _mm256_insertf128_ps(_mm256_setzero_ps(), a1, 0));
+  return moesz_hsum8(_mm256_add_ps(a, f)) - bsum;
 }
 
 /* The 8-bit tile (act 2, several tokens: prompts). A task's rows (at most
@@ -880,7 +883,7 @@ TGT static int cl_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x
     else if (x8 && (ub == 4 || (m->ngroups == 1 && (m->widths[r * m->wstride] & 15) == 4)))
       v[0] = row_dot8(m, r, tab, xr[0], xtp[0], xh[0], xs[0], x8, s8, bias, *btot);
     else if (x8 && m->usual[r] & MOESZ_CL_MOSTLY2)
-      v[0] = row_dot2(m, r, tab, xr[0], xtp[0], xh[0], xs[0], x8, x8p, s8, bias);
+      v[0] = row_dot2(m, r, tab, xr[0], xtp[0], xh[0], xs[0], x8, x8p, s8, bias, *btot);
     else
 #define ROWN(NT, LO, UB) row_dotn(m, r, tab, NT, xr, xtp, xh, xl, xs, LO, UB, v)
       switch (nt > 2 ? 0 : ((CL_UNIFORM ? ub : 0) * 2 + (size_t)lo) * 2 + (size_t)(nt - 1)) {   /* a copy per usual width: constant offsets and tables */
