@@ -364,10 +364,12 @@ TEST(fused_one_and_two_tokens_every_width) {
     free(buf);
     for (int r = 0; r < rows; r++)
       for (int c = 0; c < cols; c++) {
-        /* the last two shapes: rows mostly of one width 2..6 (the kernels' copies
-         * for a row's usual width, the 8-bit path's rows of 2-bit groups), every 19th group of another */
+        /* the last two shapes: rows mostly of one width 2..6, two rows of each in
+         * turn (the kernels' copies for a row's usual width; the 8-bit path's rows
+         * of 2-bit groups, two at a time), every 19th group of another width, at
+         * a column that moves with the row */
         int b = (r + c / 64) % 16, q = 0;
-        if (ci >= 4 && (c / 64) % 19 != 7) b = 2 + r % 5;
+        if (ci >= 4 && (c / 64 + r) % 19 != 7) b = 2 + r / 2 % 5;
         if (b) q = (int)(urand() * (double)(1 << b)) - (1 << (b - 1));
         if (b && c % 64 < 2) q = c % 64 ? (1 << (b - 1)) - 1 : -(1 << (b - 1));   /* both ends of the range */
         f[(size_t)r * cols + c] = (float)q * step;
@@ -409,7 +411,7 @@ TEST(fused_one_and_two_tokens_every_width) {
         int usual4 = nb > 0 ? m.widths[(size_t)r * m.wstride] == 0x44 && same4 * 8 >= nb * 7
                             : (m.widths[(size_t)r * m.wstride] & 15) == 4;
         int usual2 = !usual4 && (nb > 0 ? same2 * 2 >= nb : (m.widths[(size_t)r * m.wstride] & 15) == 2);
-        if (ci >= 4 && r % 5 == 0) CHECK(usual2);   /* the shapes make such rows */
+        if (ci >= 4 && r / 2 % 5 == 0) CHECK(usual2);   /* the shapes make such rows, two in a row */
         for (int c = 0; c < cols; c++) {
           double wc = w[(size_t)r * cols + c];
           if (c % 64 == 0) {
