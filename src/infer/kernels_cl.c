@@ -29,7 +29,8 @@
  * 8-bit tile (moesz_k_cl8_rows: a task's rows of groups 1 to 4 bits wide
  * rearranged once into bytes q + 8 in column quads, vpmaddubsw, or vpdpbusd
  * in kernels_x512.c with AVX512_VNNI). Escapes: a flat loop, or per row by
- * AVX2 gathers where rows average more than two (esc_dots_rows). Also the f32 tile of the packed path (moesz_k_cl_unpack).
+ * AVX2 gathers where rows average more than two (esc_dots_rows). Also the
+ * f32 tile of the packed path (moesz_k_cl_unpack).
  * A token whose x is not finite takes the float path throughout. The scalar
  * twin computes the same sums (up to summation order). */
 #include "infer/kernels.h"
@@ -117,7 +118,8 @@ TGT static void esc_dots_avx2(const moesz_cl *m, int64_t a, int64_t b, const flo
     __m256 acc = _mm256_setzero_ps();
     do {
       __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(e1 - e)), iota);
-      __m256i col = _mm256_and_si256(_mm256_sub_epi32(_mm256_maskload_epi32((const int *)(m->esc_idx + e), mk), base), mk);
+      __m256i pos = _mm256_maskload_epi32((const int *)(m->esc_idx + e), mk);
+      __m256i col = _mm256_and_si256(_mm256_sub_epi32(pos, base), mk);
       __m256 xv = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), x, col, _mm256_castsi256_ps(mk), 4);
       acc = _mm256_fmadd_ps(_mm256_maskload_ps(m->esc_val + e, mk), xv, acc);
       e += 8;
