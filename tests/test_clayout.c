@@ -366,8 +366,8 @@ TEST(fused_one_and_two_tokens_every_width) {
       for (int c = 0; c < cols; c++) {
         /* the last two shapes: rows mostly of one width 2..6, two rows of each in
          * turn (the kernels' copies for a row's usual width; the 8-bit path's rows
-         * of 2-bit groups, two at a time), every 19th group of another width, at
-         * a column that moves with the row */
+         * of 2-bit groups), every 19th group of another width, at a column that
+         * moves with the row */
         int b = (r + c / 64) % 16, q = 0;
         if (ci >= 4 && (c / 64 + r) % 19 != 7) b = 2 + r / 2 % 5;
         if (b) q = (int)(urand() * (double)(1 << b)) - (1 << (b - 1));

@@ -105,10 +105,11 @@ static void cl_scalar(const moesz_cl *m, int64_t r0, int64_t r1, const float *x,
 
 /* esc_dots on AVX2: each row's escapes 8 at a time (masked loads of their
  * positions and values, a masked gather of x, FMA), summed as a tree. A row
- * of at most 8 escapes, nearly every row at eb 1e-3, takes no data-dependent
- * branch; the flat loop's adds into one row's sum wait on each other, which
- * at eb 1.6e-2 (about 10 escapes a row of 2048) made it a quarter of a
- * prompt's 8-bit path. */
+ * of at most 8 escapes takes no data-dependent branch; the flat loop's adds
+ * into one row's sum wait on each other, which at eb 1.6e-2 (about 7 to 10
+ * escapes a row of 2048) made it a quarter of a prompt's 8-bit path. Rarer
+ * escapes (eb 1e-3: about 2 a row) are cheaper in the flat loop
+ * (esc_dots_rows chooses). */
 TGT static void esc_dots_avx2(const moesz_cl *m, int64_t a, int64_t b, const float *x, float *es) {
   const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   for (int64_t r = a; r < b; r++) {
@@ -569,8 +570,18 @@ TGT static inline __attribute__((always_inline)) __m256i crumb_dot(const uint8_t
       _mm256_add_epi16(_mm256_maddubs_epi16(f2, _mm256_loadu_si256((const __m256i *)(xp + 64))),
                        _mm256_maddubs_epi16(f3, _mm256_loadu_si256((const __m256i *)(xp + 96)))));
 }
+/* One 2-bit group's 16 code bytes as its four fields of offset codes
+ * u = q + 2 (f[k]: columns 4 j + k, j = 0..15). */
+TGT static inline __attribute__((always_inline)) void crumb_fields(const uint8_t *p, __m128i f[4]) {
+  const __m128i m3 = _mm_set1_epi8(3);
+  __m128i v = _mm_xor_si128(_mm_loadu_si128((const __m128i *)p), _mm_set1_epi8((char)0xaa));
+  for (int k = 0; k < 4; k++) f[k] = _mm_and_si128(_mm_srli_epi16(v, 2 * k), m3);
+}
+
 /* One 2-bit group (16 code bytes) alone: xp its first 16 bytes in x8p (its
- * fields 32 bytes apart), the sums widened, converted and scaled by *s8 into acc. */
+ * fields 32 bytes apart), the sums widened, converted and scaled by *s8 into
+ * acc. Its fields are made in the loop, not by crumb_fields: through that
+ * array the 8-bit decode path was 2% slower (cl_kernel1, eb 1.6e-2). */
 TGT static inline __attribute__((always_inline)) __m128 crumb_dot1(const uint8_t *p, const int8_t *xp, const float *s8,
                                                                    __m128 acc) {
   const __m128i m3 = _mm_set1_epi8(3), off = _mm_set1_epi8((char)0xaa);
@@ -675,12 +686,10 @@ TGT static int cl8_tile(const moesz_cl *m, int64_t r0, int64_t r1, uint8_t *tile
             ev = _mm256_and_si256(v, m0f);
             ov = _mm256_and_si256(_mm256_srli_epi16(v, 4), m0f);
           } else if (b == 2) {   /* four fields a byte: columns 4j + f; even = fields 0, 2 interleaved */
-            const __m128i m3 = _mm_set1_epi8(3);
-            __m128i v = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(m->data + pos[i])), _mm_set1_epi8((char)0xaa));
-            __m128i f0 = _mm_and_si128(v, m3), f1 = _mm_and_si128(_mm_srli_epi16(v, 2), m3);
-            __m128i f2 = _mm_and_si128(_mm_srli_epi16(v, 4), m3), f3 = _mm_and_si128(_mm_srli_epi16(v, 6), m3);
-            ev = _mm256_add_epi8(_mm256_setr_m128i(_mm_unpacklo_epi8(f0, f2), _mm_unpackhi_epi8(f0, f2)), six);
-            ov = _mm256_add_epi8(_mm256_setr_m128i(_mm_unpacklo_epi8(f1, f3), _mm_unpackhi_epi8(f1, f3)), six);
+            __m128i f[4];
+            crumb_fields(m->data + pos[i], f);
+            ev = _mm256_add_epi8(_mm256_setr_m128i(_mm_unpacklo_epi8(f[0], f[2]), _mm_unpackhi_epi8(f[0], f[2])), six);
+            ov = _mm256_add_epi8(_mm256_setr_m128i(_mm_unpacklo_epi8(f[1], f[3]), _mm_unpackhi_epi8(f[1], f[3])), six);
           } else if (b && b < 4) {   /* 16-bit codes + 8, bytes in column order, split */
             const uint8_t *p = m->data + pos[i];
             __m256i sh = _mm256_load_si256((const __m256i *)CL_SHUF16[b]), mu = _mm256_load_si256((const __m256i *)CL_MUL16[b]);
