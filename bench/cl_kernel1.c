@@ -7,9 +7,10 @@
  * (the difference over 20 calls).
  *
  * simd: 1 the AVX2 kernels, 3 AVX-512 VBMI + VNNI (modes 0 and 1; default: the
- * best this CPU has, as moesz_kctx_init chooses).
+ * best this CPU has, as moesz_kctx_init chooses). grid: 0 as the encoder
+ * chooses, 1 the zero grid, 2 the half grid (moesz_cl_encode_ex).
  *
- *   build/bench/cl_kernel1 [rows cols eb reps mode simd]   (default 256 2048 1e-3 400 0 best)
+ *   build/bench/cl_kernel1 [rows cols eb reps mode simd grid]   (default 256 2048 1e-3 400 0 best 0)
  */
 #include <math.h>
 #include <stdio.h>
@@ -23,8 +24,10 @@ int main(int argc, char **argv) {
   int rows = argc > 1 ? atoi(argv[1]) : 256, cols = argc > 2 ? atoi(argv[2]) : 2048;
   double eb = argc > 3 ? atof(argv[3]) : 1e-3;
   int reps = argc > 4 ? atoi(argv[4]) : 400, mode = argc > 5 ? atoi(argv[5]) : 0, simd = argc > 6 ? atoi(argv[6]) : -1;
-  if (rows < 1 || cols < 1 || cols > 65536 || !(eb > 0) || reps < 1 || mode < 0 || mode > 3) {
-    fprintf(stderr, "usage: cl_kernel1 [rows cols eb reps mode(0 exact, 1 fast_dot, 2 float, 3 8-bit x)]\n");
+  int grid = argc > 7 ? atoi(argv[7]) : MOESZ_CL_GRID_AUTO;
+  if (rows < 1 || cols < 1 || cols > 65536 || !(eb > 0) || reps < 1 || mode < 0 || mode > 3 || grid < 0 || grid > 2) {
+    fprintf(stderr, "usage: cl_kernel1 [rows cols eb reps mode(0 exact, 1 fast_dot, 2 float, 3 8-bit x) simd "
+                    "grid(0 auto, 1 zero, 2 half)]\n");
     return 2;
   }
   size_t n = (size_t)rows * (size_t)cols;
@@ -43,12 +46,12 @@ int main(int argc, char **argv) {
   moesz_cl_info info;
   moesz_cl m;
   moesz_error err;
-  if (moesz_cl_encode(w, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, eb, 1, &buf, &len, &info, &err) ||
+  if (moesz_cl_encode_ex(w, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, eb, grid, 1, &buf, &len, &info, &err) ||
       moesz_cl_parse(buf, len, &m, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
   uint64_t tot = 0;
   for (int b = 0; b <= MOESZ_CL_MAXW; b++) tot += info.groups_by_width[b];
-  printf("# %d x %d at eb %g: %.3f bits/weight, %llu escapes; groups by width:", rows, cols, eb, info.bits_per_value,
-         (unsigned long long)info.escapes);
+  printf("# %d x %d at eb %g, %s grid: %.3f bits/weight, %llu escapes; groups by width:", rows, cols, eb,
+         info.half ? "half" : "zero", info.bits_per_value, (unsigned long long)info.escapes);
   for (int b = 0; b <= MOESZ_CL_MAXW; b++)
     if (info.groups_by_width[b]) printf(" %d: %.1f%%", b, 100.0 * (double)info.groups_by_width[b] / (double)tot);
   printf("\n");

@@ -18,6 +18,12 @@
 #include "moesz.h"
 
 static uint64_t rs = 0x9e3779b97f4a7c15ull;
+/* The grid the kernel tests encode on (each runs on both; see main). */
+static int g_grid = MOESZ_CL_GRID_ZERO;
+static int enc(const void *src, moesz_dtype dt, int64_t rows, int64_t cols, moesz_eb_mode mode, double eb, void **out,
+               size_t *len, moesz_cl_info *info, moesz_error *err) {
+  return moesz_cl_encode_ex(src, dt, rows, cols, mode, eb, g_grid, 1, out, len, info, err);
+}
 static double urand(void) {
   rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17;
   return (double)(rs >> 11) * (1.0 / 9007199254740992.0);
@@ -77,7 +83,7 @@ TEST(bound_holds_every_dtype_mode_shape) {
           size_t len = 0;
           moesz_cl_info info;
           moesz_error err;
-          int rc = moesz_cl_encode(src, dts[d], rows, cols, (moesz_eb_mode)mode, eb, 1, &buf, &len, &info, &err);
+          int rc = enc(src, dts[d], rows, cols, (moesz_eb_mode)mode, eb, &buf, &len, &info, &err);
           CHECK_MSG(rc == 0, "%s", err.msg);
           moesz_cl m;
           if (!rc) {
@@ -91,8 +97,10 @@ TEST(bound_holds_every_dtype_mode_shape) {
             CHECK(m.eb == info.eb && len == info.bytes);
             if (mode == 0) CHECK(m.eb <= eb && m.eb >= eb * (1 - 1.0 / 512));
             if (rows * cols == 1 && mode) CHECK(m.eb == 0 && w[0] == f[0]); /* constant: bound 0, exact */
-            /* weights are exactly q * step: w / step is an integer for non-escaped values */
-            CHECK(fabs(w[0] / m.step - nearbyint(w[0] / m.step)) == 0 || w[0] == f[0]);
+            /* weights are exactly q * step (+ step / 2 on the half grid) for non-escaped values */
+            CHECK(m.half == (info.half ? m.step / 2 : 0) && (g_grid == MOESZ_CL_GRID_HALF) == info.half + (m.eb == 0 && g_grid == MOESZ_CL_GRID_HALF));
+            double k = (w[0] - m.half) / m.step;
+            CHECK(fabs(k - nearbyint(k)) == 0 || w[0] == f[0]);
           }
           if (!rc) moesz_cl_free(&m);
           free(buf); free(src); free(f); free(w);
@@ -162,6 +170,7 @@ TEST(errors_for_bad_arguments) {
   CHECK(moesz_cl_encode(x, MOESZ_DT_I32, 2, 2, MOESZ_EB_ABS, 1e-3, 1, &buf, &len, NULL, &err) == MOESZ_E_UNSUPPORTED);
   CHECK(moesz_cl_encode(x, MOESZ_DT_F32, 0, 2, MOESZ_EB_ABS, 1e-3, 1, &buf, &len, NULL, &err) == MOESZ_E_ARG);
   CHECK(moesz_cl_encode(x, MOESZ_DT_F32, 1, 70000, MOESZ_EB_ABS, 1e-3, 1, &buf, &len, NULL, &err) == MOESZ_E_ARG);
+  CHECK(moesz_cl_encode_ex(x, MOESZ_DT_F32, 2, 2, MOESZ_EB_ABS, 1e-3, 3, 1, &buf, &len, NULL, &err) == MOESZ_E_ARG);
 }
 
 /* m times nt Gaussian tokens x [nt, ldx] through moesz_k_linear into y [nt,
@@ -191,7 +200,7 @@ static int check_fused(moesz_kctx *kc, int rows, int cols, int nt, int acc, doub
   size_t len;
   moesz_error err;
   moesz_cl m;
-  int bad = moesz_cl_encode(src, MOESZ_DT_BF16, rows, cols, MOESZ_EB_ABS, 1e-3, 1, &buf, &len, NULL, &err) ||
+  int bad = enc(src, MOESZ_DT_BF16, rows, cols, MOESZ_EB_ABS, 1e-3, &buf, &len, NULL, &err) ||
             moesz_cl_parse(buf, len, &m, &err);
   if (bad) { free(f); free(w); free(src); return 0; }
   moesz_cl_decode(&m, w);
@@ -287,7 +296,7 @@ TEST(fused_8bit_tile_matches_emulation) {
           size_t len;
           moesz_error err;
           moesz_cl m;
-          if (moesz_cl_encode(src, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, wide ? 1e-3 : kind ? 1.6e-2 : 4e-3, 1, &buf, &len, NULL, &err) ||
+          if (enc(src, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, wide ? 1e-3 : kind ? 1.6e-2 : 4e-3, &buf, &len, NULL, &err) ||
               moesz_cl_parse(buf, len, &m, &err)) { CHECK(0); free(f); free(w); free(src); continue; }
           moesz_cl_decode(&m, w);
           size_t ldx = (size_t)cols + 5, ldy = (size_t)rows + 2;
@@ -308,7 +317,8 @@ TEST(fused_8bit_tile_matches_emulation) {
                   int is_esc = 0;
                   for (uint32_t k = m.esc_start[r]; k < m.esc_start[r + 1]; k++) is_esc |= m.esc_idx[k] == (uint32_t)((size_t)r * cols + c);
                   double x8 = (!wide && b >= 1 && b <= 4 && !is_esc) ? (double)sc * (double)nearbyintf(xt[c] * inv) : xv;
-                  e8 += wv * x8;
+                  /* the half grid's share of a weight meets x in f32 (the row's sum of x) */
+                  e8 += is_esc ? wv * xv : (wv - m.half) * x8 + (double)m.half * xv;
                   ex += wv * xv;
                   mag += fabs(wv * xv);
                 }
@@ -357,7 +367,7 @@ TEST(fused_one_and_two_tokens_every_width) {
     moesz_cl_info info;
     /* the step the encoder uses at this bound, so that the codes are the ones drawn */
     float step = 0, one = 0.01f;
-    CHECK(moesz_cl_encode(&one, MOESZ_DT_F32, 1, 1, MOESZ_EB_ABS, 1e-3, 1, &buf, &len, NULL, &err) == 0);
+    CHECK(enc(&one, MOESZ_DT_F32, 1, 1, MOESZ_EB_ABS, 1e-3, &buf, &len, NULL, &err) == 0);
     CHECK(moesz_cl_parse(buf, len, &m, &err) == 0);
     step = m.step;
     moesz_cl_free(&m);
@@ -370,15 +380,16 @@ TEST(fused_one_and_two_tokens_every_width) {
          * moves with the row */
         int b = (r + c / 64) % 16, q = 0;
         if (ci >= 4 && (c / 64 + r) % 19 != 7) b = 2 + r / 2 % 5;
+        if (g_grid == MOESZ_CL_GRID_HALF && b == 15) b = 14;   /* |2q + 1| < 2^14 there */
         if (b) q = (int)(urand() * (double)(1 << b)) - (1 << (b - 1));
         if (b && c % 64 < 2) q = c % 64 ? (1 << (b - 1)) - 1 : -(1 << (b - 1));   /* both ends of the range */
-        f[(size_t)r * cols + c] = (float)q * step;
+        f[(size_t)r * cols + c] = ((float)q + (g_grid == MOESZ_CL_GRID_HALF ? 0.5f : 0.0f)) * step;
         if (c % 97 == 13) f[(size_t)r * cols + c] = (float)(0.3 + urand());   /* escapes */
       }
-    CHECK(moesz_cl_encode(f, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, 1e-3, 1, &buf, &len, &info, &err) == 0);
+    CHECK(enc(f, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, 1e-3, &buf, &len, &info, &err) == 0);
     CHECK(moesz_cl_parse(buf, len, &m, &err) == 0);
     if (ci == 0)
-      for (int b = 0; b <= MOESZ_CL_MAXW; b++) CHECK_MSG(info.groups_by_width[b] > 0, "no group of width %d (%llu %llu %llu)", b, (unsigned long long)info.groups_by_width[b - 1], (unsigned long long)info.groups_by_width[b + 1], (unsigned long long)info.escapes);
+      for (int b = 0; b <= MOESZ_CL_MAXW - (g_grid == MOESZ_CL_GRID_HALF); b++) CHECK_MSG(info.groups_by_width[b] > 0, "no group of width %d (%llu %llu %llu)", b, (unsigned long long)info.groups_by_width[b - 1], (unsigned long long)info.groups_by_width[b + 1], (unsigned long long)info.escapes);
     CHECK(info.escapes > 0);
     moesz_cl_decode(&m, w);
     for (int c = 0; c < 2 * cols; c++) xx[c] = (float)gauss();
@@ -427,7 +438,7 @@ TEST(fused_one_and_two_tokens_every_width) {
            * it (modelled exactly, so a wrong code or column pairing shows); escapes keep f32 x */
           int bw = moesz_cl_width(&m, r, c / 64);
           if ((usual4 || usual2) && (bw == 4 || (usual2 && bw == 2)) && !esc[(size_t)r * cols + c])
-            ref8 += wc * (double)s8 * (double)nearbyintf(x[c] * inv8);
+            ref8 += (wc - m.half) * (double)s8 * (double)nearbyintf(x[c] * inv8) + (double)m.half * x[c];
           else ref8 += wc * x[c];
           mag += fabs(wc * x[c]);
           if (a16) mag += fabs(wc) * x16 * 1e5;
@@ -470,7 +481,7 @@ TEST(hostile_layouts_rejected) {
   size_t len;
   moesz_error err;
   moesz_cl m;
-  CHECK(moesz_cl_encode(f, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, 1e-3, 1, &buf, &len, NULL, &err) == 0);
+  CHECK(enc(f, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, 1e-3, &buf, &len, NULL, &err) == 0);
   CHECK(moesz_cl_parse(buf, len, &m, &err) == 0);
   CHECK(m.n_esc >= 2);
   moesz_cl_free(&m);
@@ -496,7 +507,7 @@ TEST(hostile_layouts_rejected) {
   static const size_t fields[] = {0, 8, 12, 16, 24, 32, 36, 40, 48, 52};
   for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
     memcpy(cp, buf, len);
-    cp[fields[i]] ^= fields[i] == 24 || fields[i] == 16 || fields[i] == 48 ? 0x80 : 0x01;
+    cp[fields[i]] ^= fields[i] == 24 || fields[i] == 16 || fields[i] == 48 ? 0x80 : fields[i] == 36 ? 0x02 : 0x01;
     reseal(cp, len);
     CHECK_MSG(moesz_cl_parse(cp, len, &m, &err) != 0, "header byte %zu", fields[i]);
   }
@@ -697,6 +708,64 @@ TEST(compute_blobs_refuse_16bit_delivery) {
   unlink(msz);
 }
 
+/* The grids: on Gaussian weights at a coarse bound (sigma = 1.25 eb) the half
+ * grid covers +-3.2 sigma with 2-bit groups where the zero grid's -2..1 leaves
+ * the upper tail from 2.4 sigma to escapes and 3-bit groups; the automatic
+ * choice takes it, and its weights are odd multiples of eb'. On a matrix of
+ * exact zeros with a few values (width-0 groups on both grids) the sizes tie
+ * and the zero grid, which keeps the zeros exact, is chosen. Either way every
+ * weight keeps the bound. */
+TEST(grid_choice_half_or_zero) {
+  int rows = 64, cols = 2048;
+  size_t n = (size_t)rows * (size_t)cols;
+  float *f = malloc(n * 4), *w = malloc(n * 4);
+  void *src = make(MOESZ_DT_F32, rows, cols, 0.02, 0, f);
+  moesz_cl_info in[3];
+  moesz_error err;
+  for (int gr = 0; gr < 3; gr++) {
+    void *buf;
+    size_t len;
+    moesz_cl m;
+    CHECK(moesz_cl_encode_ex(src, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, 1.6e-2, gr, 1, &buf, &len, &in[gr], &err) == 0);
+    CHECK(moesz_cl_parse(buf, len, &m, &err) == 0);
+    moesz_cl_decode(&m, w);
+    CHECK(worst_ratio(f, w, n, m.eb) <= 1.0);
+    int odd = 1;
+    for (size_t i = 0; i < n && m.half; i++) {
+      double k = (double)w[i] / m.eb;   /* escapes aside: an odd integer */
+      int esc = 0;
+      for (uint64_t e = 0; e < m.n_esc && !esc; e++) esc = m.esc_idx[e] == i;
+      if (!esc && (k != nearbyint(k) || fmod(fabs(k), 2.0) != 1.0)) odd = 0;
+    }
+    CHECK(odd);
+    CHECK(in[gr].half == (gr != MOESZ_CL_GRID_ZERO) && (m.half != 0) == in[gr].half);
+    moesz_cl_free(&m);
+    free(buf);
+  }
+  CHECK_MSG(in[2].bits_per_value < in[1].bits_per_value - 0.2, "half %.3f zero %.3f bits", in[2].bits_per_value,
+            in[1].bits_per_value);
+  CHECK(in[0].bytes == in[2].bytes);
+  CHECK(in[2].groups_by_width[2] * 100 >= 97 * (uint64_t)(rows * cols / 64));
+  CHECK(in[2].escapes * 2 < in[1].escapes);
+  /* mostly exact zeros */
+  for (size_t i = 0; i < n; i++) f[i] = i % 509 == 0 ? 0.05f : 0.0f;
+  void *buf;
+  size_t len;
+  CHECK(moesz_cl_encode_ex(f, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, 1e-3, MOESZ_CL_GRID_AUTO, 1, &buf, &len, &in[0], &err) == 0);
+  free(buf);
+  CHECK(moesz_cl_encode_ex(f, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, 1e-3, MOESZ_CL_GRID_HALF, 1, &buf, &len, &in[1], &err) == 0);
+  free(buf);
+  CHECK(in[0].half == 0 && in[0].bytes <= in[1].bytes && in[0].groups_by_width[0] > 0);
+  free(src); free(f); free(w);
+}
+
+/* The kernel and bound tests again on the half grid. */
+TEST(half_grid_bound_holds) { g_grid = MOESZ_CL_GRID_HALF; bound_holds_every_dtype_mode_shape(); g_grid = MOESZ_CL_GRID_ZERO; }
+TEST(half_grid_fused_kernels) { g_grid = MOESZ_CL_GRID_HALF; fused_kernels_match_decoded_weights(); g_grid = MOESZ_CL_GRID_ZERO; }
+TEST(half_grid_8bit_tile) { g_grid = MOESZ_CL_GRID_HALF; fused_8bit_tile_matches_emulation(); g_grid = MOESZ_CL_GRID_ZERO; }
+TEST(half_grid_every_width) { g_grid = MOESZ_CL_GRID_HALF; fused_one_and_two_tokens_every_width(); g_grid = MOESZ_CL_GRID_ZERO; }
+TEST(half_grid_hostile_layouts) { g_grid = MOESZ_CL_GRID_HALF; hostile_layouts_rejected(); g_grid = MOESZ_CL_GRID_ZERO; }
+
 int main(void) {
   RUN(bound_holds_every_dtype_mode_shape);
   RUN(threads_give_identical_bytes);
@@ -707,6 +776,12 @@ int main(void) {
   RUN(fused_8bit_tile_matches_emulation);
   RUN(fused_one_and_two_tokens_every_width);
   RUN(hostile_layouts_rejected);
+  RUN(grid_choice_half_or_zero);
+  RUN(half_grid_bound_holds);
+  RUN(half_grid_fused_kernels);
+  RUN(half_grid_8bit_tile);
+  RUN(half_grid_every_width);
+  RUN(half_grid_hostile_layouts);
   RUN(fused_logits_match_f32_every_family);
   RUN(compute_blobs_refuse_16bit_delivery);
   return DONE();

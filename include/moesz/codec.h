@@ -69,11 +69,16 @@ int moesz_codec_decompress_chunk(const void *stream, size_t len, size_t i, moesz
  * (src/infer/kernels_cl.c): per row, groups of 64 integer codes q in two's
  * complement at a width of 0..15 bits chosen per group, plus a per-row list of
  * escapes (column, f32 weight) for values whose code does not fit the group's
- * width or that are not finite. Weight (r, c) is q * step evaluated in f32,
- * which is exact: step = 2 eb' has at most 10 significant bits and |q| < 2^14,
- * so the product has at most 24; the encoder checks |q * step - x| <= eb' <=
- * eb for every coded value and escapes keep x itself. The bound therefore holds
- * in F32 (not after rounding to BF16/F16). Format: docs/CODEC.md. */
+ * width or that are not finite. Weight (r, c) is q * step evaluated in f32
+ * (the zero grid), or q * step + step / 2 (the half grid: levels at odd
+ * multiples of eb', symmetric about 0, so a b-bit group covers +-2^(b-1) steps
+ * where the zero grid covers -2^(b-1) - 1/2 .. 2^(b-1) - 1/2), either exact:
+ * step = 2 eb' has at most 10 significant bits and |q| < 2^14 (|2q + 1| < 2^14
+ * on the half grid), so the value has at most 24; the encoder checks
+ * |weight - x| <= eb' <= eb for every coded value and escapes keep x itself.
+ * The bound therefore holds in F32 (not after rounding to BF16/F16). The
+ * encoder takes the grid that costs fewer bytes (moesz_cl_encode_ex forces
+ * one). Format: docs/CODEC.md. */
 #define MOESZ_CL_GROUP 64
 #define MOESZ_CL_MAXW 15
 
@@ -81,13 +86,15 @@ typedef struct moesz_cl {
   int64_t rows, cols;        /* logical shape [rows, cols]; cols <= 65536 */
   int64_t ngroups;           /* groups per row: ceil(cols / 64) (the last one zero-padded) */
   int64_t wstride;           /* bytes of widths per row: ceil(ngroups / 2) */
-  float step;                /* weight = q * step (2 eb') */
+  float step;                /* weight = q * step + half (step = 2 eb') */
+  float half;                /* 0 (zero grid) or step / 2 (half grid) */
   double eb;                 /* eb': the bound every weight keeps (<= the requested bound) */
   uint64_t n_esc;            /* escapes */
   size_t data_bytes;         /* packed codes (without the 16 bytes of padding) */
   const uint8_t *widths;     /* [rows, wstride] group widths, low nibble = even group */
   const uint32_t *esc_idx;   /* [n_esc] r * cols + c of each escape, ascending */
-  const float *esc_val;      /* [n_esc] the escaped weight (the original value) */
+  const float *esc_val;      /* [n_esc] the escaped weight (the original value); the
+                                kernels add (esc_val - half) x, half x being in every column's share */
   const uint8_t *data;       /* [data_bytes + 16] groups of 8 * width bytes, row after row */
   uint32_t *row_off;         /* [rows + 1] byte offset of row r's codes in data (derived, owned) */
   uint32_t *esc_start;       /* [rows + 1] index of row r's first escape (derived, in row_off's block) */
@@ -103,6 +110,7 @@ typedef struct moesz_cl_info {
   uint64_t values, escapes;
   uint64_t groups_by_width[MOESZ_CL_MAXW + 1];
   double eb;                 /* eb' used */
+  int half;                  /* 1: the half grid was used */
   size_t bytes;              /* serialized size */
   double bits_per_value;     /* 8 * bytes / values */
 } moesz_cl_info;
@@ -126,6 +134,11 @@ static inline int moesz_cl_width(const moesz_cl *m, int64_t r, int64_t g) {
  * (*out, *out_len; free() it), 64-byte aligned sections. info may be NULL. */
 int moesz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t cols, moesz_eb_mode mode, double eb,
                     int threads, void **out, size_t *out_len, moesz_cl_info *info, moesz_error *err);
+/* As moesz_cl_encode with the grid chosen: MOESZ_CL_GRID_AUTO (the smaller
+ * layout; moesz_cl_encode's choice), _ZERO or _HALF. */
+enum { MOESZ_CL_GRID_AUTO = 0, MOESZ_CL_GRID_ZERO = 1, MOESZ_CL_GRID_HALF = 2 };
+int moesz_cl_encode_ex(const void *src, moesz_dtype dtype, int64_t rows, int64_t cols, moesz_eb_mode mode, double eb,
+                       int grid, int threads, void **out, size_t *out_len, moesz_cl_info *info, moesz_error *err);
 /* Validates a serialized layout (every width, count and escape) and fills m
  * with pointers into buf, which must be 4-byte aligned and outlive m, plus
  * the row offsets, escape starts and usual widths it derives (9 bytes a row,

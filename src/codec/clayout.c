@@ -1,5 +1,6 @@
 /* codec/clayout.c - owns the compute layout: a matrix of integer codes that
- * kernels multiply from directly (weight = q * step, exact in f32), with a
+ * kernels multiply from directly (weight = q * step, or q * step + step / 2
+ * on the half grid, exact in f32), with a
  * width per group of 64 codes and a per-row escape list; its encoder (strict
  * bound checked per value), its validating parser and its reference decoder
  * to f32. The multiply kernels are in src/infer/kernels_cl.c. Format and the
@@ -23,6 +24,8 @@
 #define CL_PAD 16                 /* readable bytes after the last group (16-byte loads) */
 #define CL_ESC_BITS 64            /* cost of an escape: u32 position + f32 value */
 #define CL_QMAX 16383             /* |q| < 2^14: q * step exact in f32 */
+#define CL_QMAX_HALF 8191         /* half grid: -2^13 <= q < 2^13, |2q + 1| < 2^14 */
+#define CL_FLAG_HALF 1u           /* header flags: the half grid */
 #define CL_ESC_MARK INT16_MIN     /* code array: this value is an escape */
 #define G MOESZ_CL_GROUP
 
@@ -77,47 +80,79 @@ typedef struct enc_job {
   moesz_dtype dt;
   int64_t rows, cols, ng, wstride;
   double step, eb;              /* grid step and bound eb' (exact doubles) */
+  int half;                     /* the half grid: weight (2q + 1) eb' */
   int16_t *q;                   /* [rows, cols] codes, CL_ESC_MARK = escape */
   uint8_t *wid;                 /* [rows, wstride] */
   uint32_t *nesc, *dbytes;      /* [rows] escapes and code bytes per row */
   uint64_t *eoff, *doff;        /* [rows] where row r's escapes / codes start */
   uint64_t (*wcount)[MOESZ_CL_MAXW + 1]; /* [tasks] groups by width */
+  uint64_t *cost, *alt_cost;    /* [tasks] bits of the groups on this grid and (if not NULL) on the other */
   uint32_t *eidx;               /* output sections */
   float *eval;
   uint8_t *data;
   float **rowbuf;               /* [threads][cols] */
 } enc_job;
 
+/* The code of x on the job's grid, or CL_ESC_MARK. Zero grid: q = round(x /
+ * step), weight q * step; half grid: q = floor(x / step), weight (2q + 1) eb'
+ * (x / step is exact enough: x and q * step are f32 values, so either x is
+ * on the grid point or the quotient is at least 2^-24 q away from it). The
+ * weight is checked against x exactly in double either way. */
+static int16_t enc_code(const enc_job *j, int half, float x) {
+  if (!isfinite(x)) return CL_ESC_MARK;
+  if (half) {
+    double qd = floor((double)x / j->step);
+    if (qd >= -CL_QMAX_HALF - 1 && qd <= CL_QMAX_HALF && fabs((2 * qd + 1) * j->eb - (double)x) <= j->eb) return (int16_t)qd;
+    return CL_ESC_MARK;
+  }
+  double qd = nearbyint((double)x / j->step);
+  if (fabs(qd) <= CL_QMAX && fabs(qd * j->step - (double)x) <= j->eb) return (int16_t)qd;
+  return CL_ESC_MARK;
+}
+
+/* The width minimising 64 b + CL_ESC_BITS (values needing more than b bits)
+ * for a group whose codes need hist[k] bits (hist[16]: escapes), and its cost. */
+static int group_width(const uint32_t hist[17], uint64_t *cost) {
+  uint64_t best = UINT64_MAX;
+  int bw = 0;
+  uint32_t above = 0;
+  for (int k = 1; k <= 16; k++) above += hist[k];
+  for (int b = 0; b <= MOESZ_CL_MAXW; b++) {
+    if (b > 0) above -= hist[b];
+    uint64_t c = (uint64_t)G * (uint64_t)b + (uint64_t)CL_ESC_BITS * above;
+    if (c < best) { best = c; bw = b; }
+  }
+  *cost = best;
+  return bw;
+}
+
 static void enc_pass1(void *ctx, size_t task, int tid) {
   enc_job *j = ctx;
   int64_t r0 = (int64_t)task * ROWS_PER_TASK, r1 = r0 + ROWS_PER_TASK < j->rows ? r0 + ROWS_PER_TASK : j->rows;
   size_t es = moesz_dtype_size(j->dt);
   float *x = j->rowbuf[tid];
+  uint64_t cost = 0, alt = 0;
   for (int64_t r = r0; r < r1; r++) {
     int16_t *qr = j->q + (size_t)r * (size_t)j->cols;
     moesz_to_f32(j->dt, (const char *)j->src + (size_t)r * (size_t)j->cols * es, x, (size_t)j->cols);
-    for (int64_t c = 0; c < j->cols; c++) {
-      int16_t code = CL_ESC_MARK;
-      if (isfinite(x[c])) {
-        double qd = nearbyint((double)x[c] / j->step);
-        if (fabs(qd) <= CL_QMAX && fabs(qd * j->step - (double)x[c]) <= j->eb) code = (int16_t)qd;
-      }
-      qr[c] = code;
-    }
+    for (int64_t c = 0; c < j->cols; c++) qr[c] = enc_code(j, j->half, x[c]);
     uint32_t ne_row = 0, db_row = 0;
     for (int64_t g = 0; g < j->ng; g++) {
       uint32_t hist[17] = {0};
       int64_t c1 = (g + 1) * G < j->cols ? (g + 1) * G : j->cols;
       for (int64_t c = g * G; c < c1; c++) hist[qr[c] == CL_ESC_MARK ? 16 : need_bits(qr[c])]++;
-      /* width minimising 64 b + CL_ESC_BITS (values needing more than b bits) */
-      uint64_t best = UINT64_MAX;
-      int bw = 0;
-      uint32_t above = 0;
-      for (int k = 1; k <= 16; k++) above += hist[k];
-      for (int b = 0; b <= MOESZ_CL_MAXW; b++) {
-        if (b > 0) above -= hist[b];
-        uint64_t cost = (uint64_t)G * (uint64_t)b + (uint64_t)CL_ESC_BITS * above;
-        if (cost < best) { best = cost; bw = b; }
+      uint64_t gc;
+      int bw = group_width(hist, &gc);
+      cost += gc;
+      if (j->alt_cost) {   /* the other grid's cost of the same group */
+        uint32_t ha[17] = {0};
+        for (int64_t c = g * G; c < c1; c++) {
+          int16_t q = enc_code(j, !j->half, x[c]);
+          ha[q == CL_ESC_MARK ? 16 : need_bits(q)]++;
+        }
+        uint64_t ac;
+        group_width(ha, &ac);
+        alt += ac;
       }
       for (int k = bw + 1; k <= 16; k++) ne_row += hist[k];
       j->wid[(size_t)r * (size_t)j->wstride + (size_t)(g >> 1)] |= (uint8_t)(bw << ((g & 1) * 4));
@@ -127,6 +162,8 @@ static void enc_pass1(void *ctx, size_t task, int tid) {
     j->nesc[r] = ne_row;
     j->dbytes[r] = db_row;
   }
+  j->cost[task] = cost;
+  if (j->alt_cost) j->alt_cost[task] = alt;
 }
 
 static void enc_pass2(void *ctx, size_t task, int tid) {
@@ -169,6 +206,11 @@ static void enc_pass2(void *ctx, size_t task, int tid) {
 
 int moesz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t cols, moesz_eb_mode mode, double eb,
                     int threads, void **out, size_t *out_len, moesz_cl_info *info, moesz_error *err) {
+  return moesz_cl_encode_ex(src, dtype, rows, cols, mode, eb, MOESZ_CL_GRID_AUTO, threads, out, out_len, info, err);
+}
+
+int moesz_cl_encode_ex(const void *src, moesz_dtype dtype, int64_t rows, int64_t cols, moesz_eb_mode mode, double eb,
+                       int grid, int threads, void **out, size_t *out_len, moesz_cl_info *info, moesz_error *err) {
   *out = NULL;
   *out_len = 0;
   if (!src) return moesz_error_set(err, MOESZ_E_ARG, "compute layout: NULL input");
@@ -179,6 +221,7 @@ int moesz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t co
                            (long long)rows, (long long)cols);
   if (mode < MOESZ_EB_ABS || mode > MOESZ_EB_STD) return moesz_error_set(err, MOESZ_E_ARG, "compute layout: unknown error-bound mode");
   if (!(eb > 0) || !isfinite(eb)) return moesz_error_set(err, MOESZ_E_ARG, "compute layout: the bound must be a finite number > 0");
+  if (grid < MOESZ_CL_GRID_AUTO || grid > MOESZ_CL_GRID_HALF) return moesz_error_set(err, MOESZ_E_ARG, "compute layout: unknown grid");
   size_t n = (size_t)rows * (size_t)cols;
   if (n >= UINT32_MAX) return moesz_error_set(err, MOESZ_E_RANGE, "compute layout: more than 2^32 values in one matrix");
   double eba = codec_eb_absolute(src, dtype, n, mode, eb);
@@ -192,6 +235,8 @@ int moesz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t co
   enc_job j;
   memset(&j, 0, sizeof j);
   j.src = src; j.dt = dtype; j.rows = rows; j.cols = cols; j.step = stepd; j.eb = ebr;
+  /* the half grid needs a bound (codes exact on an arbitrary grid otherwise) and eb' a normal f32 */
+  j.half = grid != MOESZ_CL_GRID_ZERO && ebr > 0 && ebr >= FLT_MIN;
   j.ng = (cols + G - 1) / G;
   j.wstride = (j.ng + 1) / 2;
   size_t ntask = (size_t)((rows + ROWS_PER_TASK - 1) / ROWS_PER_TASK);
@@ -207,9 +252,12 @@ int moesz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t co
   j.eoff = calloc((size_t)rows, sizeof *j.eoff);
   j.doff = calloc((size_t)rows, sizeof *j.doff);
   j.wcount = calloc(ntask, sizeof *j.wcount);
+  j.cost = calloc(ntask, sizeof *j.cost);
+  if (j.half && grid == MOESZ_CL_GRID_AUTO) j.alt_cost = calloc(ntask, sizeof *j.alt_cost);
   j.rowbuf = calloc((size_t)nth, sizeof *j.rowbuf);
   int rc = MOESZ_OK;
-  if (!j.q || !j.wid || !j.nesc || !j.dbytes || !j.eoff || !j.doff || !j.wcount || !j.rowbuf)
+  if (!j.q || !j.wid || !j.nesc || !j.dbytes || !j.eoff || !j.doff || !j.wcount || !j.cost || !j.rowbuf ||
+      (j.half && grid == MOESZ_CL_GRID_AUTO && !j.alt_cost))
     rc = moesz_error_set(err, MOESZ_E_NOMEM, "compute layout: out of memory");
   for (int t = 0; !rc && t < nth; t++)
     if (!(j.rowbuf[t] = malloc((size_t)cols * sizeof(float)))) rc = moesz_error_set(err, MOESZ_E_NOMEM, "compute layout: out of memory");
@@ -219,6 +267,19 @@ int moesz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t co
   memset(&in, 0, sizeof in);
   if (!rc) {
     moesz_pool_run(pool, ntask, enc_pass1, &j);
+    if (j.alt_cost) {   /* automatic: the zero grid again unless the half grid is strictly smaller (exact
+                           zeros stay exact at equal size) */
+      uint64_t c = 0, a = 0;
+      for (size_t t = 0; t < ntask; t++) { c += j.cost[t]; a += j.alt_cost[t]; }
+      free(j.alt_cost);
+      j.alt_cost = NULL;
+      if (a <= c) {
+        j.half = 0;
+        memset(j.wid, 0, (size_t)rows * (size_t)j.wstride);
+        memset(j.wcount, 0, ntask * sizeof *j.wcount);
+        moesz_pool_run(pool, ntask, enc_pass1, &j);
+      }
+    }
     uint64_t n_esc = 0, data_bytes = 0;
     for (int64_t r = 0; r < rows; r++) {
       j.eoff[r] = n_esc;
@@ -240,7 +301,7 @@ int moesz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t co
       put64(buf + 16, (uint64_t)rows);
       put64(buf + 24, (uint64_t)cols);
       memcpy(buf + 32, &step, 4);
-      put32(buf + 36, 0);
+      put32(buf + 36, j.half ? CL_FLAG_HALF : 0);
       memcpy(buf + 40, &ebr, 8);
       put32(buf + 48, (uint32_t)n_esc);
       put32(buf + 52, (uint32_t)data_bytes);
@@ -253,6 +314,7 @@ int moesz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t co
       in.values = n;
       in.escapes = n_esc;
       in.eb = ebr;
+      in.half = j.half;
       in.bytes = gm.total;
       in.bits_per_value = 8.0 * (double)gm.total / (double)n;
     }
@@ -260,6 +322,7 @@ int moesz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t co
   if (j.rowbuf)
     for (int t = 0; t < nth; t++) free(j.rowbuf[t]);
   free(j.rowbuf); free(j.q); free(j.wid); free(j.nesc); free(j.dbytes); free(j.eoff); free(j.doff); free(j.wcount);
+  free(j.cost); free(j.alt_cost);
   moesz_pool_destroy(pool);
   if (rc) { free(buf); return rc; }
   if (info) *info = in;
@@ -307,7 +370,8 @@ int moesz_cl_header(const void *vbuf, size_t len, moesz_cl *m, moesz_error *err)
   if ((uintptr_t)buf % 4) return moesz_error_set(err, MOESZ_E_ARG, "compute layout: buffer not 4-byte aligned");
   if (get32(buf + 8) != CL_VERSION) return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: version %u unknown", get32(buf + 8));
   if (get32(buf + 12) != G) return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: group %u (only 64)", get32(buf + 12));
-  if (get32(buf + 36) != 0) return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: unknown flags");
+  uint32_t hflags = get32(buf + 36);
+  if (hflags & ~CL_FLAG_HALF) return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: unknown flags 0x%x", hflags);
   uint64_t rows = get64(buf + 16), cols = get64(buf + 24), n_esc = get32(buf + 48), dbytes = get32(buf + 52);
   float step;
   double eb;
@@ -318,7 +382,8 @@ int moesz_cl_header(const void *vbuf, size_t len, moesz_cl *m, moesz_error *err)
   if (rows < 1 || rows > INT32_MAX || cols < 1 || cols > 65536 || rows * cols >= UINT32_MAX)
     return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: shape [%llu, %llu] out of range", (unsigned long long)rows,
                            (unsigned long long)cols);
-  if (!(step >= FLT_MIN) || !isfinite(step) || (sbits & 0x3fff) || (eb != (double)step / 2 && eb != 0))
+  if (!(step >= FLT_MIN) || !isfinite(step) || (sbits & 0x3fff) || (eb != (double)step / 2 && eb != 0) ||
+      (hflags & CL_FLAG_HALF && !(eb != 0 && step / 2 >= FLT_MIN)))
     return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: step/bound not of the layout's form");
   uint64_t ng = (cols + G - 1) / G, wstride = (ng + 1) / 2;
   if (n_esc > rows * cols || dbytes >= UINT32_MAX || dbytes > rows * ng * 8 * MOESZ_CL_MAXW)
@@ -331,6 +396,7 @@ int moesz_cl_header(const void *vbuf, size_t len, moesz_cl *m, moesz_error *err)
   m->ngroups = (int64_t)ng;
   m->wstride = (int64_t)wstride;
   m->step = step;
+  m->half = hflags & CL_FLAG_HALF ? step / 2 : 0;
   m->eb = eb;
   m->n_esc = n_esc;
   m->data_bytes = (size_t)dbytes;
@@ -350,7 +416,15 @@ static int parse_rows(moesz_cl *m, uint64_t rows, uint64_t cols, uint64_t ng, ui
     m->row_off[r] = (uint32_t)off;
     const uint8_t *w = m->widths + r * wstride;
     uint32_t sum = 0;   /* two widths a byte; with ng odd the last high nibble is padding, checked below */
-    for (uint64_t i = 0; i < wstride; i++) sum += (uint32_t)(w[i] & 15) + (uint32_t)(w[i] >> 4);
+    int w15 = 0;   /* 15-bit groups: zero grid only (|2q + 1| < 2^14 on the half grid) */
+    for (uint64_t i = 0; i < wstride; i++) {
+      sum += (uint32_t)(w[i] & 15) + (uint32_t)(w[i] >> 4);
+      w15 |= (w[i] & 15) == 15 || w[i] >> 4 == 15;
+    }
+    if (w15 && m->half != 0) {
+      moesz_cl_free(m);
+      return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: row %llu: a 15-bit group on the half grid", (unsigned long long)r);
+    }
     off += 8u * (uint64_t)sum;
     if (off > dbytes) { moesz_cl_free(m); return moesz_error_set(err, MOESZ_E_FORMAT, "compute layout: widths exceed the data"); }
     if (ng & 1 && w[wstride - 1] >> 4) {
@@ -397,7 +471,7 @@ void moesz_cl_decode_rows(const moesz_cl *m, int64_t r0, int64_t r1, float *dst)
     float *d = dst + (size_t)(r - r0) * (size_t)m->cols;
     for (int64_t g = 0; g < m->ngroups; g++) {
       int b = moesz_cl_width(m, r, g);
-      for (int64_t i = 0; i < G && g * G + i < m->cols; i++) d[g * G + i] = (float)moesz_cl_code(p, b, (int)i) * m->step;
+      for (int64_t i = 0; i < G && g * G + i < m->cols; i++) d[g * G + i] = (float)moesz_cl_code(p, b, (int)i) * m->step + m->half;
       p += 8 * b;
     }
     for (uint32_t e = m->esc_start[r]; e < m->esc_start[r + 1]; e++) d[m->esc_idx[e] - (size_t)r * (size_t)m->cols] = m->esc_val[e];
