@@ -712,9 +712,10 @@ TEST(compute_blobs_refuse_16bit_delivery) {
  * grid covers +-3.2 sigma with 2-bit groups where the zero grid's -2..1 leaves
  * the upper tail from 2.4 sigma to escapes and 3-bit groups; the automatic
  * choice takes it, and its weights are odd multiples of eb'. On a matrix of
- * exact zeros with a few values (width-0 groups on both grids) the sizes tie
- * and the zero grid, which keeps the zeros exact, is chosen. Either way every
- * weight keeps the bound. */
+ * exact zeros with a few values (width-0 groups on both grids) the sizes tie,
+ * and at eb 1e-3 on the Gaussian (6.09 bits either way) they nearly do: the
+ * zero grid, which keeps zeros exact, is chosen. Either way every weight keeps
+ * the bound. */
 TEST(grid_choice_half_or_zero) {
   int rows = 64, cols = 2048;
   size_t n = (size_t)rows * (size_t)cols;
@@ -756,6 +757,11 @@ TEST(grid_choice_half_or_zero) {
   CHECK(moesz_cl_encode_ex(f, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, 1e-3, MOESZ_CL_GRID_HALF, 1, &buf, &len, &in[1], &err) == 0);
   free(buf);
   CHECK(in[0].half == 0 && in[0].bytes <= in[1].bytes && in[0].groups_by_width[0] > 0);
+  CHECK(moesz_cl_encode_ex(src, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, 1e-3, MOESZ_CL_GRID_AUTO, 1, &buf, &len, &in[0], &err) == 0);
+  free(buf);
+  CHECK(moesz_cl_encode_ex(src, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, 1e-3, MOESZ_CL_GRID_HALF, 1, &buf, &len, &in[1], &err) == 0);
+  free(buf);
+  CHECK(in[0].half == 0 && in[0].bytes * 0.995 < in[1].bytes);
   free(src); free(f); free(w);
 }
 

@@ -77,8 +77,8 @@ int moesz_codec_decompress_chunk(const void *stream, size_t len, size_t i, moesz
  * on the half grid), so the value has at most 24; the encoder checks
  * |weight - x| <= eb' <= eb for every coded value and escapes keep x itself.
  * The bound therefore holds in F32 (not after rounding to BF16/F16). The
- * encoder takes the grid that costs fewer bytes (moesz_cl_encode_ex forces
- * one). Format: docs/CODEC.md. */
+ * encoder takes the half grid where it saves at least 0.5% of the bits
+ * (moesz_cl_encode_ex forces either). Format: docs/CODEC.md. */
 #define MOESZ_CL_GROUP 64
 #define MOESZ_CL_MAXW 15
 
@@ -134,8 +134,9 @@ static inline int moesz_cl_width(const moesz_cl *m, int64_t r, int64_t g) {
  * (*out, *out_len; free() it), 64-byte aligned sections. info may be NULL. */
 int moesz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t cols, moesz_eb_mode mode, double eb,
                     int threads, void **out, size_t *out_len, moesz_cl_info *info, moesz_error *err);
-/* As moesz_cl_encode with the grid chosen: MOESZ_CL_GRID_AUTO (the smaller
- * layout; moesz_cl_encode's choice), _ZERO or _HALF. */
+/* As moesz_cl_encode with the grid chosen: MOESZ_CL_GRID_AUTO (the half grid
+ * where it saves at least 0.5% of the bits; moesz_cl_encode's choice), _ZERO
+ * or _HALF. */
 enum { MOESZ_CL_GRID_AUTO = 0, MOESZ_CL_GRID_ZERO = 1, MOESZ_CL_GRID_HALF = 2 };
 int moesz_cl_encode_ex(const void *src, moesz_dtype dtype, int64_t rows, int64_t cols, moesz_eb_mode mode, double eb,
                        int grid, int threads, void **out, size_t *out_len, moesz_cl_info *info, moesz_error *err);

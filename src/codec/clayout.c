@@ -267,13 +267,14 @@ int moesz_cl_encode_ex(const void *src, moesz_dtype dtype, int64_t rows, int64_t
   memset(&in, 0, sizeof in);
   if (!rc) {
     moesz_pool_run(pool, ntask, enc_pass1, &j);
-    if (j.alt_cost) {   /* automatic: the zero grid again unless the half grid is strictly smaller (exact
-                           zeros stay exact at equal size) */
+    if (j.alt_cost) {   /* automatic: the zero grid again unless the half grid saves at least 1/2% of the
+                           codes' bits (where the two tie, the zero grid keeps exact zeros exact and the
+                           layout what earlier encoders wrote) */
       uint64_t c = 0, a = 0;
       for (size_t t = 0; t < ntask; t++) { c += j.cost[t]; a += j.alt_cost[t]; }
       free(j.alt_cost);
       j.alt_cost = NULL;
-      if (a <= c) {
+      if (c * 200 > a * 199) {
         j.half = 0;
         memset(j.wid, 0, (size_t)rows * (size_t)j.wstride);
         memset(j.wcount, 0, ntask * sizeof *j.wcount);

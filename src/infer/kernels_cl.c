@@ -19,7 +19,7 @@
  *   arithmetic shift), converted and multiplied with FMA.
  * The integer path walks a row for 1 to 4 tokens (row_dotn): two groups per
  * byte of widths, no branch on the width, each group unpacked once for all
- * the tokens, and for one or two tokens a copy per usual width 3..6 for rows
+ * the tokens, and for one or two tokens a copy per usual width 2..6 for rows
  * that keep one width nearly throughout (constant offsets and tables).
  * act (kctx.cl_act): 0 x split exactly as above; 1 h only (x rounded to 16
  * bits); 2 as 1, and in decode a row of 4-bit groups (row_dot8) or one
@@ -435,7 +435,7 @@ TGT static inline __attribute__((always_inline)) int flush_block(int NT, __m256i
  * rarely changes). */
 static inline size_t row_usual_width(const moesz_cl *m, int64_t r) {
   size_t u = m->usual[r] & 15;
-  return u >= 3 && u <= 6 ? u : 0;
+  return u >= 2 && u <= 6 ? u : 0;
 }
 
 /* Row r against NT <= TBLK tokens (a constant at each use) in the integer
@@ -940,12 +940,16 @@ TGT static int cl_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x
       case (3 * 2 + 1) * 2: ROWN(1, 1, 3); break;
       case (5 * 2) * 2: ROWN(1, 0, 5); break;
       case (5 * 2 + 1) * 2: ROWN(1, 1, 5); break;
+      case (2 * 2) * 2: ROWN(1, 0, 2); break;
+      case (2 * 2 + 1) * 2: ROWN(1, 1, 2); break;
       case (6 * 2) * 2 + 1: ROWN(2, 0, 6); break;
       case (6 * 2 + 1) * 2 + 1: ROWN(2, 1, 6); break;
       case (4 * 2) * 2 + 1: ROWN(2, 0, 4); break;
       case (4 * 2 + 1) * 2 + 1: ROWN(2, 1, 4); break;
       case (5 * 2) * 2 + 1: ROWN(2, 0, 5); break;
       case (5 * 2 + 1) * 2 + 1: ROWN(2, 1, 5); break;
+      case (2 * 2) * 2 + 1: ROWN(2, 0, 2); break;
+      case (2 * 2 + 1) * 2 + 1: ROWN(2, 1, 2); break;
       default:
         if (nt == 4 && lo) ROWN(4, 1, 0);
         else if (nt == 4) ROWN(4, 0, 0);
