@@ -56,9 +56,9 @@ int main(int argc, char **argv) {
     bad |= put(dir, "entropy_pairs.bin", out, len);
     free(out); free(g); free(q);
   }
-  /* compute layouts: [10, 70] with row scales over two decades, and [3, 64] */
+  /* compute layouts: [10, 70] with row scales over two decades, [3, 64], and [3, 64] on the half grid */
   const char *cdir = argc > 2 ? argv[2] : "fuzz/corpus/fuzz_clayout";
-  for (int k = 0; k < 2; k++) {
+  for (int k = 0; k < 3; k++) {
     int rows = k ? 3 : 10, cols = k ? 64 : 70;
     for (int r = 0; r < rows; r++)
       for (int c = 0; c < cols; c++) f[r * cols + c] = (float)(0.02 * pow(10.0, r / 5.0 - 1) * sin((r * cols + c) * 0.7));
@@ -67,8 +67,9 @@ int main(int argc, char **argv) {
     void *out;
     size_t len;
     moesz_error e = {0};
-    if (moesz_cl_encode(f, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, 1e-3, 1, &out, &len, NULL, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
-    bad |= put(cdir, k ? "cl_small.bin" : "cl_widths.bin", out, len);
+    if (moesz_cl_encode_ex(f, MOESZ_DT_F32, rows, cols, MOESZ_EB_ABS, 1e-3, k == 2 ? MOESZ_CL_GRID_HALF : MOESZ_CL_GRID_ZERO,
+                           1, &out, &len, NULL, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
+    bad |= put(cdir, k == 2 ? "cl_half.bin" : k ? "cl_small.bin" : "cl_widths.bin", out, len);
     free(out);
   }
   return bad;
