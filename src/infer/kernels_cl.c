@@ -55,7 +55,7 @@
 #define CL_UNIFORM 1     /* row_dotn copies per usual width (0: off, for comparison) */
 #endif
 #define XQ_BYTES(ng) ((size_t)(ng) * (G * 4 + 4))   /* quantized x of one token: h, l, scale per group */
-#define XQ8_BYTES(ng) ((size_t)(ng) * (G + 8) + 32) /* x to 8 bits (one token): x8, scale, bias per group, total */
+#define XQ8_BYTES(ng) ((size_t)(ng) * (G + 8) + 32) /* x to 8 bits (one token): x8, scale, bias per group, total, sum of x */
 #define XQ8P_BYTES(ng) ((size_t)((ng) + 1) / 2 * 2 * G)  /* x8 again in the order of 2-bit codes (one token's decode) */
 
 /* Rows a..b's escape sums against x: es[r - a] = sum of w_e x[c_e] over row
@@ -143,12 +143,11 @@ TGT static void esc_dots_avx2(const moesz_cl *m, int64_t a, int64_t b, const flo
   }
 }
 
-/* half_share on AVX2: four chains of 8 partial sums (about 70 cycles for
+/* Sum of x[0..n) on AVX2: four chains of 8 partial sums (about 70 cycles for
  * 2048 columns, against 800 for the portable loop's SSE code). */
-TGT static float half_share_avx2(const moesz_cl *m, const float *x) {
-  if (m->half == 0) return 0;
+TGT static float x_sum_avx2(const float *x, int64_t n) {
   __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-  int64_t c = 0, n = m->cols;
+  int64_t c = 0;
   for (; c + 32 <= n; c += 32) {
     a0 = _mm256_add_ps(a0, _mm256_loadu_ps(x + c));
     a1 = _mm256_add_ps(a1, _mm256_loadu_ps(x + c + 8));
@@ -158,7 +157,12 @@ TGT static float half_share_avx2(const moesz_cl *m, const float *x) {
   for (; c + 8 <= n; c += 8) a0 = _mm256_add_ps(a0, _mm256_loadu_ps(x + c));
   float s = moesz_hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
   for (; c < n; c++) s += x[c];
-  return m->half * s;
+  return s;
+}
+
+/* half_share on AVX2. */
+TGT static float half_share_avx2(const moesz_cl *m, const float *x) {
+  return m->half == 0 ? 0 : m->half * x_sum_avx2(x, m->cols);
 }
 
 /* The escape sums of rows [a, b): esc_dots_avx2 where the rows average more
@@ -858,7 +862,7 @@ TGT static void cl8_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float 
       }
     }
     for (int t = 0; t < T; t++) {
-      float es[CL8_ROWS], hx = half_share_avx2(m, x + (size_t)(t0 + t) * ldx);
+      float es[CL8_ROWS], hx = m->half == 0 ? 0 : m->half * s8[t][2 * ng + 1];   /* sum of x: quant_x8's slot */
       esc_dots_rows(m, r0, r1, x + (size_t)(t0 + t) * ldx, es);
       for (int i = 0; i < nr; i++) {
         float v = part[t][i] * m->step + es[i] + hx;
@@ -1036,6 +1040,7 @@ int moesz_k_cl8_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, 
         uint8_t *q = xq + (size_t)t * xb;
         float *s8 = (float *)(q + ng * G);
         quant_x8(xt, m->cols, ng, (int8_t *)q, s8, s8 + ng, s8 + 2 * ng, NULL);
+        s8[2 * ng + 1] = x_sum_avx2(xt, m->cols);   /* for the half grid's share, with the x it belongs to */
       }
     cl8_rows(m, r0, r1, x + (size_t)t0 * ldx, ldx, k, y + (size_t)t0 * ldy, ldy, acc, xq, tile, fix, nfix, simd >= 2);
   }
