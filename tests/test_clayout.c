@@ -573,6 +573,9 @@ static void fused_family(const char *fam) {
   moesz_msz_summary sum;
   CHECK_EQ_INT(moesz_msz_write(m, msz, &o, &sum, &e), MOESZ_OK);
   CHECK(sum.max_err_over_bound <= 1.0);
+  /* the fixtures' small matrices take either grid at this bound: both run through the fused paths below */
+  CHECK_MSG(sum.compute_half_grid > 0 && sum.compute_half_grid < sum.compute_matrices, "%s: %llu of %llu on the half grid",
+            fam, (unsigned long long)sum.compute_half_grid, (unsigned long long)sum.compute_matrices);
   moesz_model_close(m);
   /* 0: decoded to f32; 1: fused, layouts copied into the cache (pread);
    * 2: fused, layouts used in place from the mapping, under a small budget;

@@ -190,7 +190,8 @@ typedef struct moesz_msz_opts {
 typedef struct moesz_msz_summary {
   uint64_t expert_raw_bytes, expert_stored_bytes;
   uint64_t dense_bytes, file_bytes, total_bytes;
-  uint64_t verbatim_values;    /* codec values stored verbatim */
+  uint64_t verbatim_values;    /* codec values stored verbatim (compute layouts: escaped) */
+  uint64_t compute_matrices, compute_half_grid;   /* compute-layout blobs; those on the half grid */
   double max_err_over_bound;   /* worst |x' - x| / eb over codec blobs (0 if none) */
   int resmoe_layers;           /* layers stored as ResMoE */
   uint64_t resmoe_bary_bytes, resmoe_residual_bytes;   /* stored bytes of their barycenters / residuals */

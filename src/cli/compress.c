@@ -330,11 +330,13 @@ int moesz_cli_compress(int argc, char **argv) {
     printf("{\"output\":\"%s\",\"method\":\"%s\",\"eb\":%g,\"eb_mode\":\"%s\",\"expert_raw_bytes\":%llu,"
            "\"expert_stored_bytes\":%llu,\"expert_ratio\":%.4f,\"dense_bytes\":%llu,\"file_bytes\":%llu,"
            "\"total_bytes\":%llu,\"verbatim_values\":%llu,\"max_err_over_bound\":%.6f,\"resmoe_layers\":%d,"
-           "\"resmoe_bary_bytes\":%llu,\"resmoe_residual_bytes\":%llu,\"resmoe_max_err\":%g,\"seconds\":%.3f}\n",
+           "\"resmoe_bary_bytes\":%llu,\"resmoe_residual_bytes\":%llu,\"resmoe_max_err\":%g,\"compute_matrices\":%llu,"
+           "\"compute_half_grid\":%llu,\"seconds\":%.3f}\n",
            out, method, eb, mode, (unsigned long long)s.expert_raw_bytes, (unsigned long long)s.expert_stored_bytes,
            ratio, (unsigned long long)s.dense_bytes, (unsigned long long)s.file_bytes,
            (unsigned long long)s.total_bytes, (unsigned long long)s.verbatim_values, s.max_err_over_bound, s.resmoe_layers,
-           (unsigned long long)s.resmoe_bary_bytes, (unsigned long long)s.resmoe_residual_bytes, s.resmoe_max_err, s.seconds);
+           (unsigned long long)s.resmoe_bary_bytes, (unsigned long long)s.resmoe_residual_bytes, s.resmoe_max_err,
+           (unsigned long long)s.compute_matrices, (unsigned long long)s.compute_half_grid, s.seconds);
   } else {
     printf("wrote %s: %.2f MB (experts %.2f MB -> %.2f MB, %.3fx; dense %.2f MB) in %.2f s\n", out,
            (double)s.total_bytes / 1e6, (double)s.expert_raw_bytes / 1e6, (double)s.expert_stored_bytes / 1e6,
@@ -342,6 +344,9 @@ int moesz_cli_compress(int argc, char **argv) {
     if (o.method == MOESZ_MSZ_CODEC || o.method == MOESZ_MSZ_COMPUTE)
       printf("error bound %g (%s): max |error| / bound = %.4f, %llu values %s\n", eb, mode, s.max_err_over_bound,
              (unsigned long long)s.verbatim_values, o.method == MOESZ_MSZ_CODEC ? "stored verbatim" : "escaped");
+    if (s.compute_matrices)
+      printf("compute layout: %llu of %llu matrices on the half grid (levels at odd multiples of the bound)\n",
+             (unsigned long long)s.compute_half_grid, (unsigned long long)s.compute_matrices);
     if (s.resmoe_layers)
       printf("resmoe: %d layers, barycenters %.3f MB + residuals %.3f MB; max |w' - x| = %g (aligned rows, F32)\n",
              s.resmoe_layers, (double)s.resmoe_bary_bytes / 1e6, (double)s.resmoe_residual_bytes / 1e6, s.resmoe_max_err);

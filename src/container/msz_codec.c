@@ -69,7 +69,8 @@ static double worst_err(moesz_dtype dt, const void *src, const float *b, size_t 
 }
 
 int msz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t cols, const moesz_msz_opts *o, double eb,
-                  void **blob, size_t *len, double *eb_abs, uint64_t *escapes, double *max_err_ratio, moesz_error *err) {
+                  void **blob, size_t *len, double *eb_abs, uint64_t *escapes, double *max_err_ratio, int *half,
+                  moesz_error *err) {
   moesz_cl_info info;
   int rc = moesz_cl_encode(src, dtype, rows, cols, (moesz_eb_mode)o->eb_mode, eb, o->threads, blob, len, &info, err);
   if (rc) return rc;
@@ -90,6 +91,7 @@ int msz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t cols
   if (rc) { free(*blob); *blob = NULL; return rc; }
   *eb_abs = info.eb;
   *escapes = info.escapes;
+  *half = info.half;
   *max_err_ratio = info.eb > 0 ? worst / info.eb : 0;
   return MOESZ_OK;
 }

@@ -68,9 +68,11 @@ int msz_codec_encode(moesz_codec_ctx *x, const void *src, moesz_dtype dtype, siz
                      void **blob, size_t *len, double *eb_abs, uint64_t *verbatim, double *max_err_ratio,
                      moesz_error *err);
 /* Compute-layout blobs (msz_codec.c): encode [rows, cols] at the run's bound
- * (checked by decoding), parse a blob against its record, decode to F32. */
+ * (checked by decoding; *half: 1 if the encoder took the half grid), parse a
+ * blob against its record, decode to F32. */
 int msz_cl_encode(const void *src, moesz_dtype dtype, int64_t rows, int64_t cols, const moesz_msz_opts *o, double eb,
-                  void **blob, size_t *len, double *eb_abs, uint64_t *escapes, double *max_err_ratio, moesz_error *err);
+                  void **blob, size_t *len, double *eb_abs, uint64_t *escapes, double *max_err_ratio, int *half,
+                  moesz_error *err);
 struct moesz_cl;
 int msz_cl_parse(const moesz_msz_rec *r, const void *blob, struct moesz_cl *m, moesz_error *err);
 int msz_cl_decode(const moesz_msz_rec *r, const void *blob, moesz_dtype out, void *dst, moesz_error *err);

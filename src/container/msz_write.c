@@ -304,8 +304,12 @@ int moesz_msz_writer_expert(moesz_msz_writer *x, const moesz_msz_expert_in *in, 
   } else if (method == MOESZ_MSZ_COMPUTE) {
     uint64_t esc = 0;
     double ratio = 0;
-    if ((rc = msz_cl_encode(in->data, in->dtype, in->rows, in->cols, &x->o, eb, &cblob, &blen, &eb_abs, &esc, &ratio, err)))
+    int half = 0;
+    if ((rc = msz_cl_encode(in->data, in->dtype, in->rows, in->cols, &x->o, eb, &cblob, &blen, &eb_abs, &esc, &ratio, &half,
+                            err)))
       return rc;
+    x->s.compute_matrices++;
+    x->s.compute_half_grid += (uint64_t)half;
     blob = cblob;
     mname = "compute";
     x->s.verbatim_values += esc;
