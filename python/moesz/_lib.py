@@ -73,6 +73,7 @@ class MszSummary(C.Structure):
     _cname_ = "moesz_msz_summary"
     _fields_ = [("expert_raw_bytes", C.c_uint64), ("expert_stored_bytes", C.c_uint64), ("dense_bytes", C.c_uint64),
                 ("file_bytes", C.c_uint64), ("total_bytes", C.c_uint64), ("verbatim_values", C.c_uint64),
+                ("compute_matrices", C.c_uint64), ("compute_half_grid", C.c_uint64),
                 ("max_err_over_bound", C.c_double), ("resmoe_layers", C.c_int),
                 ("resmoe_bary_bytes", C.c_uint64), ("resmoe_residual_bytes", C.c_uint64),
                 ("resmoe_max_err", C.c_double), ("seconds", C.c_double)]
