@@ -29,7 +29,7 @@
  * 8-bit tile (moesz_k_cl8_rows: a task's rows of groups 1 to 4 bits wide
  * rearranged once into bytes q + 8 in column quads, vpmaddubsw, or vpdpbusd
  * in kernels_x512.c with AVX512_VNNI). Escapes: a flat loop, or per row by
- * AVX2 gathers where rows average more than two (esc_dots_rows). Also the
+ * AVX2 gathers where rows average more than four (esc_dots_rows). Also the
  * f32 tile of the packed path (moesz_k_cl_unpack).
  * A token whose x is not finite takes the float path throughout. The scalar
  * twin computes the same sums (up to summation order). */
@@ -166,12 +166,15 @@ TGT static float half_share_avx2(const moesz_cl *m, const float *x) {
 }
 
 /* The escape sums of rows [a, b): esc_dots_avx2 where the rows average more
- * than 2 escapes, the flat loop where they are rarer (its few adds beat the
+ * than 4 escapes, the flat loop where they are rarer (its few adds beat the
  * per-row vector setup: AVX2 kernel on Zen 4, 256 x 2048, median of 7, ns
- * per group: eb 1e-3 exact 3.29 flat, 4.15 vector; eb 1.6e-2 exact 4.11 flat,
- * 3.77 vector, 8-bit x 2.40 flat, 2.09 vector). */
+ * per group: eb 1e-3, 2.6 a row, exact 3.29 flat, 4.15 vector; eb 1.6e-2 on
+ * the zero grid, 10 a row, exact 4.11 flat, 3.77 vector, 8-bit x 2.40 flat,
+ * 2.09 vector; on the half grid, 2.6 a row, 8-bit x 1.45 flat, 1.49 vector,
+ * exact VBMI 2.13 / 2.16, AVX2 3.34 / 3.36; 4.7 to 12 a row at mixed widths:
+ * a tie). */
 TGT static void esc_dots_rows(const moesz_cl *m, int64_t a, int64_t b, const float *x, float *es) {
-  if (m->esc_start[b] - m->esc_start[a] > 2 * (uint64_t)(b - a))
+  if (m->esc_start[b] - m->esc_start[a] > 4 * (uint64_t)(b - a))
     esc_dots_avx2(m, a, b, x, es);
   else
     esc_dots(m, a, b, x, es);
