@@ -277,6 +277,7 @@ TEST(fused_8bit_tile_matches_emulation) {
   static const int ntv[] = {5, 6, 7, 9, 13, 70};   /* up to 4 tokens: the fused 16-bit path (check_fused) */
   moesz_pool *pool = moesz_pool_create(2);
   int cases = 0, ok = 0, shown = 0;
+  long n_two = 0, n_rows = 0;   /* rows checked in tasks that skip the tile, all rows checked */
   for (int pi = 0; pi < 2; pi++) {
     moesz_kctx kc;
     CHECK(moesz_kctx_init(&kc, pi ? pool : NULL, 1, moesz_k_scratch_need(64 * 33 + 5, 16)) == 0);
@@ -290,6 +291,9 @@ TEST(fused_8bit_tile_matches_emulation) {
           float *f = malloc(n * 4), *w = malloc(n * 4);
           void *src = make(MOESZ_DT_F32, rows, cols, 0.02, 0.0, f);
           for (int c = 0; c < cols; c++) ((float *)src)[(size_t)(rows / 2) * cols + c] *= 10.0f;   /* wider groups */
+          if (kind == 2)   /* in every 5th row the last group 4 bits wide: 4-bit groups among 2-bit ones */
+            for (int r = 1; r < rows; r += 5)
+              for (int c = ((cols + 63) / 64 - 1) * 64; c < cols; c++) ((float *)src)[(size_t)r * cols + c] *= 4.0f;
           ((float *)src)[3] = 5.0f;                                                                  /* escapes */
           ((float *)src)[n - 1] = -4.0f;
           void *buf;
@@ -307,6 +311,12 @@ TEST(fused_8bit_tile_matches_emulation) {
             const float *xt = x + (size_t)t * ldx;
             for (int r = 0; r < rows && !bad; r++) {
               double e8 = acc ? 0.5 : 0, ex = e8, mag = 1e-3;
+              /* a task of 16 rows (r0 a multiple of 16) all mostly of 2-bit groups skips the tile: its 2- and
+               * 4-bit groups meet 8-bit x, groups of 1 and 3 bits f32 x; the tile takes 1 to 4 bits */
+              int two = 1;
+              for (int i = r / 16 * 16; i < r / 16 * 16 + 16 && i < rows; i++) two &= (m.usual[i] & MOESZ_CL_MOSTLY2) != 0;
+              n_two += two;
+              n_rows++;
               for (int g = 0; g < (int)m.ngroups; g++) {
                 int b = moesz_cl_width(&m, r, g), c0 = g * 64, p0 = g / 2 * 128;
                 float mx = 0;
@@ -316,7 +326,8 @@ TEST(fused_8bit_tile_matches_emulation) {
                   double wv = w[(size_t)r * cols + c], xv = xt[c];
                   int is_esc = 0;
                   for (uint32_t k = m.esc_start[r]; k < m.esc_start[r + 1]; k++) is_esc |= m.esc_idx[k] == (uint32_t)((size_t)r * cols + c);
-                  double x8 = (!wide && b >= 1 && b <= 4 && !is_esc) ? (double)sc * (double)nearbyintf(xt[c] * inv) : xv;
+                  int b8 = two ? b == 2 || b == 4 : b >= 1 && b <= 4;
+                  double x8 = (!wide && b8 && !is_esc) ? (double)sc * (double)nearbyintf(xt[c] * inv) : xv;
                   /* the half grid's share of a weight meets x in f32 (the row's sum of x) */
                   e8 += is_esc ? wv * xv : (wv - m.half) * x8 + (double)m.half * xv;
                   ex += wv * xv;
@@ -344,6 +355,7 @@ TEST(fused_8bit_tile_matches_emulation) {
     moesz_kctx_free(&kc);
   }
   CHECK_EQ_INT(ok, cases);
+  CHECK_MSG(n_two > 0 && n_two < n_rows, "%ld of %ld rows in tasks of 2-bit rows", n_two, n_rows);
   moesz_pool_destroy(pool);
 }
 

@@ -25,8 +25,9 @@
  * bits); 2 as 1, and in decode a row of 4-bit groups (row_dot8) or one
  * mostly of 2-bit groups (row_dot2) against x rounded to 8 bits per 128
  * columns: offset codes (nibbles q + 8, crumbs q + 2) by vpmaddubsw, the
- * offset's share subtracted once per row; and with 5 or more tokens the
- * 8-bit tile (moesz_k_cl8_rows: a task's rows of groups 1 to 4 bits wide
+ * offset's share subtracted once per row; and with 5 or more tokens a
+ * task of rows mostly of 2-bit groups four tokens at a time (row_dot2n),
+ * other tasks through the 8-bit tile (moesz_k_cl8_rows: a task's rows of groups 1 to 4 bits wide
  * rearranged once into bytes q + 8 in column quads, vpmaddubsw, or vpdpbusd
  * in kernels_x512.c with AVX512_VNNI). Escapes: a flat loop, or per row by
  * AVX2 gathers where rows average more than four (esc_dots_rows). Also the
@@ -812,9 +813,9 @@ TGT static int x_finite(const float *x, int64_t cols) {
 }
 
 /* Rows r0..r1 (<= CL8_ROWS) of m against nt tokens through the 8-bit tile,
- * x8 of token t at xq + t * XQ8_BYTES(ng) (quant_x8's layout). */
+ * x8 of token t at xq + t * xb (quant_x8's layout). */
 TGT static void cl8_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt, float *y,
-                         size_t ldy, int acc, const uint8_t *xq, const uint8_t *tile, const cl8_fix *fix,
+                         size_t ldy, int acc, const uint8_t *xq, size_t xb, const uint8_t *tile, const cl8_fix *fix,
                          size_t nfix, int vnni) {
   int64_t ng = m->ngroups, cols = m->cols;
   int nr = (int)(r1 - r0);
@@ -824,7 +825,7 @@ TGT static void cl8_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float 
     const float *s8[6];
     float part[6][CL8_ROWS];
     for (int t = 0; t < T; t++) {
-      const uint8_t *q = xq + (size_t)(t0 + t) * XQ8_BYTES(ng);
+      const uint8_t *q = xq + (size_t)(t0 + t) * xb;
       x8[t] = (const int8_t *)q;
       s8[t] = (const float *)(q + ng * G);
     }
@@ -1016,7 +1017,119 @@ void moesz_k_cl_unpack(const moesz_cl *m, int64_t r0, int64_t r1, float *dst, in
   moesz_cl_decode_rows(m, r0, r1, dst);
 }
 
-/* The 8-bit tile path's scratch: [tile 2 x ng x 512][fixes][x8 of each token]. */
+/* Row r against NT <= 4 tokens with x at 8 bits (several tokens, rows mostly
+ * of 2-bit groups: the tile's place in prompts), as row_dot2 for one token:
+ * a pair of 2-bit groups' four fields are made once and multiplied with each
+ * token's x8p, a 2-bit group alone with crumb_dot1, a 4-bit group with group8,
+ * any other width in f32 against x (no 16-bit x here; on the half grid at eb
+ * 1.6e-2 such groups are 1% of the codes). sums[t]: before step and escapes,
+ * the offsets' bias taken off. xq[t]: token t's XQ8 block (x8, s8, bias,
+ * btot) followed by its x8p; xt[t]: its last, zero-padded group of x. */
+TGT static inline __attribute__((always_inline)) void row_dot2n(const moesz_cl *m, int64_t r, int NT,
+                                                                 const uint8_t *const *xq, const float *const *xr,
+                                                                 const float *const *xt, float *sums) {
+  int64_t full = m->cols / G, ng = m->ngroups;
+  const uint8_t *p = m->data + m->row_off[r], *wd = m->widths + r * m->wstride;
+  const __m256i m3 = _mm256_set1_epi8(3), off = _mm256_set1_epi8((char)0xaa);
+  const int8_t *x8[4], *x8p[4];
+  const float *s8[4], *bias[4];
+  __m256 a[4];
+  __m128 a1[4];
+  float bsum[4];
+  for (int t = 0; t < NT; t++) {
+    x8[t] = (const int8_t *)xq[t];
+    s8[t] = (const float *)(xq[t] + ng * G);
+    bias[t] = s8[t] + ng;
+    x8p[t] = (const int8_t *)(xq[t] + XQ8_BYTES(ng));
+    a[t] = _mm256_setzero_ps();
+    a1[t] = _mm_setzero_ps();
+    bsum[t] = 0.25f * s8[t][2 * ng];   /* every group's 2-bit bias; other widths give theirs back */
+  }
+  for (int64_t k = 0; 2 * k < ng; k++) {
+    size_t wb = wd[k];
+    if (CL_PF_BYTES) _mm_prefetch((const char *)p + CL_PF_BYTES, _MM_HINT_T0);
+    if (__builtin_expect(wb == 0x22 && 2 * k + 1 < ng, 1)) {   /* two 2-bit groups: fields made once */
+      __m256i v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)p), off);
+      __m256i f0 = _mm256_and_si256(v, m3), f1 = _mm256_and_si256(_mm256_srli_epi16(v, 2), m3);
+      __m256i f2 = _mm256_and_si256(_mm256_srli_epi16(v, 4), m3), f3 = _mm256_and_si256(_mm256_srli_epi16(v, 6), m3);
+      for (int t = 0; t < NT; t++) {
+        const int8_t *xp = x8p[t] + k * 2 * G;
+        __m256i sv = _mm256_add_epi16(
+            _mm256_add_epi16(_mm256_maddubs_epi16(f0, _mm256_loadu_si256((const __m256i *)xp)),
+                             _mm256_maddubs_epi16(f1, _mm256_loadu_si256((const __m256i *)(xp + 32)))),
+            _mm256_add_epi16(_mm256_maddubs_epi16(f2, _mm256_loadu_si256((const __m256i *)(xp + 64))),
+                             _mm256_maddubs_epi16(f3, _mm256_loadu_si256((const __m256i *)(xp + 96)))));
+        a[t] = scale16(sv, s8[t] + 2 * k, a[t]);
+      }
+      p += 32;
+      continue;
+    }
+    for (int h = 0; h < 2 && 2 * k + h < ng; h++) {
+      size_t b = h ? wb >> 4 : wb & 15;
+      int64_t g = 2 * k + h;
+      for (int t = 0; t < NT; t++) {
+        if (b == 2) {
+          a1[t] = crumb_dot1(p, x8p[t] + k * 2 * G + h * 16, s8[t] + g, a1[t]);
+        } else if (b == 4) {
+          a[t] = group8(p, x8[t] + g * G, s8[t] + g, a[t]);
+          bsum[t] += 0.75f * bias[t][g];   /* 8 s8 sum x8, not 2 s8 sum x8 */
+        } else {
+          bsum[t] -= 0.25f * bias[t][g];
+          if (b) a[t] = group_float(p, (int)b, g < full ? xr[t] + g * G : xt[t], a[t]);
+        }
+      }
+      p += 8 * b;
+    }
+  }
+  for (int t = 0; t < NT; t++)
+    sums[t] = moesz_hsum8(_mm256_add_ps(a[t], _mm256_insertf128_ps(_mm256_setzero_ps(), a1[t], 0))) - bsum[t];
+}
+
+/* Rows r0..r1 (at most CL8_ROWS, every one MOESZ_CL_MOSTLY2) against nt
+ * tokens whose x8, x8p and sum of x are in xq (stride xb a token): row_dot2n
+ * four tokens at a time, then step, escapes and the half grid's share. */
+TGT static void cl2n_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt, float *y,
+                          size_t ldy, int acc, const uint8_t *xq, size_t xb) {
+  int64_t ng = m->ngroups, full = m->cols / G;
+  int nr = (int)(r1 - r0);
+  for (int t0 = 0; t0 < nt; t0 += 4) {
+    int T = nt - t0 < 4 ? nt - t0 : 4;
+    const uint8_t *q[4];
+    const float *xr[4], *xtp[4];
+    float tail[4][G] __attribute__((aligned(32)));
+    float es[4][CL8_ROWS], hx[4], part[4][CL8_ROWS];
+    for (int t = 0; t < T; t++) {
+      q[t] = xq + (size_t)(t0 + t) * xb;
+      xr[t] = x + (size_t)(t0 + t) * ldx;
+      xtp[t] = tail[t];
+      if (ng > full) {
+        memset(tail[t], 0, sizeof tail[t]);
+        memcpy(tail[t], xr[t] + full * G, (size_t)(m->cols - full * G) * sizeof(float));
+      }
+      const float *s8 = (const float *)(q[t] + ng * G);
+      hx[t] = m->half == 0 ? 0 : m->half * s8[2 * ng + 1];
+      esc_dots_rows(m, r0, r1, xr[t], es[t]);
+    }
+    for (int i = 0; i < nr; i++) {
+      float v[4];
+      switch (T) {   /* a copy per token count: accumulators in registers */
+      case 1: row_dot2n(m, r0 + i, 1, q, xr, xtp, v); break;
+      case 2: row_dot2n(m, r0 + i, 2, q, xr, xtp, v); break;
+      case 3: row_dot2n(m, r0 + i, 3, q, xr, xtp, v); break;
+      default: row_dot2n(m, r0 + i, 4, q, xr, xtp, v); break;
+      }
+      for (int t = 0; t < T; t++) part[t][i] = v[t];
+    }
+    for (int t = 0; t < T; t++)
+      for (int i = 0; i < nr; i++) {
+        float v = part[t][i] * m->step + es[t][i] + hx[t];
+        float *o = y + (size_t)(t0 + t) * ldy + i;
+        *o = acc ? *o + v : v;
+      }
+  }
+}
+
+/* The 8-bit tile path's scratch: [tile 2 x ng x 512][fixes][x8 and x8p of each token]. */
 static size_t cl8_tile_bytes(int64_t ng) {
   return ((size_t)ng * 1024 + CL8_FIX_MAX(ng) * sizeof(cl8_fix) + 63) / 64 * 64;
 }
@@ -1025,12 +1138,16 @@ int moesz_k_cl8_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, 
                      size_t ldy, int acc, void *scratch, size_t scratch_bytes, int have_xq, int simd) {
 #if MOESZ_X86
   int64_t ng = m->ngroups;
-  size_t tb = cl8_tile_bytes(ng), xb = XQ8_BYTES(ng);
+  /* a token's x8 block is followed by its x8p (the 2-bit rows' order) whichever path a task takes, so
+   * that the thread's memoized x serves both */
+  size_t tb = cl8_tile_bytes(ng), xb = XQ8_BYTES(ng) + XQ8P_BYTES(ng);
   if (r1 - r0 > CL8_ROWS || r1 <= r0 || nt < 1 || tb + xb > scratch_bytes || ((uintptr_t)scratch & 31)) return 0;
   uint8_t *tile = scratch, *xq = tile + tb;
   cl8_fix *fix = (cl8_fix *)(tile + (size_t)ng * 1024);
-  size_t nfix;
-  if (!cl8_tile(m, r0, r1, tile, fix, &nfix)) return 0;
+  size_t nfix = 0;
+  int two = 1;   /* every row mostly of 2-bit groups: row_dot2n, no tile */
+  for (int64_t r = r0; r < r1 && two; r++) two = (m->usual[r] & MOESZ_CL_MOSTLY2) != 0;
+  if (!two && !cl8_tile(m, r0, r1, tile, fix, &nfix)) return 0;
   int per = (int)((scratch_bytes - tb) / xb), all = nt <= per;
   if (!(all && have_xq))   /* before any output is written */
     for (int t = 0; t < nt; t++)
@@ -1042,10 +1159,13 @@ int moesz_k_cl8_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, 
         const float *xt = x + (size_t)(t0 + t) * ldx;
         uint8_t *q = xq + (size_t)t * xb;
         float *s8 = (float *)(q + ng * G);
-        quant_x8(xt, m->cols, ng, (int8_t *)q, s8, s8 + ng, s8 + 2 * ng, NULL);
+        quant_x8(xt, m->cols, ng, (int8_t *)q, s8, s8 + ng, s8 + 2 * ng, (int8_t *)(q + XQ8_BYTES(ng)));
         s8[2 * ng + 1] = x_sum_avx2(xt, m->cols);   /* for the half grid's share, with the x it belongs to */
       }
-    cl8_rows(m, r0, r1, x + (size_t)t0 * ldx, ldx, k, y + (size_t)t0 * ldy, ldy, acc, xq, tile, fix, nfix, simd >= 2);
+    if (two) cl2n_rows(m, r0, r1, x + (size_t)t0 * ldx, ldx, k, y + (size_t)t0 * ldy, ldy, acc, xq, xb);
+    else
+      cl8_rows(m, r0, r1, x + (size_t)t0 * ldx, ldx, k, y + (size_t)t0 * ldy, ldy, acc, xq, xb, tile, fix, nfix,
+               simd >= 2);
   }
   return all ? 2 : 1;
 #else
