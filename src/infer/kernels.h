@@ -110,7 +110,9 @@ size_t moesz_k_cl_scratch_bytes(int64_t cols);
  * compute-layout matrix times nt tokens with its groups of 1 to 4 bits against x
  * rounded to 8 bits per 128 columns (as one token's in decode), by vpmaddubsw
  * over the rows' codes rearranged once into bytes (the "8-bit tile"); groups
- * of other widths, and the escapes, against x in f32. scratch (32-byte
+ * of other widths, and the escapes, against x in f32. Rows all mostly of
+ * 2-bit groups skip the tile: their 2- and 4-bit groups meet 8-bit x straight
+ * from the codes, four tokens at a time, groups of other widths f32 x. scratch (32-byte
  * aligned, scratch_bytes long) holds the tile and the tokens' 8-bit x;
  * have_xq = 1 says it already holds these nt tokens' (the last call returned
  * 2 for the same x); simd >= 2: the AVX512_VNNI kernel (kctx.simd, the same
