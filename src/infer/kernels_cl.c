@@ -25,8 +25,9 @@
  * bits); 2 as 1, and in decode a row of 4-bit groups (row_dot8) or one
  * mostly of 2-bit groups (row_dot2) against x rounded to 8 bits per 128
  * columns: offset codes (nibbles q + 8, crumbs q + 2) by vpmaddubsw, the
- * offset's share subtracted once per row; and with 5 or more tokens a
- * task of rows mostly of 2-bit groups four tokens at a time (row_dot2n),
+ * offset's share subtracted once per row; with 2 to 4 tokens rows mostly of
+ * 2-bit groups, and with 5 or more a task of such rows, four tokens at a time
+ * (row_dot2n),
  * other tasks through the 8-bit tile (moesz_k_cl8_rows: a task's rows of groups 1 to 4 bits wide
  * rearranged once into bytes q + 8 in column quads, vpmaddubsw, or vpdpbusd
  * in kernels_x512.c with AVX512_VNNI). Escapes: a flat loop, or per row by
@@ -676,6 +677,74 @@ TGT static inline __attribute__((always_inline)) float row_dot2(const moesz_cl *
   return moesz_hsum8(_mm256_add_ps(a, f)) - bsum;
 }
 
+/* Row r against NT <= 4 tokens with x at 8 bits (several tokens, rows mostly
+ * of 2-bit groups: the tile's place in prompts), as row_dot2 for one token:
+ * a pair of 2-bit groups' four fields are made once and multiplied with each
+ * token's x8p, a 2-bit group alone with crumb_dot1, a 4-bit group with group8,
+ * any other width in f32 against x (no 16-bit x here; on the half grid at eb
+ * 1.6e-2 such groups are 1% of the codes). sums[t]: before step and escapes,
+ * the offsets' bias taken off. xq[t]: token t's XQ8 block (x8, s8, bias,
+ * btot) followed by its x8p; xt[t]: its last, zero-padded group of x. */
+TGT static inline __attribute__((always_inline)) void row_dot2n(const moesz_cl *m, int64_t r, int NT,
+                                                                 const uint8_t *const *xq, const float *const *xr,
+                                                                 const float *const *xt, float *sums) {
+  int64_t full = m->cols / G, ng = m->ngroups;
+  const uint8_t *p = m->data + m->row_off[r], *wd = m->widths + r * m->wstride;
+  const __m256i m3 = _mm256_set1_epi8(3), off = _mm256_set1_epi8((char)0xaa);
+  const int8_t *x8[4], *x8p[4];
+  const float *s8[4], *bias[4];
+  __m256 a[4];
+  __m128 a1[4];
+  float bsum[4];
+  for (int t = 0; t < NT; t++) {
+    x8[t] = (const int8_t *)xq[t];
+    s8[t] = (const float *)(xq[t] + ng * G);
+    bias[t] = s8[t] + ng;
+    x8p[t] = (const int8_t *)(xq[t] + XQ8_BYTES(ng));
+    a[t] = _mm256_setzero_ps();
+    a1[t] = _mm_setzero_ps();
+    bsum[t] = 0.25f * s8[t][2 * ng];   /* every group's 2-bit bias; other widths give theirs back */
+  }
+  for (int64_t k = 0; 2 * k < ng; k++) {
+    size_t wb = wd[k];
+    if (CL_PF_BYTES) _mm_prefetch((const char *)p + CL_PF_BYTES, _MM_HINT_T0);
+    if (__builtin_expect(wb == 0x22 && 2 * k + 1 < ng, 1)) {   /* two 2-bit groups: fields made once */
+      __m256i v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)p), off);
+      __m256i f0 = _mm256_and_si256(v, m3), f1 = _mm256_and_si256(_mm256_srli_epi16(v, 2), m3);
+      __m256i f2 = _mm256_and_si256(_mm256_srli_epi16(v, 4), m3), f3 = _mm256_and_si256(_mm256_srli_epi16(v, 6), m3);
+      for (int t = 0; t < NT; t++) {
+        const int8_t *xp = x8p[t] + k * 2 * G;
+        __m256i sv = _mm256_add_epi16(
+            _mm256_add_epi16(_mm256_maddubs_epi16(f0, _mm256_loadu_si256((const __m256i *)xp)),
+                             _mm256_maddubs_epi16(f1, _mm256_loadu_si256((const __m256i *)(xp + 32)))),
+            _mm256_add_epi16(_mm256_maddubs_epi16(f2, _mm256_loadu_si256((const __m256i *)(xp + 64))),
+                             _mm256_maddubs_epi16(f3, _mm256_loadu_si256((const __m256i *)(xp + 96)))));
+        a[t] = scale16(sv, s8[t] + 2 * k, a[t]);
+      }
+      p += 32;
+      continue;
+    }
+    for (int h = 0; h < 2 && 2 * k + h < ng; h++) {
+      size_t b = h ? wb >> 4 : wb & 15;
+      int64_t g = 2 * k + h;
+      for (int t = 0; t < NT; t++) {
+        if (b == 2) {
+          a1[t] = crumb_dot1(p, x8p[t] + k * 2 * G + h * 16, s8[t] + g, a1[t]);
+        } else if (b == 4) {
+          a[t] = group8(p, x8[t] + g * G, s8[t] + g, a[t]);
+          bsum[t] += 0.75f * bias[t][g];   /* 8 s8 sum x8, not 2 s8 sum x8 */
+        } else {
+          bsum[t] -= 0.25f * bias[t][g];
+          if (b) a[t] = group_float(p, (int)b, g < full ? xr[t] + g * G : xt[t], a[t]);
+        }
+      }
+      p += 8 * b;
+    }
+  }
+  for (int t = 0; t < NT; t++)
+    sums[t] = moesz_hsum8(_mm256_add_ps(a[t], _mm256_insertf128_ps(_mm256_setzero_ps(), a1[t], 0))) - bsum[t];
+}
+
 /* The 8-bit tile (act 2, several tokens: prompts). A task's rows (at most
  * CL8_ROWS) become offset codes u = q + 8 in bytes, in blocks of 8 rows: per
  * group of 64 columns 16 column quads of 32 bytes (8 rows x 4 codes), the
@@ -902,6 +971,7 @@ TGT static int cl_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x
     }
   }
   cl_w16 tab[9];
+  const uint8_t *xq8[TBLK];   /* act 2: each token's x8 block, its x8p after it (row_dot2n's layout) */
   int8_t *x8 = NULL, *x8p = NULL;
   float *s8 = NULL, *bias = NULL, *btot = NULL;
   if (useint) {
@@ -910,12 +980,16 @@ TGT static int cl_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x
       tab[b].mul = _mm256_load_si256((const __m256i *)CL_MUL16[b]);
       tab[b].sra = _mm_load_si128((const __m128i *)CL_SRA16[b]);
     }
-    if (act == 2 && nt == 1) {   /* x also at 8 bits, for rows of 4-bit groups (vpmaddubsw) */
-      uint8_t *q = scratch + TBLK * XQ_BYTES(ng);
-      x8 = (int8_t *)q;
-      s8 = (float *)(q + ng * G); bias = s8 + ng; btot = bias + ng;
-      x8p = (int8_t *)(q + XQ8_BYTES(ng));
-      if (!have_xq) quant_x8(xr[0], m->cols, ng, x8, s8, bias, btot, x8p);
+    if (act == 2) {   /* x also at 8 bits (and in the 2-bit order), each token: rows of 2- and 4-bit groups */
+      for (int t = 0; t < nt; t++) {
+        uint8_t *q = scratch + TBLK * XQ_BYTES(ng) + (size_t)t * (XQ8_BYTES(ng) + XQ8P_BYTES(ng));
+        float *qs = (float *)(q + ng * G);
+        xq8[t] = q;
+        if (!have_xq) quant_x8(xr[t], m->cols, ng, (int8_t *)q, qs, qs + ng, qs + 2 * ng, (int8_t *)(q + XQ8_BYTES(ng)));
+      }
+      x8 = (int8_t *)xq8[0];   /* token 0's, for one token's row_dot8 / row_dot2 */
+      s8 = (float *)(xq8[0] + ng * G); bias = s8 + ng; btot = bias + ng;
+      x8p = (int8_t *)(xq8[0] + XQ8_BYTES(ng));
     }
   }
   enum { EPF = 32 };
@@ -933,10 +1007,15 @@ TGT static int cl_avx2(const moesz_cl *m, int64_t r0, int64_t r1, const float *x
       case 3: row_float(m, r, 3, xr, xtp, v); break;
       default: row_float(m, r, TBLK, xr, xtp, v); break;
     }
-    else if (x8 && (ub == 4 || (m->ngroups == 1 && (m->widths[r * m->wstride] & 15) == 4)))
+    else if (x8 && nt == 1 && (ub == 4 || (m->ngroups == 1 && (m->widths[r * m->wstride] & 15) == 4)))
       v[0] = row_dot8(m, r, tab, xr[0], xtp[0], xh[0], xs[0], x8, s8, bias, *btot);
-    else if (x8 && m->usual[r] & MOESZ_CL_MOSTLY2)
+    else if (x8 && nt == 1 && m->usual[r] & MOESZ_CL_MOSTLY2)
       v[0] = row_dot2(m, r, tab, xr[0], xtp[0], xh[0], xs[0], x8, x8p, s8, bias, *btot);
+    else if (x8 && m->usual[r] & MOESZ_CL_MOSTLY2) switch (nt) {   /* 2..4 tokens: the fields made once */
+      case 2: row_dot2n(m, r, 2, xq8, xr, xtp, v); break;
+      case 3: row_dot2n(m, r, 3, xq8, xr, xtp, v); break;
+      default: row_dot2n(m, r, 4, xq8, xr, xtp, v); break;
+    }
     else
 #define ROWN(NT, LO, UB) row_dotn(m, r, tab, NT, xr, xtp, xh, xl, xs, LO, UB, v)
       switch (nt > 2 ? 0 : ((CL_UNIFORM ? ub : 0) * 2 + (size_t)lo) * 2 + (size_t)(nt - 1)) {   /* a copy per usual width: constant offsets and tables */
@@ -1015,74 +1094,6 @@ void moesz_k_cl_unpack(const moesz_cl *m, int64_t r0, int64_t r1, float *dst, in
   (void)simd;
 #endif
   moesz_cl_decode_rows(m, r0, r1, dst);
-}
-
-/* Row r against NT <= 4 tokens with x at 8 bits (several tokens, rows mostly
- * of 2-bit groups: the tile's place in prompts), as row_dot2 for one token:
- * a pair of 2-bit groups' four fields are made once and multiplied with each
- * token's x8p, a 2-bit group alone with crumb_dot1, a 4-bit group with group8,
- * any other width in f32 against x (no 16-bit x here; on the half grid at eb
- * 1.6e-2 such groups are 1% of the codes). sums[t]: before step and escapes,
- * the offsets' bias taken off. xq[t]: token t's XQ8 block (x8, s8, bias,
- * btot) followed by its x8p; xt[t]: its last, zero-padded group of x. */
-TGT static inline __attribute__((always_inline)) void row_dot2n(const moesz_cl *m, int64_t r, int NT,
-                                                                 const uint8_t *const *xq, const float *const *xr,
-                                                                 const float *const *xt, float *sums) {
-  int64_t full = m->cols / G, ng = m->ngroups;
-  const uint8_t *p = m->data + m->row_off[r], *wd = m->widths + r * m->wstride;
-  const __m256i m3 = _mm256_set1_epi8(3), off = _mm256_set1_epi8((char)0xaa);
-  const int8_t *x8[4], *x8p[4];
-  const float *s8[4], *bias[4];
-  __m256 a[4];
-  __m128 a1[4];
-  float bsum[4];
-  for (int t = 0; t < NT; t++) {
-    x8[t] = (const int8_t *)xq[t];
-    s8[t] = (const float *)(xq[t] + ng * G);
-    bias[t] = s8[t] + ng;
-    x8p[t] = (const int8_t *)(xq[t] + XQ8_BYTES(ng));
-    a[t] = _mm256_setzero_ps();
-    a1[t] = _mm_setzero_ps();
-    bsum[t] = 0.25f * s8[t][2 * ng];   /* every group's 2-bit bias; other widths give theirs back */
-  }
-  for (int64_t k = 0; 2 * k < ng; k++) {
-    size_t wb = wd[k];
-    if (CL_PF_BYTES) _mm_prefetch((const char *)p + CL_PF_BYTES, _MM_HINT_T0);
-    if (__builtin_expect(wb == 0x22 && 2 * k + 1 < ng, 1)) {   /* two 2-bit groups: fields made once */
-      __m256i v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)p), off);
-      __m256i f0 = _mm256_and_si256(v, m3), f1 = _mm256_and_si256(_mm256_srli_epi16(v, 2), m3);
-      __m256i f2 = _mm256_and_si256(_mm256_srli_epi16(v, 4), m3), f3 = _mm256_and_si256(_mm256_srli_epi16(v, 6), m3);
-      for (int t = 0; t < NT; t++) {
-        const int8_t *xp = x8p[t] + k * 2 * G;
-        __m256i sv = _mm256_add_epi16(
-            _mm256_add_epi16(_mm256_maddubs_epi16(f0, _mm256_loadu_si256((const __m256i *)xp)),
-                             _mm256_maddubs_epi16(f1, _mm256_loadu_si256((const __m256i *)(xp + 32)))),
-            _mm256_add_epi16(_mm256_maddubs_epi16(f2, _mm256_loadu_si256((const __m256i *)(xp + 64))),
-                             _mm256_maddubs_epi16(f3, _mm256_loadu_si256((const __m256i *)(xp + 96)))));
-        a[t] = scale16(sv, s8[t] + 2 * k, a[t]);
-      }
-      p += 32;
-      continue;
-    }
-    for (int h = 0; h < 2 && 2 * k + h < ng; h++) {
-      size_t b = h ? wb >> 4 : wb & 15;
-      int64_t g = 2 * k + h;
-      for (int t = 0; t < NT; t++) {
-        if (b == 2) {
-          a1[t] = crumb_dot1(p, x8p[t] + k * 2 * G + h * 16, s8[t] + g, a1[t]);
-        } else if (b == 4) {
-          a[t] = group8(p, x8[t] + g * G, s8[t] + g, a[t]);
-          bsum[t] += 0.75f * bias[t][g];   /* 8 s8 sum x8, not 2 s8 sum x8 */
-        } else {
-          bsum[t] -= 0.25f * bias[t][g];
-          if (b) a[t] = group_float(p, (int)b, g < full ? xr[t] + g * G : xt[t], a[t]);
-        }
-      }
-      p += 8 * b;
-    }
-  }
-  for (int t = 0; t < NT; t++)
-    sums[t] = moesz_hsum8(_mm256_add_ps(a[t], _mm256_insertf128_ps(_mm256_setzero_ps(), a1[t], 0))) - bsum[t];
 }
 
 /* Rows r0..r1 (at most CL8_ROWS, every one MOESZ_CL_MOSTLY2) against nt
@@ -1177,7 +1188,7 @@ int moesz_k_cl8_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, 
 
 size_t moesz_k_cl_scratch_bytes(int64_t cols) {
   int64_t ng = (cols + G - 1) / G;
-  return XQ_BYTES(ng) * TBLK + XQ8_BYTES(ng) + XQ8P_BYTES(ng);
+  return (XQ_BYTES(ng) + XQ8_BYTES(ng) + XQ8P_BYTES(ng)) * TBLK;
 }
 
 #if MOESZ_X86
