@@ -235,8 +235,10 @@ int moesz_cl_encode_ex(const void *src, moesz_dtype dtype, int64_t rows, int64_t
   enc_job j;
   memset(&j, 0, sizeof j);
   j.src = src; j.dt = dtype; j.rows = rows; j.cols = cols; j.step = stepd; j.eb = ebr;
-  /* the half grid needs a bound (codes exact on an arbitrary grid otherwise) and eb' a normal f32 */
-  j.half = grid != MOESZ_CL_GRID_ZERO && ebr > 0 && ebr >= FLT_MIN;
+  /* the half grid needs a bound (codes exact on an arbitrary grid otherwise) and eb' a normal f32;
+   * automatic: codes on the zero grid first (the one fine bounds keep), the half grid's cost beside them */
+  int half_ok = grid != MOESZ_CL_GRID_ZERO && ebr > 0 && ebr >= FLT_MIN, choose = half_ok && grid == MOESZ_CL_GRID_AUTO;
+  j.half = half_ok && !choose;
   j.ng = (cols + G - 1) / G;
   j.wstride = (j.ng + 1) / 2;
   size_t ntask = (size_t)((rows + ROWS_PER_TASK - 1) / ROWS_PER_TASK);
@@ -253,11 +255,11 @@ int moesz_cl_encode_ex(const void *src, moesz_dtype dtype, int64_t rows, int64_t
   j.doff = calloc((size_t)rows, sizeof *j.doff);
   j.wcount = calloc(ntask, sizeof *j.wcount);
   j.cost = calloc(ntask, sizeof *j.cost);
-  if (j.half && grid == MOESZ_CL_GRID_AUTO) j.alt_cost = calloc(ntask, sizeof *j.alt_cost);
+  if (choose) j.alt_cost = calloc(ntask, sizeof *j.alt_cost);
   j.rowbuf = calloc((size_t)nth, sizeof *j.rowbuf);
   int rc = MOESZ_OK;
   if (!j.q || !j.wid || !j.nesc || !j.dbytes || !j.eoff || !j.doff || !j.wcount || !j.cost || !j.rowbuf ||
-      (j.half && grid == MOESZ_CL_GRID_AUTO && !j.alt_cost))
+      (choose && !j.alt_cost))
     rc = moesz_error_set(err, MOESZ_E_NOMEM, "compute layout: out of memory");
   for (int t = 0; !rc && t < nth; t++)
     if (!(j.rowbuf[t] = malloc((size_t)cols * sizeof(float)))) rc = moesz_error_set(err, MOESZ_E_NOMEM, "compute layout: out of memory");
@@ -267,15 +269,15 @@ int moesz_cl_encode_ex(const void *src, moesz_dtype dtype, int64_t rows, int64_t
   memset(&in, 0, sizeof in);
   if (!rc) {
     moesz_pool_run(pool, ntask, enc_pass1, &j);
-    if (j.alt_cost) {   /* automatic: the zero grid again unless the half grid saves at least 1/2% of the
-                           codes' bits (where the two tie, the zero grid keeps exact zeros exact and the
-                           layout what earlier encoders wrote) */
+    if (j.alt_cost) {   /* automatic: the half grid only if it saves at least 1/2% of the codes' bits (where
+                           the two tie, the zero grid keeps exact zeros exact and the layout what earlier
+                           encoders wrote) */
       uint64_t c = 0, a = 0;
       for (size_t t = 0; t < ntask; t++) { c += j.cost[t]; a += j.alt_cost[t]; }
       free(j.alt_cost);
       j.alt_cost = NULL;
-      if (c * 200 > a * 199) {
-        j.half = 0;
+      if (a * 200 <= c * 199) {
+        j.half = 1;
         memset(j.wid, 0, (size_t)rows * (size_t)j.wstride);
         memset(j.wcount, 0, ntask * sizeof *j.wcount);
         moesz_pool_run(pool, ntask, enc_pass1, &j);

@@ -1,8 +1,8 @@
 /* infer/kernels_cl.c - owns the linear kernels over the codec's compute
  * layout (moesz/codec.h): Y[t, r] (+)= step * sum_c q[r, c] X[t, c] + the
- * row's escapes (+ half * sum_c X[t, c] on the half grid), for one token (matvec) or a few (small-batch GEMM, the codes
- * of each group unpacked once for up to 4 tokens), without materialising the
- * weights.
+ * row's escapes (+ half * sum_c X[t, c] on the half grid), for one token
+ * (matvec) or a few (small-batch GEMM, the codes of each group unpacked once
+ * for up to 4 tokens), without materialising the weights.
  *
  * AVX2, two paths chosen per group of 64 codes:
  * - integer (width <= 8): 16 codes into 16-bit lanes (one broadcast load, a
@@ -27,9 +27,9 @@
  * columns: offset codes (nibbles q + 8, crumbs q + 2) by vpmaddubsw, the
  * offset's share subtracted once per row; with 2 to 4 tokens rows mostly of
  * 2-bit groups, and with 5 or more a task of such rows, four tokens at a time
- * (row_dot2n),
- * other tasks through the 8-bit tile (moesz_k_cl8_rows: a task's rows of groups 1 to 4 bits wide
- * rearranged once into bytes q + 8 in column quads, vpmaddubsw, or vpdpbusd
+ * (row_dot2n), other tasks through the 8-bit tile (moesz_k_cl8_rows: a
+ * task's rows of groups 1 to 4 bits wide rearranged once into bytes q + 8
+ * in column quads, vpmaddubsw, or vpdpbusd
  * in kernels_x512.c with AVX512_VNNI). Escapes: a flat loop, or per row by
  * AVX2 gathers where rows average more than four (esc_dots_rows). Also the
  * f32 tile of the packed path (moesz_k_cl_unpack).
@@ -57,7 +57,8 @@
 #define CL_UNIFORM 1     /* row_dotn copies per usual width (0: off, for comparison) */
 #endif
 #define XQ_BYTES(ng) ((size_t)(ng) * (G * 4 + 4))   /* quantized x of one token: h, l, scale per group */
-#define XQ8_BYTES(ng) ((size_t)(ng) * (G + 8) + 32) /* x to 8 bits (one token): x8, scale, bias per group, total, sum of x */
+/* x to 8 bits (one token): x8, scale and bias per group, their total, the sum of x */
+#define XQ8_BYTES(ng) ((size_t)(ng) * (G + 8) + 32)
 #define XQ8P_BYTES(ng) ((size_t)((ng) + 1) / 2 * 2 * G)  /* x8 again in the order of 2-bit codes (one token's decode) */
 
 /* Rows a..b's escape sums against x: es[r - a] = sum of w_e x[c_e] over row
@@ -93,9 +94,10 @@ static float half_share(const moesz_cl *m, const float *x) {
 static void cl_scalar(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt, float *y,
                       size_t ldy, int acc) {
   int64_t cols = m->cols;
-  for (int64_t r = r0; r < r1; r++)
-    for (int t = 0; t < nt; t++) {
-      const float *xt = x + (size_t)t * ldx;
+  for (int t = 0; t < nt; t++) {
+    const float *xt = x + (size_t)t * ldx;
+    float hx = half_share(m, xt);   /* once per token */
+    for (int64_t r = r0; r < r1; r++) {
       const uint8_t *p = m->data + m->row_off[r];
       float s = 0;
       for (int64_t g = 0; g < m->ngroups; g++) {
@@ -108,10 +110,11 @@ static void cl_scalar(const moesz_cl *m, int64_t r0, int64_t r1, const float *x,
       }
       float e;
       esc_dots(m, r, r + 1, xt, &e);
-      float v = s * m->step + e + half_share(m, xt);
+      float v = s * m->step + e + hx;
       float *o = y + (size_t)t * ldy + (r - r0);
       *o = acc ? *o + v : v;
     }
+  }
 }
 
 #if MOESZ_X86
