@@ -827,5 +827,6 @@ int main(void) {
   RUN(cache_dtype_f16_overflow_refused);
   RUN(switch_compresses_and_restores);
   RUN(task_scoring_follows_the_harness);
+  if (T[0]) sh("rm -rf %s", T);   /* setup()'s folder, made afresh by each test */
   return DONE();
 }
