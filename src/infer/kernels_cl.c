@@ -884,6 +884,20 @@ TGT static int x_finite(const float *x, int64_t cols) {
   return ok;
 }
 
+/* One token's outputs of a task's rows r0..r1 (<= CL8_ROWS) from their code
+ * sums part[]: y[i] (+)= part[i] step + row r0 + i's escape sums + the half
+ * grid's share (the sum of x from its slot after s8, bias and btot in
+ * quant_x8's layout). */
+TGT static void cl8_finish(const moesz_cl *m, int64_t r0, int64_t r1, const float *part, const float *xt,
+                           const float *s8, float *yt, int acc) {
+  float es[CL8_ROWS], hx = m->half == 0 ? 0 : m->half * s8[2 * m->ngroups + 1];
+  esc_dots_rows(m, r0, r1, xt, es);
+  for (int64_t i = 0; i < r1 - r0; i++) {
+    float v = part[i] * m->step + es[i] + hx;
+    yt[i] = acc ? yt[i] + v : v;
+  }
+}
+
 /* Rows r0..r1 (<= CL8_ROWS) of m against nt tokens through the 8-bit tile,
  * x8 of token t at xq + t * xb (quant_x8's layout). */
 TGT static void cl8_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float *x, size_t ldx, int nt, float *y,
@@ -937,15 +951,8 @@ TGT static void cl8_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float 
         part[t][fx->i] += s;
       }
     }
-    for (int t = 0; t < T; t++) {
-      float es[CL8_ROWS], hx = m->half == 0 ? 0 : m->half * s8[t][2 * ng + 1];   /* sum of x: quant_x8's slot */
-      esc_dots_rows(m, r0, r1, x + (size_t)(t0 + t) * ldx, es);
-      for (int i = 0; i < nr; i++) {
-        float v = part[t][i] * m->step + es[i] + hx;
-        float *o = y + (size_t)(t0 + t) * ldy + i;
-        *o = acc ? *o + v : v;
-      }
-    }
+    for (int t = 0; t < T; t++)
+      cl8_finish(m, r0, r1, part[t], x + (size_t)(t0 + t) * ldx, s8[t], y + (size_t)(t0 + t) * ldy, acc);
   }
 }
 
@@ -1111,7 +1118,7 @@ TGT static void cl2n_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float
     const uint8_t *q[4];
     const float *xr[4], *xtp[4];
     float tail[4][G] __attribute__((aligned(32)));
-    float es[4][CL8_ROWS], hx[4], part[4][CL8_ROWS];
+    float part[4][CL8_ROWS];
     for (int t = 0; t < T; t++) {
       q[t] = xq + (size_t)(t0 + t) * xb;
       xr[t] = x + (size_t)(t0 + t) * ldx;
@@ -1120,9 +1127,6 @@ TGT static void cl2n_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float
         memset(tail[t], 0, sizeof tail[t]);
         memcpy(tail[t], xr[t] + full * G, (size_t)(m->cols - full * G) * sizeof(float));
       }
-      const float *s8 = (const float *)(q[t] + ng * G);
-      hx[t] = m->half == 0 ? 0 : m->half * s8[2 * ng + 1];
-      esc_dots_rows(m, r0, r1, xr[t], es[t]);
     }
     for (int i = 0; i < nr; i++) {
       float v[4];
@@ -1135,11 +1139,7 @@ TGT static void cl2n_rows(const moesz_cl *m, int64_t r0, int64_t r1, const float
       for (int t = 0; t < T; t++) part[t][i] = v[t];
     }
     for (int t = 0; t < T; t++)
-      for (int i = 0; i < nr; i++) {
-        float v = part[t][i] * m->step + es[t][i] + hx[t];
-        float *o = y + (size_t)(t0 + t) * ldy + i;
-        *o = acc ? *o + v : v;
-      }
+      cl8_finish(m, r0, r1, part[t], xr[t], (const float *)(q[t] + ng * G), y + (size_t)(t0 + t) * ldy, acc);
   }
 }
 
