@@ -1,6 +1,8 @@
 #!/bin/sh
 # Runs each libFuzzer target for $1 seconds from its seed corpus
-# (fuzz/corpus/<target>/); a crash, leak or timeout fails the run.
+# (fuzz/corpus/<target>/); a crash, leak or timeout fails the run. The
+# inputs a target finds go to a temporary folder, kept (and named) only
+# when that target fails.
 SECS=$1; shift
 status=0
 for f in "$@"; do
